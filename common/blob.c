@@ -1,0 +1,85 @@
+/* blob.c: content-addressed files; see blob.h. */
+#include "blob.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sha256.h"
+#include "util.h"
+
+struct blob_store {
+    char *dir;
+};
+
+blob_store *blob_store_new(const char *dir, char *errstr, size_t n) {
+    if (util_mkdirs(dir) != URSA_OK) {
+        if (errstr) snprintf(errstr, n, "cannot create blob store %s", dir);
+        return NULL;
+    }
+    blob_store *bs = calloc(1, sizeof *bs);
+    if (!bs || !(bs->dir = strdup(dir))) {
+        free(bs);
+        if (errstr) snprintf(errstr, n, "out of memory");
+        return NULL;
+    }
+    return bs;
+}
+
+void blob_store_destroy(blob_store *bs) {
+    if (!bs) return;
+    free(bs->dir);
+    free(bs);
+}
+
+int blob_key_valid(const char *key) {
+    if (!key || strlen(key) != 64) return 0;
+    for (int i = 0; i < 64; i++)
+        if (!((key[i] >= '0' && key[i] <= '9') || (key[i] >= 'a' && key[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+ursa_err blob_path(blob_store *bs, const char *key, char *out, size_t size) {
+    if (!blob_key_valid(key)) return URSA_ERR_INVALID;
+    if (snprintf(out, size, "%s/%.2s/%.2s/%s", bs->dir, key, key + 2, key) >=
+        (int)size)
+        return URSA_ERR_INVALID;
+    return URSA_OK;
+}
+
+int blob_exists(blob_store *bs, const char *key) {
+    char path[4096];
+    return blob_path(bs, key, path, sizeof path) == URSA_OK &&
+           access(path, F_OK) == 0;
+}
+
+ursa_err blob_put(blob_store *bs, const void *data, size_t len, char key[65]) {
+    char path[4096], dir[4096];
+    sha256_hex(data, len, key);
+    ursa_err err = blob_path(bs, key, path, sizeof path);
+    if (err) return err;
+    if (access(path, F_OK) == 0) return URSA_OK; /* immutable: already there */
+    snprintf(dir, sizeof dir, "%s/%.2s/%.2s", bs->dir, key, key + 2);
+    if ((err = util_mkdirs(dir))) return err;
+    return util_write_file_atomic(path, data, len);
+}
+
+ursa_err blob_get(blob_store *bs, const char *key, size_t max, char **data,
+                  size_t *len) {
+    char path[4096], got[65];
+    *data = NULL;
+    ursa_err err = blob_path(bs, key, path, sizeof path);
+    if (err) return err;
+    size_t n;
+    if ((err = util_read_file(path, max, data, &n))) return err;
+    sha256_hex(*data, n, got);
+    if (strcmp(got, key) != 0) {
+        free(*data);
+        *data = NULL;
+        return URSA_ERR_CORRUPT;
+    }
+    if (len) *len = n;
+    return URSA_OK;
+}

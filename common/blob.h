@@ -1,0 +1,39 @@
+/* blob.h: the content-addressed blob store.
+ *
+ * A blob's key is the lowercase hex SHA-256 of its bytes; it lives at
+ * <dir>/<k[0..1]>/<k[2..3]>/<key>, written once through a temp file and a
+ * rename, never changed afterwards. Putting the same bytes twice is a no-op,
+ * which makes every writer idempotent. The directory may be shared between
+ * processes and machines (a shared volume in docker-compose). */
+#ifndef URSA_BLOB_H
+#define URSA_BLOB_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+typedef struct blob_store blob_store;
+
+/* Opens (creating if needed) the store rooted at dir. NULL on failure with
+ * the reason in errstr. */
+blob_store *blob_store_new(const char *dir, char *errstr, size_t errstr_size);
+void blob_store_destroy(blob_store *bs);
+
+/* Stores data and writes its key to key[65]. Durable when it returns OK. */
+ursa_err blob_put(blob_store *bs, const void *data, size_t len, char key[65]);
+
+/* Reads a blob into a new buffer the caller frees, checking its hash:
+ * URSA_ERR_NOT_FOUND, URSA_ERR_TOO_LARGE (over max), URSA_ERR_CORRUPT. */
+ursa_err blob_get(blob_store *bs, const char *key, size_t max, char **data,
+                  size_t *len);
+
+/* 1 if a blob with this key is stored. */
+int blob_exists(blob_store *bs, const char *key);
+
+/* The blob's file path (whether or not it exists). */
+ursa_err blob_path(blob_store *bs, const char *key, char *out, size_t size);
+
+/* 1 if key is 64 lowercase hex characters. */
+int blob_key_valid(const char *key);
+
+#endif

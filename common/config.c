@@ -1,0 +1,363 @@
+/* config.c: the layered settings table (see config.h). Values are kept as
+ * validated strings and converted on read, so the help can show them as set. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern char **environ;
+
+const cfg_def cfg_defs_base[] = {
+    {"log.level", CFG_STR, "info", 1, 0, "error, warn, info or debug"},
+    {"state-dir", CFG_STR, ".ursa", 1, 0,
+     "state directory (blobs, pid files, logs, addresses of the embedded stack)"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+const cfg_def cfg_defs_kafka[] = {
+    {"kafka.bootstrap", CFG_STR, "", 1, 0,
+     "Kafka bootstrap servers host:port[,...]; empty: read <state-dir>/broker.bootstrap"},
+    {"kq.max-attempts", CFG_INT, "5", 1, 100,
+     "attempts for a message that fails transiently before it is dead-lettered"},
+    {"kq.backoff-ms", CFG_INT, "100", 1, 60000,
+     "first retry delay; doubles each attempt"},
+    {"kq.backoff-max-ms", CFG_INT, "5000", 1, 600000, "longest retry delay"},
+    {"kq.max-inflight", CFG_INT, "1000", 1, 1000000,
+     "consumed messages whose effects may be pending at once"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+const cfg_def cfg_defs_redis[] = {
+    {"redis.url", CFG_STR, "", 1, 0,
+     "redis://host:port[/db]; empty: read <state-dir>/redis.port"},
+    {"redis.timeout-ms", CFG_INT, "2000", 10, 600000,
+     "connect and command timeout"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+typedef struct {
+    const cfg_def *def;
+    char *value; /* NULL when unset */
+} cfg_entry;
+
+typedef struct {
+    char *name, *value;
+} cfg_pair;
+
+struct cfg {
+    cfg_entry *e;
+    size_t n;
+    char *prefix;
+    cfg_pair *pt;
+    size_t npt, cappt;
+};
+
+static void set_err(char *errstr, size_t n, const char *fmt, const char *a,
+                    const char *b) {
+    if (errstr && n) snprintf(errstr, n, fmt, a, b);
+}
+
+cfg *cfg_new(const cfg_def *const *tables, const char *prefix) {
+    cfg *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    size_t n = 0;
+    for (size_t t = 0; tables[t]; t++)
+        for (const cfg_def *d = tables[t]; d->name; d++) n++;
+    c->e = calloc(n ? n : 1, sizeof *c->e);
+    if (!c->e) goto fail;
+    for (size_t t = 0; tables[t]; t++)
+        for (const cfg_def *d = tables[t]; d->name; d++) {
+            c->e[c->n].def = d;
+            if (d->def && !(c->e[c->n].value = strdup(d->def))) goto fail;
+            c->n++;
+        }
+    if (prefix && !(c->prefix = strdup(prefix))) goto fail;
+    return c;
+fail:
+    cfg_destroy(c);
+    return NULL;
+}
+
+void cfg_destroy(cfg *c) {
+    if (!c) return;
+    for (size_t i = 0; i < c->n; i++) free(c->e[i].value);
+    for (size_t i = 0; i < c->npt; i++) {
+        free(c->pt[i].name);
+        free(c->pt[i].value);
+    }
+    free(c->pt);
+    free(c->e);
+    free(c->prefix);
+    free(c);
+}
+
+static cfg_entry *find(const cfg *c, const char *name) {
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->e[i].def->name, name) == 0) return &c->e[i];
+    return NULL;
+}
+
+static ursa_err check_value(const cfg_def *d, const char *v, char *errstr,
+                            size_t n) {
+    char *end;
+    char buf[256];
+    switch (d->type) {
+    case CFG_STR: return URSA_OK;
+    case CFG_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "false") || !strcmp(v, "1") ||
+            !strcmp(v, "0") || !strcmp(v, "yes") || !strcmp(v, "no"))
+            return URSA_OK;
+        set_err(errstr, n, "%s: expected true or false, got \"%s\"", d->name, v);
+        return URSA_ERR_CONFIG;
+    case CFG_INT:
+    case CFG_DOUBLE: {
+        errno = 0;
+        double x = d->type == CFG_INT ? (double)strtoll(v, &end, 10)
+                                      : strtod(v, &end);
+        if (errno || end == v || *end) {
+            set_err(errstr, n, "%s: expected a number, got \"%s\"", d->name, v);
+            return URSA_ERR_CONFIG;
+        }
+        if (d->min <= d->max && (x < d->min || x > d->max)) {
+            snprintf(buf, sizeof buf, "%g..%g", d->min, d->max);
+            if (errstr && n)
+                snprintf(errstr, n, "%s: %s is outside %s", d->name, v, buf);
+            return URSA_ERR_CONFIG;
+        }
+        return URSA_OK;
+    }
+    }
+    return URSA_ERR_CONFIG;
+}
+
+static ursa_err set_passthrough(cfg *c, const char *name, const char *value) {
+    for (size_t i = 0; i < c->npt; i++)
+        if (strcmp(c->pt[i].name, name) == 0) {
+            char *v = strdup(value);
+            if (!v) return URSA_ERR_NOMEM;
+            free(c->pt[i].value);
+            c->pt[i].value = v;
+            return URSA_OK;
+        }
+    if (c->npt == c->cappt) {
+        size_t cap = c->cappt ? c->cappt * 2 : 8;
+        cfg_pair *p = realloc(c->pt, cap * sizeof *p);
+        if (!p) return URSA_ERR_NOMEM;
+        c->pt = p;
+        c->cappt = cap;
+    }
+    c->pt[c->npt].name = strdup(name);
+    c->pt[c->npt].value = strdup(value);
+    if (!c->pt[c->npt].name || !c->pt[c->npt].value) {
+        free(c->pt[c->npt].name);
+        free(c->pt[c->npt].value);
+        return URSA_ERR_NOMEM;
+    }
+    c->npt++;
+    return URSA_OK;
+}
+
+ursa_err cfg_set(cfg *c, const char *name, const char *value, char *errstr,
+                 size_t n) {
+    cfg_entry *e = find(c, name);
+    if (!e) {
+        if (c->prefix && strncmp(name, c->prefix, strlen(c->prefix)) == 0 &&
+            name[strlen(c->prefix)])
+            return set_passthrough(c, name, value);
+        set_err(errstr, n, "unknown setting \"%s\"%s", name,
+                " (see --help)");
+        return URSA_ERR_CONFIG;
+    }
+    ursa_err err = check_value(e->def, value, errstr, n);
+    if (err) return err;
+    char *v = strdup(value);
+    if (!v) return URSA_ERR_NOMEM;
+    free(e->value);
+    e->value = v;
+    return URSA_OK;
+}
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    size_t l = strlen(s);
+    while (l && isspace((unsigned char)s[l - 1])) s[--l] = '\0';
+    return s;
+}
+
+ursa_err cfg_load_file(cfg *c, const char *path, char *errstr, size_t n) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        set_err(errstr, n, "config file %s: %s", path, strerror(errno));
+        return URSA_ERR_CONFIG;
+    }
+    char line[4096];
+    int lineno = 0;
+    ursa_err err = URSA_OK;
+    while (!err && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash) *hash = '\0';
+        char *s = trim(line);
+        if (!*s) continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            char where[64];
+            snprintf(where, sizeof where, "%d", lineno);
+            set_err(errstr, n, "config file %s:%s: expected name = value", path,
+                    where);
+            err = URSA_ERR_CONFIG;
+            break;
+        }
+        *eq = '\0';
+        char msg[512];
+        err = cfg_set(c, trim(s), trim(eq + 1), msg, sizeof msg);
+        if (err && errstr && n)
+            snprintf(errstr, n, "config file %s:%d: %s", path, lineno, msg);
+    }
+    fclose(f);
+    return err;
+}
+
+/* "kafka.bootstrap" -> "URSA_KAFKA_BOOTSTRAP" */
+static void env_name(const char *name, char *out, size_t n) {
+    size_t o = (size_t)snprintf(out, n, "URSA_");
+    for (; *name && o + 1 < n; name++)
+        out[o++] = (*name == '.' || *name == '-') ? '_'
+                                                  : (char)toupper((unsigned char)*name);
+    out[o] = '\0';
+}
+
+static ursa_err load_env(cfg *c, char *errstr, size_t n) {
+    char envn[256], msg[512];
+    for (size_t i = 0; i < c->n; i++) {
+        env_name(c->e[i].def->name, envn, sizeof envn);
+        const char *v = getenv(envn);
+        if (!v) continue;
+        ursa_err err = cfg_set(c, c->e[i].def->name, v, msg, sizeof msg);
+        if (err) {
+            if (errstr && n) snprintf(errstr, n, "$%s: %s", envn, msg);
+            return err;
+        }
+    }
+    if (!c->prefix) return URSA_OK;
+    char pfx[256];
+    env_name(c->prefix, pfx, sizeof pfx); /* "URSA_KAFKA_" */
+    size_t pl = strlen(pfx);
+    for (char **ep = environ; ep && *ep; ep++) {
+        if (strncmp(*ep, pfx, pl) != 0) continue;
+        const char *eq = strchr(*ep, '=');
+        if (!eq || (size_t)(eq - *ep) <= pl) continue;
+        char name[256];
+        size_t o = (size_t)snprintf(name, sizeof name, "%s", c->prefix);
+        for (const char *p = *ep + pl; p < eq && o + 1 < sizeof name; p++)
+            name[o++] = *p == '_' ? '.' : (char)tolower((unsigned char)*p);
+        name[o] = '\0';
+        int known = 0;
+        for (size_t i = 0; i < c->n && !known; i++) {
+            env_name(c->e[i].def->name, envn, sizeof envn);
+            known = strncmp(envn, *ep, (size_t)(eq - *ep)) == 0 &&
+                    envn[eq - *ep] == '\0';
+        }
+        if (known) continue;
+        ursa_err err = set_passthrough(c, name, eq + 1);
+        if (err) return err;
+    }
+    return URSA_OK;
+}
+
+ursa_err cfg_load(cfg *c, int argc, char **argv, int *argi, int *want_help,
+                  char *errstr, size_t n) {
+    ursa_err err;
+    if (want_help) *want_help = 0;
+    /* The file layer comes first, so find --config before anything else. */
+    const char *file = getenv("URSA_CONFIG");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0 || strncmp(argv[i], "--", 2) != 0) break;
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) file = argv[i + 1];
+        else if (strncmp(argv[i], "--config=", 9) == 0) file = argv[i] + 9;
+    }
+    if (file && *file && (err = cfg_load_file(c, file, errstr, n))) return err;
+    if ((err = load_env(c, errstr, n))) return err;
+
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) {
+            i++;
+            break;
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            if (want_help) *want_help = 1;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') break;
+        char name[256];
+        const char *val = NULL;
+        const char *eq = strchr(a, '=');
+        size_t nl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (nl >= sizeof name) nl = sizeof name - 1;
+        memcpy(name, a + 2, nl);
+        name[nl] = '\0';
+        if (eq) val = eq + 1;
+        if (strcmp(name, "config") == 0) {
+            if (!val) i++;
+            continue;
+        }
+        cfg_entry *e = find(c, name);
+        if (!val) {
+            if (e && e->def->type == CFG_BOOL) val = "true";
+            else if (i + 1 < argc) val = argv[++i];
+            else {
+                set_err(errstr, n, "--%s needs a value%s", name, "");
+                return URSA_ERR_CONFIG;
+            }
+        }
+        if ((err = cfg_set(c, name, val, errstr, n))) return err;
+    }
+    if (argi) *argi = i;
+    return URSA_OK;
+}
+
+const char *cfg_str(const cfg *c, const char *name) {
+    cfg_entry *e = find(c, name);
+    return e && e->value ? e->value : "";
+}
+
+long long cfg_int(const cfg *c, const char *name) {
+    return strtoll(cfg_str(c, name), NULL, 10);
+}
+
+double cfg_double(const cfg *c, const char *name) {
+    return strtod(cfg_str(c, name), NULL);
+}
+
+int cfg_bool(const cfg *c, const char *name) {
+    const char *v = cfg_str(c, name);
+    return !strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes");
+}
+
+size_t cfg_passthrough_count(const cfg *c) { return c->npt; }
+
+void cfg_passthrough_get(const cfg *c, size_t i, const char **name,
+                         const char **value) {
+    *name = c->pt[i].name;
+    *value = c->pt[i].value;
+}
+
+void cfg_print_help(const cfg *c, FILE *out) {
+    static const char *types[] = {"STR", "INT", "BOOL", "NUM"};
+    char envn[256];
+    fprintf(out, "Settings (default < --config FILE < environment < flag):\n");
+    for (size_t i = 0; i < c->n; i++) {
+        const cfg_def *d = c->e[i].def;
+        env_name(d->name, envn, sizeof envn);
+        fprintf(out, "  --%s %s\n      %s", d->name, types[d->type], d->help);
+        if (d->def && *d->def) fprintf(out, " [default: %s]", d->def);
+        fprintf(out, " [env: %s]\n", envn);
+    }
+    if (c->prefix) {
+        env_name(c->prefix, envn, sizeof envn);
+        fprintf(out, "  --%sNAME VALUE\n      passed straight to the library "
+                     "behind it [env: %sNAME, '_' for '.']\n",
+                c->prefix, envn);
+    }
+}

@@ -1,0 +1,697 @@
+/* kq.c: the producer and the consumer-group loop; the rules are in kq.h.
+ *
+ * Everything below runs on the caller's thread: librdkafka calls the delivery
+ * and rebalance callbacks from inside rd_kafka_poll() and
+ * rd_kafka_consumer_poll(), so the job lists need no locks. */
+#include "kq.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "topics.h"
+#include "util.h"
+
+/* ---- shared configuration ---------------------------------------------- */
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                   const char *buf) {
+    (void)rk;
+    char q[1024];
+    int lvl = level <= 3 ? ULOG_ERROR : level <= 4 ? ULOG_WARN
+              : level <= 6 ? ULOG_INFO : ULOG_DEBUG;
+    ULOG(lvl, "event=rdkafka fac=%s msg=%s", fac, ulog_quote(q, sizeof q, buf));
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *op) {
+    (void)rk;
+    (void)op;
+    char q[1024];
+    ULOG_WARN("event=kafka_error err=%s reason=%s",
+              rd_kafka_err2name((rd_kafka_resp_err_t)err),
+              ulog_quote(q, sizeof q, reason));
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
+                    char *errstr, size_t n) {
+    if (rd_kafka_conf_set(conf, name, value, errstr, n) != RD_KAFKA_CONF_OK)
+        return -1;
+    return 0;
+}
+
+typedef const char *conf_pair[2];
+
+/* ursa's defaults, then the kafka.* pass-through settings, then the settings
+ * the delivery rules depend on (forced, NULL-terminated lists). */
+static rd_kafka_conf_t *base_conf(const cfg *c, const char *bootstrap,
+                                  const conf_pair *defaults,
+                                  const conf_pair *forced, char *errstr,
+                                  size_t n) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char es[512];
+    if (conf_set(conf, "bootstrap.servers", bootstrap, es, sizeof es) ||
+        conf_set(conf, "client.id", "ursa", es, sizeof es) ||
+        conf_set(conf, "log.connection.close", "false", es, sizeof es))
+        goto fail;
+    for (; defaults && (*defaults)[0]; defaults++)
+        if (conf_set(conf, (*defaults)[0], (*defaults)[1], es, sizeof es)) goto fail;
+    for (size_t i = 0; c && i < cfg_passthrough_count(c); i++) {
+        const char *name, *value;
+        cfg_passthrough_get(c, i, &name, &value);
+        if (conf_set(conf, name + strlen("kafka."), value, es, sizeof es)) {
+            snprintf(errstr, n, "--%s: %s", name, es);
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    }
+    for (; forced && (*forced)[0]; forced++)
+        if (conf_set(conf, (*forced)[0], (*forced)[1], es, sizeof es)) goto fail;
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    return conf;
+fail:
+    snprintf(errstr, n, "%s", es);
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+/* ---- producer ------------------------------------------------------------ */
+
+struct kq_producer {
+    rd_kafka_t *rk;
+};
+
+typedef struct {
+    kq_delivery_cb *cb;
+    void *opaque;
+} dr_ctx;
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *op) {
+    (void)rk;
+    (void)op;
+    dr_ctx *d = m->_private;
+    if (!d) return;
+    if (d->cb)
+        d->cb(d->opaque, m->err ? URSA_ERR_KAFKA : URSA_OK,
+              m->err ? rd_kafka_err2str(m->err) : "");
+    free(d);
+}
+
+kq_producer *kq_producer_new(const cfg *c, const char *bootstrap, char *errstr,
+                             size_t n) {
+    static const conf_pair defaults[] = {{"linger.ms", "5"}, {NULL, NULL}};
+    static const conf_pair forced[] = {{"enable.idempotence", "true"},
+                                       {NULL, NULL}};
+    rd_kafka_conf_t *conf = base_conf(c, bootstrap, defaults, forced, errstr, n);
+    if (!conf) return NULL;
+    char es[512];
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+    kq_producer *p = calloc(1, sizeof *p);
+    if (!p) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, es, sizeof es);
+    if (!p->rk) {
+        snprintf(errstr, n, "kafka producer: %s", es);
+        rd_kafka_conf_destroy(conf);
+        free(p);
+        return NULL;
+    }
+    conf = NULL; /* now owned by rk */
+    return p;
+}
+
+void kq_producer_destroy(kq_producer *p) {
+    if (!p) return;
+    if (rd_kafka_flush(p->rk, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        ULOG_WARN("event=producer_close undelivered=%d", rd_kafka_outq_len(p->rk));
+    rd_kafka_destroy(p->rk);
+    free(p);
+}
+
+ursa_err kq_produce(kq_producer *p, const char *topic, const void *key,
+                    size_t keylen, const void *value, size_t len,
+                    const kq_header *hdrs, size_t nhdrs, kq_delivery_cb *cb,
+                    void *opaque) {
+    dr_ctx *d = calloc(1, sizeof *d);
+    if (!d) return URSA_ERR_NOMEM;
+    d->cb = cb;
+    d->opaque = opaque;
+    rd_kafka_headers_t *h = NULL;
+    if (nhdrs) {
+        h = rd_kafka_headers_new(nhdrs);
+        for (size_t i = 0; i < nhdrs; i++)
+            rd_kafka_header_add(h, hdrs[i].name, -1, hdrs[i].value,
+                                (ssize_t)hdrs[i].len);
+    }
+    for (;;) {
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            p->rk, RD_KAFKA_V_TOPIC(topic),
+            RD_KAFKA_V_KEY((void *)key, keylen),
+            RD_KAFKA_V_VALUE((void *)value, len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
+        if (!err) return URSA_OK; /* headers now owned by the message */
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(p->rk, 100); /* back-pressure: wait for room */
+            continue;
+        }
+        ULOG_WARN("event=produce_failed topic=%s err=%s", topic,
+                  rd_kafka_err2name(err));
+        if (h) rd_kafka_headers_destroy(h);
+        free(d);
+        return URSA_ERR_KAFKA;
+    }
+}
+
+typedef struct {
+    int done;
+    ursa_err err;
+    char errstr[256];
+} sync_state;
+
+static void sync_cb(void *opaque, ursa_err err, const char *errstr) {
+    sync_state *s = opaque;
+    s->done = 1;
+    s->err = err;
+    snprintf(s->errstr, sizeof s->errstr, "%s", errstr);
+}
+
+ursa_err kq_produce_sync(kq_producer *p, const char *topic, const void *key,
+                         size_t keylen, const void *value, size_t len,
+                         int timeout_ms, char *errstr, size_t n) {
+    sync_state s = {0, URSA_OK, ""};
+    ursa_err err = kq_produce(p, topic, key, keylen, value, len, NULL, 0,
+                              sync_cb, &s);
+    if (err) return err;
+    int64_t deadline = util_mono_ms() + timeout_ms;
+    while (!s.done && util_mono_ms() < deadline) rd_kafka_poll(p->rk, 50);
+    if (!s.done) {
+        /* The report may still come; it must not write to our dead stack. */
+        rd_kafka_flush(p->rk, 60000);
+        if (!s.done) {
+            snprintf(errstr, n, "no delivery report after %d ms", timeout_ms);
+            return URSA_ERR_TIMEOUT;
+        }
+    }
+    if (s.err) snprintf(errstr, n, "%s", s.errstr);
+    return s.err;
+}
+
+int kq_producer_poll(kq_producer *p, int timeout_ms) {
+    return rd_kafka_poll(p->rk, timeout_ms);
+}
+
+ursa_err kq_producer_flush(kq_producer *p, int timeout_ms) {
+    return rd_kafka_flush(p->rk, timeout_ms) ? URSA_ERR_TIMEOUT : URSA_OK;
+}
+
+int kq_producer_outq(kq_producer *p) { return rd_kafka_outq_len(p->rk); }
+rd_kafka_t *kq_producer_rk(kq_producer *p) { return p->rk; }
+
+/* ---- consumer ------------------------------------------------------------ */
+
+typedef struct kq_out {
+    kq_job *job;
+    char *topic;
+    void *key, *value;
+    size_t keylen, len;
+    kq_header hdrs[6];
+    char hbuf[6][256];
+    size_t nhdrs;
+    int attempts;
+    int queued;        /* handed to librdkafka, delivery report pending */
+    int64_t resend_at; /* >0: failed, send again at this time */
+    struct kq_out *next;
+} kq_out;
+
+struct kq_job {
+    kq_consumer *kc;
+    struct part *part;
+    int64_t offset;
+    int pending;  /* outputs not yet acknowledged */
+    int handled;  /* the handler is done with it */
+    int abandoned; /* retry cut short by shutdown: never stored */
+    kq_out *outs; /* every output, freed with the job */
+    kq_job *next;
+};
+
+typedef struct part {
+    char *topic;
+    int32_t partition;
+    kq_job *head, *tail;
+    int revoked;
+} part;
+
+struct kq_consumer {
+    rd_kafka_t *rk;
+    kq_producer *producer;
+    kq_handler *handler;
+    void *opaque;
+    char group[256], dlq[256];
+    int max_attempts, max_inflight;
+    int64_t backoff_ms, backoff_max_ms;
+    part *parts;
+    size_t nparts, capparts;
+    int inflight;
+    kq_stats stats;
+};
+
+static part *part_get(kq_consumer *kc, const char *topic, int32_t partition) {
+    for (size_t i = 0; i < kc->nparts; i++)
+        if (kc->parts[i].partition == partition &&
+            strcmp(kc->parts[i].topic, topic) == 0)
+            return &kc->parts[i];
+    if (kc->nparts == kc->capparts) {
+        size_t cap = kc->capparts ? kc->capparts * 2 : 16;
+        part *np = realloc(kc->parts, cap * sizeof *np);
+        if (!np) return NULL;
+        /* jobs point at their part: fix them up after the move */
+        for (size_t i = 0; i < kc->nparts; i++)
+            for (kq_job *j = np[i].head; j; j = j->next) j->part = &np[i];
+        kc->parts = np;
+        kc->capparts = cap;
+    }
+    part *pt = &kc->parts[kc->nparts];
+    memset(pt, 0, sizeof *pt);
+    if (!(pt->topic = strdup(topic))) return NULL;
+    pt->partition = partition;
+    kc->nparts++;
+    return pt;
+}
+
+static void out_free(kq_out *o) {
+    free(o->topic);
+    free(o->key);
+    free(o->value);
+    free(o);
+}
+
+/* Frees a job. Outputs librdkafka still holds are detached and freed by
+ * their delivery report instead. */
+static void job_free(kq_job *j) {
+    kq_out *o = j->outs;
+    while (o) {
+        kq_out *next = o->next;
+        if (o->queued) o->job = NULL;
+        else out_free(o);
+        o = next;
+    }
+    free(j);
+}
+
+static void out_delivered(void *opaque, ursa_err err, const char *errstr) {
+    kq_out *o = opaque;
+    o->queued = 0;
+    if (!o->job) { /* its job was forgotten in a rebalance */
+        out_free(o);
+        return;
+    }
+    kq_consumer *kc = o->job->kc;
+    if (err) {
+        /* librdkafka already retried until message.timeout.ms: the cluster
+         * is in trouble. Keep the offset held and send again later. */
+        o->resend_at = util_mono_ms() +
+                       util_backoff_ms(++o->attempts, kc->backoff_ms, kc->backoff_max_ms);
+        ULOG_WARN("event=delivery_failed topic=%s err=\"%s\" will_resend=1",
+                  o->topic, errstr);
+        return;
+    }
+    o->job->pending--;
+}
+
+static ursa_err out_send(kq_out *o) {
+    o->resend_at = 0;
+    ursa_err err = kq_produce(o->job->kc->producer, o->topic, o->key, o->keylen,
+                              o->value, o->len, o->nhdrs ? o->hdrs : NULL,
+                              o->nhdrs, out_delivered, o);
+    o->queued = err == URSA_OK;
+    return err;
+}
+
+static ursa_err job_produce(kq_job *j, const char *topic, const void *key,
+                            size_t keylen, const void *value, size_t len,
+                            const kq_header *hdrs, size_t nhdrs) {
+    kq_out *o = calloc(1, sizeof *o);
+    if (!o) return URSA_ERR_NOMEM;
+    o->job = j;
+    o->topic = strdup(topic);
+    o->key = malloc(keylen ? keylen : 1);
+    o->value = malloc(len ? len : 1);
+    if (!o->topic || !o->key || !o->value) {
+        free(o->topic);
+        free(o->key);
+        free(o->value);
+        free(o);
+        return URSA_ERR_NOMEM;
+    }
+    if (keylen) memcpy(o->key, key, keylen);
+    if (len) memcpy(o->value, value, len);
+    o->keylen = keylen;
+    o->len = len;
+    for (size_t i = 0; i < nhdrs && i < 6; i++) {
+        snprintf(o->hbuf[i], sizeof o->hbuf[i], "%.*s", (int)hdrs[i].len,
+                 (const char *)hdrs[i].value);
+        o->hdrs[i].name = hdrs[i].name; /* static strings */
+        o->hdrs[i].value = o->hbuf[i];
+        o->hdrs[i].len = strlen(o->hbuf[i]);
+        o->nhdrs++;
+    }
+    o->next = j->outs;
+    j->outs = o;
+    j->pending++;
+    ursa_err err = out_send(o);
+    if (err) { /* could not even queue it: try again later */
+        o->resend_at = util_mono_ms() + j->kc->backoff_ms;
+    }
+    return URSA_OK;
+}
+
+ursa_err kq_job_produce(kq_job *job, const char *topic, const void *key,
+                        size_t keylen, const void *value, size_t len) {
+    return job_produce(job, topic, key, keylen, value, len, NULL, 0);
+}
+
+/* Sends again the outputs whose delivery failed, once their time comes. */
+static void resend_due(kq_consumer *kc) {
+    int64_t now = util_mono_ms();
+    for (size_t i = 0; i < kc->nparts; i++)
+        for (kq_job *j = kc->parts[i].head; j; j = j->next)
+            for (kq_out *o = j->outs; o; o = o->next)
+                if (o->resend_at && o->resend_at <= now && out_send(o) != URSA_OK)
+                    o->resend_at = now + kc->backoff_max_ms;
+}
+
+/* Pops finished jobs from the head of every partition's queue and stores the
+ * offset after the last one. */
+static void store_done(kq_consumer *kc) {
+    for (size_t i = 0; i < kc->nparts; i++) {
+        part *pt = &kc->parts[i];
+        int64_t next = -1;
+        while (pt->head && pt->head->handled && pt->head->pending == 0 &&
+               !pt->head->abandoned) {
+            kq_job *j = pt->head;
+            next = j->offset + 1;
+            pt->head = j->next;
+            if (!pt->head) pt->tail = NULL;
+            job_free(j);
+            kc->inflight--;
+        }
+        if (next < 0 || pt->revoked) continue;
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, pt->topic, pt->partition)->offset = next;
+        rd_kafka_resp_err_t err = rd_kafka_offsets_store(kc->rk, l);
+        if (err || l->elems[0].err)
+            ULOG_DEBUG("event=offset_store_skipped topic=%s partition=%d err=%s",
+                       pt->topic, pt->partition,
+                       rd_kafka_err2name(err ? err : l->elems[0].err));
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+}
+
+/* Waits until no job of the matching partitions (all when l is NULL) has
+ * outputs in flight, or timeout_ms passes, storing offsets as it goes.
+ * Returns the number of jobs still waiting for their outputs. */
+static int drain(kq_consumer *kc, const rd_kafka_topic_partition_list_t *l,
+                 int timeout_ms) {
+    int64_t deadline = util_mono_ms() + timeout_ms;
+    for (;;) {
+        rd_kafka_poll(kc->producer->rk, 20);
+        resend_due(kc);
+        store_done(kc);
+        int left = 0;
+        for (size_t i = 0; i < kc->nparts; i++) {
+            part *pt = &kc->parts[i];
+            if (!pt->head) continue;
+            if (l) {
+                int match = 0;
+                for (int k = 0; k < l->cnt && !match; k++)
+                    match = l->elems[k].partition == pt->partition &&
+                            strcmp(l->elems[k].topic, pt->topic) == 0;
+                if (!match) continue;
+            }
+            for (kq_job *j = pt->head; j; j = j->next) left += j->pending > 0;
+        }
+        if (!left || util_mono_ms() >= deadline) return left;
+    }
+}
+
+/* Forgets the jobs of partitions we no longer own: their messages will be
+ * delivered again to the new owner, whose handling is idempotent. */
+static void forget(kq_consumer *kc, const rd_kafka_topic_partition_list_t *l) {
+    for (int k = 0; k < l->cnt; k++) {
+        part *pt = NULL;
+        for (size_t i = 0; i < kc->nparts && !pt; i++)
+            if (kc->parts[i].partition == l->elems[k].partition &&
+                strcmp(kc->parts[i].topic, l->elems[k].topic) == 0)
+                pt = &kc->parts[i];
+        if (!pt) continue;
+        while (pt->head) {
+            kq_job *j = pt->head;
+            pt->head = j->next;
+            kc->inflight--;
+            job_free(j);
+        }
+        pt->tail = NULL;
+    }
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *l, void *opaque) {
+    kq_consumer *kc = opaque;
+    int coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    char parts[512];
+    size_t o = 0;
+    parts[0] = '\0';
+    for (int i = 0; i < l->cnt && o + 40 < sizeof parts; i++)
+        o += (size_t)snprintf(parts + o, sizeof parts - o, "%s%s[%d]",
+                              i ? "," : "", l->elems[i].topic, l->elems[i].partition);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        ULOG_INFO("event=partitions_assigned group=%s partitions=%s", kc->group, parts);
+        for (int i = 0; i < l->cnt; i++) {
+            part *pt = part_get(kc, l->elems[i].topic, l->elems[i].partition);
+            if (pt) pt->revoked = 0;
+        }
+        if (coop) rd_kafka_incremental_assign(rk, l);
+        else rd_kafka_assign(rk, l);
+        return;
+    }
+    ULOG_INFO("event=partitions_revoked group=%s partitions=%s", kc->group, parts);
+    if (!rd_kafka_assignment_lost(rk)) {
+        int left = drain(kc, l, 30000);
+        if (left)
+            ULOG_WARN("event=revoke_with_pending jobs=%d "
+                      "note=\"they will be handled again by the new owner\"", left);
+        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+        if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            ULOG_WARN("event=commit_failed err=%s", rd_kafka_err2name(cerr));
+    }
+    for (int i = 0; i < l->cnt; i++) {
+        part *pt = part_get(kc, l->elems[i].topic, l->elems[i].partition);
+        if (pt) pt->revoked = 1;
+    }
+    forget(kc, l);
+    if (coop) rd_kafka_incremental_unassign(rk, l);
+    else rd_kafka_assign(rk, NULL);
+}
+
+kq_consumer *kq_consumer_new(const cfg *c, const char *bootstrap,
+                             const char *group, const char *const *topics,
+                             kq_producer *producer, kq_handler *handler,
+                             void *opaque, char *errstr, size_t n) {
+    kq_consumer *kc = calloc(1, sizeof *kc);
+    if (!kc) return NULL;
+    kc->producer = producer;
+    kc->handler = handler;
+    kc->opaque = opaque;
+    snprintf(kc->group, sizeof kc->group, "%s", group);
+    topics_dlq_name(group, kc->dlq, sizeof kc->dlq);
+    kc->max_attempts = c ? (int)cfg_int(c, "kq.max-attempts") : 5;
+    kc->max_inflight = c ? (int)cfg_int(c, "kq.max-inflight") : 1000;
+    kc->backoff_ms = c ? cfg_int(c, "kq.backoff-ms") : 100;
+    kc->backoff_max_ms = c ? cfg_int(c, "kq.backoff-max-ms") : 5000;
+
+    static const conf_pair defaults[] = {{"auto.offset.reset", "earliest"},
+                                         {"enable.auto.commit", "true"},
+                                         {"auto.commit.interval.ms", "1000"},
+                                         {NULL, NULL}};
+    const conf_pair forced[] = {{"group.id", group},
+                                {"enable.auto.offset.store", "false"},
+                                {NULL, NULL}};
+    char es[512];
+    rd_kafka_conf_t *conf = base_conf(c, bootstrap, defaults, forced, errstr, n);
+    if (!conf) goto fail;
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, kc);
+    kc->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, es, sizeof es);
+    if (!kc->rk) goto conf_fail;
+    conf = NULL; /* now owned by rk */
+    rd_kafka_poll_set_consumer(kc->rk);
+
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(4);
+    for (size_t i = 0; topics[i]; i++)
+        rd_kafka_topic_partition_list_add(sub, topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(kc->rk, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    if (err) {
+        snprintf(errstr, n, "subscribe: %s", rd_kafka_err2str(err));
+        goto fail;
+    }
+    return kc;
+conf_fail:
+    snprintf(errstr, n, "kafka consumer: %s", es);
+    if (conf) rd_kafka_conf_destroy(conf);
+fail:
+    kq_consumer_destroy(kc);
+    return NULL;
+}
+
+void kq_consumer_destroy(kq_consumer *kc) {
+    if (!kc) return;
+    if (kc->rk) rd_kafka_destroy(kc->rk);
+    for (size_t i = 0; i < kc->nparts; i++) {
+        part *pt = &kc->parts[i];
+        while (pt->head) {
+            kq_job *j = pt->head;
+            pt->head = j->next;
+            job_free(j);
+        }
+        free(pt->topic);
+    }
+    free(kc->parts);
+    free(kc);
+}
+
+void kq_consumer_stats(const kq_consumer *kc, kq_stats *out) { *out = kc->stats; }
+
+static ursa_err dead_letter(kq_consumer *kc, kq_job *j, const rd_kafka_message_t *m,
+                            const char *reason, int attempts) {
+    char att[16], part_s[16], off[24];
+    snprintf(att, sizeof att, "%d", attempts);
+    snprintf(part_s, sizeof part_s, "%d", m->partition);
+    snprintf(off, sizeof off, "%lld", (long long)m->offset);
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    kq_header h[6] = {
+        {"ursa.dlq.reason", reason, strlen(reason)},
+        {"ursa.dlq.attempts", att, strlen(att)},
+        {"ursa.dlq.topic", topic, strlen(topic)},
+        {"ursa.dlq.partition", part_s, strlen(part_s)},
+        {"ursa.dlq.offset", off, strlen(off)},
+        {"ursa.dlq.group", kc->group, strlen(kc->group)},
+    };
+    char q[600];
+    ULOG_WARN("event=dead_letter topic=%s partition=%d offset=%lld attempts=%d "
+              "dlq=%s reason=%s",
+              topic, m->partition, (long long)m->offset, attempts, kc->dlq,
+              ulog_quote(q, sizeof q, reason));
+    kc->stats.dead_letters++;
+    return job_produce(j, kc->dlq, m->key, m->key_len, m->payload, m->len, h, 6);
+}
+
+/* Runs the handler on one message with the retry rules; the job is queued on
+ * its partition before, so its offset waits for its outputs. */
+static void handle(kq_consumer *kc, const rd_kafka_message_t *m,
+                   volatile sig_atomic_t *run) {
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    part *pt = part_get(kc, topic, m->partition);
+    kq_job *j = calloc(1, sizeof *j);
+    if (!pt || !j) {
+        free(j);
+        ULOG_ERROR("event=oom topic=%s offset=%lld", topic, (long long)m->offset);
+        return; /* not stored: it will come again after a restart */
+    }
+    j->kc = kc;
+    j->part = pt;
+    j->offset = m->offset;
+    if (pt->tail) pt->tail->next = j;
+    else pt->head = j;
+    pt->tail = j;
+    kc->inflight++;
+
+    kq_msg km = {topic, m->partition, m->offset, m->key, m->key_len,
+                 m->payload, m->len, 0};
+    char reason[512];
+    int failures = 0; /* failures that count towards dead-lettering */
+    for (int attempt = 1;; attempt++) {
+        km.attempt = attempt;
+        reason[0] = '\0';
+        if (attempt > 1) kc->stats.retries++;
+        ursa_err err = kc->handler(kc->opaque, &km, j, reason, sizeof reason);
+        if (err == URSA_OK) {
+            kc->stats.handled++;
+            break;
+        }
+        if (!reason[0]) snprintf(reason, sizeof reason, "%s", ursa_err2str(err));
+        if (err != URSA_ERR_UNAVAILABLE) failures++;
+        if (!ursa_err_retriable(err) || failures >= kc->max_attempts) {
+            dead_letter(kc, j, m, reason, attempt);
+            break;
+        }
+        int64_t wait = util_backoff_ms(err == URSA_ERR_UNAVAILABLE ? attempt : failures,
+                                       kc->backoff_ms, kc->backoff_max_ms);
+        char q[600];
+        ULOG_WARN("event=handler_retry topic=%s partition=%d offset=%lld attempt=%d "
+                  "err=\"%s\" reason=%s wait_ms=%lld",
+                  topic, m->partition, (long long)m->offset, attempt,
+                  ursa_err2str(err), ulog_quote(q, sizeof q, reason), (long long)wait);
+        int64_t until = util_mono_ms() + wait;
+        while (*run && util_mono_ms() < until) {
+            rd_kafka_poll(kc->producer->rk, 20);
+            resend_due(kc);
+        }
+        if (!*run) {
+            /* Shutting down mid-retry: leave the message unstored so it is
+             * delivered again, and keep everything behind it unstored too. */
+            ULOG_INFO("event=retry_abandoned_for_shutdown topic=%s offset=%lld",
+                      topic, (long long)m->offset);
+            j->abandoned = 1;
+            break;
+        }
+    }
+    j->handled = 1;
+}
+
+ursa_err kq_consumer_run(kq_consumer *kc, volatile sig_atomic_t *run) {
+    ursa_err ret = URSA_OK;
+    ULOG_INFO("event=consumer_started group=%s dlq=%s", kc->group, kc->dlq);
+    while (*run) {
+        rd_kafka_poll(kc->producer->rk, 0);
+        resend_due(kc);
+        store_done(kc);
+        if (kc->inflight >= kc->max_inflight) { /* bound what we hold */
+            rd_kafka_poll(kc->producer->rk, 50);
+            continue;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(kc->rk, 100);
+        if (!m) continue;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                ULOG_WARN("event=consume_error err=%s msg=\"%s\"",
+                          rd_kafka_err2name(m->err), rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            char fe[512];
+            if (rd_kafka_fatal_error(kc->rk, fe, sizeof fe)) {
+                ULOG_ERROR("event=kafka_fatal err=\"%s\"", fe);
+                ret = URSA_ERR_KAFKA;
+                break;
+            }
+            continue;
+        }
+        handle(kc, m, run);
+        rd_kafka_message_destroy(m);
+    }
+    ULOG_INFO("event=consumer_stopping group=%s inflight=%d", kc->group, kc->inflight);
+    int left = drain(kc, NULL, 30000);
+    if (left) ULOG_WARN("event=stopped_with_pending jobs=%d", left);
+    rd_kafka_resp_err_t cerr = rd_kafka_commit(kc->rk, NULL, 0);
+    if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        ULOG_WARN("event=commit_failed err=%s", rd_kafka_err2name(cerr));
+    rd_kafka_consumer_close(kc->rk);
+    ULOG_INFO("event=consumer_stopped group=%s handled=%llu retries=%llu dead_letters=%llu",
+              kc->group, (unsigned long long)kc->stats.handled,
+              (unsigned long long)kc->stats.retries,
+              (unsigned long long)kc->stats.dead_letters);
+    return ret;
+}

@@ -1,0 +1,126 @@
+/* kq.h: Kafka for ursa's daemons: an idempotent producer with delivery
+ * reports, and a consumer-group loop with at-least-once, effects-first
+ * offset storage and dead-lettering.
+ *
+ * The delivery rules of design.md live here:
+ *  - a consumed message's offset is stored only after its handler returned OK
+ *    AND every message the handler produced through kq_job_produce() has been
+ *    acknowledged by the broker; offsets of a partition are stored in order,
+ *    so a slow message holds back the ones behind it, never skips them;
+ *  - a handler that fails with URSA_ERR_UNAVAILABLE (Redis down, disk gone)
+ *    is retried with backoff for as long as it takes: an outage never sends
+ *    good work to the dead-letter topic;
+ *  - other retriable failures (URSA_ERR_TRANSIENT, URSA_ERR_TIMEOUT) are
+ *    retried up to kq.max-attempts times, with exponential backoff;
+ *  - then, or at once for a permanent failure, the message goes to the
+ *    group's dead-letter topic (topics_dlq_name()) with headers
+ *    ursa.dlq.reason, ursa.dlq.attempts, ursa.dlq.topic, ursa.dlq.partition,
+ *    ursa.dlq.offset and ursa.dlq.group; its key and value are unchanged, so
+ *    it can be replayed as is;
+ *  - on shutdown (*run becomes 0) the loop stops fetching, waits for pending
+ *    deliveries, stores and commits offsets, and leaves the group.
+ * Settings: cfg_defs_kafka; every kafka.* pass-through setting goes straight
+ * to librdkafka (after ursa's defaults, so it can override them, except
+ * enable.auto.offset.store=false and enable.idempotence=true). */
+#ifndef URSA_KQ_H
+#define URSA_KQ_H
+
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "err.h"
+
+typedef struct kq_producer kq_producer;
+
+typedef struct {
+    const char *name;
+    const void *value;
+    size_t len;
+} kq_header;
+
+/* Called from kq_producer_poll() once the broker acknowledged (err OK) or
+ * finally refused (err set, reason in errstr) a message. */
+typedef void kq_delivery_cb(void *opaque, ursa_err err, const char *errstr);
+
+/* Creates an idempotent producer for bootstrap ("host:port,..."), with the
+ * kafka.* settings of c (borrowed, may be NULL). NULL on error, reason in
+ * errstr. */
+kq_producer *kq_producer_new(const cfg *c, const char *bootstrap, char *errstr,
+                             size_t errstr_size);
+/* Flushes for up to 10 s and frees. Messages still undelivered are logged. */
+void kq_producer_destroy(kq_producer *p);
+
+/* Queues a message; key, value and headers are copied. cb may be NULL. */
+ursa_err kq_produce(kq_producer *p, const char *topic, const void *key,
+                    size_t keylen, const void *value, size_t len,
+                    const kq_header *hdrs, size_t nhdrs, kq_delivery_cb *cb,
+                    void *opaque);
+/* Queues a message and waits up to timeout_ms for its delivery report. */
+ursa_err kq_produce_sync(kq_producer *p, const char *topic, const void *key,
+                         size_t keylen, const void *value, size_t len,
+                         int timeout_ms, char *errstr, size_t errstr_size);
+/* Serves delivery reports; returns how many were served. */
+int kq_producer_poll(kq_producer *p, int timeout_ms);
+/* Waits until every queued message is delivered or timeout_ms passes. */
+ursa_err kq_producer_flush(kq_producer *p, int timeout_ms);
+/* Messages queued and not yet acknowledged. */
+int kq_producer_outq(kq_producer *p);
+/* The librdkafka handle, borrowed, for metadata queries. */
+rd_kafka_t *kq_producer_rk(kq_producer *p);
+
+/* One consumed message as the handler sees it. Everything is borrowed for the
+ * duration of the handler call. */
+typedef struct {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t len;
+    int attempt; /* 1 on the first try */
+} kq_msg;
+
+typedef struct kq_job kq_job; /* the pending effects of one consumed message */
+
+/* The work for one message. Write a short reason into reason on failure; it
+ * goes into logs and the dead-letter headers. See the top of this file for
+ * what each return value makes the loop do. */
+typedef ursa_err kq_handler(void *opaque, const kq_msg *m, kq_job *job,
+                            char *reason, size_t reason_size);
+
+/* Produces a message as part of job's effects: the consumed message's offset
+ * is not stored until it is delivered. Copies everything. */
+ursa_err kq_job_produce(kq_job *job, const char *topic, const void *key,
+                        size_t keylen, const void *value, size_t len);
+
+typedef struct kq_consumer kq_consumer;
+
+/* Creates a consumer in group for topics (NULL-terminated, borrowed only
+ * during the call). The producer is borrowed and carries the handler's
+ * outputs and the dead letters; it must outlive the consumer. */
+kq_consumer *kq_consumer_new(const cfg *c, const char *bootstrap,
+                             const char *group, const char *const *topics,
+                             kq_producer *producer, kq_handler *handler,
+                             void *opaque, char *errstr, size_t errstr_size);
+
+/* Runs the loop until *run is 0 (set it from a signal handler), then drains
+ * and commits. Returns OK after a clean stop, URSA_ERR_KAFKA on a fatal
+ * client error. */
+ursa_err kq_consumer_run(kq_consumer *kc, volatile sig_atomic_t *run);
+
+/* Frees the consumer; call after kq_consumer_run() returned. */
+void kq_consumer_destroy(kq_consumer *kc);
+
+/* Counters for tests and status. */
+typedef struct {
+    uint64_t handled;      /* handler returned OK */
+    uint64_t retries;      /* handler calls after a failure */
+    uint64_t dead_letters; /* messages sent to the dead-letter topic */
+} kq_stats;
+void kq_consumer_stats(const kq_consumer *kc, kq_stats *out);
+
+#endif

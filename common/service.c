@@ -1,0 +1,59 @@
+/* service.c: daemon set-up; see service.h. */
+#include "service.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+static volatile sig_atomic_t *stop_flag;
+
+static void on_stop(int sig) {
+    (void)sig;
+    if (stop_flag) *stop_flag = 0;
+}
+
+void service_signals(volatile sig_atomic_t *run) {
+    stop_flag = run;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int service_setup(const char *name, const char *usage,
+                  const cfg_def *const *tables, int argc, char **argv,
+                  cfg **out, int *argi) {
+    *out = NULL;
+    ulog_init(name);
+    cfg *c = cfg_new(tables, "kafka.");
+    if (!c) {
+        fprintf(stderr, "%s: out of memory\n", name);
+        return 2;
+    }
+    char errstr[512];
+    int help = 0;
+    if (cfg_load(c, argc, argv, argi, &help, errstr, sizeof errstr)) {
+        fprintf(stderr, "%s: %s\n", name, errstr);
+        cfg_destroy(c);
+        return 2;
+    }
+    if (help) {
+        printf("%s", usage);
+        cfg_print_help(c, stdout);
+        cfg_destroy(c);
+        return 0;
+    }
+    int lvl = ulog_level_parse(cfg_str(c, "log.level"));
+    if (lvl < 0) {
+        fprintf(stderr, "%s: log.level: expected error, warn, info or debug\n", name);
+        cfg_destroy(c);
+        return 2;
+    }
+    ulog_level = lvl;
+    *out = c;
+    return -1;
+}

@@ -1,0 +1,174 @@
+/* util.c: clocks, sleeping and file helpers. */
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t util_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t util_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void util_sleep_ms(int64_t ms) {
+    if (ms <= 0) return;
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+ursa_err util_mkdirs(const char *dir) {
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+        return URSA_ERR_INVALID;
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) return URSA_ERR_IO;
+        *p = '/';
+    }
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) return URSA_ERR_IO;
+    return URSA_OK;
+}
+
+ursa_err util_read_file(const char *path, size_t max, char **data, size_t *len) {
+    *data = NULL;
+    if (len) *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? URSA_ERR_NOT_FOUND : URSA_ERR_IO;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return URSA_ERR_IO;
+    }
+    if ((size_t)st.st_size > max) {
+        close(fd);
+        return URSA_ERR_TOO_LARGE;
+    }
+    size_t cap = (size_t)st.st_size + 1, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        close(fd);
+        return URSA_ERR_NOMEM;
+    }
+    for (;;) {
+        if (n + 1 == cap) { /* the file grew while we read it */
+            if (cap > max) {
+                free(buf);
+                close(fd);
+                return URSA_ERR_TOO_LARGE;
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                close(fd);
+                return URSA_ERR_NOMEM;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            free(buf);
+            close(fd);
+            return URSA_ERR_IO;
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    *data = buf;
+    if (len) *len = n;
+    return URSA_OK;
+}
+
+static int write_all(int fd, const void *data, size_t len) {
+    const char *p = data;
+    while (len) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+ursa_err util_write_file_atomic(const char *path, const void *data, size_t len) {
+    char tmp[4200], dir[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d.%lld", path, (int)getpid(),
+                 (long long)util_mono_ms()) >= (int)sizeof tmp)
+        return URSA_ERR_INVALID;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) return URSA_ERR_IO;
+    if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+        close(fd);
+        unlink(tmp);
+        return URSA_ERR_IO;
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        unlink(tmp);
+        return URSA_ERR_IO;
+    }
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        *slash = '\0';
+        int dfd = open(slash == dir ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+    }
+    return URSA_OK;
+}
+
+int64_t util_backoff_ms(int attempt, int64_t base_ms, int64_t max_ms) {
+    if (attempt < 1) attempt = 1;
+    int64_t d = base_ms;
+    for (int i = 1; i < attempt && d < max_ms; i++) d *= 2;
+    if (d > max_ms) d = max_ms;
+    int64_t jitter = d / 4;
+    if (jitter > 0) d += (rand() % (2 * jitter + 1)) - jitter;
+    return d < 1 ? 1 : d;
+}
+
+void util_hex(const uint8_t *in, size_t n, char *out) {
+    static const char hx[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hx[in[i] >> 4];
+        out[2 * i + 1] = hx[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+int util_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}

@@ -1,0 +1,34 @@
+/* util.h: small helpers every module needs: clocks, sleeping, files. */
+#ifndef URSA_UTIL_H
+#define URSA_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+int64_t util_now_ms(void);      /* wall clock, ms since the epoch */
+int64_t util_mono_ms(void);     /* monotonic clock, ms */
+void util_sleep_ms(int64_t ms); /* sleeps; returns early on a signal */
+
+/* Creates dir and its parents (mode 0755); existing dirs are fine. */
+ursa_err util_mkdirs(const char *dir);
+
+/* Reads a whole file into a new NUL-terminated buffer the caller frees.
+ * Refuses files above max bytes with URSA_ERR_TOO_LARGE. */
+ursa_err util_read_file(const char *path, size_t max, char **data, size_t *len);
+
+/* Writes data to path atomically: a temp file in the same directory, fsync,
+ * rename, fsync of the directory. Readers see the old file or the new one. */
+ursa_err util_write_file_atomic(const char *path, const void *data, size_t len);
+
+/* Exponential backoff: base * 2^(attempt-1), capped, with +-25% jitter. */
+int64_t util_backoff_ms(int attempt, int64_t base_ms, int64_t max_ms);
+
+/* Lowercase hex of n bytes into out (2n+1 bytes). */
+void util_hex(const uint8_t *in, size_t n, char *out);
+
+/* Returns a TCP port on 127.0.0.1 that was free a moment ago, or -1. */
+int util_free_port(void);
+
+#endif

@@ -1,0 +1,509 @@
+/* stack.c: starting, stopping and inspecting the embedded stack.
+ *
+ * Order matters: Redis first (the daemons keep state there), then the broker
+ * (its address changes every start, as the mock cluster picks its own port),
+ * then the daemons. A daemon started before the current broker would talk to
+ * a dead address, so starting a broker restarts the daemons too. */
+#include "stack.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis.h>
+#include <librdkafka/rdkafka.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "statedir.h"
+#include "topics.h"
+#include "util.h"
+
+const cfg_def stack_defs[] = {
+    {"redis.server", CFG_STR, "redis-server", 1, 0,
+     "redis-server binary for the embedded stack"},
+    {"stack.timeout-ms", CFG_INT, "15000", 100, 600000,
+     "how long up waits for health and down waits for a clean exit"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+/* The daemons `ursa up` runs when their binary exists beside `ursa`. */
+static const char *const daemons[] = {"crawler", "verifier", "trainer",
+                                      "inference", NULL};
+
+typedef struct {
+    char root[PATH_MAX]; /* absolute state dir */
+    char bindir[PATH_MAX];
+    int timeout_ms;
+} stack;
+
+static int stack_init(const cfg *c, stack *s) {
+    const char *root = statedir_root(c);
+    if (util_mkdirs(root) != URSA_OK) {
+        fprintf(stderr, "ursa: cannot create state dir %s: %s\n", root, strerror(errno));
+        return -1;
+    }
+    if (!realpath(root, s->root)) {
+        fprintf(stderr, "ursa: %s: %s\n", root, strerror(errno));
+        return -1;
+    }
+    ssize_t n = readlink("/proc/self/exe", s->bindir, sizeof s->bindir - 1);
+    if (n < 0) n = 0;
+    s->bindir[n] = '\0';
+    char *slash = strrchr(s->bindir, '/');
+    if (slash) *slash = '\0';
+    s->timeout_ms = (int)cfg_int(c, "stack.timeout-ms");
+    char d[PATH_MAX + 16];
+    const char *subs[] = {"run", "log", "redis", NULL};
+    for (int i = 0; subs[i]; i++) {
+        snprintf(d, sizeof d, "%s/%s", s->root, subs[i]);
+        if (util_mkdirs(d) != URSA_OK) {
+            fprintf(stderr, "ursa: cannot create %s\n", d);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void path_of(const stack *s, char *out, size_t n, const char *fmt,
+                    const char *name) {
+    char rel[256];
+    snprintf(rel, sizeof rel, fmt, name);
+    snprintf(out, n, "%s/%s", s->root, rel);
+}
+
+/* 1 if pid has exited: reaped if it is our child, or a zombie (state Z in
+ * /proc/PID/stat) waiting for another parent. */
+static int gone(pid_t pid) {
+    int st;
+    if (waitpid(pid, &st, WNOHANG) == pid) return 1;
+    if (kill(pid, 0) != 0) return 1;
+    char proc[64], *stat = NULL;
+    snprintf(proc, sizeof proc, "/proc/%d/stat", (int)pid);
+    if (util_read_file(proc, 1 << 16, &stat, NULL) != URSA_OK) return 1;
+    const char *paren = strrchr(stat, ')'); /* the name may hold spaces */
+    int zombie = paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
+    free(stat);
+    return zombie;
+}
+
+/* The pid in run/<name>.pid if that process is alive and still runs exe
+ * (so a recycled pid is not mistaken for ours); else 0. */
+static pid_t alive_pid(const stack *s, const char *name, const char *exe) {
+    char path[PATH_MAX + 64], *data = NULL;
+    path_of(s, path, sizeof path, "run/%s.pid", name);
+    if (util_read_file(path, 64, &data, NULL) != URSA_OK) return 0;
+    pid_t pid = (pid_t)atol(data);
+    free(data);
+    if (pid <= 0 || gone(pid)) return 0;
+    char proc[64], *cmd = NULL;
+    size_t len = 0;
+    snprintf(proc, sizeof proc, "/proc/%d/cmdline", (int)pid);
+    if (util_read_file(proc, 1 << 16, &cmd, &len) != URSA_OK) return 0;
+    const char *base = strrchr(exe, '/');
+    base = base ? base + 1 : exe;
+    int match = len > 0 && strstr(cmd, base) != NULL;
+    free(cmd);
+    return match ? pid : 0;
+}
+
+/* Starts argv detached (own session, stdin /dev/null, output to the log) and
+ * records its pid. Returns the pid or -1. */
+static pid_t spawn(const stack *s, const char *name, char *const argv[]) {
+    char logp[PATH_MAX + 64], pidp[PATH_MAX + 64];
+    path_of(s, logp, sizeof logp, "log/%s.log", name);
+    path_of(s, pidp, sizeof pidp, "run/%s.pid", name);
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        setsid();
+        int in = open("/dev/null", O_RDONLY);
+        int out = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (in >= 0) dup2(in, 0);
+        if (out >= 0) {
+            dup2(out, 1);
+            dup2(out, 2);
+        }
+        for (int fd = 3; fd < 1024; fd++) close(fd);
+        execvp(argv[0], argv);
+        fprintf(stderr, "ursa: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    char buf[32];
+    snprintf(buf, sizeof buf, "%d\n", (int)pid);
+    if (util_write_file_atomic(pidp, buf, strlen(buf)) != URSA_OK)
+        fprintf(stderr, "ursa: cannot write %s\n", pidp);
+    return pid;
+}
+
+
+static int read_port(const stack *s) {
+    char path[PATH_MAX + 64], *data = NULL;
+    snprintf(path, sizeof path, "%s/redis.port", s->root);
+    if (util_read_file(path, 64, &data, NULL) != URSA_OK) return 0;
+    int port = atoi(data);
+    free(data);
+    return port > 0 && port < 65536 ? port : 0;
+}
+
+/* PING with a short timeout: 1 if Redis answers PONG. */
+static int redis_ping(int port, double *ms) {
+    struct timeval tv = {1, 0};
+    int64_t t0 = util_mono_ms();
+    redisContext *r = redisConnectWithTimeout("127.0.0.1", port, tv);
+    int ok = 0;
+    if (r && !r->err) {
+        redisSetTimeout(r, tv);
+        redisReply *rep = redisCommand(r, "PING");
+        ok = rep && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0;
+        if (rep) freeReplyObject(rep);
+    }
+    if (r) redisFree(r);
+    if (ms) *ms = (double)(util_mono_ms() - t0);
+    return ok;
+}
+
+static int read_bootstrap(const stack *s, char *out, size_t n) {
+    char path[PATH_MAX + 64], *data = NULL;
+    snprintf(path, sizeof path, "%s/broker.bootstrap", s->root);
+    if (util_read_file(path, 4096, &data, NULL) != URSA_OK) return 0;
+    data[strcspn(data, "\r\n")] = '\0';
+    snprintf(out, n, "%s", data);
+    free(data);
+    return out[0] != '\0';
+}
+
+/* A quiet librdkafka handle for metadata and offset queries. */
+static rd_kafka_t *kafka_handle(const char *bootstrap, rd_kafka_type_t type,
+                                const char *group) {
+    char es[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, es, sizeof es);
+    rd_kafka_conf_set(conf, "log_level", "0", es, sizeof es);
+    if (group) {
+        rd_kafka_conf_set(conf, "group.id", group, es, sizeof es);
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", es, sizeof es);
+    }
+    rd_kafka_t *rk = rd_kafka_new(type, conf, es, sizeof es);
+    if (!rk) rd_kafka_conf_destroy(conf);
+    return rk;
+}
+
+/* Number of topics the broker reports, or -1 if it does not answer. */
+static int broker_topics(const char *bootstrap, int timeout_ms) {
+    rd_kafka_t *rk = kafka_handle(bootstrap, RD_KAFKA_PRODUCER, NULL);
+    if (!rk) return -1;
+    const struct rd_kafka_metadata *md = NULL;
+    int n = -1;
+    if (rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        n = md->topic_cnt;
+        rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_destroy(rk);
+    return n;
+}
+
+static int start_redis(const stack *s, const cfg *c) {
+    int port = read_port(s); /* keep the address stable across restarts */
+    if (!port || redis_ping(port, NULL)) port = util_free_port();
+    if (port <= 0) {
+        fprintf(stderr, "ursa: no free port for redis\n");
+        return -1;
+    }
+    char conf[PATH_MAX + 64], body[PATH_MAX * 4], pf[PATH_MAX + 64];
+    snprintf(conf, sizeof conf, "%s/redis/redis.conf", s->root);
+    /* appendfsync everysec: a write is in the kernel before Redis replies, so
+     * killing Redis loses nothing acknowledged; only a machine crash could. */
+    snprintf(body, sizeof body,
+             "# written by `ursa up`\n"
+             "port %d\nbind 127.0.0.1\nprotected-mode yes\n"
+             "dir %s/redis\nappendonly yes\nappendfsync everysec\n"
+             "save \"\"\ndaemonize no\nlogfile \"\"\n",
+             port, s->root);
+    if (util_write_file_atomic(conf, body, strlen(body)) != URSA_OK) {
+        fprintf(stderr, "ursa: cannot write %s\n", conf);
+        return -1;
+    }
+    snprintf(pf, sizeof pf, "%s/redis.port", s->root);
+    char pbuf[16];
+    snprintf(pbuf, sizeof pbuf, "%d\n", port);
+    util_write_file_atomic(pf, pbuf, strlen(pbuf));
+    char *argv[] = {(char *)cfg_str(c, "redis.server"), conf, NULL};
+    pid_t pid = spawn(s, "redis", argv);
+    if (pid < 0) return -1;
+    int64_t deadline = util_mono_ms() + s->timeout_ms;
+    while (util_mono_ms() < deadline) {
+        if (redis_ping(port, NULL)) {
+            printf("started redis    pid=%d port=%d (AOF under %s/redis)\n", (int)pid,
+                   port, s->root);
+            return 0;
+        }
+        if (gone(pid)) break;
+        util_sleep_ms(50);
+    }
+    fprintf(stderr, "ursa: redis-server did not become healthy; see %s/log/redis.log\n",
+            s->root);
+    kill(pid, SIGKILL);
+    return -1;
+}
+
+static int start_broker(const stack *s) {
+    char exe[PATH_MAX + 32], bs[512];
+    snprintf(exe, sizeof exe, "%s/ursa-broker", s->bindir);
+    char bsp[PATH_MAX + 64];
+    snprintf(bsp, sizeof bsp, "%s/broker.bootstrap", s->root);
+    unlink(bsp); /* a stale address must not look healthy */
+    char *argv[] = {exe, "--state-dir", (char *)s->root, NULL};
+    pid_t pid = spawn(s, "broker", argv);
+    if (pid < 0) return -1;
+    int64_t deadline = util_mono_ms() + s->timeout_ms;
+    while (util_mono_ms() < deadline) {
+        if (read_bootstrap(s, bs, sizeof bs) && broker_topics(bs, 1000) > 0) {
+            printf("started broker   pid=%d bootstrap=%s (in memory only)\n", (int)pid, bs);
+            return 0;
+        }
+        if (gone(pid)) break;
+        util_sleep_ms(50);
+    }
+    fprintf(stderr, "ursa: ursa-broker did not become healthy; see %s/log/broker.log\n",
+            s->root);
+    kill(pid, SIGKILL);
+    return -1;
+}
+
+static int start_daemon(const stack *s, const char *name, const char *exe) {
+    char *argv[] = {(char *)exe, "--state-dir", (char *)s->root, NULL};
+    pid_t pid = spawn(s, name, argv);
+    if (pid < 0) return -1;
+    util_sleep_ms(300); /* a daemon that cannot start exits at once */
+    if (gone(pid)) {
+        fprintf(stderr, "ursa: %s exited at start; see %s/log/%s.log\n", name,
+                s->root, name);
+        return -1;
+    }
+    printf("started %-8s pid=%d\n", name, (int)pid);
+    return 0;
+}
+
+/* Serialises up/down on one state dir. Returns the lock fd or -1. */
+static int lock_state(const stack *s) {
+    char p[PATH_MAX + 32];
+    snprintf(p, sizeof p, "%s/run/stack.lock", s->root);
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0 && flock(fd, LOCK_EX) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+int stack_up(const cfg *c) {
+    stack s;
+    if (stack_init(c, &s)) return 1;
+    int lock = lock_state(&s);
+    int changed = 0, rc = 0;
+    int port = read_port(&s);
+    char bs[512];
+
+    if (!(alive_pid(&s, "redis", cfg_str(c, "redis.server")) && port &&
+          redis_ping(port, NULL))) {
+        if (start_redis(&s, c)) {
+            rc = 1;
+            goto out;
+        }
+        changed = 1;
+    }
+    char bexe[PATH_MAX + 32];
+    snprintf(bexe, sizeof bexe, "%s/ursa-broker", s.bindir);
+    int broker_new = 0;
+    if (!(alive_pid(&s, "broker", bexe) && read_bootstrap(&s, bs, sizeof bs) &&
+          broker_topics(bs, 2000) > 0)) {
+        pid_t old = alive_pid(&s, "broker", bexe);
+        if (old) kill(old, SIGKILL); /* alive but not answering */
+        if (start_broker(&s)) {
+            rc = 1;
+            goto out;
+        }
+        changed = broker_new = 1;
+    }
+    for (int i = 0; daemons[i]; i++) {
+        char exe[PATH_MAX + 32];
+        snprintf(exe, sizeof exe, "%s/ursa-%s", s.bindir, daemons[i]);
+        if (access(exe, X_OK) != 0) continue;
+        pid_t pid = alive_pid(&s, daemons[i], exe);
+        if (pid && !broker_new) continue;
+        if (pid) { /* still talking to the old broker's address */
+            kill(pid, SIGTERM);
+            for (int k = 0; k < 100 && !gone(pid); k++) util_sleep_ms(100);
+            if (!gone(pid)) kill(pid, SIGKILL);
+        }
+        if (start_daemon(&s, daemons[i], exe)) rc = 1;
+        changed = 1;
+    }
+    if (!changed) printf("the stack in %s is already running; nothing changed\n", s.root);
+out:
+    if (lock >= 0) close(lock);
+    return rc;
+}
+
+static void stop_one(const stack *s, const char *name, const char *exe) {
+    pid_t pid = alive_pid(s, name, exe);
+    char pidp[PATH_MAX + 64];
+    path_of(s, pidp, sizeof pidp, "run/%s.pid", name);
+    if (!pid) {
+        unlink(pidp);
+        return;
+    }
+    kill(pid, SIGTERM);
+    int64_t deadline = util_mono_ms() + s->timeout_ms;
+    while (!gone(pid) && util_mono_ms() < deadline) util_sleep_ms(50);
+    if (!gone(pid)) {
+        fprintf(stderr, "ursa: %s (pid %d) ignored SIGTERM for %d ms; killing it\n",
+                name, (int)pid, s->timeout_ms);
+        kill(pid, SIGKILL);
+        while (!gone(pid)) util_sleep_ms(20);
+    }
+    unlink(pidp);
+    printf("stopped %-8s pid=%d\n", name, (int)pid);
+}
+
+int stack_down(const cfg *c) {
+    stack s;
+    if (stack_init(c, &s)) return 1;
+    int lock = lock_state(&s);
+    for (int i = 0; daemons[i]; i++) {
+        char exe[PATH_MAX + 32];
+        snprintf(exe, sizeof exe, "%s/ursa-%s", s.bindir, daemons[i]);
+        stop_one(&s, daemons[i], exe);
+    }
+    char bexe[PATH_MAX + 32];
+    snprintf(bexe, sizeof bexe, "%s/ursa-broker", s.bindir);
+    stop_one(&s, "broker", bexe);
+    stop_one(&s, "redis", cfg_str(c, "redis.server"));
+    printf("the stack in %s is down\n", s.root);
+    if (lock >= 0) close(lock);
+    return 0;
+}
+
+int stack_env(const cfg *c) {
+    char bs[512], url[600], err[512];
+    if (statedir_kafka_bootstrap(c, bs, sizeof bs, err, sizeof err) ||
+        statedir_redis_url(c, url, sizeof url, err, sizeof err)) {
+        fprintf(stderr, "ursa: %s\n", err);
+        return 1;
+    }
+    printf("URSA_KAFKA_BOOTSTRAP=%s\nURSA_REDIS_URL=%s\n", bs, url);
+    return 0;
+}
+
+/* Prints each topic's size and, for topics a group works off, its lag. */
+static void print_backlog(const char *bootstrap) {
+    rd_kafka_t *rk = kafka_handle(bootstrap, RD_KAFKA_PRODUCER, NULL);
+    if (!rk) return;
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(rk, 1, NULL, &md, 3000)) {
+        rd_kafka_destroy(rk);
+        return;
+    }
+    printf("\n%-24s %5s %9s  %-15s %7s\n", "topic", "parts", "messages", "group", "backlog");
+    for (const topic_info *t = topics_all; t->name; t++) {
+        const struct rd_kafka_metadata_topic *mt = NULL;
+        for (int i = 0; i < md->topic_cnt; i++)
+            if (strcmp(md->topics[i].topic, t->name) == 0) mt = &md->topics[i];
+        if (!mt) {
+            printf("%-24s %5s\n", t->name, "missing");
+            continue;
+        }
+        int np = mt->partition_cnt;
+        int64_t total = 0, lag = 0;
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
+        int64_t *high = calloc((size_t)np, sizeof *high);
+        for (int p = 0; p < np && high; p++) {
+            int64_t lo = 0, hi = 0;
+            rd_kafka_query_watermark_offsets(rk, t->name, mt->partitions[p].id, &lo,
+                                             &hi, 2000);
+            total += hi - lo;
+            high[p] = hi;
+            rd_kafka_topic_partition_list_add(l, t->name, mt->partitions[p].id);
+        }
+        if (t->group && high) {
+            rd_kafka_t *gc = kafka_handle(bootstrap, RD_KAFKA_CONSUMER, t->group);
+            if (gc && rd_kafka_committed(gc, l, 3000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                for (int p = 0; p < l->cnt; p++) {
+                    int64_t lo = 0, hi = high[p];
+                    int64_t committed = l->elems[p].offset;
+                    if (committed < 0) { /* nothing committed: all unread */
+                        rd_kafka_query_watermark_offsets(rk, t->name, l->elems[p].partition,
+                                                         &lo, &hi, 2000);
+                        committed = lo;
+                    }
+                    lag += high[p] - committed;
+                }
+                printf("%-24s %5d %9lld  %-15s %7lld\n", t->name, np, (long long)total,
+                       t->group, (long long)lag);
+            } else {
+                printf("%-24s %5d %9lld  %-15s %7s\n", t->name, np, (long long)total,
+                       t->group, "?");
+            }
+            if (gc) {
+                rd_kafka_consumer_close(gc);
+                rd_kafka_destroy(gc);
+            }
+        } else {
+            printf("%-24s %5d %9lld  %-15s %7s\n", t->name, np, (long long)total, "-", "-");
+        }
+        free(high);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_destroy(rk);
+}
+
+int stack_status(const cfg *c) {
+    stack s;
+    if (stack_init(c, &s)) return 1;
+    int healthy = 1;
+    printf("state dir %s\n%-10s %8s  %-8s %s\n", s.root, "process", "pid", "state", "health");
+    int port = read_port(&s);
+    pid_t pid = alive_pid(&s, "redis", cfg_str(c, "redis.server"));
+    double ms = 0;
+    if (pid && port && redis_ping(port, &ms))
+        printf("%-10s %8d  %-8s ok: PING %.0f ms, redis://127.0.0.1:%d, AOF on\n", "redis",
+               (int)pid, "running", ms, port);
+    else {
+        printf("%-10s %8s  %-8s %s\n", "redis", pid ? "?" : "-", pid ? "running" : "down",
+               pid ? "not answering PING" : "-");
+        healthy = 0;
+    }
+    char bexe[PATH_MAX + 32], bs[512];
+    snprintf(bexe, sizeof bexe, "%s/ursa-broker", s.bindir);
+    pid = alive_pid(&s, "broker", bexe);
+    int nt = pid && read_bootstrap(&s, bs, sizeof bs) ? broker_topics(bs, 2000) : -1;
+    if (nt > 0)
+        printf("%-10s %8d  %-8s ok: %s, %d topics, in memory only\n", "broker", (int)pid,
+               "running", bs, nt);
+    else {
+        printf("%-10s %8s  %-8s %s\n", "broker", pid ? "?" : "-", pid ? "running" : "down",
+               pid ? "not answering metadata requests" : "-");
+        healthy = 0;
+    }
+    for (int i = 0; daemons[i]; i++) {
+        char exe[PATH_MAX + 32];
+        snprintf(exe, sizeof exe, "%s/ursa-%s", s.bindir, daemons[i]);
+        if (access(exe, X_OK) != 0) {
+            printf("%-10s %8s  %-8s\n", daemons[i], "-", "not built");
+            continue;
+        }
+        pid = alive_pid(&s, daemons[i], exe);
+        char pids[16] = "-";
+        if (pid) snprintf(pids, sizeof pids, "%d", (int)pid);
+        else healthy = 0;
+        printf("%-10s %8s  %-8s\n", daemons[i], pids, pid ? "running" : "down");
+    }
+    if (nt > 0) print_backlog(bs);
+    return healthy ? 0 : 1;
+}
