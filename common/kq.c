@@ -513,9 +513,15 @@ kq_consumer *kq_consumer_new(const cfg *c, const char *bootstrap,
     kc->backoff_ms = c ? cfg_int(c, "kq.backoff-ms") : 100;
     kc->backoff_max_ms = c ? cfg_int(c, "kq.backoff-max-ms") : 5000;
 
+    /* session.timeout.ms 6000 (the smallest a real broker allows by
+     * default): a SIGKILLed worker's partitions move on after 6 s, and the
+     * mock broker, which holds a rebalance for session timeout - 1 s after a
+     * member leaves, lets a restarted worker in after 5 s instead of 44. */
     static const conf_pair defaults[] = {{"auto.offset.reset", "earliest"},
                                          {"enable.auto.commit", "true"},
                                          {"auto.commit.interval.ms", "1000"},
+                                         {"session.timeout.ms", "6000"},
+                                         {"heartbeat.interval.ms", "1500"},
                                          {NULL, NULL}};
     const conf_pair forced[] = {{"group.id", group},
                                 {"enable.auto.offset.store", "false"},

@@ -1,0 +1,68 @@
+# lib.sh: shared set-up of the integration tests. Each test gets its own
+# state dir and its own embedded stack (a real redis-server and ursa-broker
+# started by `ursa up`), and tears it down on exit, pass or fail.
+set -euo pipefail
+
+: "${URSA_BIN:?URSA_BIN must point at build/bin}"
+URSA="$URSA_BIN/ursa"
+PROBE="$URSA_BIN/kq-probe"
+T=$(mktemp -d "${TMPDIR:-/tmp}/ursa-it-XXXXXX")
+export URSA_STATE_DIR="$T/state"
+PIDS=()
+
+log() { printf '# %s\n' "$*" >&2; }
+fail() {
+    printf 'FAIL: %s\n' "$*" >&2
+    for f in "$URSA_STATE_DIR"/log/*.log "$T"/*.log; do
+        [ -f "$f" ] && { echo "--- $f (tail)" >&2; tail -n 20 "$f" >&2; }
+    done
+    exit 1
+}
+
+cleanup() {
+    local rc=$?
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+    "$URSA" down >/dev/null 2>&1 || true
+    rm -rf "$T"
+    exit $rc
+}
+trap cleanup EXIT
+
+stack_up() {
+    "$URSA" up >"$T/up.log" 2>&1 || { cat "$T/up.log" >&2; fail "ursa up failed"; }
+    set -a
+    eval "$("$URSA" env)"
+    set +a
+    REDIS_PORT=${URSA_REDIS_URL##*:}
+    BOOTSTRAP=$URSA_KAFKA_BOOTSTRAP
+}
+
+rcli() { redis-cli -p "$REDIS_PORT" --raw "$@"; }
+
+# wait_for TIMEOUT_S DESCRIPTION COMMAND...: polls until COMMAND succeeds.
+wait_for() {
+    local t=$1 what=$2
+    shift 2
+    local end=$((SECONDS + t))
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -ge $end ] && fail "timed out after ${t}s waiting for: $what"
+        sleep 0.2
+    done
+}
+
+# Starts a kq-probe consumer in the background; its pid goes to PIDS and to
+# the variable named by the first argument.
+start_consumer() {
+    local var=$1
+    shift
+    "$PROBE" consume "$@" >>"$T/consumer-$var.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    printf -v "$var" '%s' "$pid"
+}
+
+stat_of() { rcli HGET probe:stats "$1" | tr -d '\n' | sed 's/^$/0/'; }
+stat_at_least() { [ "$(stat_of "$1")" -ge "$2" ]; }
+check_eq() { [ "$2" = "$3" ] || fail "$1: expected '$3', got '$2'"; }
+# dead PID: the process is gone or a zombie.
+dead() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }

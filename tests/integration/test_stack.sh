@@ -1,0 +1,51 @@
+# ursa up / env / status / down on a real stack: up twice changes nothing,
+# env is eval-able, status shows health and backlog, a dead Redis is restarted
+# by up with its data kept, down stops everything.
+. "$(dirname "$0")/lib.sh"
+
+stack_up
+grep -q "started redis" "$T/up.log" || fail "first up did not start redis"
+grep -q "started broker" "$T/up.log" || fail "first up did not start the broker"
+redis_pid=$(cat "$URSA_STATE_DIR/run/redis.pid")
+broker_pid=$(cat "$URSA_STATE_DIR/run/broker.pid")
+
+out=$("$URSA" up)
+echo "$out" | grep -q "already running; nothing changed" || fail "second up: $out"
+check_eq "redis pid after second up" "$(cat "$URSA_STATE_DIR/run/redis.pid")" "$redis_pid"
+check_eq "broker pid after second up" "$(cat "$URSA_STATE_DIR/run/broker.pid")" "$broker_pid"
+
+env_out=$("$URSA" env)
+check_eq "env lines" "$(echo "$env_out" | wc -l)" 2
+echo "$env_out" | grep -Eq '^URSA_KAFKA_BOOTSTRAP=127\.0\.0\.1:[0-9]+$' || fail "env: $env_out"
+echo "$env_out" | grep -Eq '^URSA_REDIS_URL=redis://127\.0\.0\.1:[0-9]+$' || fail "env: $env_out"
+
+# the broker really is Kafka: kcat lists ursa's topics with 4 partitions
+kcat -b "$BOOTSTRAP" -L -t ursa.crawl.requests -m 5 | grep -q 'topic "ursa.crawl.requests" with 4 partitions' \
+    || fail "kcat does not see ursa.crawl.requests with 4 partitions"
+grep -q "storage=memory-only" "$URSA_STATE_DIR/log/broker.log" || fail "broker log does not say memory only"
+
+# backlog: 3 messages nobody consumed yet
+printf 'a\nb\nc\n' | kcat -b "$BOOTSTRAP" -P -t ursa.crawl.requests
+status=$("$URSA" status) || fail "status exit code on a healthy stack: $status"
+echo "$status" | grep -Eq '^redis +[0-9]+ +running +ok' || fail "status redis: $status"
+echo "$status" | grep -Eq '^broker +[0-9]+ +running +ok' || fail "status broker: $status"
+echo "$status" | grep -Eq '^ursa.crawl.requests +4 +3 +ursa-crawler +3$' || fail "status backlog: $status"
+
+# Redis dies: status says so, up restarts it and nothing written is lost
+rcli SET ursa:test:kept yes >/dev/null
+kill -9 "$redis_pid"
+wait_for 10 "redis to die" dead "$redis_pid"
+if "$URSA" status >"$T/status.out"; then fail "status exit 0 with redis down"; fi
+grep -Eq '^redis +- +down' "$T/status.out" || fail "status with redis down: $(cat "$T/status.out")"
+out=$("$URSA" up)
+echo "$out" | grep -q "started redis" || fail "up did not restart redis: $out"
+echo "$out" | grep -q "started broker" && fail "up restarted a healthy broker: $out"
+check_eq "key kept across redis restart (AOF)" "$(rcli GET ursa:test:kept)" yes
+
+"$URSA" down >"$T/down.log"
+grep -q "stopped redis" "$T/down.log" || fail "down: $(cat "$T/down.log")"
+grep -q "stopped broker" "$T/down.log" || fail "down: $(cat "$T/down.log")"
+[ ! -e "$URSA_STATE_DIR/run/redis.pid" ] || fail "redis pid file left after down"
+redis-cli -p "$REDIS_PORT" PING >/dev/null 2>&1 && fail "redis still answers after down"
+if "$URSA" status >/dev/null; then fail "status exit 0 after down"; fi
+echo "test_stack: ok"
