@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# install-deps.sh: installs the Debian packages ursa builds, tests and runs
+# with, when any is missing. Needs root (or sudo) on Debian 12.
+#   ops/install-deps.sh          build + test dependencies
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config
+  librdkafka-dev libhiredis-dev libprotobuf-c-dev protobuf-c-compiler
+  libcmocka-dev
+  redis-server redis-tools kcat
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: all ${#PKGS[@]} packages present"
+    exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
