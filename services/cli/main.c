@@ -6,6 +6,7 @@
 #include "config.h"
 #include "log.h"
 #include "stack.h"
+#include "topics_cmd.h"
 #include "statedir.h"
 
 typedef int (*cmd_fn)(const cfg *c);
@@ -14,6 +15,7 @@ typedef struct {
     const char *name;
     cmd_fn fn;
     const char *usage;
+    const cfg_def *defs; /* the command's own settings, or NULL */
 } command;
 
 static const command commands[] = {
@@ -21,20 +23,27 @@ static const command commands[] = {
      "usage: ursa up [--state-dir DIR]\n"
      "Starts the embedded stack in the background (a private redis-server, ursa-broker,\n"
      "then every daemon that is built) and returns once it is healthy. On a running\n"
-     "stack it changes nothing; parts that died are started again.\n\n"},
+     "stack it changes nothing; parts that died are started again.\n\n", NULL},
     {"down", stack_down,
      "usage: ursa down [--state-dir DIR]\n"
      "Stops the stack cleanly: daemons, then the broker, then Redis (SIGTERM, then\n"
-     "SIGKILL after stack.timeout-ms).\n\n"},
+     "SIGKILL after stack.timeout-ms).\n\n", NULL},
     {"status", stack_status,
      "usage: ursa status [--state-dir DIR]\n"
      "Shows each process of the stack, its health, and each topic's size and backlog.\n"
-     "Exits 0 when everything is healthy, 1 otherwise.\n\n"},
+     "Exits 0 when everything is healthy, 1 otherwise.\n\n", NULL},
     {"env", stack_env,
      "usage: ursa env [--state-dir DIR]\n"
      "Prints URSA_KAFKA_BOOTSTRAP=... and URSA_REDIS_URL=..., one per line, for\n"
-     "`set -a; eval \"$(ursa env)\"; set +a`.\n\n"},
-    {NULL, NULL, NULL}};
+     "`set -a; eval \"$(ursa env)\"; set +a`.\n\n", NULL},
+    {"topics", topics_cmd,
+     "usage: ursa topics [--create] [--partitions N] [--replication N]\n"
+     "Lists ursa's topics on the Kafka cluster (kafka.bootstrap, or the embedded\n"
+     "broker's address) and, with --create, creates the missing ones. Needed once on\n"
+     "a real cluster; the embedded broker creates its own. Exits 1 if any is missing\n"
+     "(without --create) or cannot be created.\n\n",
+     topics_cmd_defs},
+    {NULL, NULL, NULL, NULL}};
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -43,7 +52,8 @@ static void usage(FILE *out) {
             "  up       start the embedded stack (redis, broker, daemons)\n"
             "  down     stop it\n"
             "  status   processes, health and topic backlog\n"
-            "  env      print URSA_KAFKA_BOOTSTRAP and URSA_REDIS_URL for eval\n\n"
+            "  env      print URSA_KAFKA_BOOTSTRAP and URSA_REDIS_URL for eval\n"
+            "  topics   list ursa's topics on a cluster; --create the missing ones\n\n"
             "`ursa COMMAND --help` lists a command's settings. Settings come from\n"
             "defaults < --config FILE < URSA_* environment < --flags.\n");
 }
@@ -58,7 +68,7 @@ int main(int argc, char **argv) {
     for (const command *cmd = commands; cmd->name; cmd++) {
         if (strcmp(cmd->name, argv[1]) != 0) continue;
         const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis,
-                                         stack_defs, NULL};
+                                         stack_defs, cmd->defs, NULL};
         cfg *c = cfg_new(tables, "kafka.");
         if (!c) return 1;
         char err[512];

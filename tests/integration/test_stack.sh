@@ -24,6 +24,23 @@ kcat -b "$BOOTSTRAP" -L -t ursa.crawl.requests -m 5 | grep -q 'topic "ursa.crawl
     || fail "kcat does not see ursa.crawl.requests with 4 partitions"
 grep -q "storage=memory-only" "$URSA_STATE_DIR/log/broker.log" || fail "broker log does not say memory only"
 
+# ursa topics reads the same from the cluster
+topics_out=$("$URSA" topics) || fail "ursa topics exit code: $topics_out"
+check_eq "topics with 4 partitions" "$(echo "$topics_out" | grep -c ' 4 partitions$')" 14
+
+# usage errors are exit 2 with a reason; --help is exit 0
+set +e
+"$URSA" frobnicate >/dev/null 2>"$T/err"; rc=$?
+set -e
+check_eq "unknown command exit" "$rc" 2
+grep -q 'unknown command "frobnicate"' "$T/err" || fail "unknown command message: $(cat "$T/err")"
+set +e
+"$URSA" status --stack.timeout-ms=abc >/dev/null 2>"$T/err"; rc=$?
+set -e
+check_eq "bad setting exit" "$rc" 2
+grep -q 'stack.timeout-ms: expected a number' "$T/err" || fail "bad setting message: $(cat "$T/err")"
+"$URSA" up --help | grep -q -- '--state-dir' || fail "up --help does not list --state-dir"
+
 # backlog: 3 messages nobody consumed yet
 printf 'a\nb\nc\n' | kcat -b "$BOOTSTRAP" -P -t ursa.crawl.requests
 status=$("$URSA" status) || fail "status exit code on a healthy stack: $status"
