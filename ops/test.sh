@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh: the README's test command. Installs what is missing, builds with
 # -Wall -Wextra -Werror, runs every test (unit and integration, real
-# redis-server and ursa-broker), then the unit tests again under ASan+UBSan.
+# redis-server and ursa-broker), then all of them again built with
+# AddressSanitizer + UndefinedBehaviorSanitizer (daemons included).
 #   ops/test.sh            everything
 #   ops/test.sh -L unit    only the quick unit tests (ctest arguments pass through)
 set -euo pipefail
@@ -15,9 +16,9 @@ cmake --build build -j"$jobs"
 (cd build && ctest --output-on-failure "$@")
 
 if [ $# -eq 0 ]; then
-    echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+    echo "== every test again under AddressSanitizer + UndefinedBehaviorSanitizer"
     cmake -S . -B build-asan -DURSA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
     cmake --build build-asan -j"$jobs"
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-        ctest --output-on-failure -L unit)
+        ctest --output-on-failure)
 fi
