@@ -8,7 +8,8 @@ PKGS=(
   build-essential cmake pkg-config
   librdkafka-dev libhiredis-dev libprotobuf-c-dev protobuf-c-compiler
   libcmocka-dev
-  redis-server redis-tools kcat
+  libjpeg62-turbo-dev libpng-dev libgif-dev libwebp-dev libcurl4-openssl-dev
+  redis-server redis-tools kcat imagemagick webp python3
 )
 
 missing=()

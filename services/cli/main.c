@@ -4,18 +4,22 @@
 #include <string.h>
 
 #include "config.h"
+#include "image.h"
 #include "log.h"
 #include "stack.h"
 #include "topics_cmd.h"
+#include "verify_cmd.h"
 #include "statedir.h"
 
-typedef int (*cmd_fn)(const cfg *c);
+/* A command gets its settings and its positional arguments. */
+typedef int (*cmd_fn)(const cfg *c, int argc, char **argv);
 
 typedef struct {
     const char *name;
     cmd_fn fn;
     const char *usage;
     const cfg_def *defs; /* the command's own settings, or NULL */
+    int takes_args;      /* positional arguments allowed */
 } command;
 
 static const command commands[] = {
@@ -23,27 +27,35 @@ static const command commands[] = {
      "usage: ursa up [--state-dir DIR]\n"
      "Starts the embedded stack in the background (a private redis-server, ursa-broker,\n"
      "then every daemon that is built) and returns once it is healthy. On a running\n"
-     "stack it changes nothing; parts that died are started again.\n\n", NULL},
+     "stack it changes nothing; parts that died are started again.\n\n", NULL, 0},
     {"down", stack_down,
      "usage: ursa down [--state-dir DIR]\n"
      "Stops the stack cleanly: daemons, then the broker, then Redis (SIGTERM, then\n"
-     "SIGKILL after stack.timeout-ms).\n\n", NULL},
+     "SIGKILL after stack.timeout-ms).\n\n", NULL, 0},
     {"status", stack_status,
      "usage: ursa status [--state-dir DIR]\n"
      "Shows each process of the stack, its health, and each topic's size and backlog.\n"
-     "Exits 0 when everything is healthy, 1 otherwise.\n\n", NULL},
+     "Exits 0 when everything is healthy, 1 otherwise.\n\n", NULL, 0},
     {"env", stack_env,
      "usage: ursa env [--state-dir DIR]\n"
      "Prints URSA_KAFKA_BOOTSTRAP=... and URSA_REDIS_URL=..., one per line, for\n"
-     "`set -a; eval \"$(ursa env)\"; set +a`.\n\n", NULL},
+     "`set -a; eval \"$(ursa env)\"; set +a`.\n\n", NULL, 0},
     {"topics", topics_cmd,
      "usage: ursa topics [--create] [--partitions N] [--replication N]\n"
      "Lists ursa's topics on the Kafka cluster (kafka.bootstrap, or the embedded\n"
      "broker's address) and, with --create, creates the missing ones. Needed once on\n"
      "a real cluster; the embedded broker creates its own. Exits 1 if any is missing\n"
      "(without --create) or cannot be created.\n\n",
-     topics_cmd_defs},
-    {NULL, NULL, NULL, NULL}};
+     topics_cmd_defs, 0},
+    {"verify", verify_cmd,
+     "usage: ursa verify [settings] FILE...\n"
+     "Runs the verifier's checks on local files; no services needed. One line a file:\n"
+     "  FILE<TAB>ok<TAB>WxH            the size after normalisation\n"
+     "  FILE<TAB>rejected<TAB>REASON   empty, not_an_image, unsupported_format, truncated,\n"
+     "                                corrupt, too_many_pixels or too_small\n"
+     "Exits 0 if all are ok, 1 if any is rejected, 2 on a usage error.\n\n",
+     verify_cmd_defs, 1},
+    {NULL, NULL, NULL, NULL, 0}};
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -53,7 +65,8 @@ static void usage(FILE *out) {
             "  down     stop it\n"
             "  status   processes, health and topic backlog\n"
             "  env      print URSA_KAFKA_BOOTSTRAP and URSA_REDIS_URL for eval\n"
-            "  topics   list ursa's topics on a cluster; --create the missing ones\n\n"
+            "  topics   list ursa's topics on a cluster; --create the missing ones\n"
+            "  verify   check local image files as the verifier would\n\n"
             "`ursa COMMAND --help` lists a command's settings. Settings come from\n"
             "defaults < --config FILE < URSA_* environment < --flags.\n");
 }
@@ -68,7 +81,7 @@ int main(int argc, char **argv) {
     for (const command *cmd = commands; cmd->name; cmd++) {
         if (strcmp(cmd->name, argv[1]) != 0) continue;
         const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis,
-                                         stack_defs, cmd->defs, NULL};
+                                         stack_defs, img_cfg_defs, cmd->defs, NULL};
         cfg *c = cfg_new(tables, "kafka.");
         if (!c) return 1;
         char err[512];
@@ -84,7 +97,7 @@ int main(int argc, char **argv) {
             cfg_destroy(c);
             return 0;
         }
-        if (argi < argc - 1) {
+        if (argi < argc - 1 && !cmd->takes_args) {
             fprintf(stderr, "ursa %s: unexpected argument \"%s\"\n", cmd->name,
                     argv[argi + 1]);
             cfg_destroy(c);
@@ -92,7 +105,7 @@ int main(int argc, char **argv) {
         }
         int lvl = ulog_level_parse(cfg_str(c, "log.level"));
         if (lvl >= 0) ulog_level = lvl;
-        int rc = cmd->fn(c);
+        int rc = cmd->fn(c, argc - 1 - argi, argv + 1 + argi);
         cfg_destroy(c);
         return rc;
     }

@@ -301,7 +301,9 @@ static int lock_state(const stack *s) {
     return fd;
 }
 
-int stack_up(const cfg *c) {
+int stack_up(const cfg *c, int argc, char **argv) {
+    (void)argc; /* no positional arguments */
+    (void)argv;
     stack s;
     if (stack_init(c, &s)) return 1;
     int lock = lock_state(&s);
@@ -371,7 +373,9 @@ static void stop_one(const stack *s, const char *name, const char *exe) {
     printf("stopped %-8s pid=%d\n", name, (int)pid);
 }
 
-int stack_down(const cfg *c) {
+int stack_down(const cfg *c, int argc, char **argv) {
+    (void)argc; /* no positional arguments */
+    (void)argv;
     stack s;
     if (stack_init(c, &s)) return 1;
     int lock = lock_state(&s);
@@ -389,7 +393,9 @@ int stack_down(const cfg *c) {
     return 0;
 }
 
-int stack_env(const cfg *c) {
+int stack_env(const cfg *c, int argc, char **argv) {
+    (void)argc; /* no positional arguments */
+    (void)argv;
     char bs[512], url[600], err[512];
     if (statedir_kafka_bootstrap(c, bs, sizeof bs, err, sizeof err) ||
         statedir_redis_url(c, url, sizeof url, err, sizeof err)) {
@@ -463,7 +469,9 @@ static void print_backlog(const char *bootstrap) {
     rd_kafka_destroy(rk);
 }
 
-int stack_status(const cfg *c) {
+int stack_status(const cfg *c, int argc, char **argv) {
+    (void)argc; /* no positional arguments */
+    (void)argv;
     stack s;
     if (stack_init(c, &s)) return 1;
     int healthy = 1;

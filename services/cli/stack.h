@@ -11,9 +11,9 @@
 extern const cfg_def stack_defs[];
 
 /* Each returns the process exit code and prints for a person. */
-int stack_up(const cfg *c);
-int stack_down(const cfg *c);
-int stack_status(const cfg *c);
-int stack_env(const cfg *c);
+int stack_up(const cfg *c, int argc, char **argv);
+int stack_down(const cfg *c, int argc, char **argv);
+int stack_status(const cfg *c, int argc, char **argv);
+int stack_env(const cfg *c, int argc, char **argv);
 
 #endif

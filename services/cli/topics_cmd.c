@@ -14,7 +14,9 @@ const cfg_def topics_cmd_defs[] = {
     {"replication", CFG_INT, "1", 1, 16, "replication factor of a created topic"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
-int topics_cmd(const cfg *c) {
+int topics_cmd(const cfg *c, int argc, char **argv) {
+    (void)argc; /* no positional arguments */
+    (void)argv;
     char bs[512], err[512];
     if (statedir_kafka_bootstrap(c, bs, sizeof bs, err, sizeof err)) {
         fprintf(stderr, "ursa topics: %s\n", err);

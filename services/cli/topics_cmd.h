@@ -6,6 +6,6 @@
 #include "config.h"
 
 extern const cfg_def topics_cmd_defs[];
-int topics_cmd(const cfg *c);
+int topics_cmd(const cfg *c, int argc, char **argv);
 
 #endif

@@ -1,0 +1,74 @@
+/* image.h: decoding, checking and normalising the images ursa downloads.
+ *
+ * Every decoder ends in the same place: an 8-bit RGB image, upright (EXIF
+ * orientation applied), with alpha composited onto white. Decoders read the
+ * size from the header and refuse a decompression bomb before allocating
+ * pixels. A rejection carries a short machine-readable reason, one of:
+ *   empty, not_an_image, unsupported_format, truncated, corrupt,
+ *   too_many_pixels, too_small
+ * and a human-readable detail. */
+#ifndef URSA_IMG_IMAGE_H
+#define URSA_IMG_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "err.h"
+
+typedef enum { IMG_UNKNOWN = 0, IMG_JPEG, IMG_PNG, IMG_GIF, IMG_WEBP } img_format;
+
+/* An RGB8 image, rows top to bottom, 3 bytes a pixel, no padding. */
+typedef struct {
+    int w, h;
+    uint8_t *px; /* owned; free with img_free() */
+} img_rgb;
+
+typedef struct {
+    uint64_t max_pixels; /* refuse larger headers (default 100 Mpx) */
+    int min_side;        /* refuse images whose shorter side is below this */
+    int max_size;        /* longest side after normalisation; 0 keeps the size */
+    int jpeg_quality;    /* of the stored JPEG */
+} img_opts;
+
+/* Defaults: 100 Mpx, min side 32, max size 500 (the lesson's), quality 90. */
+img_opts img_opts_default(void);
+
+/* img.max-pixels, img.min-side, img.max-size, img.jpeg-quality. */
+extern const cfg_def img_cfg_defs[];
+img_opts img_opts_from_cfg(const cfg *c);
+
+/* A rejection: reason is one of the words above. */
+typedef struct {
+    char reason[32];
+    char detail[200];
+} img_reject;
+
+void img_free(img_rgb *im);
+const char *img_format_name(img_format f);
+/* Guesses the format from the first bytes. */
+img_format img_sniff(const uint8_t *data, size_t len);
+
+/* Decodes data into out (RGB8, upright). A decoder may shrink by a power of
+ * two while decoding when the image is at least twice shrink_to on its
+ * longest side (0: never). On failure fills rej and returns
+ * URSA_ERR_INVALID (bad input) or URSA_ERR_NOMEM. */
+ursa_err img_decode(const uint8_t *data, size_t len, uint64_t max_pixels,
+                    int shrink_to, img_rgb *out, img_reject *rej);
+
+/* Area-averaging downscale so the longest side is at most max_side; a
+ * smaller image is copied unchanged. */
+ursa_err img_fit(const img_rgb *in, int max_side, img_rgb *out);
+
+/* Encodes as a baseline JPEG into a new buffer the caller frees. */
+ursa_err img_encode_jpeg(const img_rgb *im, int quality, uint8_t **out,
+                         size_t *len);
+
+/* The verifier's whole check: decode, refuse too-small, fit to max_size,
+ * encode as JPEG. On OK *jpeg (caller frees) holds the normalised image of
+ * size *w x *h. On rejection returns URSA_ERR_INVALID and fills rej. */
+ursa_err img_verify(const uint8_t *data, size_t len, const img_opts *o,
+                    uint8_t **jpeg, size_t *jpeg_len, int *w, int *h,
+                    img_reject *rej);
+
+#endif

@@ -1,0 +1,46 @@
+# ursa verify on the fault images made by tests/fixtures/make_images.sh:
+# every verdict as expected, exit codes 0/1/2, and the normalised output
+# looks like its source (CMYK, palette, 16-bit, alpha, progressive, WebP and
+# EXIF rotation all end as the same upright RGB picture).
+. "$(dirname "$0")/lib.sh"
+IMG="$T/img"
+bash "$(dirname "$0")/../fixtures/make_images.sh" "$IMG" >/dev/null
+cd "$IMG"
+
+set +e
+"$URSA" verify --out "$T/out" $(cut -f1 expected.tsv) >got.tsv 2>"$T/verify.err"
+rc=$?
+set -e
+check_eq "exit code with rejections" "$rc" 1
+diff <(cut -f1-3 expected.tsv) got.tsv >"$T/diff" || fail "verdicts differ:
+$(cat "$T/diff")"
+grep -q "bomb.png: 100000x100000 exceeds" "$T/verify.err" || fail "no detail for the bomb"
+
+"$URSA" verify good.jpg good.webp >/dev/null || fail "exit code for all ok"
+set +e
+"$URSA" verify >/dev/null 2>&1; rc=$?
+check_eq "exit code without files" "$rc" 2
+"$URSA" verify good.jpg /nonexistent.jpg >/dev/null 2>&1; rc=$?
+check_eq "exit code for a missing file" "$rc" 2
+set -e
+
+# every accepted variant of base.png is the same picture, give or take JPEG:
+# RMSE against the plain one below 4% of full scale
+ref="$T/out/good.jpg.jpg"
+for f in progressive.jpg cmyk.jpg png16.png palette.png good.webp; do
+    rmse=$({ /usr/bin/compare -metric RMSE "$ref" "$T/out/$f.jpg" null: 2>&1 || true; } | sed 's/.*(\(.*\))/\1/')
+    log "$f: normalised RMSE vs good.jpg = $rmse"
+    awk -v r="$rmse" 'BEGIN{exit !(r < 0.04)}' || fail "$f differs from good.jpg (RMSE $rmse)"
+done
+# alpha at 50% over white is lighter than the original: check its mean
+mean_a=$(/usr/bin/convert "$T/out/alpha.png.jpg" -colorspace Gray -format '%[fx:mean]' info:)
+mean_o=$(/usr/bin/convert "$ref" -colorspace Gray -format '%[fx:mean]' info:)
+awk -v a="$mean_a" -v o="$mean_o" 'BEGIN{exit !(a > o + 0.1)}' || fail "alpha not composited on white ($mean_a vs $mean_o)"
+# EXIF 6: the gradient ran white (left) to black (right) in the stored pixels
+# (gradient: goes top to bottom, so stored top is white); turned 90 clockwise
+# the white edge must be on the right
+left=$(/usr/bin/convert "$T/out/exif6.jpg.jpg" -crop 10x200+0+0 -colorspace Gray -format '%[fx:mean]' info:)
+right=$(/usr/bin/convert "$T/out/exif6.jpg.jpg" -crop 10x200+90+0 -colorspace Gray -format '%[fx:mean]' info:)
+log "exif6 upright: left mean $left, right mean $right"
+awk -v l="$left" -v r="$right" 'BEGIN{exit !(r > l + 0.5)}' || fail "EXIF orientation not applied"
+echo "test_verify_cli: ok"
