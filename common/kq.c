@@ -232,8 +232,11 @@ struct kq_job {
     struct part *part;
     int64_t offset;
     int pending;  /* outputs not yet acknowledged */
+    int queued;   /* outputs librdkafka holds (they point at this job) */
+    int held;     /* kq_job_hold() calls not yet matched by kq_job_done() */
     int handled;  /* the handler is done with it */
     int abandoned; /* retry cut short by shutdown: never stored */
+    int orphan;   /* its partition was revoked; freed once nothing uses it */
     kq_out *outs; /* every output, freed with the job */
     kq_job *next;
 };
@@ -257,6 +260,8 @@ struct kq_consumer {
     size_t nparts, capparts;
     int inflight;
     kq_stats stats;
+    kq_tick *tick;
+    void *tick_opaque;
 };
 
 static part *part_get(kq_consumer *kc, const char *topic, int32_t partition) {
@@ -289,27 +294,41 @@ static void out_free(kq_out *o) {
     free(o);
 }
 
-/* Frees a job. Outputs librdkafka still holds are detached and freed by
- * their delivery report instead. */
 static void job_free(kq_job *j) {
     kq_out *o = j->outs;
     while (o) {
         kq_out *next = o->next;
-        if (o->queued) o->job = NULL;
-        else out_free(o);
+        out_free(o);
         o = next;
     }
     free(j);
 }
 
+/* Frees an orphan once no delivery report and no holder can reach it. */
+static void orphan_try_free(kq_job *j) {
+    if (j->orphan && j->queued == 0 && j->held == 0) job_free(j);
+}
+
+/* Lets go of a job whose partition we no longer own (or on destroy): its
+ * message will be handled again by the owner, so its effects no longer
+ * matter, but its memory lives until outputs and holders are done with it. */
+static void job_release(kq_job *j) {
+    j->orphan = 1;
+    j->kc = NULL;
+    j->part = NULL;
+    j->next = NULL;
+    orphan_try_free(j);
+}
 static void out_delivered(void *opaque, ursa_err err, const char *errstr) {
     kq_out *o = opaque;
+    kq_job *j = o->job;
     o->queued = 0;
-    if (!o->job) { /* its job was forgotten in a rebalance */
-        out_free(o);
+    j->queued--;
+    if (j->orphan) {
+        orphan_try_free(j);
         return;
     }
-    kq_consumer *kc = o->job->kc;
+    kq_consumer *kc = j->kc;
     if (err) {
         /* librdkafka already retried until message.timeout.ms: the cluster
          * is in trouble. Keep the offset held and send again later. */
@@ -319,15 +338,17 @@ static void out_delivered(void *opaque, ursa_err err, const char *errstr) {
                   o->topic, errstr);
         return;
     }
-    o->job->pending--;
+    j->pending--;
 }
 
 static ursa_err out_send(kq_out *o) {
     o->resend_at = 0;
+    if (!o->job->kc) return URSA_ERR_SHUTDOWN; /* orphan: the owner redoes it */
     ursa_err err = kq_produce(o->job->kc->producer, o->topic, o->key, o->keylen,
                               o->value, o->len, o->nhdrs ? o->hdrs : NULL,
                               o->nhdrs, out_delivered, o);
     o->queued = err == URSA_OK;
+    o->job->queued += o->queued;
     return err;
 }
 
@@ -363,7 +384,7 @@ static ursa_err job_produce(kq_job *j, const char *topic, const void *key,
     j->outs = o;
     j->pending++;
     ursa_err err = out_send(o);
-    if (err) { /* could not even queue it: try again later */
+    if (err && j->kc) { /* could not even queue it: try again later */
         o->resend_at = util_mono_ms() + j->kc->backoff_ms;
     }
     return URSA_OK;
@@ -372,6 +393,13 @@ static ursa_err job_produce(kq_job *j, const char *topic, const void *key,
 ursa_err kq_job_produce(kq_job *job, const char *topic, const void *key,
                         size_t keylen, const void *value, size_t len) {
     return job_produce(job, topic, key, keylen, value, len, NULL, 0);
+}
+
+void kq_job_hold(kq_job *job) { job->held++; }
+
+void kq_job_done(kq_job *job) {
+    job->held--;
+    orphan_try_free(job);
 }
 
 /* Sends again the outputs whose delivery failed, once their time comes. */
@@ -391,7 +419,7 @@ static void store_done(kq_consumer *kc) {
         part *pt = &kc->parts[i];
         int64_t next = -1;
         while (pt->head && pt->head->handled && pt->head->pending == 0 &&
-               !pt->head->abandoned) {
+               pt->head->held == 0 && !pt->head->abandoned) {
             kq_job *j = pt->head;
             next = j->offset + 1;
             pt->head = j->next;
@@ -418,7 +446,12 @@ static int drain(kq_consumer *kc, const rd_kafka_topic_partition_list_t *l,
                  int timeout_ms) {
     int64_t deadline = util_mono_ms() + timeout_ms;
     for (;;) {
-        rd_kafka_poll(kc->producer->rk, 20);
+        if (kc->tick) {
+            rd_kafka_poll(kc->producer->rk, 0);
+            kc->tick(kc->tick_opaque, 20);
+        } else {
+            rd_kafka_poll(kc->producer->rk, 20);
+        }
         resend_due(kc);
         store_done(kc);
         int left = 0;
@@ -432,7 +465,7 @@ static int drain(kq_consumer *kc, const rd_kafka_topic_partition_list_t *l,
                             strcmp(l->elems[k].topic, pt->topic) == 0;
                 if (!match) continue;
             }
-            for (kq_job *j = pt->head; j; j = j->next) left += j->pending > 0;
+            for (kq_job *j = pt->head; j; j = j->next) left += j->pending > 0 || j->held > 0;
         }
         if (!left || util_mono_ms() >= deadline) return left;
     }
@@ -452,7 +485,7 @@ static void forget(kq_consumer *kc, const rd_kafka_topic_partition_list_t *l) {
             kq_job *j = pt->head;
             pt->head = j->next;
             kc->inflight--;
-            job_free(j);
+            job_release(j);
         }
         pt->tail = NULL;
     }
@@ -562,7 +595,7 @@ void kq_consumer_destroy(kq_consumer *kc) {
         while (pt->head) {
             kq_job *j = pt->head;
             pt->head = j->next;
-            job_free(j);
+            job_release(j);
         }
         free(pt->topic);
     }
@@ -571,6 +604,11 @@ void kq_consumer_destroy(kq_consumer *kc) {
 }
 
 void kq_consumer_stats(const kq_consumer *kc, kq_stats *out) { *out = kc->stats; }
+
+void kq_consumer_set_tick(kq_consumer *kc, kq_tick *tick, void *opaque) {
+    kc->tick = tick;
+    kc->tick_opaque = opaque;
+}
 
 static ursa_err dead_letter(kq_consumer *kc, kq_job *j, const rd_kafka_message_t *m,
                             const char *reason, int attempts) {
@@ -644,7 +682,8 @@ static void handle(kq_consumer *kc, const rd_kafka_message_t *m,
                   ursa_err2str(err), ulog_quote(q, sizeof q, reason), (long long)wait);
         int64_t until = util_mono_ms() + wait;
         while (*run && util_mono_ms() < until) {
-            rd_kafka_poll(kc->producer->rk, 20);
+            rd_kafka_poll(kc->producer->rk, kc->tick ? 0 : 20);
+            if (kc->tick) kc->tick(kc->tick_opaque, 20);
             resend_due(kc);
         }
         if (!*run) {
@@ -664,14 +703,19 @@ ursa_err kq_consumer_run(kq_consumer *kc, volatile sig_atomic_t *run) {
     ULOG_INFO("event=consumer_started group=%s dlq=%s", kc->group, kc->dlq);
     while (*run) {
         rd_kafka_poll(kc->producer->rk, 0);
+        int busy = kc->tick ? kc->tick(kc->tick_opaque, 0) : 0;
         resend_due(kc);
         store_done(kc);
         if (kc->inflight >= kc->max_inflight) { /* bound what we hold */
-            rd_kafka_poll(kc->producer->rk, 50);
+            if (kc->tick) kc->tick(kc->tick_opaque, 20);
+            else rd_kafka_poll(kc->producer->rk, 50);
             continue;
         }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(kc->rk, 100);
-        if (!m) continue;
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(kc->rk, busy ? 0 : 100);
+        if (!m) {
+            if (busy) kc->tick(kc->tick_opaque, 5);
+            continue;
+        }
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 ULOG_WARN("event=consume_error err=%s msg=\"%s\"",

@@ -97,7 +97,20 @@ typedef ursa_err kq_handler(void *opaque, const kq_msg *m, kq_job *job,
 ursa_err kq_job_produce(kq_job *job, const char *topic, const void *key,
                         size_t keylen, const void *value, size_t len);
 
+/* Asynchronous handling: a handler that starts work it finishes later (a
+ * download) calls kq_job_hold() before returning OK, and kq_job_done() when
+ * the work's effects are durable; the offset waits for both. The job stays
+ * valid until kq_job_done() even if its partition is revoked meanwhile (its
+ * effects then no longer count: the new owner handles the message again). */
+void kq_job_hold(kq_job *job);
+void kq_job_done(kq_job *job);
+
 typedef struct kq_consumer kq_consumer;
+
+/* Background work of an asynchronous handler, run by the loop between
+ * messages: wait for it up to timeout_ms, advance it, and return how many
+ * items are still in progress (0 lets the loop sleep in Kafka's poll). */
+typedef int kq_tick(void *opaque, int timeout_ms);
 
 /* Creates a consumer in group for topics (NULL-terminated, borrowed only
  * during the call). The producer is borrowed and carries the handler's
@@ -111,6 +124,10 @@ kq_consumer *kq_consumer_new(const cfg *c, const char *bootstrap,
  * and commits. Returns OK after a clean stop, URSA_ERR_KAFKA on a fatal
  * client error. */
 ursa_err kq_consumer_run(kq_consumer *kc, volatile sig_atomic_t *run);
+
+/* Sets the loop's background work (see kq_tick); the loop, its retries, its
+ * bound on in-flight messages and its final drain all keep it turning. */
+void kq_consumer_set_tick(kq_consumer *kc, kq_tick *tick, void *opaque);
 
 /* Frees the consumer; call after kq_consumer_run() returned. */
 void kq_consumer_destroy(kq_consumer *kc);

@@ -7,6 +7,7 @@
 #include "image.h"
 #include "log.h"
 #include "stack.h"
+#include "dataset_cmd.h"
 #include "topics_cmd.h"
 #include "verify_cmd.h"
 #include "statedir.h"
@@ -34,8 +35,31 @@ static const command commands[] = {
      "SIGKILL after stack.timeout-ms).\n\n", NULL, 0},
     {"status", stack_status,
      "usage: ursa status [--state-dir DIR]\n"
+     "       ursa status --dataset NAME [--failed]\n"
      "Shows each process of the stack, its health, and each topic's size and backlog.\n"
-     "Exits 0 when everything is healthy, 1 otherwise.\n\n", NULL, 0},
+     "Exits 0 when everything is healthy, 1 otherwise. With --dataset: per label the\n"
+     "verified, duplicate, rejected, failed and pending counts and every reason;\n"
+     "--failed lists the URLs that did not become images, with their reasons.\n\n",
+     dstatus_defs, 0},
+    {"ingest", ingest_cmd,
+     "usage: ursa ingest --dataset NAME [--label L] [--max-per-label N] [--no-wait] FILE...\n"
+     "Queues the URLs of each FILE for download and verification. One URL a line\n"
+     "(blank lines and # comments skipped), the label taken from the file name\n"
+     "(urls_black.txt and black.txt give black) unless --label; a .csv file has url\n"
+     "and label columns. Invalid lines are reported and skipped; a URL listed twice\n"
+     "is taken once. Shows progress until every URL has a final state.\n\n",
+     ingest_defs, 1},
+    {"retry", retry_cmd,
+     "usage: ursa retry --dataset NAME [--pending]\n"
+     "Queues again the URLs that failed for a transient reason (timeouts, 429, 5xx,\n"
+     "resets); with --pending, every URL without a final state instead (after the\n"
+     "embedded broker was restarted and lost its queue).\n\n",
+     retry_defs, 0},
+    {"export-dataset", export_cmd,
+     "usage: ursa export-dataset --dataset NAME DIR\n"
+     "Writes the verified images as DIR/<label>/<sha256>.jpg and DIR/labels.csv\n"
+     "(name,label), the layouts fast.ai's from_folder and from_csv read.\n\n",
+     export_defs, 1},
     {"env", stack_env,
      "usage: ursa env [--state-dir DIR]\n"
      "Prints URSA_KAFKA_BOOTSTRAP=... and URSA_REDIS_URL=..., one per line, for\n"
@@ -66,7 +90,10 @@ static void usage(FILE *out) {
             "  status   processes, health and topic backlog\n"
             "  env      print URSA_KAFKA_BOOTSTRAP and URSA_REDIS_URL for eval\n"
             "  topics   list ursa's topics on a cluster; --create the missing ones\n"
-            "  verify   check local image files as the verifier would\n\n"
+            "  verify   check local image files as the verifier would\n"
+            "  ingest   queue URL lists for download and verification into a dataset\n"
+            "  retry    queue again a dataset's transient failures (--pending: unfinished)\n"
+            "  export-dataset  write a dataset's verified images as <label>/<hash>.jpg\n\n"
             "`ursa COMMAND --help` lists a command's settings. Settings come from\n"
             "defaults < --config FILE < URSA_* environment < --flags.\n");
 }

@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dataset_cmd.h"
 #include "statedir.h"
 #include "topics.h"
 #include "util.h"
@@ -472,6 +473,7 @@ static void print_backlog(const char *bootstrap) {
 int stack_status(const cfg *c, int argc, char **argv) {
     (void)argc; /* no positional arguments */
     (void)argv;
+    if (*cfg_str(c, "dataset")) return dataset_status(c);
     stack s;
     if (stack_init(c, &s)) return 1;
     int healthy = 1;

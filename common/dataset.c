@@ -1,0 +1,179 @@
+/* dataset.c: the Redis side of a dataset; see dataset.h for the keys. */
+#include "dataset.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sha256.h"
+
+static const char *names[DS__COUNT] = {"queued", "downloaded", "verified",
+                                       "duplicate", "rejected", "failed"};
+
+const char *ds_state_name(ds_state s) {
+    return (unsigned)s < DS__COUNT ? names[s] : "unknown";
+}
+
+int ds_state_final(ds_state s) { return s >= DS_VERIFIED && s < DS__COUNT; }
+
+static ds_state parse_state(const char *s) {
+    for (int i = 0; i < DS__COUNT; i++)
+        if (!strcmp(s, names[i])) return (ds_state)i;
+    return DS_QUEUED;
+}
+
+int ds_name_valid(const char *n) {
+    size_t l = strlen(n);
+    if (l == 0 || l > DS_NAME_MAX) return 0;
+    for (size_t i = 0; i < l; i++) {
+        char c = n[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+int ds_label_valid(const char *l) {
+    size_t n = strlen(l);
+    if (n == 0 || n > 64 || l[0] == '.') return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)l[i];
+        if (c < 0x20 || c == 0x7f || c == '|' || c == '/' || c == '\\') return 0;
+    }
+    return 1;
+}
+
+void ds_url_hash(const char *url, char out[65]) { sha256_hex(url, strlen(url), out); }
+
+/* The one script behind every change. ARGV[1] is the key prefix, ARGV[2] the
+ * operation. */
+static const char *lua =
+    "local p, op, h = ARGV[1], ARGV[2], ARGV[3]\n"
+    "local rank = {queued=0, downloaded=1, verified=2, duplicate=2, rejected=2, failed=2}\n"
+    "local function move(label, ns, reason, detail, transient, force)\n"
+    "  local old = redis.call('HGET', p..'state', h) or 'queued'\n"
+    "  if not force and rank[ns] <= rank[old] then return 0 end\n"
+    "  if old == ns and not force then return 0 end\n"
+    "  redis.call('HINCRBY', p..'count', label..'|'..old, -1)\n"
+    "  local oldr = redis.call('HGET', p..'reason', h)\n"
+    "  if oldr then redis.call('HINCRBY', p..'count', label..'|'..old..'|'..oldr, -1) end\n"
+    "  redis.call('HSET', p..'state', h, ns)\n"
+    "  redis.call('HINCRBY', p..'count', label..'|'..ns, 1)\n"
+    "  if reason ~= '' then\n"
+    "    redis.call('HSET', p..'reason', h, reason)\n"
+    "    redis.call('HSET', p..'detail', h, detail)\n"
+    "    redis.call('HINCRBY', p..'count', label..'|'..ns..'|'..reason, 1)\n"
+    "  else redis.call('HDEL', p..'reason', h) redis.call('HDEL', p..'detail', h) end\n"
+    "  if transient then redis.call('SADD', p..'transient', h)\n"
+    "  else redis.call('SREM', p..'transient', h) end\n"
+    "  return 1\n"
+    "end\n"
+    "if op == 'add' then\n"
+    "  if redis.call('HSETNX', p..'url', h, ARGV[4]) == 0 then return 0 end\n"
+    "  redis.call('HSET', p..'label', h, ARGV[5])\n"
+    "  redis.call('HSET', p..'state', h, 'queued')\n"
+    "  redis.call('HINCRBY', p..'count', ARGV[5]..'|queued', 1)\n"
+    "  redis.call('HINCRBY', p..'count', 'total', 1)\n"
+    "  return 1\n"
+    "end\n"
+    "local label = redis.call('HGET', p..'label', h)\n"
+    "if not label then return -1 end\n"
+    "if op == 'get' then return redis.call('HGET', p..'state', h) or 'queued' end\n"
+    "if op == 'set' then\n"
+    "  return move(label, ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8] == '1')\n"
+    "end\n"
+    "if op == 'image' then\n"
+    "  local src, jpeg, w, ht = ARGV[4], ARGV[5], ARGV[6], ARGV[7]\n"
+    "  local cur = redis.call('HGET', p..'images', src)\n"
+    "  if not cur then\n"
+    "    redis.call('HSET', p..'images', src, label..'\\t'..jpeg..'\\t'..w..'\\t'..ht..'\\t'..h)\n"
+    "    move(label, 'verified', '', '', false, false)\n"
+    "    return 'verified'\n"
+    "  end\n"
+    "  local l, _, _, _, uh = string.match(cur, '^(.*)\\t(.*)\\t(.*)\\t(.*)\\t(.*)$')\n"
+    "  if uh == h then move(label, 'verified', '', '', false, false) return 'verified' end\n"
+    "  if l == label then\n"
+    "    move(label, 'duplicate', 'duplicate', 'same bytes as URL '..uh, false, false)\n"
+    "    return 'duplicate'\n"
+    "  end\n"
+    "  move(label, 'rejected', 'label_conflict', 'same image as URL '..uh..' labelled '..l, false, false)\n"
+    "  redis.call('SADD', p..'conflicts', h)\n"
+    "  return 'rejected'\n"
+    "end\n"
+    "return redis.error_reply('unknown op')\n";
+
+static void prefix(const char *ds, char *out, size_t n) { snprintf(out, n, "ursa:ds:%s:", ds); }
+
+ursa_err ds_add_urls(rstore *r, const char *ds, size_t n, const char *const *urls,
+                     const char *const *labels, int *added) {
+    char p[128];
+    prefix(ds, p, sizeof p);
+    ursa_err err = rstore_cmd(r, NULL, "SADD ursa:datasets %s", ds);
+    if (err) return err;
+    const size_t chunk = 1000;
+    for (size_t off = 0; off < n; off += chunk) {
+        size_t m = n - off < chunk ? n - off : chunk;
+        rstore_batch *b = rstore_batch_new();
+        if (!b) return URSA_ERR_NOMEM;
+        for (size_t i = 0; i < m && !err; i++) {
+            char h[65];
+            ds_url_hash(urls[off + i], h);
+            err = rstore_batch_add(b, "EVAL %s 0 %s add %s %s %s", lua, p, h, urls[off + i],
+                                   labels[off + i]);
+        }
+        redisReply **rep = NULL;
+        if (!err) err = rstore_batch_exec(r, b, &rep);
+        for (size_t i = 0; !err && i < m; i++) {
+            if (rep[i]->type == REDIS_REPLY_ERROR) err = URSA_ERR_REDIS;
+            else if (added) added[off + i] = rep[i]->integer == 1;
+        }
+        if (rep) rstore_replies_free(rep, m);
+        rstore_batch_destroy(b);
+        if (err) return err;
+    }
+    return URSA_OK;
+}
+
+ursa_err ds_set_state(rstore *r, const char *ds, const char *h, ds_state s,
+                      const char *reason, const char *detail, int transient, int force,
+                      int *changed) {
+    char p[128];
+    prefix(ds, p, sizeof p);
+    redisReply *rep;
+    ursa_err err = rstore_cmd(r, &rep, "EVAL %s 0 %s set %s %s %s %s %s %s", lua, p, h,
+                              ds_state_name(s), reason ? reason : "", detail ? detail : "",
+                              transient ? "1" : "0", force ? "1" : "0");
+    if (err) return err;
+    long long v = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+    freeReplyObject(rep);
+    if (v < 0) return URSA_ERR_NOT_FOUND;
+    if (changed) *changed = v == 1;
+    return URSA_OK;
+}
+
+ursa_err ds_get_state(rstore *r, const char *ds, const char *h, ds_state *s) {
+    char p[128];
+    prefix(ds, p, sizeof p);
+    redisReply *rep;
+    ursa_err err = rstore_cmd(r, &rep, "EVAL %s 0 %s get %s", lua, p, h);
+    if (err) return err;
+    if (rep->type != REDIS_REPLY_STRING) err = URSA_ERR_NOT_FOUND;
+    else *s = parse_state(rep->str);
+    freeReplyObject(rep);
+    return err;
+}
+
+ursa_err ds_add_image(rstore *r, const char *ds, const char *h, const char *src,
+                      const char *jpeg, int w, int ht, ds_state *outcome) {
+    char p[128];
+    prefix(ds, p, sizeof p);
+    redisReply *rep;
+    ursa_err err = rstore_cmd(r, &rep, "EVAL %s 0 %s image %s %s %s %d %d", lua, p, h, src,
+                              jpeg, w, ht);
+    if (err) return err;
+    if (rep->type != REDIS_REPLY_STRING) err = URSA_ERR_NOT_FOUND;
+    else if (outcome) *outcome = parse_state(rep->str);
+    freeReplyObject(rep);
+    return err;
+}

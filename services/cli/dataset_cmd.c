@@ -1,0 +1,709 @@
+/* dataset_cmd.c: ingest, dataset status, retry, export-dataset.
+ *
+ * Redis is the source of truth for a dataset (common/dataset.h): ingest
+ * records every new URL there before it queues a crawl request, so a URL is
+ * never accepted and then lost; if the queue itself is lost (the embedded
+ * broker keeps nothing across a restart) `ursa retry --pending` queues again
+ * every URL without a final state. */
+#include "dataset_cmd.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "blob.h"
+#include "dataset.h"
+#include "kq.h"
+#include "log.h"
+#include "msg.h"
+#include "rstore.h"
+#include "statedir.h"
+#include "topics.h"
+#include "util.h"
+
+const cfg_def ingest_defs[] = {
+    {"dataset", CFG_STR, "", 1, 0, "dataset name (required)"},
+    {"label", CFG_STR, "", 1, 0, "label for every URL (default: from the file name)"},
+    {"max-per-label", CFG_INT, "0", 0, 1e9, "take at most N URLs per label (0: all)"},
+    {"no-wait", CFG_BOOL, "false", 1, 0, "return once the URLs are queued"},
+    {"wait-timeout-s", CFG_INT, "0", 0, 1e7, "give up waiting after this long (0: never)"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+const cfg_def dstatus_defs[] = {
+    {"dataset", CFG_STR, "", 1, 0, "show this dataset instead of the stack"},
+    {"failed", CFG_BOOL, "false", 1, 0, "with --dataset: list every URL that failed or was "
+                                        "rejected, with its reason"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+const cfg_def retry_defs[] = {
+    {"dataset", CFG_STR, "", 1, 0, "dataset name (required)"},
+    {"pending", CFG_BOOL, "false", 1, 0,
+     "queue again every URL without a final state (after a broker restart lost the queue)"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+const cfg_def export_defs[] = {
+    {"dataset", CFG_STR, "", 1, 0, "dataset name (required)"}, {NULL, 0, NULL, 0, 0, NULL}};
+
+/* ---- connections ----------------------------------------------------------- */
+
+static rstore *open_redis(const cfg *c) {
+    char url[600], err[512];
+    if (statedir_redis_url(c, url, sizeof url, err, sizeof err)) {
+        fprintf(stderr, "ursa: %s\n", err);
+        return NULL;
+    }
+    rstore *r = rstore_new(url, (int)cfg_int(c, "redis.timeout-ms"), err, sizeof err);
+    if (!r) fprintf(stderr, "ursa: %s\n", err);
+    else rstore_set_retry_ms(r, 3000);
+    return r;
+}
+
+static kq_producer *open_kafka(const cfg *c) {
+    char bs[512], err[512];
+    if (statedir_kafka_bootstrap(c, bs, sizeof bs, err, sizeof err)) {
+        fprintf(stderr, "ursa: %s\n", err);
+        return NULL;
+    }
+    kq_producer *p = kq_producer_new(c, bs, err, sizeof err);
+    if (!p) fprintf(stderr, "ursa: %s\n", err);
+    return p;
+}
+
+static const char *need_dataset(const cfg *c, const char *cmd) {
+    const char *ds = cfg_str(c, "dataset");
+    if (!*ds) {
+        fprintf(stderr, "ursa %s: --dataset NAME is required\n", cmd);
+        return NULL;
+    }
+    if (!ds_name_valid(ds)) {
+        fprintf(stderr, "ursa %s: bad dataset name \"%s\" (1 to 64 of A-Z a-z 0-9 . _ -)\n", cmd,
+                ds);
+        return NULL;
+    }
+    return ds;
+}
+
+/* Queues one crawl request; the key is the URL hash. */
+static ursa_err queue_url(kq_producer *p, const char *ds, const char *url, const char *label,
+                          uint32_t attempt) {
+    Ursa__Header h;
+    char id[33], hash[65];
+    msg_header_init(&h, id, ds, NULL);
+    ds_url_hash(url, hash);
+    Ursa__CrawlRequest q = URSA__CRAWL_REQUEST__INIT;
+    q.header = &h;
+    q.url = (char *)url;
+    q.url_hash = hash;
+    q.label = (char *)label;
+    q.attempt = attempt;
+    void *buf;
+    size_t len;
+    ursa_err err = msg_pack(&q.base, &buf, &len);
+    if (err) return err;
+    err = kq_produce(p, TOPIC_CRAWL_REQUESTS, hash, 64, buf, len, NULL, 0, NULL, NULL);
+    free(buf);
+    return err;
+}
+
+/* ---- counts and progress -------------------------------------------------------- */
+
+typedef struct {
+    char label[72];
+    long long n[DS__COUNT];
+} label_count;
+
+typedef struct {
+    long long total;
+    long long n[DS__COUNT];
+    label_count *labels;
+    size_t nlabels;
+    struct {
+        char label[72], state[16], reason[40];
+        long long n;
+    } *reasons;
+    size_t nreasons;
+} ds_counts;
+
+static void counts_free(ds_counts *k) {
+    free(k->labels);
+    free(k->reasons);
+    memset(k, 0, sizeof *k);
+}
+
+static int state_index(const char *s) {
+    for (int i = 0; i < DS__COUNT; i++)
+        if (!strcmp(s, ds_state_name((ds_state)i))) return i;
+    return -1;
+}
+
+static ursa_err read_counts(rstore *r, const char *ds, ds_counts *k) {
+    memset(k, 0, sizeof *k);
+    redisReply *rep;
+    ursa_err err = rstore_cmd(r, &rep, "HGETALL ursa:ds:%s:count", ds);
+    if (err) return err;
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        const char *f = rep->element[i]->str;
+        long long v = atoll(rep->element[i + 1]->str);
+        if (!strcmp(f, "total")) {
+            k->total = v;
+            continue;
+        }
+        char label[72] = "", state[16] = "", reason[40] = "";
+        const char *a = strchr(f, '|');
+        if (!a) continue;
+        snprintf(label, sizeof label, "%.*s", (int)(a - f), f);
+        const char *b = strchr(a + 1, '|');
+        snprintf(state, sizeof state, "%.*s", b ? (int)(b - a - 1) : (int)strlen(a + 1), a + 1);
+        if (b) snprintf(reason, sizeof reason, "%s", b + 1);
+        int si = state_index(state);
+        if (si < 0) continue;
+        if (b) {
+            if (v <= 0) continue;
+            void *nr = realloc(k->reasons, (k->nreasons + 1) * sizeof *k->reasons);
+            if (!nr) break;
+            k->reasons = nr;
+            snprintf(k->reasons[k->nreasons].label, 72, "%s", label);
+            snprintf(k->reasons[k->nreasons].state, 16, "%s", state);
+            snprintf(k->reasons[k->nreasons].reason, 40, "%s", reason);
+            k->reasons[k->nreasons++].n = v;
+            continue;
+        }
+        k->n[si] += v;
+        size_t li = 0;
+        while (li < k->nlabels && strcmp(k->labels[li].label, label)) li++;
+        if (li == k->nlabels) {
+            void *nl = realloc(k->labels, (k->nlabels + 1) * sizeof *k->labels);
+            if (!nl) break;
+            k->labels = nl;
+            memset(&k->labels[li], 0, sizeof k->labels[li]);
+            snprintf(k->labels[li].label, 72, "%s", label);
+            k->nlabels++;
+        }
+        k->labels[li].n[si] += v;
+    }
+    freeReplyObject(rep);
+    return URSA_OK;
+}
+
+static long long finals(const ds_counts *k) {
+    return k->n[DS_VERIFIED] + k->n[DS_DUPLICATE] + k->n[DS_REJECTED] + k->n[DS_FAILED];
+}
+
+static void progress_line(const ds_counts *k, int tty, double secs) {
+    long long done = finals(k);
+    int width = 30, fill = k->total ? (int)(width * done / k->total) : width;
+    char bar[64];
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '-';
+    bar[width] = '\0';
+    fprintf(stderr,
+            "%s[%s] %lld/%lld  verified %lld  duplicate %lld  rejected %lld  failed %lld  "
+            "| downloaded %lld  queued %lld  %.0fs%s",
+            tty ? "\r" : "", bar, done, k->total, k->n[DS_VERIFIED], k->n[DS_DUPLICATE],
+            k->n[DS_REJECTED], k->n[DS_FAILED], k->n[DS_DOWNLOADED], k->n[DS_QUEUED], secs,
+            tty ? "\033[K" : "\n");
+    fflush(stderr);
+}
+
+/* Waits until every URL of the dataset has a final state. */
+static int wait_final(rstore *r, const char *ds, long long timeout_s) {
+    int tty = isatty(2);
+    int64_t t0 = util_mono_ms(), last = 0;
+    for (;;) {
+        ds_counts k;
+        if (read_counts(r, ds, &k)) {
+            fprintf(stderr, "\nursa: lost Redis while waiting: %s\n", rstore_last_error(r));
+            return 1;
+        }
+        int64_t now = util_mono_ms();
+        int done = finals(&k) >= k.total;
+        if (tty || done || now - last >= 5000) {
+            progress_line(&k, tty, (double)(now - t0) / 1000);
+            last = now;
+        }
+        counts_free(&k);
+        if (done) {
+            if (tty) fputc('\n', stderr);
+            return 0;
+        }
+        if (timeout_s && now - t0 > timeout_s * 1000) {
+            fprintf(stderr, "%sursa: gave up waiting after %lld s; the work goes on "
+                            "(see ursa status --dataset %s)\n", tty ? "\n" : "", timeout_s, ds);
+            return 1;
+        }
+        util_sleep_ms(250);
+    }
+}
+
+/* ---- ingest ------------------------------------------------------------------ */
+
+typedef struct {
+    char *url, *label;
+    char hash[65];
+} entry;
+
+typedef struct {
+    entry *e;
+    size_t n, cap;
+    long invalid;
+} entries;
+
+/* NULL if url is acceptable, else why not. */
+static const char *url_problem(const char *u) {
+    size_t n = strlen(u);
+    if (n > 2048) return "longer than 2048 characters";
+    if (strncasecmp(u, "http://", 7) && strncasecmp(u, "https://", 8))
+        return "not an http:// or https:// URL";
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)u[i] <= 0x20 || u[i] == 0x7f) return "contains a space or control character";
+    const char *host = strstr(u, "://") + 3;
+    if (!*host || *host == '/' || *host == ':' || *host == '?' || *host == '#') return "has no host";
+    return NULL;
+}
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    size_t l = strlen(s);
+    while (l && isspace((unsigned char)s[l - 1])) s[--l] = '\0';
+    return s;
+}
+
+/* Label from a file name: urls_black.txt and black.txt give black. */
+static void label_from_path(const char *path, char *out, size_t n) {
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", path);
+    const char *b = basename(copy);
+    if (!strncmp(b, "urls_", 5)) b += 5;
+    snprintf(out, n, "%s", b);
+    char *dot = strrchr(out, '.');
+    if (dot && dot != out) *dot = '\0';
+}
+
+static int add_entry(entries *es, const char *url, const char *label) {
+    if (es->n == es->cap) {
+        size_t cap = es->cap ? es->cap * 2 : 1024;
+        entry *ne = realloc(es->e, cap * sizeof *ne);
+        if (!ne) return -1;
+        es->e = ne;
+        es->cap = cap;
+    }
+    entry *e = &es->e[es->n];
+    if (!(e->url = strdup(url)) || !(e->label = strdup(label))) return -1;
+    ds_url_hash(url, e->hash);
+    es->n++;
+    return 0;
+}
+
+static int read_list(const char *path, const char *force_label, entries *es) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "ursa ingest: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    size_t pl = strlen(path);
+    int csv = pl > 4 && !strcasecmp(path + pl - 4, ".csv");
+    int url_col = 0, label_col = 1, lineno = 0;
+    char file_label[256];
+    label_from_path(path, file_label, sizeof file_label);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got;
+    while ((got = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        char *s = trim(line);
+        if (!*s || *s == '#') continue;
+        const char *url = s, *label = force_label && *force_label ? force_label : file_label;
+        char *fields[16];
+        int nf = 0;
+        if (csv) {
+            for (char *save = NULL, *t = strtok_r(s, ",", &save); t && nf < 16;
+                 t = strtok_r(NULL, ",", &save))
+                fields[nf++] = trim(t);
+            if (lineno == 1 || (url_col == 0 && label_col == 1 && nf && !strcasecmp(fields[0], "url"))) {
+                int hdr = 0;
+                for (int i = 0; i < nf; i++) {
+                    if (!strcasecmp(fields[i], "url")) url_col = i, hdr = 1;
+                    if (!strcasecmp(fields[i], "label")) label_col = i, hdr = 1;
+                }
+                if (hdr) continue;
+            }
+            if (url_col >= nf || (!(force_label && *force_label) && label_col >= nf)) {
+                fprintf(stderr, "%s:%d: expected url,label columns; skipped\n", path, lineno);
+                es->invalid++;
+                continue;
+            }
+            url = fields[url_col];
+            if (!(force_label && *force_label)) label = fields[label_col];
+        }
+        const char *why = url_problem(url);
+        if (why) {
+            fprintf(stderr, "%s:%d: invalid URL (%s); skipped\n", path, lineno, why);
+            es->invalid++;
+            continue;
+        }
+        if (!ds_label_valid(label)) {
+            fprintf(stderr, "%s:%d: invalid label \"%s\"; skipped\n", path, lineno, label);
+            es->invalid++;
+            continue;
+        }
+        if (add_entry(es, url, label)) {
+            fprintf(stderr, "ursa ingest: out of memory\n");
+            free(line);
+            fclose(f);
+            return -1;
+        }
+    }
+    free(line);
+    fclose(f);
+    return 0;
+}
+
+typedef struct {
+    const char *hash;
+    size_t i;
+} hash_ix;
+
+static int cmp_hash_ix(const void *a, const void *b) {
+    const hash_ix *x = a, *y = b;
+    int c = strcmp(x->hash, y->hash);
+    return c ? c : (x->i < y->i ? -1 : 1); /* the first one listed wins */
+}
+
+static void entries_free(entries *es) {
+    for (size_t i = 0; i < es->n; i++) {
+        free(es->e[i].url);
+        free(es->e[i].label);
+    }
+    free(es->e);
+}
+
+int ingest_cmd(const cfg *c, int argc, char **argv) {
+    const char *ds = need_dataset(c, "ingest");
+    if (!ds) return 2;
+    if (argc < 1) {
+        fprintf(stderr, "ursa ingest: no URL lists given (see ursa ingest --help)\n");
+        return 2;
+    }
+    const char *force = cfg_str(c, "label");
+    if (*force && !ds_label_valid(force)) {
+        fprintf(stderr, "ursa ingest: invalid --label \"%s\"\n", force);
+        return 2;
+    }
+    entries es = {0};
+    for (int i = 0; i < argc; i++)
+        if (read_list(argv[i], force, &es)) {
+            entries_free(&es);
+            return 2;
+        }
+    /* A URL listed twice is taken once, with the label it had first. */
+    hash_ix *ix = malloc(sizeof *ix * (es.n ? es.n : 1));
+    char *skip = calloc(es.n ? es.n : 1, 1);
+    if (!ix || !skip) {
+        fprintf(stderr, "ursa ingest: out of memory\n");
+        return 1;
+    }
+    for (size_t i = 0; i < es.n; i++) ix[i].hash = es.e[i].hash, ix[i].i = i;
+    qsort(ix, es.n, sizeof *ix, cmp_hash_ix);
+    long repeats = 0;
+    for (size_t k = 1; k < es.n; k++)
+        if (!strcmp(ix[k].hash, ix[k - 1].hash)) skip[ix[k].i] = 1, repeats++;
+    free(ix);
+    /* --max-per-label, in the order the URLs were listed */
+    long long maxpl = cfg_int(c, "max-per-label");
+    long over = 0;
+    const char **take_urls = malloc(sizeof(char *) * (es.n ? es.n : 1));
+    const char **take_labels = malloc(sizeof(char *) * (es.n ? es.n : 1));
+    struct {
+        const char *label;
+        long long n;
+    } *per = calloc(es.n ? es.n : 1, sizeof *per);
+    size_t nper = 0, ntake = 0;
+    if (!take_urls || !take_labels || !per) return 1;
+    for (size_t i = 0; i < es.n; i++) {
+        if (skip[i]) continue;
+        size_t li = 0;
+        while (li < nper && strcmp(per[li].label, es.e[i].label)) li++;
+        if (li == nper) per[nper++].label = es.e[i].label;
+        if (maxpl && per[li].n >= maxpl) {
+            over++;
+            continue;
+        }
+        per[li].n++;
+        take_urls[ntake] = es.e[i].url;
+        take_labels[ntake++] = es.e[i].label;
+    }
+    free(skip);
+    int rc = 1;
+    int *added = calloc(ntake ? ntake : 1, sizeof *added);
+    rstore *r = open_redis(c);
+    kq_producer *p = r ? open_kafka(c) : NULL;
+    long queued = 0, known = 0;
+    if (!added || !r || !p) goto out;
+    ursa_err err = ds_add_urls(r, ds, ntake, take_urls, take_labels, added);
+    if (err) {
+        fprintf(stderr, "ursa ingest: cannot record URLs in Redis: %s (%s)\n", ursa_err2str(err),
+                rstore_last_error(r));
+        goto out;
+    }
+    for (size_t i = 0; i < ntake; i++) {
+        if (!added[i]) {
+            known++;
+            continue;
+        }
+        if ((err = queue_url(p, ds, take_urls[i], take_labels[i], 1))) {
+            fprintf(stderr, "ursa ingest: cannot queue %s: %s; the URLs are recorded, run "
+                            "`ursa retry --dataset %s --pending` once Kafka is back\n",
+                    take_urls[i], ursa_err2str(err), ds);
+            goto out;
+        }
+        queued++;
+    }
+    if (kq_producer_flush(p, 60000)) {
+        fprintf(stderr, "ursa ingest: Kafka did not acknowledge every request in 60 s; run "
+                        "`ursa retry --dataset %s --pending` to queue again what is missing\n", ds);
+        goto out;
+    }
+    printf("dataset %s: %zu URLs read from %d file%s, %zu label%s; %ld queued, %ld already in "
+           "the dataset, %ld listed twice, %ld over --max-per-label, %ld invalid\n",
+           ds, es.n + (size_t)es.invalid, argc, argc == 1 ? "" : "s", nper, nper == 1 ? "" : "s",
+           queued, known, repeats, over, es.invalid);
+    fflush(stdout);
+    rc = cfg_bool(c, "no-wait") ? 0 : wait_final(r, ds, cfg_int(c, "wait-timeout-s"));
+    if (rc == 0 && !cfg_bool(c, "no-wait")) rc = dataset_status(c);
+out:
+    free(added);
+    free(take_urls);
+    free(take_labels);
+    free(per);
+    if (p) kq_producer_destroy(p);
+    rstore_destroy(r);
+    entries_free(&es);
+    return rc;
+}
+
+/* ---- status ---------------------------------------------------------------------- */
+
+static int list_failed(rstore *r, const char *ds) {
+    redisReply *st;
+    if (rstore_cmd(r, &st, "HGETALL ursa:ds:%s:state", ds)) {
+        fprintf(stderr, "ursa status: %s\n", rstore_last_error(r));
+        return 1;
+    }
+    rstore_batch *b = rstore_batch_new();
+    size_t nb = 0;
+    for (size_t i = 0; i + 1 < st->elements; i += 2) {
+        const char *s = st->element[i + 1]->str;
+        if (strcmp(s, "failed") && strcmp(s, "rejected") && strcmp(s, "duplicate")) continue;
+        const char *h = st->element[i]->str;
+        rstore_batch_add(b, "HMGET ursa:ds:%s:url %s", ds, h);
+        rstore_batch_add(b, "HMGET ursa:ds:%s:label %s", ds, h);
+        rstore_batch_add(b, "HMGET ursa:ds:%s:reason %s", ds, h);
+        rstore_batch_add(b, "HMGET ursa:ds:%s:detail %s", ds, h);
+        rstore_batch_add(b, "SISMEMBER ursa:ds:%s:transient %s", ds, h);
+        nb++;
+        (void)s;
+    }
+    redisReply **rep = NULL;
+    int rc = 0;
+    if (nb && rstore_batch_exec(r, b, &rep)) {
+        fprintf(stderr, "ursa status: %s\n", rstore_last_error(r));
+        rc = 1;
+    }
+    printf("url\tlabel\tstate\treason\ttransient\tdetail\n");
+    size_t k = 0;
+    for (size_t i = 0; !rc && i + 1 < st->elements; i += 2) {
+        const char *s = st->element[i + 1]->str;
+        if (strcmp(s, "failed") && strcmp(s, "rejected") && strcmp(s, "duplicate")) continue;
+        redisReply **q = rep + 5 * k++;
+#define FIELD(x) (x->type == REDIS_REPLY_ARRAY && x->elements && x->element[0]->str ? x->element[0]->str : "")
+        printf("%s\t%s\t%s\t%s\t%s\t%s\n", FIELD(q[0]), FIELD(q[1]), s, FIELD(q[2]),
+               q[4]->integer ? "yes" : "no", FIELD(q[3]));
+#undef FIELD
+    }
+    if (rep) rstore_replies_free(rep, rstore_batch_len(b));
+    rstore_batch_destroy(b);
+    freeReplyObject(st);
+    return rc;
+}
+
+int dataset_status(const cfg *c) {
+    const char *ds = need_dataset(c, "status");
+    if (!ds) return 2;
+    rstore *r = open_redis(c);
+    if (!r) return 1;
+    ds_counts k;
+    if (read_counts(r, ds, &k)) {
+        fprintf(stderr, "ursa status: cannot read Redis: %s\n", rstore_last_error(r));
+        rstore_destroy(r);
+        return 1;
+    }
+    int rc = 0;
+    if (!k.total) {
+        fprintf(stderr, "ursa status: no dataset \"%s\"\n", ds);
+        rc = 1;
+    } else if (cfg_bool(c, "failed")) {
+        rc = list_failed(r, ds);
+    } else {
+        long long pending = k.n[DS_QUEUED] + k.n[DS_DOWNLOADED];
+        printf("dataset %s: %lld URLs, %lld with a final state, %lld pending\n", ds, k.total,
+               finals(&k), pending);
+        printf("%-20s %9s %9s %9s %9s %9s\n", "label", "verified", "duplicate", "rejected",
+               "failed", "pending");
+        for (size_t i = 0; i < k.nlabels; i++) {
+            label_count *l = &k.labels[i];
+            printf("%-20s %9lld %9lld %9lld %9lld %9lld\n", l->label, l->n[DS_VERIFIED],
+                   l->n[DS_DUPLICATE], l->n[DS_REJECTED], l->n[DS_FAILED],
+                   l->n[DS_QUEUED] + l->n[DS_DOWNLOADED]);
+        }
+        if (k.nreasons) {
+            printf("\nreasons (ursa status --dataset %s --failed lists the URLs):\n", ds);
+            for (size_t i = 0; i < k.nreasons; i++)
+                printf("  %-20s %-9s %-22s %lld\n", k.reasons[i].label, k.reasons[i].state,
+                       k.reasons[i].reason, k.reasons[i].n);
+        }
+    }
+    counts_free(&k);
+    rstore_destroy(r);
+    return rc;
+}
+
+/* ---- retry ------------------------------------------------------------------------- */
+
+int retry_cmd(const cfg *c, int argc, char **argv) {
+    (void)argv;
+    const char *ds = need_dataset(c, "retry");
+    if (!ds) return 2;
+    if (argc) {
+        fprintf(stderr, "ursa retry: unexpected argument\n");
+        return 2;
+    }
+    rstore *r = open_redis(c);
+    kq_producer *p = r ? open_kafka(c) : NULL;
+    int rc = 1, pending = cfg_bool(c, "pending");
+    redisReply *set = NULL;
+    long n = 0;
+    if (!p) goto out;
+    ursa_err err = pending ? rstore_cmd(r, &set, "HGETALL ursa:ds:%s:state", ds)
+                           : rstore_cmd(r, &set, "SMEMBERS ursa:ds:%s:transient", ds);
+    if (err) {
+        fprintf(stderr, "ursa retry: %s\n", rstore_last_error(r));
+        goto out;
+    }
+    size_t step = pending ? 2 : 1;
+    for (size_t i = 0; i < set->elements; i += step) {
+        const char *h = set->element[i]->str;
+        if (pending) {
+            const char *s = set->element[i + 1]->str;
+            if (strcmp(s, "queued") && strcmp(s, "downloaded")) continue;
+        }
+        redisReply *u = NULL, *l = NULL;
+        if (rstore_cmd(r, &u, "HGET ursa:ds:%s:url %s", ds, h) ||
+            rstore_cmd(r, &l, "HGET ursa:ds:%s:label %s", ds, h) || u->type != REDIS_REPLY_STRING ||
+            l->type != REDIS_REPLY_STRING) {
+            if (u) freeReplyObject(u);
+            if (l) freeReplyObject(l);
+            continue;
+        }
+        /* a transient failure goes back to queued (its counts move with it) */
+        err = pending ? URSA_OK : ds_set_state(r, ds, h, DS_QUEUED, "", "", 0, 1, NULL);
+        if (!err) err = queue_url(p, ds, u->str, l->str, 1);
+        freeReplyObject(u);
+        freeReplyObject(l);
+        if (err) {
+            fprintf(stderr, "ursa retry: cannot queue: %s\n", ursa_err2str(err));
+            goto out;
+        }
+        n++;
+    }
+    if (kq_producer_flush(p, 60000)) {
+        fprintf(stderr, "ursa retry: Kafka did not acknowledge every request\n");
+        goto out;
+    }
+    printf("dataset %s: %ld URL%s queued again (%s)\n", ds, n, n == 1 ? "" : "s",
+           pending ? "every URL without a final state" : "transient failures");
+    rc = 0;
+out:
+    if (set) freeReplyObject(set);
+    if (p) kq_producer_destroy(p);
+    rstore_destroy(r);
+    return rc;
+}
+
+/* ---- export ------------------------------------------------------------------------- */
+
+int export_cmd(const cfg *c, int argc, char **argv) {
+    const char *ds = need_dataset(c, "export-dataset");
+    if (!ds) return 2;
+    if (argc != 1) {
+        fprintf(stderr, "ursa export-dataset: give one output directory\n");
+        return 2;
+    }
+    const char *dir = argv[0];
+    char bdir[4096];
+    statedir_blob_dir(c, bdir, sizeof bdir);
+    char err[512];
+    blob_store *bs = blob_store_new(bdir, err, sizeof err);
+    rstore *r = bs ? open_redis(c) : NULL;
+    if (!r) {
+        if (!bs) fprintf(stderr, "ursa export-dataset: %s\n", err);
+        blob_store_destroy(bs);
+        return 1;
+    }
+    redisReply *im = NULL;
+    int rc = 1;
+    long n = 0;
+    FILE *csv = NULL;
+    char *csvbuf = NULL;
+    size_t csvlen = 0;
+    if (rstore_cmd(r, &im, "HGETALL ursa:ds:%s:images", ds)) {
+        fprintf(stderr, "ursa export-dataset: %s\n", rstore_last_error(r));
+        goto out;
+    }
+    if (!im->elements) {
+        fprintf(stderr, "ursa export-dataset: dataset \"%s\" has no verified image\n", ds);
+        goto out;
+    }
+    csv = open_memstream(&csvbuf, &csvlen);
+    fprintf(csv, "name,label\n");
+    for (size_t i = 0; i + 1 < im->elements; i += 2) {
+        char label[72], jpeg[65];
+        if (sscanf(im->element[i + 1]->str, "%71[^\t]\t%64[0-9a-f]", label, jpeg) != 2) continue;
+        char *data = NULL;
+        size_t len = 0;
+        ursa_err e = blob_get(bs, jpeg, (size_t)1 << 28, &data, &len);
+        if (e) {
+            fprintf(stderr, "ursa export-dataset: blob %s: %s\n", jpeg, ursa_err2str(e));
+            goto out;
+        }
+        char sub[4200], path[4400];
+        snprintf(sub, sizeof sub, "%s/%s", dir, label);
+        snprintf(path, sizeof path, "%s/%s.jpg", sub, jpeg);
+        e = util_mkdirs(sub);
+        if (!e) e = util_write_file_atomic(path, data, len);
+        free(data);
+        if (e) {
+            fprintf(stderr, "ursa export-dataset: cannot write %s: %s\n", path, strerror(errno));
+            goto out;
+        }
+        fprintf(csv, "%s/%s.jpg,%s\n", label, jpeg, label);
+        n++;
+    }
+    fclose(csv);
+    csv = NULL;
+    char csvp[4200];
+    snprintf(csvp, sizeof csvp, "%s/labels.csv", dir);
+    if (util_write_file_atomic(csvp, csvbuf, csvlen)) {
+        fprintf(stderr, "ursa export-dataset: cannot write %s\n", csvp);
+        goto out;
+    }
+    printf("dataset %s: %ld images written to %s (<label>/<sha256>.jpg and labels.csv)\n", ds, n,
+           dir);
+    rc = 0;
+out:
+    if (csv) fclose(csv);
+    free(csvbuf);
+    if (im) freeReplyObject(im);
+    rstore_destroy(r);
+    blob_store_destroy(bs);
+    return rc;
+}

@@ -1,0 +1,16 @@
+/* dataset_cmd.h: the dataset commands of the CLI: ingest, status --dataset,
+ * retry and export-dataset. */
+#ifndef URSA_CLI_DATASET_CMD_H
+#define URSA_CLI_DATASET_CMD_H
+
+#include "config.h"
+
+extern const cfg_def ingest_defs[], dstatus_defs[], retry_defs[], export_defs[];
+
+int ingest_cmd(const cfg *c, int argc, char **argv);
+/* `ursa status --dataset NAME [--failed]`; called by stack_status. */
+int dataset_status(const cfg *c);
+int retry_cmd(const cfg *c, int argc, char **argv);
+int export_cmd(const cfg *c, int argc, char **argv);
+
+#endif
