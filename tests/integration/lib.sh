@@ -66,3 +66,34 @@ stat_at_least() { [ "$(stat_of "$1")" -ge "$2" ]; }
 check_eq() { [ "$2" = "$3" ] || fail "$1: expected '$3', got '$2'"; }
 # dead PID: the process is gone or a zombie.
 dead() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
+
+# The fault server of tests/tools on 127.0.0.1, serving the images of
+# tests/fixtures/make_images.sh; sets FS (its base URL) and IMG (the dir).
+start_fault_server() {
+    IMG="$T/img"
+    bash "$(dirname "${BASH_SOURCE[0]}")/../fixtures/make_images.sh" "$IMG" >/dev/null
+    "$URSA_BIN/fault-server" "$IMG" "$T/fs.port" >"$T/fs.log" 2>&1 &
+    PIDS+=("$!")
+    wait_for 10 "the fault server" test -s "$T/fs.port"
+    FS="http://127.0.0.1:$(cat "$T/fs.port")"
+}
+
+# Daemon settings for tests: let the crawler reach 127.0.0.1, fail fast.
+export URSA_FETCH_ALLOW=127.0.0.1/32
+export URSA_FETCH_TIMEOUT_MS=3000
+export URSA_FETCH_LOW_SPEED_SECS=2
+export URSA_CRAWLER_RETRY_MS=100
+
+# count_of DATASET FIELD: a counter of ursa:ds:DATASET:count (0 if unset).
+count_of() { rcli HGET "ursa:ds:$1:count" "$2" | tr -d '\n' | sed 's/^$/0/'; }
+all_final() {
+    local ds=$1 total
+    total=$(count_of "$ds" total)
+    [ "$total" -gt 0 ] && [ "$(rcli HGETALL "ursa:ds:$ds:count" | paste - - |
+        awk -F'\t' '$1 ~ /\|(queued|downloaded)$/ {s += $2} END {print s + 0}')" -eq 0 ]
+}
+# Sum of a dataset's counters for STATE over all labels.
+state_sum() {
+    rcli HGETALL "ursa:ds:$1:count" | paste - - |
+        awk -F'\t' -v s="$2" '{n = split($1, p, "|")} n == 2 && p[2] == s {t += $2} END {print t + 0}'
+}

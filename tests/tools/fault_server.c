@@ -18,6 +18,9 @@
  *   /big               claims and sends 64 MB
  *   /big-chunked       64 MB with no Content-Length
  *   /noai/NAME         the file with X-Robots-Tag: noai
+ *   /gen/N.jpg         a 64x64 JPEG made for N: distinct bytes for every N
+ * A query string is ignored, so /img/a.jpg?1 and /img/a.jpg?2 are two URLs
+ * with the same bytes.
  * One thread per connection; every response closes the connection. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,6 +32,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "image.h"
 
 static const char *root;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -133,9 +138,27 @@ static void *conn(void *arg) {
         close(fd);
         return NULL;
     }
+    char *q = strchr(path, '?');
+    if (q) *q = '\0';
     const char *name = strrchr(path, '/') + 1;
     static char zeros[65536];
-    if (!strncmp(path, "/img/", 5)) {
+    if (!strncmp(path, "/gen/", 5)) {
+        unsigned long k = strtoul(name, NULL, 10);
+        img_rgb im = {64, 64, malloc(64 * 64 * 3)};
+        for (int i = 0; im.px && i < 64 * 64; i++) { /* 8x8 tiles, one bit of k each */
+            int tile = (i / 64 / 8) * 8 + (i % 64) / 8;
+            int bit = (int)((k >> (tile % 32)) & 1);
+            im.px[3 * i] = (uint8_t)(bit ? 230 : 20);
+            im.px[3 * i + 1] = (uint8_t)(k * 37 + (unsigned long)tile * 3);
+            im.px[3 * i + 2] = (uint8_t)(k >> 8);
+        }
+        uint8_t *jpeg = NULL;
+        size_t jl = 0;
+        if (im.px && img_encode_jpeg(&im, 85, &jpeg, &jl) == URSA_OK)
+            respond(fd, 200, "OK", "image/jpeg", NULL, jpeg, jl);
+        free(jpeg);
+        img_free(&im);
+    } else if (!strncmp(path, "/img/", 5)) {
         serve_file(fd, name, NULL, NULL, 100);
     } else if (!strcmp(path, "/404")) {
         respond(fd, 404, "Not Found", "text/html", NULL, "<h1>404</h1>", 12);

@@ -1,0 +1,111 @@
+# ursa ingest end to end on the fault server: every URL ends in exactly one
+# final state with the right reason; duplicates and label conflicts; invalid
+# lines and repeats; status, --failed, retry of transient failures only,
+# export-dataset in fast.ai's layout; kcat reads the verified messages.
+. "$(dirname "$0")/lib.sh"
+start_fault_server
+stack_up
+grep -q "started crawler" "$T/up.log" || fail "ursa up did not start the crawler"
+grep -q "started verifier" "$T/up.log" || fail "ursa up did not start the verifier"
+
+cat >"$T/urls_black.txt" <<URLS
+# black bears
+$FS/img/good.jpg
+$FS/img/cmyk.jpg
+
+$FS/img/good.jpg
+not a url
+ftp://example.com/a.jpg
+$FS/flaky/palette.png
+$FS/404
+$FS/html/page.jpg
+$FS/truncated/good.jpg
+$FS/cut/progressive.jpg
+$FS/slow
+$FS/loop/0
+$FS/redirect-private
+$FS/big
+$FS/big-chunked
+$FS/img/bomb.png
+$FS/noai/good.webp
+$FS/texttype/gray.jpg
+$FS/redirect/alpha.png
+$FS/429
+$FS/img/png16.png
+$FS/img/png16.png?copy
+URLS
+printf '%s\n' "$FS/img/good.webp" "$FS/img/progressive.jpg" "$FS/img/tiny.png" \
+    "$FS/img/cmyk.jpg?teddy" "$FS/img/anim.gif" "$FS/img/exif6.jpg" >"$T/teddys.txt"
+printf 'url,label\n%s,grizzly\n%s,grizzly\n' "$FS/img/big.jpg" "$FS/img/gray.jpg" >"$T/more.csv"
+
+"$URSA" ingest --dataset bears --wait-timeout-s 120 "$T/urls_black.txt" "$T/teddys.txt" \
+    "$T/more.csv" >"$T/ingest.out" 2>"$T/ingest.err" || fail "ingest exit code: $(cat "$T/ingest.err")"
+grep -q "urls_black.txt:6: invalid URL (not an http:// or https:// URL); skipped" "$T/ingest.err" \
+    || fail "invalid line not reported with file and line: $(cat "$T/ingest.err")"
+grep -q "urls_black.txt:7: invalid URL" "$T/ingest.err" || fail "ftp URL not refused"
+grep -q "27 queued, 0 already in the dataset, 1 listed twice, 0 over --max-per-label, 2 invalid" \
+    "$T/ingest.out" || fail "ingest summary: $(cat "$T/ingest.out")"
+
+# every URL's final state and reason
+"$URSA" status --dataset bears --failed >"$T/failed.tsv"
+expect() { # URL-suffix state reason
+    local line
+    line=$(awk -F'\t' -v u="$FS$1" '$1 == u' "$T/failed.tsv")
+    [ -n "$line" ] || fail "$1 is not listed as failed/rejected"
+    [ "$(echo "$line" | cut -f3)" = "$2" ] || fail "$1: state $(echo "$line" | cut -f3), want $2"
+    [ "$(echo "$line" | cut -f4)" = "$3" ] || fail "$1: reason $(echo "$line" | cut -f4), want $3"
+}
+expect /404 failed http_404
+expect /html/page.jpg rejected not_an_image
+expect /truncated/good.jpg rejected truncated
+expect /cut/progressive.jpg failed connection_reset
+expect /slow failed timeout
+expect /loop/0 failed too_many_redirects
+expect /redirect-private failed blocked_address
+expect /big failed too_large
+expect /big-chunked failed too_large
+expect /img/bomb.png rejected too_many_pixels
+expect /noai/good.webp failed robots_noai
+expect /texttype/gray.jpg failed not_an_image_type
+expect /429 failed http_429
+expect /img/tiny.png rejected too_small
+expect "/img/png16.png?copy" duplicate duplicate
+expect "/img/cmyk.jpg?teddy" rejected label_conflict
+check_eq "listed as not verified" "$(($(wc -l <"$T/failed.tsv") - 1))" 16
+check_eq "transient failures" "$(awk -F'\t' '$5 == "yes"' "$T/failed.tsv" | wc -l)" 3
+
+check_eq "verified" "$(state_sum bears verified)" 11
+check_eq "total" "$(count_of bears total)" 27
+check_eq "black verified" "$(count_of bears 'black|verified')" 5
+check_eq "teddys verified" "$(count_of bears 'teddys|verified')" 4
+check_eq "grizzly verified" "$(count_of bears 'grizzly|verified')" 2
+"$URSA" status --dataset bears >"$T/status.out"
+grep -Eq '^black +5 +1 +3 +10 +0$' "$T/status.out" || fail "status table: $(cat "$T/status.out")"
+grep -Eq 'black +failed +http_404 +1' "$T/status.out" || fail "status reasons: $(cat "$T/status.out")"
+check_eq "manifest size" "$(rcli HLEN ursa:ds:bears:images)" 11
+
+# the verified images on the topic, readable by a standard client
+wait_for 20 "11 verified messages" bash -c \
+    "[ \$(kcat -b $BOOTSTRAP -C -t ursa.images.verified -e -q -f '%k\n' | sort -u | wc -l) -eq 11 ]"
+
+# retry queues only the transient failures; they fail again the same way,
+# and nothing is counted twice
+"$URSA" retry --dataset bears >"$T/retry.out" || fail "retry: $(cat "$T/retry.out")"
+grep -q "3 URLs queued again" "$T/retry.out" || fail "retry: $(cat "$T/retry.out")"
+wait_for 60 "retried URLs to end" all_final bears
+check_eq "total after retry" "$(count_of bears total)" 27
+check_eq "failed after retry" "$(state_sum bears failed)" 10
+check_eq "verified after retry" "$(state_sum bears verified)" 11
+check_eq "429 after retry" "$(count_of bears 'black|failed|http_429')" 1
+
+# export in fast.ai's from_folder layout; the files are what the verifier made
+"$URSA" export-dataset --dataset bears "$T/export" >"$T/export.out" || fail "export"
+check_eq "exported files" "$(find "$T/export" -name '*.jpg' | wc -l)" 11
+check_eq "labels.csv rows" "$(($(wc -l <"$T/export/labels.csv") - 1))" 11
+check_eq "black files" "$(ls "$T/export/black" | wc -l)" 5
+head -1 "$T/export/labels.csv" | grep -qx "name,label" || fail "labels.csv header"
+"$URSA" verify "$T"/export/*/*.jpg >"$T/reverify.out" || fail "exported images do not verify"
+awk -F'\t' '{split($3, s, "x"); if (s[1] > 500 || s[2] > 500) exit 1}' "$T/reverify.out" \
+    || fail "an exported image is larger than 500 px"
+grep -q "exif6.jpg" "$T/failed.tsv" && fail "exif6 not verified"
+echo "test_ingest: ok"
