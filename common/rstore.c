@@ -115,6 +115,20 @@ fail:
     return -1;
 }
 
+/* Error replies that say the server cannot serve right now (loading its
+ * AOF after a restart, a script running too long, out of memory, a replica
+ * or cluster in transition): the command itself is fine and is sent again,
+ * and if the condition outlasts the retry window the caller gets
+ * URSA_ERR_UNAVAILABLE, never a per-message failure. */
+static int server_busy(const redisReply *rep) {
+    static const char *const busy[] = {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN",
+                                       "CLUSTERDOWN", "OOM", "READONLY", "NOREPLICAS"};
+    if (rep->type != REDIS_REPLY_ERROR || !rep->str) return 0;
+    for (size_t i = 0; i < sizeof busy / sizeof busy[0]; i++)
+        if (!strncmp(rep->str, busy[i], strlen(busy[i]))) return 1;
+    return 0;
+}
+
 /* Runs fn until it succeeds on a live connection or retry_ms passes. */
 typedef int (*attempt_fn)(rstore *r, void *arg); /* 0 ok, -1 connection lost */
 
@@ -154,6 +168,12 @@ static int attempt_cmd(rstore *r, void *arg) {
         drop(r, r->ctx->errstr);
         return -1;
     }
+    if (server_busy(a->reply)) {
+        snprintf(r->last_error, sizeof r->last_error, "%s", a->reply->str);
+        freeReplyObject(a->reply);
+        a->reply = NULL;
+        return -1;
+    }
     return 0;
 }
 
@@ -190,6 +210,11 @@ static int attempt_raw(rstore *r, void *arg) {
     if (redisAppendFormattedCommand(r->ctx, a->cmd, a->len) != REDIS_OK ||
         redisGetReply(r->ctx, &rep) != REDIS_OK || !rep) {
         drop(r, r->ctx->errstr);
+        return -1;
+    }
+    if (server_busy(rep)) {
+        snprintf(r->last_error, sizeof r->last_error, "%s", ((redisReply *)rep)->str);
+        freeReplyObject(rep);
         return -1;
     }
     a->reply = rep;
@@ -256,6 +281,7 @@ static int attempt_batch(rstore *r, void *arg) {
     for (size_t i = 0; i < b->n; i++)
         if (redisAppendFormattedCommand(r->ctx, b->cmds[i], b->lens[i]) != REDIS_OK)
             goto lost;
+    int busy = 0;
     for (size_t i = 0; i < b->n; i++) {
         void *rep = NULL;
         if (redisGetReply(r->ctx, &rep) != REDIS_OK || !rep) {
@@ -266,6 +292,17 @@ static int attempt_batch(rstore *r, void *arg) {
             goto lost;
         }
         a->replies[i] = rep;
+        if (server_busy(rep)) {
+            busy = 1;
+            snprintf(r->last_error, sizeof r->last_error, "%s", ((redisReply *)rep)->str);
+        }
+    }
+    if (busy) { /* the commands are idempotent: the whole batch goes again */
+        for (size_t j = 0; j < b->n; j++) {
+            freeReplyObject(a->replies[j]);
+            a->replies[j] = NULL;
+        }
+        return -1;
     }
     return 0;
 lost:

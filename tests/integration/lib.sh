@@ -23,7 +23,7 @@ cleanup() {
     local rc=$?
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
     "$URSA" down >/dev/null 2>&1 || true
-    rm -rf "$T"
+    if [ -n "${URSA_TEST_KEEP:-}" ]; then echo "# kept $T" >&2; else rm -rf "$T"; fi
     exit $rc
 }
 trap cleanup EXIT

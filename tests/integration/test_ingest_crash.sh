@@ -1,0 +1,41 @@
+# A 10,000-URL ingest survives a SIGKILLed crawler, a SIGKILLed verifier and
+# a SIGKILLed Redis, each restarted by `ursa up` in the middle of the run:
+# at the end every URL is verified exactly once and the counts add up.
+. "$(dirname "$0")/lib.sh"
+start_fault_server
+stack_up
+N=10000
+seq 0 $((N - 1)) | sed "s|^|$FS/gen/|; s|\$|.jpg|" >"$T/urls_gen.txt"
+"$URSA" ingest --dataset gen --no-wait "$T/urls_gen.txt" >"$T/ingest.out" 2>&1 || fail "ingest"
+grep -q "$N queued" "$T/ingest.out" || fail "ingest: $(cat "$T/ingest.out")"
+
+kill_and_restart() { # NAME: SIGKILL it, then `ursa up` starts it again
+    local pid
+    pid=$(cat "$URSA_STATE_DIR/run/$1.pid")
+    log "killing $1 (pid $pid) at $(state_sum gen verified) verified"
+    kill -9 "$pid"
+    wait_for 10 "$1 to die" dead "$pid"
+    "$URSA" up >>"$T/up2.log" 2>&1 || fail "ursa up after killing $1: $(cat "$T/up2.log")"
+    grep -q "started $1" "$T/up2.log" || fail "$1 not restarted"
+}
+verified_at_least() { [ "$(state_sum gen verified)" -ge "$1" ]; }
+
+wait_for 120 "1500 verified" verified_at_least 1500
+kill_and_restart crawler
+wait_for 120 "4000 verified" verified_at_least 4000
+kill_and_restart verifier
+wait_for 120 "6000 verified" verified_at_least 6000
+kill_and_restart redis
+wait_for 200 "every URL final" all_final gen
+
+check_eq "total" "$(count_of gen total)" $N
+check_eq "verified" "$(state_sum gen verified)" $N
+check_eq "verified per label" "$(count_of gen 'gen|verified')" $N
+for s in queued downloaded duplicate rejected failed; do
+    check_eq "$s" "$(state_sum gen $s)" 0
+done
+check_eq "states recorded" "$(rcli HLEN ursa:ds:gen:state)" $N
+check_eq "verified states" "$(rcli HVALS ursa:ds:gen:state | grep -c '^verified$')" $N
+check_eq "manifest" "$(rcli HLEN ursa:ds:gen:images)" $N
+check_eq "negative counters" "$(rcli HVALS ursa:ds:gen:count | grep -c '^-')" 0
+echo "test_ingest_crash: ok"
