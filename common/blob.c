@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "sha256.h"
@@ -55,7 +56,7 @@ int blob_exists(blob_store *bs, const char *key) {
            access(path, F_OK) == 0;
 }
 
-ursa_err blob_put(blob_store *bs, const void *data, size_t len, char key[65]) {
+static ursa_err put(blob_store *bs, const void *data, size_t len, char key[65], int durable) {
     char path[4096], dir[4096];
     sha256_hex(data, len, key);
     ursa_err err = blob_path(bs, key, path, sizeof path);
@@ -63,7 +64,24 @@ ursa_err blob_put(blob_store *bs, const void *data, size_t len, char key[65]) {
     if (access(path, F_OK) == 0) return URSA_OK; /* immutable: already there */
     snprintf(dir, sizeof dir, "%s/%.2s/%.2s", bs->dir, key, key + 2);
     if ((err = util_mkdirs(dir))) return err;
-    return util_write_file_atomic(path, data, len);
+    return durable ? util_write_file_atomic(path, data, len)
+                   : util_write_file_renamed(path, data, len);
+}
+
+ursa_err blob_put(blob_store *bs, const void *data, size_t len, char key[65]) {
+    return put(bs, data, len, key, 1);
+}
+
+ursa_err blob_put_lazy(blob_store *bs, const void *data, size_t len, char key[65]) {
+    return put(bs, data, len, key, 0);
+}
+
+ursa_err blob_store_sync(blob_store *bs) {
+    int fd = open(bs->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return URSA_ERR_IO;
+    int rc = syncfs(fd);
+    close(fd);
+    return rc == 0 ? URSA_OK : URSA_ERR_IO;
 }
 
 ursa_err blob_get(blob_store *bs, const char *key, size_t max, char **data,

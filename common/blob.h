@@ -22,6 +22,16 @@ void blob_store_destroy(blob_store *bs);
 /* Stores data and writes its key to key[65]. Durable when it returns OK. */
 ursa_err blob_put(blob_store *bs, const void *data, size_t len, char key[65]);
 
+/* Stores data like blob_put() but without waiting for the disk: the blob
+ * is visible at once and survives the process being killed, and is durable
+ * against a machine crash after the next blob_store_sync(). This is group
+ * commit: write many, sync once, then record them elsewhere. */
+ursa_err blob_put_lazy(blob_store *bs, const void *data, size_t len, char key[65]);
+
+/* Makes every blob written so far durable (one syncfs of the store's file
+ * system). */
+ursa_err blob_store_sync(blob_store *bs);
+
 /* Reads a blob into a new buffer the caller frees, checking its hash:
  * URSA_ERR_NOT_FOUND, URSA_ERR_TOO_LARGE (over max), URSA_ERR_CORRUPT. */
 ursa_err blob_get(blob_store *bs, const char *key, size_t max, char **data,

@@ -105,6 +105,72 @@ static const char *lua =
 
 static void prefix(const char *ds, char *out, size_t n) { snprintf(out, n, "ursa:ds:%s:", ds); }
 
+/* The script's SHA-1, as Redis names it; loaded on first use and again
+ * whenever Redis answers NOSCRIPT (after a restart). */
+static char lua_sha[41];
+
+static ursa_err load_script(rstore *r) {
+    redisReply *rep;
+    ursa_err err = rstore_cmd(r, &rep, "SCRIPT LOAD %s", lua);
+    if (err) return err;
+    if (rep->type == REDIS_REPLY_STRING && rep->len == 40) memcpy(lua_sha, rep->str, 41);
+    else err = URSA_ERR_REDIS;
+    freeReplyObject(rep);
+    return err;
+}
+
+static int noscript(const redisReply *rep) {
+    return rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "NOSCRIPT", 8);
+}
+
+static ursa_err add_op(rstore_batch *b, const ds_op *o) {
+    char p[128];
+    prefix(o->ds, p, sizeof p);
+    if (o->kind == DS_OP_IMAGE)
+        return rstore_batch_add(b, "EVALSHA %s 0 %s image %s %s %s %d %d", lua_sha, p,
+                                o->url_hash, o->src_blob, o->jpeg_blob, o->w, o->h);
+    return rstore_batch_add(b, "EVALSHA %s 0 %s set %s %s %s %s %s %s", lua_sha, p, o->url_hash,
+                            ds_state_name(o->state), o->reason ? o->reason : "",
+                            o->detail ? o->detail : "", o->transient ? "1" : "0",
+                            o->force ? "1" : "0");
+}
+
+ursa_err ds_apply(rstore *r, ds_op *ops, size_t n) {
+    if (!n) return URSA_OK;
+    ursa_err err = URSA_OK;
+    for (int round = 0; round < 3; round++) {
+        if (!lua_sha[0] && (err = load_script(r))) return err;
+        rstore_batch *b = rstore_batch_new();
+        if (!b) return URSA_ERR_NOMEM;
+        for (size_t i = 0; i < n && !err; i++) err = add_op(b, &ops[i]);
+        redisReply **rep = NULL;
+        if (!err) err = rstore_batch_exec(r, b, &rep);
+        rstore_batch_destroy(b);
+        if (err) return err;
+        int reload = 0;
+        for (size_t i = 0; i < n; i++) {
+            redisReply *x = rep[i];
+            ds_op *o = &ops[i];
+            o->err = URSA_OK;
+            if (noscript(x)) {
+                reload = 1;
+            } else if (x->type == REDIS_REPLY_ERROR) {
+                o->err = URSA_ERR_REDIS;
+            } else if (o->kind == DS_OP_STATE) {
+                if (x->type != REDIS_REPLY_INTEGER || x->integer < 0) o->err = URSA_ERR_NOT_FOUND;
+                else o->changed = x->integer == 1;
+            } else {
+                if (x->type != REDIS_REPLY_STRING) o->err = URSA_ERR_NOT_FOUND;
+                else o->outcome = parse_state(x->str);
+            }
+        }
+        rstore_replies_free(rep, n);
+        if (!reload) return URSA_OK;
+        lua_sha[0] = '\0'; /* Redis lost its scripts (restart): load and send again */
+    }
+    return URSA_ERR_REDIS;
+}
+
 ursa_err ds_add_urls(rstore *r, const char *ds, size_t n, const char *const *urls,
                      const char *const *labels, int *added) {
     char p[128];
@@ -138,18 +204,12 @@ ursa_err ds_add_urls(rstore *r, const char *ds, size_t n, const char *const *url
 ursa_err ds_set_state(rstore *r, const char *ds, const char *h, ds_state s,
                       const char *reason, const char *detail, int transient, int force,
                       int *changed) {
-    char p[128];
-    prefix(ds, p, sizeof p);
-    redisReply *rep;
-    ursa_err err = rstore_cmd(r, &rep, "EVAL %s 0 %s set %s %s %s %s %s %s", lua, p, h,
-                              ds_state_name(s), reason ? reason : "", detail ? detail : "",
-                              transient ? "1" : "0", force ? "1" : "0");
-    if (err) return err;
-    long long v = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
-    freeReplyObject(rep);
-    if (v < 0) return URSA_ERR_NOT_FOUND;
-    if (changed) *changed = v == 1;
-    return URSA_OK;
+    ds_op o = {.kind = DS_OP_STATE, .ds = ds, .url_hash = h, .state = s, .reason = reason,
+               .detail = detail, .transient = transient, .force = force};
+    ursa_err err = ds_apply(r, &o, 1);
+    if (!err) err = o.err;
+    if (!err && changed) *changed = o.changed;
+    return err;
 }
 
 ursa_err ds_get_state(rstore *r, const char *ds, const char *h, ds_state *s) {
@@ -166,14 +226,10 @@ ursa_err ds_get_state(rstore *r, const char *ds, const char *h, ds_state *s) {
 
 ursa_err ds_add_image(rstore *r, const char *ds, const char *h, const char *src,
                       const char *jpeg, int w, int ht, ds_state *outcome) {
-    char p[128];
-    prefix(ds, p, sizeof p);
-    redisReply *rep;
-    ursa_err err = rstore_cmd(r, &rep, "EVAL %s 0 %s image %s %s %s %d %d", lua, p, h, src,
-                              jpeg, w, ht);
-    if (err) return err;
-    if (rep->type != REDIS_REPLY_STRING) err = URSA_ERR_NOT_FOUND;
-    else if (outcome) *outcome = parse_state(rep->str);
-    freeReplyObject(rep);
+    ds_op o = {.kind = DS_OP_IMAGE, .ds = ds, .url_hash = h, .src_blob = src,
+               .jpeg_blob = jpeg, .w = w, .h = ht};
+    ursa_err err = ds_apply(r, &o, 1);
+    if (!err) err = o.err;
+    if (!err && outcome) *outcome = o.outcome;
     return err;
 }

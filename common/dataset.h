@@ -47,6 +47,30 @@ int ds_label_valid(const char *label);
 /* sha256 hex of a URL, its key everywhere. */
 void ds_url_hash(const char *url, char out[65]);
 
+/* One change for ds_apply(): a state move or a verified image. */
+typedef enum { DS_OP_STATE = 0, DS_OP_IMAGE } ds_op_kind;
+
+typedef struct {
+    ds_op_kind kind;
+    const char *ds, *url_hash;
+    /* DS_OP_STATE (see ds_set_state) */
+    ds_state state;
+    const char *reason, *detail;
+    int transient, force;
+    /* DS_OP_IMAGE (see ds_add_image) */
+    const char *src_blob, *jpeg_blob;
+    int w, h;
+    /* results */
+    int changed;       /* STATE: something moved */
+    ds_state outcome;  /* IMAGE: verified, duplicate or rejected */
+    ursa_err err;      /* OK, or NOT_FOUND when the dataset lacks the URL */
+} ds_op;
+
+/* Applies n changes in one pipelined round trip. Returns
+ * URSA_ERR_UNAVAILABLE when Redis is down (nothing is known to be applied;
+ * sending the same ops again is safe) and fills each op's results else. */
+ursa_err ds_apply(rstore *r, ds_op *ops, size_t n);
+
 /* Adds URLs (pipelined); a URL already in the dataset is left alone.
  * added[i] is set to 1 for the new ones. */
 ursa_err ds_add_urls(rstore *r, const char *ds, size_t n, const char *const *urls,

@@ -110,14 +110,14 @@ static int write_all(int fd, const void *data, size_t len) {
     return 0;
 }
 
-ursa_err util_write_file_atomic(const char *path, const void *data, size_t len) {
+static ursa_err write_file(const char *path, const void *data, size_t len, int durable) {
     char tmp[4200], dir[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%d.%lld", path, (int)getpid(),
                  (long long)util_mono_ms()) >= (int)sizeof tmp)
         return URSA_ERR_INVALID;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) return URSA_ERR_IO;
-    if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+    if (write_all(fd, data, len) != 0 || (durable && fsync(fd) != 0)) {
         close(fd);
         unlink(tmp);
         return URSA_ERR_IO;
@@ -129,7 +129,7 @@ ursa_err util_write_file_atomic(const char *path, const void *data, size_t len) 
     }
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
-    if (slash) {
+    if (slash && durable) {
         *slash = '\0';
         int dfd = open(slash == dir ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd >= 0) {
@@ -138,6 +138,14 @@ ursa_err util_write_file_atomic(const char *path, const void *data, size_t len) 
         }
     }
     return URSA_OK;
+}
+
+ursa_err util_write_file_atomic(const char *path, const void *data, size_t len) {
+    return write_file(path, data, len, 1);
+}
+
+ursa_err util_write_file_renamed(const char *path, const void *data, size_t len) {
+    return write_file(path, data, len, 0);
 }
 
 int64_t util_backoff_ms(int attempt, int64_t base_ms, int64_t max_ms) {

@@ -22,6 +22,12 @@ ursa_err util_read_file(const char *path, size_t max, char **data, size_t *len);
  * rename, fsync of the directory. Readers see the old file or the new one. */
 ursa_err util_write_file_atomic(const char *path, const void *data, size_t len);
 
+/* The same rename-into-place without the fsyncs: readers still see the old
+ * file or the new one, and a killed process loses nothing (the page cache
+ * keeps it), but a machine crash may, until something syncs the file
+ * system (syncfs, see blob_store_sync()). */
+ursa_err util_write_file_renamed(const char *path, const void *data, size_t len);
+
 /* Exponential backoff: base * 2^(attempt-1), capped, with +-25% jitter. */
 int64_t util_backoff_ms(int attempt, int64_t base_ms, int64_t max_ms);
 

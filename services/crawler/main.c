@@ -43,8 +43,7 @@ typedef struct task {
     int attempt;
     int64_t due;  /* >0: waiting to start again at this time */
     struct task *next;
-    /* a result that could not be recorded yet (Redis down): kept to retry */
-    int have_result, ok, transient;
+    int ok, transient; /* the download's outcome */
     char blob[65], reason[32], detail[256], content_type[128], final_url[1024];
     long status;
     uint64_t size;
@@ -58,8 +57,11 @@ struct crawl {
     int max_attempts;
     int64_t retry_ms;
     int stopping;  /* after the loop: park every task, record nothing */
-    task *waiting; /* retries and unrecorded results, checked by the tick */
+    task *waiting; /* downloads waiting to be tried again */
     int nwaiting;
+    task *done, *done_tail; /* finished downloads waiting for the group commit */
+    int ndone, blobs_unsynced;
+    int64_t first_done_ms, flush_retry_at;
     uint64_t ok, failed, retried;
 };
 
@@ -75,18 +77,17 @@ static void wait_later(crawl *cr, task *t, int64_t delay) {
     cr->nwaiting++;
 }
 
-/* Records a task's result in Redis and Kafka; 0 when done (task freed), -1
- * when Redis is unavailable (the task waits to try again). */
-static int finish(crawl *cr, task *t) {
+/* Sends a recorded task's message downstream and lets its job go. */
+static void announce(crawl *cr, task *t, const ds_op *o) {
     Ursa__CrawlRequest *q = t->req;
-    const char *ds = q->header->dataset;
-    ursa_err err;
     Ursa__Header h;
     char id[33];
-    msg_header_init(&h, id, ds, NULL);
-    if (t->ok) {
-        err = ds_set_state(cr->r, ds, q->url_hash, DS_DOWNLOADED, "", "", 0, 0, NULL);
-        if (err == URSA_ERR_UNAVAILABLE) return -1;
+    msg_header_init(&h, id, q->header->dataset, NULL);
+    void *buf = NULL;
+    size_t len = 0;
+    if (o->err == URSA_ERR_NOT_FOUND) {
+        /* the dataset no longer knows the URL: nothing to announce */
+    } else if (t->ok) {
         Ursa__ImageDownloaded m = URSA__IMAGE_DOWNLOADED__INIT;
         m.header = &h;
         m.url = q->url;
@@ -97,17 +98,10 @@ static int finish(crawl *cr, task *t) {
         m.size = t->size;
         m.http_status = (uint32_t)t->status;
         m.final_url = t->final_url;
-        void *buf;
-        size_t len;
-        if (msg_pack(&m.base, &buf, &len) == URSA_OK) {
+        if (msg_pack(&m.base, &buf, &len) == URSA_OK)
             kq_job_produce(t->job, TOPIC_IMAGES_DOWNLOADED, t->blob, 64, buf, len);
-            free(buf);
-        }
         cr->ok++;
     } else {
-        err = ds_set_state(cr->r, ds, q->url_hash, DS_FAILED, t->reason, t->detail,
-                           t->transient, 0, NULL);
-        if (err == URSA_ERR_UNAVAILABLE) return -1;
         Ursa__ImageRejected m = URSA__IMAGE_REJECTED__INIT;
         m.header = &h;
         m.url = q->url;
@@ -117,24 +111,68 @@ static int finish(crawl *cr, task *t) {
         m.reason = t->reason;
         m.detail = t->detail;
         m.transient = t->transient;
-        void *buf;
-        size_t len;
-        if (msg_pack(&m.base, &buf, &len) == URSA_OK) {
+        if (msg_pack(&m.base, &buf, &len) == URSA_OK)
             kq_job_produce(t->job, TOPIC_IMAGES_REJECTED, q->url_hash, strlen(q->url_hash), buf,
                            len);
-            free(buf);
-        }
         cr->failed++;
-        char qd[300];
-        ULOG_DEBUG("event=url_failed url_hash=%.12s reason=%s transient=%d detail=%s",
-                   q->url_hash, t->reason, t->transient, ulog_quote(qd, sizeof qd, t->detail));
     }
-    if (err && err != URSA_ERR_NOT_FOUND)
+    free(buf);
+    if (o->err && o->err != URSA_ERR_NOT_FOUND)
         ULOG_WARN("event=state_not_recorded url_hash=%.12s err=\"%s\"", q->url_hash,
-                  ursa_err2str(err));
+                  ursa_err2str(o->err));
     kq_job_done(t->job);
     task_free(t);
-    return 0;
+}
+
+/* Group commit of finished downloads: one syncfs makes their blobs durable,
+ * one pipelined round trip records their states, then their messages go
+ * out. If Redis is down the batch waits and is sent again (idempotent). */
+static void flush(crawl *cr) {
+    if (!cr->ndone || util_mono_ms() < cr->flush_retry_at) return;
+    if (cr->blobs_unsynced && blob_store_sync(cr->bs) != URSA_OK) {
+        ULOG_ERROR("event=blob_sync_failed");
+        cr->flush_retry_at = util_mono_ms() + 1000;
+        return;
+    }
+    cr->blobs_unsynced = 0;
+    ds_op *ops = calloc((size_t)cr->ndone, sizeof *ops);
+    if (!ops) return;
+    size_t i = 0;
+    for (task *t = cr->done; t; t = t->next, i++) {
+        ds_op *o = &ops[i];
+        o->kind = DS_OP_STATE;
+        o->ds = t->req->header->dataset;
+        o->url_hash = t->req->url_hash;
+        o->state = t->ok ? DS_DOWNLOADED : DS_FAILED;
+        o->reason = t->ok ? "" : t->reason;
+        o->detail = t->ok ? "" : t->detail;
+        o->transient = !t->ok && t->transient;
+    }
+    ursa_err err = ds_apply(cr->r, ops, (size_t)cr->ndone);
+    if (err) {
+        ULOG_WARN("event=flush_deferred items=%d err=\"%s\" redis=\"%s\"", cr->ndone,
+                  ursa_err2str(err), rstore_last_error(cr->r));
+        cr->flush_retry_at = util_mono_ms() + 1000;
+        free(ops);
+        return;
+    }
+    task *t = cr->done;
+    cr->done = cr->done_tail = NULL;
+    cr->ndone = 0;
+    for (i = 0; t; i++) {
+        task *next = t->next;
+        announce(cr, t, &ops[i]);
+        t = next;
+    }
+    free(ops);
+}
+
+static void done_push(crawl *cr, task *t) {
+    t->next = NULL;
+    if (cr->done_tail) cr->done_tail->next = t;
+    else cr->done = t, cr->first_done_ms = util_mono_ms();
+    cr->done_tail = t;
+    cr->ndone++;
 }
 
 static void on_fetched(void *opaque, const fetch_result *r);
@@ -159,7 +197,6 @@ static void on_fetched(void *opaque, const fetch_result *r) {
         wait_later(cr, t, util_backoff_ms(t->attempt, cr->retry_ms, cr->retry_ms * 60));
         return;
     }
-    t->have_result = 1;
     t->ok = r->ok;
     t->transient = r->transient;
     t->status = r->http_status;
@@ -169,17 +206,19 @@ static void on_fetched(void *opaque, const fetch_result *r) {
     snprintf(t->final_url, sizeof t->final_url, "%s", r->final_url ? r->final_url : "");
     if (r->ok) {
         t->size = r->len;
-        if (blob_put(cr->bs, r->body, r->len, t->blob) != URSA_OK) {
+        if (blob_put_lazy(cr->bs, r->body, r->len, t->blob) != URSA_OK) {
             ULOG_ERROR("event=blob_write_failed url_hash=%.12s", t->req->url_hash);
-            t->have_result = 0; /* download again later rather than lose it */
-            wait_later(cr, t, 1000);
+            wait_later(cr, t, 1000); /* download again later rather than lose it */
             return;
         }
+        cr->blobs_unsynced = 1;
     }
-    if (finish(cr, t) < 0) wait_later(cr, t, 1000);
+    done_push(cr, t);
 }
 
-/* The loop's background work: due retries, then the network. */
+enum { FLUSH_ITEMS = 256, FLUSH_MS = 20 };
+
+/* The loop's background work: due retries, the network, the group commit. */
 static int tick(void *opaque, int timeout_ms) {
     crawl *cr = opaque;
     int64_t now = util_mono_ms();
@@ -192,14 +231,15 @@ static int tick(void *opaque, int timeout_ms) {
         }
         *pp = t->next;
         cr->nwaiting--;
-        if (t->have_result) {
-            if (finish(cr, t) < 0) wait_later(cr, t, 1000);
-        } else {
-            start(cr, t);
-        }
+        start(cr, t);
     }
-    int active = fetch_run(cr->f, cr->nwaiting && timeout_ms > 50 ? 50 : timeout_ms);
-    return active + cr->nwaiting;
+    if (cr->ndone && timeout_ms > FLUSH_MS) timeout_ms = FLUSH_MS;
+    if (cr->nwaiting && timeout_ms > 50) timeout_ms = 50;
+    int active = fetch_run(cr->f, timeout_ms);
+    if (cr->ndone >= FLUSH_ITEMS ||
+        (cr->ndone && util_mono_ms() - cr->first_done_ms >= FLUSH_MS))
+        flush(cr);
+    return active + cr->nwaiting + cr->ndone;
 }
 
 static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason, size_t rn) {
@@ -292,6 +332,12 @@ out:
     while (cr.waiting) {
         task *t = cr.waiting;
         cr.waiting = t->next;
+        kq_job_done(t->job);
+        task_free(t);
+    }
+    while (cr.done) {
+        task *t = cr.done;
+        cr.done = t->next;
         kq_job_done(t->job);
         task_free(t);
     }

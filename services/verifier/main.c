@@ -26,12 +26,26 @@ static const char usage[] =
     "an RGB JPEG no larger than img.max-size and adds it to its dataset's\n"
     "manifest. Stops cleanly on SIGTERM.\n\n";
 
+/* A checked image waiting for the group commit. */
+typedef struct {
+    kq_job *job;
+    Ursa__ImageDownloaded *d; /* owned */
+    int rejected;
+    char reason[32], detail[200], key[65];
+    int w, h;
+} pending;
+
+enum { FLUSH_ITEMS = 256, FLUSH_MS = 20 };
+
 typedef struct {
     rstore *r;
     blob_store *bs;
     img_opts o;
     size_t max_bytes;
     uint64_t verified, rejected, duplicates;
+    pending batch[FLUSH_ITEMS];
+    int n, unsynced;
+    int64_t first_ms, retry_at;
 } verifier;
 
 static ursa_err send_rejected(kq_job *job, const Ursa__ImageDownloaded *d, const char *reason,
@@ -56,19 +70,13 @@ static ursa_err send_rejected(kq_job *job, const Ursa__ImageDownloaded *d, const
     return err;
 }
 
-static ursa_err verify_one(verifier *v, const Ursa__ImageDownloaded *d, kq_job *job,
-                           char *reason, size_t rn) {
-    const char *ds = d->header->dataset;
-    ds_state st;
-    ursa_err err = ds_get_state(v->r, ds, d->url_hash, &st);
-    if (err == URSA_ERR_NOT_FOUND || (!err && ds_state_final(st))) return URSA_OK;
-    if (err) {
-        snprintf(reason, rn, "redis: %s", rstore_last_error(v->r));
-        return err;
-    }
+/* Checks one image and stores it; the Redis and Kafka side waits for the
+ * group commit in flush(). */
+static ursa_err verify_one(verifier *v, Ursa__ImageDownloaded *d, kq_job *job, char *reason,
+                           size_t rn) {
     char *data = NULL;
     size_t len = 0;
-    err = blob_get(v->bs, d->blob, v->max_bytes, &data, &len);
+    ursa_err err = blob_get(v->bs, d->blob, v->max_bytes, &data, &len);
     if (err) {
         /* the crawler wrote it before announcing it: a missing blob means
          * a shared volume is not mounted or was damaged */
@@ -76,63 +84,124 @@ static ursa_err verify_one(verifier *v, const Ursa__ImageDownloaded *d, kq_job *
         return err == URSA_ERR_NOT_FOUND || err == URSA_ERR_IO ? URSA_ERR_UNAVAILABLE
                                                                 : URSA_ERR_TRANSIENT;
     }
+    pending *p = &v->batch[v->n];
+    memset(p, 0, sizeof *p);
     uint8_t *jpeg = NULL;
     size_t jl = 0;
-    int w = 0, h = 0;
     img_reject rej;
-    err = img_verify((const uint8_t *)data, len, &v->o, &jpeg, &jl, &w, &h, &rej);
+    err = img_verify((const uint8_t *)data, len, &v->o, &jpeg, &jl, &p->w, &p->h, &rej);
     free(data);
     if (err == URSA_ERR_INVALID) {
-        err = ds_set_state(v->r, ds, d->url_hash, DS_REJECTED, rej.reason, rej.detail, 0, 0, NULL);
-        if (err && err != URSA_ERR_NOT_FOUND) {
-            snprintf(reason, rn, "redis: %s", rstore_last_error(v->r));
-            return err;
-        }
-        v->rejected++;
-        return send_rejected(job, d, rej.reason, rej.detail);
-    }
-    if (err) {
+        p->rejected = 1;
+        snprintf(p->reason, sizeof p->reason, "%s", rej.reason);
+        snprintf(p->detail, sizeof p->detail, "%s", rej.detail);
+    } else if (err) {
         snprintf(reason, rn, "verify: %s", ursa_err2str(err));
         return URSA_ERR_TRANSIENT; /* out of memory: maybe better next time */
+    } else {
+        err = blob_put_lazy(v->bs, jpeg, jl, p->key);
+        free(jpeg);
+        if (err) {
+            snprintf(reason, rn, "cannot write blob: %s", ursa_err2str(err));
+            return URSA_ERR_UNAVAILABLE;
+        }
+        v->unsynced = 1;
     }
-    char key[65];
-    err = blob_put(v->bs, jpeg, jl, key);
-    free(jpeg);
-    if (err) {
-        snprintf(reason, rn, "cannot write blob: %s", ursa_err2str(err));
-        return URSA_ERR_UNAVAILABLE;
-    }
-    ds_state outcome;
-    err = ds_add_image(v->r, ds, d->url_hash, d->blob, key, w, h, &outcome);
-    if (err == URSA_ERR_NOT_FOUND) return URSA_OK;
-    if (err) {
-        snprintf(reason, rn, "redis: %s", rstore_last_error(v->r));
-        return err;
-    }
-    if (outcome != DS_VERIFIED) {
+    p->job = job;
+    p->d = d;
+    kq_job_hold(job);
+    if (v->n++ == 0) v->first_ms = util_mono_ms();
+    return URSA_OK;
+}
+
+/* Sends one committed image's message and lets its job go. */
+static void announce(verifier *v, pending *p, const ds_op *o) {
+    Ursa__ImageDownloaded *d = p->d;
+    if (o->err == URSA_ERR_NOT_FOUND) {
+        /* the dataset no longer knows the URL */
+    } else if (o->err) {
+        ULOG_WARN("event=state_not_recorded url_hash=%.12s err=\"%s\"", d->url_hash,
+                  ursa_err2str(o->err));
+    } else if (p->rejected) {
+        v->rejected++;
+        send_rejected(p->job, d, p->reason, p->detail);
+    } else if (o->outcome != DS_VERIFIED) {
         v->duplicates++;
-        return send_rejected(job, d, outcome == DS_DUPLICATE ? "duplicate" : "label_conflict",
-                             "same bytes as another URL of the dataset");
+        send_rejected(p->job, d, o->outcome == DS_DUPLICATE ? "duplicate" : "label_conflict",
+                      "same bytes as another URL of the dataset");
+    } else {
+        v->verified++;
+        Ursa__Header hd;
+        char id[33];
+        msg_header_init(&hd, id, d->header->dataset, NULL);
+        Ursa__ImageVerified m = URSA__IMAGE_VERIFIED__INIT;
+        m.header = &hd;
+        m.url = d->url;
+        m.url_hash = d->url_hash;
+        m.label = d->label;
+        m.source_blob = d->blob;
+        m.blob = p->key;
+        m.width = (uint32_t)p->w;
+        m.height = (uint32_t)p->h;
+        void *buf;
+        size_t blen;
+        if (msg_pack(&m.base, &buf, &blen) == URSA_OK) {
+            kq_job_produce(p->job, TOPIC_IMAGES_VERIFIED, p->key, 64, buf, blen);
+            free(buf);
+        }
     }
-    v->verified++;
-    Ursa__Header hd;
-    char id[33];
-    msg_header_init(&hd, id, ds, NULL);
-    Ursa__ImageVerified m = URSA__IMAGE_VERIFIED__INIT;
-    m.header = &hd;
-    m.url = d->url;
-    m.url_hash = d->url_hash;
-    m.label = d->label;
-    m.source_blob = d->blob;
-    m.blob = key;
-    m.width = (uint32_t)w;
-    m.height = (uint32_t)h;
-    void *buf;
-    size_t blen;
-    if ((err = msg_pack(&m.base, &buf, &blen))) return err;
-    err = kq_job_produce(job, TOPIC_IMAGES_VERIFIED, key, 64, buf, blen);
-    free(buf);
-    return err;
+    kq_job_done(p->job);
+    ursa__image_downloaded__free_unpacked(d, NULL);
+    p->d = NULL;
+}
+
+/* Group commit: one syncfs for the new JPEGs, one pipelined round trip for
+ * the manifest and the states, then the messages. If Redis is down the
+ * batch waits (holding its jobs) and is sent again, which is idempotent. */
+static void flush(verifier *v) {
+    if (!v->n || util_mono_ms() < v->retry_at) return;
+    if (v->unsynced && blob_store_sync(v->bs) != URSA_OK) {
+        ULOG_ERROR("event=blob_sync_failed");
+        v->retry_at = util_mono_ms() + 1000;
+        return;
+    }
+    v->unsynced = 0;
+    ds_op ops[FLUSH_ITEMS];
+    memset(ops, 0, sizeof ops);
+    for (int i = 0; i < v->n; i++) {
+        pending *p = &v->batch[i];
+        ds_op *o = &ops[i];
+        o->ds = p->d->header->dataset;
+        o->url_hash = p->d->url_hash;
+        if (p->rejected) {
+            o->kind = DS_OP_STATE;
+            o->state = DS_REJECTED;
+            o->reason = p->reason;
+            o->detail = p->detail;
+        } else {
+            o->kind = DS_OP_IMAGE;
+            o->src_blob = p->d->blob;
+            o->jpeg_blob = p->key;
+            o->w = p->w;
+            o->h = p->h;
+        }
+    }
+    ursa_err err = ds_apply(v->r, ops, (size_t)v->n);
+    if (err) {
+        ULOG_WARN("event=flush_deferred items=%d err=\"%s\" redis=\"%s\"", v->n,
+                  ursa_err2str(err), rstore_last_error(v->r));
+        v->retry_at = util_mono_ms() + 1000;
+        return;
+    }
+    for (int i = 0; i < v->n; i++) announce(v, &v->batch[i], &ops[i]);
+    v->n = 0;
+}
+
+static int tick(void *opaque, int timeout_ms) {
+    verifier *v = opaque;
+    if (v->n >= FLUSH_ITEMS || (v->n && util_mono_ms() - v->first_ms >= FLUSH_MS)) flush(v);
+    else if (v->n && timeout_ms > 0) util_sleep_ms(timeout_ms < FLUSH_MS ? timeout_ms : FLUSH_MS);
+    return v->n;
 }
 
 static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason, size_t rn) {
@@ -149,7 +218,14 @@ static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason,
             snprintf(reason, rn, "ImageDownloaded without dataset, url_hash or blob");
             err = URSA_ERR_PERMANENT;
         } else {
-            err = verify_one(v, d, job, reason, rn);
+            if (v->n == FLUSH_ITEMS) flush(v); /* make room */
+            if (v->n == FLUSH_ITEMS) {          /* Redis is down: kq waits and retries */
+                snprintf(reason, rn, "batch full, Redis unavailable: %s", rstore_last_error(v->r));
+                err = URSA_ERR_UNAVAILABLE;
+            } else {
+                err = verify_one(v, d, job, reason, rn);
+                if (err == URSA_OK) return URSA_OK; /* d now belongs to the batch */
+            }
         }
     } else {
         err = URSA_ERR_PERMANENT;
@@ -178,7 +254,7 @@ int main(int argc, char **argv) {
         cfg_destroy(c);
         return 2;
     }
-    verifier v = {0};
+    static verifier v; /* holds a batch of FLUSH_ITEMS: keep it off the stack */
     v.o = img_opts_from_cfg(c);
     v.max_bytes = (size_t)cfg_int(c, "verifier.max-bytes");
     rc = 1;
@@ -195,6 +271,7 @@ int main(int argc, char **argv) {
         ULOG_ERROR("event=start_failed err=\"%s\"", err);
         goto out;
     }
+    kq_consumer_set_tick(kc, tick, &v);
     ULOG_INFO("event=started kafka=%s redis=%s blobs=%s max_size=%d min_side=%d", bs, url, dir,
               v.o.max_size, v.o.min_side);
     rc = kq_consumer_run(kc, &run) == URSA_OK ? 0 : 1;
@@ -203,6 +280,10 @@ int main(int argc, char **argv) {
               (unsigned long long)v.duplicates);
 out:
     kq_consumer_destroy(kc);
+    for (int i = 0; i < v.n; i++) { /* unrecorded: their messages come again */
+        kq_job_done(v.batch[i].job);
+        ursa__image_downloaded__free_unpacked(v.batch[i].d, NULL);
+    }
     kq_producer_destroy(p);
     rstore_destroy(v.r);
     blob_store_destroy(v.bs);
