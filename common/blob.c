@@ -44,7 +44,7 @@ int blob_key_valid(const char *key) {
 
 ursa_err blob_path(blob_store *bs, const char *key, char *out, size_t size) {
     if (!blob_key_valid(key)) return URSA_ERR_INVALID;
-    if (snprintf(out, size, "%s/%.2s/%.2s/%s", bs->dir, key, key + 2, key) >=
+    if (snprintf(out, size, "%s/%.2s/%s", bs->dir, key, key) >=
         (int)size)
         return URSA_ERR_INVALID;
     return URSA_OK;
@@ -62,7 +62,11 @@ static ursa_err put(blob_store *bs, const void *data, size_t len, char key[65], 
     ursa_err err = blob_path(bs, key, path, sizeof path);
     if (err) return err;
     if (access(path, F_OK) == 0) return URSA_OK; /* immutable: already there */
-    snprintf(dir, sizeof dir, "%s/%.2s/%.2s", bs->dir, key, key + 2);
+    err = durable ? util_write_file_atomic(path, data, len)
+                  : util_write_file_renamed(path, data, len);
+    if (err != URSA_ERR_IO) return err;
+    /* most likely its directory does not exist yet: make it, then again */
+    snprintf(dir, sizeof dir, "%s/%.2s", bs->dir, key);
     if ((err = util_mkdirs(dir))) return err;
     return durable ? util_write_file_atomic(path, data, len)
                    : util_write_file_renamed(path, data, len);

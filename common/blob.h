@@ -1,8 +1,10 @@
 /* blob.h: the content-addressed blob store.
  *
  * A blob's key is the lowercase hex SHA-256 of its bytes; it lives at
- * <dir>/<k[0..1]>/<k[2..3]>/<key>, written once through a temp file and a
- * rename, never changed afterwards. Putting the same bytes twice is a no-op,
+ * <dir>/<k[0..1]>/<key> (256 directories: a million blobs is ~4,000 a
+ * directory, which ext4 indexes well, while a deeper fan-out made nearly
+ * every write of a small dataset create a directory), written once through
+ * a temp file and a rename, never changed afterwards. Putting the same bytes twice is a no-op,
  * which makes every writer idempotent. The directory may be shared between
  * processes and machines (a shared volume in docker-compose). */
 #ifndef URSA_BLOB_H

@@ -79,7 +79,7 @@ static const char *lua =
     "end\n"
     "local label = redis.call('HGET', p..'label', h)\n"
     "if not label then return -1 end\n"
-    "if op == 'get' then return redis.call('HGET', p..'state', h) or 'queued' end\n"
+
     "if op == 'set' then\n"
     "  return move(label, ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8] == '1')\n"
     "end\n"
@@ -177,6 +177,7 @@ ursa_err ds_add_urls(rstore *r, const char *ds, size_t n, const char *const *url
     prefix(ds, p, sizeof p);
     ursa_err err = rstore_cmd(r, NULL, "SADD ursa:datasets %s", ds);
     if (err) return err;
+    if ((err = load_script(r))) return err; /* the batches below use EVALSHA */
     const size_t chunk = 1000;
     for (size_t off = 0; off < n; off += chunk) {
         size_t m = n - off < chunk ? n - off : chunk;
@@ -185,8 +186,8 @@ ursa_err ds_add_urls(rstore *r, const char *ds, size_t n, const char *const *url
         for (size_t i = 0; i < m && !err; i++) {
             char h[65];
             ds_url_hash(urls[off + i], h);
-            err = rstore_batch_add(b, "EVAL %s 0 %s add %s %s %s", lua, p, h, urls[off + i],
-                                   labels[off + i]);
+            err = rstore_batch_add(b, "EVALSHA %s 0 %s add %s %s %s", lua_sha, p, h,
+                                   urls[off + i], labels[off + i]);
         }
         redisReply **rep = NULL;
         if (!err) err = rstore_batch_exec(r, b, &rep);
@@ -213,10 +214,9 @@ ursa_err ds_set_state(rstore *r, const char *ds, const char *h, ds_state s,
 }
 
 ursa_err ds_get_state(rstore *r, const char *ds, const char *h, ds_state *s) {
-    char p[128];
-    prefix(ds, p, sizeof p);
     redisReply *rep;
-    ursa_err err = rstore_cmd(r, &rep, "EVAL %s 0 %s get %s", lua, p, h);
+    /* every URL the dataset knows has a state from the moment it is added */
+    ursa_err err = rstore_cmd(r, &rep, "HGET ursa:ds:%s:state %s", ds, h);
     if (err) return err;
     if (rep->type != REDIS_REPLY_STRING) err = URSA_ERR_NOT_FOUND;
     else *s = parse_state(rep->str);

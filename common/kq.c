@@ -262,6 +262,7 @@ struct kq_consumer {
     kq_stats stats;
     kq_tick *tick;
     void *tick_opaque;
+    int nresend; /* outputs waiting to be sent again; 0 skips the scan */
 };
 
 static part *part_get(kq_consumer *kc, const char *topic, int32_t partition) {
@@ -334,6 +335,7 @@ static void out_delivered(void *opaque, ursa_err err, const char *errstr) {
          * is in trouble. Keep the offset held and send again later. */
         o->resend_at = util_mono_ms() +
                        util_backoff_ms(++o->attempts, kc->backoff_ms, kc->backoff_max_ms);
+        kc->nresend++;
         ULOG_WARN("event=delivery_failed topic=%s err=\"%s\" will_resend=1",
                   o->topic, errstr);
         return;
@@ -386,6 +388,7 @@ static ursa_err job_produce(kq_job *j, const char *topic, const void *key,
     ursa_err err = out_send(o);
     if (err && j->kc) { /* could not even queue it: try again later */
         o->resend_at = util_mono_ms() + j->kc->backoff_ms;
+        j->kc->nresend++;
     }
     return URSA_OK;
 }
@@ -404,12 +407,18 @@ void kq_job_done(kq_job *job) {
 
 /* Sends again the outputs whose delivery failed, once their time comes. */
 static void resend_due(kq_consumer *kc) {
+    if (!kc->nresend) return;
     int64_t now = util_mono_ms();
+    int waiting = 0;
     for (size_t i = 0; i < kc->nparts; i++)
         for (kq_job *j = kc->parts[i].head; j; j = j->next)
-            for (kq_out *o = j->outs; o; o = o->next)
-                if (o->resend_at && o->resend_at <= now && out_send(o) != URSA_OK)
+            for (kq_out *o = j->outs; o; o = o->next) {
+                if (!o->resend_at) continue;
+                if (o->resend_at <= now && out_send(o) != URSA_OK)
                     o->resend_at = now + kc->backoff_max_ms;
+                waiting += o->resend_at != 0;
+            }
+    kc->nresend = waiting; /* recount: forgotten jobs took theirs along */
 }
 
 /* Pops finished jobs from the head of every partition's queue and stores the

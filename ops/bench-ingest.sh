@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
 done
 
 ops/install-deps.sh >/dev/null
-for p in nginx-light dataset-fashion-mnist; do
+for p in nginx-light dataset-fashion-mnist bc; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
         { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$p" >/dev/null; }
 done

@@ -2,7 +2,8 @@
 # test.sh: the README's test command. Installs what is missing, builds with
 # -Wall -Wextra -Werror, runs every test (unit and integration, real
 # redis-server and ursa-broker), then all of them again built with
-# AddressSanitizer + UndefinedBehaviorSanitizer (daemons included).
+# AddressSanitizer + UndefinedBehaviorSanitizer (daemons included), then
+# the image-decoder fuzz target over its seed corpus (ops/fuzz.sh).
 #   ops/test.sh            everything
 #   ops/test.sh -L unit    only the quick unit tests (ctest arguments pass through)
 set -euo pipefail
@@ -21,4 +22,6 @@ if [ $# -eq 0 ]; then
     cmake --build build-asan -j"$jobs"
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --output-on-failure)
+    echo "== image decoders under libFuzzer (seed corpus, then 20 s)"
+    ops/fuzz.sh 20
 fi

@@ -255,18 +255,9 @@ static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason,
         ursa__crawl_request__free_unpacked(q, NULL);
         return URSA_ERR_PERMANENT;
     }
-    ds_state st;
-    ursa_err err = ds_get_state(cr->r, q->header->dataset, q->url_hash, &st);
-    if (err == URSA_ERR_NOT_FOUND || (!err && ds_state_final(st))) {
-        /* unknown to the dataset (deleted?) or already final: nothing to do */
-        ursa__crawl_request__free_unpacked(q, NULL);
-        return URSA_OK;
-    }
-    if (err) {
-        snprintf(reason, rn, "redis: %s", rstore_last_error(cr->r));
-        ursa__crawl_request__free_unpacked(q, NULL);
-        return err;
-    }
+    /* No look-up of the URL's state first: a replayed request is rare (only
+     * after a crash) and harmless, since states only move forward; a round
+     * trip per message is not. */
     task *t = calloc(1, sizeof *t);
     if (!t) {
         ursa__crawl_request__free_unpacked(q, NULL);

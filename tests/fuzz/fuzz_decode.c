@@ -1,0 +1,25 @@
+/* fuzz_decode: libFuzzer target for the image decoders (JPEG, PNG, GIF,
+ * WebP) behind img_decode() and the whole img_verify(). Any crash, leak or
+ * undefined behaviour under ASan is a bug; rejections are fine.
+ *   ops/fuzz.sh            builds it with clang and runs the seed corpus
+ */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "image.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    img_rgb im;
+    img_reject rej;
+    /* a small pixel budget keeps each run fast and tests the bomb check */
+    if (img_decode(data, size, 4u << 20, 0, &im, &rej) == URSA_OK) img_free(&im);
+    img_opts o = img_opts_default();
+    o.max_pixels = 4u << 20;
+    o.max_size = 64;
+    o.min_side = 1;
+    uint8_t *jpeg = NULL;
+    size_t len;
+    int w, h;
+    if (img_verify(data, size, &o, &jpeg, &len, &w, &h, &rej) == URSA_OK) free(jpeg);
+    return 0;
+}
