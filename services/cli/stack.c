@@ -130,6 +130,11 @@ static pid_t spawn(const stack *s, const char *name, char *const argv[]) {
             dup2(out, 2);
         }
         for (int fd = 3; fd < 1024; fd++) close(fd);
+        /* The embedded stack's processes find each other through the state
+         * dir; addresses exported from `ursa env` would be stale after a
+         * broker restart. */
+        unsetenv("URSA_KAFKA_BOOTSTRAP");
+        unsetenv("URSA_REDIS_URL");
         execvp(argv[0], argv);
         fprintf(stderr, "ursa: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);

@@ -30,11 +30,14 @@ trap cleanup EXIT
 
 stack_up() {
     "$URSA" up >"$T/up.log" 2>&1 || { cat "$T/up.log" >&2; fail "ursa up failed"; }
-    set -a
-    eval "$("$URSA" env)"
-    set +a
-    REDIS_PORT=${URSA_REDIS_URL##*:}
-    BOOTSTRAP=$URSA_KAFKA_BOOTSTRAP
+    # shell variables, not exported: the stack's own processes must keep
+    # finding the broker through the state dir, whose address changes when
+    # the broker restarts
+    local env_out
+    env_out=$("$URSA" env)
+    BOOTSTRAP=$(echo "$env_out" | sed -n 's/^URSA_KAFKA_BOOTSTRAP=//p')
+    REDIS_URL=$(echo "$env_out" | sed -n 's/^URSA_REDIS_URL=//p')
+    REDIS_PORT=${REDIS_URL##*:}
 }
 
 rcli() { redis-cli -p "$REDIS_PORT" --raw "$@"; }
