@@ -5,6 +5,26 @@
 #include <string.h>
 
 #include "log.h"
+#include "rstore.h"
+#include "util.h"
+
+#include <unistd.h>
+
+void service_beat(rstore *r, const char *name, const char *const *kv) {
+    static int64_t last;
+    int64_t now = util_mono_ms();
+    if (last && now - last < 2000) return;
+    last = now;
+    rstore_batch *b = rstore_batch_new();
+    if (!b) return;
+    char key[128];
+    snprintf(key, sizeof key, "ursa:svc:%s:%d", name, (int)getpid());
+    rstore_batch_add(b, "HSET %s ts_ms %lld", key, (long long)util_now_ms());
+    for (; kv && kv[0] && kv[1]; kv += 2) rstore_batch_add(b, "HSET %s %s %s", key, kv[0], kv[1]);
+    rstore_batch_add(b, "EXPIRE %s 15", key);
+    rstore_batch_exec(r, b, NULL); /* best effort */
+    rstore_batch_destroy(b);
+}
 
 static volatile sig_atomic_t *stop_flag;
 

@@ -16,6 +16,13 @@ int service_setup(const char *name, const char *usage,
                   const cfg_def *const *tables, int argc, char **argv,
                   cfg **out, int *argi);
 
+/* Records that this daemon is alive, at most every 2 s: the hash
+ * ursa:svc:<name>:<pid> gets ts_ms and the given counters (NULL-terminated
+ * name/value pairs) and expires after 15 s. `ursa status` reads it. Redis
+ * being down is not an error here (the next beat tries again). */
+struct rstore;
+void service_beat(struct rstore *r, const char *name, const char *const *kv);
+
 /* SIGTERM and SIGINT set *run to 0; SIGPIPE is ignored. */
 void service_signals(volatile sig_atomic_t *run);
 

@@ -14,14 +14,19 @@ ops/install-deps.sh
 jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
-(cd build && ctest --output-on-failure "$@")
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+(cd build && ctest --output-on-failure "$@") | tee -a "$LOG"
 
 if [ $# -eq 0 ]; then
     echo "== every test again under AddressSanitizer + UndefinedBehaviorSanitizer"
     cmake -S . -B build-asan -DURSA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
     cmake --build build-asan -j"$jobs"
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-        ctest --output-on-failure)
+        ctest --output-on-failure) | tee -a "$LOG"
     echo "== image decoders under libFuzzer (seed corpus, then 20 s)"
     ops/fuzz.sh 20
 fi
+
+# one closing line for both ctest runs
+awk '/tests passed, .* tests failed out of/ {p += $NF - $4; f += $4} END {printf "ops/test.sh: %d passed, %d failed\n", p, f}' "$LOG"

@@ -173,6 +173,31 @@ static int redis_ping(int port, double *ms) {
     return ok;
 }
 
+/* The daemon's last heartbeat (service_beat) as "ok: 1 s ago, k=v ...". */
+static void beat_of(int port, const char *name, pid_t pid, char *out, size_t n) {
+    struct timeval tv = {1, 0};
+    redisContext *r = redisConnectWithTimeout("127.0.0.1", port, tv);
+    snprintf(out, n, "no heartbeat yet");
+    if (r && !r->err) {
+        redisSetTimeout(r, tv);
+        redisReply *rep = redisCommand(r, "HGETALL ursa:svc:%s:%d", name, (int)pid);
+        if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements) {
+            size_t o = 0;
+            long long ts = 0;
+            for (size_t i = 0; i + 1 < rep->elements; i += 2)
+                if (!strcmp(rep->element[i]->str, "ts_ms")) ts = atoll(rep->element[i + 1]->str);
+            o += (size_t)snprintf(out, n, "ok: heartbeat %.0f s ago",
+                                  (double)(util_now_ms() - ts) / 1000);
+            for (size_t i = 0; i + 1 < rep->elements && o < n; i += 2)
+                if (strcmp(rep->element[i]->str, "ts_ms"))
+                    o += (size_t)snprintf(out + o, n - o, ", %s %s", rep->element[i]->str,
+                                          rep->element[i + 1]->str);
+        }
+        if (rep) freeReplyObject(rep);
+    }
+    if (r) redisFree(r);
+}
+
 static int read_bootstrap(const stack *s, char *out, size_t n) {
     char path[PATH_MAX + 64], *data = NULL;
     snprintf(path, sizeof path, "%s/broker.bootstrap", s->root);
@@ -514,10 +539,11 @@ int stack_status(const cfg *c, int argc, char **argv) {
             continue;
         }
         pid = alive_pid(&s, daemons[i], exe);
-        char pids[16] = "-";
+        char pids[16] = "-", health[256] = "-";
         if (pid) snprintf(pids, sizeof pids, "%d", (int)pid);
         else healthy = 0;
-        printf("%-10s %8s  %-8s\n", daemons[i], pids, pid ? "running" : "down");
+        if (pid && port) beat_of(port, daemons[i], pid, health, sizeof health);
+        printf("%-10s %8s  %-8s %s\n", daemons[i], pids, pid ? "running" : "down", health);
     }
     if (nt > 0) print_backlog(bs);
     return healthy ? 0 : 1;

@@ -239,6 +239,12 @@ static int tick(void *opaque, int timeout_ms) {
     if (cr->ndone >= FLUSH_ITEMS ||
         (cr->ndone && util_mono_ms() - cr->first_done_ms >= FLUSH_MS))
         flush(cr);
+    char ok[24], failed[24], inflight[16];
+    snprintf(ok, sizeof ok, "%llu", (unsigned long long)cr->ok);
+    snprintf(failed, sizeof failed, "%llu", (unsigned long long)cr->failed);
+    snprintf(inflight, sizeof inflight, "%d", active);
+    const char *kv[] = {"downloaded", ok, "failed", failed, "in_flight", inflight, NULL};
+    service_beat(cr->r, "crawler", kv);
     return active + cr->nwaiting + cr->ndone;
 }
 

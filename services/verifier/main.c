@@ -199,6 +199,12 @@ static void flush(verifier *v) {
 
 static int tick(void *opaque, int timeout_ms) {
     verifier *v = opaque;
+    char ok[24], rej[24], dup[24];
+    snprintf(ok, sizeof ok, "%llu", (unsigned long long)v->verified);
+    snprintf(rej, sizeof rej, "%llu", (unsigned long long)v->rejected);
+    snprintf(dup, sizeof dup, "%llu", (unsigned long long)v->duplicates);
+    const char *kv[] = {"verified", ok, "rejected", rej, "duplicates", dup, NULL};
+    service_beat(v->r, "verifier", kv);
     if (v->n >= FLUSH_ITEMS || (v->n && util_mono_ms() - v->first_ms >= FLUSH_MS)) flush(v);
     else if (v->n && timeout_ms > 0) util_sleep_ms(timeout_ms < FLUSH_MS ? timeout_ms : FLUSH_MS);
     return v->n;

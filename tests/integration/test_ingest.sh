@@ -55,6 +55,12 @@ grep -q "1 queued, 1 already in the dataset" "$T/ingest2.out" || fail "ingest 2:
 printf '%s\n' "$FS/img/cmyk.jpg?teddy" >"$T/teddys2.txt"
 "$URSA" ingest --dataset bears --label teddys "$T/teddys2.txt" >"$T/ingest3.out" 2>&1 || fail "ingest 3"
 
+# the daemons report their health and counters through Redis heartbeats
+wait_for 10 "heartbeats" bash -c "'$URSA' status | grep -Eq '^verifier +[0-9]+ +running +ok: heartbeat'"
+"$URSA" status >"$T/stack.out" || true
+grep -Eq '^crawler +[0-9]+ +running +ok: heartbeat [0-9]+ s ago, downloaded [0-9]+' "$T/stack.out" \
+    || fail "crawler health: $(cat "$T/stack.out")"
+
 # every URL's final state and reason
 "$URSA" status --dataset bears --failed >"$T/failed.tsv"
 expect() { # URL-suffix state reason
