@@ -6,6 +6,7 @@
 
 #include "log.h"
 #include "rstore.h"
+#include "statedir.h"
 #include "util.h"
 
 #include <unistd.h>
@@ -24,6 +25,20 @@ void service_beat(rstore *r, const char *name, const char *const *kv) {
     rstore_batch_add(b, "EXPIRE %s 15", key);
     rstore_batch_exec(r, b, NULL); /* best effort */
     rstore_batch_destroy(b);
+}
+
+int service_addrs_resolve(const cfg *c, const char *prog, service_addrs *a) {
+    char err[512];
+    if (statedir_kafka_bootstrap(c, a->kafka, sizeof a->kafka, err, sizeof err) ||
+        statedir_redis_url(c, a->redis, sizeof a->redis, err, sizeof err)) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return -1;
+    }
+    if (statedir_blob_dir(c, a->blobs, sizeof a->blobs)) {
+        fprintf(stderr, "%s: blob.dir is too long\n", prog);
+        return -1;
+    }
+    return 0;
 }
 
 static volatile sig_atomic_t *stop_flag;

@@ -23,6 +23,18 @@ int service_setup(const char *name, const char *usage,
 struct rstore;
 void service_beat(struct rstore *r, const char *name, const char *const *kv);
 
+/* Where a daemon finds Kafka, Redis and the blob store: the settings
+ * kafka.bootstrap, redis.url and blob.dir, or the embedded stack's files in
+ * the state dir (common/statedir.h). */
+typedef struct {
+    char kafka[512];
+    char redis[600];
+    char blobs[4096];
+} service_addrs;
+
+/* Fills a; on failure prints "PROG: reason" to stderr and returns -1. */
+int service_addrs_resolve(const cfg *c, const char *prog, service_addrs *a);
+
 /* SIGTERM and SIGINT set *run to 0; SIGPIPE is ignored. */
 void service_signals(volatile sig_atomic_t *run);
 

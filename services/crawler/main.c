@@ -286,14 +286,13 @@ int main(int argc, char **argv) {
     int argi, rc = service_setup("crawler", usage, tables, argc, argv, &c, &argi);
     if (rc >= 0) return rc;
     service_signals(&run);
-    char bs[512], url[600], dir[4096], err[512];
-    if (statedir_kafka_bootstrap(c, bs, sizeof bs, err, sizeof err) ||
-        statedir_redis_url(c, url, sizeof url, err, sizeof err) ||
-        statedir_blob_dir(c, dir, sizeof dir)) {
-        fprintf(stderr, "ursa-crawler: %s\n", err);
+    service_addrs a;
+    if (service_addrs_resolve(c, "ursa-crawler", &a)) {
         cfg_destroy(c);
         return 2;
     }
+    const char *bs = a.kafka, *url = a.redis, *dir = a.blobs;
+    char err[512];
     crawl cr = {0};
     cr.c = c;
     cr.max_attempts = (int)cfg_int(c, "crawler.max-attempts");

@@ -252,14 +252,13 @@ int main(int argc, char **argv) {
     int argi, rc = service_setup("verifier", usage, tables, argc, argv, &c, &argi);
     if (rc >= 0) return rc;
     service_signals(&run);
-    char bs[512], url[600], dir[4096], err[512];
-    if (statedir_kafka_bootstrap(c, bs, sizeof bs, err, sizeof err) ||
-        statedir_redis_url(c, url, sizeof url, err, sizeof err) ||
-        statedir_blob_dir(c, dir, sizeof dir)) {
-        fprintf(stderr, "ursa-verifier: %s\n", err);
+    service_addrs a;
+    if (service_addrs_resolve(c, "ursa-verifier", &a)) {
         cfg_destroy(c);
         return 2;
     }
+    const char *bs = a.kafka, *url = a.redis, *dir = a.blobs;
+    char err[512];
     static verifier v; /* holds a batch of FLUSH_ITEMS: keep it off the stack */
     v.o = img_opts_from_cfg(c);
     v.max_bytes = (size_t)cfg_int(c, "verifier.max-bytes");
