@@ -80,11 +80,19 @@ static const char *lua =
     "local label = redis.call('HGET', p..'label', h)\n"
     "if not label then return -1 end\n"
 
+    "local now = redis.call('HGET', p..'state', h) or 'queued'\n"
     "if op == 'set' then\n"
-    "  return move(label, ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8] == '1')\n"
+    "  local moved = move(label, ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8] == '1')\n"
+    "  if moved == 0 and rank[now] == 2 then return 2 end\n"
+    "  return moved\n"
     "end\n"
     "if op == 'image' then\n"
     "  local src, jpeg, w, ht = ARGV[4], ARGV[5], ARGV[6], ARGV[7]\n"
+    "  if rank[now] == 2 then\n"
+    "    local cur = redis.call('HGET', p..'images', src)\n"
+    "    if now == 'verified' and cur and string.find(cur, h, 1, true) then return 'verified' end\n"
+    "    return 'final'\n"
+    "  end\n"
     "  local cur = redis.call('HGET', p..'images', src)\n"
     "  if not cur then\n"
     "    redis.call('HSET', p..'images', src, label..'\\t'..jpeg..'\\t'..w..'\\t'..ht..'\\t'..h)\n"
@@ -158,9 +166,11 @@ ursa_err ds_apply(rstore *r, ds_op *ops, size_t n) {
                 o->err = URSA_ERR_REDIS;
             } else if (o->kind == DS_OP_STATE) {
                 if (x->type != REDIS_REPLY_INTEGER || x->integer < 0) o->err = URSA_ERR_NOT_FOUND;
-                else o->changed = x->integer == 1;
+                o->changed = x->type == REDIS_REPLY_INTEGER && x->integer == 1;
+                o->already_final = x->type == REDIS_REPLY_INTEGER && x->integer == 2;
             } else {
                 if (x->type != REDIS_REPLY_STRING) o->err = URSA_ERR_NOT_FOUND;
+                else if (!strcmp(x->str, "final")) o->already_final = 1;
                 else o->outcome = parse_state(x->str);
             }
         }

@@ -62,6 +62,8 @@ typedef struct {
     int w, h;
     /* results */
     int changed;       /* STATE: something moved */
+    int already_final; /* the URL had a final state before: nothing was done
+                          (an IMAGE replayed for a verified URL is not this) */
     ds_state outcome;  /* IMAGE: verified, duplicate or rejected */
     ursa_err err;      /* OK, or NOT_FOUND when the dataset lacks the URL */
 } ds_op;

@@ -400,6 +400,8 @@ ursa_err kq_job_produce(kq_job *job, const char *topic, const void *key,
 
 void kq_job_hold(kq_job *job) { job->held++; }
 
+int kq_job_orphaned(const kq_job *job) { return job->orphan; }
+
 void kq_job_done(kq_job *job) {
     job->held--;
     orphan_try_free(job);
@@ -410,6 +412,7 @@ static void resend_due(kq_consumer *kc) {
     if (!kc->nresend) return;
     int64_t now = util_mono_ms();
     int waiting = 0;
+    kc->nresend = 0; /* failures reported during the scan add to this */
     for (size_t i = 0; i < kc->nparts; i++)
         for (kq_job *j = kc->parts[i].head; j; j = j->next)
             for (kq_out *o = j->outs; o; o = o->next) {
@@ -418,7 +421,7 @@ static void resend_due(kq_consumer *kc) {
                     o->resend_at = now + kc->backoff_max_ms;
                 waiting += o->resend_at != 0;
             }
-    kc->nresend = waiting; /* recount: forgotten jobs took theirs along */
+    kc->nresend += waiting; /* recount: forgotten jobs took theirs along */
 }
 
 /* Pops finished jobs from the head of every partition's queue and stores the
@@ -650,10 +653,15 @@ static void handle(kq_consumer *kc, const rd_kafka_message_t *m,
     const char *topic = rd_kafka_topic_name(m->rkt);
     part *pt = part_get(kc, topic, m->partition);
     kq_job *j = calloc(1, sizeof *j);
-    if (!pt || !j) {
-        free(j);
+    while ((!pt || !j) && *run) { /* out of memory: wait rather than skip it */
         ULOG_ERROR("event=oom topic=%s offset=%lld", topic, (long long)m->offset);
-        return; /* not stored: it will come again after a restart */
+        util_sleep_ms(1000);
+        if (!pt) pt = part_get(kc, topic, m->partition);
+        if (!j) j = calloc(1, sizeof *j);
+    }
+    if (!pt || !j) { /* shutting down: nothing after it is stored either */
+        free(j);
+        return;
     }
     j->kc = kc;
     j->part = pt;

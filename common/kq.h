@@ -104,6 +104,9 @@ ursa_err kq_job_produce(kq_job *job, const char *topic, const void *key,
  * effects then no longer count: the new owner handles the message again). */
 void kq_job_hold(kq_job *job);
 void kq_job_done(kq_job *job);
+/* 1 once the job's partition was revoked: its effects no longer count (the
+ * new owner handles the message again), so recording them can be skipped. */
+int kq_job_orphaned(const kq_job *job);
 
 typedef struct kq_consumer kq_consumer;
 

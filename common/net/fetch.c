@@ -370,7 +370,7 @@ static void classify(xfer *x, CURLcode rc, fetch_result *r, char *reason, size_t
         snprintf(reason, rn, "%s", why);                                         \
         snprintf(detail, dn, __VA_ARGS__);                                       \
     } while (0)
-    if (x->blocked) {
+    if (x->blocked && rc != CURLE_OK) { /* a refused address libcurl could not replace */
         SET(0, "blocked_address", "refused to connect to a private, loopback or "
                                   "link-local address (SSRF guard)");
     } else if (x->too_large || rc == CURLE_FILESIZE_EXCEEDED) {

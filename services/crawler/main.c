@@ -85,8 +85,9 @@ static void announce(crawl *cr, task *t, const ds_op *o) {
     msg_header_init(&h, id, q->header->dataset, NULL);
     void *buf = NULL;
     size_t len = 0;
-    if (o->err == URSA_ERR_NOT_FOUND) {
-        /* the dataset no longer knows the URL: nothing to announce */
+    if (!o || o->err == URSA_ERR_NOT_FOUND || o->already_final) {
+        /* not recorded (its partition moved to another crawler), unknown to
+         * the dataset, or already final: nothing to announce */
     } else if (t->ok) {
         Ursa__ImageDownloaded m = URSA__IMAGE_DOWNLOADED__INIT;
         m.header = &h;
@@ -117,7 +118,7 @@ static void announce(crawl *cr, task *t, const ds_op *o) {
         cr->failed++;
     }
     free(buf);
-    if (o->err && o->err != URSA_ERR_NOT_FOUND)
+    if (o && o->err && o->err != URSA_ERR_NOT_FOUND)
         ULOG_WARN("event=state_not_recorded url_hash=%.12s err=\"%s\"", q->url_hash,
                   ursa_err2str(o->err));
     kq_job_done(t->job);
@@ -138,8 +139,9 @@ static void flush(crawl *cr) {
     ds_op *ops = calloc((size_t)cr->ndone, sizeof *ops);
     if (!ops) return;
     size_t i = 0;
-    for (task *t = cr->done; t; t = t->next, i++) {
-        ds_op *o = &ops[i];
+    for (task *t = cr->done; t; t = t->next) {
+        if (kq_job_orphaned(t->job)) continue; /* the new owner records it */
+        ds_op *o = &ops[i++];
         o->kind = DS_OP_STATE;
         o->ds = t->req->header->dataset;
         o->url_hash = t->req->url_hash;
@@ -148,7 +150,7 @@ static void flush(crawl *cr) {
         o->detail = t->ok ? "" : t->detail;
         o->transient = !t->ok && t->transient;
     }
-    ursa_err err = ds_apply(cr->r, ops, (size_t)cr->ndone);
+    ursa_err err = ds_apply(cr->r, ops, i);
     if (err) {
         ULOG_WARN("event=flush_deferred items=%d err=\"%s\" redis=\"%s\"", cr->ndone,
                   ursa_err2str(err), rstore_last_error(cr->r));
@@ -159,9 +161,9 @@ static void flush(crawl *cr) {
     task *t = cr->done;
     cr->done = cr->done_tail = NULL;
     cr->ndone = 0;
-    for (i = 0; t; i++) {
+    for (i = 0; t;) {
         task *next = t->next;
-        announce(cr, t, &ops[i]);
+        announce(cr, t, kq_job_orphaned(t->job) ? NULL : &ops[i++]);
         t = next;
     }
     free(ops);

@@ -77,15 +77,22 @@ static ursa_err verify_one(verifier *v, Ursa__ImageDownloaded *d, kq_job *job, c
     char *data = NULL;
     size_t len = 0;
     ursa_err err = blob_get(v->bs, d->blob, v->max_bytes, &data, &len);
-    if (err) {
-        /* the crawler wrote it before announcing it: a missing blob means
-         * a shared volume is not mounted or was damaged */
-        snprintf(reason, rn, "source blob %.12s: %s", d->blob, ursa_err2str(err));
-        return err == URSA_ERR_NOT_FOUND || err == URSA_ERR_IO ? URSA_ERR_UNAVAILABLE
-                                                                : URSA_ERR_TRANSIENT;
-    }
     pending *p = &v->batch[v->n];
     memset(p, 0, sizeof *p);
+    if (err == URSA_ERR_TOO_LARGE) { /* bigger than verifier.max-bytes: a verdict */
+        p->rejected = 1;
+        snprintf(p->reason, sizeof p->reason, "too_large");
+        snprintf(p->detail, sizeof p->detail, "more than %zu bytes", v->max_bytes);
+        goto queue;
+    }
+    if (err) {
+        /* the crawler wrote it before announcing it: a missing or damaged
+         * blob means a shared volume is not mounted or was damaged; I/O
+         * errors wait for the disk, the rest are retried and then
+         * dead-lettered (`ursa retry --pending` downloads them again) */
+        snprintf(reason, rn, "source blob %.12s: %s", d->blob, ursa_err2str(err));
+        return err == URSA_ERR_IO ? URSA_ERR_UNAVAILABLE : URSA_ERR_TRANSIENT;
+    }
     uint8_t *jpeg = NULL;
     size_t jl = 0;
     img_reject rej;
@@ -107,6 +114,7 @@ static ursa_err verify_one(verifier *v, Ursa__ImageDownloaded *d, kq_job *job, c
         }
         v->unsynced = 1;
     }
+queue:
     p->job = job;
     p->d = d;
     kq_job_hold(job);
@@ -117,8 +125,8 @@ static ursa_err verify_one(verifier *v, Ursa__ImageDownloaded *d, kq_job *job, c
 /* Sends one committed image's message and lets its job go. */
 static void announce(verifier *v, pending *p, const ds_op *o) {
     Ursa__ImageDownloaded *d = p->d;
-    if (o->err == URSA_ERR_NOT_FOUND) {
-        /* the dataset no longer knows the URL */
+    if (!o || o->err == URSA_ERR_NOT_FOUND || o->already_final) {
+        /* not recorded (partition moved), unknown URL, or already final */
     } else if (o->err) {
         ULOG_WARN("event=state_not_recorded url_hash=%.12s err=\"%s\"", d->url_hash,
                   ursa_err2str(o->err));
@@ -168,9 +176,11 @@ static void flush(verifier *v) {
     v->unsynced = 0;
     ds_op ops[FLUSH_ITEMS];
     memset(ops, 0, sizeof ops);
+    int nops = 0;
     for (int i = 0; i < v->n; i++) {
         pending *p = &v->batch[i];
-        ds_op *o = &ops[i];
+        if (kq_job_orphaned(p->job)) continue; /* the new owner records it */
+        ds_op *o = &ops[nops++];
         o->ds = p->d->header->dataset;
         o->url_hash = p->d->url_hash;
         if (p->rejected) {
@@ -186,14 +196,15 @@ static void flush(verifier *v) {
             o->h = p->h;
         }
     }
-    ursa_err err = ds_apply(v->r, ops, (size_t)v->n);
+    ursa_err err = ds_apply(v->r, ops, (size_t)nops);
     if (err) {
         ULOG_WARN("event=flush_deferred items=%d err=\"%s\" redis=\"%s\"", v->n,
                   ursa_err2str(err), rstore_last_error(v->r));
         v->retry_at = util_mono_ms() + 1000;
         return;
     }
-    for (int i = 0; i < v->n; i++) announce(v, &v->batch[i], &ops[i]);
+    for (int i = 0, k = 0; i < v->n; i++)
+        announce(v, &v->batch[i], kq_job_orphaned(v->batch[i].job) ? NULL : &ops[k++]);
     v->n = 0;
 }
 
