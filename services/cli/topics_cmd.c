@@ -47,7 +47,7 @@ int topics_cmd(const cfg *c, int argc, char **argv) {
         rd_kafka_destroy(rk);
         return 1;
     }
-    size_t n = topics_count(), nmissing = 0;
+    size_t nmissing = 0;
     const char *missing[64];
     for (const topic_info *t = topics_all; t->name; t++) {
         int parts = -1;
@@ -103,6 +103,5 @@ int topics_cmd(const cfg *c, int argc, char **argv) {
     rd_kafka_queue_destroy(q);
     rd_kafka_NewTopic_destroy_array(nt, nmissing);
     rd_kafka_destroy(rk);
-    (void)n;
     return rc;
 }
