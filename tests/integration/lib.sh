@@ -27,6 +27,7 @@ cleanup() {
     exit $rc
 }
 trap cleanup EXIT
+trap "exit 143" TERM INT # run the EXIT trap (ursa down) when ctest or a person stops us
 
 stack_up() {
     "$URSA" up >"$T/up.log" 2>&1 || { cat "$T/up.log" >&2; fail "ursa up failed"; }
