@@ -223,17 +223,6 @@ ursa_err ds_set_state(rstore *r, const char *ds, const char *h, ds_state s,
     return err;
 }
 
-ursa_err ds_get_state(rstore *r, const char *ds, const char *h, ds_state *s) {
-    redisReply *rep;
-    /* every URL the dataset knows has a state from the moment it is added */
-    ursa_err err = rstore_cmd(r, &rep, "HGET ursa:ds:%s:state %s", ds, h);
-    if (err) return err;
-    if (rep->type != REDIS_REPLY_STRING) err = URSA_ERR_NOT_FOUND;
-    else *s = parse_state(rep->str);
-    freeReplyObject(rep);
-    return err;
-}
-
 ursa_err ds_add_image(rstore *r, const char *ds, const char *h, const char *src,
                       const char *jpeg, int w, int ht, ds_state *outcome) {
     ds_op o = {.kind = DS_OP_IMAGE, .ds = ds, .url_hash = h, .src_blob = src,

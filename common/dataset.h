@@ -84,9 +84,6 @@ ursa_err ds_set_state(rstore *r, const char *ds, const char *url_hash, ds_state 
                       const char *reason, const char *detail, int transient,
                       int force, int *changed);
 
-/* The current state of a URL; URSA_ERR_NOT_FOUND if the dataset lacks it. */
-ursa_err ds_get_state(rstore *r, const char *ds, const char *url_hash, ds_state *s);
-
 /* Records a verified image: the URL becomes verified, or duplicate (same
  * source bytes already under its label), or rejected with reason
  * label_conflict (same bytes under another label). *outcome gets that

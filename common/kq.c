@@ -166,40 +166,6 @@ ursa_err kq_produce(kq_producer *p, const char *topic, const void *key,
     }
 }
 
-typedef struct {
-    int done;
-    ursa_err err;
-    char errstr[256];
-} sync_state;
-
-static void sync_cb(void *opaque, ursa_err err, const char *errstr) {
-    sync_state *s = opaque;
-    s->done = 1;
-    s->err = err;
-    snprintf(s->errstr, sizeof s->errstr, "%s", errstr);
-}
-
-ursa_err kq_produce_sync(kq_producer *p, const char *topic, const void *key,
-                         size_t keylen, const void *value, size_t len,
-                         int timeout_ms, char *errstr, size_t n) {
-    sync_state s = {0, URSA_OK, ""};
-    ursa_err err = kq_produce(p, topic, key, keylen, value, len, NULL, 0,
-                              sync_cb, &s);
-    if (err) return err;
-    int64_t deadline = util_mono_ms() + timeout_ms;
-    while (!s.done && util_mono_ms() < deadline) rd_kafka_poll(p->rk, 50);
-    if (!s.done) {
-        /* The report may still come; it must not write to our dead stack. */
-        rd_kafka_flush(p->rk, 60000);
-        if (!s.done) {
-            snprintf(errstr, n, "no delivery report after %d ms", timeout_ms);
-            return URSA_ERR_TIMEOUT;
-        }
-    }
-    if (s.err) snprintf(errstr, n, "%s", s.errstr);
-    return s.err;
-}
-
 int kq_producer_poll(kq_producer *p, int timeout_ms) {
     return rd_kafka_poll(p->rk, timeout_ms);
 }
@@ -247,6 +213,13 @@ typedef struct part {
     kq_job *head, *tail;
     int revoked;
 } part;
+
+/* Counters logged when the loop stops. */
+typedef struct {
+    uint64_t handled;      /* handler returned OK */
+    uint64_t retries;      /* handler calls after a failure */
+    uint64_t dead_letters; /* messages sent to the dead-letter topic */
+} kq_stats;
 
 struct kq_consumer {
     rd_kafka_t *rk;
@@ -614,8 +587,6 @@ void kq_consumer_destroy(kq_consumer *kc) {
     free(kc->parts);
     free(kc);
 }
-
-void kq_consumer_stats(const kq_consumer *kc, kq_stats *out) { *out = kc->stats; }
 
 void kq_consumer_set_tick(kq_consumer *kc, kq_tick *tick, void *opaque) {
     kc->tick = tick;

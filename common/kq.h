@@ -58,10 +58,6 @@ ursa_err kq_produce(kq_producer *p, const char *topic, const void *key,
                     size_t keylen, const void *value, size_t len,
                     const kq_header *hdrs, size_t nhdrs, kq_delivery_cb *cb,
                     void *opaque);
-/* Queues a message and waits up to timeout_ms for its delivery report. */
-ursa_err kq_produce_sync(kq_producer *p, const char *topic, const void *key,
-                         size_t keylen, const void *value, size_t len,
-                         int timeout_ms, char *errstr, size_t errstr_size);
 /* Serves delivery reports; returns how many were served. */
 int kq_producer_poll(kq_producer *p, int timeout_ms);
 /* Waits until every queued message is delivered or timeout_ms passes. */
@@ -135,12 +131,5 @@ void kq_consumer_set_tick(kq_consumer *kc, kq_tick *tick, void *opaque);
 /* Frees the consumer; call after kq_consumer_run() returned. */
 void kq_consumer_destroy(kq_consumer *kc);
 
-/* Counters for tests and status. */
-typedef struct {
-    uint64_t handled;      /* handler returned OK */
-    uint64_t retries;      /* handler calls after a failure */
-    uint64_t dead_letters; /* messages sent to the dead-letter topic */
-} kq_stats;
-void kq_consumer_stats(const kq_consumer *kc, kq_stats *out);
 
 #endif

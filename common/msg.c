@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <sys/random.h>
 
+#include <string.h>
+
+#include "kq.h"
 #include "util.h"
 
 void msg_new_id(char id[33]) {
@@ -39,6 +42,17 @@ ursa_err msg_pack(const ProtobufCMessage *m, void **buf, size_t *len) {
     *len = protobuf_c_message_pack(m, b);
     *buf = b;
     return URSA_OK;
+}
+
+ursa_err msg_job_produce(kq_job *job, const char *topic, const char *key,
+                         const ProtobufCMessage *m) {
+    void *buf;
+    size_t len;
+    ursa_err err = msg_pack(m, &buf, &len);
+    if (err) return err;
+    err = kq_job_produce(job, topic, key, strlen(key), buf, len);
+    free(buf);
+    return err;
 }
 
 ursa_err msg_check_header(const Ursa__Header *h, char *errstr, size_t size) {

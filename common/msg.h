@@ -21,6 +21,12 @@ void msg_header_init(Ursa__Header *h, char id_buf[33], const char *dataset,
 /* Packs any message into a new buffer the caller frees. */
 ursa_err msg_pack(const ProtobufCMessage *m, void **buf, size_t *len);
 
+/* Packs m and produces it as part of job's effects (kq_job_produce), keyed
+ * by the NUL-terminated key. */
+struct kq_job;
+ursa_err msg_job_produce(struct kq_job *job, const char *topic, const char *key,
+                         const ProtobufCMessage *m);
+
 /* Checks a decoded header: present and of a schema version we read. */
 ursa_err msg_check_header(const Ursa__Header *h, char *errstr, size_t size);
 

@@ -5,17 +5,20 @@
 #include <string.h>
 
 #include "log.h"
+#include "blob.h"
+#include "kq.h"
 #include "rstore.h"
 #include "statedir.h"
 #include "util.h"
 
 #include <unistd.h>
 
+static int64_t last_beat;
+
+int service_beat_due(void) { return !last_beat || util_mono_ms() - last_beat >= 2000; }
+
 void service_beat(rstore *r, const char *name, const char *const *kv) {
-    static int64_t last;
-    int64_t now = util_mono_ms();
-    if (last && now - last < 2000) return;
-    last = now;
+    last_beat = util_mono_ms();
     rstore_batch *b = rstore_batch_new();
     if (!b) return;
     char key[128];
@@ -39,6 +42,30 @@ int service_addrs_resolve(const cfg *c, const char *prog, service_addrs *a) {
         return -1;
     }
     return 0;
+}
+
+int service_connect(const cfg *c, const char *prog, service_conns *s, int *rc) {
+    char err[512];
+    memset(s, 0, sizeof *s);
+    *rc = 2;
+    if (service_addrs_resolve(c, prog, &s->a)) return -1;
+    *rc = 1;
+    if (!(s->r = rstore_new(s->a.redis, (int)cfg_int(c, "redis.timeout-ms"), err, sizeof err)) ||
+        !(s->bs = blob_store_new(s->a.blobs, err, sizeof err)) ||
+        !(s->p = kq_producer_new(c, s->a.kafka, err, sizeof err))) {
+        char q[600];
+        ULOG_ERROR("event=start_failed err=%s", ulog_quote(q, sizeof q, err));
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return -1;
+    }
+    return 0;
+}
+
+void service_disconnect(service_conns *s) {
+    kq_producer_destroy(s->p);
+    rstore_destroy(s->r);
+    blob_store_destroy(s->bs);
+    memset(s, 0, sizeof *s);
 }
 
 static volatile sig_atomic_t *stop_flag;

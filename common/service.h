@@ -16,9 +16,13 @@ int service_setup(const char *name, const char *usage,
                   const cfg_def *const *tables, int argc, char **argv,
                   cfg **out, int *argi);
 
-/* Records that this daemon is alive, at most every 2 s: the hash
+/* 1 when the next heartbeat is due (every 2 s); callers format their
+ * counters only then. */
+int service_beat_due(void);
+
+/* Records that this daemon is alive: the hash
  * ursa:svc:<name>:<pid> gets ts_ms and the given counters (NULL-terminated
- * name/value pairs) and expires after 15 s. `ursa status` reads it. Redis
+ * name/value pairs) and expires after 15 s. Call it when service_beat_due(). `ursa status` reads it. Redis
  * being down is not an error here (the next beat tries again). */
 struct rstore;
 void service_beat(struct rstore *r, const char *name, const char *const *kv);
@@ -34,6 +38,23 @@ typedef struct {
 
 /* Fills a; on failure prints "PROG: reason" to stderr and returns -1. */
 int service_addrs_resolve(const cfg *c, const char *prog, service_addrs *a);
+
+/* What a stage daemon talks to: Redis (connected lazily), the blob store
+ * and an idempotent producer, at the addresses in a. */
+struct blob_store;
+struct kq_producer;
+typedef struct {
+    service_addrs a;
+    struct rstore *r;
+    struct blob_store *bs;
+    struct kq_producer *p;
+} service_conns;
+
+/* Resolves the addresses and opens all three; on failure prints the reason
+ * and returns -1 (2 for a bad address setting, 1 for the rest in *rc). */
+int service_connect(const cfg *c, const char *prog, service_conns *s, int *rc);
+/* Flushes the producer and closes everything; fine on a partial connect. */
+void service_disconnect(service_conns *s);
 
 /* SIGTERM and SIGINT set *run to 0; SIGPIPE is ignored. */
 void service_signals(volatile sig_atomic_t *run);

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}
-command -v clang >/dev/null || { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang >/dev/null; }
+ops/install-deps.sh >/dev/null # clang and libclang-rt-14-dev (libFuzzer) among them
 CC=clang cmake -S . -B build-fuzz -DURSA_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-fuzz -j"$(nproc)" --target fuzz_decode >/dev/null
 CORPUS=$(mktemp -d)

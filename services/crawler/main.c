@@ -83,8 +83,6 @@ static void announce(crawl *cr, task *t, const ds_op *o) {
     Ursa__Header h;
     char id[33];
     msg_header_init(&h, id, q->header->dataset, NULL);
-    void *buf = NULL;
-    size_t len = 0;
     if (!o || o->err == URSA_ERR_NOT_FOUND || o->already_final) {
         /* not recorded (its partition moved to another crawler), unknown to
          * the dataset, or already final: nothing to announce */
@@ -99,8 +97,7 @@ static void announce(crawl *cr, task *t, const ds_op *o) {
         m.size = t->size;
         m.http_status = (uint32_t)t->status;
         m.final_url = t->final_url;
-        if (msg_pack(&m.base, &buf, &len) == URSA_OK)
-            kq_job_produce(t->job, TOPIC_IMAGES_DOWNLOADED, t->blob, 64, buf, len);
+        msg_job_produce(t->job, TOPIC_IMAGES_DOWNLOADED, t->blob, &m.base);
         cr->ok++;
     } else {
         Ursa__ImageRejected m = URSA__IMAGE_REJECTED__INIT;
@@ -112,12 +109,9 @@ static void announce(crawl *cr, task *t, const ds_op *o) {
         m.reason = t->reason;
         m.detail = t->detail;
         m.transient = t->transient;
-        if (msg_pack(&m.base, &buf, &len) == URSA_OK)
-            kq_job_produce(t->job, TOPIC_IMAGES_REJECTED, q->url_hash, strlen(q->url_hash), buf,
-                           len);
+        msg_job_produce(t->job, TOPIC_IMAGES_REJECTED, q->url_hash, &m.base);
         cr->failed++;
     }
-    free(buf);
     if (o && o->err && o->err != URSA_ERR_NOT_FOUND)
         ULOG_WARN("event=state_not_recorded url_hash=%.12s err=\"%s\"", q->url_hash,
                   ursa_err2str(o->err));
@@ -241,12 +235,14 @@ static int tick(void *opaque, int timeout_ms) {
     if (cr->ndone >= FLUSH_ITEMS ||
         (cr->ndone && util_mono_ms() - cr->first_done_ms >= FLUSH_MS))
         flush(cr);
-    char ok[24], failed[24], inflight[16];
-    snprintf(ok, sizeof ok, "%llu", (unsigned long long)cr->ok);
-    snprintf(failed, sizeof failed, "%llu", (unsigned long long)cr->failed);
-    snprintf(inflight, sizeof inflight, "%d", active);
-    const char *kv[] = {"downloaded", ok, "failed", failed, "in_flight", inflight, NULL};
-    service_beat(cr->r, "crawler", kv);
+    if (service_beat_due()) {
+        char ok[24], failed[24], inflight[16];
+        snprintf(ok, sizeof ok, "%llu", (unsigned long long)cr->ok);
+        snprintf(failed, sizeof failed, "%llu", (unsigned long long)cr->failed);
+        snprintf(inflight, sizeof inflight, "%d", active);
+        const char *kv[] = {"downloaded", ok, "failed", failed, "in_flight", inflight, NULL};
+        service_beat(cr->r, "crawler", kv);
+    }
     return active + cr->nwaiting + cr->ndone;
 }
 
@@ -288,36 +284,31 @@ int main(int argc, char **argv) {
     int argi, rc = service_setup("crawler", usage, tables, argc, argv, &c, &argi);
     if (rc >= 0) return rc;
     service_signals(&run);
-    service_addrs a;
-    if (service_addrs_resolve(c, "ursa-crawler", &a)) {
-        cfg_destroy(c);
-        return 2;
-    }
-    const char *bs = a.kafka, *url = a.redis, *dir = a.blobs;
-    char err[512];
+    service_conns sc;
     crawl cr = {0};
+    kq_consumer *kc = NULL;
+    char err[512];
+    fetch_opts fo = fetch_opts_from_cfg(c);
+    if (service_connect(c, "ursa-crawler", &sc, &rc)) goto out;
     cr.c = c;
+    cr.r = sc.r;
+    cr.bs = sc.bs;
     cr.max_attempts = (int)cfg_int(c, "crawler.max-attempts");
     cr.retry_ms = cfg_int(c, "crawler.retry-ms");
-    fetch_opts fo = fetch_opts_from_cfg(c);
     rc = 1;
-    kq_producer *p = NULL;
-    kq_consumer *kc = NULL;
-    if (!(cr.f = fetch_new(&fo, err, sizeof err)) ||
-        !(cr.r = rstore_new(url, (int)cfg_int(c, "redis.timeout-ms"), err, sizeof err)) ||
-        !(cr.bs = blob_store_new(dir, err, sizeof err)) ||
-        !(p = kq_producer_new(c, bs, err, sizeof err))) {
-        ULOG_ERROR("event=start_failed err=\"%s\"", err);
+    if (!(cr.f = fetch_new(&fo, err, sizeof err))) {
+        fprintf(stderr, "ursa-crawler: %s\n", err);
         goto out;
     }
     const char *topics[] = {TOPIC_CRAWL_REQUESTS, NULL};
-    if (!(kc = kq_consumer_new(c, bs, "ursa-crawler", topics, p, handle, &cr, err, sizeof err))) {
+    if (!(kc = kq_consumer_new(c, sc.a.kafka, "ursa-crawler", topics, sc.p, handle, &cr, err,
+                               sizeof err))) {
         ULOG_ERROR("event=start_failed err=\"%s\"", err);
         goto out;
     }
     kq_consumer_set_tick(kc, tick, &cr);
-    ULOG_INFO("event=started kafka=%s redis=%s blobs=%s max_inflight=%d allow=\"%s\"", bs, url,
-              dir, fo.max_total, fo.allow);
+    ULOG_INFO("event=started kafka=%s redis=%s blobs=%s max_inflight=%d allow=\"%s\"",
+              sc.a.kafka, sc.a.redis, sc.a.blobs, fo.max_total, fo.allow);
     rc = kq_consumer_run(kc, &run) == URSA_OK ? 0 : 1;
     ULOG_INFO("event=stopped downloaded=%llu failed=%llu retried=%llu",
               (unsigned long long)cr.ok, (unsigned long long)cr.failed,
@@ -339,9 +330,7 @@ out:
         kq_job_done(t->job);
         task_free(t);
     }
-    kq_producer_destroy(p);
-    rstore_destroy(cr.r);
-    blob_store_destroy(cr.bs);
+    service_disconnect(&sc);
     cfg_destroy(c);
     return rc;
 }

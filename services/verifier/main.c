@@ -61,13 +61,7 @@ static ursa_err send_rejected(kq_job *job, const Ursa__ImageDownloaded *d, const
     m.stage = "verifier";
     m.reason = (char *)reason;
     m.detail = (char *)detail;
-    void *buf;
-    size_t len;
-    ursa_err err = msg_pack(&m.base, &buf, &len);
-    if (err) return err;
-    err = kq_job_produce(job, TOPIC_IMAGES_REJECTED, d->url_hash, strlen(d->url_hash), buf, len);
-    free(buf);
-    return err;
+    return msg_job_produce(job, TOPIC_IMAGES_REJECTED, d->url_hash, &m.base);
 }
 
 /* Checks one image and stores it; the Redis and Kafka side waits for the
@@ -151,12 +145,7 @@ static void announce(verifier *v, pending *p, const ds_op *o) {
         m.blob = p->key;
         m.width = (uint32_t)p->w;
         m.height = (uint32_t)p->h;
-        void *buf;
-        size_t blen;
-        if (msg_pack(&m.base, &buf, &blen) == URSA_OK) {
-            kq_job_produce(p->job, TOPIC_IMAGES_VERIFIED, p->key, 64, buf, blen);
-            free(buf);
-        }
+        msg_job_produce(p->job, TOPIC_IMAGES_VERIFIED, p->key, &m.base);
     }
     kq_job_done(p->job);
     ursa__image_downloaded__free_unpacked(d, NULL);
@@ -210,12 +199,14 @@ static void flush(verifier *v) {
 
 static int tick(void *opaque, int timeout_ms) {
     verifier *v = opaque;
-    char ok[24], rej[24], dup[24];
-    snprintf(ok, sizeof ok, "%llu", (unsigned long long)v->verified);
-    snprintf(rej, sizeof rej, "%llu", (unsigned long long)v->rejected);
-    snprintf(dup, sizeof dup, "%llu", (unsigned long long)v->duplicates);
-    const char *kv[] = {"verified", ok, "rejected", rej, "duplicates", dup, NULL};
-    service_beat(v->r, "verifier", kv);
+    if (service_beat_due()) {
+        char ok[24], rej[24], dup[24];
+        snprintf(ok, sizeof ok, "%llu", (unsigned long long)v->verified);
+        snprintf(rej, sizeof rej, "%llu", (unsigned long long)v->rejected);
+        snprintf(dup, sizeof dup, "%llu", (unsigned long long)v->duplicates);
+        const char *kv[] = {"verified", ok, "rejected", rej, "duplicates", dup, NULL};
+        service_beat(v->r, "verifier", kv);
+    }
     if (v->n >= FLUSH_ITEMS || (v->n && util_mono_ms() - v->first_ms >= FLUSH_MS)) flush(v);
     else if (v->n && timeout_ms > 0) util_sleep_ms(timeout_ms < FLUSH_MS ? timeout_ms : FLUSH_MS);
     return v->n;
@@ -263,33 +254,25 @@ int main(int argc, char **argv) {
     int argi, rc = service_setup("verifier", usage, tables, argc, argv, &c, &argi);
     if (rc >= 0) return rc;
     service_signals(&run);
-    service_addrs a;
-    if (service_addrs_resolve(c, "ursa-verifier", &a)) {
-        cfg_destroy(c);
-        return 2;
-    }
-    const char *bs = a.kafka, *url = a.redis, *dir = a.blobs;
-    char err[512];
     static verifier v; /* holds a batch of FLUSH_ITEMS: keep it off the stack */
+    service_conns sc;
+    kq_consumer *kc = NULL;
+    char err[512];
+    if (service_connect(c, "ursa-verifier", &sc, &rc)) goto out;
+    v.r = sc.r;
+    v.bs = sc.bs;
     v.o = img_opts_from_cfg(c);
     v.max_bytes = (size_t)cfg_int(c, "verifier.max-bytes");
     rc = 1;
-    kq_producer *p = NULL;
-    kq_consumer *kc = NULL;
-    if (!(v.r = rstore_new(url, (int)cfg_int(c, "redis.timeout-ms"), err, sizeof err)) ||
-        !(v.bs = blob_store_new(dir, err, sizeof err)) ||
-        !(p = kq_producer_new(c, bs, err, sizeof err))) {
-        ULOG_ERROR("event=start_failed err=\"%s\"", err);
-        goto out;
-    }
     const char *topics[] = {TOPIC_IMAGES_DOWNLOADED, NULL};
-    if (!(kc = kq_consumer_new(c, bs, "ursa-verifier", topics, p, handle, &v, err, sizeof err))) {
+    if (!(kc = kq_consumer_new(c, sc.a.kafka, "ursa-verifier", topics, sc.p, handle, &v, err,
+                               sizeof err))) {
         ULOG_ERROR("event=start_failed err=\"%s\"", err);
         goto out;
     }
     kq_consumer_set_tick(kc, tick, &v);
-    ULOG_INFO("event=started kafka=%s redis=%s blobs=%s max_size=%d min_side=%d", bs, url, dir,
-              v.o.max_size, v.o.min_side);
+    ULOG_INFO("event=started kafka=%s redis=%s blobs=%s max_size=%d min_side=%d", sc.a.kafka,
+              sc.a.redis, sc.a.blobs, v.o.max_size, v.o.min_side);
     rc = kq_consumer_run(kc, &run) == URSA_OK ? 0 : 1;
     ULOG_INFO("event=stopped verified=%llu rejected=%llu duplicates=%llu",
               (unsigned long long)v.verified, (unsigned long long)v.rejected,
@@ -300,9 +283,7 @@ out:
         kq_job_done(v.batch[i].job);
         ursa__image_downloaded__free_unpacked(v.batch[i].d, NULL);
     }
-    kq_producer_destroy(p);
-    rstore_destroy(v.r);
-    blob_store_destroy(v.bs);
+    service_disconnect(&sc);
     cfg_destroy(c);
     return rc;
 }
