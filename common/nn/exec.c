@@ -1,0 +1,852 @@
+/* exec.c: running a model forward and backward on a batch; see nn.h.
+ *
+ * Convolutions are im2col + sgemm: out[Cout, HW] = W[Cout, Cin*k*k] x
+ * col[Cin*k*k, HW]. When the output is small (deep layers) several images
+ * share one col matrix so the product stays wide enough to run at speed.
+ * Training keeps every value for backward; gradients of values come from a
+ * pool and go back to it as soon as the node that made the value is done,
+ * so only a few are alive at once. Inference reuses value buffers once
+ * their last reader has run. Element-wise layers run on OpenMP threads. */
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn.h"
+
+typedef struct {
+    int c, h, w;
+    size_t per;   /* floats per image */
+    float *d;     /* data (may be shared with other values in inference) */
+    float *g;     /* gradient while alive */
+    int ng;       /* gradient needed */
+    int buf;      /* index of the buffer holding d */
+} val_t;
+
+typedef struct {
+    float *p;
+    size_t n; /* floats */
+    int busy;
+} buf_t;
+
+struct nn_exec {
+    nn_model *m;
+    int n, h, w, train, nb;
+    val_t *v;
+    buf_t *bufs;
+    int nbufs;
+    float *col, *tmp;
+    size_t col_n, tmp_n;
+    float **bn_mean, **bn_istd;
+    uint8_t **mask;
+    buf_t *gpool;
+    int ngpool, cap_gpool;
+    int want_in_grad;
+    uint64_t rng;
+    size_t bytes;
+    float *dout;
+    int chunk_min; /* columns a conv product should have at least */
+};
+
+/* ---- planning ------------------------------------------------------------ */
+
+static int conv_chunk(const nn_exec *e, int hwo) {
+    int c = (e->chunk_min + hwo - 1) / hwo;
+    if (c < 1) c = 1;
+    if (c > e->n) c = e->n;
+    return c;
+}
+
+static ursa_err plan_shapes(nn_exec *e) {
+    nn_model *m = e->m;
+    val_t *v = e->v;
+    v[0].c = m->in_c;
+    v[0].h = e->h;
+    v[0].w = e->w;
+    for (int i = 0; i < m->nnode; i++) {
+        const nn_node *n = &m->node[i];
+        const val_t *a = &v[n->in[0]];
+        val_t *o = &v[n->out];
+        o->c = a->c;
+        o->h = a->h;
+        o->w = a->w;
+        switch (n->op) {
+        case NN_CONV:
+            if (m->param[n->w].shape[1] != a->c) return URSA_ERR_INVALID;
+            o->c = n->cout;
+            o->h = (a->h + 2 * n->pad - n->k) / n->stride + 1;
+            o->w = (a->w + 2 * n->pad - n->k) / n->stride + 1;
+            break;
+        case NN_MAXPOOL:
+            o->h = (a->h + 2 * n->pad - n->k) / n->stride + 1;
+            o->w = (a->w + 2 * n->pad - n->k) / n->stride + 1;
+            break;
+        case NN_AVGPOOL:
+            o->h = (a->h - n->k) / n->stride + 1;
+            o->w = (a->w - n->k) / n->stride + 1;
+            break;
+        case NN_GAP:
+        case NN_GMP:
+            o->h = o->w = 1;
+            break;
+        case NN_CONCAT:
+            if (v[n->in[1]].h != a->h || v[n->in[1]].w != a->w) return URSA_ERR_INVALID;
+            o->c = a->c + v[n->in[1]].c;
+            break;
+        case NN_FLATTEN:
+            o->c = a->c * a->h * a->w;
+            o->h = o->w = 1;
+            break;
+        case NN_LINEAR:
+            if (m->param[n->w].shape[1] != a->c * a->h * a->w) return URSA_ERR_INVALID;
+            o->c = n->cout;
+            o->h = o->w = 1;
+            break;
+        case NN_ADD:
+            if (v[n->in[1]].c != a->c || v[n->in[1]].h != a->h || v[n->in[1]].w != a->w)
+                return URSA_ERR_INVALID;
+            break;
+        case NN_BN:
+            if ((int)m->param[n->w].n != a->c) return URSA_ERR_INVALID;
+            break;
+        default:
+            break;
+        }
+        if (o->h < 1 || o->w < 1) return URSA_ERR_INVALID;
+        o->per = (size_t)o->c * o->h * o->w;
+        if (n->op == NN_CONV) {
+            size_t hwo = (size_t)o->h * o->w, kk = (size_t)a->c * n->k * n->k;
+            int ch = conv_chunk(e, (int)hwo);
+            if (kk * hwo * ch > e->col_n) e->col_n = kk * hwo * ch;
+            if (ch > 1 && (size_t)n->cout * hwo * ch > e->tmp_n) e->tmp_n = (size_t)n->cout * hwo * ch;
+        }
+    }
+    v[0].per = (size_t)v[0].c * v[0].h * v[0].w;
+    return URSA_OK;
+}
+
+static float *falloc(nn_exec *e, size_t n) {
+    float *p = NULL;
+    if (posix_memalign((void **)&p, 64, (n ? n : 1) * sizeof(float))) return NULL;
+    e->bytes += n * sizeof(float);
+    return p;
+}
+
+/* Values get buffers; in inference a buffer is reused once every reader of
+ * its value has run. */
+static ursa_err plan_buffers(nn_exec *e) {
+    nn_model *m = e->m;
+    int nv = m->nvalue;
+    int *last = malloc(sizeof(int) * (size_t)nv);
+    if (!last) return URSA_ERR_NOMEM;
+    for (int i = 0; i < nv; i++) last[i] = i == m->out ? m->nnode : -1;
+    for (int i = 0; i < m->nnode; i++)
+        for (int j = 0; j < m->node[i].nin; j++) last[m->node[i].in[j]] = i;
+    e->bufs = calloc((size_t)nv + 1, sizeof(buf_t));
+    if (!e->bufs) {
+        free(last);
+        return URSA_ERR_NOMEM;
+    }
+    /* value 0 is the caller's input, copied into its own buffer */
+    e->v[0].buf = 0;
+    e->bufs[0].n = e->v[0].per * e->n;
+    e->bufs[0].busy = 1;
+    e->nbufs = 1;
+    for (int i = 0; i < m->nnode; i++) {
+        val_t *o = &e->v[m->node[i].out];
+        size_t need = o->per * e->n;
+        int pick = -1;
+        if (!e->train)
+            for (int b = 1; b < e->nbufs; b++)
+                if (!e->bufs[b].busy && (pick < 0 || e->bufs[b].n < e->bufs[pick].n) &&
+                    e->bufs[b].n >= need / 2)
+                    pick = b;
+        if (pick < 0) pick = e->nbufs++;
+        if (e->bufs[pick].n < need) e->bufs[pick].n = need;
+        e->bufs[pick].busy = 1;
+        o->buf = pick;
+        if (!e->train)
+            for (int j = 0; j < m->node[i].nin; j++) {
+                int in = m->node[i].in[j];
+                if (last[in] == i && in != 0) e->bufs[e->v[in].buf].busy = 0;
+            }
+    }
+    free(last);
+    for (int b = 0; b < e->nbufs; b++)
+        if (!(e->bufs[b].p = falloc(e, e->bufs[b].n))) return URSA_ERR_NOMEM;
+    for (int i = 0; i < nv; i++) e->v[i].d = e->bufs[e->v[i].buf].p;
+    return URSA_OK;
+}
+
+ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out) {
+    *out = NULL;
+    if (n < 1 || h < 1 || w < 1 || m->nnode < 1) return URSA_ERR_INVALID;
+    nn_exec *e = calloc(1, sizeof *e);
+    if (!e) return URSA_ERR_NOMEM;
+    e->m = m;
+    e->n = n;
+    e->h = h;
+    e->w = w;
+    e->train = train;
+    e->rng = 0x853C49E6748FEA9Bull;
+    e->chunk_min = 1024;
+    ursa_err err = URSA_ERR_NOMEM;
+    e->v = calloc((size_t)m->nvalue, sizeof(val_t));
+    e->bn_mean = calloc((size_t)m->nnode, sizeof(float *));
+    e->bn_istd = calloc((size_t)m->nnode, sizeof(float *));
+    e->mask = calloc((size_t)m->nnode, sizeof(uint8_t *));
+    if (!e->v || !e->bn_mean || !e->bn_istd || !e->mask) goto fail;
+    if ((err = plan_shapes(e)) != URSA_OK) goto fail;
+    err = URSA_ERR_NOMEM;
+    if ((err = plan_buffers(e)) != URSA_OK) goto fail;
+    err = URSA_ERR_NOMEM;
+    if (e->col_n && !(e->col = falloc(e, e->col_n))) goto fail;
+    if (e->tmp_n && !(e->tmp = falloc(e, e->tmp_n))) goto fail;
+    for (int i = 0; i < m->nnode; i++) {
+        const nn_node *nd = &m->node[i];
+        if (nd->op == NN_BN && train) {
+            int c = e->v[nd->out].c;
+            if (!(e->bn_mean[i] = falloc(e, (size_t)c)) || !(e->bn_istd[i] = falloc(e, (size_t)c)))
+                goto fail;
+        }
+        if (nd->op == NN_DROPOUT && train) {
+            if (!(e->mask[i] = malloc(e->v[nd->out].per * (size_t)n))) goto fail;
+            e->bytes += e->v[nd->out].per * (size_t)n;
+        }
+    }
+    if (!(e->dout = falloc(e, (size_t)e->v[m->out].per * n))) goto fail;
+    *out = e;
+    return URSA_OK;
+fail:
+    nn_exec_free(e);
+    return err;
+}
+
+void nn_exec_free(nn_exec *e) {
+    if (!e) return;
+    for (int b = 0; b < e->nbufs; b++) free(e->bufs[b].p);
+    free(e->bufs);
+    for (int i = 0; e->m && i < e->m->nnode; i++) {
+        if (e->bn_mean) free(e->bn_mean[i]);
+        if (e->bn_istd) free(e->bn_istd[i]);
+        if (e->mask) free(e->mask[i]);
+    }
+    for (int i = 0; i < e->ngpool; i++) free(e->gpool[i].p);
+    free(e->gpool);
+    free(e->bn_mean);
+    free(e->bn_istd);
+    free(e->mask);
+    free(e->col);
+    free(e->tmp);
+    free(e->dout);
+    free(e->v);
+    free(e);
+}
+
+size_t nn_exec_bytes(const nn_exec *e) { return e->bytes; }
+void nn_exec_seed(nn_exec *e, uint64_t seed) { e->rng = seed ? seed : 1; }
+void nn_exec_want_input_grad(nn_exec *e, int on) { e->want_in_grad = on; }
+const float *nn_input_grad(nn_exec *e) { return e->v[0].g; }
+int nn_out_size(const nn_model *m) { return m->vc[m->out]; }
+
+const float *nn_value(nn_exec *e, int v, int *c, int *h, int *w) {
+    if (c) *c = e->v[v].c;
+    if (h) *h = e->v[v].h;
+    if (w) *w = e->v[v].w;
+    return e->v[v].d;
+}
+
+static inline uint64_t xs(uint64_t *s) {
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+/* ---- forward kernels ----------------------------------------------------- */
+
+static void epilogue(float *y, int n, int c, size_t hw, const float *bias, int relu) {
+    if (!bias && !relu) return;
+#pragma omp parallel for schedule(static) if ((size_t)n * c * hw > 32768)
+    for (long q = 0; q < (long)n * c; q++) {
+        float *r = y + (size_t)q * hw;
+        float b = bias ? bias[q % c] : 0.0f;
+        if (relu)
+            for (size_t j = 0; j < hw; j++) {
+                float t = r[j] + b;
+                r[j] = t > 0 ? t : 0;
+            }
+        else
+            for (size_t j = 0; j < hw; j++) r[j] += b;
+    }
+}
+
+static void conv_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
+    const nn_param *W = &e->m->param[nd->w];
+    int k = nd->k, s = nd->stride, p = nd->pad, cout = nd->cout;
+    int hwo = y->h * y->w, kk = x->c * k * k;
+    int direct = k == 1 && s == 1 && p == 0;
+    int ch = conv_chunk(e, hwo);
+    for (int i0 = 0; i0 < e->nb; i0 += ch) {
+        int cn = e->nb - i0 < ch ? e->nb - i0 : ch;
+        if (cn == 1) {
+            const float *b = x->d + x->per * i0;
+            if (!direct) {
+                nn_im2col(b, x->c, x->h, x->w, k, s, p, y->h, y->w, e->col, hwo);
+                b = e->col;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, hwo, kk, 1.0f, W->w, kk,
+                        b, hwo, 0.0f, y->d + y->per * i0, hwo);
+        } else {
+            int ld = cn * hwo;
+            for (int j = 0; j < cn; j++)
+                nn_im2col(x->d + x->per * (i0 + j), x->c, x->h, x->w, k, s, p, y->h, y->w,
+                          e->col + (size_t)j * hwo, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, ld, kk, 1.0f, W->w, kk,
+                        e->col, ld, 0.0f, e->tmp, ld);
+            for (int j = 0; j < cn; j++)
+                for (int o = 0; o < cout; o++)
+                    memcpy(y->d + y->per * (i0 + j) + (size_t)o * hwo,
+                           e->tmp + (size_t)o * ld + (size_t)j * hwo, sizeof(float) * hwo);
+        }
+    }
+    epilogue(y->d, e->nb, cout, (size_t)hwo, nd->b >= 0 ? e->m->param[nd->b].w : NULL, nd->relu);
+}
+
+static void bn_fwd(nn_exec *e, int idx, nn_node *nd, const val_t *x, val_t *y) {
+    nn_model *m = e->m;
+    float *g = m->param[nd->w].w, *b = m->param[nd->b].w;
+    float *rm = m->param[nd->rm].w, *rv = m->param[nd->rv].w;
+    int C = x->c, N = e->nb;
+    size_t hw = (size_t)x->h * x->w;
+    int train = e->train;
+    float *smean = e->bn_mean[idx], *sistd = e->bn_istd[idx];
+    int calib = nd->calib && train;
+#pragma omp parallel for schedule(static) if ((size_t)N * C * hw > 32768)
+    for (int c = 0; c < C; c++) {
+        float mean, istd;
+        if (train) {
+            double s = 0, ss = 0;
+            for (int i = 0; i < N; i++) {
+                const float *r = x->d + x->per * i + c * hw;
+                float ps = 0;
+                for (size_t j = 0; j < hw; j++) ps += r[j];
+                s += ps;
+            }
+            double cnt = (double)N * hw;
+            double mu = s / cnt;
+            for (int i = 0; i < N; i++) {
+                const float *r = x->d + x->per * i + c * hw;
+                float pss = 0;
+                for (size_t j = 0; j < hw; j++) {
+                    float d = r[j] - (float)mu;
+                    pss += d * d;
+                }
+                ss += pss;
+            }
+            double var = ss / cnt;
+            mean = (float)mu;
+            istd = (float)(1.0 / sqrt(var + nd->eps));
+            smean[c] = mean;
+            sistd[c] = istd;
+            if (calib) { /* start as the identity on this batch (nn_unfold_bn) */
+                g[c] = (float)sqrt(var + nd->eps);
+                b[c] += mean;
+                rm[c] = mean;
+                rv[c] = (float)var;
+            } else {
+                float mo = nd->momentum;
+                rm[c] = (1 - mo) * rm[c] + mo * mean;
+                rv[c] = (1 - mo) * rv[c] + mo * (float)(cnt > 1 ? ss / (cnt - 1) : var);
+            }
+        } else {
+            mean = rm[c];
+            istd = 1.0f / sqrtf(rv[c] + nd->eps);
+        }
+        float sc = g[c] * istd, sh = b[c] - mean * sc;
+        for (int i = 0; i < N; i++) {
+            const float *r = x->d + x->per * i + c * hw;
+            float *o = y->d + y->per * i + c * hw;
+            if (nd->relu)
+                for (size_t j = 0; j < hw; j++) {
+                    float t = r[j] * sc + sh;
+                    o[j] = t > 0 ? t : 0;
+                }
+            else
+                for (size_t j = 0; j < hw; j++) o[j] = r[j] * sc + sh;
+        }
+    }
+    if (calib) nd->calib = 0;
+}
+
+static void maxpool_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
+    int k = nd->k, s = nd->stride, p = nd->pad;
+#pragma omp parallel for schedule(static)
+    for (long q = 0; q < (long)e->nb * x->c; q++) {
+        const float *xi = x->d + (size_t)q * x->h * x->w;
+        float *yo = y->d + (size_t)q * y->h * y->w;
+        for (int oy = 0; oy < y->h; oy++)
+            for (int ox = 0; ox < y->w; ox++) {
+                float best = -FLT_MAX;
+                for (int ky = 0; ky < k; ky++) {
+                    int iy = oy * s - p + ky;
+                    if (iy < 0 || iy >= x->h) continue;
+                    for (int kx = 0; kx < k; kx++) {
+                        int ix = ox * s - p + kx;
+                        if (ix < 0 || ix >= x->w) continue;
+                        float t = xi[iy * x->w + ix];
+                        if (t > best || isnan(t)) best = t;
+                    }
+                }
+                yo[oy * y->w + ox] = best;
+            }
+    }
+}
+
+static void avgpool_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
+    int k = nd->k, s = nd->stride;
+    float inv = 1.0f / (float)(k * k);
+    for (long q = 0; q < (long)e->nb * x->c; q++) {
+        const float *xi = x->d + (size_t)q * x->h * x->w;
+        float *yo = y->d + (size_t)q * y->h * y->w;
+        for (int oy = 0; oy < y->h; oy++)
+            for (int ox = 0; ox < y->w; ox++) {
+                float acc = 0;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) acc += xi[(oy * s + ky) * x->w + ox * s + kx];
+                yo[oy * y->w + ox] = acc * inv;
+            }
+    }
+}
+
+static void gpool_fwd(nn_exec *e, int max, const val_t *x, val_t *y) {
+    size_t hw = (size_t)x->h * x->w;
+    for (long q = 0; q < (long)e->nb * x->c; q++) {
+        const float *r = x->d + (size_t)q * hw;
+        float acc = max ? -FLT_MAX : 0;
+        for (size_t j = 0; j < hw; j++) acc = max ? (r[j] > acc ? r[j] : acc) : acc + r[j];
+        y->d[q] = max ? acc : acc / (float)hw;
+    }
+}
+
+static void linear_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
+    const nn_param *W = &e->m->param[nd->w];
+    int in = (int)x->per, out = nd->cout;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, e->nb, out, in, 1.0f, x->d, in, W->w, in,
+                0.0f, y->d, out);
+    if (nd->b >= 0) {
+        const float *b = e->m->param[nd->b].w;
+        for (int i = 0; i < e->nb; i++)
+            for (int o = 0; o < out; o++) y->d[(size_t)i * out + o] += b[o];
+    }
+}
+
+const float *nn_forward(nn_exec *e, const float *in, int nb) {
+    nn_model *m = e->m;
+    if (nb < 1 || nb > e->n) return NULL;
+    e->nb = nb;
+    memcpy(e->v[0].d, in, sizeof(float) * e->v[0].per * nb);
+    for (int i = 0; i < m->nnode; i++) {
+        nn_node *nd = &m->node[i];
+        val_t *x = &e->v[nd->in[0]], *y = &e->v[nd->out];
+        size_t tot = y->per * nb;
+        switch (nd->op) {
+        case NN_CONV: conv_fwd(e, nd, x, y); break;
+        case NN_BN: bn_fwd(e, i, nd, x, y); break;
+        case NN_RELU:
+            for (size_t j = 0; j < tot; j++) y->d[j] = x->d[j] > 0 ? x->d[j] : 0;
+            break;
+        case NN_MAXPOOL: maxpool_fwd(e, nd, x, y); break;
+        case NN_AVGPOOL: avgpool_fwd(e, nd, x, y); break;
+        case NN_GAP: gpool_fwd(e, 0, x, y); break;
+        case NN_GMP: gpool_fwd(e, 1, x, y); break;
+        case NN_CONCAT: {
+            const val_t *b = &e->v[nd->in[1]];
+            for (int n = 0; n < nb; n++) {
+                memmove(y->d + y->per * n, x->d + x->per * n, sizeof(float) * x->per);
+                memmove(y->d + y->per * n + x->per, b->d + b->per * n, sizeof(float) * b->per);
+            }
+            break;
+        }
+        case NN_FLATTEN:
+            if (y->d != x->d) memcpy(y->d, x->d, sizeof(float) * tot);
+            break;
+        case NN_LINEAR: linear_fwd(e, nd, x, y); break;
+        case NN_DROPOUT:
+            if (e->train && nd->p > 0) {
+                uint8_t *mk = e->mask[i];
+                float sc = 1.0f / (1.0f - nd->p);
+                uint32_t thr = (uint32_t)(nd->p * 4294967296.0);
+                for (size_t j = 0; j < tot; j++) {
+                    mk[j] = (uint32_t)(xs(&e->rng) >> 32) >= thr;
+                    y->d[j] = mk[j] ? x->d[j] * sc : 0;
+                }
+            } else if (y->d != x->d) {
+                memcpy(y->d, x->d, sizeof(float) * tot);
+            }
+            break;
+        case NN_ADD: {
+            const float *a = x->d, *b = e->v[nd->in[1]].d;
+            float *o = y->d;
+            if (nd->relu) {
+#pragma omp parallel for schedule(static) if (tot > 65536)
+                for (size_t j = 0; j < tot; j++) {
+                    float t = a[j] + b[j];
+                    o[j] = t > 0 ? t : 0;
+                }
+            } else {
+                for (size_t j = 0; j < tot; j++) o[j] = a[j] + b[j];
+            }
+            break;
+        }
+        default: break;
+        }
+    }
+    return e->v[m->out].d;
+}
+
+/* ---- backward ------------------------------------------------------------ */
+
+static float *grad_of(nn_exec *e, int v) {
+    val_t *x = &e->v[v];
+    if (x->g) return x->g;
+    size_t need = x->per * e->n;
+    int pick = -1;
+    for (int i = 0; i < e->ngpool; i++)
+        if (!e->gpool[i].busy && e->gpool[i].n >= need &&
+            (pick < 0 || e->gpool[i].n < e->gpool[pick].n))
+            pick = i;
+    if (pick < 0) {
+        if (e->ngpool == e->cap_gpool) {
+            int c = e->cap_gpool ? e->cap_gpool * 2 : 16;
+            buf_t *nb = realloc(e->gpool, sizeof(buf_t) * (size_t)c);
+            if (!nb) abort();
+            e->gpool = nb;
+            e->cap_gpool = c;
+        }
+        pick = e->ngpool++;
+        e->gpool[pick].n = need;
+        e->gpool[pick].busy = 0;
+        if (!(e->gpool[pick].p = falloc(e, need))) abort();
+    }
+    e->gpool[pick].busy = 1;
+    x->g = e->gpool[pick].p;
+    memset(x->g, 0, sizeof(float) * x->per * e->nb);
+    return x->g;
+}
+
+static void grad_release(nn_exec *e, int v) {
+    val_t *x = &e->v[v];
+    if (!x->g || x->g == e->dout) {
+        x->g = NULL;
+        return;
+    }
+    for (int i = 0; i < e->ngpool; i++)
+        if (e->gpool[i].p == x->g) e->gpool[i].busy = 0;
+    x->g = NULL;
+}
+
+static int trainable(const nn_model *m, int p) {
+    return p >= 0 && m->param[p].g && !m->param[p].frozen;
+}
+
+static void conv_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const val_t *y, float *dy,
+                     float *dx) {
+    const nn_param *W = &e->m->param[nd->w];
+    int k = nd->k, s = nd->stride, p = nd->pad, cout = nd->cout;
+    int hwo = y->h * y->w, kk = x->c * k * k;
+    int direct = k == 1 && s == 1 && p == 0;
+    int ch = conv_chunk(e, hwo);
+    int tw = trainable(e->m, nd->w), tb = trainable(e->m, nd->b);
+    for (int i0 = 0; i0 < e->nb; i0 += ch) {
+        int cn = e->nb - i0 < ch ? e->nb - i0 : ch;
+        int ld = cn * hwo;
+        const float *col, *g;
+        if (cn == 1) {
+            g = dy + y->per * i0;
+            col = x->d + x->per * i0;
+            if (!direct && tw) {
+                nn_im2col(col, x->c, x->h, x->w, k, s, p, y->h, y->w, e->col, hwo);
+                col = e->col;
+            }
+        } else {
+            for (int j = 0; j < cn; j++)
+                for (int o = 0; o < cout; o++)
+                    memcpy(e->tmp + (size_t)o * ld + (size_t)j * hwo,
+                           dy + y->per * (i0 + j) + (size_t)o * hwo, sizeof(float) * hwo);
+            g = e->tmp;
+            if (tw)
+                for (int j = 0; j < cn; j++)
+                    nn_im2col(x->d + x->per * (i0 + j), x->c, x->h, x->w, k, s, p, y->h, y->w,
+                              e->col + (size_t)j * hwo, ld);
+            col = e->col;
+        }
+        if (tw)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cout, kk, ld, 1.0f, g, ld, col,
+                        ld, 1.0f, W->g, kk);
+        if (tb) {
+            float *db = e->m->param[nd->b].g;
+            for (int o = 0; o < cout; o++) {
+                const float *r = g + (size_t)o * ld;
+                float acc = 0;
+                for (int j = 0; j < ld; j++) acc += r[j];
+                db[o] += acc;
+            }
+        }
+        if (!dx) continue;
+        if (direct && cn == 1) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, hwo, cout, 1.0f, W->w, kk, g,
+                        hwo, 1.0f, dx + x->per * i0, hwo);
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, ld, cout, 1.0f, W->w, kk, g,
+                        ld, 0.0f, e->col, ld);
+            for (int j = 0; j < cn; j++)
+                nn_col2im(e->col + (size_t)j * hwo, ld, x->c, x->h, x->w, k, s, p, y->h, y->w,
+                          dx + x->per * (i0 + j));
+        }
+    }
+}
+
+static void bn_bwd(nn_exec *e, int idx, const nn_node *nd, const val_t *x, float *dy, float *dx) {
+    nn_model *m = e->m;
+    const float *g = m->param[nd->w].w;
+    float *dg = trainable(m, nd->w) ? m->param[nd->w].g : NULL;
+    float *dbt = trainable(m, nd->b) ? m->param[nd->b].g : NULL;
+    int C = x->c, N = e->nb;
+    size_t hw = (size_t)x->h * x->w;
+    const float *smean = e->bn_mean[idx], *sistd = e->bn_istd[idx];
+#pragma omp parallel for schedule(static) if ((size_t)N * C * hw > 32768)
+    for (int c = 0; c < C; c++) {
+        float mean = smean[c], istd = sistd[c];
+        double sdy = 0, sdyx = 0;
+        for (int i = 0; i < N; i++) {
+            const float *r = x->d + x->per * i + c * hw, *d = dy + x->per * i + c * hw;
+            float a = 0, b = 0;
+            for (size_t j = 0; j < hw; j++) {
+                a += d[j];
+                b += d[j] * (r[j] - mean);
+            }
+            sdy += a;
+            sdyx += b;
+        }
+        sdyx *= istd; /* sum dy * xhat */
+        if (dg) dg[c] += (float)sdyx;
+        if (dbt) dbt[c] += (float)sdy;
+        if (!dx) continue;
+        double cnt = (double)N * hw;
+        float k1 = g[c] * istd, mdy = (float)(sdy / cnt), mdyx = (float)(sdyx / cnt);
+        for (int i = 0; i < N; i++) {
+            const float *r = x->d + x->per * i + c * hw, *d = dy + x->per * i + c * hw;
+            float *o = dx + x->per * i + c * hw;
+            for (size_t j = 0; j < hw; j++) {
+                float xh = (r[j] - mean) * istd;
+                o[j] += k1 * (d[j] - mdy - xh * mdyx);
+            }
+        }
+    }
+}
+
+static void maxpool_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const val_t *y,
+                        const float *dy, float *dx) {
+    int k = nd->k, s = nd->stride, p = nd->pad;
+#pragma omp parallel for schedule(static)
+    for (long q = 0; q < (long)e->nb * x->c; q++) {
+        const float *xi = x->d + (size_t)q * x->h * x->w;
+        const float *g = dy + (size_t)q * y->h * y->w;
+        float *o = dx + (size_t)q * x->h * x->w;
+        for (int oy = 0; oy < y->h; oy++)
+            for (int ox = 0; ox < y->w; ox++) {
+                float best = -FLT_MAX;
+                int bi = -1;
+                for (int ky = 0; ky < k; ky++) {
+                    int iy = oy * s - p + ky;
+                    if (iy < 0 || iy >= x->h) continue;
+                    for (int kx = 0; kx < k; kx++) {
+                        int ix = ox * s - p + kx;
+                        if (ix < 0 || ix >= x->w) continue;
+                        if (xi[iy * x->w + ix] > best || bi < 0) {
+                            best = xi[iy * x->w + ix];
+                            bi = iy * x->w + ix;
+                        }
+                    }
+                }
+                if (bi >= 0) o[bi] += g[oy * y->w + ox];
+            }
+    }
+}
+
+static void linear_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const float *dy, float *dx) {
+    nn_model *m = e->m;
+    const nn_param *W = &m->param[nd->w];
+    int in = (int)x->per, out = nd->cout, nb = e->nb;
+    if (trainable(m, nd->w))
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, nb, 1.0f, dy, out, x->d, in,
+                    1.0f, W->g, in);
+    if (trainable(m, nd->b)) {
+        float *db = m->param[nd->b].g;
+        for (int i = 0; i < nb; i++)
+            for (int o = 0; o < out; o++) db[o] += dy[(size_t)i * out + o];
+    }
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, in, out, 1.0f, dy, out, W->w,
+                    in, 1.0f, dx, in);
+}
+
+static void mark_needs(nn_exec *e) {
+    nn_model *m = e->m;
+    e->v[0].ng = e->want_in_grad;
+    for (int i = 0; i < m->nnode; i++) {
+        const nn_node *nd = &m->node[i];
+        int ng = trainable(m, nd->w) || trainable(m, nd->b);
+        for (int j = 0; j < nd->nin; j++) ng |= e->v[nd->in[j]].ng;
+        e->v[nd->out].ng = ng;
+    }
+}
+
+void nn_backward(nn_exec *e, const float *dout) {
+    nn_model *m = e->m;
+    int nb = e->nb;
+    mark_needs(e);
+    for (int i = 0; i < m->nvalue; i++) grad_release(e, i);
+    if (dout != e->dout) memcpy(e->dout, dout, sizeof(float) * e->v[m->out].per * nb);
+    e->v[m->out].g = e->dout;
+    for (int i = m->nnode - 1; i >= 0; i--) {
+        const nn_node *nd = &m->node[i];
+        val_t *y = &e->v[nd->out], *x = &e->v[nd->in[0]];
+        float *dy = y->g;
+        if (!dy || !y->ng) {
+            grad_release(e, nd->out);
+            continue;
+        }
+        size_t tot = y->per * nb;
+        if (nd->relu) /* fused ReLU: gradient only where the output is positive */
+            for (size_t j = 0; j < tot; j++)
+                if (y->d[j] <= 0) dy[j] = 0;
+        float *dx = x->ng ? grad_of(e, nd->in[0]) : NULL;
+        switch (nd->op) {
+        case NN_CONV: conv_bwd(e, nd, x, y, dy, dx); break;
+        case NN_BN: bn_bwd(e, i, nd, x, dy, dx); break;
+        case NN_RELU:
+            if (dx)
+                for (size_t j = 0; j < tot; j++) dx[j] += y->d[j] > 0 ? dy[j] : 0;
+            break;
+        case NN_MAXPOOL:
+            if (dx) maxpool_bwd(e, nd, x, y, dy, dx);
+            break;
+        case NN_AVGPOOL:
+            if (dx) {
+                int k = nd->k, s = nd->stride;
+                float inv = 1.0f / (float)(k * k);
+                for (long q = 0; q < (long)nb * x->c; q++) {
+                    const float *g = dy + (size_t)q * y->h * y->w;
+                    float *o = dx + (size_t)q * x->h * x->w;
+                    for (int oy = 0; oy < y->h; oy++)
+                        for (int ox = 0; ox < y->w; ox++)
+                            for (int ky = 0; ky < k; ky++)
+                                for (int kx = 0; kx < k; kx++)
+                                    o[(oy * s + ky) * x->w + ox * s + kx] += g[oy * y->w + ox] * inv;
+                }
+            }
+            break;
+        case NN_GAP:
+        case NN_GMP:
+            if (dx) {
+                size_t hw = (size_t)x->h * x->w;
+                for (long q = 0; q < (long)nb * x->c; q++) {
+                    const float *r = x->d + (size_t)q * hw;
+                    float *o = dx + (size_t)q * hw;
+                    if (nd->op == NN_GAP) {
+                        float g = dy[q] / (float)hw;
+                        for (size_t j = 0; j < hw; j++) o[j] += g;
+                    } else {
+                        size_t bj = 0;
+                        for (size_t j = 1; j < hw; j++)
+                            if (r[j] > r[bj]) bj = j;
+                        o[bj] += dy[q];
+                    }
+                }
+            }
+            break;
+        case NN_CONCAT: {
+            val_t *b = &e->v[nd->in[1]];
+            float *db = b->ng ? grad_of(e, nd->in[1]) : NULL;
+            for (int n = 0; n < nb; n++) {
+                if (dx)
+                    for (size_t j = 0; j < x->per; j++) dx[x->per * n + j] += dy[y->per * n + j];
+                if (db)
+                    for (size_t j = 0; j < b->per; j++)
+                        db[b->per * n + j] += dy[y->per * n + x->per + j];
+            }
+            break;
+        }
+        case NN_FLATTEN:
+            if (dx)
+                for (size_t j = 0; j < tot; j++) dx[j] += dy[j];
+            break;
+        case NN_LINEAR: linear_bwd(e, nd, x, dy, dx); break;
+        case NN_DROPOUT:
+            if (dx) {
+                if (e->train && nd->p > 0) {
+                    float sc = 1.0f / (1.0f - nd->p);
+                    for (size_t j = 0; j < tot; j++) dx[j] += e->mask[i][j] ? dy[j] * sc : 0;
+                } else {
+                    for (size_t j = 0; j < tot; j++) dx[j] += dy[j];
+                }
+            }
+            break;
+        case NN_ADD: {
+            val_t *b = &e->v[nd->in[1]];
+            float *db = b->ng ? grad_of(e, nd->in[1]) : NULL;
+#pragma omp parallel for schedule(static) if (tot > 65536)
+            for (size_t j = 0; j < tot; j++) {
+                if (dx) dx[j] += dy[j];
+                if (db) db[j] += dy[j];
+            }
+            break;
+        }
+        default: break;
+        }
+        grad_release(e, nd->out);
+    }
+}
+
+void nn_zero_grad(nn_model *m) {
+    for (int i = 0; i < m->nparam; i++)
+        if (m->param[i].g) memset(m->param[i].g, 0, sizeof(float) * m->param[i].n);
+}
+
+void nn_softmax(float *x, int n, int c) {
+    for (int i = 0; i < n; i++) {
+        float *r = x + (size_t)i * c, mx = r[0], s = 0;
+        for (int j = 1; j < c; j++) mx = r[j] > mx ? r[j] : mx;
+        for (int j = 0; j < c; j++) s += (r[j] = expf(r[j] - mx));
+        for (int j = 0; j < c; j++) r[j] /= s;
+    }
+}
+
+float nn_softmax_ce(const float *logits, const int *t, int n, int c, float *d) {
+    double loss = 0;
+    for (int i = 0; i < n; i++) {
+        const float *r = logits + (size_t)i * c;
+        float mx = r[0];
+        for (int j = 1; j < c; j++) mx = r[j] > mx ? r[j] : mx;
+        double s = 0;
+        for (int j = 0; j < c; j++) s += exp((double)r[j] - mx);
+        double lse = mx + log(s);
+        loss += lse - r[t[i]];
+        if (d)
+            for (int j = 0; j < c; j++)
+                d[(size_t)i * c + j] = (float)((exp((double)r[j] - lse) - (j == t[i])) / n);
+    }
+    return (float)(loss / n);
+}
+
+float nn_backward_ce(nn_exec *e, const int *targets) {
+    nn_model *m = e->m;
+    int c = e->v[m->out].c;
+    float loss = nn_softmax_ce(e->v[m->out].d, targets, e->nb, c, e->dout);
+    nn_backward(e, e->dout);
+    return loss;
+}

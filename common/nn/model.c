@@ -1,0 +1,494 @@
+/* model.c: building models, their parameters and metadata; see nn.h. */
+#include "nn.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+static void *grow(void *p, int *cap, int need, size_t sz) {
+    if (need <= *cap) return p;
+    int c = *cap ? *cap : 16;
+    while (c < need) c *= 2;
+    p = realloc(p, (size_t)c * sz);
+    if (!p) abort(); /* a model is small; running out here is fatal */
+    *cap = c;
+    return p;
+}
+
+void nn_model_init(nn_model *m, int in_c) {
+    memset(m, 0, sizeof *m);
+    m->in_c = in_c;
+    m->vc = grow(NULL, &m->cap_value, 1, sizeof(int));
+    m->vc[0] = in_c;
+    m->nvalue = 1;
+    m->ngroups = 1;
+    nn_meta_default(&m->meta);
+}
+
+void nn_model_free(nn_model *m) {
+    for (int i = 0; i < m->nparam; i++) {
+        free(m->param[i].w);
+        free(m->param[i].g);
+        free(m->param[i].m);
+        free(m->param[i].v);
+    }
+    free(m->param);
+    free(m->node);
+    free(m->vc);
+    nn_meta_free(&m->meta);
+    memset(m, 0, sizeof *m);
+}
+
+static void *dup_floats(const float *p, size_t n) {
+    if (!p) return NULL;
+    float *d = malloc(n * sizeof(float));
+    if (d) memcpy(d, p, n * sizeof(float));
+    return d;
+}
+
+ursa_err nn_model_copy(const nn_model *s, nn_model *d) {
+    memset(d, 0, sizeof *d);
+    *d = *s;
+    d->node = malloc(sizeof(nn_node) * (size_t)(s->nnode ? s->nnode : 1));
+    d->param = calloc((size_t)(s->nparam ? s->nparam : 1), sizeof(nn_param));
+    d->vc = malloc(sizeof(int) * (size_t)s->nvalue);
+    d->cap_node = s->nnode;
+    d->cap_param = s->nparam;
+    d->cap_value = s->nvalue;
+    memset(&d->meta, 0, sizeof d->meta);
+    if (!d->node || !d->param || !d->vc) goto nomem;
+    memcpy(d->node, s->node, sizeof(nn_node) * (size_t)s->nnode);
+    memcpy(d->vc, s->vc, sizeof(int) * (size_t)s->nvalue);
+    for (int i = 0; i < s->nparam; i++) {
+        d->param[i] = s->param[i];
+        d->param[i].m = d->param[i].v = NULL;
+        d->param[i].w = dup_floats(s->param[i].w, s->param[i].n);
+        d->param[i].g = s->param[i].g ? calloc(s->param[i].n, sizeof(float)) : NULL;
+        if (!d->param[i].w || (s->param[i].g && !d->param[i].g)) goto nomem;
+    }
+    if (nn_meta_copy(&s->meta, &d->meta) != URSA_OK) goto nomem;
+    return URSA_OK;
+nomem:
+    nn_model_free(d);
+    return URSA_ERR_NOMEM;
+}
+
+int nn_param_add(nn_model *m, const char *name, nn_pkind kind, int ndim, const int *shape) {
+    m->param = grow(m->param, &m->cap_param, m->nparam + 1, sizeof(nn_param));
+    nn_param *p = &m->param[m->nparam];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->kind = kind;
+    p->ndim = ndim;
+    p->n = 1;
+    for (int i = 0; i < ndim; i++) {
+        p->shape[i] = shape[i];
+        p->n *= (size_t)shape[i];
+    }
+    p->w = calloc(p->n, sizeof(float));
+    if (kind != NN_P_BN_RM && kind != NN_P_BN_RV) p->g = calloc(p->n, sizeof(float));
+    if (!p->w || (kind != NN_P_BN_RM && kind != NN_P_BN_RV && !p->g)) abort();
+    if (kind == NN_P_BN_W || kind == NN_P_BN_RV)
+        for (size_t i = 0; i < p->n; i++) p->w[i] = 1.0f;
+    p->group = m->group;
+    return m->nparam++;
+}
+
+int nn_param_find(const nn_model *m, const char *name) {
+    for (int i = 0; i < m->nparam; i++)
+        if (!strcmp(m->param[i].name, name)) return i;
+    return -1;
+}
+
+size_t nn_param_count(const nn_model *m) {
+    size_t n = 0;
+    for (int i = 0; i < m->nparam; i++)
+        if (m->param[i].g) n += m->param[i].n;
+    return n;
+}
+
+static nn_node *node_new(nn_model *m, nn_op op, int a, int b, int cout) {
+    m->node = grow(m->node, &m->cap_node, m->nnode + 1, sizeof(nn_node));
+    nn_node *n = &m->node[m->nnode++];
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->in[0] = a;
+    n->in[1] = b;
+    n->nin = b >= 0 ? 2 : 1;
+    n->w = n->b = n->rm = n->rv = -1;
+    m->vc = grow(m->vc, &m->cap_value, m->nvalue + 1, sizeof(int));
+    n->out = m->nvalue;
+    m->vc[m->nvalue++] = cout;
+    m->out = n->out;
+    return n;
+}
+
+static void pname(char *buf, size_t len, const char *base, const char *what) {
+    if (base && *base) snprintf(buf, len, "%s.%s", base, what);
+    else snprintf(buf, len, "%s", what);
+}
+
+int nn_conv(nn_model *m, const char *name, int x, int cout, int k, int stride, int pad, int bias) {
+    int cin = m->vc[x];
+    char pn[96];
+    int shp[4] = {cout, cin, k, k};
+    pname(pn, sizeof pn, name, "weight");
+    int w = nn_param_add(m, pn, NN_P_CONV_W, 4, shp);
+    int b = -1;
+    if (bias) {
+        pname(pn, sizeof pn, name, "bias");
+        b = nn_param_add(m, pn, NN_P_BIAS, 1, shp);
+    }
+    nn_node *n = node_new(m, NN_CONV, x, -1, cout);
+    n->k = k;
+    n->stride = stride;
+    n->pad = pad;
+    n->cout = cout;
+    n->w = w;
+    n->b = b;
+    snprintf(n->name, sizeof n->name, "%s", name ? name : "");
+    return n->out;
+}
+
+int nn_bn(nn_model *m, const char *name, int x, int relu) {
+    int c = m->vc[x];
+    char pn[96];
+    int w, b, rm, rv;
+    pname(pn, sizeof pn, name, "weight");
+    w = nn_param_add(m, pn, NN_P_BN_W, 1, &c);
+    pname(pn, sizeof pn, name, "bias");
+    b = nn_param_add(m, pn, NN_P_BN_B, 1, &c);
+    pname(pn, sizeof pn, name, "running_mean");
+    rm = nn_param_add(m, pn, NN_P_BN_RM, 1, &c);
+    pname(pn, sizeof pn, name, "running_var");
+    rv = nn_param_add(m, pn, NN_P_BN_RV, 1, &c);
+    nn_node *n = node_new(m, NN_BN, x, -1, c);
+    n->w = w;
+    n->b = b;
+    n->rm = rm;
+    n->rv = rv;
+    n->relu = relu;
+    n->eps = 1e-5f;
+    n->momentum = 0.1f;
+    snprintf(n->name, sizeof n->name, "%s", name ? name : "");
+    return n->out;
+}
+
+int nn_relu(nn_model *m, int x) { return node_new(m, NN_RELU, x, -1, m->vc[x])->out; }
+
+int nn_maxpool(nn_model *m, int x, int k, int stride, int pad) {
+    nn_node *n = node_new(m, NN_MAXPOOL, x, -1, m->vc[x]);
+    n->k = k;
+    n->stride = stride;
+    n->pad = pad;
+    return n->out;
+}
+
+int nn_avgpool(nn_model *m, int x, int k, int stride) {
+    nn_node *n = node_new(m, NN_AVGPOOL, x, -1, m->vc[x]);
+    n->k = k;
+    n->stride = stride;
+    return n->out;
+}
+
+int nn_gap(nn_model *m, int x) { return node_new(m, NN_GAP, x, -1, m->vc[x])->out; }
+int nn_gmp(nn_model *m, int x) { return node_new(m, NN_GMP, x, -1, m->vc[x])->out; }
+int nn_concat(nn_model *m, int a, int b) {
+    return node_new(m, NN_CONCAT, a, b, m->vc[a] + m->vc[b])->out;
+}
+/* channels after flatten are known only for 1x1 inputs at build time; the
+ * executor computes the real count */
+int nn_flatten(nn_model *m, int x) { return node_new(m, NN_FLATTEN, x, -1, m->vc[x])->out; }
+
+int nn_linear(nn_model *m, const char *name, int x, int cout, int bias) {
+    int cin = m->vc[x];
+    char pn[96];
+    int shp[2] = {cout, cin};
+    pname(pn, sizeof pn, name, "weight");
+    int w = nn_param_add(m, pn, NN_P_LIN_W, 2, shp);
+    int b = -1;
+    if (bias) {
+        pname(pn, sizeof pn, name, "bias");
+        b = nn_param_add(m, pn, NN_P_BIAS, 1, &cout);
+    }
+    nn_node *n = node_new(m, NN_LINEAR, x, -1, cout);
+    n->cout = cout;
+    n->w = w;
+    n->b = b;
+    snprintf(n->name, sizeof n->name, "%s", name ? name : "");
+    return n->out;
+}
+
+int nn_dropout(nn_model *m, int x, float p) {
+    nn_node *n = node_new(m, NN_DROPOUT, x, -1, m->vc[x]);
+    n->p = p;
+    return n->out;
+}
+
+int nn_add(nn_model *m, int a, int b, int relu) {
+    nn_node *n = node_new(m, NN_ADD, a, b, m->vc[a]);
+    n->relu = relu;
+    return n->out;
+}
+
+/* Drops nodes after the one making v, and parameters only they used. */
+void nn_cut(nn_model *m, int v) {
+    int keep = 0;
+    for (int i = 0; i < m->nnode; i++)
+        if (m->node[i].out == v) keep = i + 1;
+    m->nnode = keep;
+    m->nvalue = v + 1;
+    m->out = v;
+    /* parameters still referenced */
+    char *used = calloc((size_t)m->nparam + 1, 1);
+    if (!used) abort();
+    for (int i = 0; i < m->nnode; i++) {
+        const nn_node *n = &m->node[i];
+        int ps[4] = {n->w, n->b, n->rm, n->rv};
+        for (int j = 0; j < 4; j++)
+            if (ps[j] >= 0) used[ps[j]] = 1;
+    }
+    int *map = malloc(sizeof(int) * (size_t)(m->nparam + 1));
+    if (!map) abort();
+    int np = 0;
+    for (int i = 0; i < m->nparam; i++) {
+        if (used[i]) {
+            map[i] = np;
+            m->param[np++] = m->param[i];
+        } else {
+            map[i] = -1;
+            free(m->param[i].w);
+            free(m->param[i].g);
+            free(m->param[i].m);
+            free(m->param[i].v);
+        }
+    }
+    m->nparam = np;
+    for (int i = 0; i < m->nnode; i++) {
+        nn_node *n = &m->node[i];
+        int *ps[4] = {&n->w, &n->b, &n->rm, &n->rv};
+        for (int j = 0; j < 4; j++)
+            if (*ps[j] >= 0) *ps[j] = map[*ps[j]];
+    }
+    free(map);
+    free(used);
+}
+
+/* ---- initialisation ------------------------------------------------------ */
+
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double rng_normal(uint64_t *s) {
+    double u1 = ((rng_next(s) >> 11) + 1.0) / 9007199254740993.0;
+    double u2 = (rng_next(s) >> 11) / 9007199254740992.0;
+    return sqrt(-2.0 * log(u1)) * cos(2 * M_PI * u2);
+}
+
+void nn_init_weights(nn_model *m, uint64_t seed) {
+    uint64_t s = seed;
+    for (int i = 0; i < m->nparam; i++) {
+        nn_param *p = &m->param[i];
+        double sd = 0;
+        switch (p->kind) {
+        case NN_P_CONV_W: /* kaiming normal, fan_out, relu: torchvision resnets */
+            sd = sqrt(2.0 / ((double)p->shape[0] * p->shape[2] * p->shape[3]));
+            break;
+        case NN_P_LIN_W: /* kaiming normal, fan_in: fast.ai's head */
+            sd = sqrt(2.0 / p->shape[1]);
+            break;
+        case NN_P_BN_W:
+        case NN_P_BN_RV:
+            for (size_t j = 0; j < p->n; j++) p->w[j] = 1;
+            continue;
+        default:
+            memset(p->w, 0, p->n * sizeof(float));
+            continue;
+        }
+        for (size_t j = 0; j < p->n; j++) p->w[j] = (float)(sd * rng_normal(&s));
+    }
+}
+
+void nn_freeze(nn_model *m) {
+    for (int i = 0; i < m->nparam; i++) {
+        nn_param *p = &m->param[i];
+        int bn = p->kind == NN_P_BN_W || p->kind == NN_P_BN_B;
+        p->frozen = p->group < m->ngroups - 1 && !bn;
+    }
+}
+
+void nn_unfreeze(nn_model *m) {
+    for (int i = 0; i < m->nparam; i++) m->param[i].frozen = 0;
+}
+
+/* ---- rewriting ----------------------------------------------------------- */
+
+/* how many nodes read value v */
+static int readers(const nn_model *m, const int *dead, int v) {
+    int r = 0;
+    for (int i = 0; i < m->nnode; i++)
+        for (int j = 0; j < m->node[i].nin && !dead[i]; j++) r += m->node[i].in[j] == v;
+    return r;
+}
+
+static void rename_value(nn_model *m, int from, int to) {
+    for (int i = 0; i < m->nnode; i++)
+        for (int j = 0; j < m->node[i].nin; j++)
+            if (m->node[i].in[j] == from) m->node[i].in[j] = to;
+    if (m->out == from) m->out = to;
+}
+
+ursa_err nn_fuse_for_inference(const nn_model *src, nn_model *d) {
+    ursa_err e = nn_model_copy(src, d);
+    if (e != URSA_OK) return e;
+    int *dead = calloc((size_t)d->nnode + 1, sizeof(int));
+    if (!dead) {
+        nn_model_free(d);
+        return URSA_ERR_NOMEM;
+    }
+    for (int i = 0; i < d->nnode; i++) {
+        nn_node *n = &d->node[i];
+        if (dead[i]) continue;
+        /* the single reader of this node's output */
+        int r = -1;
+        if (readers(d, dead, n->out) == 1 && n->out != d->out)
+            for (int j = i + 1; j < d->nnode; j++)
+                if (!dead[j] && d->node[j].in[0] == n->out && d->node[j].nin == 1) r = j;
+        if (r < 0) continue;
+        nn_node *nx = &d->node[r];
+        if (n->op == NN_CONV && nx->op == NN_BN && !n->relu) {
+            /* w' = w * g / sqrt(var + eps); b' = (b - mean) * g / sqrt(var + eps) + beta */
+            nn_param *w = &d->param[n->w];
+            const float *g = d->param[nx->w].w, *be = d->param[nx->b].w;
+            const float *mu = d->param[nx->rm].w, *var = d->param[nx->rv].w;
+            if (n->b < 0) {
+                char pn[96];
+                snprintf(pn, sizeof pn, "%s.bias", n->name[0] ? n->name : w->name);
+                int shp = n->cout;
+                int bi = nn_param_add(d, pn, NN_P_BIAS, 1, &shp);
+                n = &d->node[i];
+                nx = &d->node[r];
+                w = &d->param[n->w];
+                g = d->param[nx->w].w, be = d->param[nx->b].w;
+                mu = d->param[nx->rm].w, var = d->param[nx->rv].w;
+                n->b = bi;
+            }
+            float *b = d->param[n->b].w;
+            size_t per = w->n / (size_t)n->cout;
+            for (int c = 0; c < n->cout; c++) {
+                float s = g[c] / sqrtf(var[c] + nx->eps);
+                for (size_t j = 0; j < per; j++) w->w[(size_t)c * per + j] *= s;
+                b[c] = (b[c] - mu[c]) * s + be[c];
+            }
+            n->relu = nx->relu;
+            rename_value(d, nx->out, n->out);
+            dead[r] = 1;
+            i--; /* a ReLU may follow */
+        } else if (nx->op == NN_RELU && !n->relu &&
+                   (n->op == NN_CONV || n->op == NN_BN || n->op == NN_ADD)) {
+            n->relu = 1;
+            rename_value(d, nx->out, n->out);
+            dead[r] = 1;
+        }
+    }
+    int k = 0;
+    for (int i = 0; i < d->nnode; i++)
+        if (!dead[i]) d->node[k++] = d->node[i];
+    d->nnode = k;
+    free(dead);
+    /* drop the BN parameters no node uses any more */
+    nn_cut(d, d->out);
+    return URSA_OK;
+}
+
+void nn_unfold_bn(nn_model *m) {
+    for (int i = 0; i < m->nnode; i++) {
+        nn_node *n = &m->node[i];
+        if (n->op != NN_CONV || n->b < 0) continue;
+        int r = -1;
+        for (int j = i + 1; j < m->nnode; j++)
+            if (m->node[j].in[0] == n->out || (m->node[j].nin > 1 && m->node[j].in[1] == n->out)) {
+                r = j;
+                break;
+            }
+        if (r >= 0 && m->node[r].op == NN_BN) continue;
+        /* insert a BN after node i that takes over the bias */
+        char base[96];
+        snprintf(base, sizeof base, "%s_bn", n->name[0] ? n->name : m->param[n->w].name);
+        int grp = m->group;
+        m->group = m->param[n->w].group;
+        int relu = n->relu;
+        int old_out = n->out;
+        int v = nn_bn(m, base, old_out, relu); /* appended at the end */
+        m->group = grp;
+        n = &m->node[i];
+        n->relu = 0;
+        nn_node bn = m->node[m->nnode - 1];
+        bn.calib = 1;
+        /* the bias moves into the BN's beta, applied after calibration */
+        memcpy(m->param[bn.b].w, m->param[n->b].w, sizeof(float) * (size_t)n->cout);
+        n->b = -1; /* the bias parameter stays unused until the cut below */
+        /* move the BN node right after node i and reroute readers */
+        m->nnode--;
+        for (int j = i + 1; j < m->nnode; j++)
+            for (int q = 0; q < m->node[j].nin; q++)
+                if (m->node[j].in[q] == old_out) m->node[j].in[q] = v;
+        if (m->out == old_out) m->out = v;
+        memmove(&m->node[i + 2], &m->node[i + 1], sizeof(nn_node) * (size_t)(m->nnode - i - 1));
+        m->node[i + 1] = bn;
+        m->nnode++;
+        i++;
+    }
+    nn_cut(m, m->out);
+}
+
+/* ---- metadata ------------------------------------------------------------ */
+
+void nn_meta_default(nn_meta *mt) {
+    memset(mt, 0, sizeof *mt);
+    mt->size = 224;
+    snprintf(mt->resize, sizeof mt->resize, "crop");
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
+    memcpy(mt->mean, mean, sizeof mean);
+    memcpy(mt->std, sd, sizeof sd);
+}
+
+void nn_meta_free(nn_meta *mt) {
+    for (int i = 0; i < mt->nclass; i++) free(mt->classes[i]);
+    free(mt->classes);
+    free(mt->extra);
+    mt->classes = NULL;
+    mt->extra = NULL;
+    mt->nclass = 0;
+}
+
+ursa_err nn_meta_copy(const nn_meta *s, nn_meta *d) {
+    *d = *s;
+    d->classes = NULL;
+    d->extra = NULL;
+    d->nclass = 0;
+    if (s->nclass) {
+        d->classes = calloc((size_t)s->nclass, sizeof(char *));
+        if (!d->classes) return URSA_ERR_NOMEM;
+        for (int i = 0; i < s->nclass; i++) {
+            d->classes[i] = strdup(s->classes[i]);
+            d->nclass = i + 1;
+            if (!d->classes[i]) return URSA_ERR_NOMEM;
+        }
+    }
+    if (s->extra && !(d->extra = strdup(s->extra))) return URSA_ERR_NOMEM;
+    return URSA_OK;
+}
+
+const char *nn_class_name(const nn_meta *mt, int i, char *buf, size_t len) {
+    if (i >= 0 && i < mt->nclass && mt->classes[i]) return mt->classes[i];
+    snprintf(buf, len, "%d", i);
+    return buf;
+}

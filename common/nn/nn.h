@@ -1,0 +1,236 @@
+/* nn.h: the CNN engine: a model is a small graph of layers with named
+ * parameters; an executor runs it forward and backward on a batch.
+ *
+ * Tensors are float32 NCHW, parameters in PyTorch's layouts (conv weights
+ * OIHW, linear weights [out, in]) and named as torchvision names them, so
+ * weights move between ursa, PyTorch and ONNX without reshuffling. Every
+ * node makes one value; value 0 is the input. Nodes are stored in an order
+ * where inputs come first, so forward walks them in order and backward in
+ * reverse.
+ *
+ * Layer semantics follow PyTorch: batch norm uses batch statistics in
+ * training (biased variance to normalise, unbiased for the running
+ * variance, momentum 0.1) and running statistics in evaluation; max pooling
+ * breaks ties by the first maximum; dropout scales kept units by 1/(1-p). */
+#ifndef URSA_NN_H
+#define URSA_NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef enum {
+    NN_CONV,     /* k x k, stride, pad, optional bias; optional fused ReLU */
+    NN_BN,       /* batch norm over channels; optional fused ReLU */
+    NN_RELU,
+    NN_MAXPOOL,  /* k, stride, pad */
+    NN_AVGPOOL,  /* k, stride (no padding) */
+    NN_GAP,      /* global average pool: [N,C,H,W] -> [N,C,1,1] */
+    NN_GMP,      /* global max pool */
+    NN_CONCAT,   /* channels of in[0] then in[1] */
+    NN_FLATTEN,  /* [N,C,H,W] -> [N,C*H*W,1,1] */
+    NN_LINEAR,   /* y = x W^T + b */
+    NN_DROPOUT,  /* p */
+    NN_ADD,      /* in[0] + in[1]; optional fused ReLU */
+    NN_OP_COUNT
+} nn_op;
+
+typedef enum {
+    NN_P_CONV_W, NN_P_LIN_W, NN_P_BIAS, NN_P_BN_W, NN_P_BN_B, NN_P_BN_RM, NN_P_BN_RV
+} nn_pkind;
+
+typedef struct {
+    char name[96];
+    nn_pkind kind;
+    int ndim, shape[4];
+    size_t n;
+    float *w;        /* values */
+    float *g;        /* gradient (NULL for running statistics) */
+    float *m, *v;    /* AdamW moments, made by the optimiser */
+    long t;          /* AdamW steps taken */
+    int group;       /* layer group, 0 = nearest the input */
+    int frozen;      /* no gradient, no update */
+} nn_param;
+
+typedef struct {
+    nn_op op;
+    int in[2], nin, out;
+    int k, stride, pad; /* conv, pools */
+    int cout;           /* conv, linear */
+    int relu;           /* fused ReLU after conv, bn, add */
+    float p;            /* dropout */
+    float eps, momentum;
+    int w, b, rm, rv;   /* parameter indices or -1 */
+    int calib;          /* bn: set weight/bias/stats from the first training
+                           batch so it starts as the identity (see nn_unfold_bn) */
+    char name[96];
+} nn_node;
+
+/* What travels with a model so serving preprocesses as training did. */
+typedef struct {
+    char **classes;
+    int nclass;
+    int size;          /* input side in pixels */
+    char resize[16];   /* "crop": shorter side to size, centre crop */
+    float mean[3], std[3];
+    char *extra;       /* further "key=value\n" lines (dataset, job, metrics) */
+} nn_meta;
+
+typedef struct {
+    nn_node *node;
+    int nnode, cap_node;
+    nn_param *param;
+    int nparam, cap_param;
+    int *vc;           /* channels of each value (at build time) */
+    int nvalue, cap_value;
+    int in_c;          /* input channels */
+    int out;           /* value holding the logits */
+    int ngroups;       /* layer groups */
+    int group;         /* group new parameters join */
+    nn_meta meta;
+} nn_model;
+
+/* ---- building ---------------------------------------------------------- */
+void nn_model_init(nn_model *m, int in_c);
+void nn_model_free(nn_model *m);
+/* A deep copy (values, not gradients or moments). */
+ursa_err nn_model_copy(const nn_model *src, nn_model *dst);
+
+int nn_conv(nn_model *m, const char *name, int x, int cout, int k, int stride, int pad, int bias);
+int nn_bn(nn_model *m, const char *name, int x, int relu);
+int nn_relu(nn_model *m, int x);
+int nn_maxpool(nn_model *m, int x, int k, int stride, int pad);
+int nn_avgpool(nn_model *m, int x, int k, int stride);
+int nn_gap(nn_model *m, int x);
+int nn_gmp(nn_model *m, int x);
+int nn_concat(nn_model *m, int a, int b);
+int nn_flatten(nn_model *m, int x);
+int nn_linear(nn_model *m, const char *name, int x, int cout, int bias);
+int nn_dropout(nn_model *m, int x, float p);
+int nn_add(nn_model *m, int a, int b, int relu);
+/* Adds a parameter by hand (importers); returns its index. */
+int nn_param_add(nn_model *m, const char *name, nn_pkind kind, int ndim, const int *shape);
+int nn_param_find(const nn_model *m, const char *name);
+size_t nn_param_count(const nn_model *m); /* trainable numbers */
+
+/* Cuts the graph so value v is the output: nodes after it go. */
+void nn_cut(nn_model *m, int v);
+
+/* Fills weights as PyTorch initialises them for training: kaiming normal
+ * (fan_out, relu) for convs, kaiming normal for linear layers of a head,
+ * BN weight 1 bias 0, running mean 0 var 1. seed makes it repeatable. */
+void nn_init_weights(nn_model *m, uint64_t seed);
+
+/* Layer groups: freeze all but the last group (BN stays trainable), or
+ * unfreeze everything. */
+void nn_freeze(nn_model *m);
+void nn_unfreeze(nn_model *m);
+
+/* For inference: folds every BN that follows a conv into the conv's weight
+ * and bias, and fuses ReLUs into the node before them. Makes a new model. */
+ursa_err nn_fuse_for_inference(const nn_model *src, nn_model *dst);
+
+/* Imported models with BN folded into conv biases: turns every conv with a
+ * bias that is not followed by BN into conv + BN whose parameters are set on
+ * the first training batch so the block's output is unchanged (the model
+ * can then be trained like one with BN). */
+void nn_unfold_bn(nn_model *m);
+
+/* ---- architectures (resnet.c) ----------------------------------------- */
+/* torchvision resnet18/34 with an fc of nclass outputs (1000 for ImageNet). */
+ursa_err nn_resnet(nn_model *m, int depth, int nclass);
+/* The body of an ImageNet resnet: cut before its global pool. */
+ursa_err nn_resnet_body(nn_model *m, int depth);
+/* A small resnet for 28..64 px images (width w: channels w, 2w, 4w). */
+ursa_err nn_small_resnet(nn_model *m, int in_c, int width, int nclass);
+/* fast.ai's head on the model's current output: concat pool, flatten,
+ * [BN, dropout 0.25, linear 512, ReLU], [BN, dropout 0.5, linear nclass].
+ * Sets groups: the head is the last group. */
+void nn_add_head(nn_model *m, int nclass, int hidden, float p1, float p2);
+/* Assigns layer groups to a resnet body by parameter name: stem to layer2,
+ * layer3 and layer4, and the rest (head). */
+void nn_resnet_groups(nn_model *m);
+
+/* ---- running it (exec.c) ------------------------------------------------ */
+typedef struct nn_exec nn_exec;
+
+/* An executor for batches of up to n images of h x w. train makes it keep
+ * what backward needs. */
+ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out);
+void nn_exec_free(nn_exec *e);
+/* Runs forward on x (n x C x h x w, n <= the planned batch); returns the
+ * output (n x nclass), owned by the executor. */
+const float *nn_forward(nn_exec *e, const float *x, int n);
+/* Softmax cross-entropy of the last forward's output against targets:
+ * returns the mean loss and runs backward, accumulating parameter
+ * gradients (zero them first with nn_zero_grad). */
+float nn_backward_ce(nn_exec *e, const int *targets);
+/* Backward from a given gradient of the output (n x nout). */
+void nn_backward(nn_exec *e, const float *dout);
+void nn_zero_grad(nn_model *m);
+/* A value's data after forward, and its shape. */
+const float *nn_value(nn_exec *e, int v, int *c, int *h, int *w);
+/* The gradient of the input after backward, if it was asked for. */
+void nn_exec_want_input_grad(nn_exec *e, int on);
+const float *nn_input_grad(nn_exec *e);
+size_t nn_exec_bytes(const nn_exec *e);
+void nn_exec_seed(nn_exec *e, uint64_t seed);
+int nn_out_size(const nn_model *m); /* outputs per image */
+
+/* softmax over rows in place */
+void nn_softmax(float *x, int n, int c);
+float nn_softmax_ce(const float *logits, const int *targets, int n, int c, float *dlogits);
+
+/* ---- kernels (kernels.c), exposed for tests -------------------------- */
+void nn_conv_fwd_naive(const float *x, int n, int cin, int h, int w, const float *wt,
+                       const float *bias, int cout, int k, int s, int p, float *y);
+void nn_conv_bwd_naive(const float *x, int n, int cin, int h, int w, const float *wt,
+                       int cout, int k, int s, int p, const float *dy, float *dx, float *dw,
+                       float *db);
+void nn_im2col(const float *x, int cin, int h, int w, int k, int s, int p, int ho, int wo,
+               float *col, int ldc);
+void nn_col2im(const float *col, int ldc, int cin, int h, int w, int k, int s, int p, int ho,
+               int wo, float *dx);
+
+/* ---- optimiser and schedules (optim.c) -------------------------------- */
+typedef struct {
+    float beta1, beta2, eps, wd;
+    long step;
+} nn_adamw;
+void nn_adamw_init(nn_adamw *o);           /* 0.9, 0.99, 1e-8, 1e-2 */
+/* One step; lr per layer group (lrs[group]), beta1 as momentum now. */
+ursa_err nn_adamw_step(nn_adamw *o, nn_model *m, const float *lrs, float beta1);
+
+/* fast.ai's one-cycle: lr and momentum at step i of n. */
+void nn_one_cycle(float max_lr, int i, int n, float pct, float div, float final_div, float mom_hi,
+                  float mom_lo, float *lr, float *mom);
+/* Per-group LRs: a range [lo, hi] spread geometrically over g groups (lo ==
+ * hi gives the same LR everywhere). */
+void nn_group_lrs(float lo, float hi, int g, float *lrs);
+/* lr_find: lr of step i of n from start to end, exponential. */
+float nn_lr_find_lr(float start, float end, int i, int n);
+/* fast.ai's loss smoothing: exponential moving average, beta 0.98, debiased. */
+typedef struct {
+    double avg;
+    int n;
+} nn_smooth;
+float nn_smooth_add(nn_smooth *s, float loss);
+/* The suggested LR from lr_find's smoothed losses: steepest descent
+ * (np.gradient's argmin), skipping the first 10 and last 5 points. */
+float nn_lr_find_suggest(const float *lrs, const float *smoothed, int n);
+
+/* ---- ONNX (onnx.c) ---------------------------------------------------- */
+ursa_err nn_onnx_save(const nn_model *m, const char *path, char *err, size_t errlen);
+ursa_err nn_onnx_load(const char *path, nn_model *m, char *err, size_t errlen);
+ursa_err nn_onnx_load_mem(const uint8_t *buf, size_t len, nn_model *m, char *err, size_t errlen);
+ursa_err nn_onnx_save_mem(const nn_model *m, uint8_t **buf, size_t *len, char *err,
+                          size_t errlen);
+
+void nn_meta_free(nn_meta *mt);
+void nn_meta_default(nn_meta *mt); /* 224, crop, ImageNet mean/std */
+ursa_err nn_meta_copy(const nn_meta *src, nn_meta *dst);
+/* label of class i ("i" when the model has no names); buf >= 16 */
+const char *nn_class_name(const nn_meta *mt, int i, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,306 @@
+/* Unit tests of the NN engine's own consistency: the im2col convolution
+ * against the naive direct one (forward and backward, single images and
+ * several images sharing a product), finite-difference gradient checks of a
+ * small network with every layer kind, inference fusion keeping outputs,
+ * freezing, and the schedules' defining values. PyTorch's goldens are in
+ * test_nn_golden.c. */
+#include <math.h>
+
+#include "blas.h"
+#include "nn.h"
+#include "test.h"
+
+static uint64_t rs = 88172645463325252ull;
+static float frand(void) {
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (float)((rs >> 11) / 9007199254740992.0) * 2 - 1;
+}
+static void fill(float *p, size_t n) {
+    for (size_t i = 0; i < n; i++) p[i] = frand();
+}
+
+static double max_rel(const float *a, const float *b, size_t n) {
+    double w = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]) / (fabs((double)b[i]) + 1e-2);
+        if (e > w || isnan(e)) w = isnan(e) ? INFINITY : e;
+    }
+    return w;
+}
+
+/* one conv node through the executor against the naive reference */
+static void conv_case(int n, int cin, int h, int cout, int k, int s, int p, int bias) {
+    nn_model m;
+    nn_model_init(&m, cin);
+    int y = nn_conv(&m, "c", 0, cout, k, s, p, bias);
+    (void)y;
+    nn_param *W = &m.param[0];
+    fill(W->w, W->n);
+    if (bias) fill(m.param[1].w, m.param[1].n);
+    nn_exec *e;
+    assert_int_equal(nn_exec_new(&m, n, h, h, 1, &e), URSA_OK);
+    nn_exec_want_input_grad(e, 1);
+    size_t xn = (size_t)n * cin * h * h;
+    int ho = (h + 2 * p - k) / s + 1;
+    size_t yn = (size_t)n * cout * ho * ho;
+    float *x = malloc(xn * 4), *yr = malloc(yn * 4), *dy = malloc(yn * 4);
+    float *dxr = calloc(xn, 4), *dwr = calloc(W->n, 4), *dbr = calloc((size_t)cout, 4);
+    fill(x, xn);
+    fill(dy, yn);
+    const float *yf = nn_forward(e, x, n);
+    nn_conv_fwd_naive(x, n, cin, h, h, W->w, bias ? m.param[1].w : NULL, cout, k, s, p, yr);
+    double ef = max_rel(yf, yr, yn);
+    nn_zero_grad(&m);
+    nn_backward(e, dy);
+    nn_conv_bwd_naive(x, n, cin, h, h, W->w, cout, k, s, p, dy, dxr, dwr, bias ? dbr : NULL);
+    double ex = max_rel(nn_input_grad(e), dxr, xn), ew = max_rel(W->g, dwr, W->n);
+    double eb = bias ? max_rel(m.param[1].g, dbr, (size_t)cout) : 0;
+    if (ef > 1e-4 || ex > 1e-4 || ew > 1e-4 || eb > 1e-4)
+        fail_msg("conv n=%d cin=%d h=%d cout=%d k=%d s=%d p=%d: fwd %g dx %g dw %g db %g", n, cin,
+                 h, cout, k, s, p, ef, ex, ew, eb);
+    free(x), free(yr), free(dy), free(dxr), free(dwr), free(dbr);
+    nn_exec_free(e);
+    nn_model_free(&m);
+}
+
+static void conv_matches_naive(void **state) {
+    (void)state;
+    conv_case(1, 3, 9, 5, 3, 1, 1, 1);   /* one image a product */
+    conv_case(2, 3, 11, 4, 7, 2, 3, 0);  /* stem-like */
+    conv_case(3, 4, 5, 6, 1, 1, 0, 0);   /* direct 1x1 */
+    conv_case(5, 4, 6, 8, 1, 2, 0, 0);   /* strided 1x1 (downsample) */
+    conv_case(9, 6, 4, 7, 3, 1, 1, 1);   /* several images share a product */
+    conv_case(6, 2, 7, 3, 3, 2, 0, 1);   /* no padding, odd size */
+}
+
+/* in_c 2, 8x8: conv-bn-maxpool-relu, a downsampling basic block, fast.ai's
+ * head (concat pool, BN, dropout, linear, relu, BN, linear) */
+static void small_net(nn_model *m, float drop) {
+    nn_model_init(m, 2);
+    int x = nn_conv(m, "c1", 0, 4, 3, 1, 1, 1);
+    x = nn_bn(m, "b1", x, 0);
+    x = nn_relu(m, nn_maxpool(m, x, 3, 2, 1)); /* no ties for the pool to break */
+    int a = nn_conv(m, "l.conv1", x, 6, 3, 2, 1, 0);
+    a = nn_bn(m, "l.bn1", a, 1);
+    a = nn_conv(m, "l.conv2", a, 6, 3, 1, 1, 0);
+    a = nn_bn(m, "l.bn2", a, 0);
+    int sc = nn_bn(m, "l.ds.1", nn_conv(m, "l.ds.0", x, 6, 1, 2, 0, 0), 0);
+    x = nn_add(m, a, sc, 1);
+    m->out = x;
+    nn_add_head(m, 3, 5, drop, drop);
+    nn_init_weights(m, 7);
+    for (int i = 0; i < m->nparam; i++) /* non-trivial BN parameters */
+        if (m->param[i].kind == NN_P_BN_W || m->param[i].kind == NN_P_BN_B)
+            for (size_t j = 0; j < m->param[i].n; j++) m->param[i].w[j] += 0.3f * frand();
+}
+
+static double loss_of(nn_model *m, const float *x, const int *t, int n) {
+    /* eval-free: a fresh training executor, BN stats restored after */
+    float *saved[64];
+    int ns = 0;
+    for (int i = 0; i < m->nparam && ns < 64; i++)
+        if (m->param[i].kind == NN_P_BN_RM || m->param[i].kind == NN_P_BN_RV) {
+            saved[ns] = malloc(m->param[i].n * 4);
+            memcpy(saved[ns++], m->param[i].w, m->param[i].n * 4);
+        }
+    nn_exec *e;
+    assert_int_equal(nn_exec_new(m, n, 8, 8, 1, &e), URSA_OK);
+    const float *y = nn_forward(e, x, n);
+    double l = nn_softmax_ce(y, t, n, 3, NULL);
+    nn_exec_free(e);
+    ns = 0;
+    for (int i = 0; i < m->nparam && ns < 64; i++)
+        if (m->param[i].kind == NN_P_BN_RM || m->param[i].kind == NN_P_BN_RV) {
+            memcpy(m->param[i].w, saved[ns], m->param[i].n * 4);
+            free(saved[ns++]);
+        }
+    return l;
+}
+
+/* Does the analytic gradient match the central difference, or, at a kink
+ * (a ReLU or a max crossing inside +-h), one of the one-sided ones? */
+static int grad_ok(double an, double lp, double l0, double lm, double h) {
+    double c = (lp - lm) / (2 * h), r = (lp - l0) / h, l = (l0 - lm) / h;
+#define CLOSE(a, b) (fabs((a) - (b)) <= 2e-2 * fmax(fabs(a), fabs(b)) + 2e-3)
+    return CLOSE(an, c) || CLOSE(an, r) || CLOSE(an, l);
+#undef CLOSE
+}
+
+static void gradients_match_finite_differences(void **state) {
+    (void)state;
+    nn_model m;
+    small_net(&m, 0.0f);
+    int n = 4, t[4] = {0, 2, 1, 2};
+    float x[4 * 2 * 8 * 8];
+    fill(x, sizeof x / 4);
+    nn_exec *e;
+    assert_int_equal(nn_exec_new(&m, n, 8, 8, 1, &e), URSA_OK);
+    nn_exec_want_input_grad(e, 1);
+    nn_zero_grad(&m);
+    nn_forward(e, x, n);
+    nn_backward_ce(e, t);
+    float dx[sizeof x / 4];
+    memcpy(dx, nn_input_grad(e), sizeof dx);
+    nn_exec_free(e);
+    int checked = 0, bad = 0, central = 0;
+    const float h = 2e-3f;
+    double l0 = loss_of(&m, x, t, n);
+    for (int i = 0; i < m.nparam; i++) {
+        nn_param *p = &m.param[i];
+        if (!p->g) continue;
+        for (size_t j = 0; j < p->n; j += 1 + p->n / 6) {
+            float w0 = p->w[j];
+            p->w[j] = w0 + h;
+            double lp = loss_of(&m, x, t, n);
+            p->w[j] = w0 - h;
+            double lm = loss_of(&m, x, t, n);
+            p->w[j] = w0;
+            checked++;
+            central += grad_ok(p->g[j], lp, (lp + lm) / 2, lm, h);
+            if (!grad_ok(p->g[j], lp, l0, lm, h)) {
+                bad++;
+                print_message("%s[%zu]: analytic %g numeric %g\n", p->name, j, p->g[j],
+                              (lp - lm) / (2 * h));
+            }
+        }
+    }
+    for (size_t j = 0; j < sizeof x / 4; j += 17) {
+        float x0 = x[j];
+        x[j] = x0 + h;
+        double lp = loss_of(&m, x, t, n);
+        x[j] = x0 - h;
+        double lm = loss_of(&m, x, t, n);
+        x[j] = x0;
+        checked++;
+        central += grad_ok(dx[j], lp, (lp + lm) / 2, lm, h);
+        if (!grad_ok(dx[j], lp, l0, lm, h)) {
+            bad++;
+            print_message("x[%zu]: analytic %g numeric %g\n", j, dx[j], (lp - lm) / (2 * h));
+        }
+    }
+    assert_true(checked > 80);
+    assert_int_equal(bad, 0);
+    /* kinks are rare: nearly all must match the central difference itself */
+    assert_true(central >= checked * 9 / 10);
+    nn_model_free(&m);
+}
+
+static void fused_inference_keeps_outputs(void **state) {
+    (void)state;
+    nn_model m, f;
+    small_net(&m, 0.5f);
+    for (int i = 0; i < m.nparam; i++) /* running stats away from 0/1 */
+        if (m.param[i].kind == NN_P_BN_RM)
+            for (size_t j = 0; j < m.param[i].n; j++) m.param[i].w[j] = 0.2f * frand();
+        else if (m.param[i].kind == NN_P_BN_RV)
+            for (size_t j = 0; j < m.param[i].n; j++) m.param[i].w[j] = 1.0f + 0.5f * frand();
+    assert_int_equal(nn_fuse_for_inference(&m, &f), URSA_OK);
+    assert_true(f.nnode < m.nnode);
+    int convbn = 0;
+    for (int i = 0; i < f.nnode - 1; i++)
+        convbn += f.node[i].op == NN_CONV && f.node[i + 1].op == NN_BN;
+    assert_int_equal(convbn, 0);
+    float x[3 * 2 * 8 * 8];
+    fill(x, sizeof x / 4);
+    nn_exec *a, *b;
+    assert_int_equal(nn_exec_new(&m, 3, 8, 8, 0, &a), URSA_OK);
+    assert_int_equal(nn_exec_new(&f, 3, 8, 8, 0, &b), URSA_OK);
+    const float *ya = nn_forward(a, x, 3), *yb = nn_forward(b, x, 3);
+    assert_true(max_rel(yb, ya, 9) < 1e-4);
+    /* a smaller batch than planned gives the same rows */
+    float row[3];
+    memcpy(row, ya, sizeof row);
+    const float *y1 = nn_forward(b, x, 1);
+    assert_true(max_rel(y1, row, 3) < 1e-4);
+    nn_exec_free(a);
+    nn_exec_free(b);
+    nn_model_free(&m);
+    nn_model_free(&f);
+}
+
+static void freeze_keeps_body_but_trains_bn(void **state) {
+    (void)state;
+    nn_model m;
+    small_net(&m, 0.0f);
+    nn_freeze(&m);
+    int frozen_conv = 0, live_bn = 0, live_head = 0;
+    for (int i = 0; i < m.nparam; i++) {
+        nn_param *p = &m.param[i];
+        if (p->kind == NN_P_CONV_W) frozen_conv += p->frozen;
+        if ((p->kind == NN_P_BN_W || p->kind == NN_P_BN_B) && !p->frozen) live_bn++;
+        if (p->group == m.ngroups - 1 && !p->frozen) live_head++;
+    }
+    assert_int_equal(frozen_conv, 4);
+    assert_true(live_bn >= 10 && live_head >= 8);
+    /* a step moves BN and head weights only */
+    float before = m.param[0].w[0];
+    nn_exec *e;
+    float x[2 * 2 * 8 * 8];
+    int t[2] = {1, 0};
+    fill(x, sizeof x / 4);
+    assert_int_equal(nn_exec_new(&m, 2, 8, 8, 1, &e), URSA_OK);
+    nn_zero_grad(&m);
+    nn_forward(e, x, 2);
+    nn_backward_ce(e, t);
+    nn_adamw o;
+    nn_adamw_init(&o);
+    float lrs[3] = {1e-2f, 1e-2f, 1e-2f};
+    int b1 = nn_param_find(&m, "b1.weight");
+    float bn_before = m.param[b1].w[0];
+    assert_int_equal(nn_adamw_step(&o, &m, lrs, 0.9f), URSA_OK);
+    assert_true(m.param[0].w[0] == before);
+    assert_true(m.param[b1].w[0] != bn_before);
+    nn_unfreeze(&m);
+    for (int i = 0; i < m.nparam; i++) assert_int_equal(m.param[i].frozen, 0);
+    nn_exec_free(e);
+    nn_model_free(&m);
+}
+
+static void schedules_follow_fastai(void **state) {
+    (void)state;
+    float lr, mom;
+    nn_one_cycle(1e-3f, 0, 100, 0.3f, 25, 25e4f, 0.95f, 0.85f, &lr, &mom);
+    assert_float_equal(lr, 1e-3f / 25, 1e-9);
+    assert_float_equal(mom, 0.95f, 1e-6);
+    nn_one_cycle(1e-3f, 30, 100, 0.3f, 25, 25e4f, 0.95f, 0.85f, &lr, &mom);
+    assert_float_equal(lr, 1e-3f, 1e-9);
+    assert_float_equal(mom, 0.85f, 1e-6);
+    nn_one_cycle(1e-3f, 15, 100, 0.3f, 25, 25e4f, 0.95f, 0.85f, &lr, &mom);
+    assert_float_equal(lr, (1e-3f + 1e-3f / 25) / 2, 1e-8); /* cosine midpoint */
+    assert_float_equal(mom, 0.90f, 1e-6);
+    nn_one_cycle(1e-3f, 99, 100, 0.3f, 25, 25e4f, 0.95f, 0.85f, &lr, &mom);
+    assert_true(lr < 1e-6f && lr > 1e-3f / 25e4f);
+    float lrs[3];
+    nn_group_lrs(3e-5f, 3e-4f, 3, lrs);
+    assert_float_equal(lrs[0], 3e-5f, 1e-10);
+    assert_float_equal(lrs[1], 9.4868e-5f, 1e-8); /* geometric middle */
+    assert_float_equal(lrs[2], 3e-4f, 1e-10);
+    assert_float_equal(nn_lr_find_lr(1e-7f, 10, 0, 100), 1e-7f, 1e-12);
+    assert_float_equal(nn_lr_find_lr(1e-7f, 10, 99, 100), 10.0f, 1e-4);
+    /* smoothing is debiased: a constant loss stays constant */
+    nn_smooth s = {0};
+    assert_float_equal(nn_smooth_add(&s, 2.0f), 2.0f, 1e-6);
+    assert_float_equal(nn_smooth_add(&s, 2.0f), 2.0f, 1e-6);
+    /* steepest descent of a loss curve that drops fastest at step 40 */
+    float l[100], x[100];
+    for (int i = 0; i < 100; i++) {
+        x[i] = nn_lr_find_lr(1e-7f, 10, i, 100);
+        l[i] = 2.0f - tanhf((i - 40) / 6.0f);
+    }
+    assert_float_equal(nn_lr_find_suggest(x, l, 100), x[40], x[40] * 1e-4);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    nn_blas_init(argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(conv_matches_naive),
+        cmocka_unit_test(gradients_match_finite_differences),
+        cmocka_unit_test(fused_inference_keeps_outputs),
+        cmocka_unit_test(freeze_keeps_body_but_trains_bn),
+        cmocka_unit_test(schedules_follow_fastai),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
