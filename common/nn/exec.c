@@ -9,6 +9,7 @@
  * their last reader has run. Element-wise layers run on OpenMP threads. */
 #include <cblas.h>
 #include <float.h>
+#include <omp.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,6 +183,8 @@ static ursa_err plan_buffers(nn_exec *e) {
 ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out) {
     *out = NULL;
     if (n < 1 || h < 1 || w < 1 || m->nnode < 1) return URSA_ERR_INVALID;
+    /* the engine threads with OpenMP and gives OpenBLAS one thread a call */
+    openblas_set_num_threads(1);
     nn_exec *e = calloc(1, sizeof *e);
     if (!e) return URSA_ERR_NOMEM;
     e->m = m;
@@ -265,6 +268,37 @@ static inline uint64_t xs(uint64_t *s) {
     return *s = x;
 }
 
+/* sgemm on all threads: OpenBLAS runs single-threaded (see nn_blas_init) and
+ * each OpenMP thread multiplies its own slice of C, split along the longer
+ * side so the operand every thread must pack in full is the smaller one. */
+static void pgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    int nt = omp_get_max_threads();
+    if (nt < 2 || (double)M * N * K < 2e5) {
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int split_n = N >= M;
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int len = split_n ? N : M;
+        int step = ((len + T - 1) / T + 15) & ~15;
+        int lo = t * step, hi = lo + step < len ? lo + step : len;
+        if (lo < hi) {
+            if (split_n) {
+                const float *b = tb == CblasNoTrans ? B + lo : B + (size_t)lo * ldb;
+                cblas_sgemm(CblasRowMajor, ta, tb, M, hi - lo, K, alpha, A, lda, b, ldb, beta,
+                            C + lo, ldc);
+            } else {
+                const float *a = ta == CblasNoTrans ? A + (size_t)lo * lda : A + lo;
+                cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, alpha, a, lda, B, ldb, beta,
+                            C + (size_t)lo * ldc, ldc);
+            }
+        }
+    }
+}
+
 /* ---- forward kernels ----------------------------------------------------- */
 
 static void epilogue(float *y, int n, int c, size_t hw, const float *bias, int relu) {
@@ -297,14 +331,14 @@ static void conv_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
                 nn_im2col(b, x->c, x->h, x->w, k, s, p, y->h, y->w, e->col, hwo);
                 b = e->col;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, hwo, kk, 1.0f, W->w, kk,
+            pgemm(CblasNoTrans, CblasNoTrans, cout, hwo, kk, 1.0f, W->w, kk,
                         b, hwo, 0.0f, y->d + y->per * i0, hwo);
         } else {
             int ld = cn * hwo;
             for (int j = 0; j < cn; j++)
                 nn_im2col(x->d + x->per * (i0 + j), x->c, x->h, x->w, k, s, p, y->h, y->w,
                           e->col + (size_t)j * hwo, ld);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, ld, kk, 1.0f, W->w, kk,
+            pgemm(CblasNoTrans, CblasNoTrans, cout, ld, kk, 1.0f, W->w, kk,
                         e->col, ld, 0.0f, e->tmp, ld);
             for (int j = 0; j < cn; j++)
                 for (int o = 0; o < cout; o++)
@@ -434,7 +468,7 @@ static void gpool_fwd(nn_exec *e, int max, const val_t *x, val_t *y) {
 static void linear_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
     const nn_param *W = &e->m->param[nd->w];
     int in = (int)x->per, out = nd->cout;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, e->nb, out, in, 1.0f, x->d, in, W->w, in,
+    pgemm(CblasNoTrans, CblasTrans, e->nb, out, in, 1.0f, x->d, in, W->w, in,
                 0.0f, y->d, out);
     if (nd->b >= 0) {
         const float *b = e->m->param[nd->b].w;
@@ -584,7 +618,7 @@ static void conv_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const val_t 
             col = e->col;
         }
         if (tw)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cout, kk, ld, 1.0f, g, ld, col,
+            pgemm(CblasNoTrans, CblasTrans, cout, kk, ld, 1.0f, g, ld, col,
                         ld, 1.0f, W->g, kk);
         if (tb) {
             float *db = e->m->param[nd->b].g;
@@ -597,10 +631,10 @@ static void conv_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const val_t 
         }
         if (!dx) continue;
         if (direct && cn == 1) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, hwo, cout, 1.0f, W->w, kk, g,
+            pgemm(CblasTrans, CblasNoTrans, kk, hwo, cout, 1.0f, W->w, kk, g,
                         hwo, 1.0f, dx + x->per * i0, hwo);
         } else {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, ld, cout, 1.0f, W->w, kk, g,
+            pgemm(CblasTrans, CblasNoTrans, kk, ld, cout, 1.0f, W->w, kk, g,
                         ld, 0.0f, e->col, ld);
             for (int j = 0; j < cn; j++)
                 nn_col2im(e->col + (size_t)j * hwo, ld, x->c, x->h, x->w, k, s, p, y->h, y->w,
@@ -682,7 +716,7 @@ static void linear_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const floa
     const nn_param *W = &m->param[nd->w];
     int in = (int)x->per, out = nd->cout, nb = e->nb;
     if (trainable(m, nd->w))
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, nb, 1.0f, dy, out, x->d, in,
+        pgemm(CblasTrans, CblasNoTrans, out, in, nb, 1.0f, dy, out, x->d, in,
                     1.0f, W->g, in);
     if (trainable(m, nd->b)) {
         float *db = m->param[nd->b].g;
@@ -690,7 +724,7 @@ static void linear_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const floa
             for (int o = 0; o < out; o++) db[o] += dy[(size_t)i * out + o];
     }
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, in, out, 1.0f, dy, out, W->w,
+        pgemm(CblasNoTrans, CblasNoTrans, nb, in, out, 1.0f, dy, out, W->w,
                     in, 1.0f, dx, in);
 }
 

@@ -1,0 +1,50 @@
+/* data.h: images to tensors: the validation transform (shorter side to the
+ * model's size, centre crop, normalise), fast.ai's get_transforms()
+ * augmentation for training, and a loader that prepares batches on its own
+ * thread so the math never waits for decoding. */
+#ifndef URSA_NN_DATA_H
+#define URSA_NN_DATA_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "image.h"
+#include "nn.h"
+
+/* get_transforms(): flip p 0.5; rotate +-max_rotate, zoom 1..max_zoom, warp
+ * +-max_warp, each with p_affine; brightness and contrast (max_lighting)
+ * with p_lighting; pad: random shift by up to pad pixels (reflection). */
+typedef struct {
+    int flip;
+    float max_rotate, max_zoom, max_warp, max_lighting, p_affine, p_lighting;
+    int pad;
+} nn_aug;
+
+nn_aug nn_aug_fastai(void); /* fast.ai v1's defaults */
+nn_aug nn_aug_none(void);
+
+/* The validation transform into out (C x size x size), C = in_c (1: gray). */
+void nn_preprocess(const img_rgb *im, const nn_meta *mt, int in_c, float *out);
+/* The training transform: random crop and augmentation. */
+void nn_augment(const img_rgb *im, const nn_meta *mt, int in_c, const nn_aug *a, uint64_t *rng,
+                float *out);
+
+/* Where a loader gets image i: fills *im (the loader frees it) and returns
+ * 0, or -1 when the image cannot be read (it is skipped and counted). */
+typedef int (*nn_image_fn)(void *ctx, int i, img_rgb *im);
+
+typedef struct nn_loader nn_loader;
+
+/* Batches of bs over items idx[0..n) (labels lab[]), shuffled each epoch
+ * when train, augmented with *aug when given. */
+ursa_err nn_loader_new(nn_image_fn fn, void *ctx, const int *idx, const int *lab, int n, int bs,
+                       int train, const nn_aug *aug, const nn_meta *mt, int in_c, uint64_t seed,
+                       nn_loader **out);
+/* The next batch of this epoch: x (bs x C x s x s) and targets; returns the
+ * batch size, 0 at the end of the epoch (the next call starts another). */
+int nn_loader_next(nn_loader *l, const float **x, const int **y);
+int nn_loader_batches(const nn_loader *l);
+long nn_loader_failed(const nn_loader *l);
+void nn_loader_free(nn_loader *l);
+
+#endif

@@ -1,0 +1,158 @@
+/* learner.c: fit_one_cycle, validation and lr_find; see learner.h. */
+#include "learner.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+ursa_err nn_learner_init(nn_learner *L, nn_model *m, nn_loader *train, nn_loader *valid, int bs) {
+    memset(L, 0, sizeof *L);
+    L->m = m;
+    L->train = train;
+    L->valid = valid;
+    L->bs = bs;
+    L->h = L->w = m->meta.size;
+    nn_adamw_init(&L->opt);
+    ursa_err e = nn_exec_new(m, bs, L->h, L->w, 1, &L->tr);
+    if (e == URSA_OK) e = nn_exec_new(m, bs, L->h, L->w, 0, &L->ev);
+    if (e != URSA_OK) nn_learner_free(L);
+    return e;
+}
+
+void nn_learner_free(nn_learner *L) {
+    nn_exec_free(L->tr);
+    nn_exec_free(L->ev);
+    L->tr = L->ev = NULL;
+}
+
+ursa_err nn_validate(nn_learner *L, float *loss, float *err) {
+    const float *x;
+    const int *y;
+    int n, c = nn_out_size(L->m);
+    double tl = 0;
+    long wrong = 0, total = 0;
+    while ((n = nn_loader_next(L->valid, &x, &y)) > 0) {
+        const float *o = nn_forward(L->ev, x, n);
+        tl += (double)nn_softmax_ce(o, y, n, c, NULL) * n;
+        for (int i = 0; i < n; i++) {
+            int best = 0;
+            for (int j = 1; j < c; j++)
+                if (o[(size_t)i * c + j] > o[(size_t)i * c + best]) best = j;
+            wrong += best != y[i];
+        }
+        total += n;
+    }
+    if (!total) return URSA_ERR_INVALID;
+    *loss = (float)(tl / total);
+    *err = (float)wrong / total;
+    return URSA_OK;
+}
+
+static void table_head(FILE *f) {
+    if (f) fprintf(f, "%-6s %-11s %-11s %-11s %s\n", "epoch", "train_loss", "valid_loss",
+                   "error_rate", "time"), fflush(f);
+}
+
+ursa_err nn_fit_one_cycle(nn_learner *L, int epochs, float lr_lo, float lr_hi) {
+    nn_model *m = L->m;
+    int g = m->ngroups, nb = nn_loader_batches(L->train), total = epochs * nb, it = 0;
+    float maxl[16], lrs[16];
+    if (g > 16) return URSA_ERR_INVALID;
+    nn_group_lrs(lr_lo, lr_hi, g, maxl);
+    nn_smooth sm = {0};
+    float smooth = 0;
+    table_head(L->table);
+    for (int ep = 0; ep < epochs; ep++) {
+        double t0 = now_s();
+        const float *x;
+        const int *y;
+        int n;
+        while ((n = nn_loader_next(L->train, &x, &y)) > 0) {
+            if (L->stop && *L->stop) {
+                /* drain the epoch so the loader stays in step */
+                while (nn_loader_next(L->train, &x, &y) > 0) {}
+                return URSA_ERR_SHUTDOWN;
+            }
+            float lr1, mom;
+            for (int k = 0; k < g; k++)
+                nn_one_cycle(maxl[k], it < total ? it : total - 1, total, 0.3f, 25.0f, 25e4f, 0.95f,
+                             0.85f, &lrs[k], &mom);
+            lr1 = lrs[g - 1];
+            nn_zero_grad(m);
+            nn_forward(L->tr, x, n);
+            float loss = nn_backward_ce(L->tr, y);
+            if (!isfinite(loss)) return URSA_ERR_INVALID;
+            ursa_err e = nn_adamw_step(&L->opt, m, lrs, mom);
+            if (e != URSA_OK) return e;
+            smooth = nn_smooth_add(&sm, loss);
+            if (L->on_batch) L->on_batch(L->ctx, L->epochs_done, it % nb, nb, smooth, lr1);
+            it++;
+        }
+        nn_epoch_row row = {L->epochs_done, smooth, 0, 0, 0};
+        ursa_err e = nn_validate(L, &row.valid_loss, &row.error_rate);
+        if (e != URSA_OK) return e;
+        row.seconds = now_s() - t0;
+        if (L->table) {
+            int s = (int)(row.seconds + 0.5);
+            fprintf(L->table, "%-6d %-11.6f %-11.6f %-11.6f %02d:%02d\n", row.epoch,
+                    row.train_loss, row.valid_loss, row.error_rate, s / 60, s % 60);
+            fflush(L->table);
+        }
+        if (L->on_epoch) L->on_epoch(L->ctx, &row);
+        L->epochs_done++;
+    }
+    return URSA_OK;
+}
+
+ursa_err nn_lr_find(nn_learner *L, float *lrs, float *losses, int *np, float *suggestion) {
+    nn_model *m = L->m, save;
+    ursa_err e = nn_model_copy(m, &save);
+    if (e != URSA_OK) return e;
+    const int steps = 100;
+    nn_smooth sm = {0};
+    float best = INFINITY, glr[16];
+    int n = 0, g = m->ngroups;
+    nn_adamw opt;
+    nn_adamw_init(&opt);
+    const float *x;
+    const int *y;
+    int b;
+    while (n < steps) {
+        b = nn_loader_next(L->train, &x, &y);
+        if (b == 0) continue; /* next epoch */
+        if (L->stop && *L->stop) break;
+        float lr = nn_lr_find_lr(1e-7f, 10.0f, n, steps);
+        for (int k = 0; k < g; k++) glr[k] = lr;
+        nn_zero_grad(m);
+        nn_forward(L->tr, x, b);
+        float loss = nn_backward_ce(L->tr, y);
+        float s = nn_smooth_add(&sm, loss);
+        lrs[n] = lr;
+        losses[n] = s;
+        n++;
+        if (n == 1 || s < best) best = s;
+        if (!isfinite(s) || s > 4 * best) break;
+        if ((e = nn_adamw_step(&opt, m, glr, 0.9f)) != URSA_OK) break;
+    }
+    /* finish the epoch so the next fit starts on a fresh one */
+    while (nn_loader_next(L->train, &x, &y) > 0) {}
+    /* restore the weights (and BN statistics) */
+    for (int i = 0; i < m->nparam; i++) {
+        memcpy(m->param[i].w, save.param[i].w, sizeof(float) * m->param[i].n);
+        free(m->param[i].m);
+        free(m->param[i].v);
+        m->param[i].m = m->param[i].v = NULL;
+        m->param[i].t = 0;
+    }
+    nn_model_free(&save);
+    *np = n;
+    *suggestion = nn_lr_find_suggest(lrs, losses, n);
+    return e;
+}
