@@ -37,8 +37,9 @@ struct nn_exec {
     val_t *v;
     buf_t *bufs;
     int nbufs;
-    float *col, *tmp;
-    size_t col_n, tmp_n;
+    float *col, *tmp, *dwt; /* per thread: col_n, tmp_n, dwt_n floats each */
+    size_t col_n, tmp_n, dwt_n;
+    int nth;
     float **bn_mean, **bn_istd;
     uint8_t **mask;
     buf_t *gpool;
@@ -121,6 +122,8 @@ static ursa_err plan_shapes(nn_exec *e) {
             int ch = conv_chunk(e, (int)hwo);
             if (kk * hwo * ch > e->col_n) e->col_n = kk * hwo * ch;
             if (ch > 1 && (size_t)n->cout * hwo * ch > e->tmp_n) e->tmp_n = (size_t)n->cout * hwo * ch;
+            size_t wn = m->param[n->w].n + (size_t)n->cout;
+            if (wn > e->dwt_n) e->dwt_n = wn;
         }
     }
     v[0].per = (size_t)v[0].c * v[0].h * v[0].w;
@@ -193,7 +196,8 @@ ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out)
     e->w = w;
     e->train = train;
     e->rng = 0x853C49E6748FEA9Bull;
-    e->chunk_min = 1024;
+    e->chunk_min = getenv("URSA_NN_CHUNK") ? atoi(getenv("URSA_NN_CHUNK")) : 1024;
+    e->nth = omp_get_max_threads() < 1 ? 1 : omp_get_max_threads();
     ursa_err err = URSA_ERR_NOMEM;
     e->v = calloc((size_t)m->nvalue, sizeof(val_t));
     e->bn_mean = calloc((size_t)m->nnode, sizeof(float *));
@@ -204,8 +208,9 @@ ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out)
     err = URSA_ERR_NOMEM;
     if ((err = plan_buffers(e)) != URSA_OK) goto fail;
     err = URSA_ERR_NOMEM;
-    if (e->col_n && !(e->col = falloc(e, e->col_n))) goto fail;
-    if (e->tmp_n && !(e->tmp = falloc(e, e->tmp_n))) goto fail;
+    if (e->col_n && !(e->col = falloc(e, e->col_n * e->nth))) goto fail;
+    if (e->tmp_n && !(e->tmp = falloc(e, e->tmp_n * e->nth))) goto fail;
+    if (train && e->dwt_n && !(e->dwt = falloc(e, e->dwt_n * e->nth))) goto fail;
     for (int i = 0; i < m->nnode; i++) {
         const nn_node *nd = &m->node[i];
         if (nd->op == NN_BN && train) {
@@ -242,6 +247,7 @@ void nn_exec_free(nn_exec *e) {
     free(e->mask);
     free(e->col);
     free(e->tmp);
+    free(e->dwt);
     free(e->dout);
     free(e->v);
     free(e);
@@ -317,36 +323,64 @@ static void epilogue(float *y, int n, int c, size_t hw, const float *bias, int r
     }
 }
 
-static void conv_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
+typedef void (*gemm_fn)(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                        int ldc);
+
+static void sgemm1(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+                   const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* Images [lo, hi) of a conv: im2col into col (several images side by side
+ * when the output is small), one product, scattered back to NCHW via tmp. */
+static void conv_fwd_range(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y, int lo, int hi,
+                           float *col, float *tmp, gemm_fn gemm) {
     const nn_param *W = &e->m->param[nd->w];
     int k = nd->k, s = nd->stride, p = nd->pad, cout = nd->cout;
     int hwo = y->h * y->w, kk = x->c * k * k;
     int direct = k == 1 && s == 1 && p == 0;
     int ch = conv_chunk(e, hwo);
-    for (int i0 = 0; i0 < e->nb; i0 += ch) {
-        int cn = e->nb - i0 < ch ? e->nb - i0 : ch;
+    for (int i0 = lo; i0 < hi; i0 += ch) {
+        int cn = hi - i0 < ch ? hi - i0 : ch;
         if (cn == 1) {
             const float *b = x->d + x->per * i0;
             if (!direct) {
-                nn_im2col(b, x->c, x->h, x->w, k, s, p, y->h, y->w, e->col, hwo);
-                b = e->col;
+                nn_im2col(b, x->c, x->h, x->w, k, s, p, y->h, y->w, col, hwo);
+                b = col;
             }
-            pgemm(CblasNoTrans, CblasNoTrans, cout, hwo, kk, 1.0f, W->w, kk,
-                        b, hwo, 0.0f, y->d + y->per * i0, hwo);
+            gemm(CblasNoTrans, CblasNoTrans, cout, hwo, kk, 1.0f, W->w, kk, b, hwo, 0.0f,
+                 y->d + y->per * i0, hwo);
         } else {
             int ld = cn * hwo;
             for (int j = 0; j < cn; j++)
                 nn_im2col(x->d + x->per * (i0 + j), x->c, x->h, x->w, k, s, p, y->h, y->w,
-                          e->col + (size_t)j * hwo, ld);
-            pgemm(CblasNoTrans, CblasNoTrans, cout, ld, kk, 1.0f, W->w, kk,
-                        e->col, ld, 0.0f, e->tmp, ld);
+                          col + (size_t)j * hwo, ld);
+            gemm(CblasNoTrans, CblasNoTrans, cout, ld, kk, 1.0f, W->w, kk, col, ld, 0.0f, tmp, ld);
             for (int j = 0; j < cn; j++)
                 for (int o = 0; o < cout; o++)
                     memcpy(y->d + y->per * (i0 + j) + (size_t)o * hwo,
-                           e->tmp + (size_t)o * ld + (size_t)j * hwo, sizeof(float) * hwo);
+                           tmp + (size_t)o * ld + (size_t)j * hwo, sizeof(float) * hwo);
         }
     }
-    epilogue(y->d, e->nb, cout, (size_t)hwo, nd->b >= 0 ? e->m->param[nd->b].w : NULL, nd->relu);
+}
+
+/* One image: every thread shares each product. Several: each thread takes
+ * its own images, with its own buffers and single-threaded products. */
+static void conv_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
+    if (e->nb == 1 || e->nth == 1) {
+        conv_fwd_range(e, nd, x, y, 0, e->nb, e->col, e->tmp, pgemm);
+    } else {
+#pragma omp parallel num_threads(e->nth)
+        {
+            int t = omp_get_thread_num(), T = omp_get_num_threads();
+            int lo = e->nb * t / T, hi = e->nb * (t + 1) / T;
+            conv_fwd_range(e, nd, x, y, lo, hi, e->col + e->col_n * t,
+                           e->tmp ? e->tmp + e->tmp_n * t : NULL, sgemm1);
+        }
+    }
+    epilogue(y->d, e->nb, nd->cout, (size_t)y->h * y->w,
+             nd->b >= 0 ? e->m->param[nd->b].w : NULL, nd->relu);
 }
 
 static void bn_fwd(nn_exec *e, int idx, nn_node *nd, const val_t *x, val_t *y) {
@@ -586,59 +620,91 @@ static int trainable(const nn_model *m, int p) {
     return p >= 0 && m->param[p].g && !m->param[p].frozen;
 }
 
-static void conv_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const val_t *y, float *dy,
-                     float *dx) {
+static void conv_bwd_range(nn_exec *e, const nn_node *nd, const val_t *x, const val_t *y,
+                           const float *dy, float *dx, int lo, int hi, float *colb, float *tmp,
+                           float *dw, float *db, gemm_fn gemm) {
     const nn_param *W = &e->m->param[nd->w];
     int k = nd->k, s = nd->stride, p = nd->pad, cout = nd->cout;
     int hwo = y->h * y->w, kk = x->c * k * k;
     int direct = k == 1 && s == 1 && p == 0;
     int ch = conv_chunk(e, hwo);
-    int tw = trainable(e->m, nd->w), tb = trainable(e->m, nd->b);
-    for (int i0 = 0; i0 < e->nb; i0 += ch) {
-        int cn = e->nb - i0 < ch ? e->nb - i0 : ch;
+    for (int i0 = lo; i0 < hi; i0 += ch) {
+        int cn = hi - i0 < ch ? hi - i0 : ch;
         int ld = cn * hwo;
         const float *col, *g;
         if (cn == 1) {
             g = dy + y->per * i0;
             col = x->d + x->per * i0;
-            if (!direct && tw) {
-                nn_im2col(col, x->c, x->h, x->w, k, s, p, y->h, y->w, e->col, hwo);
-                col = e->col;
+            if (!direct && dw) {
+                nn_im2col(col, x->c, x->h, x->w, k, s, p, y->h, y->w, colb, hwo);
+                col = colb;
             }
         } else {
             for (int j = 0; j < cn; j++)
                 for (int o = 0; o < cout; o++)
-                    memcpy(e->tmp + (size_t)o * ld + (size_t)j * hwo,
+                    memcpy(tmp + (size_t)o * ld + (size_t)j * hwo,
                            dy + y->per * (i0 + j) + (size_t)o * hwo, sizeof(float) * hwo);
-            g = e->tmp;
-            if (tw)
+            g = tmp;
+            if (dw)
                 for (int j = 0; j < cn; j++)
                     nn_im2col(x->d + x->per * (i0 + j), x->c, x->h, x->w, k, s, p, y->h, y->w,
-                              e->col + (size_t)j * hwo, ld);
-            col = e->col;
+                              colb + (size_t)j * hwo, ld);
+            col = colb;
         }
-        if (tw)
-            pgemm(CblasNoTrans, CblasTrans, cout, kk, ld, 1.0f, g, ld, col,
-                        ld, 1.0f, W->g, kk);
-        if (tb) {
-            float *db = e->m->param[nd->b].g;
+        if (dw) gemm(CblasNoTrans, CblasTrans, cout, kk, ld, 1.0f, g, ld, col, ld, 1.0f, dw, kk);
+        if (db)
             for (int o = 0; o < cout; o++) {
                 const float *r = g + (size_t)o * ld;
                 float acc = 0;
                 for (int j = 0; j < ld; j++) acc += r[j];
                 db[o] += acc;
             }
-        }
         if (!dx) continue;
         if (direct && cn == 1) {
-            pgemm(CblasTrans, CblasNoTrans, kk, hwo, cout, 1.0f, W->w, kk, g,
-                        hwo, 1.0f, dx + x->per * i0, hwo);
+            gemm(CblasTrans, CblasNoTrans, kk, hwo, cout, 1.0f, W->w, kk, g, hwo, 1.0f,
+                 dx + x->per * i0, hwo);
         } else {
-            pgemm(CblasTrans, CblasNoTrans, kk, ld, cout, 1.0f, W->w, kk, g,
-                        ld, 0.0f, e->col, ld);
+            gemm(CblasTrans, CblasNoTrans, kk, ld, cout, 1.0f, W->w, kk, g, ld, 0.0f, colb, ld);
             for (int j = 0; j < cn; j++)
-                nn_col2im(e->col + (size_t)j * hwo, ld, x->c, x->h, x->w, k, s, p, y->h, y->w,
+                nn_col2im(colb + (size_t)j * hwo, ld, x->c, x->h, x->w, k, s, p, y->h, y->w,
                           dx + x->per * (i0 + j));
+        }
+    }
+}
+
+static void conv_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const val_t *y, float *dy,
+                     float *dx) {
+    nn_model *m = e->m;
+    float *dw = trainable(m, nd->w) ? m->param[nd->w].g : NULL;
+    float *db = trainable(m, nd->b) ? m->param[nd->b].g : NULL;
+    if (e->nb == 1 || e->nth == 1) {
+        conv_bwd_range(e, nd, x, y, dy, dx, 0, e->nb, e->col, e->tmp, dw, db, pgemm);
+        return;
+    }
+    size_t wn = m->param[nd->w].n;
+    int T = e->nth;
+#pragma omp parallel num_threads(T)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int lo = e->nb * t / nt, hi = e->nb * (t + 1) / nt;
+        float *mine = e->dwt + e->dwt_n * t;
+        if (dw || db) memset(mine, 0, sizeof(float) * (wn + (size_t)nd->cout));
+        conv_bwd_range(e, nd, x, y, dy, dx, lo, hi, e->col + e->col_n * t,
+                       e->tmp ? e->tmp + e->tmp_n * t : NULL, dw ? mine : NULL,
+                       db ? mine + wn : NULL, sgemm1);
+#pragma omp barrier
+        /* sum the threads' weight gradients, each thread a slice */
+        if (dw || db) {
+            size_t tot = wn + (size_t)nd->cout, a = tot * t / nt, b = tot * (t + 1) / nt;
+            for (size_t j = a; j < b; j++) {
+                float acc = 0;
+                for (int q = 0; q < nt; q++) acc += e->dwt[e->dwt_n * q + j];
+                if (j < wn) {
+                    if (dw) dw[j] += acc;
+                } else if (db) {
+                    db[j - wn] += acc;
+                }
+            }
         }
     }
 }
@@ -755,16 +821,22 @@ void nn_backward(nn_exec *e, const float *dout) {
             continue;
         }
         size_t tot = y->per * nb;
-        if (nd->relu) /* fused ReLU: gradient only where the output is positive */
+        if (nd->relu) { /* fused ReLU: gradient only where the output is positive */
+            const float *yd = y->d;
+#pragma omp parallel for schedule(static) if (tot > 65536)
             for (size_t j = 0; j < tot; j++)
-                if (y->d[j] <= 0) dy[j] = 0;
+                if (yd[j] <= 0) dy[j] = 0;
+        }
         float *dx = x->ng ? grad_of(e, nd->in[0]) : NULL;
         switch (nd->op) {
         case NN_CONV: conv_bwd(e, nd, x, y, dy, dx); break;
         case NN_BN: bn_bwd(e, i, nd, x, dy, dx); break;
         case NN_RELU:
-            if (dx)
-                for (size_t j = 0; j < tot; j++) dx[j] += y->d[j] > 0 ? dy[j] : 0;
+            if (dx) {
+                const float *yd = y->d;
+#pragma omp parallel for schedule(static) if (tot > 65536)
+                for (size_t j = 0; j < tot; j++) dx[j] += yd[j] > 0 ? dy[j] : 0;
+            }
             break;
         case NN_MAXPOOL:
             if (dx) maxpool_bwd(e, nd, x, y, dy, dx);

@@ -52,7 +52,12 @@ void nn_col2im(const float *col, int ldc, int cin, int h, int w, int k, int s, i
                     int lo = 0, hi = wo;
                     while (lo < wo && lo * s - p + kx < 0) lo++;
                     while (hi > lo && (hi - 1) * s - p + kx >= w) hi--;
-                    for (int ox = lo; ox < hi; ox++) xr[ox * s - p + kx] += r[ox];
+                    if (s == 1) {
+                        float *xo = xr - p + kx;
+                        for (int ox = lo; ox < hi; ox++) xo[ox] += r[ox];
+                    } else {
+                        for (int ox = lo; ox < hi; ox++) xr[ox * s - p + kx] += r[ox];
+                    }
                 }
             }
     }

@@ -11,39 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
+#include "idx.h"
 #include "image.h"
 #include "util.h"
 
-static const char *const fashion[] = {"tshirt", "trouser", "pullover", "dress", "coat",
-                                      "sandal", "shirt",   "sneaker",  "bag",   "boot"};
-
-static unsigned char *read_gz(const char *path, size_t *len) {
-    gzFile f = gzopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 20, n = 0;
-    unsigned char *b = malloc(cap);
-    int r;
-    while (b && (r = gzread(f, b + n, (unsigned)(cap - n))) > 0) {
-        n += (size_t)r;
-        if (n == cap) {
-            unsigned char *nb = realloc(b, cap *= 2);
-            if (!nb) {
-                free(b);
-                b = NULL;
-            }
-            b = nb;
-        }
-    }
-    gzclose(f);
-    *len = n;
-    return b;
-}
-
-static uint32_t be32(const unsigned char *p) {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
+#define fashion idx_fashion_classes
 
 int main(int argc, char **argv) {
     if (argc < 5) {
@@ -62,14 +35,14 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    size_t il, ll;
-    unsigned char *im = read_gz(argv[1], &il), *lb = read_gz(argv[2], &ll);
-    if (!im || !lb || il < 16 || ll < 8 || be32(im) != 2051 || be32(lb) != 2049) {
+    unsigned char *im, *lb;
+    const unsigned char *pixels, *labels;
+    long n;
+    int rows, cols;
+    if (idx_load(argv[1], argv[2], &n, &rows, &cols, &pixels, &labels, &im, &lb)) {
         fprintf(stderr, "idx2jpeg: cannot read IDX files %s %s\n", argv[1], argv[2]);
         return 1;
     }
-    long n = be32(im + 4);
-    int rows = (int)be32(im + 8), cols = (int)be32(im + 12);
     if (!W) W = cols, H = rows;
     FILE *lists[10] = {0};
     char path[4096];
@@ -86,8 +59,8 @@ int main(int argc, char **argv) {
     img_rgb out = {W, H, malloc((size_t)W * H * 3)};
     long written = 0;
     for (long i = offset; i < n && (limit < 0 || written < limit); i++) {
-        const unsigned char *src = im + 16 + (size_t)i * rows * cols;
-        int label = lb[8 + i];
+        const unsigned char *src = pixels + (size_t)i * rows * cols;
+        int label = labels[i];
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++) {
                 float fx = (x + 0.5f) * cols / W - 0.5f, fy = (y + 0.5f) * rows / H - 0.5f;

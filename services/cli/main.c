@@ -7,7 +7,9 @@
 #include "image.h"
 #include "log.h"
 #include "stack.h"
+#include "blas.h"
 #include "dataset_cmd.h"
+#include "model_cmd.h"
 #include "topics_cmd.h"
 #include "verify_cmd.h"
 #include "statedir.h"
@@ -21,6 +23,7 @@ typedef struct {
     const char *usage;
     const cfg_def *defs; /* the command's own settings, or NULL */
     int takes_args;      /* positional arguments allowed */
+    int nn;              /* runs the NN engine: pick OpenBLAS's kernel first */
 } command;
 
 static const command commands[] = {
@@ -28,11 +31,11 @@ static const command commands[] = {
      "usage: ursa up [--state-dir DIR]\n"
      "Starts the embedded stack in the background (a private redis-server, ursa-broker,\n"
      "then every daemon that is built) and returns once it is healthy. On a running\n"
-     "stack it changes nothing; parts that died are started again.\n\n", NULL, 0},
+     "stack it changes nothing; parts that died are started again.\n\n", NULL, 0, 0},
     {"down", stack_down,
      "usage: ursa down [--state-dir DIR]\n"
      "Stops the stack cleanly: daemons, then the broker, then Redis (SIGTERM, then\n"
-     "SIGKILL after stack.timeout-ms).\n\n", NULL, 0},
+     "SIGKILL after stack.timeout-ms).\n\n", NULL, 0, 0},
     {"status", stack_status,
      "usage: ursa status [--state-dir DIR]\n"
      "       ursa status --dataset NAME [--failed]\n"
@@ -40,7 +43,7 @@ static const command commands[] = {
      "Exits 0 when everything is healthy, 1 otherwise. With --dataset: per label the\n"
      "verified, duplicate, rejected, failed and pending counts and every reason;\n"
      "--failed lists the URLs that did not become images, with their reasons.\n\n",
-     dstatus_defs, 0},
+     dstatus_defs, 0, 0},
     {"ingest", ingest_cmd,
      "usage: ursa ingest --dataset NAME [--label L] [--max-per-label N] [--no-wait] FILE...\n"
      "Queues the URLs of each FILE for download and verification. One URL a line\n"
@@ -48,29 +51,29 @@ static const command commands[] = {
      "(urls_black.txt and black.txt give black) unless --label; a .csv file has url\n"
      "and label columns. Invalid lines are reported and skipped; a URL listed twice\n"
      "is taken once. Shows progress until every URL has a final state.\n\n",
-     ingest_defs, 1},
+     ingest_defs, 1, 0},
     {"retry", retry_cmd,
      "usage: ursa retry --dataset NAME [--pending]\n"
      "Queues again the URLs that failed for a transient reason (timeouts, 429, 5xx,\n"
      "resets); with --pending, every URL without a final state instead (after the\n"
      "embedded broker was restarted and lost its queue).\n\n",
-     retry_defs, 0},
+     retry_defs, 0, 0},
     {"export-dataset", export_cmd,
      "usage: ursa export-dataset --dataset NAME DIR\n"
      "Writes the verified images as DIR/<label>/<sha256>.jpg and DIR/labels.csv\n"
      "(name,label), the layouts fast.ai's from_folder and from_csv read.\n\n",
-     export_defs, 1},
+     export_defs, 1, 0},
     {"env", stack_env,
      "usage: ursa env [--state-dir DIR]\n"
      "Prints URSA_KAFKA_BOOTSTRAP=... and URSA_REDIS_URL=..., one per line, for\n"
-     "`set -a; eval \"$(ursa env)\"; set +a`.\n\n", NULL, 0},
+     "`set -a; eval \"$(ursa env)\"; set +a`.\n\n", NULL, 0, 0},
     {"topics", topics_cmd,
      "usage: ursa topics [--create] [--partitions N] [--replication N]\n"
      "Lists ursa's topics on the Kafka cluster (kafka.bootstrap, or the embedded\n"
      "broker's address) and, with --create, creates the missing ones. Needed once on\n"
      "a real cluster; the embedded broker creates its own. Exits 1 if any is missing\n"
      "(without --create) or cannot be created.\n\n",
-     topics_cmd_defs, 0},
+     topics_cmd_defs, 0, 0},
     {"verify", verify_cmd,
      "usage: ursa verify [settings] FILE...\n"
      "Runs the verifier's checks on local files; no services needed. One line a file:\n"
@@ -78,8 +81,24 @@ static const command commands[] = {
      "  FILE<TAB>rejected<TAB>REASON   empty, not_an_image, unsupported_format, truncated,\n"
      "                                corrupt, too_many_pixels or too_small\n"
      "Exits 0 if all are ok, 1 if any is rejected, 2 on a usage error.\n\n",
-     verify_cmd_defs, 1},
-    {NULL, NULL, NULL, NULL, 0}};
+     verify_cmd_defs, 1, 0},
+    {"predict", predict_cmd,
+     "usage: ursa predict --model FILE.onnx [--top K] [--json] IMAGE...\n"
+     "Classifies local images with a model on this CPU; no services needed. One line an\n"
+     "image, IMAGE<TAB>LABEL<TAB>PROB for the top class (and the next K-1 pairs with\n"
+     "--top K); with --json, {\"file\": ..., \"predictions\": [[label, prob], ...]} sorted by\n"
+     "probability, every class when K is 0. Images are resized and cropped as the model's\n"
+     "metadata says (224 px, centre crop, ImageNet statistics when it has none); a model\n"
+     "without class names uses 0, 1, ... Unreadable images are reported on stderr and\n"
+     "make the exit status 1.\n\n",
+     predict_defs, 1, 1},
+    {"bench-model", bench_model_cmd,
+     "usage: ursa bench-model (--model FILE.onnx | --arch resnet18|resnet34) [--batch B]\n"
+     "                        [--threads T] [--train]\n"
+     "Times the forward pass (or, with --train, a training step) on random input and\n"
+     "ends with the line latency_ms=<median> throughput_ips=<images per second>.\n\n",
+     bench_model_defs, 0, 1},
+    {NULL, NULL, NULL, NULL, 0, 0}};
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -93,7 +112,9 @@ static void usage(FILE *out) {
             "  verify   check local image files as the verifier would\n"
             "  ingest   queue URL lists for download and verification into a dataset\n"
             "  retry    queue again a dataset's transient failures (--pending: unfinished)\n"
-            "  export-dataset  write a dataset's verified images as <label>/<hash>.jpg\n\n"
+            "  export-dataset  write a dataset's verified images as <label>/<hash>.jpg\n"
+            "  predict  classify local images with a model file\n"
+            "  bench-model  time a model's forward pass or training step on this CPU\n\n"
             "`ursa COMMAND --help` lists a command's settings. Settings come from\n"
             "defaults < --config FILE < URSA_* environment < --flags.\n");
 }
@@ -107,6 +128,7 @@ int main(int argc, char **argv) {
     }
     for (const command *cmd = commands; cmd->name; cmd++) {
         if (strcmp(cmd->name, argv[1]) != 0) continue;
+        if (cmd->nn) nn_blas_init(argv);
         const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis,
                                          stack_defs, img_cfg_defs, cmd->defs, NULL};
         cfg *c = cfg_new(tables, "kafka.");
