@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "nn.h"
 
@@ -49,7 +50,20 @@ struct nn_exec {
     size_t bytes;
     float *dout;
     int chunk_min; /* columns a conv product should have at least */
+    int prof;      /* URSA_NN_PROFILE: time spent per operator, printed at free */
+    double ptime[2][NN_OP_COUNT];
+    long pcalls;
 };
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static const char *const op_names[NN_OP_COUNT] = {"conv", "bn", "relu", "maxpool", "avgpool",
+                                                  "gap", "gmp", "concat", "flatten", "linear",
+                                                  "dropout", "add"};
 
 /* ---- planning ------------------------------------------------------------ */
 
@@ -198,6 +212,7 @@ ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out)
     e->rng = 0x853C49E6748FEA9Bull;
     e->chunk_min = getenv("URSA_NN_CHUNK") ? atoi(getenv("URSA_NN_CHUNK")) : 1024;
     e->nth = omp_get_max_threads() < 1 ? 1 : omp_get_max_threads();
+    e->prof = getenv("URSA_NN_PROFILE") != NULL;
     ursa_err err = URSA_ERR_NOMEM;
     e->v = calloc((size_t)m->nvalue, sizeof(val_t));
     e->bn_mean = calloc((size_t)m->nnode, sizeof(float *));
@@ -233,6 +248,18 @@ fail:
 
 void nn_exec_free(nn_exec *e) {
     if (!e) return;
+    if (e->prof && e->pcalls) {
+        double tot = 0;
+        for (int d = 0; d < 2; d++)
+            for (int o = 0; o < NN_OP_COUNT; o++) tot += e->ptime[d][o];
+        fprintf(stderr, "nn profile: %ld passes, %.1f ms a pass\n", e->pcalls, tot * 1e3 / e->pcalls);
+        for (int d = 0; d < 2; d++)
+            for (int o = 0; o < NN_OP_COUNT; o++)
+                if (e->ptime[d][o] > 0)
+                    fprintf(stderr, "  %-8s %-8s %8.2f ms %5.1f%%\n", op_names[o],
+                            d ? "backward" : "forward", e->ptime[d][o] * 1e3 / e->pcalls,
+                            100 * e->ptime[d][o] / tot);
+    }
     for (int b = 0; b < e->nbufs; b++) free(e->bufs[b].p);
     free(e->bufs);
     for (int i = 0; e->m && i < e->m->nnode; i++) {
@@ -516,10 +543,17 @@ const float *nn_forward(nn_exec *e, const float *in, int nb) {
     if (nb < 1 || nb > e->n) return NULL;
     e->nb = nb;
     memcpy(e->v[0].d, in, sizeof(float) * e->v[0].per * nb);
+    e->pcalls++;
+    double t0 = e->prof ? now_s() : 0;
     for (int i = 0; i < m->nnode; i++) {
         nn_node *nd = &m->node[i];
         val_t *x = &e->v[nd->in[0]], *y = &e->v[nd->out];
         size_t tot = y->per * nb;
+        if (e->prof && i) {
+            double t1 = now_s();
+            e->ptime[0][m->node[i - 1].op] += t1 - t0;
+            t0 = t1;
+        }
         switch (nd->op) {
         case NN_CONV: conv_fwd(e, nd, x, y); break;
         case NN_BN: bn_fwd(e, i, nd, x, y); break;
@@ -572,6 +606,7 @@ const float *nn_forward(nn_exec *e, const float *in, int nb) {
         default: break;
         }
     }
+    if (e->prof) e->ptime[0][m->node[m->nnode - 1].op] += now_s() - t0;
     return e->v[m->out].d;
 }
 
@@ -812,10 +847,16 @@ void nn_backward(nn_exec *e, const float *dout) {
     for (int i = 0; i < m->nvalue; i++) grad_release(e, i);
     if (dout != e->dout) memcpy(e->dout, dout, sizeof(float) * e->v[m->out].per * nb);
     e->v[m->out].g = e->dout;
+    double t0 = e->prof ? now_s() : 0;
     for (int i = m->nnode - 1; i >= 0; i--) {
         const nn_node *nd = &m->node[i];
         val_t *y = &e->v[nd->out], *x = &e->v[nd->in[0]];
         float *dy = y->g;
+        if (e->prof && i < m->nnode - 1) {
+            double t1 = now_s();
+            e->ptime[1][m->node[i + 1].op] += t1 - t0;
+            t0 = t1;
+        }
         if (!dy || !y->ng) {
             grad_release(e, nd->out);
             continue;
@@ -916,6 +957,7 @@ void nn_backward(nn_exec *e, const float *dout) {
         }
         grad_release(e, nd->out);
     }
+    if (e->prof) e->ptime[1][m->node[0].op] += now_s() - t0;
 }
 
 void nn_zero_grad(nn_model *m) {

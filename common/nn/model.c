@@ -240,7 +240,9 @@ void nn_cut(nn_model *m, int v) {
     for (int i = 0; i < m->nnode; i++)
         if (m->node[i].out == v) keep = i + 1;
     m->nnode = keep;
-    m->nvalue = v + 1;
+    m->nvalue = 1;
+    for (int i = 0; i < keep; i++) /* ids need not grow along the nodes (nn_unfold_bn) */
+        if (m->node[i].out + 1 > m->nvalue) m->nvalue = m->node[i].out + 1;
     m->out = v;
     /* parameters still referenced */
     char *used = calloc((size_t)m->nparam + 1, 1);
@@ -426,7 +428,9 @@ void nn_unfold_bn(nn_model *m) {
         m->group = m->param[n->w].group;
         int relu = n->relu;
         int old_out = n->out;
+        int out = m->out;
         int v = nn_bn(m, base, old_out, relu); /* appended at the end */
+        m->out = out;
         m->group = grp;
         n = &m->node[i];
         n->relu = 0;

@@ -55,9 +55,19 @@ static void vmap_free(vmap *v) {
     free(v->val);
 }
 
+/* torch's exporter puts Identity nodes over initializers it deduplicated:
+ * their outputs name the same tensor */
+static struct {
+    const char *name[4096];
+    const Onnx__TensorProto *t[4096];
+    int n;
+} aliases;
+
 static const Onnx__TensorProto *find_init(const Onnx__GraphProto *g, const char *name) {
     for (size_t i = 0; i < g->n_initializer; i++)
         if (g->initializer[i]->name && !strcmp(g->initializer[i]->name, name)) return g->initializer[i];
+    for (int i = 0; i < aliases.n; i++)
+        if (!strcmp(aliases.name[i], name)) return aliases.t[i];
     return NULL;
 }
 
@@ -223,6 +233,7 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
     if (in_size >= 8 && in_size <= 4096) m->meta.size = in_size;
     vmap vm = {0};
     vmap_put(&vm, in->name, 0);
+    aliases.n = 0;
     ursa_err e = URSA_OK;
     for (size_t i = 0; i < g->n_node && e == URSA_OK; i++) {
         const Onnx__NodeProto *n = g->node[i];
@@ -231,6 +242,15 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
         if (n->n_output < 1) {
             e = ERR("node %s (%s) has no output", nname, op);
             break;
+        }
+        if (!strcmp(op, "Identity") && n->n_input == 1 && find_init(g, n->input[0])) {
+            if (aliases.n == 4096) {
+                e = ERR("more than 4096 Identity nodes over initializers");
+                break;
+            }
+            aliases.name[aliases.n] = n->output[0];
+            aliases.t[aliases.n++] = find_init(g, n->input[0]);
+            continue;
         }
         int x = n->n_input > 0 ? vmap_get(&vm, n->input[0]) : -1;
         if (x < 0 && strcmp(op, "Constant")) {
@@ -730,9 +750,9 @@ static ursa_err build_proto(const nn_model *m, arena *a, Onnx__ModelProto *mp, c
     snprintf(buf, sizeof buf, "%d", m->meta.size);
     props[nkv++] = kv(a, "input_size", buf);
     props[nkv++] = kv(a, "resize", m->meta.resize);
-    snprintf(buf, sizeof buf, "%.9g,%.9g,%.9g", m->meta.mean[0], m->meta.mean[1], m->meta.mean[2]);
+    snprintf(buf, sizeof buf, "%g,%g,%g", m->meta.mean[0], m->meta.mean[1], m->meta.mean[2]);
     props[nkv++] = kv(a, "mean", buf);
-    snprintf(buf, sizeof buf, "%.9g,%.9g,%.9g", m->meta.std[0], m->meta.std[1], m->meta.std[2]);
+    snprintf(buf, sizeof buf, "%g,%g,%g", m->meta.std[0], m->meta.std[1], m->meta.std[2]);
     props[nkv++] = kv(a, "std", buf);
     if (m->meta.extra) {
         char *x = astr(a, m->meta.extra), *save = NULL;

@@ -48,6 +48,13 @@ Files:
   adamw.bin    3 AdamW steps (lr 1e-2, betas (0.9,0.99), eps 1e-8, wd 1e-2) on a
                tiny conv/bn/relu/pool/linear net: init.*, x, targets, loss0..2, final.*
   head.bin     fast.ai v1 head (8 channels in, 4 classes) in eval mode: params, x, y
+  tiny.bin, tiny_folded.onnx, tiny_keepbn.onnx
+               TinyNet (a 4-stage resnet of torchvision BasicBlocks, 8/8/16/16/32
+               channels, 5 classes, torchvision's module names) in eval mode,
+               x[2,3,48,48]: records x y y_softmax; the model exported by
+               torch.onnx (opset 13, dynamic batch) with default settings (BN
+               folded into the convs) and with TrainingMode.PRESERVE and no
+               constant folding (BatchNormalization nodes kept)
   resnet18_params.txt, resnet34_params.txt
                `NAME KIND D0 D1 ...` per state_dict float tensor, in order
                (KIND: conv_w lin_w bias bn_w bn_b bn_rm bn_rv)
@@ -166,6 +173,41 @@ def fill_model(model):
 def float_state(model):
     return [(n, t.detach().clone()) for n, t in model.state_dict().items()
             if not n.endswith("num_batches_tracked")]
+
+
+class TinyNet(nn.Module):
+    """torchvision's ResNet, shrunk: same module names and forward, 4 stages of
+    one BasicBlock each (8, 16, 16, 32 channels), 5 classes."""
+
+    def __init__(self, num_classes=5):
+        from torchvision.models.resnet import BasicBlock, conv1x1
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = nn.Sequential(BasicBlock(8, 8))
+        self.layer2 = nn.Sequential(BasicBlock(8, 16, stride=2, downsample=nn.Sequential(
+            conv1x1(8, 16, 2), nn.BatchNorm2d(16))))
+        self.layer3 = nn.Sequential(BasicBlock(16, 16))
+        self.layer4 = nn.Sequential(BasicBlock(16, 32, stride=2, downsample=nn.Sequential(
+            conv1x1(16, 32, 2), nn.BatchNorm2d(32))))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):  # torchvision ResNet._forward_impl
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.layer4(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        x = self.fc(x)
+        return x
 
 
 class AdaptiveConcatPool2d(nn.Module):
@@ -356,6 +398,30 @@ def case_head():
     save(os.path.join(OUT, "head.bin"), float_state(m) + [("x", x), ("y", y)])
 
 
+def onnx_export(model, x, path, **kw):
+    """torch.onnx.export of a float32 model in eval mode, opset 13, dynamic batch."""
+    torch.onnx.export(model, x, path, opset_version=13, input_names=["input"],
+                      output_names=["output"],
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, **kw)
+    print("%-16s %7d bytes" % (os.path.basename(path), os.path.getsize(path)))
+
+
+def case_tiny():
+    base = fill_model(TinyNet()).eval()
+    x = inp((2, 3, 48, 48))
+    m = copy.deepcopy(base).double()
+    with torch.no_grad():
+        y = m(x)
+    save(os.path.join(OUT, "tiny.bin"), [("x", x), ("y", y), ("y_softmax", F.softmax(y, 1))])
+    xf = x.float()
+    onnx_export(copy.deepcopy(base), xf, os.path.join(OUT, "tiny_folded.onnx"))
+    onnx_export(copy.deepcopy(base), xf, os.path.join(OUT, "tiny_keepbn.onnx"),
+                training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
+    for f, bn in (("tiny_folded.onnx", False), ("tiny_keepbn.onnx", True)):
+        with open(os.path.join(OUT, f), "rb") as fh:
+            assert (b"BatchNormalization" in fh.read()) == bn, f
+
+
 def main():
     _check_hash()
     case_conv()
@@ -367,6 +433,7 @@ def main():
     case_resnet18()
     case_adamw()
     case_head()
+    case_tiny()
     for f in sorted(os.listdir(OUT)):
         if f.endswith(".bin"):
             assert os.path.getsize(os.path.join(OUT, f)) < 300 * 1024, f

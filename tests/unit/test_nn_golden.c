@@ -407,6 +407,44 @@ static void fastai_head(void **state) {
     gfree(&g);
 }
 
+/* torch.onnx's exports of a torchvision-layout resnet (BN folded into the
+ * convs, and kept) load and give torch's logits; the folded one, unfolded
+ * for training, starts out computing the same function in training mode */
+static void torch_onnx_import(void **state) {
+    (void)state;
+    golden g;
+    gload(&g, "tiny.bin");
+    const rec *x = get(&g, "x");
+    const char *files[2] = {"tiny_folded.onnx", "tiny_keepbn.onnx"};
+    for (int i = 0; i < 2; i++) {
+        char path[4096], err[256];
+        const char *dir = getenv("URSA_GOLDEN_DIR");
+        snprintf(path, sizeof path, "%s/%s", dir ? dir : "tests/golden", files[i]);
+        nn_model m;
+        if (nn_onnx_load(path, &m, err, sizeof err) != URSA_OK) fail_msg("%s", err);
+        assert_int_equal(m.meta.size, 48);  /* from the graph's input shape */
+        assert_int_equal(m.meta.nclass, 0); /* no metadata: labels by index */
+        assert_int_equal(m.ngroups, 3);     /* stem..layer2, layer3..4, fc */
+        nn_exec *e = run(&m, x, NULL, 0);
+        close_to(nn_value(e, m.out, NULL, NULL, NULL), get(&g, "y"), 1e-5, files[i]);
+        nn_exec_free(e);
+        if (i == 0) {
+            nn_unfold_bn(&m);
+            int bn = 0;
+            for (int j = 0; j < m.nnode; j++) bn += m.node[j].op == NN_BN;
+            assert_int_equal(bn, 11);
+            e = run(&m, x, NULL, 1);
+            close_to(nn_value(e, m.out, NULL, NULL, NULL), get(&g, "y"), 1e-4, "unfolded, train");
+            nn_exec_free(e);
+            e = run(&m, x, NULL, 0); /* running statistics were set from that batch */
+            close_to(nn_value(e, m.out, NULL, NULL, NULL), get(&g, "y"), 1e-4, "unfolded, eval");
+            nn_exec_free(e);
+        }
+        nn_model_free(&m);
+    }
+    gfree(&g);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     nn_blas_init(argv);
@@ -415,6 +453,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(pools),             cmocka_unit_test(linear_relu_loss),
         cmocka_unit_test(basic_block_train), cmocka_unit_test(resnet18_whole),
         cmocka_unit_test(adamw_three_steps), cmocka_unit_test(fastai_head),
+        cmocka_unit_test(torch_onnx_import),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
