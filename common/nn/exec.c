@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "nn.h"
+#include "winograd.h"
 
 typedef struct {
     int c, h, w;
@@ -50,6 +51,11 @@ struct nn_exec {
     size_t bytes;
     float *dout;
     int chunk_min; /* columns a conv product should have at least */
+    int wino;      /* 3x3 stride-1 convs as Winograd F(2x2,3x3) (URSA_NN_WINOGRAD=0: off) */
+    float *wv, *wm; /* per thread: wv_n and wm_n floats */
+    size_t wv_n, wm_n;
+    float **wU[2];  /* per node: transformed weights, forward and input-gradient */
+    unsigned long *wUver[2];
     int prof;      /* URSA_NN_PROFILE: time spent per operator, printed at free */
     double ptime[2][NN_OP_COUNT];
     long pcalls;
@@ -72,6 +78,12 @@ static int conv_chunk(const nn_exec *e, int hwo) {
     if (c < 1) c = 1;
     if (c > e->n) c = e->n;
     return c;
+}
+
+/* images per Winograd pass: about 1024 tiles */
+static int wino_chunk(const nn_exec *e, int tiles) {
+    int c = (1024 + tiles - 1) / tiles;
+    return c < 1 ? 1 : c > e->n ? e->n : c;
 }
 
 static ursa_err plan_shapes(nn_exec *e) {
@@ -138,6 +150,13 @@ static ursa_err plan_shapes(nn_exec *e) {
             if (ch > 1 && (size_t)n->cout * hwo * ch > e->tmp_n) e->tmp_n = (size_t)n->cout * hwo * ch;
             size_t wn = m->param[n->w].n + (size_t)n->cout;
             if (wn > e->dwt_n) e->dwt_n = wn;
+            if (n->k == 3 && n->stride == 1 && n->pad == 1) {
+                size_t T = (size_t)((o->h + 1) / 2) * ((o->w + 1) / 2);
+                size_t P = T * wino_chunk(e, (int)T);
+                size_t cm = (size_t)(a->c > n->cout ? a->c : n->cout);
+                if (16 * cm * P > e->wv_n) e->wv_n = 16 * cm * P;
+                if (16 * cm * P > e->wm_n) e->wm_n = 16 * cm * P;
+            }
         }
     }
     v[0].per = (size_t)v[0].c * v[0].h * v[0].w;
@@ -213,6 +232,7 @@ ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out)
     e->chunk_min = getenv("URSA_NN_CHUNK") ? atoi(getenv("URSA_NN_CHUNK")) : 1024;
     e->nth = omp_get_max_threads() < 1 ? 1 : omp_get_max_threads();
     e->prof = getenv("URSA_NN_PROFILE") != NULL;
+    e->wino = !getenv("URSA_NN_WINOGRAD") || strcmp(getenv("URSA_NN_WINOGRAD"), "0");
     ursa_err err = URSA_ERR_NOMEM;
     e->v = calloc((size_t)m->nvalue, sizeof(val_t));
     e->bn_mean = calloc((size_t)m->nnode, sizeof(float *));
@@ -226,6 +246,13 @@ ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out)
     if (e->col_n && !(e->col = falloc(e, e->col_n * e->nth))) goto fail;
     if (e->tmp_n && !(e->tmp = falloc(e, e->tmp_n * e->nth))) goto fail;
     if (train && e->dwt_n && !(e->dwt = falloc(e, e->dwt_n * e->nth))) goto fail;
+    if (e->wino && e->wv_n &&
+        (!(e->wv = falloc(e, e->wv_n * e->nth)) || !(e->wm = falloc(e, e->wm_n * e->nth))))
+        goto fail;
+    for (int k = 0; k < 2; k++)
+        if (!(e->wU[k] = calloc((size_t)m->nnode, sizeof(float *))) ||
+            !(e->wUver[k] = calloc((size_t)m->nnode, sizeof(unsigned long))))
+            goto fail;
     for (int i = 0; i < m->nnode; i++) {
         const nn_node *nd = &m->node[i];
         if (nd->op == NN_BN && train) {
@@ -275,6 +302,13 @@ void nn_exec_free(nn_exec *e) {
     free(e->col);
     free(e->tmp);
     free(e->dwt);
+    free(e->wv);
+    free(e->wm);
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; e->wU[k] && i < e->m->nnode; i++) free(e->wU[k][i]);
+        free(e->wU[k]);
+        free(e->wUver[k]);
+    }
     free(e->dout);
     free(e->v);
     free(e);
@@ -394,8 +428,58 @@ static void conv_fwd_range(nn_exec *e, const nn_node *nd, const val_t *x, val_t 
 
 /* One image: every thread shares each product. Several: each thread takes
  * its own images, with its own buffers and single-threaded products. */
+static int use_wino(const nn_exec *e, const nn_node *nd, const val_t *y) {
+    return e->wino && e->wv && nd->k == 3 && nd->stride == 1 && nd->pad == 1 &&
+           (long)e->nb * ((y->h + 1) / 2) * ((y->w + 1) / 2) >= 64;
+}
+
+/* the node's transformed weights, made again when the weights changed */
+static const float *wino_U(nn_exec *e, const nn_node *nd, int for_dx) {
+    int idx = (int)(nd - e->m->node);
+    const nn_param *W = &e->m->param[nd->w];
+    if (!e->wU[for_dx][idx]) {
+        e->wU[for_dx][idx] = malloc(sizeof(float) * 16 * W->shape[0] * W->shape[1]);
+        if (!e->wU[for_dx][idx]) abort();
+        e->bytes += sizeof(float) * 16 * W->shape[0] * W->shape[1];
+        e->wUver[for_dx][idx] = 0;
+    }
+    if (e->wUver[for_dx][idx] != e->m->wver + 1) {
+        nn_wino_weights(W->w, W->shape[0], W->shape[1], for_dx, e->wU[for_dx][idx]);
+        e->wUver[for_dx][idx] = e->m->wver + 1;
+    }
+    return e->wU[for_dx][idx];
+}
+
+/* images [lo, hi) through Winograd: forward (x -> y) or, with for_dx, the
+ * input gradient (dy -> dx, accumulated) */
+static void wino_range(nn_exec *e, const nn_node *nd, const float *U, const val_t *x,
+                       const val_t *y, const float *dy, float *dx, int lo, int hi, int t, int par) {
+    int T = ((y->h + 1) / 2) * ((y->w + 1) / 2), ch = wino_chunk(e, T);
+    float *V = e->wv + e->wv_n * t, *M = e->wm + e->wm_n * t;
+    for (int i0 = lo; i0 < hi; i0 += ch) {
+        int cn = hi - i0 < ch ? hi - i0 : ch;
+        if (dx)
+            nn_wino_conv(U, nd->cout, x->c, dy + y->per * i0, y->per, y->h, y->w, cn,
+                         dx + x->per * i0, x->per, 1, V, M, par);
+        else
+            nn_wino_conv(U, x->c, nd->cout, x->d + x->per * i0, x->per, y->h, y->w, cn,
+                         y->d + y->per * i0, y->per, 0, V, M, par);
+    }
+}
+
 static void conv_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
-    if (e->nb == 1 || e->nth == 1) {
+    if (use_wino(e, nd, y)) {
+        const float *U = wino_U(e, nd, 0);
+        if (e->nb == 1 || e->nth == 1) {
+            wino_range(e, nd, U, x, y, NULL, NULL, 0, e->nb, 0, 1);
+        } else {
+#pragma omp parallel num_threads(e->nth)
+            {
+                int t = omp_get_thread_num(), T = omp_get_num_threads();
+                wino_range(e, nd, U, x, y, NULL, NULL, e->nb * t / T, e->nb * (t + 1) / T, t, 0);
+            }
+        }
+    } else if (e->nb == 1 || e->nth == 1) {
         conv_fwd_range(e, nd, x, y, 0, e->nb, e->col, e->tmp, pgemm);
     } else {
 #pragma omp parallel num_threads(e->nth)
@@ -476,27 +560,57 @@ static void bn_fwd(nn_exec *e, int idx, nn_node *nd, const val_t *x, val_t *y) {
     if (calib) nd->calib = 0;
 }
 
+/* max that lets NaN through (the first in a row window; rows combine with
+ * a plain max so they vectorise) */
+static inline float maxn(float best, float t) { return t > best || t != t ? t : best; }
+
+/* separable: the max over each row's windows, then over the rows */
 static void maxpool_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
-    int k = nd->k, s = nd->stride, p = nd->pad;
-#pragma omp parallel for schedule(static)
-    for (long q = 0; q < (long)e->nb * x->c; q++) {
-        const float *xi = x->d + (size_t)q * x->h * x->w;
-        float *yo = y->d + (size_t)q * y->h * y->w;
-        for (int oy = 0; oy < y->h; oy++)
-            for (int ox = 0; ox < y->w; ox++) {
-                float best = -FLT_MAX;
-                for (int ky = 0; ky < k; ky++) {
-                    int iy = oy * s - p + ky;
-                    if (iy < 0 || iy >= x->h) continue;
-                    for (int kx = 0; kx < k; kx++) {
-                        int ix = ox * s - p + kx;
-                        if (ix < 0 || ix >= x->w) continue;
-                        float t = xi[iy * x->w + ix];
-                        if (t > best || isnan(t)) best = t;
+    int k = nd->k, s = nd->stride, p = nd->pad, H = x->h, W = x->w, wo = y->w;
+#pragma omp parallel
+    {
+        float *rm = malloc(sizeof(float) * (size_t)H * wo);
+        if (!rm) abort();
+#pragma omp for schedule(static)
+        for (long q = 0; q < (long)e->nb * x->c; q++) {
+            const float *xi = x->d + (size_t)q * H * W;
+            float *yo = y->d + (size_t)q * y->h * wo;
+            for (int iy = 0; iy < H; iy++) {
+                const float *r = xi + (size_t)iy * W;
+                float *o = rm + (size_t)iy * wo;
+                int ox0 = 0;
+                if (k == 3 && s == 2 && p == 1 && wo > 2 && 2 * (wo - 2) + 1 < W) {
+                    /* resnet's stem pool: the interior without bounds */
+                    o[0] = maxn(r[0], r[1]);
+                    for (int ox = 1; ox < wo - 1; ox++) {
+                        float a = r[2 * ox - 1], b = r[2 * ox], c = r[2 * ox + 1];
+                        float m1 = a > b ? a : b;
+                        o[ox] = m1 > c ? m1 : c;
                     }
+                    ox0 = wo - 1;
                 }
-                yo[oy * y->w + ox] = best;
+                for (int ox = ox0; ox < wo; ox++) {
+                    int x0 = ox * s - p, x1 = x0 + k;
+                    if (x0 < 0) x0 = 0;
+                    if (x1 > W) x1 = W;
+                    float best = -FLT_MAX;
+                    for (int ix = x0; ix < x1; ix++) best = maxn(best, r[ix]);
+                    o[ox] = best;
+                }
             }
+            for (int oy = 0; oy < y->h; oy++) {
+                int y0 = oy * s - p, y1 = y0 + k;
+                if (y0 < 0) y0 = 0;
+                if (y1 > H) y1 = H;
+                float *o = yo + (size_t)oy * wo;
+                for (int ox = 0; ox < wo; ox++) o[ox] = -FLT_MAX;
+                for (int iy = y0; iy < y1; iy++) {
+                    const float *r = rm + (size_t)iy * wo;
+                    for (int ox = 0; ox < wo; ox++) o[ox] = o[ox] > r[ox] ? o[ox] : r[ox];
+                }
+            }
+        }
+        free(rm);
     }
 }
 
@@ -712,8 +826,10 @@ static void conv_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const val_t 
     nn_model *m = e->m;
     float *dw = trainable(m, nd->w) ? m->param[nd->w].g : NULL;
     float *db = trainable(m, nd->b) ? m->param[nd->b].g : NULL;
+    const float *Ud = dx && use_wino(e, nd, y) ? wino_U(e, nd, 1) : NULL;
     if (e->nb == 1 || e->nth == 1) {
-        conv_bwd_range(e, nd, x, y, dy, dx, 0, e->nb, e->col, e->tmp, dw, db, pgemm);
+        conv_bwd_range(e, nd, x, y, dy, Ud ? NULL : dx, 0, e->nb, e->col, e->tmp, dw, db, pgemm);
+        if (Ud) wino_range(e, nd, Ud, x, y, dy, dx, 0, e->nb, 0, 1);
         return;
     }
     size_t wn = m->param[nd->w].n;
@@ -724,9 +840,10 @@ static void conv_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const val_t 
         int lo = e->nb * t / nt, hi = e->nb * (t + 1) / nt;
         float *mine = e->dwt + e->dwt_n * t;
         if (dw || db) memset(mine, 0, sizeof(float) * (wn + (size_t)nd->cout));
-        conv_bwd_range(e, nd, x, y, dy, dx, lo, hi, e->col + e->col_n * t,
+        conv_bwd_range(e, nd, x, y, dy, Ud ? NULL : dx, lo, hi, e->col + e->col_n * t,
                        e->tmp ? e->tmp + e->tmp_n * t : NULL, dw ? mine : NULL,
                        db ? mine + wn : NULL, sgemm1);
+        if (Ud) wino_range(e, nd, Ud, x, y, dy, dx, lo, hi, t, 0);
 #pragma omp barrier
         /* sum the threads' weight gradients, each thread a slice */
         if (dw || db) {

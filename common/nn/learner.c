@@ -151,6 +151,7 @@ ursa_err nn_lr_find(nn_learner *L, float *lrs, float *losses, int *np, float *su
         m->param[i].m = m->param[i].v = NULL;
         m->param[i].t = 0;
     }
+    m->wver++;
     nn_model_free(&save);
     *np = n;
     *suggestion = nn_lr_find_suggest(lrs, losses, n);

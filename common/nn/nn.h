@@ -86,6 +86,8 @@ typedef struct {
     int nvalue, cap_value;
     int in_c;          /* input channels */
     int out;           /* value holding the logits */
+    unsigned long wver; /* bumped whenever weights change after executors exist
+                            (the optimiser does); executors cache transforms of them */
     int ngroups;       /* layer groups */
     int group;         /* group new parameters join */
     nn_meta meta;

@@ -18,6 +18,7 @@ void nn_adamw_init(nn_adamw *o) {
  * correction from each parameter's own step count. */
 ursa_err nn_adamw_step(nn_adamw *o, nn_model *m, const float *lrs, float beta1) {
     o->step++;
+    m->wver++;
     for (int i = 0; i < m->nparam; i++) {
         nn_param *p = &m->param[i];
         if (!p->g || p->frozen) continue;

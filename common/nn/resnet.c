@@ -2,6 +2,7 @@
  * small images, and fast.ai's head; see nn.h. Parameters are created in
  * torchvision's state_dict order with its names. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "nn.h"
@@ -70,9 +71,12 @@ ursa_err nn_small_resnet(nn_model *m, int in_c, int width, int nclass) {
     m->group = 0;
     int x = nn_conv(m, "conv1", 0, width, 3, 1, 1, 0);
     x = nn_bn(m, "bn1", x, 1);
-    x = basic_block(m, "layer1.0", x, width, 1);
+    const char *var = getenv("URSA_SMALL_VARIANT");
+    int v = var ? atoi(var) : 0;
+    if (v == 0) x = basic_block(m, "layer1.0", x, width, 1);
     m->group = 1;
     x = basic_block(m, "layer2.0", x, width * 2, 2);
+    if (v == 2) x = basic_block(m, "layer2.1", x, width * 2, 1);
     x = basic_block(m, "layer3.0", x, width * 4, 2);
     m->group = 2;
     x = nn_flatten(m, nn_gap(m, x));

@@ -73,6 +73,9 @@ static void conv_matches_naive(void **state) {
     conv_case(5, 4, 6, 8, 1, 2, 0, 0);   /* strided 1x1 (downsample) */
     conv_case(9, 6, 4, 7, 3, 1, 1, 1);   /* several images share a product */
     conv_case(6, 2, 7, 3, 3, 2, 0, 1);   /* no padding, odd size */
+    conv_case(4, 5, 12, 6, 3, 1, 1, 1);  /* Winograd F(2x2,3x3): 3x3, stride 1, pad 1 */
+    conv_case(3, 7, 11, 4, 3, 1, 1, 0);  /* Winograd with a partial edge tile */
+    conv_case(1, 16, 17, 8, 3, 1, 1, 0); /* Winograd, one image over all threads */
 }
 
 /* in_c 2, 8x8: conv-bn-maxpool-relu, a downsampling basic block, fast.ai's

@@ -1,0 +1,20 @@
+/* winograd.h: F(2x2, 3x3) for 3x3 stride-1 pad-1 convolutions; see
+ * winograd.c. */
+#ifndef URSA_NN_WINOGRAD_H
+#define URSA_NN_WINOGRAD_H
+
+#include <stddef.h>
+
+/* U (16 x cout x cin floats) from conv weights w (cout x cin x 3 x 3); with
+ * for_dx, the transform of the flipped, channel-swapped kernel that maps
+ * output gradients to input gradients (U is then 16 x cin x cout). */
+void nn_wino_weights(const float *w, int cout, int cin, int for_dx, float *U);
+
+/* y = (or +=, with accumulate) the convolution of n images x (cin x h x w,
+ * xper floats apart) with the kernel behind U, into y (cout x h x w, yper
+ * apart). V needs 16*cin*P floats and M 16*cout*P, P = n * ceil(h/2) *
+ * ceil(w/2). par: spread the work over the OpenMP threads. */
+void nn_wino_conv(const float *U, int cin, int cout, const float *x, size_t xper, int h, int w,
+                  int n, float *y, size_t yper, int accumulate, float *V, float *M, int par);
+
+#endif
