@@ -428,8 +428,11 @@ static void conv_fwd_range(nn_exec *e, const nn_node *nd, const val_t *x, val_t 
 
 /* One image: every thread shares each product. Several: each thread takes
  * its own images, with its own buffers and single-threaded products. */
+/* Winograd pays when the channel products are deep enough for sgemm */
+#define WINO_MIN_CH 16
 static int use_wino(const nn_exec *e, const nn_node *nd, const val_t *y) {
     return e->wino && e->wv && nd->k == 3 && nd->stride == 1 && nd->pad == 1 &&
+           nd->cout >= WINO_MIN_CH && e->m->param[nd->w].shape[1] >= WINO_MIN_CH &&
            (long)e->nb * ((y->h + 1) / 2) * ((y->w + 1) / 2) >= 64;
 }
 

@@ -21,10 +21,12 @@ static void fill(float *p, size_t n) {
     for (size_t i = 0; i < n; i++) p[i] = frand();
 }
 
+/* largest |a - b| relative to the largest |b| (float32 sums against double) */
 static double max_rel(const float *a, const float *b, size_t n) {
-    double w = 0;
+    double w = 0, scale = 1e-6;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs((double)b[i]));
     for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]) / (fabs((double)b[i]) + 1e-2);
+        double e = fabs((double)a[i] - b[i]) / scale;
         if (e > w || isnan(e)) w = isnan(e) ? INFINITY : e;
     }
     return w;
@@ -57,7 +59,7 @@ static void conv_case(int n, int cin, int h, int cout, int k, int s, int p, int 
     nn_conv_bwd_naive(x, n, cin, h, h, W->w, cout, k, s, p, dy, dxr, dwr, bias ? dbr : NULL);
     double ex = max_rel(nn_input_grad(e), dxr, xn), ew = max_rel(W->g, dwr, W->n);
     double eb = bias ? max_rel(m.param[1].g, dbr, (size_t)cout) : 0;
-    if (ef > 1e-4 || ex > 1e-4 || ew > 1e-4 || eb > 1e-4)
+    if (ef > 1e-5 || ex > 1e-5 || ew > 1e-5 || eb > 1e-5)
         fail_msg("conv n=%d cin=%d h=%d cout=%d k=%d s=%d p=%d: fwd %g dx %g dw %g db %g", n, cin,
                  h, cout, k, s, p, ef, ex, ew, eb);
     free(x), free(yr), free(dy), free(dxr), free(dwr), free(dbr);
@@ -73,9 +75,10 @@ static void conv_matches_naive(void **state) {
     conv_case(5, 4, 6, 8, 1, 2, 0, 0);   /* strided 1x1 (downsample) */
     conv_case(9, 6, 4, 7, 3, 1, 1, 1);   /* several images share a product */
     conv_case(6, 2, 7, 3, 3, 2, 0, 1);   /* no padding, odd size */
-    conv_case(4, 5, 12, 6, 3, 1, 1, 1);  /* Winograd F(2x2,3x3): 3x3, stride 1, pad 1 */
-    conv_case(3, 7, 11, 4, 3, 1, 1, 0);  /* Winograd with a partial edge tile */
-    conv_case(1, 16, 17, 8, 3, 1, 1, 0); /* Winograd, one image over all threads */
+    /* Winograd F(2x2,3x3): 3x3, stride 1, pad 1, 16 channels or more */
+    conv_case(4, 16, 12, 17, 3, 1, 1, 1);
+    conv_case(3, 17, 11, 16, 3, 1, 1, 0); /* a partial edge tile */
+    conv_case(1, 16, 17, 24, 3, 1, 1, 0); /* one image over all threads */
 }
 
 /* in_c 2, 8x8: conv-bn-maxpool-relu, a downsampling basic block, fast.ai's
@@ -133,6 +136,7 @@ static int grad_ok(double an, double lp, double l0, double lm, double h) {
 
 static void gradients_match_finite_differences(void **state) {
     (void)state;
+    rs = 0x2545F4914F6CDD1Dull; /* independent of the tests before */
     nn_model m;
     small_net(&m, 0.0f);
     int n = 4, t[4] = {0, 2, 1, 2};
@@ -159,10 +163,14 @@ static void gradients_match_finite_differences(void **state) {
             double lp = loss_of(&m, x, t, n);
             p->w[j] = w0 - h;
             double lm = loss_of(&m, x, t, n);
+            p->w[j] = w0 + h / 4; /* a smaller step, for kinks close by */
+            double lp4 = loss_of(&m, x, t, n);
+            p->w[j] = w0 - h / 4;
+            double lm4 = loss_of(&m, x, t, n);
             p->w[j] = w0;
             checked++;
             central += grad_ok(p->g[j], lp, (lp + lm) / 2, lm, h);
-            if (!grad_ok(p->g[j], lp, l0, lm, h)) {
+            if (!grad_ok(p->g[j], lp, l0, lm, h) && !grad_ok(p->g[j], lp4, l0, lm4, h / 4)) {
                 bad++;
                 print_message("%s[%zu]: analytic %g numeric %g\n", p->name, j, p->g[j],
                               (lp - lm) / (2 * h));
@@ -175,10 +183,14 @@ static void gradients_match_finite_differences(void **state) {
         double lp = loss_of(&m, x, t, n);
         x[j] = x0 - h;
         double lm = loss_of(&m, x, t, n);
+        x[j] = x0 + h / 4;
+        double lp4 = loss_of(&m, x, t, n);
+        x[j] = x0 - h / 4;
+        double lm4 = loss_of(&m, x, t, n);
         x[j] = x0;
         checked++;
         central += grad_ok(dx[j], lp, (lp + lm) / 2, lm, h);
-        if (!grad_ok(dx[j], lp, l0, lm, h)) {
+        if (!grad_ok(dx[j], lp, l0, lm, h) && !grad_ok(dx[j], lp4, l0, lm4, h / 4)) {
             bad++;
             print_message("x[%zu]: analytic %g numeric %g\n", j, dx[j], (lp - lm) / (2 * h));
         }
