@@ -57,17 +57,18 @@ static void vmap_free(vmap *v) {
 
 /* torch's exporter puts Identity nodes over initializers it deduplicated:
  * their outputs name the same tensor */
-static struct {
+typedef struct {
     const char *name[4096];
     const Onnx__TensorProto *t[4096];
     int n;
-} aliases;
+} alias_tab;
+static _Thread_local alias_tab *aliases; /* the import running on this thread */
 
 static const Onnx__TensorProto *find_init(const Onnx__GraphProto *g, const char *name) {
     for (size_t i = 0; i < g->n_initializer; i++)
         if (g->initializer[i]->name && !strcmp(g->initializer[i]->name, name)) return g->initializer[i];
-    for (int i = 0; i < aliases.n; i++)
-        if (!strcmp(aliases.name[i], name)) return aliases.t[i];
+    for (int i = 0; aliases && i < aliases->n; i++)
+        if (!strcmp(aliases->name[i], name)) return aliases->t[i];
     return NULL;
 }
 
@@ -233,7 +234,7 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
     if (in_size >= 8 && in_size <= 4096) m->meta.size = in_size;
     vmap vm = {0};
     vmap_put(&vm, in->name, 0);
-    aliases.n = 0;
+    if (!(aliases = calloc(1, sizeof *aliases))) abort();
     ursa_err e = URSA_OK;
     for (size_t i = 0; i < g->n_node && e == URSA_OK; i++) {
         const Onnx__NodeProto *n = g->node[i];
@@ -244,12 +245,13 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             break;
         }
         if (!strcmp(op, "Identity") && n->n_input == 1 && find_init(g, n->input[0])) {
-            if (aliases.n == 4096) {
+            if (aliases->n == 4096) {
                 e = ERR("more than 4096 Identity nodes over initializers");
                 break;
             }
-            aliases.name[aliases.n] = n->output[0];
-            aliases.t[aliases.n++] = find_init(g, n->input[0]);
+            const Onnx__TensorProto *t = find_init(g, n->input[0]);
+            aliases->name[aliases->n] = n->output[0];
+            aliases->t[aliases->n++] = t;
             continue;
         }
         int x = n->n_input > 0 ? vmap_get(&vm, n->input[0]) : -1;
@@ -390,6 +392,8 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
         else nn_cut(m, out);
     }
     vmap_free(&vm);
+    free(aliases);
+    aliases = NULL;
     if (e == URSA_OK) {
         int maxg = 0;
         for (int i = 0; i < m->nparam; i++)

@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "blas.h"
+#include "learner.h"
 #include "nn.h"
 #include "test.h"
 
@@ -307,6 +308,134 @@ static void schedules_follow_fastai(void **state) {
     assert_float_equal(nn_lr_find_suggest(x, l, 100), x[40], x[40] * 1e-4);
 }
 
+/* 12x12 images: class 0 has vertical stripes, class 1 horizontal ones
+ * (both survive a horizontal flip); image 13 cannot be read */
+static int stripes(void *ctx, int i, img_rgb *im) {
+    (void)ctx;
+    if (i == 13) return -1;
+    im->w = im->h = 12;
+    im->px = malloc(12 * 12 * 3);
+    uint64_t r = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
+    for (int y = 0; y < 12; y++)
+        for (int x = 0; x < 12; x++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            int on = (i % 2 ? y : x) / 2 % 2;
+            int v = on ? 200 : 50;
+            v += (int)(r % 41) - 20;
+            for (int c = 0; c < 3; c++) im->px[(y * 12 + x) * 3 + c] = (uint8_t)v;
+        }
+    return 0;
+}
+
+static void loader_covers_each_item_once(void **state) {
+    (void)state;
+    int idx[40], lab[40];
+    for (int i = 0; i < 40; i++) idx[i] = i, lab[i] = i; /* label = item */
+    nn_meta mt;
+    nn_meta_default(&mt);
+    mt.size = 12;
+    nn_aug a = nn_aug_fastai();
+    nn_loader *l;
+    assert_int_equal(nn_loader_new(stripes, NULL, idx, lab, 40, 6, 1, &a, &mt, 3, 5, &l), URSA_OK);
+    assert_int_equal(nn_loader_batches(l), 7);
+    for (int ep = 0; ep < 2; ep++) {
+        int seen[40] = {0}, total = 0, n;
+        const float *x;
+        const int *y;
+        while ((n = nn_loader_next(l, &x, &y)) > 0) {
+            for (int j = 0; j < n; j++) seen[y[j]]++;
+            for (int j = 0; j < n * 3 * 144; j++) assert_true(isfinite(x[j]));
+            total += n;
+        }
+        assert_int_equal(total, 39); /* item 13 is skipped */
+        for (int i = 0; i < 40; i++) assert_int_equal(seen[i], i == 13 ? 0 : 1);
+    }
+    /* once per epoch; the worker may already be into a third */
+    assert_true(nn_loader_failed(l) >= 2 && nn_loader_failed(l) <= 3);
+    nn_loader_free(l);
+}
+
+/* with only flipping on, an augmented image is the validation one or its
+ * mirror, and both happen */
+static void flip_mirrors_the_image(void **state) {
+    (void)state;
+    img_rgb im;
+    assert_int_equal(stripes(NULL, 2, &im), 0);
+    for (int x = 0; x < 12; x++) im.px[(5 * 12 + x) * 3] = (uint8_t)(x * 20); /* asymmetric */
+    nn_meta mt;
+    nn_meta_default(&mt);
+    mt.size = 12;
+    float ref[3 * 144], got[3 * 144];
+    nn_preprocess(&im, &mt, 3, ref);
+    nn_aug a = nn_aug_none();
+    a.flip = 1;
+    uint64_t rng = 99;
+    int same = 0, mirrored = 0;
+    for (int k = 0; k < 20; k++) {
+        nn_augment(&im, &mt, 3, &a, &rng, got);
+        int s = 1, m = 1;
+        for (int c = 0; c < 3; c++)
+            for (int y = 0; y < 12; y++)
+                for (int x = 0; x < 12; x++) {
+                    float g = got[(c * 12 + y) * 12 + x];
+                    s &= fabsf(g - ref[(c * 12 + y) * 12 + x]) < 1e-5f;
+                    m &= fabsf(g - ref[(c * 12 + y) * 12 + 11 - x]) < 1e-5f;
+                }
+        same += s;
+        mirrored += m;
+        assert_true(s || m);
+    }
+    assert_true(same > 0 && mirrored > 0);
+    /* fast.ai's full set keeps values finite and near the normalised range */
+    nn_aug f = nn_aug_fastai();
+    for (int k = 0; k < 20; k++) {
+        nn_augment(&im, &mt, 3, &f, &rng, got);
+        for (int j = 0; j < 3 * 144; j++) assert_true(isfinite(got[j]) && fabsf(got[j]) < 3.0f);
+    }
+    img_free(&im);
+}
+
+/* the loop end to end: lr_find restores the weights and suggests an LR in
+ * range; fit_one_cycle prints fast.ai's table and learns the stripes */
+static void learner_finds_lr_and_fits(void **state) {
+    (void)state;
+    int n = 120, idx[120], lab[120];
+    for (int i = 0; i < n; i++) idx[i] = i + 14, lab[i] = (i + 14) % 2;
+    nn_model m;
+    assert_int_equal(nn_small_resnet(&m, 3, 8, 2), URSA_OK);
+    m.meta.size = 12;
+    nn_aug a = nn_aug_none();
+    a.flip = 1;
+    nn_loader *tr, *va;
+    assert_int_equal(nn_loader_new(stripes, NULL, idx, lab, 80, 16, 1, &a, &m.meta, 3, 1, &tr), URSA_OK);
+    assert_int_equal(nn_loader_new(stripes, NULL, idx + 80, lab + 80, 40, 16, 0, NULL, &m.meta, 3, 1, &va),
+                     URSA_OK);
+    nn_learner L;
+    assert_int_equal(nn_learner_init(&L, &m, tr, va, 16), URSA_OK);
+    float w0 = m.param[0].w[3], lrs[100], losses[100], sug;
+    int np;
+    assert_int_equal(nn_lr_find(&L, lrs, losses, &np, &sug), URSA_OK);
+    assert_true(np > 10 && np <= 100);
+    assert_true(sug >= 1e-7f && sug <= 10.0f);
+    assert_true(m.param[0].w[3] == w0); /* restored */
+    for (int i = 1; i < np; i++) assert_true(lrs[i] > lrs[i - 1]);
+    char *buf = NULL;
+    size_t len = 0;
+    L.table = open_memstream(&buf, &len);
+    assert_int_equal(nn_fit_one_cycle(&L, 3, 1e-2f, 1e-2f), URSA_OK);
+    fclose(L.table);
+    assert_non_null(strstr(buf, "epoch  train_loss  valid_loss  error_rate  time"));
+    assert_non_null(strstr(buf, "\n2      "));
+    float vl, err;
+    assert_int_equal(nn_validate(&L, &vl, &err), URSA_OK);
+    if (err > 0.1f) fail_msg("error rate %g after 3 epochs on stripes:\n%s", err, buf);
+    free(buf);
+    nn_learner_free(&L);
+    nn_loader_free(tr);
+    nn_loader_free(va);
+    nn_model_free(&m);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     nn_blas_init(argv);
@@ -316,6 +445,9 @@ int main(int argc, char **argv) {
         cmocka_unit_test(fused_inference_keeps_outputs),
         cmocka_unit_test(freeze_keeps_body_but_trains_bn),
         cmocka_unit_test(schedules_follow_fastai),
+        cmocka_unit_test(loader_covers_each_item_once),
+        cmocka_unit_test(flip_mirrors_the_image),
+        cmocka_unit_test(learner_finds_lr_and_fits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
