@@ -56,6 +56,8 @@ struct nn_exec {
     size_t wv_n, wm_n;
     float **wU[2];  /* per node: transformed weights, forward and input-gradient */
     unsigned long *wUver[2];
+    float *wUs[2];  /* training: scratch for the node at hand */
+    size_t wUs_n[2];
     int prof;      /* URSA_NN_PROFILE: time spent per operator, printed at free */
     double ptime[2][NN_OP_COUNT];
     long pcalls;
@@ -305,6 +307,7 @@ void nn_exec_free(nn_exec *e) {
     free(e->wv);
     free(e->wm);
     for (int k = 0; k < 2; k++) {
+        free(e->wUs[k]);
         for (int i = 0; e->wU[k] && i < e->m->nnode; i++) free(e->wU[k][i]);
         free(e->wU[k]);
         free(e->wUver[k]);
@@ -436,10 +439,22 @@ static int use_wino(const nn_exec *e, const nn_node *nd, const val_t *y) {
            (long)e->nb * ((y->h + 1) / 2) * ((y->w + 1) / 2) >= 64;
 }
 
-/* the node's transformed weights, made again when the weights changed */
+/* the node's transformed weights: cached for inference (made again when the
+ * weights changed), made at each use in training */
 static const float *wino_U(nn_exec *e, const nn_node *nd, int for_dx) {
     int idx = (int)(nd - e->m->node);
     const nn_param *W = &e->m->param[nd->w];
+    size_t need = (size_t)16 * W->shape[0] * W->shape[1];
+    if (e->train) { /* weights change every step: one scratch buffer, made at use */
+        if (need > e->wUs_n[for_dx]) {
+            free(e->wUs[for_dx]);
+            e->bytes += sizeof(float) * (need - e->wUs_n[for_dx]);
+            if (!(e->wUs[for_dx] = malloc(sizeof(float) * need))) abort();
+            e->wUs_n[for_dx] = need;
+        }
+        nn_wino_weights(W->w, W->shape[0], W->shape[1], for_dx, e->wUs[for_dx]);
+        return e->wUs[for_dx];
+    }
     if (!e->wU[for_dx][idx]) {
         e->wU[for_dx][idx] = malloc(sizeof(float) * 16 * W->shape[0] * W->shape[1]);
         if (!e->wU[for_dx][idx]) abort();

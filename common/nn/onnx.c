@@ -479,34 +479,32 @@ static void *arena_add(arena *a, void *p) {
 static void *az(arena *a, size_t sz) { return arena_add(a, calloc(1, sz)); }
 static char *astr(arena *a, const char *s) { return arena_add(a, strdup(s)); }
 
-static Onnx__AttributeProto *attr_int(arena *a, const char *name, long v) {
+static Onnx__AttributeProto *attr_new(arena *a, const char *name,
+                                      Onnx__AttributeProto__AttributeType type) {
     Onnx__AttributeProto *t = az(a, sizeof *t);
     onnx__attribute_proto__init(t);
     t->name = astr(a, name);
     t->has_type = 1;
-    t->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+    t->type = type;
+    return t;
+}
+
+static Onnx__AttributeProto *attr_int(arena *a, const char *name, long v) {
+    Onnx__AttributeProto *t = attr_new(a, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
     t->has_i = 1;
     t->i = v;
     return t;
 }
 
 static Onnx__AttributeProto *attr_float(arena *a, const char *name, float v) {
-    Onnx__AttributeProto *t = az(a, sizeof *t);
-    onnx__attribute_proto__init(t);
-    t->name = astr(a, name);
-    t->has_type = 1;
-    t->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
+    Onnx__AttributeProto *t = attr_new(a, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
     t->has_f = 1;
     t->f = v;
     return t;
 }
 
 static Onnx__AttributeProto *attr_ints(arena *a, const char *name, int count, long v) {
-    Onnx__AttributeProto *t = az(a, sizeof *t);
-    onnx__attribute_proto__init(t);
-    t->name = astr(a, name);
-    t->has_type = 1;
-    t->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
+    Onnx__AttributeProto *t = attr_new(a, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
     t->n_ints = (size_t)count;
     t->ints = az(a, sizeof(int64_t) * (size_t)count);
     for (int i = 0; i < count; i++) t->ints[i] = v;
