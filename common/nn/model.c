@@ -496,3 +496,18 @@ const char *nn_class_name(const nn_meta *mt, int i, char *buf, size_t len) {
     snprintf(buf, len, "%d", i);
     return buf;
 }
+
+ursa_err nn_body_from(nn_model *m) {
+    int gp = -1;
+    for (int i = 0; i < m->nnode && gp < 0; i++)
+        if (m->node[i].op == NN_GAP || m->node[i].op == NN_GMP) gp = i;
+    if (gp < 0) return URSA_ERR_INVALID;
+    nn_cut(m, m->node[gp].in[0]);
+    nn_unfold_bn(m);
+    int maxg = 0;
+    for (int i = 0; i < m->nparam; i++)
+        if (m->param[i].group > maxg) maxg = m->param[i].group;
+    m->ngroups = maxg + 1;
+    m->group = maxg;
+    return URSA_OK;
+}

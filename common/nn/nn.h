@@ -139,6 +139,11 @@ ursa_err nn_fuse_for_inference(const nn_model *src, nn_model *dst);
  * can then be trained like one with BN). */
 void nn_unfold_bn(nn_model *m);
 
+/* A pretrained classifier (an imported torchvision resnet) as a body for
+ * transfer learning: cut before its global pool, BN unfolded where it was
+ * folded into the convs, layer groups by name. Add a head next. */
+ursa_err nn_body_from(nn_model *m);
+
 /* ---- architectures (resnet.c) ----------------------------------------- */
 /* torchvision resnet18/34 with an fc of nclass outputs (1000 for ImageNet). */
 ursa_err nn_resnet(nn_model *m, int depth, int nclass);

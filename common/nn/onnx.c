@@ -278,6 +278,10 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
                 break;
             }
             k = w->dims[2];
+            if (k < 1 || k > 64 || s < 1 || s > 64 || p < 0 || p > 64) {
+                e = ERR("Conv %s: kernel %ld, stride %ld or pad %ld out of range", nname, k, s, p);
+                break;
+            }
             base_name(n->input[1], base, sizeof base);
             m->group = group_of(strstr(base, "onnx::") ? nname : base);
             int bias = n->n_input > 2 && *n->input[2];
@@ -310,7 +314,8 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             long k, s, p;
             if (!ints_all(n, "kernel_shape", 0, &k) || !ints_all(n, "strides", 1, &s) ||
                 !ints_all(n, "pads", 0, &p) || attr_i(n, "ceil_mode", 0) ||
-                !ints_all(n, "dilations", 1, NULL) || k < 1) {
+                !ints_all(n, "dilations", 1, NULL) || k < 1 || k > 64 || s < 1 || s > 64 ||
+                p < 0 || p >= k) {
                 e = ERR("%s %s: only square windows, equal strides and pads, floor mode", op, nname);
                 break;
             }

@@ -436,6 +436,74 @@ static void learner_finds_lr_and_fits(void **state) {
     nn_model_free(&m);
 }
 
+/* export and import give back the same model: parameters, outputs, class
+ * names and preprocessing; damaged files are refused, never crash */
+static void onnx_round_trip_and_damage(void **state) {
+    (void)state;
+    nn_model m, r;
+    small_net(&m, 0.25f);
+    m.meta.size = 8;
+    m.meta.nclass = 3;
+    m.meta.classes = calloc(3, sizeof(char *));
+    m.meta.classes[0] = strdup("a \"quoted\" one");
+    m.meta.classes[1] = strdup("back\\slash");
+    m.meta.classes[2] = strdup("ünïcode");
+    m.meta.mean[1] = 0.5f;
+    m.meta.extra = strdup("dataset=toy\n");
+    uint8_t *buf;
+    size_t len;
+    char err[256];
+    assert_int_equal(nn_onnx_save_mem(&m, &buf, &len, err, sizeof err), URSA_OK);
+    assert_int_equal(nn_onnx_load_mem(buf, len, &r, err, sizeof err), URSA_OK);
+    assert_int_equal(r.meta.nclass, 3);
+    for (int i = 0; i < 3; i++) assert_string_equal(r.meta.classes[i], m.meta.classes[i]);
+    assert_int_equal(r.meta.size, 8);
+    assert_float_equal(r.meta.mean[1], 0.5f, 1e-7);
+    assert_non_null(strstr(r.meta.extra, "dataset=toy"));
+    assert_int_equal(r.nparam, m.nparam);
+    for (int i = 0; i < m.nparam; i++) {
+        assert_string_equal(r.param[i].name, m.param[i].name);
+        assert_memory_equal(r.param[i].w, m.param[i].w, m.param[i].n * sizeof(float));
+    }
+    float x[2 * 2 * 8 * 8];
+    fill(x, sizeof x / 4);
+    nn_exec *a, *b;
+    assert_int_equal(nn_exec_new(&m, 2, 8, 8, 0, &a), URSA_OK);
+    assert_int_equal(nn_exec_new(&r, 2, 8, 8, 0, &b), URSA_OK);
+    assert_true(max_rel(nn_forward(b, x, 2), nn_forward(a, x, 2), 6) < 1e-6);
+    nn_exec_free(a);
+    nn_exec_free(b);
+    nn_model_free(&r);
+    /* truncations and flipped bytes: an error or a model, never a crash */
+    int refused = 0;
+    uint64_t s = 1;
+    for (int k = 0; k < 300; k++) {
+        uint8_t *d = malloc(len);
+        memcpy(d, buf, len);
+        size_t l = len;
+        if (k % 3 == 0) l = (size_t)(frand() * 0.5f + 0.5f) * len / 2 + k;
+        else
+            for (int j = 0; j < 1 + k % 7; j++) {
+                s = s * 6364136223846793005ull + 1;
+                d[(s >> 33) % len] ^= (uint8_t)(1u << (s >> 60) % 8);
+            }
+        if (l > len) l = len;
+        if (nn_onnx_load_mem(d, l, &r, err, sizeof err) == URSA_OK) {
+            nn_exec *e = NULL;
+            if (nn_exec_new(&r, 1, 8, 8, 0, &e) == URSA_OK) nn_forward(e, x, 1);
+            nn_exec_free(e);
+            nn_model_free(&r);
+        } else {
+            assert_true(err[0] != 0);
+            refused++;
+        }
+        free(d);
+    }
+    assert_true(refused > 50);
+    free(buf);
+    nn_model_free(&m);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     nn_blas_init(argv);
@@ -448,6 +516,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(loader_covers_each_item_once),
         cmocka_unit_test(flip_mirrors_the_image),
         cmocka_unit_test(learner_finds_lr_and_fits),
+        cmocka_unit_test(onnx_round_trip_and_damage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -445,6 +445,52 @@ static void torch_onnx_import(void **state) {
     gfree(&g);
 }
 
+/* transfer learning from torch's folded export: body, fast.ai head,
+ * frozen: a few steps move the head and BN but not the body's convs */
+static void torch_body_transfer(void **state) {
+    (void)state;
+    golden g;
+    gload(&g, "tiny.bin");
+    char path[4096], err[256];
+    const char *dir = getenv("URSA_GOLDEN_DIR");
+    snprintf(path, sizeof path, "%s/tiny_folded.onnx", dir ? dir : "tests/golden");
+    nn_model m;
+    if (nn_onnx_load(path, &m, err, sizeof err) != URSA_OK) fail_msg("%s", err);
+    assert_int_equal(nn_body_from(&m), URSA_OK);
+    nn_add_head(&m, 3, 512, 0.25f, 0.5f);
+    assert_int_equal(m.ngroups, 3);
+    assert_int_equal(nn_out_size(&m), 3);
+    nn_freeze(&m);
+    const rec *x = get(&g, "x");
+    int t[2] = {0, 2};
+    nn_exec *e;
+    assert_int_equal(nn_exec_new(&m, 2, 48, 48, 1, &e), URSA_OK);
+    int conv = -1, bn = -1;
+    for (int i = 0; i < m.nnode && (conv < 0 || bn < 0); i++) {
+        if (m.node[i].op == NN_CONV && conv < 0) conv = m.node[i].w;
+        if (m.node[i].op == NN_BN && bn < 0) bn = m.node[i].w;
+    }
+    float c0 = m.param[conv].w[5], first = 0, last = 0;
+    nn_adamw o;
+    nn_adamw_init(&o);
+    float lrs[3] = {1e-3f, 1e-3f, 1e-3f};
+    for (int s = 0; s < 8; s++) {
+        nn_zero_grad(&m);
+        nn_forward(e, x->d, 2);
+        float loss = nn_backward_ce(e, t);
+        if (s == 0) first = loss;
+        last = loss;
+        assert_int_equal(nn_adamw_step(&o, &m, lrs, 0.9f), URSA_OK);
+    }
+    float bn_after = m.param[bn].w[0];
+    assert_true(m.param[conv].w[5] == c0);     /* frozen */
+    assert_true(m.param[bn].t == 8 && isfinite(bn_after)); /* BN trained */
+    assert_true(last < first);
+    nn_exec_free(e);
+    nn_model_free(&m);
+    gfree(&g);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     nn_blas_init(argv);
@@ -453,7 +499,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(pools),             cmocka_unit_test(linear_relu_loss),
         cmocka_unit_test(basic_block_train), cmocka_unit_test(resnet18_whole),
         cmocka_unit_test(adamw_three_steps), cmocka_unit_test(fastai_head),
-        cmocka_unit_test(torch_onnx_import),
+        cmocka_unit_test(torch_onnx_import),   cmocka_unit_test(torch_body_transfer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
