@@ -926,24 +926,28 @@ static void maxpool_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const val
         const float *xi = x->d + (size_t)q * x->h * x->w;
         const float *g = dy + (size_t)q * y->h * y->w;
         float *o = dx + (size_t)q * x->h * x->w;
-        for (int oy = 0; oy < y->h; oy++)
+        for (int oy = 0; oy < y->h; oy++) {
+            int y0 = oy * s - p, y1 = y0 + k;
+            if (y0 < 0) y0 = 0;
+            if (y1 > x->h) y1 = x->h;
             for (int ox = 0; ox < y->w; ox++) {
-                float best = -FLT_MAX;
-                int bi = -1;
-                for (int ky = 0; ky < k; ky++) {
-                    int iy = oy * s - p + ky;
-                    if (iy < 0 || iy >= x->h) continue;
-                    for (int kx = 0; kx < k; kx++) {
-                        int ix = ox * s - p + kx;
-                        if (ix < 0 || ix >= x->w) continue;
-                        if (xi[iy * x->w + ix] > best || bi < 0) {
-                            best = xi[iy * x->w + ix];
+                int x0 = ox * s - p, x1 = x0 + k;
+                if (x0 < 0) x0 = 0;
+                if (x1 > x->w) x1 = x->w;
+                /* the first maximum in scan order, as PyTorch picks it */
+                int bi = y0 * x->w + x0;
+                float best = xi[bi];
+                for (int iy = y0; iy < y1; iy++) {
+                    const float *r = xi + (size_t)iy * x->w;
+                    for (int ix = x0; ix < x1; ix++)
+                        if (r[ix] > best) {
+                            best = r[ix];
                             bi = iy * x->w + ix;
                         }
-                    }
                 }
-                if (bi >= 0) o[bi] += g[oy * y->w + ox];
+                o[bi] += g[oy * y->w + ox];
             }
+        }
     }
 }
 
