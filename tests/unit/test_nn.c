@@ -436,6 +436,37 @@ static void learner_finds_lr_and_fits(void **state) {
     nn_model_free(&m);
 }
 
+/* dropout: about p of the units zeroed in training, the rest scaled by
+ * 1/(1-p), the gradient through the same mask; the identity in evaluation */
+static void dropout_masks_and_scales(void **state) {
+    (void)state;
+    nn_model m;
+    nn_model_init(&m, 500);
+    nn_dropout(&m, 0, 0.25f);
+    float x[4 * 500], dy[4 * 500];
+    for (int i = 0; i < 2000; i++) x[i] = 1.0f + (float)(i % 7), dy[i] = 1.0f;
+    nn_exec *e;
+    assert_int_equal(nn_exec_new(&m, 4, 1, 1, 1, &e), URSA_OK);
+    nn_exec_want_input_grad(e, 1);
+    const float *y = nn_forward(e, x, 4);
+    int zero = 0;
+    for (int i = 0; i < 2000; i++) {
+        if (y[i] == 0) zero++;
+        else assert_float_equal(y[i], x[i] / 0.75f, 1e-5);
+    }
+    assert_true(zero > 400 && zero < 600); /* 500 expected */
+    float ycopy[2000];
+    memcpy(ycopy, y, sizeof ycopy);
+    nn_backward(e, dy);
+    const float *dx = nn_input_grad(e);
+    for (int i = 0; i < 2000; i++) assert_float_equal(dx[i], ycopy[i] == 0 ? 0 : 1 / 0.75f, 1e-5);
+    nn_exec_free(e);
+    assert_int_equal(nn_exec_new(&m, 4, 1, 1, 0, &e), URSA_OK);
+    assert_memory_equal(nn_forward(e, x, 4), x, sizeof x);
+    nn_exec_free(e);
+    nn_model_free(&m);
+}
+
 /* export and import give back the same model: parameters, outputs, class
  * names and preprocessing; damaged files are refused, never crash */
 static void onnx_round_trip_and_damage(void **state) {
@@ -517,6 +548,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(flip_mirrors_the_image),
         cmocka_unit_test(learner_finds_lr_and_fits),
         cmocka_unit_test(onnx_round_trip_and_damage),
+        cmocka_unit_test(dropout_masks_and_scales),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
