@@ -149,7 +149,9 @@ ursa_err nn_body_from(nn_model *m);
 ursa_err nn_resnet(nn_model *m, int depth, int nclass);
 /* The body of an ImageNet resnet: cut before its global pool. */
 ursa_err nn_resnet_body(nn_model *m, int depth);
-/* A small resnet for 28..64 px images (width w: channels w, 2w, 4w). */
+/* A small resnet for 28..64 px images: a 3x3 stem of w channels at full
+ * resolution, basic blocks of 2w and 4w channels each halving the size,
+ * global average pool, fc. */
 ursa_err nn_small_resnet(nn_model *m, int in_c, int width, int nclass);
 /* fast.ai's head on the model's current output: concat pool, flatten,
  * [BN, dropout 0.25, linear 512, ReLU], [BN, dropout 0.5, linear nclass].

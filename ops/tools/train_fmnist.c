@@ -43,9 +43,9 @@ static double now_s(void) {
 int main(int argc, char **argv) {
     nn_blas_init(argv);
     const char *dir = "/usr/share/datasets/fashion-mnist", *export = NULL;
-    int epochs = 8, bs = 128, width = 32;
+    int epochs = 6, bs = 128, width = 32;
     long limit = 0;
-    float lr = 4e-3f;
+    float lr = 1e-2f;
     uint64_t seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
