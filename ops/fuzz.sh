@@ -15,5 +15,10 @@ bash tests/fixtures/make_images.sh "$CORPUS/seed" >/dev/null
 rm -f "$CORPUS/seed/expected.tsv"
 mkdir -p "$CORPUS/new"
 echo "fuzz_decode: $(ls "$CORPUS/seed" | wc -l) seed files, then ${SECS}s of fuzzing"
-build-fuzz/bin/fuzz_decode -max_total_time="$SECS" -max_len=300000 -rss_limit_mb=2048 \
-    "$CORPUS/new" "$CORPUS/seed" 2>&1 | tail -n 3
+# a crash is written to build-fuzz/crash-* and its report shown whole
+if ! build-fuzz/bin/fuzz_decode -max_total_time="$SECS" -max_len=300000 -rss_limit_mb=2048 \
+    -artifact_prefix=build-fuzz/ "$CORPUS/new" "$CORPUS/seed" >"$CORPUS/log" 2>&1; then
+    grep -v '^ts=' "$CORPUS/log" | tail -n 40
+    exit 1
+fi
+tail -n 3 "$CORPUS/log"

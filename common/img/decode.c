@@ -96,7 +96,7 @@ static int exif_orientation(const uint8_t *p, size_t n) {
     if (!memcmp(t, "II*\0", 4)) le = 1;
     else if (!memcmp(t, "MM\0*", 4)) le = 0;
     else return 1;
-    uint32_t ifd = rd32(t + 4, le);
+    size_t ifd = rd32(t + 4, le); /* size_t: an offset near 2^32 must not wrap */
     if (ifd + 2 > tn) return 1;
     unsigned cnt = rd16(t + ifd, le);
     for (unsigned i = 0; i < cnt; i++) {

@@ -108,6 +108,13 @@ static void exif_orientation_is_applied(void **state) {
     assert_int_equal(out.w, 40);
     assert_true(out.px[(10 * 40 + 5) * 3] > 215); /* left is now white */
     img_free(&out);
+    /* an IFD offset of 0xFFFFFFFF (found by the fuzzer: it wrapped the
+     * bounds check) is ignored: the image decodes as stored */
+    memset(rot + 2 + 14, 0xFF, 4);
+    assert_int_equal(img_decode(rot, rlen, 1000000, 0, &out, &rej), URSA_OK);
+    assert_int_equal(out.w, 40);
+    assert_true(out.px[(10 * 40 + 5) * 3] < 40);
+    img_free(&out);
     free(rot);
     free(jpeg);
     img_free(&im);
