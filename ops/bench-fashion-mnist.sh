@@ -19,5 +19,5 @@ build/bin/train-fmnist --export "$OUT" "$@" 2>/dev/null | tee build/fashion-mnis
 awk '/^test_accuracy=/ {
     split($1, a, "="); split($2, t, "=")
     printf "target: accuracy %.2f%% (>= 94%%: %s), training %.0f s (< 600 s: %s)\n",
-        100 * a[2], a[2] >= 0.94 ? "yes" : "no", t[2], t[2] < 600 ? "yes" : "no"
+        100 * a[2], (a[2] >= 0.94 ? "yes" : "no"), t[2], (t[2] < 600 ? "yes" : "no")
 }' build/fashion-mnist.log
