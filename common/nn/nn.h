@@ -229,6 +229,16 @@ float nn_smooth_add(nn_smooth *s, float loss);
  * (np.gradient's argmin), skipping the first 10 and last 5 points. */
 float nn_lr_find_suggest(const float *lrs, const float *smoothed, int n);
 
+/* ---- checkpoints (checkpoint.c) ---------------------------------------- */
+/* Weights, AdamW moments and step counts, plus ulen bytes of the caller's
+ * (epoch, step, RNG), written atomically (temporary file, fsync, rename). */
+ursa_err nn_checkpoint_save(const nn_model *m, const void *user, uint32_t ulen, const char *path,
+                            char *err, size_t errlen);
+/* Into a model of the same architecture; a file of another model, or a
+ * damaged one, is refused (URSA_ERR_CORRUPT) and the model left as it was. */
+ursa_err nn_checkpoint_load(nn_model *m, void *user, uint32_t ulen, const char *path, char *err,
+                            size_t errlen);
+
 /* ---- ONNX (onnx.c) ---------------------------------------------------- */
 ursa_err nn_onnx_save(const nn_model *m, const char *path, char *err, size_t errlen);
 ursa_err nn_onnx_load(const char *path, nn_model *m, char *err, size_t errlen);

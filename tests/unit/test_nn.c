@@ -436,6 +436,70 @@ static void learner_finds_lr_and_fits(void **state) {
     nn_model_free(&m);
 }
 
+/* two steps, a checkpoint, two more steps == the checkpoint loaded into a
+ * fresh model and the same two steps, bit for bit; a checkpoint of another
+ * architecture or a damaged one is refused and changes nothing */
+static void checkpoint_resumes_exactly(void **state) {
+    (void)state;
+    char *dir = test_mkdtemp(), path[4200], err[256];
+    snprintf(path, sizeof path, "%s/ckpt", dir);
+    nn_model a, b;
+    small_net(&a, 0.0f);
+    float x[4 * 2 * 8 * 8];
+    int t[4] = {1, 0, 2, 1};
+    fill(x, sizeof x / 4);
+    float lrs[3] = {1e-2f, 1e-2f, 1e-2f};
+    nn_adamw o;
+    nn_adamw_init(&o);
+    nn_exec *e;
+    assert_int_equal(nn_exec_new(&a, 4, 8, 8, 1, &e), URSA_OK);
+    for (int s = 0; s < 4; s++) {
+        if (s == 2) {
+            int pos[2] = {7, s};
+            assert_int_equal(nn_checkpoint_save(&a, pos, sizeof pos, path, err, sizeof err), URSA_OK);
+            assert_int_equal(nn_model_copy(&a, &b), URSA_OK);
+            nn_init_weights(&b, 1234); /* forget everything: the checkpoint must bring it back */
+        }
+        nn_zero_grad(&a);
+        nn_forward(e, x, 4);
+        nn_backward_ce(e, t);
+        nn_adamw_step(&o, &a, lrs, 0.9f);
+    }
+    nn_exec_free(e);
+    int pos[2] = {0, 0};
+    assert_int_equal(nn_checkpoint_load(&b, pos, sizeof pos, path, err, sizeof err), URSA_OK);
+    assert_true(pos[0] == 7 && pos[1] == 2);
+    assert_int_equal(nn_exec_new(&b, 4, 8, 8, 1, &e), URSA_OK);
+    for (int s = 2; s < 4; s++) {
+        nn_zero_grad(&b);
+        nn_forward(e, x, 4);
+        nn_backward_ce(e, t);
+        nn_adamw_step(&o, &b, lrs, 0.9f);
+    }
+    nn_exec_free(e);
+    for (int i = 0; i < a.nparam; i++)
+        assert_memory_equal(a.param[i].w, b.param[i].w, a.param[i].n * sizeof(float));
+    /* another architecture */
+    nn_model c;
+    nn_small_resnet(&c, 2, 4, 3);
+    float c0 = c.param[0].w[0];
+    assert_int_equal(nn_checkpoint_load(&c, pos, sizeof pos, path, err, sizeof err), URSA_ERR_CORRUPT);
+    assert_true(c.param[0].w[0] == c0);
+    nn_model_free(&c);
+    /* a flipped byte */
+    FILE *f = fopen(path, "r+b");
+    fseek(f, 100, SEEK_SET);
+    int ch = fgetc(f);
+    fseek(f, 100, SEEK_SET);
+    fputc(ch ^ 0x10, f);
+    fclose(f);
+    assert_int_equal(nn_checkpoint_load(&b, pos, sizeof pos, path, err, sizeof err), URSA_ERR_CORRUPT);
+    assert_non_null(strstr(err, "damaged"));
+    nn_model_free(&a);
+    nn_model_free(&b);
+    test_rmdir(dir);
+}
+
 /* dropout: about p of the units zeroed in training, the rest scaled by
  * 1/(1-p), the gradient through the same mask; the identity in evaluation */
 static void dropout_masks_and_scales(void **state) {
@@ -549,6 +613,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(learner_finds_lr_and_fits),
         cmocka_unit_test(onnx_round_trip_and_damage),
         cmocka_unit_test(dropout_masks_and_scales),
+        cmocka_unit_test(checkpoint_resumes_exactly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
