@@ -261,7 +261,7 @@ static void *worker(void *arg) {
                 order[i] = order[j];
                 order[j] = t;
             }
-        for (int b = 0; b <= (l->n + l->bs - 1) / l->bs; b++) {
+        for (int b = 0; b <= nn_loader_batches(l); b++) {
             pthread_mutex_lock(&l->mu);
             while (!l->stop && (l->s[l->tail].ready || l->tail == l->taken))
                 pthread_cond_wait(&l->cv, &l->mu);
@@ -273,6 +273,7 @@ static void *worker(void *arg) {
             slot *s = &l->s[l->tail];
             pthread_mutex_unlock(&l->mu);
             int from = b * l->bs, cnt = l->n - from < l->bs ? l->n - from : l->bs;
+            if (b == nn_loader_batches(l)) cnt = 0; /* the end marker */
             if (cnt > 0) fill(l, s, order, from, cnt);
             else s->n = 0; /* end of epoch */
             if (cnt > 0 && s->n == 0) continue; /* every image failed: skip the batch */
@@ -289,7 +290,7 @@ ursa_err nn_loader_new(nn_image_fn fn, void *ctx, const int *idx, const int *lab
                        int train, const nn_aug *aug, const nn_meta *mt, int in_c, uint64_t seed,
                        nn_loader **out) {
     *out = NULL;
-    if (n < 1 || bs < 1) return URSA_ERR_INVALID;
+    if (n < 1 || bs < 1 || (in_c != 1 && in_c != 3)) return URSA_ERR_INVALID;
     nn_loader *l = calloc(1, sizeof *l);
     if (!l) return URSA_ERR_NOMEM;
     l->fn = fn;
@@ -356,7 +357,11 @@ int nn_loader_next(nn_loader *l, const float **x, const int **y) {
     return n;
 }
 
-int nn_loader_batches(const nn_loader *l) { return (l->n + l->bs - 1) / l->bs; }
+/* training drops a last partial batch, as fast.ai does (drop_last), unless
+ * it is the only one */
+int nn_loader_batches(const nn_loader *l) {
+    return l->train && l->n >= l->bs ? l->n / l->bs : (l->n + l->bs - 1) / l->bs;
+}
 long nn_loader_failed(const nn_loader *l) { return __atomic_load_n(&l->failed, __ATOMIC_RELAXED); }
 
 void nn_loader_free(nn_loader *l) {

@@ -103,16 +103,20 @@ static ursa_err plan_shapes(nn_exec *e) {
         o->w = a->w;
         switch (n->op) {
         case NN_CONV:
-            if (m->param[n->w].shape[1] != a->c) return URSA_ERR_INVALID;
+            if (m->param[n->w].shape[1] != a->c || a->h + 2 * n->pad < n->k ||
+                a->w + 2 * n->pad < n->k)
+                return URSA_ERR_INVALID;
             o->c = n->cout;
             o->h = (a->h + 2 * n->pad - n->k) / n->stride + 1;
             o->w = (a->w + 2 * n->pad - n->k) / n->stride + 1;
             break;
         case NN_MAXPOOL:
+            if (a->h + 2 * n->pad < n->k || a->w + 2 * n->pad < n->k) return URSA_ERR_INVALID;
             o->h = (a->h + 2 * n->pad - n->k) / n->stride + 1;
             o->w = (a->w + 2 * n->pad - n->k) / n->stride + 1;
             break;
         case NN_AVGPOOL:
+            if (a->h < n->k || a->w < n->k) return URSA_ERR_INVALID;
             o->h = (a->h - n->k) / n->stride + 1;
             o->w = (a->w - n->k) / n->stride + 1;
             break;
@@ -553,7 +557,7 @@ static void bn_fwd(nn_exec *e, int idx, nn_node *nd, const val_t *x, val_t *y) {
                 b[c] += mean;
                 rm[c] = mean;
                 rv[c] = (float)var;
-            } else {
+            } else if (cnt > 1) { /* one value has no variance: PyTorch refuses it */
                 float mo = nd->momentum;
                 rm[c] = (1 - mo) * rm[c] + mo * mean;
                 rv[c] = (1 - mo) * rv[c] + mo * (float)(cnt > 1 ? ss / (cnt - 1) : var);
@@ -1115,6 +1119,8 @@ void nn_softmax(float *x, int n, int c) {
 
 float nn_softmax_ce(const float *logits, const int *t, int n, int c, float *d) {
     double loss = 0;
+    for (int i = 0; i < n; i++)
+        if (t[i] < 0 || t[i] >= c) return NAN; /* a label the model has no class for */
     for (int i = 0; i < n; i++) {
         const float *r = logits + (size_t)i * c;
         float mx = r[0];
@@ -1134,6 +1140,7 @@ float nn_backward_ce(nn_exec *e, const int *targets) {
     nn_model *m = e->m;
     int c = e->v[m->out].c;
     float loss = nn_softmax_ce(e->v[m->out].d, targets, e->nb, c, e->dout);
+    if (isnan(loss)) return loss;
     nn_backward(e, e->dout);
     return loss;
 }

@@ -13,6 +13,7 @@ static double now_s(void) {
 }
 
 ursa_err nn_learner_init(nn_learner *L, nn_model *m, nn_loader *train, nn_loader *valid, int bs) {
+    if (bs < 1) return URSA_ERR_INVALID;
     memset(L, 0, sizeof *L);
     L->m = m;
     L->train = train;
@@ -22,6 +23,9 @@ ursa_err nn_learner_init(nn_learner *L, nn_model *m, nn_loader *train, nn_loader
     nn_adamw_init(&L->opt);
     ursa_err e = nn_exec_new(m, bs, L->h, L->w, 1, &L->tr);
     if (e == URSA_OK) e = nn_exec_new(m, bs, L->h, L->w, 0, &L->ev);
+    int h = 0, w = 0;
+    if (e == URSA_OK) nn_value(L->tr, m->out, NULL, &h, &w);
+    if (e == URSA_OK && h * w != 1) e = URSA_ERR_INVALID; /* not one score per class */
     if (e != URSA_OK) nn_learner_free(L);
     return e;
 }
@@ -119,15 +123,24 @@ ursa_err nn_lr_find(nn_learner *L, float *lrs, float *losses, int *np, float *su
     nn_smooth sm = {0};
     float best = INFINITY, glr[16];
     int n = 0, g = m->ngroups;
+    if (g > 16) {
+        nn_model_free(&save);
+        return URSA_ERR_INVALID;
+    }
     nn_adamw opt;
     nn_adamw_init(&opt);
     const float *x;
     const int *y;
     int b;
-    while (n < steps) {
-        b = nn_loader_next(L->train, &x, &y);
-        if (b == 0) continue; /* next epoch */
+    int empty = 0; /* epochs in a row without a batch: nothing decodes */
+    while (n < steps && empty < 2) {
         if (L->stop && *L->stop) break;
+        b = nn_loader_next(L->train, &x, &y);
+        if (b == 0) { /* the next epoch */
+            empty++;
+            continue;
+        }
+        empty = 0;
         float lr = nn_lr_find_lr(1e-7f, 10.0f, n, steps);
         for (int k = 0; k < g; k++) glr[k] = lr;
         nn_zero_grad(m);
@@ -142,7 +155,8 @@ ursa_err nn_lr_find(nn_learner *L, float *lrs, float *losses, int *np, float *su
         if ((e = nn_adamw_step(&opt, m, glr, 0.9f)) != URSA_OK) break;
     }
     /* finish the epoch so the next fit starts on a fresh one */
-    while (nn_loader_next(L->train, &x, &y) > 0) {}
+    if (!empty)
+        while (nn_loader_next(L->train, &x, &y) > 0) {}
     /* restore the weights (and BN statistics) */
     for (int i = 0; i < m->nparam; i++) {
         memcpy(m->param[i].w, save.param[i].w, sizeof(float) * m->param[i].n);
@@ -151,9 +165,11 @@ ursa_err nn_lr_find(nn_learner *L, float *lrs, float *losses, int *np, float *su
         m->param[i].m = m->param[i].v = NULL;
         m->param[i].t = 0;
     }
+    for (int i = 0; i < m->nnode; i++) m->node[i].calib = save.node[i].calib; /* nn_unfold_bn's */
     m->wver++;
     nn_model_free(&save);
     *np = n;
     *suggestion = nn_lr_find_suggest(lrs, losses, n);
+    if (e == URSA_OK && n == 0) e = URSA_ERR_INVALID; /* no batch could be made */
     return e;
 }

@@ -29,7 +29,7 @@ void nn_model_init(nn_model *m, int in_c) {
 }
 
 void nn_model_free(nn_model *m) {
-    for (int i = 0; i < m->nparam; i++) {
+    for (int i = 0; m->param && i < m->nparam; i++) {
         free(m->param[i].w);
         free(m->param[i].g);
         free(m->param[i].m);
@@ -224,7 +224,7 @@ int nn_linear(nn_model *m, const char *name, int x, int cout, int bias) {
 
 int nn_dropout(nn_model *m, int x, float p) {
     nn_node *n = node_new(m, NN_DROPOUT, x, -1, m->vc[x]);
-    n->p = p;
+    n->p = p < 0 ? 0 : p > 0.99f ? 0.99f : p; /* p = 1 would divide by zero */
     return n->out;
 }
 

@@ -217,7 +217,8 @@ void nn_one_cycle(float max_lr, int i, int n, float pct, float div, float final_
 /* Per-group LRs: a range [lo, hi] spread geometrically over g groups (lo ==
  * hi gives the same LR everywhere). */
 void nn_group_lrs(float lo, float hi, int g, float *lrs);
-/* lr_find: lr of step i of n from start to end, exponential. */
+/* lr_find: lr of step i of n from start towards end, exponential (step i
+ * is i/n of the way, as fast.ai's scheduler steps). */
 float nn_lr_find_lr(float start, float end, int i, int n);
 /* fast.ai's loss smoothing: exponential moving average, beta 0.98, debiased. */
 typedef struct {

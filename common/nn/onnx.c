@@ -120,6 +120,19 @@ static int tensor_floats(const Onnx__TensorProto *t, float *dst, size_t n) {
     return 0;
 }
 
+/* a float tensor whose dims are all positive and whose data has exactly
+ * as many values: sizes taken from it cannot be zero, negative or lies */
+static int tensor_ok(const Onnx__TensorProto *t) {
+    if (t->has_data_type && t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) return 0;
+    size_t n = 1;
+    for (size_t i = 0; i < t->n_dims; i++) {
+        if (t->dims[i] < 1 || t->dims[i] > (1 << 24)) return 0;
+        n *= (size_t)t->dims[i];
+        if (n > ((size_t)1 << 30)) return 0;
+    }
+    return t->has_raw_data ? t->raw_data.len == n * sizeof(float) : t->n_float_data == n;
+}
+
 /* "conv1.weight" -> "conv1"; other names are kept whole */
 static void base_name(const char *init, char *out, size_t len) {
     snprintf(out, len, "%s", init);
@@ -229,7 +242,8 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
         if (s->dim[2]->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE)
             in_size = (int)s->dim[2]->dim_value;
     }
-    if (in_c < 1 || in_c > 64) return ERR("input has %d channels", in_c);
+    if (in_c != 1 && in_c != 3)
+        return ERR("input has %d channels; ursa's models take images: 1 (gray) or 3 (RGB)", in_c);
     nn_model_init(m, in_c);
     if (in_size >= 8 && in_size <= 4096) m->meta.size = in_size;
     vmap vm = {0};
@@ -266,8 +280,13 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
         if (!strcmp(op, "Conv")) {
             const Onnx__TensorProto *w = n->n_input > 1 ? find_init(g, n->input[1]) : NULL;
             long k, s, p;
-            if (!w || w->n_dims != 4) {
-                e = ERR("Conv %s: weight must be a 4-D initializer", nname);
+            if (!w || w->n_dims != 4 || !tensor_ok(w)) {
+                e = ERR("Conv %s: weight must be a 4-D float initializer", nname);
+                break;
+            }
+            const Onnx__AttributeProto *ap = attr(n, "auto_pad");
+            if (ap && ap->has_s && !(ap->s.len == 6 && !memcmp(ap->s.data, "NOTSET", 6))) {
+                e = ERR("Conv %s: auto_pad is not supported (export with explicit pads)", nname);
                 break;
             }
             if (attr_i(n, "group", 1) != 1 || !ints_all(n, "dilations", 1, NULL) ||
@@ -275,6 +294,11 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
                 !ints_all(n, "pads", 0, &p) || w->dims[2] != w->dims[3]) {
                 e = ERR("Conv %s: only square kernels, equal strides and pads, group 1, "
                         "dilation 1 are supported", nname);
+                break;
+            }
+            if (attr(n, "kernel_shape") && k != w->dims[2]) {
+                e = ERR("Conv %s: kernel_shape %ld does not match the weight's %ld", nname, k,
+                        (long)w->dims[2]);
                 break;
             }
             k = w->dims[2];
@@ -312,6 +336,11 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             y = nn_relu(m, x);
         } else if (!strcmp(op, "MaxPool") || !strcmp(op, "AveragePool")) {
             long k, s, p;
+            const Onnx__AttributeProto *ap = attr(n, "auto_pad");
+            if (ap && ap->has_s && !(ap->s.len == 6 && !memcmp(ap->s.data, "NOTSET", 6))) {
+                e = ERR("%s %s: auto_pad is not supported (export with explicit pads)", op, nname);
+                break;
+            }
             if (!ints_all(n, "kernel_shape", 0, &k) || !ints_all(n, "strides", 1, &s) ||
                 !ints_all(n, "pads", 0, &p) || attr_i(n, "ceil_mode", 0) ||
                 !ints_all(n, "dilations", 1, NULL) || k < 1 || k > 64 || s < 1 || s > 64 ||
@@ -348,7 +377,8 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             y = nn_flatten(m, x);
         } else if (!strcmp(op, "Gemm")) {
             const Onnx__TensorProto *w = n->n_input > 1 ? find_init(g, n->input[1]) : NULL;
-            if (!w || w->n_dims != 2 || attr_i(n, "transA", 0) || attr_f(n, "alpha", 1) != 1 ||
+            if (!w || w->n_dims != 2 || !tensor_ok(w) || attr_i(n, "transA", 0) ||
+                attr_f(n, "alpha", 1) != 1 ||
                 attr_f(n, "beta", 1) != 1) {
                 e = ERR("Gemm %s: only y = x W^T + b with W an initializer", nname);
                 break;
@@ -358,6 +388,9 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             base_name(n->input[1], base, sizeof base);
             m->group = 2;
             int bias = n->n_input > 2 && *n->input[2];
+            /* after a flatten of a feature map, the width is the weight's;
+             * the executor checks it against the real shape */
+            m->vc[x] = (int)(tb ? w->dims[1] : w->dims[0]);
             y = nn_linear(m, base, x, out, bias);
             nn_node *nd = &m->node[m->nnode - 1];
             nn_param *P = &m->param[nd->w];
@@ -704,7 +737,9 @@ static ursa_err build_proto(const nn_model *m, arena *a, Onnx__ModelProto *mp, c
         case NN_DROPOUT:
             memmove(vn[n->out], x, sizeof vn[0]);
             continue;
-        default: return ERR("node %d: operator %d cannot be exported", i, (int)n->op);
+        default:
+            free(l.nodes);
+            return ERR("node %d: operator %d cannot be exported", i, (int)n->op);
         }
         if (n->relu) {
             char rn[140];

@@ -22,10 +22,16 @@ ursa_err nn_adamw_step(nn_adamw *o, nn_model *m, const float *lrs, float beta1) 
     for (int i = 0; i < m->nparam; i++) {
         nn_param *p = &m->param[i];
         if (!p->g || p->frozen) continue;
-        if (!p->m) {
+        if (!p->m || !p->v) {
+            free(p->m);
+            free(p->v);
             p->m = calloc(p->n, sizeof(float));
             p->v = calloc(p->n, sizeof(float));
-            if (!p->m || !p->v) return URSA_ERR_NOMEM;
+            if (!p->m || !p->v) {
+                free(p->m), free(p->v);
+                p->m = p->v = NULL;
+                return URSA_ERR_NOMEM;
+            }
         }
         p->t++;
         float lr = lrs[p->group < m->ngroups ? p->group : m->ngroups - 1];
@@ -72,8 +78,9 @@ void nn_group_lrs(float lo, float hi, int g, float *lrs) {
     for (int i = 0; i < g; i++) lrs[i] = (float)(lo * pow(step, i));
 }
 
+/* fast.ai v1's Scheduler: step i of n is at i/n of the way (never at end) */
 float nn_lr_find_lr(float start, float end, int i, int n) {
-    return (float)(start * pow((double)end / start, n > 1 ? (double)i / (n - 1) : 0));
+    return (float)(start * pow((double)end / start, n > 0 ? (double)i / n : 0));
 }
 
 float nn_smooth_add(nn_smooth *s, float loss) {

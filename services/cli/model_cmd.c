@@ -45,6 +45,11 @@ static double now_s(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+/* a label in tab-separated output: tabs and line breaks become spaces */
+static void tsv_str(FILE *f, const char *s) {
+    for (; *s; s++) fputc(*s == '\t' || *s == '\n' || *s == '\r' ? ' ' : *s, f);
+}
+
 static void json_str(FILE *f, const char *s) {
     fputc('"', f);
     for (; *s; s++) {
@@ -94,13 +99,17 @@ static void print_result(const nn_model *m, const char *file, const float *prob,
         for (int j = 0; j < k; j++) {
             printf("%s[", j ? ", " : "");
             json_str(stdout, nn_class_name(&m->meta, s[j].i, buf, sizeof buf));
-            printf(", %.6g]", s[j].p);
+            if (isfinite(s[j].p)) printf(", %.6g]", s[j].p);
+            else printf(", null]"); /* JSON has no NaN */
         }
         printf("]}\n");
     } else {
-        printf("%s", file);
-        for (int j = 0; j < k; j++)
-            printf("\t%s\t%.6f", nn_class_name(&m->meta, s[j].i, buf, sizeof buf), s[j].p);
+        tsv_str(stdout, file);
+        for (int j = 0; j < k; j++) {
+            putchar('\t');
+            tsv_str(stdout, nn_class_name(&m->meta, s[j].i, buf, sizeof buf));
+            printf("\t%.6f", s[j].p);
+        }
         printf("\n");
     }
     free(s);
@@ -124,8 +133,16 @@ int predict_cmd(const cfg *c, int argc, char **argv) {
     if (bs > argc) bs = argc;
     int top = (int)cfg_int(c, "top"), json = cfg_bool(c, "json");
     nn_exec *e;
+    int oh = 0, ow = 0;
     if (nn_exec_new(&f, bs, size, size, 0, &e) != URSA_OK) {
         fprintf(stderr, "ursa predict: the model does not run on %dx%d inputs\n", size, size);
+        nn_model_free(&f);
+        return 1;
+    }
+    nn_value(e, f.out, NULL, &oh, &ow);
+    if (oh * ow != 1) {
+        fprintf(stderr, "ursa predict: the model's output is a %dx%d map, not class scores\n", oh, ow);
+        nn_exec_free(e);
         nn_model_free(&f);
         return 1;
     }
