@@ -216,6 +216,7 @@ struct nn_loader {
     nn_image_fn fn;
     void *ctx;
     int *idx, *lab, n, bs, train, in_c;
+    int *order; /* this epoch's order of the items (the worker's) */
     nn_aug aug;
     int has_aug;
     nn_meta mt;
@@ -250,8 +251,7 @@ static void fill(nn_loader *l, slot *s, const int *order, int from, int count) {
 
 static void *worker(void *arg) {
     nn_loader *l = arg;
-    int *order = malloc(sizeof(int) * (size_t)l->n);
-    if (!order) abort();
+    int *order = l->order;
     for (;;) {
         for (int i = 0; i < l->n; i++) order[i] = i;
         if (l->train)
@@ -267,7 +267,6 @@ static void *worker(void *arg) {
                 pthread_cond_wait(&l->cv, &l->mu);
             if (l->stop) {
                 pthread_mutex_unlock(&l->mu);
-                free(order);
                 return NULL;
             }
             slot *s = &l->s[l->tail];
@@ -306,7 +305,8 @@ ursa_err nn_loader_new(nn_image_fn fn, void *ctx, const int *idx, const int *lab
     l->has_aug = 1;
     l->idx = malloc(sizeof(int) * (size_t)n);
     l->lab = malloc(sizeof(int) * (size_t)n);
-    if (!l->idx || !l->lab || nn_meta_copy(mt, &l->mt) != URSA_OK) goto nomem;
+    l->order = malloc(sizeof(int) * (size_t)n);
+    if (!l->idx || !l->lab || !l->order || nn_meta_copy(mt, &l->mt) != URSA_OK) goto nomem;
     memcpy(l->idx, idx, sizeof(int) * (size_t)n);
     memcpy(l->lab, lab, sizeof(int) * (size_t)n);
     size_t per = (size_t)in_c * mt->size * mt->size;
@@ -328,6 +328,7 @@ nomem:
     for (int i = 0; i < SLOTS; i++) free(l->s[i].x), free(l->s[i].y);
     free(l->idx);
     free(l->lab);
+    free(l->order);
     nn_meta_free(&l->mt);
     free(l);
     return URSA_ERR_NOMEM;
@@ -376,6 +377,7 @@ void nn_loader_free(nn_loader *l) {
     for (int i = 0; i < SLOTS; i++) free(l->s[i].x), free(l->s[i].y);
     free(l->idx);
     free(l->lab);
+    free(l->order);
     nn_meta_free(&l->mt);
     free(l);
 }

@@ -57,6 +57,8 @@ struct nn_exec {
     float **wU[2];  /* per node: transformed weights, forward and input-gradient */
     unsigned long *wUver[2];
     float *wUs[2];  /* training: scratch for the node at hand */
+    float *scr;     /* per thread scr_n floats: max-pool rows, Winograd input rows */
+    size_t scr_n;
     size_t wUs_n[2];
     int prof;      /* URSA_NN_PROFILE: time spent per operator, printed at free */
     double ptime[2][NN_OP_COUNT];
@@ -149,6 +151,8 @@ static ursa_err plan_shapes(nn_exec *e) {
         }
         if (o->h < 1 || o->w < 1) return URSA_ERR_INVALID;
         o->per = (size_t)o->c * o->h * o->w;
+        if (n->op == NN_MAXPOOL && (size_t)a->h * o->w > e->scr_n) e->scr_n = (size_t)a->h * o->w;
+        if (n->op == NN_CONV && 4 * ((size_t)o->w + 3) > e->scr_n) e->scr_n = 4 * ((size_t)o->w + 3);
         if (n->op == NN_CONV) {
             size_t hwo = (size_t)o->h * o->w, kk = (size_t)a->c * n->k * n->k;
             int ch = conv_chunk(e, (int)hwo);
@@ -224,6 +228,7 @@ static ursa_err plan_buffers(nn_exec *e) {
 
 ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out) {
     *out = NULL;
+    if (m->oom) return URSA_ERR_NOMEM;
     if (n < 1 || h < 1 || w < 1 || m->nnode < 1) return URSA_ERR_INVALID;
     /* the engine threads with OpenMP and gives OpenBLAS one thread a call */
     openblas_set_num_threads(1);
@@ -252,6 +257,7 @@ ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out)
     if (e->col_n && !(e->col = falloc(e, e->col_n * e->nth))) goto fail;
     if (e->tmp_n && !(e->tmp = falloc(e, e->tmp_n * e->nth))) goto fail;
     if (train && e->dwt_n && !(e->dwt = falloc(e, e->dwt_n * e->nth))) goto fail;
+    if (e->scr_n && !(e->scr = falloc(e, e->scr_n * e->nth))) goto fail;
     if (e->wino && e->wv_n &&
         (!(e->wv = falloc(e, e->wv_n * e->nth)) || !(e->wm = falloc(e, e->wm_n * e->nth))))
         goto fail;
@@ -310,6 +316,7 @@ void nn_exec_free(nn_exec *e) {
     free(e->dwt);
     free(e->wv);
     free(e->wm);
+    free(e->scr);
     for (int k = 0; k < 2; k++) {
         free(e->wUs[k]);
         for (int i = 0; e->wU[k] && i < e->m->nnode; i++) free(e->wU[k][i]);
@@ -444,16 +451,19 @@ static int use_wino(const nn_exec *e, const nn_node *nd, const val_t *y) {
 }
 
 /* the node's transformed weights: cached for inference (made again when the
- * weights changed), made at each use in training */
+ * weights changed), made at each use in training; NULL when there is no
+ * memory for them, and the convolution then goes through im2col */
 static const float *wino_U(nn_exec *e, const nn_node *nd, int for_dx) {
     int idx = (int)(nd - e->m->node);
     const nn_param *W = &e->m->param[nd->w];
     size_t need = (size_t)16 * W->shape[0] * W->shape[1];
     if (e->train) { /* weights change every step: one scratch buffer, made at use */
         if (need > e->wUs_n[for_dx]) {
+            float *q = malloc(sizeof(float) * need);
+            if (!q) return NULL; /* the caller uses im2col instead */
             free(e->wUs[for_dx]);
             e->bytes += sizeof(float) * (need - e->wUs_n[for_dx]);
-            if (!(e->wUs[for_dx] = malloc(sizeof(float) * need))) abort();
+            e->wUs[for_dx] = q;
             e->wUs_n[for_dx] = need;
         }
         nn_wino_weights(W->w, W->shape[0], W->shape[1], for_dx, e->wUs[for_dx]);
@@ -461,7 +471,7 @@ static const float *wino_U(nn_exec *e, const nn_node *nd, int for_dx) {
     }
     if (!e->wU[for_dx][idx]) {
         e->wU[for_dx][idx] = malloc(sizeof(float) * 16 * W->shape[0] * W->shape[1]);
-        if (!e->wU[for_dx][idx]) abort();
+        if (!e->wU[for_dx][idx]) return NULL;
         e->bytes += sizeof(float) * 16 * W->shape[0] * W->shape[1];
         e->wUver[for_dx][idx] = 0;
     }
@@ -478,20 +488,22 @@ static void wino_range(nn_exec *e, const nn_node *nd, const float *U, const val_
                        const val_t *y, const float *dy, float *dx, int lo, int hi, int t, int par) {
     int T = ((y->h + 1) / 2) * ((y->w + 1) / 2), ch = wino_chunk(e, T);
     float *V = e->wv + e->wv_n * t, *M = e->wm + e->wm_n * t;
+    /* one image: every thread takes its own rows scratch; else this thread's */
+    float *rows = par ? e->scr : e->scr + e->scr_n * t;
     for (int i0 = lo; i0 < hi; i0 += ch) {
         int cn = hi - i0 < ch ? hi - i0 : ch;
         if (dx)
             nn_wino_conv(U, nd->cout, x->c, dy + y->per * i0, y->per, y->h, y->w, cn,
-                         dx + x->per * i0, x->per, 1, V, M, par);
+                         dx + x->per * i0, x->per, 1, V, M, rows, e->scr_n, par);
         else
             nn_wino_conv(U, x->c, nd->cout, x->d + x->per * i0, x->per, y->h, y->w, cn,
-                         y->d + y->per * i0, y->per, 0, V, M, par);
+                         y->d + y->per * i0, y->per, 0, V, M, rows, e->scr_n, par);
     }
 }
 
 static void conv_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
-    if (use_wino(e, nd, y)) {
-        const float *U = wino_U(e, nd, 0);
+    const float *U = use_wino(e, nd, y) ? wino_U(e, nd, 0) : NULL;
+    if (U) {
         if (e->nb == 1 || e->nth == 1) {
             wino_range(e, nd, U, x, y, NULL, NULL, 0, e->nb, 0, 1);
         } else {
@@ -589,10 +601,9 @@ static inline float maxn(float best, float t) { return t > best || t != t ? t : 
 /* separable: the max over each row's windows, then over the rows */
 static void maxpool_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
     int k = nd->k, s = nd->stride, p = nd->pad, H = x->h, W = x->w, wo = y->w;
-#pragma omp parallel
+#pragma omp parallel num_threads(e->nth)
     {
-        float *rm = malloc(sizeof(float) * (size_t)H * wo);
-        if (!rm) abort();
+        float *rm = e->scr + e->scr_n * omp_get_thread_num();
 #pragma omp for schedule(static)
         for (long q = 0; q < (long)e->nb * x->c; q++) {
             const float *xi = x->d + (size_t)q * H * W;
@@ -632,7 +643,6 @@ static void maxpool_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y)
                 }
             }
         }
-        free(rm);
     }
 }
 
@@ -761,14 +771,16 @@ static float *grad_of(nn_exec *e, int v) {
         if (e->ngpool == e->cap_gpool) {
             int c = e->cap_gpool ? e->cap_gpool * 2 : 16;
             buf_t *nb = realloc(e->gpool, sizeof(buf_t) * (size_t)c);
-            if (!nb) abort();
+            if (!nb) return NULL;
             e->gpool = nb;
             e->cap_gpool = c;
         }
+        float *p = falloc(e, need);
+        if (!p) return NULL;
         pick = e->ngpool++;
         e->gpool[pick].n = need;
         e->gpool[pick].busy = 0;
-        if (!(e->gpool[pick].p = falloc(e, need))) abort();
+        e->gpool[pick].p = p;
     }
     e->gpool[pick].busy = 1;
     x->g = e->gpool[pick].p;
@@ -983,7 +995,7 @@ static void mark_needs(nn_exec *e) {
     }
 }
 
-void nn_backward(nn_exec *e, const float *dout) {
+ursa_err nn_backward(nn_exec *e, const float *dout) {
     nn_model *m = e->m;
     int nb = e->nb;
     mark_needs(e);
@@ -1012,6 +1024,7 @@ void nn_backward(nn_exec *e, const float *dout) {
                 if (yd[j] <= 0) dy[j] = 0;
         }
         float *dx = x->ng ? grad_of(e, nd->in[0]) : NULL;
+        if (x->ng && !dx) goto nomem;
         switch (nd->op) {
         case NN_CONV: conv_bwd(e, nd, x, y, dy, dx); break;
         case NN_BN: bn_bwd(e, i, nd, x, dy, dx); break;
@@ -1062,6 +1075,7 @@ void nn_backward(nn_exec *e, const float *dout) {
         case NN_CONCAT: {
             val_t *b = &e->v[nd->in[1]];
             float *db = b->ng ? grad_of(e, nd->in[1]) : NULL;
+            if (b->ng && !db) goto nomem;
             for (int n = 0; n < nb; n++) {
                 if (dx)
                     for (size_t j = 0; j < x->per; j++) dx[x->per * n + j] += dy[y->per * n + j];
@@ -1089,6 +1103,7 @@ void nn_backward(nn_exec *e, const float *dout) {
         case NN_ADD: {
             val_t *b = &e->v[nd->in[1]];
             float *db = b->ng ? grad_of(e, nd->in[1]) : NULL;
+            if (b->ng && !db) goto nomem;
 #pragma omp parallel for schedule(static) if (tot > 65536)
             for (size_t j = 0; j < tot; j++) {
                 if (dx) dx[j] += dy[j];
@@ -1101,6 +1116,10 @@ void nn_backward(nn_exec *e, const float *dout) {
         grad_release(e, nd->out);
     }
     if (e->prof) e->ptime[1][m->node[0].op] += now_s() - t0;
+    return URSA_OK;
+nomem: /* a gradient buffer could not be made: the step is lost, not half done */
+    for (int i = 0; i < m->nvalue; i++) grad_release(e, i);
+    return URSA_ERR_NOMEM;
 }
 
 void nn_zero_grad(nn_model *m) {
@@ -1141,6 +1160,5 @@ float nn_backward_ce(nn_exec *e, const int *targets) {
     int c = e->v[m->out].c;
     float loss = nn_softmax_ce(e->v[m->out].d, targets, e->nb, c, e->dout);
     if (isnan(loss)) return loss;
-    nn_backward(e, e->dout);
-    return loss;
+    return nn_backward(e, e->dout) == URSA_OK ? loss : NAN;
 }

@@ -8,22 +8,29 @@
 
 #include "util.h"
 
-static void *grow(void *p, int *cap, int need, size_t sz) {
-    if (need <= *cap) return p;
+/* Makes room for need items in *p; on failure leaves *p as it was, marks
+ * the model (m->oom: building goes on as no-ops, executors and the
+ * architecture functions then report URSA_ERR_NOMEM) and returns 0. */
+static int grow(nn_model *m, void **p, int *cap, int need, size_t sz) {
+    if (m->oom) return 0;
+    if (need <= *cap) return 1;
     int c = *cap ? *cap : 16;
     while (c < need) c *= 2;
-    p = realloc(p, (size_t)c * sz);
-    if (!p) abort(); /* a model is small; running out here is fatal */
+    void *q = realloc(*p, (size_t)c * sz);
+    if (!q) {
+        m->oom = 1;
+        return 0;
+    }
+    *p = q;
     *cap = c;
-    return p;
+    return 1;
 }
 
 void nn_model_init(nn_model *m, int in_c) {
     memset(m, 0, sizeof *m);
     m->in_c = in_c;
-    m->vc = grow(NULL, &m->cap_value, 1, sizeof(int));
-    m->vc[0] = in_c;
     m->nvalue = 1;
+    if (grow(m, (void **)&m->vc, &m->cap_value, 1, sizeof(int))) m->vc[0] = in_c;
     m->ngroups = 1;
     nn_meta_default(&m->meta);
 }
@@ -77,7 +84,7 @@ nomem:
 }
 
 int nn_param_add(nn_model *m, const char *name, nn_pkind kind, int ndim, const int *shape) {
-    m->param = grow(m->param, &m->cap_param, m->nparam + 1, sizeof(nn_param));
+    if (!grow(m, (void **)&m->param, &m->cap_param, m->nparam + 1, sizeof(nn_param))) return -1;
     nn_param *p = &m->param[m->nparam];
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "%s", name);
@@ -90,7 +97,12 @@ int nn_param_add(nn_model *m, const char *name, nn_pkind kind, int ndim, const i
     }
     p->w = calloc(p->n, sizeof(float));
     if (kind != NN_P_BN_RM && kind != NN_P_BN_RV) p->g = calloc(p->n, sizeof(float));
-    if (!p->w || (kind != NN_P_BN_RM && kind != NN_P_BN_RV && !p->g)) abort();
+    if (!p->w || (kind != NN_P_BN_RM && kind != NN_P_BN_RV && !p->g)) {
+        free(p->w);
+        free(p->g);
+        m->oom = 1;
+        return -1;
+    }
     if (kind == NN_P_BN_W || kind == NN_P_BN_RV)
         for (size_t i = 0; i < p->n; i++) p->w[i] = 1.0f;
     p->group = m->group;
@@ -110,8 +122,11 @@ size_t nn_param_count(const nn_model *m) {
     return n;
 }
 
+/* NULL once the model is out of memory: builders then return value 0 */
 static nn_node *node_new(nn_model *m, nn_op op, int a, int b, int cout) {
-    m->node = grow(m->node, &m->cap_node, m->nnode + 1, sizeof(nn_node));
+    if (!grow(m, (void **)&m->node, &m->cap_node, m->nnode + 1, sizeof(nn_node)) ||
+        !grow(m, (void **)&m->vc, &m->cap_value, m->nvalue + 1, sizeof(int)))
+        return NULL;
     nn_node *n = &m->node[m->nnode++];
     memset(n, 0, sizeof *n);
     n->op = op;
@@ -119,7 +134,6 @@ static nn_node *node_new(nn_model *m, nn_op op, int a, int b, int cout) {
     n->in[1] = b;
     n->nin = b >= 0 ? 2 : 1;
     n->w = n->b = n->rm = n->rv = -1;
-    m->vc = grow(m->vc, &m->cap_value, m->nvalue + 1, sizeof(int));
     n->out = m->nvalue;
     m->vc[m->nvalue++] = cout;
     m->out = n->out;
@@ -143,6 +157,7 @@ int nn_conv(nn_model *m, const char *name, int x, int cout, int k, int stride, i
         b = nn_param_add(m, pn, NN_P_BIAS, 1, shp);
     }
     nn_node *n = node_new(m, NN_CONV, x, -1, cout);
+    if (!n) return 0;
     n->k = k;
     n->stride = stride;
     n->pad = pad;
@@ -166,6 +181,7 @@ int nn_bn(nn_model *m, const char *name, int x, int relu) {
     pname(pn, sizeof pn, name, "running_var");
     rv = nn_param_add(m, pn, NN_P_BN_RV, 1, &c);
     nn_node *n = node_new(m, NN_BN, x, -1, c);
+    if (!n) return 0;
     n->w = w;
     n->b = b;
     n->rm = rm;
@@ -177,10 +193,13 @@ int nn_bn(nn_model *m, const char *name, int x, int relu) {
     return n->out;
 }
 
-int nn_relu(nn_model *m, int x) { return node_new(m, NN_RELU, x, -1, m->vc[x])->out; }
+static int out_of(const nn_node *n) { return n ? n->out : 0; }
+
+int nn_relu(nn_model *m, int x) { return out_of(node_new(m, NN_RELU, x, -1, m->vc[x])); }
 
 int nn_maxpool(nn_model *m, int x, int k, int stride, int pad) {
     nn_node *n = node_new(m, NN_MAXPOOL, x, -1, m->vc[x]);
+    if (!n) return 0;
     n->k = k;
     n->stride = stride;
     n->pad = pad;
@@ -189,19 +208,20 @@ int nn_maxpool(nn_model *m, int x, int k, int stride, int pad) {
 
 int nn_avgpool(nn_model *m, int x, int k, int stride) {
     nn_node *n = node_new(m, NN_AVGPOOL, x, -1, m->vc[x]);
+    if (!n) return 0;
     n->k = k;
     n->stride = stride;
     return n->out;
 }
 
-int nn_gap(nn_model *m, int x) { return node_new(m, NN_GAP, x, -1, m->vc[x])->out; }
-int nn_gmp(nn_model *m, int x) { return node_new(m, NN_GMP, x, -1, m->vc[x])->out; }
+int nn_gap(nn_model *m, int x) { return out_of(node_new(m, NN_GAP, x, -1, m->vc[x])); }
+int nn_gmp(nn_model *m, int x) { return out_of(node_new(m, NN_GMP, x, -1, m->vc[x])); }
 int nn_concat(nn_model *m, int a, int b) {
-    return node_new(m, NN_CONCAT, a, b, m->vc[a] + m->vc[b])->out;
+    return out_of(node_new(m, NN_CONCAT, a, b, m->vc[a] + m->vc[b]));
 }
 /* channels after flatten are known only for 1x1 inputs at build time; the
  * executor computes the real count */
-int nn_flatten(nn_model *m, int x) { return node_new(m, NN_FLATTEN, x, -1, m->vc[x])->out; }
+int nn_flatten(nn_model *m, int x) { return out_of(node_new(m, NN_FLATTEN, x, -1, m->vc[x])); }
 
 int nn_linear(nn_model *m, const char *name, int x, int cout, int bias) {
     int cin = m->vc[x];
@@ -215,6 +235,7 @@ int nn_linear(nn_model *m, const char *name, int x, int cout, int bias) {
         b = nn_param_add(m, pn, NN_P_BIAS, 1, &cout);
     }
     nn_node *n = node_new(m, NN_LINEAR, x, -1, cout);
+    if (!n) return 0;
     n->cout = cout;
     n->w = w;
     n->b = b;
@@ -224,12 +245,14 @@ int nn_linear(nn_model *m, const char *name, int x, int cout, int bias) {
 
 int nn_dropout(nn_model *m, int x, float p) {
     nn_node *n = node_new(m, NN_DROPOUT, x, -1, m->vc[x]);
+    if (!n) return 0;
     n->p = p < 0 ? 0 : p > 0.99f ? 0.99f : p; /* p = 1 would divide by zero */
     return n->out;
 }
 
 int nn_add(nn_model *m, int a, int b, int relu) {
     nn_node *n = node_new(m, NN_ADD, a, b, m->vc[a]);
+    if (!n) return 0;
     n->relu = relu;
     return n->out;
 }
@@ -246,15 +269,19 @@ void nn_cut(nn_model *m, int v) {
     m->out = v;
     /* parameters still referenced */
     char *used = calloc((size_t)m->nparam + 1, 1);
-    if (!used) abort();
+    int *map = malloc(sizeof(int) * (size_t)(m->nparam + 1));
+    if (!used || !map) {
+        free(used);
+        free(map);
+        m->oom = 1; /* the unused parameters stay: harmless, but say so */
+        return;
+    }
     for (int i = 0; i < m->nnode; i++) {
         const nn_node *n = &m->node[i];
         int ps[4] = {n->w, n->b, n->rm, n->rv};
         for (int j = 0; j < 4; j++)
             if (ps[j] >= 0) used[ps[j]] = 1;
     }
-    int *map = malloc(sizeof(int) * (size_t)(m->nparam + 1));
-    if (!map) abort();
     int np = 0;
     for (int i = 0; i < m->nparam; i++) {
         if (used[i]) {
@@ -375,6 +402,11 @@ ursa_err nn_fuse_for_inference(const nn_model *src, nn_model *d) {
                 snprintf(pn, sizeof pn, "%s.bias", n->name[0] ? n->name : w->name);
                 int shp = n->cout;
                 int bi = nn_param_add(d, pn, NN_P_BIAS, 1, &shp);
+                if (bi < 0) {
+                    free(dead);
+                    nn_model_free(d);
+                    return URSA_ERR_NOMEM;
+                }
                 n = &d->node[i];
                 nx = &d->node[r];
                 w = &d->param[n->w];
@@ -407,6 +439,10 @@ ursa_err nn_fuse_for_inference(const nn_model *src, nn_model *d) {
     free(dead);
     /* drop the BN parameters no node uses any more */
     nn_cut(d, d->out);
+    if (d->oom) {
+        nn_model_free(d);
+        return URSA_ERR_NOMEM;
+    }
     return URSA_OK;
 }
 
@@ -431,6 +467,7 @@ void nn_unfold_bn(nn_model *m) {
         int out = m->out;
         int v = nn_bn(m, base, old_out, relu); /* appended at the end */
         m->out = out;
+        if (m->oom) return;
         m->group = grp;
         n = &m->node[i];
         n->relu = 0;
@@ -504,6 +541,7 @@ ursa_err nn_body_from(nn_model *m) {
     if (gp < 0) return URSA_ERR_INVALID;
     nn_cut(m, m->node[gp].in[0]);
     nn_unfold_bn(m);
+    if (m->oom) return URSA_ERR_NOMEM;
     int maxg = 0;
     for (int i = 0; i < m->nparam; i++)
         if (m->param[i].group > maxg) maxg = m->param[i].group;

@@ -90,6 +90,7 @@ typedef struct {
                             (the optimiser does); executors cache transforms of them */
     int ngroups;       /* layer groups */
     int group;         /* group new parameters join */
+    int oom;           /* an allocation failed while building: unusable */
     nn_meta meta;
 } nn_model;
 
@@ -173,10 +174,13 @@ void nn_exec_free(nn_exec *e);
 const float *nn_forward(nn_exec *e, const float *x, int n);
 /* Softmax cross-entropy of the last forward's output against targets:
  * returns the mean loss and runs backward, accumulating parameter
- * gradients (zero them first with nn_zero_grad). */
+ * gradients (zero them first with nn_zero_grad). NaN for a label outside
+ * the classes or when backward runs out of memory. */
 float nn_backward_ce(nn_exec *e, const int *targets);
-/* Backward from a given gradient of the output (n x nout). */
-void nn_backward(nn_exec *e, const float *dout);
+/* Backward from a given gradient of the output (n x nout); URSA_ERR_NOMEM
+ * when a gradient buffer cannot be made (the weight gradients are then
+ * partial: do not step). */
+ursa_err nn_backward(nn_exec *e, const float *dout);
 void nn_zero_grad(nn_model *m);
 /* A value's data after forward, and its shape. */
 const float *nn_value(nn_exec *e, int v, int *c, int *h, int *w);

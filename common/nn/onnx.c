@@ -13,6 +13,7 @@
  * torchvision resnets exported by torch.onnx load, with BN folded into the
  * convs or kept. Anything else is refused with the operator's name. */
 #include <errno.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,16 +38,19 @@ static int vmap_get(const vmap *v, const char *name) {
     return -1;
 }
 
-static void vmap_put(vmap *v, const char *name, int val) {
+static int vmap_put(vmap *v, const char *name, int val) {
     if (v->n == v->cap) {
-        v->cap = v->cap ? v->cap * 2 : 64;
-        v->name = realloc(v->name, sizeof(char *) * (size_t)v->cap);
-        v->val = realloc(v->val, sizeof(int) * (size_t)v->cap);
-        if (!v->name || !v->val) abort();
+        int c = v->cap ? v->cap * 2 : 64;
+        char **nn = realloc(v->name, sizeof(char *) * (size_t)c);
+        if (nn) v->name = nn;
+        int *nv = nn ? realloc(v->val, sizeof(int) * (size_t)c) : NULL;
+        if (!nv) return -1;
+        v->val = nv;
+        v->cap = c;
     }
-    v->name[v->n] = strdup(name);
-    if (!v->name[v->n]) abort();
+    if (!(v->name[v->n] = strdup(name))) return -1;
     v->val[v->n++] = val;
+    return 0;
 }
 
 static void vmap_free(vmap *v) {
@@ -247,9 +251,8 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
     nn_model_init(m, in_c);
     if (in_size >= 8 && in_size <= 4096) m->meta.size = in_size;
     vmap vm = {0};
-    vmap_put(&vm, in->name, 0);
-    if (!(aliases = calloc(1, sizeof *aliases))) abort();
     ursa_err e = URSA_OK;
+    if (vmap_put(&vm, in->name, 0) || !(aliases = calloc(1, sizeof *aliases))) e = URSA_ERR_NOMEM;
     for (size_t i = 0; i < g->n_node && e == URSA_OK; i++) {
         const Onnx__NodeProto *n = g->node[i];
         const char *op = n->op_type ? n->op_type : "";
@@ -398,7 +401,10 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
                 e = load_param(m, nd->w, g, n->input[1], err, errlen);
             } else { /* stored [in, out]: transpose */
                 float *t = malloc(P->n * sizeof(float));
-                if (!t) abort();
+                if (!t) {
+                    e = URSA_ERR_NOMEM;
+                    break;
+                }
                 e = load_param(m, nd->w, g, n->input[1], err, errlen);
                 memcpy(t, P->w, P->n * sizeof(float));
                 int rows = P->shape[1];
@@ -422,7 +428,8 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             e = ERR("unsupported ONNX operator %s (node %s)", op, nname);
             break;
         }
-        if (e == URSA_OK) vmap_put(&vm, n->output[0], y);
+        if (e == URSA_OK && m->oom) e = URSA_ERR_NOMEM;
+        if (e == URSA_OK && vmap_put(&vm, n->output[0], y)) e = URSA_ERR_NOMEM;
     }
     if (e == URSA_OK) {
         int out = vmap_get(&vm, g->output[0]->name);
@@ -502,14 +509,21 @@ ursa_err nn_onnx_load(const char *path, nn_model *m, char *err, size_t errlen) {
 typedef struct {
     void **p;
     int n, cap;
+    jmp_buf oom;  /* an allocation failed: back to nn_onnx_save_mem */
+    void *nodes;  /* the node list while it grows */
 } arena;
 
 static void *arena_add(arena *a, void *p) {
-    if (!p) abort();
+    if (!p) longjmp(a->oom, 1);
     if (a->n == a->cap) {
-        a->cap = a->cap ? a->cap * 2 : 256;
-        a->p = realloc(a->p, sizeof(void *) * (size_t)a->cap);
-        if (!a->p) abort();
+        int c = a->cap ? a->cap * 2 : 256;
+        void **q = realloc(a->p, sizeof(void *) * (size_t)c);
+        if (!q) {
+            free(p);
+            longjmp(a->oom, 1);
+        }
+        a->p = q;
+        a->cap = c;
     }
     return a->p[a->n++] = p;
 }
@@ -558,9 +572,12 @@ typedef struct {
 static Onnx__NodeProto *emit(nodelist *l, const char *op, const char *name, int nin,
                              const char **ins, const char *out) {
     if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 128;
-        l->nodes = realloc(l->nodes, sizeof(void *) * l->cap);
-        if (!l->nodes) abort();
+        size_t c = l->cap ? l->cap * 2 : 128;
+        Onnx__NodeProto **q = realloc(l->nodes, sizeof(void *) * c);
+        if (!q) longjmp(l->a->oom, 1);
+        l->nodes = q;
+        l->a->nodes = q;
+        l->cap = c;
     }
     Onnx__NodeProto *n = az(l->a, sizeof *n);
     onnx__node_proto__init(n);
@@ -739,6 +756,7 @@ static ursa_err build_proto(const nn_model *m, arena *a, Onnx__ModelProto *mp, c
             continue;
         default:
             free(l.nodes);
+            a->nodes = NULL;
             return ERR("node %d: operator %d cannot be exported", i, (int)n->op);
         }
         if (n->relu) {
@@ -753,6 +771,7 @@ static ursa_err build_proto(const nn_model *m, arena *a, Onnx__ModelProto *mp, c
     Onnx__NodeProto *sm = emit(&l, "Softmax", "probabilities", 1, &lg, "output");
     Onnx__AttributeProto *ax = attr_int(a, "axis", 1);
     set_attrs(a, sm, 1, &ax);
+    a->nodes = NULL; /* the arena owns it from here */
     arena_add(a, l.nodes);
     g->n_node = l.n;
     g->node = l.nodes;
@@ -813,9 +832,17 @@ static ursa_err build_proto(const nn_model *m, arena *a, Onnx__ModelProto *mp, c
 
 ursa_err nn_onnx_save_mem(const nn_model *m, uint8_t **buf, size_t *len, char *err,
                           size_t errlen) {
-    arena a = {0};
+    arena a;
+    memset(&a, 0, sizeof a);
     Onnx__ModelProto mp;
-    ursa_err e = build_proto(m, &a, &mp, err, errlen);
+    ursa_err e;
+    if (setjmp(a.oom)) { /* an allocation in build_proto failed */
+        free(a.nodes);
+        for (int i = 0; i < a.n; i++) free(a.p[i]);
+        free(a.p);
+        return URSA_ERR_NOMEM;
+    }
+    e = build_proto(m, &a, &mp, err, errlen);
     if (e == URSA_OK) {
         *len = onnx__model_proto__get_packed_size(&mp);
         *buf = malloc(*len ? *len : 1);

@@ -53,7 +53,7 @@ ursa_err nn_resnet(nn_model *m, int depth, int nclass) {
     nn_linear(m, "fc", x, nclass, 1);
     nn_resnet_groups(m);
     nn_init_weights(m, 0);
-    return URSA_OK;
+    return m->oom ? URSA_ERR_NOMEM : URSA_OK;
 }
 
 ursa_err nn_resnet_body(nn_model *m, int depth) {
@@ -61,7 +61,7 @@ ursa_err nn_resnet_body(nn_model *m, int depth) {
     if (e != URSA_OK) return e;
     nn_resnet_groups(m);
     nn_init_weights(m, 0);
-    return URSA_OK;
+    return m->oom ? URSA_ERR_NOMEM : URSA_OK;
 }
 
 ursa_err nn_small_resnet(nn_model *m, int in_c, int width, int nclass) {
@@ -81,7 +81,7 @@ ursa_err nn_small_resnet(nn_model *m, int in_c, int width, int nclass) {
     nn_linear(m, "fc", x, nclass, 1);
     m->ngroups = 3;
     nn_init_weights(m, 0);
-    return URSA_OK;
+    return m->oom ? URSA_ERR_NOMEM : URSA_OK;
 }
 
 void nn_resnet_groups(nn_model *m) {

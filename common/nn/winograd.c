@@ -5,7 +5,7 @@
  * gives the outputs. The gradient of the input is the same convolution with
  * the kernel flipped and its channels swapped, so it runs here too. */
 #include <cblas.h>
-#include <stdlib.h>
+#include <omp.h>
 #include <string.h>
 
 #include "winograd.h"
@@ -36,7 +36,8 @@ void nn_wino_weights(const float *w, int cout, int cin, int for_dx, float *U) {
 }
 
 void nn_wino_conv(const float *U, int cin, int cout, const float *x, size_t xper, int h, int w,
-                  int n, float *y, size_t yper, int accumulate, float *V, float *M, int par) {
+                  int n, float *y, size_t yper, int accumulate, float *V, float *M, float *rows0,
+                  size_t rows_n, int par) {
     int th = (h + 1) / 2, tw = (w + 1) / 2, T = th * tw;
     long P = (long)n * T;
     /* input tiles: V[xi][c][p] = (B^T d B)[xi]; four input rows at a time,
@@ -44,8 +45,7 @@ void nn_wino_conv(const float *U, int cin, int cout, const float *x, size_t xper
     int pw = 2 * tw + 2;
 #pragma omp parallel if (par)
     {
-        float *rows = malloc(sizeof(float) * 4 * (size_t)pw);
-        if (!rows) abort();
+        float *rows = rows0 + (par ? rows_n * (size_t)omp_get_thread_num() : 0);
 #pragma omp for collapse(2) schedule(static)
         for (int i = 0; i < n; i++)
             for (int c = 0; c < cin; c++) {
@@ -78,7 +78,6 @@ void nn_wino_conv(const float *U, int cin, int cout, const float *x, size_t xper
                     }
                 }
             }
-        free(rows);
     }
     /* the 16 products: M[xi] (cout x P) = U[xi] (cout x cin) x V[xi] (cin x P) */
 #pragma omp parallel for schedule(static) if (par)

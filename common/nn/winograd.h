@@ -13,8 +13,10 @@ void nn_wino_weights(const float *w, int cout, int cin, int for_dx, float *U);
 /* y = (or +=, with accumulate) the convolution of n images x (cin x h x w,
  * xper floats apart) with the kernel behind U, into y (cout x h x w, yper
  * apart). V needs 16*cin*P floats and M 16*cout*P, P = n * ceil(h/2) *
- * ceil(w/2). par: spread the work over the OpenMP threads. */
+ * ceil(w/2). rows: 4*(w+3) floats of scratch for each thread that works
+ * (rows_n apart). par: spread the work over the OpenMP threads. */
 void nn_wino_conv(const float *U, int cin, int cout, const float *x, size_t xper, int h, int w,
-                  int n, float *y, size_t yper, int accumulate, float *V, float *M, int par);
+                  int n, float *y, size_t yper, int accumulate, float *V, float *M, float *rows,
+                  size_t rows_n, int par);
 
 #endif
