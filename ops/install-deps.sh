@@ -7,7 +7,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config
   librdkafka-dev libhiredis-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev
-  libcmocka-dev clang libclang-rt-14-dev libopenblas-dev zlib1g-dev
+  libcmocka-dev clang libclang-rt-14-dev libomp-dev libopenblas-dev zlib1g-dev
   libjpeg62-turbo-dev libpng-dev libgif-dev libwebp-dev libcurl4-openssl-dev
   redis-server redis-tools kcat imagemagick webp python3
 )
