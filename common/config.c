@@ -317,6 +317,11 @@ ursa_err cfg_load(cfg *c, int argc, char **argv, int *argi, int *want_help,
     return URSA_OK;
 }
 
+int cfg_is_bool(const cfg *c, const char *name) {
+    cfg_entry *e = find(c, name);
+    return e && e->def->type == CFG_BOOL;
+}
+
 const char *cfg_str(const cfg *c, const char *name) {
     cfg_entry *e = find(c, name);
     return e && e->value ? e->value : "";

@@ -54,6 +54,9 @@ ursa_err cfg_set(cfg *c, const char *name, const char *value, char *errstr,
 ursa_err cfg_load_file(cfg *c, const char *path, char *errstr,
                        size_t errstr_size);
 
+/* 1 if name is a bool setting (a flag without a value). */
+int cfg_is_bool(const cfg *c, const char *name);
+
 /* Getters return the current value; names must be in the table (a wrong name
  * is a programming error and returns ""/0). Strings are borrowed. */
 const char *cfg_str(const cfg *c, const char *name);

@@ -232,3 +232,103 @@ ursa_err ds_add_image(rstore *r, const char *ds, const char *h, const char *src,
     if (!err && outcome) *outcome = o.outcome;
     return err;
 }
+
+/* ---- manifests ------------------------------------------------------------------- */
+
+ursa_err ds_exists(rstore *r, const char *ds, int *exists) {
+    redisReply *rep = NULL;
+    ursa_err e = rstore_cmd(r, &rep, "SISMEMBER ursa:datasets %s", ds);
+    if (e) return e;
+    *exists = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+    freeReplyObject(rep);
+    return URSA_OK;
+}
+
+static int by_src(const void *a, const void *b) {
+    return strcmp(((const ds_image *)a)->src, ((const ds_image *)b)->src);
+}
+
+ursa_err ds_manifest_read(rstore *r, const char *ds, ds_image **out, size_t *n) {
+    redisReply *rep = NULL;
+    *out = NULL;
+    *n = 0;
+    ursa_err e = rstore_cmd(r, &rep, "HGETALL ursa:ds:%s:images", ds);
+    if (e) return e;
+    ds_image *im = calloc(rep->elements / 2 + 1, sizeof *im);
+    if (!im) {
+        freeReplyObject(rep);
+        return URSA_ERR_NOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        ds_image *d = &im[k];
+        if (strlen(rep->element[i]->str) != 64 ||
+            sscanf(rep->element[i + 1]->str, "%71[^\t]\t%64[0-9a-f]", d->label, d->jpeg) != 2 ||
+            strlen(d->jpeg) != 64)
+            continue; /* not written by ds_add_image: skip */
+        memcpy(d->src, rep->element[i]->str, 65);
+        k++;
+    }
+    freeReplyObject(rep);
+    qsort(im, k, sizeof *im, by_src);
+    *out = im;
+    *n = k;
+    return URSA_OK;
+}
+
+char *ds_manifest_tsv(const ds_image *im, size_t n, size_t *len) {
+    size_t cap = n * (64 + 72 + 64 + 3) + 1;
+    char *s = malloc(cap);
+    if (!s) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(s + o, cap - o, "%s\t%s\t%s\n", im[i].src, im[i].label, im[i].jpeg);
+    *len = o;
+    return s;
+}
+
+ursa_err ds_manifest_parse(const char *tsv, size_t len, ds_image **out, size_t *n) {
+    size_t lines = 0;
+    for (size_t i = 0; i < len; i++) lines += tsv[i] == '\n';
+    ds_image *im = calloc(lines + 1, sizeof *im);
+    if (!im) return URSA_ERR_NOMEM;
+    size_t k = 0;
+    const char *p = tsv, *end = tsv + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) break;
+        char line[256];
+        size_t l = (size_t)(nl - p);
+        if (l < sizeof line) {
+            memcpy(line, p, l);
+            line[l] = '\0';
+            ds_image *d = &im[k];
+            if (sscanf(line, "%64[0-9a-f]\t%71[^\t]\t%64[0-9a-f]", d->src, d->label, d->jpeg) ==
+                    3 && strlen(d->src) == 64 && strlen(d->jpeg) == 64)
+                k++;
+            else
+                memset(d, 0, sizeof *d);
+        }
+        p = nl + 1;
+    }
+    if (k != lines) {
+        free(im);
+        return URSA_ERR_CORRUPT;
+    }
+    *out = im;
+    *n = k;
+    return URSA_OK;
+}
+
+int ds_in_valid(const char *src_blob, uint64_t seed, double valid_pct) {
+    char buf[128];
+    int l = snprintf(buf, sizeof buf, "%llu:%s", (unsigned long long)seed, src_blob);
+    uint8_t h[32];
+    sha256_ctx c;
+    sha256_init(&c);
+    sha256_update(&c, buf, (size_t)l);
+    sha256_final(&c, h);
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | h[i];
+    return (double)(v >> 11) / 9007199254740992.0 < valid_pct;
+}

@@ -19,6 +19,7 @@
 #define URSA_DATASET_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "err.h"
 #include "rstore.h"
@@ -91,5 +92,31 @@ ursa_err ds_set_state(rstore *r, const char *ds, const char *url_hash, ds_state 
 ursa_err ds_add_image(rstore *r, const char *ds, const char *url_hash,
                       const char *src_blob, const char *jpeg_blob, int w, int h,
                       ds_state *outcome);
+
+/* ---- manifests: what a training job reads ---------------------------------- */
+
+/* One verified image. */
+typedef struct {
+    char src[65];   /* sha256 of the bytes as downloaded: the image's identity */
+    char jpeg[65];  /* the normalised JPEG in the blob store */
+    char label[72];
+} ds_image;
+
+/* 1 if the dataset was ever ingested into. */
+ursa_err ds_exists(rstore *r, const char *ds, int *exists);
+
+/* The verified images of a dataset now, sorted by source blob; the caller
+ * frees *out. */
+ursa_err ds_manifest_read(rstore *r, const char *ds, ds_image **out, size_t *n);
+
+/* A manifest as text, "src\tlabel\tjpeg\n" a line (a training job's
+ * snapshot, kept as a blob), and back. */
+char *ds_manifest_tsv(const ds_image *im, size_t n, size_t *len);
+ursa_err ds_manifest_parse(const char *tsv, size_t len, ds_image **out, size_t *n);
+
+/* 1 if the image belongs to the validation set: decided by its content
+ * hash and the seed alone, so an image keeps its side when the dataset
+ * grows or is cleaned. */
+int ds_in_valid(const char *src_blob, uint64_t seed, double valid_pct);
 
 #endif

@@ -236,6 +236,8 @@ struct kq_consumer {
     kq_tick *tick;
     void *tick_opaque;
     int nresend; /* outputs waiting to be sent again; 0 skips the scan */
+    int paused;  /* the assignment is paused: we hold max_inflight messages */
+    int revoke_wait_ms; /* how long a revoke waits for the jobs it takes away */
 };
 
 static part *part_get(kq_consumer *kc, const char *topic, int32_t partition) {
@@ -375,6 +377,11 @@ void kq_job_hold(kq_job *job) { job->held++; }
 
 int kq_job_orphaned(const kq_job *job) { return job->orphan; }
 
+void kq_job_abandon(kq_job *job) {
+    job->abandoned = 1;
+    kq_job_done(job);
+}
+
 void kq_job_done(kq_job *job) {
     job->held--;
     orphan_try_free(job);
@@ -494,11 +501,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         if (coop) rd_kafka_incremental_assign(rk, l);
         else rd_kafka_assign(rk, l);
+        kc->paused = 0; /* new partitions come unpaused: the loop pauses them again */
         return;
     }
     ULOG_INFO("event=partitions_revoked group=%s partitions=%s", kc->group, parts);
     if (!rd_kafka_assignment_lost(rk)) {
-        int left = drain(kc, l, 30000);
+        int left = drain(kc, l, kc->revoke_wait_ms);
         if (left)
             ULOG_WARN("event=revoke_with_pending jobs=%d "
                       "note=\"they will be handled again by the new owner\"", left);
@@ -530,6 +538,7 @@ kq_consumer *kq_consumer_new(const cfg *c, const char *bootstrap,
     kc->max_inflight = c ? (int)cfg_int(c, "kq.max-inflight") : 1000;
     kc->backoff_ms = c ? cfg_int(c, "kq.backoff-ms") : 100;
     kc->backoff_max_ms = c ? cfg_int(c, "kq.backoff-max-ms") : 5000;
+    kc->revoke_wait_ms = 30000;
 
     /* session.timeout.ms 6000 (the smallest a real broker allows by
      * default): a SIGKILLed worker's partitions move on after 6 s, and the
@@ -586,6 +595,26 @@ void kq_consumer_destroy(kq_consumer *kc) {
     }
     free(kc->parts);
     free(kc);
+}
+
+void kq_consumer_set_revoke_wait_ms(kq_consumer *kc, int ms) { kc->revoke_wait_ms = ms; }
+
+/* Pauses (or resumes) every partition we own. A paused consumer still polls,
+ * so it keeps its group membership and serves rebalances however long its
+ * work takes; messages fetched before the pause are dropped by librdkafka
+ * and fetched again from our position on resume. */
+static void pause_all(kq_consumer *kc, int pause) {
+    rd_kafka_topic_partition_list_t *l = NULL;
+    if (rd_kafka_assignment(kc->rk, &l) == RD_KAFKA_RESP_ERR_NO_ERROR && l) {
+        if (l->cnt) {
+            rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(kc->rk, l)
+                                            : rd_kafka_resume_partitions(kc->rk, l);
+            if (err) ULOG_WARN("event=%s_failed err=%s", pause ? "pause" : "resume",
+                               rd_kafka_err2name(err));
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    kc->paused = pause;
 }
 
 void kq_consumer_set_tick(kq_consumer *kc, kq_tick *tick, void *opaque) {
@@ -694,12 +723,16 @@ ursa_err kq_consumer_run(kq_consumer *kc, volatile sig_atomic_t *run) {
         int busy = kc->tick ? kc->tick(kc->tick_opaque, 0) : 0;
         resend_due(kc);
         store_done(kc);
-        if (kc->inflight >= kc->max_inflight) { /* bound what we hold */
+        int full = kc->inflight >= kc->max_inflight; /* bound what we hold */
+        if (full != kc->paused) pause_all(kc, full);
+        if (full) {
             if (kc->tick) kc->tick(kc->tick_opaque, 20);
             else rd_kafka_poll(kc->producer->rk, 50);
-            continue;
         }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(kc->rk, busy ? 0 : 100);
+        /* poll even when full: a rebalance or a long job must not cost us
+         * the group (max.poll.interval.ms). A message fetched just before
+         * the pause may still come; it is handled, one over the bound. */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(kc->rk, busy || full ? 0 : 100);
         if (!m) {
             if (busy) kc->tick(kc->tick_opaque, 5);
             continue;

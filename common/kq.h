@@ -100,6 +100,10 @@ ursa_err kq_job_produce(kq_job *job, const char *topic, const void *key,
  * effects then no longer count: the new owner handles the message again). */
 void kq_job_hold(kq_job *job);
 void kq_job_done(kq_job *job);
+/* Lets the job go without storing its offset, nor any after it on its
+ * partition, in this run: the message is delivered again after a restart or
+ * to the partition's next owner (work stopped for a shutdown). */
+void kq_job_abandon(kq_job *job);
 /* 1 once the job's partition was revoked: its effects no longer count (the
  * new owner handles the message again), so recording them can be skipped. */
 int kq_job_orphaned(const kq_job *job);
@@ -127,6 +131,11 @@ ursa_err kq_consumer_run(kq_consumer *kc, volatile sig_atomic_t *run);
 /* Sets the loop's background work (see kq_tick); the loop, its retries, its
  * bound on in-flight messages and its final drain all keep it turning. */
 void kq_consumer_set_tick(kq_consumer *kc, kq_tick *tick, void *opaque);
+
+/* How long a revoke waits for the held jobs of the partitions it takes away
+ * before forgetting them (default 30000). A consumer whose jobs run for
+ * minutes and guard themselves (the trainer's leases) sets it short. */
+void kq_consumer_set_revoke_wait_ms(kq_consumer *kc, int ms);
 
 /* Frees the consumer; call after kq_consumer_run() returned. */
 void kq_consumer_destroy(kq_consumer *kc);

@@ -182,6 +182,12 @@ ursa_err nn_checkpoint_load(nn_model *m, void *user, uint32_t ulen, const char *
         }
     }
     free(p);
+    /* trained weights are past nn_unfold_bn's calibration: it must not
+     * reset them on the next batch */
+    int trained = 0;
+    for (int i = 0; i < m->nparam; i++) trained |= m->param[i].t > 0;
+    if (trained)
+        for (int i = 0; i < m->nnode; i++) m->node[i].calib = 0;
     m->wver++;
     return URSA_OK;
 bad:

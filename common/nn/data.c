@@ -62,6 +62,12 @@ static void normalise_into(const float rgb[3], const nn_meta *mt, int in_c, floa
     }
 }
 
+ursa_err nn_decode_image(const uint8_t *data, size_t len, const nn_meta *mt, img_rgb *out,
+                         img_reject *rej) {
+    img_opts io = img_opts_default();
+    return img_decode(data, len, io.max_pixels, mt->size, out, rej);
+}
+
 void nn_preprocess(const img_rgb *im, const nn_meta *mt, int in_c, float *out) {
     nn_aug none = nn_aug_none();
     nn_augment(im, mt, in_c, &none, NULL, out);

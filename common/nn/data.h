@@ -23,6 +23,11 @@ typedef struct {
 nn_aug nn_aug_fastai(void); /* fast.ai v1's defaults */
 nn_aug nn_aug_none(void);
 
+/* Decodes image bytes as every stage that feeds a model does (ursa predict,
+ * the trainer, the inference server), so they all see the same pixels. */
+ursa_err nn_decode_image(const uint8_t *data, size_t len, const nn_meta *mt, img_rgb *out,
+                         img_reject *rej);
+
 /* The validation transform into out (C x size x size), C = in_c (1: gray). */
 void nn_preprocess(const img_rgb *im, const nn_meta *mt, int in_c, float *out);
 /* The training transform: random crop and augmentation. */

@@ -65,15 +65,20 @@ static void table_head(FILE *f) {
 }
 
 ursa_err nn_fit_one_cycle(nn_learner *L, int epochs, float lr_lo, float lr_hi) {
+    return nn_fit_one_cycle_from(L, epochs, 0, lr_lo, lr_hi);
+}
+
+ursa_err nn_fit_one_cycle_from(nn_learner *L, int epochs, int from, float lr_lo, float lr_hi) {
     nn_model *m = L->m;
-    int g = m->ngroups, nb = nn_loader_batches(L->train), total = epochs * nb, it = 0;
+    int g = m->ngroups, nb = nn_loader_batches(L->train), total = epochs * nb, it = from * nb;
+    if (from < 0 || from > epochs) return URSA_ERR_INVALID;
     float maxl[16], lrs[16];
     if (g > 16) return URSA_ERR_INVALID;
     nn_group_lrs(lr_lo, lr_hi, g, maxl);
     nn_smooth sm = {0};
     float smooth = 0;
     table_head(L->table);
-    for (int ep = 0; ep < epochs; ep++) {
+    for (int ep = from; ep < epochs; ep++) {
         double t0 = now_s();
         const float *x;
         const int *y;

@@ -37,6 +37,9 @@ void nn_learner_free(nn_learner *L);
  * 0.3, div 25, final div 25e4, moms 0.95/0.85, wd 1e-2). Returns
  * URSA_ERR_SHUTDOWN when stopped. */
 ursa_err nn_fit_one_cycle(nn_learner *L, int epochs, float lr_lo, float lr_hi);
+/* The same cycle resumed after its first `from` epochs (from a checkpoint):
+ * the schedules continue where those epochs left them. */
+ursa_err nn_fit_one_cycle_from(nn_learner *L, int epochs, int from, float lr_lo, float lr_hi);
 
 /* Validation loss and error rate of the current weights. */
 ursa_err nn_validate(nn_learner *L, float *loss, float *err);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "blob.h"
+#include "conn.h"
 #include "dataset.h"
 #include "kq.h"
 #include "log.h"
@@ -44,45 +45,6 @@ const cfg_def retry_defs[] = {
     {NULL, 0, NULL, 0, 0, NULL}};
 const cfg_def export_defs[] = {
     {"dataset", CFG_STR, "", 1, 0, "dataset name (required)"}, {NULL, 0, NULL, 0, 0, NULL}};
-
-/* ---- connections ----------------------------------------------------------- */
-
-static rstore *open_redis(const cfg *c) {
-    char url[600], err[512];
-    if (statedir_redis_url(c, url, sizeof url, err, sizeof err)) {
-        fprintf(stderr, "ursa: %s\n", err);
-        return NULL;
-    }
-    rstore *r = rstore_new(url, (int)cfg_int(c, "redis.timeout-ms"), err, sizeof err);
-    if (!r) fprintf(stderr, "ursa: %s\n", err);
-    else rstore_set_retry_ms(r, 3000);
-    return r;
-}
-
-static kq_producer *open_kafka(const cfg *c) {
-    char bs[512], err[512];
-    if (statedir_kafka_bootstrap(c, bs, sizeof bs, err, sizeof err)) {
-        fprintf(stderr, "ursa: %s\n", err);
-        return NULL;
-    }
-    kq_producer *p = kq_producer_new(c, bs, err, sizeof err);
-    if (!p) fprintf(stderr, "ursa: %s\n", err);
-    return p;
-}
-
-static const char *need_dataset(const cfg *c, const char *cmd) {
-    const char *ds = cfg_str(c, "dataset");
-    if (!*ds) {
-        fprintf(stderr, "ursa %s: --dataset NAME is required\n", cmd);
-        return NULL;
-    }
-    if (!ds_name_valid(ds)) {
-        fprintf(stderr, "ursa %s: bad dataset name \"%s\" (1 to 64 of A-Z a-z 0-9 . _ -)\n", cmd,
-                ds);
-        return NULL;
-    }
-    return ds;
-}
 
 /* Queues one crawl request; the key is the URL hash. */
 static ursa_err queue_url(kq_producer *p, const char *ds, const char *url, const char *label,
@@ -378,7 +340,7 @@ static void entries_free(entries *es) {
 }
 
 int ingest_cmd(const cfg *c, int argc, char **argv) {
-    const char *ds = need_dataset(c, "ingest");
+    const char *ds = cli_dataset(c, "ingest");
     if (!ds) return 2;
     if (argc < 1) {
         fprintf(stderr, "ursa ingest: no URL lists given (see ursa ingest --help)\n");
@@ -435,8 +397,8 @@ int ingest_cmd(const cfg *c, int argc, char **argv) {
     free(skip);
     int rc = 1;
     int *added = calloc(ntake ? ntake : 1, sizeof *added);
-    rstore *r = open_redis(c);
-    kq_producer *p = r ? open_kafka(c) : NULL;
+    rstore *r = cli_redis(c);
+    kq_producer *p = r ? cli_kafka(c) : NULL;
     long queued = 0, known = 0;
     if (!added || !r || !p) goto out;
     ursa_err err = ds_add_urls(r, ds, ntake, take_urls, take_labels, added);
@@ -527,9 +489,9 @@ static int list_failed(rstore *r, const char *ds) {
 }
 
 int dataset_status(const cfg *c) {
-    const char *ds = need_dataset(c, "status");
+    const char *ds = cli_dataset(c, "status");
     if (!ds) return 2;
-    rstore *r = open_redis(c);
+    rstore *r = cli_redis(c);
     if (!r) return 1;
     ds_counts k;
     if (read_counts(r, ds, &k)) {
@@ -571,14 +533,14 @@ int dataset_status(const cfg *c) {
 
 int retry_cmd(const cfg *c, int argc, char **argv) {
     (void)argv;
-    const char *ds = need_dataset(c, "retry");
+    const char *ds = cli_dataset(c, "retry");
     if (!ds) return 2;
     if (argc) {
         fprintf(stderr, "ursa retry: unexpected argument\n");
         return 2;
     }
-    rstore *r = open_redis(c);
-    kq_producer *p = r ? open_kafka(c) : NULL;
+    rstore *r = cli_redis(c);
+    kq_producer *p = r ? cli_kafka(c) : NULL;
     int rc = 1, pending = cfg_bool(c, "pending");
     redisReply *set = NULL;
     long n = 0;
@@ -632,20 +594,16 @@ out:
 /* ---- export ------------------------------------------------------------------------- */
 
 int export_cmd(const cfg *c, int argc, char **argv) {
-    const char *ds = need_dataset(c, "export-dataset");
+    const char *ds = cli_dataset(c, "export-dataset");
     if (!ds) return 2;
     if (argc != 1) {
         fprintf(stderr, "ursa export-dataset: give one output directory\n");
         return 2;
     }
     const char *dir = argv[0];
-    char bdir[4096];
-    statedir_blob_dir(c, bdir, sizeof bdir);
-    char err[512];
-    blob_store *bs = blob_store_new(bdir, err, sizeof err);
-    rstore *r = bs ? open_redis(c) : NULL;
+    blob_store *bs = cli_blobs(c);
+    rstore *r = bs ? cli_redis(c) : NULL;
     if (!r) {
-        if (!bs) fprintf(stderr, "ursa export-dataset: %s\n", err);
         blob_store_destroy(bs);
         return 1;
     }

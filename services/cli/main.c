@@ -1,6 +1,7 @@
 /* ursa: the command line of ursa. One subcommand per verb; each parses its
  * own settings (see --help), so `ursa up --help` lists what `up` reads. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
@@ -10,6 +11,8 @@
 #include "blas.h"
 #include "dataset_cmd.h"
 #include "model_cmd.h"
+#include "registry_cmd.h"
+#include "train_cmd.h"
 #include "topics_cmd.h"
 #include "verify_cmd.h"
 #include "statedir.h"
@@ -98,6 +101,52 @@ static const command commands[] = {
      "Times the forward pass (or, with --train, a training step) on random input and\n"
      "ends with the line latency_ms=<median> throughput_ips=<images per second>.\n\n",
      bench_model_defs, 0, 1},
+    {"train", train_cmd,
+     "usage: ursa train --dataset NAME [--arch resnet18|resnet34|small] [--pretrained FILE.onnx]\n"
+     "                  [--size PX] [--bs N] [--valid-pct P] [--seed S] [--wd WD] [--no-augment]\n"
+     "                  [--stage EPOCHS[:MAX_LR[:MAX_LR_HI]] | --unfreeze | --freeze]... [--no-wait]\n"
+     "Trains a classifier on a dataset's verified images as a job on ursa-trainer, in\n"
+     "stages of fit_one_cycle. The lesson's recipe (4 epochs of the head, then 2 of the\n"
+     "whole model with discriminative learning rates):\n"
+     "  ursa train --dataset bears --arch resnet34 --pretrained resnet34.onnx \\\n"
+     "             --stage 4 --unfreeze --stage 2:3e-5:3e-4\n"
+     "Shows a progress bar within each epoch and fast.ai's table row after it; Ctrl-C\n"
+     "detaches (the job goes on: ursa job JOB). At the end the model is published:\n"
+     "ursa models, ursa export, ursa interp. Exits 0 when the job is done, 1 when it\n"
+     "failed or was cancelled.\n\n",
+     train_defs, 0, 0},
+    {"lr-find", lrfind_cmd,
+     "usage: ursa lr-find --dataset NAME [--arch ...] [--pretrained FILE.onnx] [--plot lr.svg]\n"
+     "Runs fast.ai's learning-rate finder as a job (1e-7 to 10 over 100 batches, stopping\n"
+     "when the smoothed loss passes 4x its best; the weights are left untouched), prints\n"
+     "the suggested max_lr (steepest descent) and with --plot draws the loss against\n"
+     "the learning rate on a log scale.\n\n",
+     lrfind_defs, 0, 0},
+    {"jobs", jobs_cmd,
+     "usage: ursa jobs [--dataset NAME] [--limit N]\n"
+     "Lists the newest training and lr_find jobs with their state and progress.\n\n",
+     jobs_defs, 0, 0},
+    {"job", job_cmd,
+     "usage: ursa job JOB\n"
+     "       ursa job cancel JOB\n"
+     "Shows a job: its state, settings, data, the epoch table so far and its result or\n"
+     "error. cancel stops it: at once when queued, within seconds when running.\n\n",
+     job_defs, 1, 0},
+    {"models", models_cmd,
+     "usage: ursa models [--dataset NAME]\n"
+     "Lists the published models, newest first, with their validation metrics.\n\n",
+     models_defs, 0, 0},
+    {"export", export_model_cmd,
+     "usage: ursa export MODEL OUT.onnx\n"
+     "Writes a published model's ONNX file (class names, input size and normalisation\n"
+     "in its metadata; ursa predict, ursa-inference and onnxruntime read it).\n\n",
+     export_model_defs, 1, 0},
+    {"interp", interp_cmd,
+     "usage: ursa interp MODEL [--top-losses K] [--plot FILE.svg]\n"
+     "What the model gets wrong on its validation set: the confusion matrix, the most\n"
+     "confused pairs (actual, predicted, count) and with --top-losses the K worst\n"
+     "images (file, actual, predicted, loss, probability of the actual class).\n\n",
+     interp_defs, 1, 0},
     {NULL, NULL, NULL, NULL, 0, 0}};
 
 static void usage(FILE *out) {
@@ -113,10 +162,61 @@ static void usage(FILE *out) {
             "  ingest   queue URL lists for download and verification into a dataset\n"
             "  retry    queue again a dataset's transient failures (--pending: unfinished)\n"
             "  export-dataset  write a dataset's verified images as <label>/<hash>.jpg\n"
+            "  train    train a classifier on a dataset (a job on ursa-trainer)\n"
+            "  lr-find  the learning-rate finder as a job; --plot draws it\n"
+            "  jobs     list training jobs;  job JOB: one job;  job cancel JOB\n"
+            "  models   list published models;  export MODEL OUT.onnx;  interp MODEL\n"
             "  predict  classify local images with a model file\n"
             "  bench-model  time a model's forward pass or training step on this CPU\n\n"
             "`ursa COMMAND --help` lists a command's settings. Settings come from\n"
             "defaults < --config FILE < URSA_* environment < --flags.\n");
+}
+
+/* Moves flags before the positional arguments (`ursa interp MODEL
+ * --top-losses 5` as well as `ursa interp --top-losses 5 MODEL`), with a
+ * "--" between them, since settings stop at the first argument. argv[0]
+ * and argv[1] (the command) stay. Returns a new argv (kept reachable in a
+ * static) of *argc entries, or NULL when nothing needs to move. */
+static char **flags_first(const cfg *c, int *argc, char **argv) {
+    static char **held;
+    static char dd[] = "--";
+    int n = *argc;
+    char **flags = malloc(sizeof(char *) * (size_t)n), **pos = malloc(sizeof(char *) * (size_t)n);
+    char **out = malloc(sizeof(char *) * (size_t)(n + 2));
+    int nf = 0, np = 0, dashdash = 0, moved = 0;
+    if (!flags || !pos || !out) goto done;
+    for (int i = 2; i < n; i++) {
+        const char *a = argv[i];
+        if (!dashdash && !strcmp(a, "--")) {
+            dashdash = 1;
+            continue;
+        }
+        if (dashdash || strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            pos[np++] = argv[i];
+            continue;
+        }
+        moved |= np > 0; /* a flag after an argument */
+        flags[nf++] = argv[i];
+        if (!strchr(a, '=') && strcmp(a, "--help") && !cfg_is_bool(c, a + 2) && i + 1 < n)
+            flags[nf++] = argv[++i];
+    }
+    if (!moved) goto done;
+    int k = 0;
+    out[k++] = argv[0];
+    out[k++] = argv[1];
+    for (int i = 0; i < nf; i++) out[k++] = flags[i];
+    out[k++] = dd;
+    for (int i = 0; i < np; i++) out[k++] = pos[i];
+    out[k] = NULL;
+    free(held);
+    held = out;
+    out = NULL;
+    *argc = k;
+done:
+    free(flags);
+    free(pos);
+    free(out);
+    return moved ? held : NULL;
 }
 
 int main(int argc, char **argv) {
@@ -125,6 +225,18 @@ int main(int argc, char **argv) {
         !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    static char *owned, **targv; /* static: still reachable on every return */
+    if (!strcmp(argv[1], "train")) { /* ordered --stage flags */
+        int n;
+        if (!(targv = train_argv(argc - 1, argv + 1, &n, &owned))) return 1;
+        targv = realloc(targv, sizeof(char *) * (size_t)(n + 2));
+        if (!targv) return 1;
+        memmove(targv + 1, targv, sizeof(char *) * (size_t)n);
+        targv[0] = argv[0];
+        targv[n + 1] = NULL;
+        argc = n + 1;
+        argv = targv;
     }
     for (const command *cmd = commands; cmd->name; cmd++) {
         if (strcmp(cmd->name, argv[1]) != 0) continue;
@@ -135,6 +247,8 @@ int main(int argc, char **argv) {
         if (!c) return 1;
         char err[512];
         int argi, help;
+        char **reordered = cmd->takes_args ? flags_first(c, &argc, argv) : NULL;
+        if (reordered) argv = reordered;
         if (cfg_load(c, argc - 1, argv + 1, &argi, &help, err, sizeof err)) {
             fprintf(stderr, "ursa %s: %s\n", cmd->name, err);
             cfg_destroy(c);
@@ -156,6 +270,8 @@ int main(int argc, char **argv) {
         if (lvl >= 0) ulog_level = lvl;
         int rc = cmd->fn(c, argc - 1 - argi, argv + 1 + argi);
         cfg_destroy(c);
+        free(targv);
+        free(owned);
         return rc;
     }
     fprintf(stderr, "ursa: unknown command \"%s\"\n\n", argv[1]);

@@ -154,7 +154,6 @@ int predict_cmd(const cfg *c, int argc, char **argv) {
     size_t per = (size_t)in_c * size * size;
     float *x = malloc(sizeof(float) * per * (size_t)bs);
     const char **names = malloc(sizeof(char *) * (size_t)bs);
-    img_opts io = img_opts_default();
     if (!x || !names) abort();
     int failed = 0;
     for (int i = 0; i < argc && !rc;) {
@@ -169,7 +168,7 @@ int predict_cmd(const cfg *c, int argc, char **argv) {
                 failed++;
                 continue;
             }
-            ursa_err err = img_decode((const uint8_t *)data, len, io.max_pixels, size, &im, &rej);
+            ursa_err err = nn_decode_image((const uint8_t *)data, len, &f.meta, &im, &rej);
             free(data);
             if (err != URSA_OK) {
                 fprintf(stderr, "ursa predict: %s: %s (%s)\n", argv[i],

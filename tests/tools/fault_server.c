@@ -4,6 +4,7 @@
  *   fault-server DIR PORTFILE     serves DIR, writes its port to PORTFILE
  *
  *   /img/NAME          the file (Content-Type from its extension)
+ *   /ds/DIR/NAME       DIR/NAME under the served dir (a dataset, a directory a class)
  *   /404               404 Not Found
  *   /429               429 Too Many Requests, always
  *   /flaky/NAME        500 on the first request for that path, then the file
@@ -80,7 +81,8 @@ static void respond(int fd, int code, const char *status, const char *ctype,
 }
 
 static char *read_file(const char *name, size_t *len) {
-    if (strstr(name, "..") || strchr(name, '/')) return NULL;
+    const char *slash = strchr(name, '/');
+    if (strstr(name, "..") || (slash && strchr(slash + 1, '/'))) return NULL; /* one level */
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", root, name);
     FILE *f = fopen(path, "rb");
@@ -160,6 +162,11 @@ static void *conn(void *arg) {
         img_free(&im);
     } else if (!strncmp(path, "/img/", 5)) {
         serve_file(fd, name, NULL, NULL, 100);
+    } else if (!strncmp(path, "/ds/", 4) && name - path > 5 && !strstr(path, "..")) {
+        /* /ds/<dir>/<file>: a dataset laid out one directory per class */
+        char rel[2100];
+        snprintf(rel, sizeof rel, "%.*s/%s", (int)(name - path - 5), path + 4, name);
+        serve_file(fd, rel, NULL, NULL, 100);
     } else if (!strcmp(path, "/404")) {
         respond(fd, 404, "Not Found", "text/html", NULL, "<h1>404</h1>", 12);
     } else if (!strcmp(path, "/429")) {

@@ -1,0 +1,81 @@
+/* jobs.h: training jobs and published models in Redis, shared by the CLI
+ * (which submits and shows them), ursa-trainer (which runs them) and
+ * ursa-inference (which serves the models).
+ *
+ *   ursa:jobs                ZSET created_ms -> job id (newest last)
+ *   ursa:job:<id>            HASH the job: spec (the TrainJob protobuf), kind,
+ *                            dataset, arch, state, error, created_ms,
+ *                            started_ms, ended_ms, worker, starts, resumes,
+ *                            cancel, stage, stages, epoch, epochs, step,
+ *                            steps, loss, beat_ms, n_train, n_valid,
+ *                            manifest, model, lr_suggestion, lr_curve
+ *   ursa:job:<id>:rows       HASH "<n>" -> the n-th epoch's table row,
+ *                            "stage\tepoch\ttrain_loss\tvalid_loss\terror_rate\tseconds"
+ *   ursa:job:<id>:lease      STRING the worker running it, with a TTL its
+ *                            worker renews: one runner at a time
+ *   ursa:models              ZSET created_ms -> model id
+ *   ursa:ds:<ds>:models      ZSET created_ms -> model id
+ *   ursa:model:<id>          HASH dataset, job, arch, blob (the ONNX file),
+ *                            classes (tab-separated, in order), size,
+ *                            error_rate, valid_loss, n_train, n_valid,
+ *                            interp (blob of the validation set's
+ *                            predictions, see below), created_ms, bytes
+ *
+ * A job moves queued -> running -> done | failed | cancelled, and a final
+ * state never changes again (each move is one Lua script), so a replayed
+ * job message or a late worker cannot undo an end.
+ *
+ * The interpretation blob is TSV, one validation image a line, worst loss
+ * first: jpeg_blob, actual, predicted, loss, p_actual, source_blob. */
+#ifndef URSA_JOBS_H
+#define URSA_JOBS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "rstore.h"
+
+#define JOB_ID_MAX 40
+
+typedef enum { JOB_QUEUED = 0, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED, JOB__COUNT } job_state;
+
+const char *job_state_name(job_state s);
+/* -1 for an unknown name. */
+int job_state_parse(const char *s);
+int job_state_final(job_state s);
+
+/* 1 if id is 1..40 of [A-Za-z0-9_-]. */
+int job_id_valid(const char *id);
+/* A new job id: "j" and 15 hex characters. */
+void job_new_id(char id[JOB_ID_MAX + 1]);
+/* The model a job publishes: "<dataset>-<job id>". */
+void job_model_id(const char *dataset, const char *job_id, char *out, size_t size);
+
+/* Records a new job (state queued) unless it exists: spec is the packed
+ * TrainJob. *created is 1 when it was new. */
+ursa_err job_create(rstore *r, const char *id, const char *kind, const char *dataset,
+                    const char *arch, const void *spec, size_t spec_len, int *created);
+
+/* The job's state; URSA_ERR_NOT_FOUND when there is no such job. */
+ursa_err job_get_state(rstore *r, const char *id, job_state *s);
+
+/* Moves a job that is not final to state s, with HSET of the given
+ * NULL-terminated name/value pairs in the same step. *moved (may be NULL)
+ * is 0 when the job was already final (nothing is written then). Final
+ * states also set ended_ms. */
+ursa_err job_set_state(rstore *r, const char *id, job_state s, const char *const *kv, int *moved);
+
+/* HSET of name/value pairs on a job that is not final (progress). */
+ursa_err job_update(rstore *r, const char *id, const char *const *kv);
+
+/* Asks for a job to stop: a queued job is cancelled at once, a running one
+ * by its worker within a few seconds. *state gets the state it was in. */
+ursa_err job_cancel(rstore *r, const char *id, job_state *state);
+
+/* The lease: one worker runs a job. Acquire takes a free lease or renews
+ * our own; *got is 0 when another worker holds it. */
+ursa_err job_lease(rstore *r, const char *id, const char *worker, int ttl_ms, int *got);
+ursa_err job_lease_release(rstore *r, const char *id, const char *worker);
+
+#endif

@@ -1,0 +1,52 @@
+/* conn.c: the CLI's connections; see conn.h. */
+#include "conn.h"
+
+#include <stdio.h>
+
+#include "dataset.h"
+#include "statedir.h"
+
+rstore *cli_redis(const cfg *c) {
+    char url[600], err[512];
+    if (statedir_redis_url(c, url, sizeof url, err, sizeof err)) {
+        fprintf(stderr, "ursa: %s\n", err);
+        return NULL;
+    }
+    rstore *r = rstore_new(url, (int)cfg_int(c, "redis.timeout-ms"), err, sizeof err);
+    if (!r) fprintf(stderr, "ursa: %s\n", err);
+    else rstore_set_retry_ms(r, 3000);
+    return r;
+}
+
+kq_producer *cli_kafka(const cfg *c) {
+    char bs[512], err[512];
+    if (statedir_kafka_bootstrap(c, bs, sizeof bs, err, sizeof err)) {
+        fprintf(stderr, "ursa: %s\n", err);
+        return NULL;
+    }
+    kq_producer *p = kq_producer_new(c, bs, err, sizeof err);
+    if (!p) fprintf(stderr, "ursa: %s\n", err);
+    return p;
+}
+
+blob_store *cli_blobs(const cfg *c) {
+    char dir[4096], err[512];
+    statedir_blob_dir(c, dir, sizeof dir);
+    blob_store *bs = blob_store_new(dir, err, sizeof err);
+    if (!bs) fprintf(stderr, "ursa: %s\n", err);
+    return bs;
+}
+
+const char *cli_dataset(const cfg *c, const char *cmd) {
+    const char *ds = cfg_str(c, "dataset");
+    if (!*ds) {
+        fprintf(stderr, "ursa %s: --dataset NAME is required\n", cmd);
+        return NULL;
+    }
+    if (!ds_name_valid(ds)) {
+        fprintf(stderr, "ursa %s: bad dataset name \"%s\" (1 to 64 of A-Z a-z 0-9 . _ -)\n", cmd,
+                ds);
+        return NULL;
+    }
+    return ds;
+}

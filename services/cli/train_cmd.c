@@ -1,0 +1,690 @@
+/* train_cmd.c: ursa train, lr-find, jobs and job.
+ *
+ * A job is recorded in Redis (state queued) before its message goes to
+ * ursa.train.jobs, so it is never accepted and then lost; the CLI then
+ * follows it through Redis (common/jobs.h), where the worker writes its
+ * progress, and Ctrl-C only stops the following. */
+#include "train_cmd.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "dataset.h"
+#include "jobs.h"
+#include "msg.h"
+#include "plot.h"
+#include "topics.h"
+#include "util.h"
+
+#define COMMON_DEFS                                                                              \
+    {"dataset", CFG_STR, "", 1, 0, "dataset to train on (required)"},                            \
+    {"arch", CFG_STR, "resnet34", 1, 0,                                                        \
+     "resnet18, resnet34, or small (a small resnet for 28..64 px images)"},                      \
+    {"pretrained", CFG_STR, "", 1, 0,                                                          \
+     "an ONNX classifier whose body is fine-tuned (a torchvision resnet export, or an ursa "   \
+     "model); without it the model starts from random weights"},                                 \
+    {"size", CFG_INT, "224", 16, 1024, "images are resized and cropped to SIZE x SIZE"},      \
+    {"bs", CFG_INT, "64", 1, 4096, "batch size"},                                              \
+    {"valid-pct", CFG_DOUBLE, "0.2", 0.01, 0.9,                                                \
+     "share of the images held out for validation (chosen by content hash and seed)"},         \
+    {"seed", CFG_INT, "42", 0, 4e15, "seeds the split, the weights and the shuffling"},         \
+    {"wd", CFG_DOUBLE, "0.01", 0, 0.99, "weight decay (decoupled, AdamW)"},                     \
+    {"no-augment", CFG_BOOL, "false", 1, 0, "train without get_transforms() augmentation"},     \
+    {"no-wait", CFG_BOOL, "false", 1, 0, "print the job id and return at once"}
+
+const cfg_def train_defs[] = {
+    COMMON_DEFS,
+    {"stages", CFG_STR, "4", 1, 0,
+     "the recipe, in order (also given as repeated --stage E[:LR[:LR_HI]], --unfreeze and "
+     "--freeze): EPOCHS[:MAX_LR[:MAX_LR_HI]] runs fit_one_cycle (max_lr 1e-3 by default; "
+     "two values spread over the layer groups like slice()), unfreeze/freeze switch training "
+     "of the pretrained body"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+const cfg_def lrfind_defs[] = {
+    COMMON_DEFS,
+    {"plot", CFG_STR, "", 1, 0, "write the loss against the learning rate to this .svg file"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+const cfg_def jobs_defs[] = {
+    {"dataset", CFG_STR, "", 1, 0, "only this dataset's jobs"},
+    {"limit", CFG_INT, "20", 1, 1e6, "show the newest N"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+const cfg_def job_defs[] = {{NULL, 0, NULL, 0, 0, NULL}};
+
+/* ---- argv: ordered stage flags ------------------------------------------------------ */
+
+char **train_argv(int argc, char **argv, int *nargc, char **owned) {
+    char **av = calloc((size_t)argc + 2, sizeof(char *));
+    size_t cap = 16, len = 0;
+    char *st = malloc(cap);
+    if (!av || !st) {
+        free(av);
+        free(st);
+        return NULL;
+    }
+    int n = 0, any = 0;
+    st[0] = '\0';
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *add = NULL;
+        if (i && !strcmp(a, "--")) { /* the rest are arguments */
+            while (i < argc) av[n++] = argv[i++];
+            break;
+        }
+        if (i && (!strcmp(a, "--stage")) && i + 1 < argc) add = argv[++i];
+        else if (i && !strncmp(a, "--stage=", 8)) add = a + 8;
+        else if (i && (!strcmp(a, "--unfreeze") || !strcmp(a, "--freeze"))) add = a + 2;
+        if (!add) {
+            av[n++] = argv[i];
+            continue;
+        }
+        size_t l = strlen(add);
+        if (len + l + 2 >= cap) {
+            while (len + l + 2 >= cap) cap *= 2;
+            char *t = realloc(st, cap);
+            if (!t) {
+                free(st);
+                free(av);
+                return NULL;
+            }
+            st = t;
+        }
+        len += (size_t)sprintf(st + len, "%s%s", len ? "," : "", add);
+        any = 1;
+    }
+    *owned = NULL;
+    if (any) {
+        char *flag = malloc(len + 10);
+        if (!flag) {
+            free(st);
+            free(av);
+            return NULL;
+        }
+        sprintf(flag, "--stages=%s", st);
+        /* after the command name, before any argument */
+        memmove(av + 2, av + 1, sizeof(char *) * (size_t)(n - 1));
+        av[1] = flag;
+        n++;
+        *owned = flag;
+    }
+    free(st);
+    *nargc = n;
+    return av;
+}
+
+/* Parses "4, unfreeze, 2:3e-5:3e-4" into stages; 0, or -1 after printing why. */
+static int parse_stages(const char *text, Ursa__TrainStage **out, size_t *n, int pretrained) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", text);
+    int unfreeze = !pretrained;
+    *n = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ", \t", &save); tok;
+         tok = strtok_r(NULL, ", \t", &save)) {
+        if (!strcmp(tok, "unfreeze") || !strcmp(tok, "freeze")) {
+            unfreeze = tok[0] == 'u';
+            continue;
+        }
+        char *end;
+        long ep = strtol(tok, &end, 10);
+        double lo = 1e-3, hi;
+        if (end != tok && *end == ':') lo = strtod(end + 1, &end);
+        hi = lo;
+        if (*end == ':') hi = strtod(end + 1, &end);
+        if (*end || ep < 1 || ep > 10000 || !(lo > 0) || !(hi >= lo) || !(hi < 100)) {
+            fprintf(stderr,
+                    "ursa train: bad stage \"%s\": want EPOCHS[:MAX_LR[:MAX_LR_HI]], e.g. 4, "
+                    "4:1e-3 or 2:3e-5:3e-4 (1..10000 epochs, 0 < lr <= lr_hi < 100)\n",
+                    tok);
+            return -1;
+        }
+        if (*n == 16) {
+            fprintf(stderr, "ursa train: at most 16 stages\n");
+            return -1;
+        }
+        Ursa__TrainStage *s = malloc(sizeof *s);
+        if (!s) return -1;
+        ursa__train_stage__init(s);
+        s->epochs = (uint32_t)ep;
+        s->lr_min = lo;
+        s->lr_max = hi;
+        s->unfreeze = unfreeze;
+        out[(*n)++] = s;
+    }
+    if (!*n) {
+        fprintf(stderr, "ursa train: no stage to run (e.g. --stage 4)\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- reading a job ----------------------------------------------------------------- */
+
+typedef struct {
+    char state[16], kind[16], dataset[72], arch[16], worker[160], model[160], manifest[65];
+    char error[1024], suggestion[32];
+    char *lr_curve;
+    int stage, epoch, step, steps, n_train, n_valid, n_classes, starts, resumes, cancel;
+    double loss, error_rate, valid_loss;
+    long long created, started, ended, beat;
+    Ursa__TrainJob *spec;
+} jobinfo;
+
+static void jobinfo_free(jobinfo *j) {
+    free(j->lr_curve);
+    if (j->spec) ursa__train_job__free_unpacked(j->spec, NULL);
+    memset(j, 0, sizeof *j);
+}
+
+/* URSA_ERR_NOT_FOUND for an unknown job. */
+static ursa_err job_read(rstore *r, const char *id, jobinfo *j) {
+    memset(j, 0, sizeof *j);
+    redisReply *rep = NULL;
+    ursa_err e = rstore_cmd(r, &rep, "HGETALL ursa:job:%s", id);
+    if (e) return e;
+    if (!rep->elements) {
+        freeReplyObject(rep);
+        return URSA_ERR_NOT_FOUND;
+    }
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        const char *k = rep->element[i]->str, *v = rep->element[i + 1]->str;
+        size_t vl = rep->element[i + 1]->len;
+#define S(name, dst) else if (!strcmp(k, name)) snprintf(dst, sizeof dst, "%s", v)
+#define I(name, dst) else if (!strcmp(k, name)) dst = atoi(v)
+#define D(name, dst) else if (!strcmp(k, name)) dst = atof(v)
+#define L(name, dst) else if (!strcmp(k, name)) dst = atoll(v)
+        if (!strcmp(k, "spec")) j->spec = ursa__train_job__unpack(NULL, vl, (const uint8_t *)v);
+        else if (!strcmp(k, "lr_curve")) j->lr_curve = strdup(v);
+        S("state", j->state); S("kind", j->kind); S("dataset", j->dataset); S("arch", j->arch);
+        S("worker", j->worker); S("model", j->model); S("error", j->error);
+        S("manifest", j->manifest); S("lr_suggestion", j->suggestion);
+        I("stage", j->stage); I("epoch", j->epoch); I("step", j->step); I("steps", j->steps);
+        I("n_train", j->n_train); I("n_valid", j->n_valid); I("n_classes", j->n_classes);
+        I("starts", j->starts); I("resumes", j->resumes); I("cancel", j->cancel);
+        D("loss", j->loss); D("error_rate", j->error_rate); D("valid_loss", j->valid_loss);
+        L("created_ms", j->created); L("started_ms", j->started); L("ended_ms", j->ended);
+        L("beat_ms", j->beat);
+#undef S
+#undef I
+#undef D
+#undef L
+    }
+    freeReplyObject(rep);
+    return URSA_OK;
+}
+
+typedef struct {
+    int n, stage, epoch;
+    double train_loss, valid_loss, error_rate, seconds;
+} jobrow;
+
+static int by_n(const void *a, const void *b) { return ((const jobrow *)a)->n - ((const jobrow *)b)->n; }
+
+static ursa_err rows_read(rstore *r, const char *id, jobrow **out, int *n) {
+    redisReply *rep = NULL;
+    *out = NULL;
+    *n = 0;
+    ursa_err e = rstore_cmd(r, &rep, "HGETALL ursa:job:%s:rows", id);
+    if (e) return e;
+    jobrow *rows = calloc(rep->elements / 2 + 1, sizeof *rows);
+    if (!rows) {
+        freeReplyObject(rep);
+        return URSA_ERR_NOMEM;
+    }
+    int k = 0;
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        jobrow *w = &rows[k];
+        w->n = atoi(rep->element[i]->str);
+        if (sscanf(rep->element[i + 1]->str, "%d\t%d\t%lf\t%lf\t%lf\t%lf", &w->stage, &w->epoch,
+                   &w->train_loss, &w->valid_loss, &w->error_rate, &w->seconds) == 6)
+            k++;
+    }
+    freeReplyObject(rep);
+    qsort(rows, (size_t)k, sizeof *rows, by_n);
+    *out = rows;
+    *n = k;
+    return URSA_OK;
+}
+
+static void fmt_clock(double secs, char *out, size_t n) {
+    long s = (long)(secs + 0.5);
+    if (s >= 3600) snprintf(out, n, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+    else snprintf(out, n, "%02ld:%02ld", s / 60, s % 60);
+}
+
+static void fmt_time(long long ms, char *out, size_t n) {
+    if (!ms) {
+        snprintf(out, n, "-");
+        return;
+    }
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(out, n, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+static void stage_line(FILE *f, const Ursa__TrainJob *s, int k) {
+    if (!s || k < 1 || (size_t)k > s->n_stages) return;
+    const Ursa__TrainStage *st = s->stages[k - 1];
+    int pre = s->pretrained_blob && s->pretrained_blob[0];
+    fprintf(f, "stage %d of %zu: %u epoch%s, %s, max_lr ", k, s->n_stages, st->epochs,
+            st->epochs == 1 ? "" : "s",
+            !pre ? "whole model" : st->unfreeze ? "unfrozen" : "frozen (head only)");
+    if (st->lr_min == st->lr_max) fprintf(f, "%g\n", st->lr_max);
+    else fprintf(f, "slice(%g, %g)\n", st->lr_min, st->lr_max);
+}
+
+static void table_head(FILE *f) {
+    fprintf(f, "%-6s %-11s %-11s %-11s %s\n", "epoch", "train_loss", "valid_loss", "error_rate",
+            "time");
+}
+
+static void table_row(FILE *f, const jobrow *w) {
+    char t[16];
+    fmt_clock(w->seconds, t, sizeof t);
+    fprintf(f, "%-6d %-11.6f %-11.6f %-11.6f %s\n", w->epoch, w->train_loss, w->valid_loss,
+            w->error_rate, t);
+}
+
+/* Prints the rows from index *shown on, with stage headers. */
+static void print_rows(FILE *f, const jobinfo *j, const jobrow *rows, int n, int *shown,
+                       int *last_stage) {
+    for (int i = 0; i < n; i++) {
+        if (rows[i].n < *shown) continue;
+        if (rows[i].stage != *last_stage) {
+            if (*last_stage) fputc('\n', f);
+            stage_line(f, j->spec, rows[i].stage);
+            table_head(f);
+            *last_stage = rows[i].stage;
+        }
+        table_row(f, &rows[i]);
+        *shown = rows[i].n + 1;
+    }
+}
+
+static void print_end(const jobinfo *j) {
+    if (!strcmp(j->state, "done") && !strcmp(j->kind, "train")) {
+        printf("\nmodel %s: error_rate %.4f, valid_loss %.4f on %d validation images\n"
+               "  ursa export %s model.onnx    ursa interp %s\n",
+               j->model, j->error_rate, j->valid_loss, j->n_valid, j->model, j->model);
+    } else if (!strcmp(j->state, "done")) {
+        printf("suggested lr: %s (steepest descent of the smoothed loss)\n", j->suggestion);
+    } else if (!strcmp(j->state, "failed")) {
+        printf("job failed: %s\n", j->error);
+    } else if (!strcmp(j->state, "cancelled")) {
+        printf("job cancelled%s%s\n", j->error[0] ? ": " : "", j->error);
+    }
+}
+
+/* ---- following a job ---------------------------------------------------------------- */
+
+static volatile sig_atomic_t detach;
+static void on_int(int sig) {
+    (void)sig;
+    detach = 1;
+}
+
+/* Follows a job until it ends: a progress bar within each epoch, a table
+ * row after each. Returns 0 done, 1 failed or cancelled, 0 on detach. */
+static int follow(rstore *r, const char *id) {
+    int tty = isatty(2), shown = 0, last_stage = 0, hinted = 0;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_int;
+    sigaction(SIGINT, &sa, &old);
+    int64_t t0 = util_mono_ms();
+    int rc = 1;
+    for (;;) {
+        jobinfo j;
+        jobrow *rows = NULL;
+        int n = 0;
+        if (job_read(r, id, &j) || rows_read(r, id, &rows, &n)) {
+            fprintf(stderr, "%sursa: lost Redis while following job %s: %s\n", tty ? "\n" : "", id,
+                    rstore_last_error(r));
+            jobinfo_free(&j);
+            break;
+        }
+        if (tty) fprintf(stderr, "\r\033[K");
+        print_rows(stdout, &j, rows, n, &shown, &last_stage);
+        fflush(stdout);
+        free(rows);
+        int state = job_state_parse(j.state);
+        if (state >= 0 && job_state_final((job_state)state)) {
+            print_end(&j);
+            rc = state == JOB_DONE ? 0 : 1;
+            jobinfo_free(&j);
+            break;
+        }
+        double secs = (double)(util_mono_ms() - t0) / 1000;
+        if (state == JOB_QUEUED && secs > 15 && !hinted) {
+            fprintf(stderr, "%sno trainer has taken job %s yet: is ursa-trainer running? "
+                            "(ursa status)\n", tty ? "" : "", id);
+            hinted = 1;
+        }
+        if (tty) {
+            char bar[32], t[16];
+            int w = 20, fill = j.steps ? w * j.step / j.steps : 0;
+            for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '-';
+            bar[w] = '\0';
+            fmt_clock(secs, t, sizeof t);
+            int total = 0;
+            for (size_t i = 0; j.spec && i < j.spec->n_stages; i++)
+                total += (int)j.spec->stages[i]->epochs;
+            if (state == JOB_RUNNING && j.steps)
+                fprintf(stderr, "epoch %d/%d [%s] %d/%d  loss %.4f  %s", j.epoch + 1, total, bar,
+                        j.step, j.steps, j.loss, t);
+            else
+                fprintf(stderr, "%s%s  %s", j.state, j.cancel ? " (cancel requested)" : "", t);
+            fflush(stderr);
+        }
+        jobinfo_free(&j);
+        if (detach) {
+            fprintf(stderr, "%sdetached: job %s goes on; follow it with `ursa job %s`\n",
+                    tty ? "\r\033[K" : "\n", id, id);
+            rc = 0;
+            break;
+        }
+        util_sleep_ms(300);
+    }
+    sigaction(SIGINT, &old, NULL);
+    return rc;
+}
+
+/* ---- submitting ------------------------------------------------------------------- */
+
+/* Makes the job from the settings, records it and queues it; follows it
+ * unless --no-wait. *id gets its id. */
+static int submit(const cfg *c, const char *cmd, const char *kind, char id[JOB_ID_MAX + 1],
+                  rstore **rout) {
+    const char *ds = cli_dataset(c, cmd);
+    if (!ds) return 2;
+    const char *arch = cfg_str(c, "arch"), *pre = cfg_str(c, "pretrained");
+    if (strcmp(arch, "resnet18") && strcmp(arch, "resnet34") && strcmp(arch, "small")) {
+        fprintf(stderr, "ursa %s: --arch must be resnet18, resnet34 or small\n", cmd);
+        return 2;
+    }
+    Ursa__TrainStage *stages[16];
+    size_t nst = 0;
+    if (!strcmp(kind, "train") && parse_stages(cfg_str(c, "stages"), stages, &nst, *pre != 0))
+        return 2;
+    int rc = 1;
+    rstore *r = NULL;
+    kq_producer *p = NULL;
+    blob_store *bs = NULL;
+    void *buf = NULL;
+    char pkey[65] = "";
+    if (*pre) {
+        char *data = NULL;
+        size_t len = 0;
+        ursa_err e = util_read_file(pre, (size_t)1 << 31, &data, &len);
+        if (e) {
+            fprintf(stderr, "ursa %s: cannot read %s: %s\n", cmd, pre, ursa_err2str(e));
+            rc = 2;
+            goto out;
+        }
+        if (!(bs = cli_blobs(c)) || blob_put(bs, data, len, pkey) != URSA_OK) {
+            if (bs) fprintf(stderr, "ursa %s: cannot store %s in the blob store\n", cmd, pre);
+            free(data);
+            goto out;
+        }
+        free(data);
+    }
+    job_new_id(id);
+    Ursa__Header h;
+    char hid[33];
+    msg_header_init(&h, hid, ds, id);
+    Ursa__TrainJob j = URSA__TRAIN_JOB__INIT;
+    j.header = &h;
+    j.kind = (char *)kind;
+    j.dataset = (char *)ds;
+    j.arch = (char *)arch;
+    j.pretrained_blob = pkey;
+    j.size = (uint32_t)cfg_int(c, "size");
+    j.batch_size = (uint32_t)cfg_int(c, "bs");
+    j.valid_pct = cfg_double(c, "valid-pct");
+    j.seed = (uint64_t)cfg_int(c, "seed");
+    j.weight_decay = cfg_double(c, "wd");
+    j.augment = !cfg_bool(c, "no-augment");
+    j.n_stages = nst;
+    j.stages = stages;
+    size_t len;
+    if (msg_pack(&j.base, &buf, &len) != URSA_OK) goto out;
+    if (!(r = cli_redis(c))) goto out;
+    if (job_create(r, id, kind, ds, arch, buf, len, NULL)) {
+        fprintf(stderr, "ursa %s: cannot record the job: %s\n", cmd, rstore_last_error(r));
+        goto out;
+    }
+    if (!(p = cli_kafka(c)) ||
+        kq_produce(p, TOPIC_TRAIN_JOBS, id, strlen(id), buf, len, NULL, 0, NULL, NULL) ||
+        kq_producer_flush(p, 15000) != URSA_OK) {
+        const char *kv[] = {"error", "could not be queued: Kafka did not take it", NULL};
+        job_set_state(r, id, JOB_FAILED, kv, NULL);
+        fprintf(stderr, "ursa %s: Kafka did not take the job; it is recorded as failed\n", cmd);
+        goto out;
+    }
+    int epochs = 0;
+    for (size_t i = 0; i < nst; i++) epochs += (int)stages[i]->epochs;
+    if (!strcmp(kind, "train"))
+        printf("job %s queued: train %s on %s, %zu stage%s, %d epoch%s, %u px, batch %u\n", id,
+               arch, ds, nst, nst == 1 ? "" : "s", epochs, epochs == 1 ? "" : "s", j.size,
+               j.batch_size);
+    else
+        printf("job %s queued: lr_find for %s on %s, %u px, batch %u\n", id, arch, ds, j.size,
+               j.batch_size);
+    fflush(stdout);
+    rc = 0;
+out:
+    for (size_t i = 0; i < nst; i++) free(stages[i]);
+    free(buf);
+    kq_producer_destroy(p);
+    blob_store_destroy(bs);
+    if (rc == 0) *rout = r;
+    else rstore_destroy(r);
+    return rc;
+}
+
+int train_cmd(const cfg *c, int argc, char **argv) {
+    (void)argv;
+    if (argc) {
+        fprintf(stderr, "ursa train: unexpected argument \"%s\"\n", argv[0]);
+        return 2;
+    }
+    char id[JOB_ID_MAX + 1];
+    rstore *r = NULL;
+    int rc = submit(c, "train", "train", id, &r);
+    if (rc) return rc;
+    if (!cfg_bool(c, "no-wait")) rc = follow(r, id);
+    rstore_destroy(r);
+    return rc;
+}
+
+/* Reads a job's lr_find curve. */
+static int parse_curve(const char *text, double *lr, double *loss, int max) {
+    int n = 0;
+    for (const char *p = text; p && *p && n < max;) {
+        if (sscanf(p, "%lf\t%lf", &lr[n], &loss[n]) == 2) n++;
+        p = strchr(p, '\n');
+        if (p) p++;
+    }
+    return n;
+}
+
+int lrfind_cmd(const cfg *c, int argc, char **argv) {
+    if (argc) {
+        fprintf(stderr, "ursa lr-find: unexpected argument \"%s\"\n", argv[0]);
+        return 2;
+    }
+    const char *plot = cfg_str(c, "plot");
+    if (*plot && !plot_path_ok(plot)) {
+        fprintf(stderr, "ursa lr-find: --plot writes SVG: give a file name ending in .svg\n");
+        return 2;
+    }
+    char id[JOB_ID_MAX + 1];
+    rstore *r = NULL;
+    int rc = submit(c, "lr-find", "lr_find", id, &r);
+    if (rc) return rc;
+    if (cfg_bool(c, "no-wait")) {
+        rstore_destroy(r);
+        return 0;
+    }
+    rc = follow(r, id);
+    jobinfo j;
+    if (rc == 0 && *plot && job_read(r, id, &j) == URSA_OK) {
+        if (!strcmp(j.state, "done")) {
+            double lr[128], loss[128];
+            int n = parse_curve(j.lr_curve, lr, loss, 128);
+            if (plot_lr_svg(plot, lr, loss, n, atof(j.suggestion))) {
+                fprintf(stderr, "ursa lr-find: cannot write %s\n", plot);
+                rc = 1;
+            } else {
+                printf("plot: %s (%d points)\n", plot, n);
+            }
+        }
+        jobinfo_free(&j);
+    }
+    rstore_destroy(r);
+    return rc;
+}
+
+/* ---- jobs and job ----------------------------------------------------------------- */
+
+static void progress_text(const jobinfo *j, char *out, size_t n) {
+    int total = 0;
+    if (j->spec)
+        for (size_t i = 0; i < j->spec->n_stages; i++) total += (int)j->spec->stages[i]->epochs;
+    if (!strcmp(j->state, "running") && strcmp(j->kind, "lr_find"))
+        snprintf(out, n, "epoch %d/%d", j->epoch, total);
+    else if (!strcmp(j->state, "done") && !strcmp(j->kind, "lr_find"))
+        snprintf(out, n, "lr %s", j->suggestion);
+    else if (!strcmp(j->state, "done"))
+        snprintf(out, n, "err %.4f", j->error_rate);
+    else
+        snprintf(out, n, "-");
+}
+
+int jobs_cmd(const cfg *c, int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    const char *want = cfg_str(c, "dataset");
+    long limit = (long)cfg_int(c, "limit");
+    rstore *r = cli_redis(c);
+    if (!r) return 1;
+    redisReply *rep = NULL;
+    if (rstore_cmd(r, &rep, "ZRANGE ursa:jobs 0 -1")) {
+        fprintf(stderr, "ursa jobs: %s\n", rstore_last_error(r));
+        rstore_destroy(r);
+        return 1;
+    }
+    printf("%-17s %-8s %-16s %-9s %-10s %-14s %s\n", "JOB", "KIND", "DATASET", "ARCH", "STATE",
+           "PROGRESS", "CREATED");
+    long shown = 0;
+    for (size_t i = rep->elements; i-- > 0 && shown < limit;) {
+        jobinfo j;
+        if (job_read(r, rep->element[i]->str, &j)) continue;
+        if (*want && strcmp(want, j.dataset)) {
+            jobinfo_free(&j);
+            continue;
+        }
+        char prog[48], created[32];
+        progress_text(&j, prog, sizeof prog);
+        fmt_time(j.created, created, sizeof created);
+        printf("%-17s %-8s %-16s %-9s %-10s %-14s %s\n", rep->element[i]->str, j.kind, j.dataset,
+               j.arch, j.state, prog, created);
+        shown++;
+        jobinfo_free(&j);
+    }
+    if (!shown) printf("(no jobs%s%s)\n", *want ? " for dataset " : "", want);
+    freeReplyObject(rep);
+    rstore_destroy(r);
+    return 0;
+}
+
+static int job_show(rstore *r, const char *id) {
+    jobinfo j;
+    ursa_err e = job_read(r, id, &j);
+    if (e == URSA_ERR_NOT_FOUND) {
+        fprintf(stderr, "ursa job: no job %s (see ursa jobs)\n", id);
+        return 1;
+    }
+    if (e) {
+        fprintf(stderr, "ursa job: %s\n", rstore_last_error(r));
+        return 1;
+    }
+    char cr[32], st[32], en[32];
+    fmt_time(j.created, cr, sizeof cr);
+    fmt_time(j.started, st, sizeof st);
+    fmt_time(j.ended, en, sizeof en);
+    printf("job %s: %s %s on %s\nstate: %s%s", id, j.kind, j.arch, j.dataset, j.state,
+           j.cancel && !strcmp(j.state, "running") ? " (cancel requested)" : "");
+    if (!strcmp(j.state, "running")) printf(" on %s, epoch %d, step %d/%d, loss %.4f", j.worker,
+                                            j.epoch, j.step, j.steps, j.loss);
+    printf("\ncreated %s, started %s, ended %s", cr, st, en);
+    if (j.starts > 1 || j.resumes) printf(" (started %d times, resumed from a checkpoint %d)",
+                                          j.starts, j.resumes);
+    printf("\n");
+    if (j.spec)
+        printf("settings: %u px, batch %u, valid_pct %g, seed %llu, wd %g, augment %s%s%.12s\n",
+               j.spec->size, j.spec->batch_size, j.spec->valid_pct,
+               (unsigned long long)j.spec->seed, j.spec->weight_decay,
+               j.spec->augment ? "on" : "off", j.spec->pretrained_blob[0] ? ", pretrained " : "",
+               j.spec->pretrained_blob);
+    if (j.n_train)
+        printf("data: %d classes, %d training and %d validation images (snapshot %.12s)\n",
+               j.n_classes, j.n_train, j.n_valid, j.manifest);
+    jobrow *rows = NULL;
+    int n = 0, shown = 0, last = 0;
+    if (rows_read(r, id, &rows, &n) == URSA_OK && n) {
+        printf("\n");
+        print_rows(stdout, &j, rows, n, &shown, &last);
+    }
+    free(rows);
+    print_end(&j);
+    if (!strcmp(j.kind, "lr_find") && j.lr_curve && !strcmp(j.state, "done")) {
+        double lr[128], loss[128];
+        int k = parse_curve(j.lr_curve, lr, loss, 128);
+        printf("%d points from lr %.2e to %.2e\n", k, k ? lr[0] : 0, k ? lr[k - 1] : 0);
+    }
+    jobinfo_free(&j);
+    return 0;
+}
+
+int job_cmd(const cfg *c, int argc, char **argv) {
+    int cancel = argc == 2 && !strcmp(argv[0], "cancel");
+    if (!(argc == 1 || cancel)) {
+        fprintf(stderr, "usage: ursa job JOB | ursa job cancel JOB\n");
+        return 2;
+    }
+    const char *id = argv[argc - 1];
+    if (!job_id_valid(id)) {
+        fprintf(stderr, "ursa job: \"%s\" is not a job id (see ursa jobs)\n", id);
+        return 2;
+    }
+    rstore *r = cli_redis(c);
+    if (!r) return 1;
+    int rc = 0;
+    if (cancel) {
+        job_state st;
+        ursa_err e = job_cancel(r, id, &st);
+        if (e == URSA_ERR_NOT_FOUND) {
+            fprintf(stderr, "ursa job cancel: no job %s\n", id);
+            rc = 1;
+        } else if (e) {
+            fprintf(stderr, "ursa job cancel: %s\n", rstore_last_error(r));
+            rc = 1;
+        } else if (st == JOB_QUEUED) {
+            printf("job %s cancelled before it started\n", id);
+        } else if (st == JOB_RUNNING) {
+            printf("job %s: cancel requested; its worker stops it within a few seconds\n", id);
+        } else {
+            printf("job %s has already ended (%s)\n", id, job_state_name(st));
+        }
+    } else {
+        rc = job_show(r, id);
+    }
+    rstore_destroy(r);
+    return rc;
+}

@@ -1,0 +1,49 @@
+/* job.h: one training or lr_find job, run on its own thread by
+ * ursa-trainer (main.c), which holds the job's lease meanwhile.
+ *
+ * The run is restartable at every step: the dataset's manifest is
+ * snapshotted into a blob on the first start and read from it afterwards;
+ * after every epoch the weights, the optimiser's moments and the position
+ * (stage, epoch) go to a checkpoint file, from which a later start resumes;
+ * publishing is idempotent (content-addressed blobs, HSET, a model id
+ * derived from the job) and the job becomes done only once the model's
+ * announcement was acknowledged by Kafka. */
+#ifndef URSA_TRAINER_JOB_H
+#define URSA_TRAINER_JOB_H
+
+#include <stdatomic.h>
+
+#include "blob.h"
+#include "jobs.h"
+#include "kq.h"
+#include "ursa.pb-c.h"
+
+typedef enum {
+    TJ_DONE = 0, /* the job reached a final state (done, failed or cancelled) */
+    TJ_RETRY,    /* Redis, Kafka or the disk failed: try again later */
+    TJ_STOPPED,  /* stopped for a shutdown: resume from the checkpoint later */
+} tjob_outcome;
+
+typedef struct {
+    /* set before the thread starts, borrowed by it */
+    char id[JOB_ID_MAX + 1];
+    Ursa__TrainJob *spec;
+    const char *redis_url;
+    blob_store *bs;
+    kq_producer *p;
+    const char *ckpt_dir;
+    const char *worker;
+    int min_per_class;
+    /* control: 1 stops the job after the current batch (set by the daemon
+     * for a shutdown, or by the job itself when it sees a cancel) */
+    volatile int stop;
+    /* results, valid once finished is 1 */
+    atomic_int finished;
+    tjob_outcome outcome;
+    char reason[512];
+} tjob;
+
+/* The thread's body; arg is a tjob. */
+void *tjob_run(void *arg);
+
+#endif
