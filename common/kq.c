@@ -501,7 +501,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         if (coop) rd_kafka_incremental_assign(rk, l);
         else rd_kafka_assign(rk, l);
-        kc->paused = 0; /* new partitions come unpaused: the loop pauses them again */
+        /* librdkafka remembers a pause on a partition across assignments:
+         * start every assigned one fetching; the loop pauses them again if
+         * we are still full */
+        rd_kafka_resume_partitions(rk, l);
+        kc->paused = 0;
         return;
     }
     ULOG_INFO("event=partitions_revoked group=%s partitions=%s", kc->group, parts);

@@ -101,3 +101,26 @@ state_sum() {
     rcli HGETALL "ursa:ds:$1:count" | paste - - |
         awk -F'\t' -v s="$2" '{n = split($1, p, "|")} n == 2 && p[2] == s {t += $2} END {print t + 0}'
 }
+
+# A Fashion-MNIST subset (the first N test images, 28x28 JPEGs, a directory
+# a class) served by a second fault server under /ds/; sets FM (the served
+# dir, with urls_<class>.txt lists) and lets the verifier take 28 px images.
+start_fmnist_server() {
+    local n=$1 d=/usr/share/datasets/fashion-mnist
+    FM="$T/fm"
+    mkdir -p "$FM"
+    "$URSA_BIN/fault-server" "$FM" "$T/fm.port" >"$T/fm.log" 2>&1 &
+    PIDS+=("$!")
+    wait_for 10 "the dataset server" test -s "$T/fm.port"
+    "$URSA_BIN/idx2jpeg" "$d/t10k-images-idx3-ubyte.gz" "$d/t10k-labels-idx1-ubyte.gz" "$FM" \
+        "http://127.0.0.1:$(cat "$T/fm.port")/ds" --limit "$n" >/dev/null ||
+        fail "idx2jpeg (apt-get install dataset-fashion-mnist)"
+    export URSA_IMG_MIN_SIDE=16
+}
+
+# job_field JOB FIELD: a field of the job's hash.
+job_field() { rcli HGET "ursa:job:$1" "$2" | tr -d '\n'; }
+job_state() { job_field "$1" state; }
+job_rows() { rcli HLEN "ursa:job:$1:rows" | tr -d '\n'; }
+# the job id in `ursa train` output ("job jXXXX queued: ...")
+job_id_of() { sed -n 's/^job \(j[0-9a-f]*\) queued.*/\1/p' "$1" | head -1; }
