@@ -449,6 +449,73 @@ static void learner_finds_lr_and_fits(void **state) {
     nn_model_free(&m);
 }
 
+/* The trainer's resume: a checkpoint after epoch 0 of a 3-epoch cycle,
+ * loaded into a fresh model and continued with nn_fit_one_cycle_from(..., 1)
+ * ends where the uninterrupted cycle ends (one batch an epoch, so only the
+ * order within it differs); BN calibration does not run again on loaded
+ * trained weights. */
+typedef struct {
+    const char *path;
+    nn_model *m;
+} ckpt_ctx;
+
+static void save_after_epoch0(void *ctx, const nn_epoch_row *row) {
+    ckpt_ctx *c = ctx;
+    char err[256];
+    if (row->epoch == 0) assert_int_equal(nn_checkpoint_save(c->m, NULL, 0, c->path, err, sizeof err), URSA_OK);
+}
+
+static void fit_resumes_from_checkpoint(void **state) {
+    (void)state;
+    char *dir = test_mkdtemp(), path[4200], err[256];
+    snprintf(path, sizeof path, "%s/ckpt", dir);
+    int idx[16], lab[16];
+    for (int i = 0; i < 16; i++) idx[i] = i, lab[i] = i % 2;
+    nn_model a, b;
+    assert_int_equal(nn_small_resnet(&a, 3, 4, 2), URSA_OK);
+    a.meta.size = 12;
+    assert_int_equal(nn_model_copy(&a, &b), URSA_OK);
+    nn_loader *tr, *va;
+    assert_int_equal(nn_loader_new(stripes, NULL, idx, lab, 16, 16, 1, NULL, &a.meta, 3, 1, &tr), URSA_OK);
+    assert_int_equal(nn_loader_new(stripes, NULL, idx, lab, 16, 16, 0, NULL, &a.meta, 3, 1, &va), URSA_OK);
+    nn_learner L;
+    assert_int_equal(nn_learner_init(&L, &a, tr, va, 16), URSA_OK);
+    ckpt_ctx cc = {path, &a};
+    L.ctx = &cc;
+    L.on_epoch = save_after_epoch0;
+    assert_int_equal(nn_fit_one_cycle(&L, 3, 1e-2f, 1e-2f), URSA_OK);
+    nn_learner_free(&L);
+    for (int i = 0; i < b.nnode; i++)
+        if (b.node[i].op == NN_BN) b.node[i].calib = 1;
+    assert_int_equal(nn_checkpoint_load(&b, NULL, 0, path, err, sizeof err), URSA_OK);
+    for (int i = 0; i < b.nnode; i++) assert_int_equal(b.node[i].calib, 0);
+    assert_int_equal(nn_learner_init(&L, &b, tr, va, 16), URSA_OK);
+    char *buf = NULL;
+    size_t len = 0;
+    L.table = open_memstream(&buf, &len);
+    L.epochs_done = 1;
+    assert_int_equal(nn_fit_one_cycle_from(&L, 3, 1, 1e-2f, 1e-2f), URSA_OK);
+    fclose(L.table);
+    assert_null(strstr(buf, "\n0      ")); /* epochs 1 and 2 only */
+    assert_non_null(strstr(buf, "\n1      "));
+    assert_non_null(strstr(buf, "\n2      "));
+    free(buf);
+    assert_int_equal(nn_fit_one_cycle_from(&L, 3, 4, 1e-2f, 1e-2f), URSA_ERR_INVALID);
+    double worst = 0;
+    for (int i = 0; i < a.nparam; i++)
+        for (size_t k = 0; k < a.param[i].n; k++) {
+            double d = fabs(a.param[i].w[k] - b.param[i].w[k]) / (fabs(a.param[i].w[k]) + 1e-3);
+            if (d > worst) worst = d;
+        }
+    if (worst > 1e-3) fail_msg("resumed weights differ by %g (relative)", worst);
+    nn_learner_free(&L);
+    nn_loader_free(tr);
+    nn_loader_free(va);
+    nn_model_free(&a);
+    nn_model_free(&b);
+    test_rmdir(dir);
+}
+
 /* two steps, a checkpoint, two more steps == the checkpoint loaded into a
  * fresh model and the same two steps, bit for bit; a checkpoint of another
  * architecture or a damaged one is refused and changes nothing */
@@ -659,6 +726,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(onnx_round_trip_and_damage),
         cmocka_unit_test(dropout_masks_and_scales),
         cmocka_unit_test(checkpoint_resumes_exactly),
+        cmocka_unit_test(fit_resumes_from_checkpoint),
         cmocka_unit_test(bad_shapes_and_labels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
