@@ -44,6 +44,12 @@ void job_model_id(const char *dataset, const char *job_id, char *out, size_t siz
     snprintf(out, size, "%s-%s", dataset, job_id);
 }
 
+/* The job's hash key and the time now, as text. */
+static void key_now(const char *id, char key[80], char now[24]) {
+    snprintf(key, 80, "ursa:job:%s", id);
+    snprintf(now, 24, "%lld", (long long)util_now_ms());
+}
+
 /* Runs a script with one key and string arguments; *reply on OK. */
 static ursa_err eval(rstore *r, redisReply **reply, const char *script, const char *key,
                      const char *const *args, int nargs) {
@@ -72,8 +78,7 @@ ursa_err job_create(rstore *r, const char *id, const char *kind, const char *dat
         "'arch', ARGV[3], 'spec', ARGV[4], 'created_ms', ARGV[5], 'starts', 0, 'resumes', 0) "
         "redis.call('ZADD', 'ursa:jobs', ARGV[5], ARGV[6]) return 1";
     char key[80], now[24];
-    snprintf(key, sizeof key, "ursa:job:%s", id);
-    snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
+    key_now(id, key, now);
     const char *argv[] = {"EVAL", script, "1", key, kind, dataset, arch, (const char *)spec, now, id};
     size_t lens[10];
     for (int i = 0; i < 10; i++) lens[i] = i == 7 ? spec_len : strlen(argv[i]);
@@ -111,8 +116,7 @@ static ursa_err set_fields(rstore *r, const char *id, const char *state, int fin
     int nkv = kv_count(kv), n = 0;
     if (nkv > 40) return URSA_ERR_INVALID;
     char key[80], now[24];
-    snprintf(key, sizeof key, "ursa:job:%s", id);
-    snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
+    key_now(id, key, now);
     args[n++] = state;
     args[n++] = now;
     args[n++] = final ? "1" : "0";
@@ -144,8 +148,7 @@ ursa_err job_cancel(rstore *r, const char *id, job_state *state) {
         "elseif s == 'running' then redis.call('HSET', KEYS[1], 'cancel', 1) end "
         "return s";
     char key[80], now[24];
-    snprintf(key, sizeof key, "ursa:job:%s", id);
-    snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
+    key_now(id, key, now);
     const char *args[] = {now};
     redisReply *rep = NULL;
     ursa_err e = eval(r, &rep, script, key, args, 1);

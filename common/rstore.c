@@ -331,3 +331,14 @@ void rstore_replies_free(redisReply **replies, size_t n) {
         if (replies[i]) freeReplyObject(replies[i]);
     free(replies);
 }
+
+ursa_err rstore_hgetall(rstore *r, redisReply **reply, const char *key) {
+    ursa_err e = rstore_cmd(r, reply, "HGETALL %s", key);
+    if (e) return e;
+    if ((*reply)->type != REDIS_REPLY_ARRAY || !(*reply)->elements) {
+        freeReplyObject(*reply);
+        *reply = NULL;
+        return URSA_ERR_NOT_FOUND;
+    }
+    return URSA_OK;
+}

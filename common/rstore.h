@@ -35,6 +35,10 @@ ursa_err rstore_cmd(rstore *r, redisReply **reply, const char *fmt, ...);
 ursa_err rstore_cmdargv(rstore *r, redisReply **reply, int argc,
                         const char **argv, const size_t *argvlen);
 
+/* HGETALL of a key; URSA_ERR_NOT_FOUND (and no reply) when the hash is
+ * empty or missing. */
+ursa_err rstore_hgetall(rstore *r, redisReply **reply, const char *key);
+
 /* A pipeline: commands are formatted now, sent in one write, and their
  * replies read back in order. */
 typedef struct rstore_batch rstore_batch;

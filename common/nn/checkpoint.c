@@ -35,7 +35,7 @@ static void put(wbuf *b, const void *d, size_t n) {
         b->p = q;
         b->cap = c;
     }
-    memcpy(b->p + b->n, d, n);
+    if (n) memcpy(b->p + b->n, d, n);
     b->n += n;
 }
 
@@ -131,7 +131,7 @@ ursa_err nn_checkpoint_load(nn_model *m, void *user, uint32_t ulen, const char *
     off += 4;
     if (u != ulen) goto bad;
     NEED(u);
-    memcpy(user, p + off, u);
+    if (u) memcpy(user, p + off, u);
     off += u;
     NEED(4);
     memcpy(&np, p + off, 4);

@@ -32,12 +32,10 @@ typedef struct {
 static ursa_err model_read(rstore *r, const char *id, model_info *m) {
     memset(m, 0, sizeof *m);
     redisReply *rep = NULL;
-    ursa_err e = rstore_cmd(r, &rep, "HGETALL ursa:model:%s", id);
+    char key[200];
+    snprintf(key, sizeof key, "ursa:model:%s", id);
+    ursa_err e = rstore_hgetall(r, &rep, key);
     if (e) return e;
-    if (!rep->elements) {
-        freeReplyObject(rep);
-        return URSA_ERR_NOT_FOUND;
-    }
     for (size_t i = 0; i + 1 < rep->elements; i += 2) {
         const char *k = rep->element[i]->str, *v = rep->element[i + 1]->str;
         if (!strcmp(k, "dataset")) snprintf(m->dataset, sizeof m->dataset, "%s", v);

@@ -184,12 +184,10 @@ static void jobinfo_free(jobinfo *j) {
 static ursa_err job_read(rstore *r, const char *id, jobinfo *j) {
     memset(j, 0, sizeof *j);
     redisReply *rep = NULL;
-    ursa_err e = rstore_cmd(r, &rep, "HGETALL ursa:job:%s", id);
+    char key[200];
+    snprintf(key, sizeof key, "ursa:job:%s", id);
+    ursa_err e = rstore_hgetall(r, &rep, key);
     if (e) return e;
-    if (!rep->elements) {
-        freeReplyObject(rep);
-        return URSA_ERR_NOT_FOUND;
-    }
     for (size_t i = 0; i + 1 < rep->elements; i += 2) {
         const char *k = rep->element[i]->str, *v = rep->element[i + 1]->str;
         size_t vl = rep->element[i + 1]->len;
