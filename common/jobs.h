@@ -13,6 +13,8 @@
  *                            "stage\tepoch\ttrain_loss\tvalid_loss\terror_rate\tseconds"
  *   ursa:job:<id>:lease      STRING the worker running it, with a TTL its
  *                            worker renews: one runner at a time
+ *   ursa:model:<id>:onnx     STRING the model file, cached for a week for
+ *                            servers that do not share the blob store
  *   ursa:models              ZSET created_ms -> model id
  *   ursa:ds:<ds>:models      ZSET created_ms -> model id
  *   ursa:model:<id>          HASH dataset, job, arch, blob (the ONNX file),

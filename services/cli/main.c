@@ -10,6 +10,7 @@
 #include "stack.h"
 #include "blas.h"
 #include "dataset_cmd.h"
+#include "classify_cmd.h"
 #include "model_cmd.h"
 #include "registry_cmd.h"
 #include "train_cmd.h"
@@ -147,6 +148,13 @@ static const command commands[] = {
      "confused pairs (actual, predicted, count) and with --top-losses the K worst\n"
      "images (file, actual, predicted, loss, probability of the actual class).\n\n",
      interp_defs, 1, 0},
+    {"classify", classify_cmd,
+     "usage: ursa classify --dataset NAME --out results.jsonl [--top K] URLS.txt...\n"
+     "Classifies every URL of the lists (one a line, # comments skipped) on ursa-inference\n"
+     "through ursa.classify.requests, with a progress bar, and writes one JSON line a URL:\n"
+     "{\"url\": ..., \"model\": ..., \"predictions\": [[label, prob], ...]} or an \"error\".\n"
+     "A URL already classified for the dataset is answered from the stored result.\n\n",
+     classify_defs, 1, 0},
     {NULL, NULL, NULL, NULL, 0, 0}};
 
 static void usage(FILE *out) {
@@ -166,6 +174,7 @@ static void usage(FILE *out) {
             "  lr-find  the learning-rate finder as a job; --plot draws it\n"
             "  jobs     list training jobs;  job JOB: one job;  job cancel JOB\n"
             "  models   list published models;  export MODEL OUT.onnx;  interp MODEL\n"
+            "  classify classify URL lists in bulk on ursa-inference (JSON lines out)\n"
             "  predict  classify local images with a model file\n"
             "  bench-model  time a model's forward pass or training step on this CPU\n\n"
             "`ursa COMMAND --help` lists a command's settings. Settings come from\n"

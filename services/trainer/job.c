@@ -590,7 +590,6 @@ static tjob_outcome publish(run *R) {
         snprintf(R->tj->reason, sizeof R->tj->reason, "cannot export the model: %s", err);
         return TJ_RETRY;
     }
-    free(onnx);
     /* the registry: idempotent, so a second publish of the same job changes nothing */
     char *classes = NULL;
     size_t clen = 0;
@@ -605,10 +604,13 @@ static tjob_outcome publish(run *R) {
                      "error_rate %.6f valid_loss %.6f n_train %d n_valid %d interp %s bytes %lld",
                      model_id, s->dataset, R->tj->id, s->arch, blob, classes ? classes : "",
                      s->size, err_rate, vloss, R->ntr, R->nva, interp, (long long)olen);
+    if (olen <= ((size_t)64 << 20)) /* inference start-up reads it when the blobs are far */
+        rstore_batch_add(b, "SET ursa:model:%s:onnx %b EX 604800", model_id, onnx, olen);
     rstore_batch_add(b, "ZADD ursa:models NX %lld %s", now, model_id);
     rstore_batch_add(b, "ZADD ursa:ds:%s:models NX %lld %s", s->dataset, now, model_id);
     ursa_err e = rstore_batch_exec(R->r, b, NULL);
     rstore_batch_destroy(b);
+    free(onnx);
     if (e) {
         free(classes);
         return redis_down(R, "registering the model");

@@ -1,0 +1,259 @@
+/* batcher.c: served models and dynamic batching; see batcher.h. */
+#include "batcher.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+struct served {
+    atomic_int refs;
+    char id[160];
+    nn_model m; /* fused for inference */
+    nn_exec *e; /* only the batching thread runs it */
+    int nclass;
+};
+
+served *served_load(const uint8_t *onnx, size_t len, const char *id, int max_batch, char *err,
+                    size_t errlen) {
+    nn_model raw;
+    if (nn_onnx_load_mem(onnx, len, &raw, err, errlen) != URSA_OK) return NULL;
+    served *s = calloc(1, sizeof *s);
+    if (!s || nn_fuse_for_inference(&raw, &s->m) != URSA_OK) {
+        nn_model_free(&raw);
+        free(s);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    nn_model_free(&raw);
+    int size = s->m.meta.size, oh = 0, ow = 0;
+    if (nn_exec_new(&s->m, max_batch, size, size, 0, &s->e) != URSA_OK) {
+        snprintf(err, errlen, "the model does not run on %dx%d inputs", size, size);
+        nn_model_free(&s->m);
+        free(s);
+        return NULL;
+    }
+    nn_value(s->e, s->m.out, NULL, &oh, &ow);
+    if (oh * ow != 1) {
+        snprintf(err, errlen, "the model's output is a %dx%d map, not class scores", oh, ow);
+        served_release(s);
+        return NULL;
+    }
+    s->nclass = nn_out_size(&s->m);
+    snprintf(s->id, sizeof s->id, "%s", id);
+    atomic_init(&s->refs, 1);
+    return s;
+}
+
+void served_release(served *s) {
+    if (!s || atomic_fetch_sub(&s->refs, 1) != 1) return;
+    nn_exec_free(s->e);
+    nn_model_free(&s->m);
+    free(s);
+}
+
+static served *served_ref(served *s) {
+    if (s) atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
+const char *served_id(const served *s) { return s->id; }
+const nn_meta *served_meta(const served *s) { return &s->m.meta; }
+int served_in_c(const served *s) { return s->m.in_c; }
+int served_nclass(const served *s) { return s->nclass; }
+
+/* ---- the queue ------------------------------------------------------------------- */
+
+typedef struct req {
+    served *m;
+    const float *x;
+    float *probs;
+    int done;
+    ursa_err err;
+    int64_t t_ns;
+    struct req *next;
+} req;
+
+struct batcher {
+    batcher_opts o;
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+    req *head, *tail;
+    int queued, stop;
+    served *cur;
+    pthread_t th;
+    batcher_stats st;
+    float *x; /* max_batch inputs of the largest model seen */
+    size_t xcap;
+};
+
+static int64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static int hist_bucket(int n) {
+    int b = 0;
+    for (int lim = 1; b < 7 && n > lim; lim *= 2) b++;
+    return b;
+}
+
+/* Takes up to max_batch queued requests of the head's model. */
+static int take(batcher *b, req **out) {
+    int n = 0;
+    served *m = b->head->m;
+    for (req **pp = &b->head; *pp && n < b->o.max_batch;) {
+        req *r = *pp;
+        if (r->m != m) {
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        out[n++] = r;
+    }
+    b->tail = NULL;
+    for (req *r = b->head; r; r = r->next) b->tail = r;
+    b->queued -= n;
+    return n;
+}
+
+static void *loop(void *arg) {
+    batcher *b = arg;
+    req **batch = malloc(sizeof(req *) * (size_t)b->o.max_batch);
+    pthread_mutex_lock(&b->mu);
+    while (batch) {
+        while (!b->head && !b->stop) pthread_cond_wait(&b->work, &b->mu);
+        if (!b->head) break; /* stopping, nothing left */
+        /* wait for more, up to max_delay after the oldest request */
+        int64_t until = b->head->t_ns + (int64_t)b->o.max_delay_us * 1000;
+        while (!b->stop && b->queued < b->o.max_batch && now_ns() < until) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            int64_t wait = until - now_ns();
+            if (wait <= 0) break;
+            ts.tv_sec += wait / 1000000000;
+            ts.tv_nsec += wait % 1000000000;
+            if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+            pthread_cond_timedwait(&b->work, &b->mu, &ts);
+        }
+        int n = take(b, batch);
+        pthread_mutex_unlock(&b->mu);
+        served *m = batch[0]->m;
+        const nn_meta *mt = &m->m.meta;
+        size_t per = (size_t)m->m.in_c * mt->size * mt->size;
+        ursa_err err = URSA_OK;
+        if (per * (size_t)n > b->xcap) {
+            float *nx = realloc(b->x, sizeof(float) * per * (size_t)b->o.max_batch);
+            if (nx) b->x = nx, b->xcap = per * (size_t)b->o.max_batch;
+            else err = URSA_ERR_NOMEM;
+        }
+        if (!err) {
+            for (int i = 0; i < n; i++) memcpy(b->x + per * i, batch[i]->x, sizeof(float) * per);
+            float *o = (float *)nn_forward(m->e, b->x, n);
+            if (!o) err = URSA_ERR_NOMEM;
+            else nn_softmax(o, n, m->nclass);
+            for (int i = 0; i < n && o; i++)
+                memcpy(batch[i]->probs, o + (size_t)i * m->nclass, sizeof(float) * m->nclass);
+        }
+        pthread_mutex_lock(&b->mu);
+        b->st.batches++;
+        b->st.images += (uint64_t)n;
+        b->st.batch_hist[hist_bucket(n)]++;
+        for (int i = 0; i < n; i++) {
+            batch[i]->err = err;
+            batch[i]->done = 1;
+        }
+        pthread_cond_broadcast(&b->done);
+    }
+    /* stopping: fail what is left */
+    for (req *r = b->head; r; r = r->next) {
+        r->err = URSA_ERR_SHUTDOWN;
+        r->done = 1;
+    }
+    b->head = b->tail = NULL;
+    b->queued = 0;
+    pthread_cond_broadcast(&b->done);
+    pthread_mutex_unlock(&b->mu);
+    free(batch);
+    return NULL;
+}
+
+batcher *batcher_new(const batcher_opts *o) {
+    batcher *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->o = *o;
+    if (b->o.max_batch < 1) b->o.max_batch = 1;
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->work, &ca);
+    pthread_cond_init(&b->done, NULL);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&b->th, NULL, loop, b) != 0) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+void batcher_free(batcher *b) {
+    if (!b) return;
+    pthread_mutex_lock(&b->mu);
+    b->stop = 1;
+    pthread_cond_broadcast(&b->work);
+    pthread_mutex_unlock(&b->mu);
+    pthread_join(b->th, NULL);
+    served_release(b->cur);
+    free(b->x);
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->work);
+    pthread_cond_destroy(&b->done);
+    free(b);
+}
+
+void batcher_swap(batcher *b, served *s) {
+    pthread_mutex_lock(&b->mu);
+    served *old = b->cur;
+    b->cur = s;
+    pthread_mutex_unlock(&b->mu);
+    served_release(old); /* freed once its queued requests are done */
+}
+
+served *batcher_current(batcher *b) {
+    pthread_mutex_lock(&b->mu);
+    served *s = served_ref(b->cur);
+    pthread_mutex_unlock(&b->mu);
+    return s;
+}
+
+ursa_err batcher_run(batcher *b, served *m, const float *x, float *probs) {
+    req r = {served_ref(m), x, probs, 0, URSA_OK, now_ns(), NULL};
+    pthread_mutex_lock(&b->mu);
+    if (b->queued >= b->o.max_queue || b->stop) {
+        b->st.rejected++;
+        pthread_mutex_unlock(&b->mu);
+        served_release(r.m);
+        return URSA_ERR_UNAVAILABLE;
+    }
+    if (b->tail) b->tail->next = &r;
+    else b->head = &r;
+    b->tail = &r;
+    b->queued++;
+    pthread_cond_signal(&b->work);
+    while (!r.done) pthread_cond_wait(&b->done, &b->mu);
+    pthread_mutex_unlock(&b->mu);
+    served_release(r.m);
+    return r.err;
+}
+
+void batcher_get_stats(batcher *b, batcher_stats *st) {
+    pthread_mutex_lock(&b->mu);
+    *st = b->st;
+    st->queued = b->queued;
+    pthread_mutex_unlock(&b->mu);
+}

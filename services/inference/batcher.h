@@ -1,0 +1,62 @@
+/* batcher.h: the served model and dynamic batching, as Triton does it.
+ *
+ * Request threads preprocess their image for the current model and queue
+ * it; one batching thread takes up to max_batch queued images of the same
+ * model, waiting at most max_delay_us after the first for more, runs them
+ * through the model in one forward pass on every core (the engine's
+ * threads), and hands each request its probabilities. The queue is bounded:
+ * a full queue refuses at once (the server answers 503 with Retry-After).
+ *
+ * Models are swapped atomically: a new model serves every request queued
+ * after the swap, while requests already queued finish on the model they
+ * were preprocessed for, which is freed when the last of them is done. */
+#ifndef URSA_INFERENCE_BATCHER_H
+#define URSA_INFERENCE_BATCHER_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "nn.h"
+
+typedef struct served served; /* a loaded model, reference-counted */
+
+/* Loads ONNX bytes into a model ready to serve (BN folded, an executor for
+ * max_batch images). NULL with the reason in err. */
+served *served_load(const uint8_t *onnx, size_t len, const char *id, int max_batch, char *err,
+                    size_t errlen);
+void served_release(served *s);
+const char *served_id(const served *s);
+const nn_meta *served_meta(const served *s);
+int served_in_c(const served *s);
+int served_nclass(const served *s);
+
+typedef struct batcher batcher;
+
+typedef struct {
+    int max_batch, max_delay_us, max_queue;
+} batcher_opts;
+
+batcher *batcher_new(const batcher_opts *o);
+/* Stops the thread; queued requests get URSA_ERR_SHUTDOWN. */
+void batcher_free(batcher *b);
+
+/* Makes s the model new requests use (takes the caller's reference);
+ * NULL unloads. */
+void batcher_swap(batcher *b, served *s);
+/* The current model with a reference the caller releases, or NULL. */
+served *batcher_current(batcher *b);
+
+/* Classifies one preprocessed image x (C x size x size of model m, which
+ * the caller holds a reference to) and waits: probs (nclass floats) on OK;
+ * URSA_ERR_UNAVAILABLE when the queue is full. */
+ursa_err batcher_run(batcher *b, served *m, const float *x, float *probs);
+
+typedef struct {
+    uint64_t batches, images, rejected;
+    uint64_t batch_hist[8]; /* batch sizes: 1, 2, 3-4, 5-8, 9-16, 17-32, 33-64, more */
+    int queued;
+} batcher_stats;
+void batcher_get_stats(batcher *b, batcher_stats *st);
+
+#endif

@@ -1,0 +1,139 @@
+# ursa-inference serving a local ONNX file, no other service: the same
+# probabilities as `ursa predict` and onnxruntime on the same file; every
+# error status with its reason; concurrent requests batched together with
+# none lost; Prometheus metrics; the web page driven in headless Chromium on
+# a phone-sized screen.
+. "$(dirname "$0")/lib.sh"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+PEERS="$ROOT/ops/peers"
+bash "$PEERS/install.sh" --ort-only >"$T/peers-install.log" 2>&1 || fail "cannot install onnxruntime-node: $(tail -5 "$T/peers-install.log")"
+"$URSA_BIN/nn-export-demo" "$T/demo.onnx" 2>/dev/null || fail "export failed"
+for i in 1 2 3; do
+    /usr/bin/convert -size $((120 + 40 * i))x$((90 + 30 * i)) "plasma:fractal" -seed $i "$T/img$i.jpg"
+done
+/usr/bin/convert -size 80x200 gradient:navy-gold "$T/img4.png"
+
+"$URSA_BIN/ursa-inference" --inference.model "$T/demo.onnx" --inference.port 0 \
+    --inference.port-file "$T/inf.port" --inference.max-body 300000 \
+    --inference.admin-token s3cret --inference.max-delay-us 5000 >"$T/inference.log" 2>&1 &
+INF=$!
+PIDS+=("$INF")
+wait_for 10 "the server" test -s "$T/inf.port"
+B="http://127.0.0.1:$(cat "$T/inf.port")"
+wait_for 10 "readyz" curl -sf "$B/readyz"
+curl -sf "$B/healthz" | grep -qx ok || fail "healthz"
+
+# the same probabilities as ursa predict and onnxruntime
+for i in 1 2 3 4; do
+    f="$T/img$i.jpg"; [ $i = 4 ] && f="$T/img4.png"
+    curl -sf -X POST --data-binary @"$f" "$B/v1/classify" >"$T/srv$i.json" || fail "classify $f"
+done
+curl -sf -F "file=@$T/img1.jpg" "$B/v1/classify?top=2" >"$T/multi.json" || fail "multipart"
+"$URSA" predict --model "$T/demo.onnx" --json --top 0 --save-input "$T/in.f32" \
+    "$T/img1.jpg" "$T/img2.jpg" "$T/img3.jpg" "$T/img4.png" >"$T/pred.json" 2>/dev/null || fail "predict"
+(cd "$PEERS" && node ort_run.js --model "$T/demo.onnx" --input "$T/in.f32" --shape 4,3,64,64) \
+    >"$T/ort.json" 2>"$T/ort.err" || fail "onnxruntime: $(cat "$T/ort.err")"
+python3 - "$T" <<'EOF' || fail "server, predict and onnxruntime disagree"
+import json, sys
+t = sys.argv[1]
+classes = ["black bear", 'grizzly "brown"', "teddy\\bear"]
+pred = [json.loads(l) for l in open(t + "/pred.json")]
+ort = json.loads(open(t + "/ort.json").readline())["data"]
+worst_p = worst_o = 0
+for i in range(4):
+    srv = json.load(open("%s/srv%d.json" % (t, i + 1)))
+    assert srv["model"] == "demo.onnx", srv
+    probs = [p for _, p in srv["predictions"]]
+    assert probs == sorted(probs, reverse=True) and len(probs) == 3, srv
+    got = dict(srv["predictions"])
+    want = dict(pred[i]["predictions"])
+    for j, c in enumerate(classes):
+        worst_p = max(worst_p, abs(got[c] - want[c]))
+        worst_o = max(worst_o, abs(got[c] - ort[i * 3 + j]))
+m = json.load(open(t + "/multi.json"))
+s1 = json.load(open(t + "/srv1.json"))
+assert m["predictions"] == s1["predictions"][:2], (m, s1)
+print("max |server - predict| =", worst_p, " max |server - onnxruntime| =", worst_o)
+assert worst_p < 1e-5 and worst_o < 1e-5
+EOF
+
+# errors: status and reason; the server survives all of them
+code() { curl -s -o "$T/body" -w '%{http_code}' "$@"; }
+check_eq "empty body" "$(code -X POST "$B/v1/classify")" 400
+check_eq "GET classify" "$(code "$B/v1/classify")" 405
+check_eq "bad top" "$(code -X POST --data-binary @"$T/img1.jpg" "$B/v1/classify?top=x")" 400
+printf '<html><body>hi</body></html>' >"$T/page.html"
+check_eq "html" "$(code -X POST --data-binary @"$T/page.html" "$B/v1/classify")" 415
+grep -q "not_an_image" "$T/body" || fail "415 reason: $(cat "$T/body")"
+head -c 1500 "$T/img1.jpg" >"$T/cut.jpg"
+check_eq "truncated" "$(code -X POST --data-binary @"$T/cut.jpg" "$B/v1/classify")" 422
+grep -q "truncated" "$T/body" || fail "422 reason: $(cat "$T/body")"
+head -c 400000 /dev/urandom >"$T/big.bin"
+check_eq "too large" "$(code -X POST --data-binary @"$T/big.bin" "$B/v1/classify")" 413
+check_eq "multipart without file" "$(code -F "other=@$T/img1.jpg" "$B/v1/classify")" 400
+check_eq "unknown path" "$(code "$B/nope")" 404
+check_eq "classify-url without url" "$(code "$B/v1/classify-url")" 400
+check_eq "classify-url ftp" "$(code "$B/v1/classify-url?url=ftp://x/a.jpg")" 400
+check_eq "admin without token" "$(code -X POST "$B/v1/admin/reload")" 403
+check_eq "admin wrong token" "$(code -X POST -H 'Authorization: Bearer nope' "$B/v1/admin/reload")" 403
+check_eq "admin reload" "$(code -X POST -H 'Authorization: Bearer s3cret' "$B/v1/admin/reload")" 200
+check_eq "admin pin on a file" "$(code -X POST -H 'Authorization: Bearer s3cret' "$B/v1/admin/pin?model=x")" 400
+printf 'GARBAGE\r\n\r\n' | timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$(cat "$T/inf.port"); cat >&3; cat <&3" \
+    | head -1 | grep -q "400" || fail "a garbage request line did not get 400"
+dead "$INF" && fail "the server died"
+
+# concurrent requests are batched, none is lost, all agree
+seq 1 96 | xargs -P 24 -I{} curl -sf -X POST --data-binary @"$T/img2.jpg" "$B/v1/classify" \
+    >"$T/many.json" || fail "a concurrent request failed"
+check_eq "answers" "$(wc -l <"$T/many.json")" 96
+python3 - "$T" <<'EOF' || fail "batched answers differ from the single one"
+import json, sys
+t = sys.argv[1]
+one = dict(json.load(open(t + "/srv2.json"))["predictions"])
+worst = 0
+for line in open(t + "/many.json"):
+    got = dict(json.loads(line)["predictions"])
+    worst = max(worst, max(abs(got[c] - one[c]) for c in one))
+print("max |batched - alone| =", worst)
+assert worst < 1e-5
+EOF
+curl -sf "$B/metrics" >"$T/metrics" || fail "metrics"
+for m in 'ursa_inference_requests_total{route="classify",status="200"}' \
+    'ursa_inference_requests_total{route="classify",status="415"} 1' \
+    'ursa_inference_request_seconds_bucket{le="+Inf"}' 'ursa_inference_batch_size_count' \
+    'ursa_inference_queue_depth 0' 'ursa_inference_model{id="demo.onnx"} 1' 'ursa_inference_reloads_total 2'; do
+    grep -qF "$m" "$T/metrics" || fail "metrics lack $m: $(cat "$T/metrics")"
+done
+awk '/^ursa_inference_batch_size_sum/ {s = $2} /^ursa_inference_batch_size_count/ {n = $2}
+     END {exit !(s > n)}' "$T/metrics" || fail "no request was batched with another"
+
+# the page, in Chromium, on a phone-sized screen
+apt_ok() { dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; }
+apt_ok || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; } >"$T/apt.log" 2>&1 ||
+    fail "cannot install chromium: $(tail -3 "$T/apt.log")"
+(cd "$ROOT/tests/browser" && [ -d node_modules/puppeteer-core ] ||
+    npm install --ignore-scripts --no-audit --no-fund) >"$T/npm.log" 2>&1 || fail "npm: $(tail -3 "$T/npm.log")"
+start_fault_server
+cp "$T/img3.jpg" "$IMG/img3.jpg"
+(cd "$ROOT/tests/browser" && node page_test.js "$B/" "$T/img1.jpg" "$FS/img/img3.jpg" "$FS/html/page.jpg") \
+    >"$T/page.json" 2>"$T/page.err" || fail "page test: $(cat "$T/page.err")"
+python3 - "$T" <<'EOF' || fail "page: $(cat "$T/page.json")"
+import json, sys
+t = sys.argv[1]
+p = json.load(open(t + "/page.json"))
+s1 = json.load(open(t + "/srv1.json"))["predictions"]
+s3 = json.load(open(t + "/srv3.json"))["predictions"]
+assert not p["errors"], p["errors"]
+assert p["previewShown"] and not p["overflowX"], p
+assert p["model"] == "model demo.onnx", p["model"]
+for bars, api in ((p["fileBars"], s1), (p["urlBars"], s3)):
+    assert [b["label"] for b in bars] == [l for l, _ in api], (bars, api)
+    for b, (_, prob) in zip(bars, api):
+        assert b["pct"] == "%.1f%%" % (100 * prob), (b, prob)
+assert "not_an_image" in p["badError"] or "cannot fetch" in p["badError"], p["badError"]
+assert p["barsAfterError"] == 0
+print("page ok:", p["fileBars"][0], p["urlBars"][0])
+EOF
+kill "$INF"
+wait_for 15 "a clean stop" dead "$INF"
+echo "test_inference: ok"
