@@ -37,6 +37,9 @@ const cfg_def bench_model_defs[] = {
     {"train", CFG_BOOL, "false", 1, 0,
      "time training steps instead (forward, backward, AdamW; all layers trainable)"},
     {"size", CFG_INT, "0", 0, 4096, "input side in pixels (0: the model's)"},
+    {"export", CFG_STR, "", 1, 0,
+     "with --arch: also write the (randomly initialised) model to this .onnx file, for "
+     "serving benchmarks"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 static double now_s(void) {
@@ -224,6 +227,21 @@ int bench_model_cmd(const cfg *c, int argc, char **argv) {
     } else {
         int rc = load_model(path, &m, "bench-model");
         if (rc) return rc;
+    }
+    const char *exp = cfg_str(c, "export");
+    if (*exp) {
+        char err[512];
+        if (!*arch) {
+            fprintf(stderr, "ursa bench-model: --export goes with --arch\n");
+            nn_model_free(&m);
+            return 2;
+        }
+        if (nn_onnx_save(&m, exp, err, sizeof err) != URSA_OK) {
+            fprintf(stderr, "ursa bench-model: %s\n", err);
+            nn_model_free(&m);
+            return 1;
+        }
+        fprintf(stderr, "ursa bench-model: wrote %s\n", exp);
     }
     int bs = (int)cfg_int(c, "batch"), iters = (int)cfg_int(c, "iters");
     int train = cfg_bool(c, "train"), th = (int)cfg_int(c, "threads");

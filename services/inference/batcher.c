@@ -83,6 +83,7 @@ struct batcher {
     pthread_cond_t work, done;
     req *head, *tail;
     int queued, stop;
+    int arriving; /* requests being decoded: worth waiting for */
     served *cur;
     pthread_t th;
     batcher_stats st;
@@ -128,9 +129,10 @@ static void *loop(void *arg) {
     while (batch) {
         while (!b->head && !b->stop) pthread_cond_wait(&b->work, &b->mu);
         if (!b->head) break; /* stopping, nothing left */
-        /* wait for more, up to max_delay after the oldest request */
+        /* wait for more, up to max_delay after the oldest request, but only
+         * while more are on their way: an idle server answers at once */
         int64_t until = b->head->t_ns + (int64_t)b->o.max_delay_us * 1000;
-        while (!b->stop && b->queued < b->o.max_batch && now_ns() < until) {
+        while (!b->stop && b->queued < b->o.max_batch && b->arriving > 0 && now_ns() < until) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
             int64_t wait = until - now_ns();
@@ -231,9 +233,17 @@ served *batcher_current(batcher *b) {
     return s;
 }
 
+void batcher_arriving(batcher *b, int delta) {
+    pthread_mutex_lock(&b->mu);
+    b->arriving += delta;
+    if (delta < 0) pthread_cond_signal(&b->work); /* one fewer to wait for */
+    pthread_mutex_unlock(&b->mu);
+}
+
 ursa_err batcher_run(batcher *b, served *m, const float *x, float *probs) {
     req r = {served_ref(m), x, probs, 0, URSA_OK, now_ns(), NULL};
     pthread_mutex_lock(&b->mu);
+    b->arriving--; /* announced by batcher_arriving(b, 1) */
     if (b->queued >= b->o.max_queue || b->stop) {
         b->st.rejected++;
         pthread_mutex_unlock(&b->mu);

@@ -47,6 +47,12 @@ void batcher_swap(batcher *b, served *s);
 /* The current model with a reference the caller releases, or NULL. */
 served *batcher_current(batcher *b);
 
+/* A request thread announces an image it is decoding (+1) before
+ * batcher_run(), which takes the announcement back, or gives it up (-1)
+ * when the image fails: the batching thread waits for more only while some
+ * are on their way. */
+void batcher_arriving(batcher *b, int delta);
+
 /* Classifies one preprocessed image x (C x size x size of model m, which
  * the caller holds a reference to) and waits: probs (nclass floats) on OK;
  * URSA_ERR_UNAVAILABLE when the queue is full. */

@@ -313,8 +313,10 @@ static int classify_bytes(server *s, const uint8_t *d, size_t len, int top, char
     const nn_meta *mt = served_meta(m);
     img_rgb im;
     img_reject rej;
+    batcher_arriving(s->b, 1);
     ursa_err e = nn_decode_image(d, len, mt, &im, &rej);
     if (e) {
+        batcher_arriving(s->b, -1);
         served_release(m);
         if (e == URSA_ERR_NOMEM) {
             snprintf(why, wn, "out of memory decoding");
@@ -332,6 +334,7 @@ static int classify_bytes(server *s, const uint8_t *d, size_t len, int top, char
     scored *sc = malloc(sizeof(scored) * (size_t)c);
     int status = 200;
     if (!x || !probs || !sc) {
+        batcher_arriving(s->b, -1);
         snprintf(why, wn, "out of memory");
         status = 503;
         goto out;

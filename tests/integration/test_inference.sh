@@ -107,6 +107,24 @@ done
 awk '/^ursa_inference_batch_size_sum/ {s = $2} /^ursa_inference_batch_size_count/ {n = $2}
      END {exit !(s > n)}' "$T/metrics" || fail "no request was batched with another"
 
+# a full queue refuses at once with 503 and Retry-After, and recovers
+"$URSA_BIN/ursa-inference" --inference.model "$T/demo.onnx" --inference.port 0 \
+    --inference.port-file "$T/inf2.port" --inference.max-queue 1 --inference.max-batch 1 \
+    --inference.http-threads 32 >"$T/inference2.log" 2>&1 &
+INF2=$!
+PIDS+=("$INF2")
+wait_for 10 "the second server" test -s "$T/inf2.port"
+B2="http://127.0.0.1:$(cat "$T/inf2.port")"
+seq 1 64 | xargs -P 32 -I{} curl -s -o /dev/null -D - -X POST --data-binary @"$T/img3.jpg" \
+    "$B2/v1/classify" >"$T/flood.txt"
+grep -c '^HTTP/1.1 503' "$T/flood.txt" | grep -qv '^0$' || fail "no request refused with a queue of 1"
+grep -q '^HTTP/1.1 200' "$T/flood.txt" || fail "no request served during the flood"
+grep -qi '^Retry-After: 1' "$T/flood.txt" || fail "503 without Retry-After"
+curl -sf -X POST --data-binary @"$T/img3.jpg" "$B2/v1/classify" >/dev/null || fail "no recovery after the flood"
+curl -sf "$B2/metrics" | grep -Eq '^ursa_inference_rejected_total [1-9]' || fail "rejections not counted"
+log "flood on a queue of 1: $(grep -c '^HTTP/1.1 200' "$T/flood.txt") served, $(grep -c '^HTTP/1.1 503' "$T/flood.txt") refused"
+kill "$INF2"
+
 # the page, in Chromium, on a phone-sized screen
 apt_ok() { dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; }
 apt_ok || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; } >"$T/apt.log" 2>&1 ||

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# bench-inference.sh: ursa-inference under wrk (POST /v1/classify with a
+# fixed JPEG, keep-alive) at concurrency 1, 8 and 64, for the small
+# Fashion-MNIST resnet (28 px) and resnet34 (224 px), beside the engine's
+# own throughput from `ursa bench-model` in the same run, with the ratios
+# the inference issue sets as targets:
+#   resnet34: served throughput >= 90% of the engine's at the server's batch size
+#   small:    >= 3,000 requests/s
+#   both:     p99 < 4 x p50 at concurrency 8
+# Everything runs on this machine: wrk's own threads share its cores.
+#   ops/bench-inference.sh [SECONDS_PER_RUN]      (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+BIN=build/bin
+command -v wrk >/dev/null || { echo "bench-inference: apt-get install wrk" >&2; exit 1; }
+[ -x "$BIN/ursa-inference" ] || { echo "bench-inference: build first (ops/demo.sh or cmake)" >&2; exit 1; }
+W=$(mktemp -d)
+SRV=""
+trap '[ -n "$SRV" ] && kill "$SRV" 2>/dev/null; rm -rf "$W"' EXIT
+MAXB=16
+
+"$BIN/ursa" bench-model --arch small-resnet --export "$W/small.onnx" --iters 3 >/dev/null 2>&1
+"$BIN/ursa" bench-model --arch resnet34 --export "$W/r34.onnx" --iters 1 >/dev/null 2>&1
+/usr/bin/convert -size 28x28 gradient:gray20-gray90 -quality 90 "$W/small.jpg"
+/usr/bin/convert -size 500x375 plasma:fractal -seed 7 -quality 90 "$W/photo.jpg"
+
+engine() { # MODEL BATCH -> images/s
+    "$BIN/ursa" bench-model --model "$1" --batch "$2" --iters 20 2>/dev/null |
+        sed -n 's/.*throughput_ips=\([0-9.]*\).*/\1/p'
+}
+
+printf '%-8s %5s %12s %9s %9s %9s\n' model conc 'requests/s' 'p50_ms' 'p99_ms' 'p99/p50'
+for m in small r34; do
+    img="$W/photo.jpg"; [ $m = small ] && img="$W/small.jpg"
+    cat >"$W/post.lua" <<LUA
+wrk.method = "POST"
+local f = io.open("$img", "rb")
+wrk.body = f:read("*all")
+f:close()
+wrk.headers["Content-Type"] = "image/jpeg"
+LUA
+    rm -f "$W/port"
+    "$BIN/ursa-inference" --inference.model "$W/$m.onnx" --inference.port 0 \
+        --inference.port-file "$W/port" --inference.max-batch $MAXB --log.level warn \
+        >"$W/$m.log" 2>&1 &
+    SRV=$!
+    for _ in $(seq 100); do [ -s "$W/port" ] && break; sleep 0.1; done
+    URL="http://127.0.0.1:$(cat "$W/port")/v1/classify"
+    wrk -t1 -c1 -d2s -s "$W/post.lua" "$URL" >/dev/null # warm up
+    for c in 1 8 64; do
+        t=2; [ $c = 1 ] && t=1
+        wrk -t$t -c$c -d${SECS}s --timeout 10s --latency -s "$W/post.lua" "$URL" >"$W/wrk.$m.$c"
+        rps=$(awk '/Requests\/sec/ {print $2}' "$W/wrk.$m.$c")
+        ms() { awk -v p="$1" '$1 == p {v = $2; if (v ~ /us$/) {sub(/us/, "", v); v /= 1000}
+               else if (v ~ /ms$/) sub(/ms/, "", v); else if (v ~ /s$/) {sub(/s/, "", v); v *= 1000}
+               print v}' "$W/wrk.$m.$c"; }
+        p50=$(ms 50%); p99=$(ms 99%)
+        bad=$(grep -E 'Non-2xx|Socket errors' "$W/wrk.$m.$c" | tr -s ' ' || true)
+        printf '%-8s %5d %12.1f %9.2f %9.2f %9.2f %s\n' $m $c "$rps" "$p50" "$p99" \
+            "$(echo "$p99 / $p50" | bc -l)" "$bad"
+        eval "RPS_${m}_$c=$rps; P50_${m}_$c=$p50; P99_${m}_$c=$p99"
+    done
+    kill "$SRV"; wait "$SRV" 2>/dev/null || true; SRV=""
+    eval "ENG_${m}_1=$(engine "$W/$m.onnx" 1); ENG_${m}_B=$(engine "$W/$m.onnx" $MAXB)"
+done
+echo
+printf 'engine (ursa bench-model): small %.0f img/s at batch 1, %.0f at batch %d; resnet34 %.1f at batch 1, %.1f at batch %d\n' \
+    "$ENG_small_1" "$ENG_small_B" $MAXB "$ENG_r34_1" "$ENG_r34_B" $MAXB
+best_r34=$(printf '%s\n' "$RPS_r34_1" "$RPS_r34_8" "$RPS_r34_64" | sort -g | tail -1)
+best_small=$(printf '%s\n' "$RPS_small_1" "$RPS_small_8" "$RPS_small_64" | sort -g | tail -1)
+printf 'resnet34: served %.1f requests/s = %.2f of the engine at batch %d (target >= 0.90)\n' \
+    "$best_r34" "$(echo "$best_r34 / $ENG_r34_B" | bc -l)" $MAXB
+printf 'small: served %.0f requests/s (target >= 3000) = %.2f of the engine at batch %d\n' \
+    "$best_small" "$(echo "$best_small / $ENG_small_B" | bc -l)" $MAXB
+printf 'p99/p50 at concurrency 8: small %.2f, resnet34 %.2f (target < 4)\n' \
+    "$(echo "$P99_small_8 / $P50_small_8" | bc -l)" "$(echo "$P99_r34_8 / $P50_r34_8" | bc -l)"
