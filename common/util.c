@@ -180,3 +180,15 @@ int util_free_port(void) {
     close(fd);
     return port;
 }
+
+void util_json_str(void *file, const char *s) {
+    FILE *f = file;
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
+}

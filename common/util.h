@@ -34,6 +34,9 @@ int64_t util_backoff_ms(int attempt, int64_t base_ms, int64_t max_ms);
 /* Lowercase hex of n bytes into out (2n+1 bytes). */
 void util_hex(const uint8_t *in, size_t n, char *out);
 
+/* Writes s as a JSON string (quoted, escaped) to f, a FILE *. */
+void util_json_str(void *f, const char *s);
+
 /* Returns a TCP port on 127.0.0.1 that was free a moment ago, or -1. */
 int util_free_port(void);
 

@@ -68,6 +68,28 @@ ursa_err nn_decode_image(const uint8_t *data, size_t len, const nn_meta *mt, img
     return img_decode(data, len, io.max_pixels, mt->size, out, rej);
 }
 
+typedef struct {
+    int i;
+    float p;
+} ranked;
+
+static int by_prob(const void *a, const void *b) {
+    float x = ((const ranked *)a)->p, y = ((const ranked *)b)->p;
+    return x < y ? 1 : x > y ? -1 : ((const ranked *)a)->i - ((const ranked *)b)->i;
+}
+
+void nn_rank(const float *prob, int c, int *order) {
+    ranked stack[64], *r = c <= 64 ? stack : malloc(sizeof(ranked) * (size_t)c);
+    if (!r) { /* out of memory: the natural order */
+        for (int j = 0; j < c; j++) order[j] = j;
+        return;
+    }
+    for (int j = 0; j < c; j++) r[j].i = j, r[j].p = prob[j];
+    qsort(r, (size_t)c, sizeof *r, by_prob);
+    for (int j = 0; j < c; j++) order[j] = r[j].i;
+    if (r != stack) free(r);
+}
+
 void nn_preprocess(const img_rgb *im, const nn_meta *mt, int in_c, float *out) {
     nn_aug none = nn_aug_none();
     nn_augment(im, mt, in_c, &none, NULL, out);

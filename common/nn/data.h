@@ -28,6 +28,10 @@ nn_aug nn_aug_none(void);
 ursa_err nn_decode_image(const uint8_t *data, size_t len, const nn_meta *mt, img_rgb *out,
                          img_reject *rej);
 
+/* Class indices by falling probability (ties: the lower index first), the
+ * order every answer lists its predictions in. */
+void nn_rank(const float *prob, int c, int *order);
+
 /* The validation transform into out (C x size x size), C = in_c (1: gray). */
 void nn_preprocess(const img_rgb *im, const nn_meta *mt, int in_c, float *out);
 /* The training transform: random crop and augmentation. */

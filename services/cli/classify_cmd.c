@@ -30,16 +30,7 @@ typedef struct {
     int done;
 } item;
 
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
-    }
-    fputc('"', f);
-}
+#define json_str util_json_str
 
 int classify_cmd(const cfg *c, int argc, char **argv) {
     const char *ds = cli_dataset(c, "classify"), *out = cfg_str(c, "out");

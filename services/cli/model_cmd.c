@@ -53,16 +53,7 @@ static void tsv_str(FILE *f, const char *s) {
     for (; *s; s++) fputc(*s == '\t' || *s == '\n' || *s == '\r' ? ' ' : *s, f);
 }
 
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
+#define json_str util_json_str
 
 static int load_model(const char *path, nn_model *m, const char *cmd) {
     char err[512];
@@ -77,22 +68,11 @@ static int load_model(const char *path, nn_model *m, const char *cmd) {
     return 0;
 }
 
-typedef struct {
-    int i;
-    float p;
-} scored;
-
-static int by_prob(const void *a, const void *b) {
-    float x = ((const scored *)a)->p, y = ((const scored *)b)->p;
-    return x < y ? 1 : x > y ? -1 : ((const scored *)a)->i - ((const scored *)b)->i;
-}
-
 static void print_result(const nn_model *m, const char *file, const float *prob, int top, int json) {
     int c = nn_out_size(m);
-    scored *s = malloc(sizeof(scored) * (size_t)c);
+    int *s = malloc(sizeof(int) * (size_t)c);
     if (!s) abort();
-    for (int j = 0; j < c; j++) s[j].i = j, s[j].p = prob[j];
-    qsort(s, (size_t)c, sizeof *s, by_prob);
+    nn_rank(prob, c, s);
     int k = top <= 0 || top > c ? c : top;
     char buf[32];
     if (json) {
@@ -101,8 +81,8 @@ static void print_result(const nn_model *m, const char *file, const float *prob,
         printf(", \"predictions\": [");
         for (int j = 0; j < k; j++) {
             printf("%s[", j ? ", " : "");
-            json_str(stdout, nn_class_name(&m->meta, s[j].i, buf, sizeof buf));
-            if (isfinite(s[j].p)) printf(", %.6g]", s[j].p);
+            json_str(stdout, nn_class_name(&m->meta, s[j], buf, sizeof buf));
+            if (isfinite(prob[s[j]])) printf(", %.6g]", prob[s[j]]);
             else printf(", null]"); /* JSON has no NaN */
         }
         printf("]}\n");
@@ -110,8 +90,8 @@ static void print_result(const nn_model *m, const char *file, const float *prob,
         tsv_str(stdout, file);
         for (int j = 0; j < k; j++) {
             putchar('\t');
-            tsv_str(stdout, nn_class_name(&m->meta, s[j].i, buf, sizeof buf));
-            printf("\t%.6f", s[j].p);
+            tsv_str(stdout, nn_class_name(&m->meta, s[j], buf, sizeof buf));
+            printf("\t%.6f", prob[s[j]]);
         }
         printf("\n");
     }

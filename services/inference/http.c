@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 #define HEADER_MAX 16384
 
@@ -74,18 +75,6 @@ int http_reply(http_req *r, int status, const char *ctype, const char *extra, co
     return status;
 }
 
-void http_json_str(void *file, const char *s) {
-    FILE *f = file;
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
 int http_error(http_req *r, int status, const char *extra, const char *fmt, ...) {
     char msg[700], *buf = NULL;
     size_t len = 0;
@@ -96,7 +85,7 @@ int http_error(http_req *r, int status, const char *extra, const char *fmt, ...)
     FILE *f = open_memstream(&buf, &len);
     if (!f) return http_reply(r, 500, "text/plain", NULL, "out of memory\n", 14);
     fprintf(f, "{\"error\": ");
-    http_json_str(f, msg);
+    util_json_str(f, msg);
     fprintf(f, "}\n");
     fclose(f);
     http_reply(r, status, "application/json", extra, buf, len);

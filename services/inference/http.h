@@ -42,7 +42,5 @@ int http_error(http_req *r, int status, const char *extra, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* A query parameter, URL-decoded into out; -1 when absent or too long. */
 int http_query(const http_req *r, const char *name, char *out, size_t n);
-/* JSON string escaping. */
-void http_json_str(void *file, const char *s);
 
 #endif

@@ -251,7 +251,7 @@ out:
 
 /* ---- HTTP helpers ------------------------------------------------------------------- */
 
-#define json_str http_json_str
+#define json_str util_json_str
 
 /* The part named "file" of a multipart/form-data body, in place. */
 static int multipart_file(const char *ctype, const char *body, size_t len, const char **data,
@@ -290,16 +290,6 @@ static int multipart_file(const char *ctype, const char *body, size_t len, const
     return -1;
 }
 
-typedef struct {
-    int i;
-    float p;
-} scored;
-
-static int by_prob(const void *a, const void *b) {
-    float x = ((const scored *)a)->p, y = ((const scored *)b)->p;
-    return x < y ? 1 : x > y ? -1 : ((const scored *)a)->i - ((const scored *)b)->i;
-}
-
 /* Decodes, preprocesses and classifies image bytes with the current model;
  * writes the JSON answer into *json or sets *status and the reason. */
 static int classify_bytes(server *s, const uint8_t *d, size_t len, int top, char **json,
@@ -331,7 +321,7 @@ static int classify_bytes(server *s, const uint8_t *d, size_t len, int top, char
     int c = served_nclass(m), in_c = served_in_c(m);
     size_t per = (size_t)in_c * mt->size * mt->size;
     float *x = malloc(sizeof(float) * per), *probs = malloc(sizeof(float) * (size_t)c);
-    scored *sc = malloc(sizeof(scored) * (size_t)c);
+    int *sc = malloc(sizeof(int) * (size_t)c);
     int status = 200;
     if (!x || !probs || !sc) {
         batcher_arriving(s->b, -1);
@@ -351,8 +341,7 @@ static int classify_bytes(server *s, const uint8_t *d, size_t len, int top, char
         status = 503;
         goto out;
     }
-    for (int j = 0; j < c; j++) sc[j].i = j, sc[j].p = probs[j];
-    qsort(sc, (size_t)c, sizeof *sc, by_prob);
+    nn_rank(probs, c, sc);
     int k = top <= 0 || top > c ? c : top;
     FILE *f = open_memstream(json, jlen);
     if (!f) {
@@ -365,8 +354,8 @@ static int classify_bytes(server *s, const uint8_t *d, size_t len, int top, char
     char buf[32];
     for (int j = 0; j < k; j++) {
         fprintf(f, "%s[", j ? ", " : "");
-        json_str(f, nn_class_name(mt, sc[j].i, buf, sizeof buf));
-        if (isfinite(sc[j].p)) fprintf(f, ", %.6g]", sc[j].p);
+        json_str(f, nn_class_name(mt, sc[j], buf, sizeof buf));
+        if (isfinite(probs[sc[j]])) fprintf(f, ", %.6g]", probs[sc[j]]);
         else fprintf(f, ", null]");
     }
     fprintf(f, "]}\n");
@@ -461,6 +450,23 @@ static void fetch_done(void *opaque, const fetch_result *r) {
     f->status = f->data ? 200 : 503;
 }
 
+/* Downloads one URL under the SSRF guard, the timeouts and the size cap;
+ * f->status 200 with f->data (the caller frees) or the reason. */
+static void fetch_one(server *s, const char *url, fetched *f) {
+    char err[256];
+    fetch_opts fo = s->fo;
+    fo.max_bytes = s->max_body;
+    memset(f, 0, sizeof *f);
+    fetch_ctx *fc = fetch_new(&fo, err, sizeof err);
+    if (!fc || fetch_start(fc, url, fetch_done, f) != URSA_OK) {
+        f->status = 503;
+        snprintf(f->why, sizeof f->why, "cannot start the download");
+    } else {
+        while (!f->done) fetch_run(fc, 100);
+    }
+    fetch_destroy(fc);
+}
+
 static int h_classify_url(server *s, http_req *conn) {
     double t0 = now_s();
     char url[4096];
@@ -475,21 +481,10 @@ static int h_classify_url(server *s, http_req *conn) {
         count(s, R_CLASSIFY_URL, st, 0);
         return st;
     }
-    char err[256];
-    fetch_opts fo = s->fo;
-    fo.max_bytes = s->max_body;
-    fetch_ctx *fc = fetch_new(&fo, err, sizeof err);
-    fetched f = {0, 0, "", NULL, 0};
-    if (!fc || fetch_start(fc, url, fetch_done, &f) != URSA_OK) {
-        fetch_destroy(fc);
-        st = http_error(conn, 503, "Retry-After: 1\r\n", "cannot start the download");
-        count(s, R_CLASSIFY_URL, st, 0);
-        return st;
-    }
-    while (!f.done) fetch_run(fc, 100);
-    fetch_destroy(fc);
+    fetched f;
+    fetch_one(s, url, &f);
     if (f.status != 200) {
-        st = http_error(conn, f.status, NULL, "%s", f.why);
+        st = http_error(conn, f.status, f.status == 503 ? "Retry-After: 1\r\n" : NULL, "%s", f.why);
         count(s, R_CLASSIFY_URL, st, now_s() - t0);
         return st;
     }
@@ -811,15 +806,8 @@ static ursa_err on_request(void *opaque, const kq_msg *msg, kq_job *job, char *r
         if (e) snprintf(why, sizeof why, "blob %.12s: %s", q->blob, ursa_err2str(e));
         data = (uint8_t *)b;
     } else if (q->url[0]) {
-        char err[256];
-        fetch_opts fo = s->fo;
-        fo.max_bytes = s->max_body;
-        fetch_ctx *fc = fetch_new(&fo, err, sizeof err);
-        fetched f = {0, 0, "", NULL, 0};
-        if (fc && fetch_start(fc, q->url, fetch_done, &f) == URSA_OK)
-            while (!f.done) fetch_run(fc, 100);
-        else snprintf(f.why, sizeof f.why, "cannot start the download");
-        fetch_destroy(fc);
+        fetched f;
+        fetch_one(s, q->url, &f);
         data = f.data;
         len = f.len;
         if (!data) snprintf(why, sizeof why, "%s", f.why);
