@@ -69,7 +69,8 @@ static const command commands[] = {
      export_defs, 1, 0},
     {"env", stack_env,
      "usage: ursa env [--state-dir DIR]\n"
-     "Prints URSA_KAFKA_BOOTSTRAP=... and URSA_REDIS_URL=..., one per line, for\n"
+     "Prints URSA_KAFKA_BOOTSTRAP=... and URSA_REDIS_URL=... (and URSA_INFERENCE_URL=...\n"
+     "when ursa-inference runs), one per line, for\n"
      "`set -a; eval \"$(ursa env)\"; set +a`.\n\n", NULL, 0, 0},
     {"topics", topics_cmd,
      "usage: ursa topics [--create] [--partitions N] [--replication N]\n"

@@ -434,6 +434,12 @@ int stack_env(const cfg *c, int argc, char **argv) {
         return 1;
     }
     printf("URSA_KAFKA_BOOTSTRAP=%s\nURSA_REDIS_URL=%s\n", bs, url);
+    char pf[4200], *port = NULL;
+    size_t len;
+    if (statedir_path(c, "run/inference.port", pf, sizeof pf) == URSA_OK &&
+        util_read_file(pf, 64, &port, &len) == URSA_OK && atoi(port) > 0)
+        printf("URSA_INFERENCE_URL=http://127.0.0.1:%d/\n", atoi(port));
+    free(port);
     return 0;
 }
 

@@ -87,6 +87,8 @@ export URSA_FETCH_ALLOW=127.0.0.1/32
 export URSA_FETCH_TIMEOUT_MS=3000
 export URSA_FETCH_LOW_SPEED_SECS=2
 export URSA_CRAWLER_RETRY_MS=100
+# ursa-inference on a free port (written to run/inference.port), never 8080
+export URSA_INFERENCE_PORT=0
 
 # count_of DATASET FIELD: a counter of ursa:ds:DATASET:count (0 if unset).
 count_of() { rcli HGET "ursa:ds:$1:count" "$2" | tr -d '\n' | sed 's/^$/0/'; }
