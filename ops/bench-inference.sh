@@ -18,7 +18,7 @@ command -v wrk >/dev/null || { echo "bench-inference: apt-get install wrk" >&2; 
 W=$(mktemp -d)
 SRV=""
 trap '[ -n "$SRV" ] && kill "$SRV" 2>/dev/null; rm -rf "$W"' EXIT
-MAXB=16
+MAXB=${MAXB:-16}   # the server's inference.max-batch
 
 "$BIN/ursa" bench-model --arch small-resnet --export "$W/small.onnx" --iters 3 >/dev/null 2>&1
 "$BIN/ursa" bench-model --arch resnet34 --export "$W/r34.onnx" --iters 1 >/dev/null 2>&1

@@ -71,6 +71,7 @@ typedef struct req {
     served *m;
     const float *x;
     float *probs;
+    pthread_cond_t cv; /* its own: a batch wakes only its requests */
     int done;
     ursa_err err;
     int64_t t_ns;
@@ -80,7 +81,7 @@ typedef struct req {
 struct batcher {
     batcher_opts o;
     pthread_mutex_t mu;
-    pthread_cond_t work, done;
+    pthread_cond_t work;
     req *head, *tail;
     int queued, stop;
     int arriving; /* requests being decoded: worth waiting for */
@@ -168,17 +169,17 @@ static void *loop(void *arg) {
         for (int i = 0; i < n; i++) {
             batch[i]->err = err;
             batch[i]->done = 1;
+            pthread_cond_signal(&batch[i]->cv);
         }
-        pthread_cond_broadcast(&b->done);
     }
     /* stopping: fail what is left */
     for (req *r = b->head; r; r = r->next) {
         r->err = URSA_ERR_SHUTDOWN;
         r->done = 1;
+        pthread_cond_signal(&r->cv);
     }
     b->head = b->tail = NULL;
     b->queued = 0;
-    pthread_cond_broadcast(&b->done);
     pthread_mutex_unlock(&b->mu);
     free(batch);
     return NULL;
@@ -194,7 +195,6 @@ batcher *batcher_new(const batcher_opts *o) {
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&b->work, &ca);
-    pthread_cond_init(&b->done, NULL);
     pthread_condattr_destroy(&ca);
     if (pthread_create(&b->th, NULL, loop, b) != 0) {
         free(b);
@@ -214,7 +214,6 @@ void batcher_free(batcher *b) {
     free(b->x);
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->work);
-    pthread_cond_destroy(&b->done);
     free(b);
 }
 
@@ -241,12 +240,19 @@ void batcher_arriving(batcher *b, int delta) {
 }
 
 ursa_err batcher_run(batcher *b, served *m, const float *x, float *probs) {
-    req r = {served_ref(m), x, probs, 0, URSA_OK, now_ns(), NULL};
+    req r;
+    memset(&r, 0, sizeof r);
+    r.m = served_ref(m);
+    r.x = x;
+    r.probs = probs;
+    r.t_ns = now_ns();
+    pthread_cond_init(&r.cv, NULL);
     pthread_mutex_lock(&b->mu);
     b->arriving--; /* announced by batcher_arriving(b, 1) */
     if (b->queued >= b->o.max_queue || b->stop) {
         b->st.rejected++;
         pthread_mutex_unlock(&b->mu);
+        pthread_cond_destroy(&r.cv);
         served_release(r.m);
         return URSA_ERR_UNAVAILABLE;
     }
@@ -255,8 +261,9 @@ ursa_err batcher_run(batcher *b, served *m, const float *x, float *probs) {
     b->tail = &r;
     b->queued++;
     pthread_cond_signal(&b->work);
-    while (!r.done) pthread_cond_wait(&b->done, &b->mu);
+    while (!r.done) pthread_cond_wait(&r.cv, &b->mu);
     pthread_mutex_unlock(&b->mu);
+    pthread_cond_destroy(&r.cv);
     served_release(r.m);
     return r.err;
 }
