@@ -111,16 +111,26 @@ int classify_cmd(const cfg *c, int argc, char **argv) {
     int64_t t0 = util_mono_ms(), last = 0;
     long long timeout = cfg_int(c, "wait-timeout-s");
     while (done < n) {
-        for (size_t i = 0; i < n; i++) {
-            if (it[i].done) continue;
-            redisReply *rep = NULL;
-            if (rstore_cmd(r, &rep, "EXISTS ursa:classify:%s", it[i].id)) {
-                fprintf(stderr, "\nursa classify: lost Redis: %s\n", rstore_last_error(r));
-                goto out;
-            }
-            if (rep->integer == 1) it[i].done = 1, done++;
-            freeReplyObject(rep);
+        /* the answers still missing, in one pipelined round trip */
+        rstore_batch *bt = rstore_batch_new();
+        size_t *which = malloc(sizeof(size_t) * (n - done));
+        redisReply **reps = NULL;
+        size_t nq = 0;
+        for (size_t i = 0; bt && which && i < n; i++)
+            if (!it[i].done && rstore_batch_add(bt, "EXISTS ursa:classify:%s", it[i].id) == URSA_OK)
+                which[nq++] = i;
+        if (!bt || !which || rstore_batch_exec(r, bt, &reps)) {
+            fprintf(stderr, "\nursa classify: lost Redis: %s\n", rstore_last_error(r));
+            rstore_batch_destroy(bt);
+            free(which);
+            goto out;
         }
+        for (size_t k = 0; k < nq; k++)
+            if (reps[k]->type == REDIS_REPLY_INTEGER && reps[k]->integer == 1)
+                it[which[k]].done = 1, done++;
+        rstore_replies_free(reps, nq);
+        rstore_batch_destroy(bt);
+        free(which);
         int64_t now = util_mono_ms();
         if (tty || done == n || now - last > 5000) {
             int w = 30, fill = n ? (int)(w * done / n) : w;

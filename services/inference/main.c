@@ -290,83 +290,93 @@ static int multipart_file(const char *ctype, const char *body, size_t len, const
     return -1;
 }
 
+/* What classifying one image gave: the model (a reference), the classes
+ * ranked by probability, cut to top; or, for a status other than 200, why. */
+typedef struct {
+    served *m;
+    float *probs;
+    int *order, k;
+    char why[512];
+} verdict;
+
+static void verdict_free(verdict *v) {
+    free(v->probs);
+    free(v->order);
+    served_release(v->m);
+    memset(v, 0, sizeof *v);
+}
+
 /* Decodes, preprocesses and classifies image bytes with the current model;
- * writes the JSON answer into *json or sets *status and the reason. */
-static int classify_bytes(server *s, const uint8_t *d, size_t len, int top, char **json,
-                          size_t *jlen, char *why, size_t wn, char *model_id, size_t mn) {
-    served *m = batcher_current(s->b);
-    if (!m) {
-        snprintf(why, wn, "no model loaded yet");
+ * returns the HTTP status (200, or 415/422 for the image, 503 for us). */
+static int classify_bytes(server *s, const uint8_t *d, size_t len, int top, verdict *v) {
+    memset(v, 0, sizeof *v);
+    if (!(v->m = batcher_current(s->b))) {
+        snprintf(v->why, sizeof v->why, "no model loaded yet");
         return 503;
     }
-    snprintf(model_id, mn, "%s", served_id(m));
-    const nn_meta *mt = served_meta(m);
+    const nn_meta *mt = served_meta(v->m);
     img_rgb im;
     img_reject rej;
     batcher_arriving(s->b, 1);
     ursa_err e = nn_decode_image(d, len, mt, &im, &rej);
     if (e) {
         batcher_arriving(s->b, -1);
-        served_release(m);
         if (e == URSA_ERR_NOMEM) {
-            snprintf(why, wn, "out of memory decoding");
+            snprintf(v->why, sizeof v->why, "out of memory decoding");
             return 503;
         }
-        snprintf(why, wn, "not a decodable image: %s (%s)", rej.reason, rej.detail);
+        snprintf(v->why, sizeof v->why, "not a decodable image: %s (%s)", rej.reason, rej.detail);
         return !strcmp(rej.reason, "not_an_image") || !strcmp(rej.reason, "unsupported_format") ||
                        !strcmp(rej.reason, "empty")
                    ? 415
                    : 422;
     }
-    int c = served_nclass(m), in_c = served_in_c(m);
-    size_t per = (size_t)in_c * mt->size * mt->size;
-    float *x = malloc(sizeof(float) * per), *probs = malloc(sizeof(float) * (size_t)c);
-    int *sc = malloc(sizeof(int) * (size_t)c);
-    int status = 200;
-    if (!x || !probs || !sc) {
+    int c = served_nclass(v->m), in_c = served_in_c(v->m), status = 200;
+    float *x = malloc(sizeof(float) * (size_t)in_c * mt->size * mt->size);
+    v->probs = malloc(sizeof(float) * (size_t)c);
+    v->order = malloc(sizeof(int) * (size_t)c);
+    if (!x || !v->probs || !v->order) {
         batcher_arriving(s->b, -1);
-        snprintf(why, wn, "out of memory");
+        snprintf(v->why, sizeof v->why, "out of memory");
         status = 503;
-        goto out;
+    } else {
+        nn_preprocess(&im, mt, in_c, x);
+        e = batcher_run(s->b, v->m, x, v->probs);
+        if (e) {
+            snprintf(v->why, sizeof v->why, "%s",
+                     e == URSA_ERR_UNAVAILABLE ? "busy: the queue is full" : ursa_err2str(e));
+            status = 503;
+        } else {
+            nn_rank(v->probs, c, v->order);
+            v->k = top <= 0 || top > c ? c : top;
+        }
     }
-    nn_preprocess(&im, mt, in_c, x);
-    e = batcher_run(s->b, m, x, probs);
-    if (e == URSA_ERR_UNAVAILABLE) {
-        snprintf(why, wn, "busy: the queue is full");
-        status = 503;
-        goto out;
-    }
-    if (e) {
-        snprintf(why, wn, "%s", ursa_err2str(e));
-        status = 503;
-        goto out;
-    }
-    nn_rank(probs, c, sc);
-    int k = top <= 0 || top > c ? c : top;
-    FILE *f = open_memstream(json, jlen);
-    if (!f) {
-        status = 503;
-        goto out;
-    }
+    img_free(&im);
+    free(x);
+    return status;
+}
+
+/* The answer as JSON: {"model": ..., "predictions": [[label, prob], ...]}. */
+static char *verdict_json(const verdict *v, size_t *len) {
+    char *json = NULL, buf[32];
+    FILE *f = open_memstream(&json, len);
+    if (!f) return NULL;
     fprintf(f, "{\"model\": ");
-    json_str(f, served_id(m));
+    json_str(f, served_id(v->m));
     fprintf(f, ", \"predictions\": [");
-    char buf[32];
-    for (int j = 0; j < k; j++) {
+    for (int j = 0; j < v->k; j++) {
+        float p = v->probs[v->order[j]];
         fprintf(f, "%s[", j ? ", " : "");
-        json_str(f, nn_class_name(mt, sc[j], buf, sizeof buf));
-        if (isfinite(probs[sc[j]])) fprintf(f, ", %.6g]", probs[sc[j]]);
+        json_str(f, nn_class_name(served_meta(v->m), v->order[j], buf, sizeof buf));
+        if (isfinite(p)) fprintf(f, ", %.6g]", p);
         else fprintf(f, ", null]");
     }
     fprintf(f, "]}\n");
-    fclose(f);
-out:
-    img_free(&im);
-    free(x);
-    free(probs);
-    free(sc);
-    served_release(m);
-    return status;
+    if (fclose(f)) {
+        free(json);
+        return NULL;
+    }
+    return json;
 }
 
 static int query_int(const http_req *r, const char *name, int def) {
@@ -385,12 +395,18 @@ static double now_s(void) {
 
 static int answer_classified(server *s, http_req *conn, int route, double t0,
                              const uint8_t *d, size_t len, int top) {
-    char *json = NULL, why[512], model[160];
+    verdict v;
     size_t jl = 0;
-    int st = classify_bytes(s, d, len, top, &json, &jl, why, sizeof why, model, sizeof model);
+    int st = classify_bytes(s, d, len, top, &v);
+    char *json = st == 200 ? verdict_json(&v, &jl) : NULL;
+    if (st == 200 && !json) {
+        st = 503;
+        snprintf(v.why, sizeof v.why, "out of memory");
+    }
     if (st == 200) http_reply(conn, 200, "application/json", NULL, json, jl);
-    else http_error(conn, st, st == 503 ? "Retry-After: 1\r\n" : NULL, "%s", why);
+    else http_error(conn, st, st == 503 ? "Retry-After: 1\r\n" : NULL, "%s", v.why);
     free(json);
+    verdict_free(&v);
     count(s, route, st, now_s() - t0);
     return st;
 }
@@ -814,15 +830,15 @@ static ursa_err on_request(void *opaque, const kq_msg *msg, kq_job *job, char *r
     } else {
         snprintf(why, sizeof why, "the request has neither url nor blob");
     }
-    char *json = NULL, model[160] = "";
-    size_t jl = 0;
-    int st = data ? classify_bytes(s, data, len, (int)q->top_k, &json, &jl, why, sizeof why,
-                                   model, sizeof model)
-                  : 422;
+    verdict v;
+    memset(&v, 0, sizeof v);
+    int st = 422;
+    if (data) st = classify_bytes(s, data, len, (int)q->top_k, &v);
+    else snprintf(v.why, sizeof v.why, "%s", why);
     free(data);
     if (st == 503) { /* no model, or busy: not the request's fault */
-        free(json);
-        snprintf(reason, rn, "%s", why);
+        snprintf(reason, rn, "%s", v.why);
+        verdict_free(&v);
         ursa__classify_request__free_unpacked(q, NULL);
         return URSA_ERR_UNAVAILABLE;
     }
@@ -832,34 +848,27 @@ static ursa_err on_request(void *opaque, const kq_msg *msg, kq_job *job, char *r
     Ursa__ClassifyResult res = URSA__CLASSIFY_RESULT__INIT;
     res.header = &h;
     res.request_id = q->request_id;
-    res.model_id = model;
-    res.error = st == 200 ? "" : why;
-    /* predictions from the JSON we made: labels and probabilities */
-    Ursa__Prediction *preds = NULL, **pp = NULL;
-    char **labels = NULL;
-    size_t np = 0;
-    if (st == 200) {
-        for (const char *p = json; (p = strstr(p, "[\"")); p++) np++;
-        preds = calloc(np + 1, sizeof *preds);
-        pp = calloc(np + 1, sizeof *pp);
-        labels = calloc(np + 1, sizeof *labels);
-        size_t k = 0;
-        for (const char *p = json; preds && pp && labels && (p = strstr(p, "[\"")) && k < np; p++) {
-            const char *e = strstr(p + 2, "\", ");
-            if (!e) break;
+    res.model_id = v.m ? (char *)served_id(v.m) : "";
+    res.error = st == 200 ? "" : v.why;
+    Ursa__Prediction *preds = calloc((size_t)v.k + 1, sizeof *preds);
+    Ursa__Prediction **pp = calloc((size_t)v.k + 1, sizeof *pp);
+    char (*labels)[32] = calloc((size_t)v.k + 1, 32);
+    if (preds && pp && labels) {
+        for (int k = 0; k < v.k; k++) {
             ursa__prediction__init(&preds[k]);
-            labels[k] = strndup(p + 2, (size_t)(e - p - 2));
-            preds[k].label = labels[k] ? labels[k] : "";
-            preds[k].prob = strtof(e + 3, NULL);
+            preds[k].label = (char *)nn_class_name(served_meta(v.m), v.order[k], labels[k], 32);
+            preds[k].prob = v.probs[v.order[k]];
             pp[k] = &preds[k];
-            k++;
         }
-        res.n_predictions = k;
+        res.n_predictions = (size_t)v.k;
         res.predictions = pp;
+    } else {
+        ret = URSA_ERR_TRANSIENT;
+        snprintf(reason, rn, "out of memory");
     }
     void *buf = NULL;
     size_t blen = 0;
-    ret = msg_pack(&res.base, &buf, &blen);
+    if (ret == URSA_OK) ret = msg_pack(&res.base, &buf, &blen);
     if (ret == URSA_OK &&
         rstore_cmd(bk->r, NULL, "SET ursa:classify:%s %b NX EX 604800", q->request_id, buf, blen) !=
             URSA_OK) {
@@ -875,11 +884,10 @@ static ursa_err on_request(void *opaque, const kq_msg *msg, kq_job *job, char *r
         if (again) freeReplyObject(again);
     }
     free(buf);
-    for (size_t k = 0; labels && k < np; k++) free(labels[k]);
     free(labels);
     free(preds);
     free(pp);
-    free(json);
+    verdict_free(&v);
     ursa__classify_request__free_unpacked(q, NULL);
     return ret;
 }

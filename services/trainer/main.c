@@ -122,11 +122,7 @@ static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason,
     job_state st;
     err = job_get_state(t->sc.r, id, &st);
     if (err == URSA_ERR_NOT_FOUND) { /* produced by something else than the CLI */
-        uint8_t *buf = malloc(m->len ? m->len : 1);
-        if (buf) memcpy(buf, m->value, m->len);
-        err = buf ? job_create(t->sc.r, id, j->kind, j->dataset, j->arch, buf, m->len, NULL)
-                  : URSA_ERR_NOMEM;
-        free(buf);
+        err = job_create(t->sc.r, id, j->kind, j->dataset, j->arch, m->value, m->len, NULL);
         st = JOB_QUEUED;
     }
     if (err) {
