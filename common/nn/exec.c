@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "gemm.h"
 #include "nn.h"
 #include "winograd.h"
 
@@ -60,6 +61,11 @@ struct nn_exec {
     float *scr;     /* per thread scr_n floats: max-pool rows, Winograd input rows */
     size_t scr_n;
     size_t wUs_n[2];
+    int gemm;       /* convolutions forward on our packed product (gemm.h) */
+    float **pA;     /* per node: packed weights (inference) */
+    unsigned long *pAver;
+    float *pAs;     /* training: packed weights of the node at hand */
+    size_t pAs_n;
     int prof;      /* URSA_NN_PROFILE: time spent per operator, printed at free */
     double ptime[2][NN_OP_COUNT];
     long pcalls;
@@ -157,6 +163,8 @@ static ursa_err plan_shapes(nn_exec *e) {
             size_t hwo = (size_t)o->h * o->w, kk = (size_t)a->c * n->k * n->k;
             int ch = conv_chunk(e, (int)hwo);
             if (kk * hwo * ch > e->col_n) e->col_n = kk * hwo * ch;
+            if (e->gemm && nn_gemm_bpack_n((int)kk, (int)hwo * ch) > e->col_n)
+                e->col_n = nn_gemm_bpack_n((int)kk, (int)hwo * ch);
             if (ch > 1 && (size_t)n->cout * hwo * ch > e->tmp_n) e->tmp_n = (size_t)n->cout * hwo * ch;
             size_t wn = m->param[n->w].n + (size_t)n->cout;
             if (wn > e->dwt_n) e->dwt_n = wn;
@@ -164,7 +172,7 @@ static ursa_err plan_shapes(nn_exec *e) {
                 size_t T = (size_t)((o->h + 1) / 2) * ((o->w + 1) / 2);
                 size_t P = T * wino_chunk(e, (int)T);
                 size_t cm = (size_t)(a->c > n->cout ? a->c : n->cout);
-                if (16 * cm * P > e->wv_n) e->wv_n = 16 * cm * P;
+                if (nn_wino_v_n((int)cm, (long)P) > e->wv_n) e->wv_n = nn_wino_v_n((int)cm, (long)P);
                 if (16 * cm * P > e->wm_n) e->wm_n = 16 * cm * P;
             }
         }
@@ -244,6 +252,7 @@ ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out)
     e->nth = omp_get_max_threads() < 1 ? 1 : omp_get_max_threads();
     e->prof = getenv("URSA_NN_PROFILE") != NULL;
     e->wino = !getenv("URSA_NN_WINOGRAD") || strcmp(getenv("URSA_NN_WINOGRAD"), "0");
+    e->gemm = nn_gemm_avail();
     ursa_err err = URSA_ERR_NOMEM;
     e->v = calloc((size_t)m->nvalue, sizeof(val_t));
     e->bn_mean = calloc((size_t)m->nnode, sizeof(float *));
@@ -254,12 +263,17 @@ ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out)
     err = URSA_ERR_NOMEM;
     if ((err = plan_buffers(e)) != URSA_OK) goto fail;
     err = URSA_ERR_NOMEM;
+    e->col_n = (e->col_n + 15) & ~(size_t)15; /* each thread's part 64-byte aligned */
     if (e->col_n && !(e->col = falloc(e, e->col_n * e->nth))) goto fail;
     if (e->tmp_n && !(e->tmp = falloc(e, e->tmp_n * e->nth))) goto fail;
     if (train && e->dwt_n && !(e->dwt = falloc(e, e->dwt_n * e->nth))) goto fail;
     if (e->scr_n && !(e->scr = falloc(e, e->scr_n * e->nth))) goto fail;
+    e->wv_n = (e->wv_n + 15) & ~(size_t)15; /* each thread's V 64-byte aligned */
     if (e->wino && e->wv_n &&
         (!(e->wv = falloc(e, e->wv_n * e->nth)) || !(e->wm = falloc(e, e->wm_n * e->nth))))
+        goto fail;
+    if (!(e->pA = calloc((size_t)m->nnode, sizeof(float *))) ||
+        !(e->pAver = calloc((size_t)m->nnode, sizeof(unsigned long))))
         goto fail;
     for (int k = 0; k < 2; k++)
         if (!(e->wU[k] = calloc((size_t)m->nnode, sizeof(float *))) ||
@@ -323,6 +337,10 @@ void nn_exec_free(nn_exec *e) {
         free(e->wU[k]);
         free(e->wUver[k]);
     }
+    for (int i = 0; e->pA && i < e->m->nnode; i++) free(e->pA[i]);
+    free(e->pA);
+    free(e->pAver);
+    free(e->pAs);
     free(e->dout);
     free(e->v);
     free(e);
@@ -456,7 +474,8 @@ static int use_wino(const nn_exec *e, const nn_node *nd, const val_t *y) {
 static const float *wino_U(nn_exec *e, const nn_node *nd, int for_dx) {
     int idx = (int)(nd - e->m->node);
     const nn_param *W = &e->m->param[nd->w];
-    size_t need = (size_t)16 * W->shape[0] * W->shape[1];
+    int co = W->shape[for_dx ? 1 : 0], ci = W->shape[for_dx ? 0 : 1]; /* of the product */
+    size_t need = nn_wino_u_n(co, ci, e->gemm);
     if (e->train) { /* weights change every step: one scratch buffer, made at use */
         if (need > e->wUs_n[for_dx]) {
             float *q = malloc(sizeof(float) * need);
@@ -466,17 +485,17 @@ static const float *wino_U(nn_exec *e, const nn_node *nd, int for_dx) {
             e->wUs[for_dx] = q;
             e->wUs_n[for_dx] = need;
         }
-        nn_wino_weights(W->w, W->shape[0], W->shape[1], for_dx, e->wUs[for_dx]);
+        nn_wino_weights(W->w, W->shape[0], W->shape[1], for_dx, e->gemm, e->wUs[for_dx]);
         return e->wUs[for_dx];
     }
     if (!e->wU[for_dx][idx]) {
-        e->wU[for_dx][idx] = malloc(sizeof(float) * 16 * W->shape[0] * W->shape[1]);
+        e->wU[for_dx][idx] = malloc(sizeof(float) * need);
         if (!e->wU[for_dx][idx]) return NULL;
-        e->bytes += sizeof(float) * 16 * W->shape[0] * W->shape[1];
+        e->bytes += sizeof(float) * need;
         e->wUver[for_dx][idx] = 0;
     }
     if (e->wUver[for_dx][idx] != e->m->wver + 1) {
-        nn_wino_weights(W->w, W->shape[0], W->shape[1], for_dx, e->wU[for_dx][idx]);
+        nn_wino_weights(W->w, W->shape[0], W->shape[1], for_dx, e->gemm, e->wU[for_dx][idx]);
         e->wUver[for_dx][idx] = e->m->wver + 1;
     }
     return e->wU[for_dx][idx];
@@ -493,15 +512,86 @@ static void wino_range(nn_exec *e, const nn_node *nd, const float *U, const val_
     for (int i0 = lo; i0 < hi; i0 += ch) {
         int cn = hi - i0 < ch ? hi - i0 : ch;
         if (dx)
-            nn_wino_conv(U, nd->cout, x->c, dy + y->per * i0, y->per, y->h, y->w, cn,
+            nn_wino_conv(U, e->gemm, nd->cout, x->c, dy + y->per * i0, y->per, y->h, y->w, cn,
                          dx + x->per * i0, x->per, 1, V, M, rows, e->scr_n, par);
         else
-            nn_wino_conv(U, x->c, nd->cout, x->d + x->per * i0, x->per, y->h, y->w, cn,
+            nn_wino_conv(U, e->gemm, x->c, nd->cout, x->d + x->per * i0, x->per, y->h, y->w, cn,
                          y->d + y->per * i0, y->per, 0, V, M, rows, e->scr_n, par);
     }
 }
 
+/* the node's weights packed for gemm.h: kept for inference (packed again
+ * when the weights changed), packed at each use in training; NULL without
+ * memory, and the convolution then goes through OpenBLAS */
+static const float *gemm_A(nn_exec *e, const nn_node *nd) {
+    int idx = (int)(nd - e->m->node);
+    const nn_param *W = &e->m->param[nd->w];
+    int M = nd->cout, K = (int)(W->n / (size_t)M);
+    size_t need = nn_gemm_apack_n(M, K);
+    if (e->train) {
+        if (need > e->pAs_n) {
+            float *q = malloc(sizeof(float) * need);
+            if (!q) return NULL;
+            free(e->pAs);
+            e->bytes += sizeof(float) * (need - e->pAs_n);
+            e->pAs = q;
+            e->pAs_n = need;
+        }
+        nn_gemm_pack_a(W->w, K, M, K, e->pAs);
+        return e->pAs;
+    }
+    if (!e->pA[idx]) {
+        if (!(e->pA[idx] = malloc(sizeof(float) * need))) return NULL;
+        e->bytes += sizeof(float) * need;
+        e->pAver[idx] = 0;
+    }
+    if (e->pAver[idx] != e->m->wver + 1) {
+        nn_gemm_pack_a(W->w, K, M, K, e->pA[idx]);
+        e->pAver[idx] = e->m->wver + 1;
+    }
+    return e->pA[idx];
+}
+
+/* Images [lo, hi) of a conv through gemm.h, in chunks of images whose
+ * columns share one product; worker t of T (all T call it together) packs
+ * its share of each chunk's panels and multiplies its share of the tiles.
+ * Bias and ReLU are applied on the way out. */
+static void conv_fwd_gemm(nn_exec *e, const nn_node *nd, const float *ap, const val_t *x,
+                          const val_t *y, int lo, int hi, float *bp, int t, int T) {
+    int k = nd->k, hwo = y->h * y->w, K = x->c * k * k, ch = conv_chunk(e, hwo);
+    nn_gemm_out o = {NULL, hwo, y->per, nd->b >= 0 ? e->m->param[nd->b].w : NULL, nd->relu};
+    for (int i0 = lo; i0 < hi; i0 += ch) {
+        int cn = hi - i0 < ch ? hi - i0 : ch, N = cn * hwo, NP = (N + NN_GEMM_NR - 1) / NN_GEMM_NR;
+        nn_gemm_pack_conv(x->d + x->per * i0, x->per, cn, x->c, x->h, x->w, k, nd->stride, nd->pad,
+                          y->h, y->w, bp, NP * t / T, NP * (t + 1) / T);
+        if (T > 1) {
+#pragma omp barrier
+        }
+        o.c = y->d + y->per * i0;
+        nn_gemm_packed(nd->cout, N, K, ap, bp, &o, t, T);
+        if (T > 1) { /* the next chunk's panels go where these are */
+#pragma omp barrier
+        }
+    }
+}
+
 static void conv_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
+    const float *ap = e->gemm && !use_wino(e, nd, y) && nd->k * nd->k <= 64 ? gemm_A(e, nd) : NULL;
+    if (ap) {
+        if (e->nb == 1 || e->nth == 1) {
+#pragma omp parallel num_threads(e->nth) if (e->nth > 1)
+            conv_fwd_gemm(e, nd, ap, x, y, 0, e->nb, e->col, omp_get_thread_num(),
+                          omp_get_num_threads());
+        } else {
+#pragma omp parallel num_threads(e->nth)
+            {
+                int t = omp_get_thread_num(), T = omp_get_num_threads();
+                conv_fwd_gemm(e, nd, ap, x, y, e->nb * t / T, e->nb * (t + 1) / T,
+                              e->col + e->col_n * t, 0, 1);
+            }
+        }
+        return;
+    }
     const float *U = use_wino(e, nd, y) ? wino_U(e, nd, 0) : NULL;
     if (U) {
         if (e->nb == 1 || e->nth == 1) {

@@ -3,16 +3,27 @@
  * tiles are transformed (U = G g G^T, V = B^T d B), the 16 elementwise
  * products become 16 matrix products over channels (sgemm), and A^T M A
  * gives the outputs. The gradient of the input is the same convolution with
- * the kernel flipped and its channels swapped, so it runs here too. */
+ * the kernel flipped and its channels swapped, so it runs here too. The
+ * products run on gemm.h's packed kernel where the CPU has it (U and V are
+ * then laid out as its panels), else on OpenBLAS. */
 #include <cblas.h>
 #include <omp.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "winograd.h"
 
-void nn_wino_weights(const float *w, int cout, int cin, int for_dx, float *U) {
+size_t nn_wino_u_n(int cout, int cin, int packed) {
+    return 16 * (packed ? nn_gemm_apack_n(cout, cin) : (size_t)cout * cin);
+}
+
+size_t nn_wino_v_n(int c, long P) { return 16 * (size_t)c * (size_t)((P + 31) / 32 * 32); }
+
+void nn_wino_weights(const float *w, int cout, int cin, int for_dx, int packed, float *U) {
     /* for_dx: kernel k'[c][o][y][x] = k[o][c][2-y][2-x]; U is [16][cout'][cin'] */
     int co = for_dx ? cin : cout, ci = for_dx ? cout : cin;
+    size_t us = packed ? nn_gemm_apack_n(co, ci) : (size_t)co * ci; /* from one xi to the next */
+    if (packed && co % NN_GEMM_MR) memset(U, 0, sizeof(float) * 16 * us);
 #pragma omp parallel for schedule(static) if ((long)cout * cin > 4096)
     for (int o = 0; o < co; o++)
         for (int c = 0; c < ci; c++) {
@@ -30,16 +41,25 @@ void nn_wino_weights(const float *w, int cout, int cin, int for_dx, float *U) {
             for (int y = 0; y < 4; y++) { /* (G g) G^T */
                 float u[4] = {t[y][0], 0.5f * (t[y][0] + t[y][1] + t[y][2]),
                               0.5f * (t[y][0] - t[y][1] + t[y][2]), t[y][2]};
-                for (int x = 0; x < 4; x++) U[((size_t)(y * 4 + x) * co + o) * ci + c] = u[x];
+                /* packed: gemm.h's panels of MR rows, each ci x MR */
+                size_t at = packed ? (size_t)(o / NN_GEMM_MR) * NN_GEMM_MR * ci +
+                                         (size_t)c * NN_GEMM_MR + o % NN_GEMM_MR
+                                   : (size_t)o * ci + c;
+                for (int x = 0; x < 4; x++) U[(size_t)(y * 4 + x) * us + at] = u[x];
             }
         }
 }
 
-void nn_wino_conv(const float *U, int cin, int cout, const float *x, size_t xper, int h, int w,
-                  int n, float *y, size_t yper, int accumulate, float *V, float *M, float *rows0,
-                  size_t rows_n, int par) {
+void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x, size_t xper,
+                  int h, int w, int n, float *y, size_t yper, int accumulate, float *V, float *M,
+                  float *rows0, size_t rows_n, int par) {
     int th = (h + 1) / 2, tw = (w + 1) / 2, T = th * tw;
-    long P = (long)n * T;
+    long P = (long)n * T, Pp = (P + 31) / 32 * 32;
+    /* V[xi] is cin x P, packed: gemm.h's panels of 32 columns, each cin x 32 */
+    size_t st = packed ? (size_t)cin * Pp : (size_t)cin * P; /* from one xi to the next */
+    if (packed && Pp > P)
+        for (int xi = 0; xi < 16; xi++)
+            memset(V + xi * st + (size_t)(P / 32) * cin * 32, 0, sizeof(float) * cin * 32);
     /* input tiles: V[xi][c][p] = (B^T d B)[xi]; four input rows at a time,
      * copied with their zero padding so the tile loop has no bounds */
     int pw = 2 * tw + 2;
@@ -58,9 +78,11 @@ void nn_wino_conv(const float *U, int cin, int cout, const float *x, size_t xper
                         if (yy >= 0 && yy < h) memcpy(r + 1, xc + (size_t)yy * w, sizeof(float) * (size_t)w);
                     }
                     const float *r0 = rows, *r1 = rows + pw, *r2 = rows + 2 * pw, *r3 = rows + 3 * pw;
-                    float *vp = V + (size_t)c * P + (long)i * T + (long)ty * tw;
-                    size_t st = (size_t)cin * P; /* from one xi to the next */
+                    long p0 = (long)i * T + (long)ty * tw;
                     for (int tx = 0; tx < tw; tx++) {
+                        long pp = p0 + tx;
+                        float *vp = packed ? V + (size_t)(pp / 32) * cin * 32 + (size_t)c * 32 + pp % 32
+                                           : V + (size_t)c * P + pp;
                         int o = 2 * tx;
                         float t[4][4];
                         for (int b = 0; b < 4; b++) {
@@ -70,10 +92,10 @@ void nn_wino_conv(const float *U, int cin, int cout, const float *x, size_t xper
                             t[3][b] = r1[o + b] - r3[o + b];
                         }
                         for (int a = 0; a < 4; a++) {
-                            vp[(4 * a + 0) * st + tx] = t[a][0] - t[a][2];
-                            vp[(4 * a + 1) * st + tx] = t[a][1] + t[a][2];
-                            vp[(4 * a + 2) * st + tx] = t[a][2] - t[a][1];
-                            vp[(4 * a + 3) * st + tx] = t[a][1] - t[a][3];
+                            vp[(4 * a + 0) * st] = t[a][0] - t[a][2];
+                            vp[(4 * a + 1) * st] = t[a][1] + t[a][2];
+                            vp[(4 * a + 2) * st] = t[a][2] - t[a][1];
+                            vp[(4 * a + 3) * st] = t[a][1] - t[a][3];
                         }
                     }
                 }
@@ -82,7 +104,12 @@ void nn_wino_conv(const float *U, int cin, int cout, const float *x, size_t xper
     /* the 16 products: M[xi] (cout x P) = U[xi] (cout x cin) x V[xi] (cin x P) */
 #pragma omp parallel for schedule(static) if (par)
     for (int xi = 0; xi < 16; xi++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)P, cin, 1.0f,
+        if (packed) {
+            nn_gemm_out o = {M + (size_t)xi * cout * P, (int)P, 0, NULL, 0};
+            nn_gemm_packed(cout, (int)P, cin, U + xi * nn_gemm_apack_n(cout, cin), V + xi * st, &o,
+                           0, 1);
+        } else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)P, cin, 1.0f,
                     U + (size_t)xi * cout * cin, cin, V + (size_t)xi * cin * P, (int)P, 0.0f,
                     M + (size_t)xi * cout * P, (int)P);
     /* outputs: A^T m A */

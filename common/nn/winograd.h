@@ -5,18 +5,25 @@
 
 #include <stddef.h>
 
-/* U (16 x cout x cin floats) from conv weights w (cout x cin x 3 x 3); with
+/* floats U takes (packed: as gemm.h's weight panels), and V for c
+ * channels and P tiles (either layout) */
+size_t nn_wino_u_n(int cout, int cin, int packed);
+size_t nn_wino_v_n(int c, long P);
+
+/* U (16 x cout x cin) from conv weights w (cout x cin x 3 x 3); with
  * for_dx, the transform of the flipped, channel-swapped kernel that maps
- * output gradients to input gradients (U is then 16 x cin x cout). */
-void nn_wino_weights(const float *w, int cout, int cin, int for_dx, float *U);
+ * output gradients to input gradients (U is then 16 x cin x cout). packed:
+ * each of the 16 matrices laid out for gemm.h (only where nn_gemm_avail). */
+void nn_wino_weights(const float *w, int cout, int cin, int for_dx, int packed, float *U);
 
 /* y = (or +=, with accumulate) the convolution of n images x (cin x h x w,
  * xper floats apart) with the kernel behind U, into y (cout x h x w, yper
- * apart). V needs 16*cin*P floats and M 16*cout*P, P = n * ceil(h/2) *
+ * apart). U packed as nn_wino_weights made it. V needs nn_wino_v_n(cin, P)
+ * floats, 64-byte aligned, and M 16*cout*P, P = n * ceil(h/2) *
  * ceil(w/2). rows: 4*(w+3) floats of scratch for each thread that works
  * (rows_n apart). par: spread the work over the OpenMP threads. */
-void nn_wino_conv(const float *U, int cin, int cout, const float *x, size_t xper, int h, int w,
-                  int n, float *y, size_t yper, int accumulate, float *V, float *M, float *rows,
-                  size_t rows_n, int par);
+void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x, size_t xper,
+                  int h, int w, int n, float *y, size_t yper, int accumulate, float *V, float *M,
+                  float *rows, size_t rows_n, int par);
 
 #endif

@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "blas.h"
+#include "gemm.h"
 #include "learner.h"
 #include "nn.h"
 #include "test.h"
@@ -80,6 +81,60 @@ static void conv_matches_naive(void **state) {
     conv_case(4, 16, 12, 17, 3, 1, 1, 1);
     conv_case(3, 17, 11, 16, 3, 1, 1, 0); /* a partial edge tile */
     conv_case(1, 16, 17, 24, 3, 1, 1, 0); /* one image over all threads */
+    /* gemm.h's packed product: channel counts off its 8 x 32 tiles */
+    conv_case(7, 5, 9, 13, 3, 2, 1, 1);   /* strided: the gathered panels */
+    conv_case(3, 9, 10, 9, 5, 1, 2, 1);   /* 5x5 "same": the shifted loads */
+    conv_case(2, 7, 6, 11, 1, 1, 0, 1);   /* panels that span two images */
+    conv_case(4, 6, 2, 6, 3, 1, 1, 0);    /* a panel holds all four images */
+}
+
+/* one convolution through gemm.h alone (packed weights, panels straight from
+ * the images, bias and ReLU on the way out) against the naive one */
+static void packed_case(int n, int cin, int h, int cout, int k, int s, int p, int relu) {
+    int ho = (h + 2 * p - k) / s + 1, hwo = ho * ho, K = cin * k * k, N = n * hwo;
+    size_t xn = (size_t)n * cin * h * h, yn = (size_t)n * cout * hwo;
+    float *x = malloc(xn * 4), *w = malloc((size_t)cout * K * 4), *b = malloc((size_t)cout * 4);
+    float *y = malloc(yn * 4), *yr = malloc(yn * 4);
+    float *ap = malloc(nn_gemm_apack_n(cout, K) * 4), *bp = NULL;
+    assert_int_equal(posix_memalign((void **)&bp, 64, nn_gemm_bpack_n(K, N) * 4), 0);
+    fill(x, xn);
+    fill(w, (size_t)cout * K);
+    fill(b, (size_t)cout);
+    nn_gemm_pack_a(w, K, cout, K, ap);
+    int NP = (N + NN_GEMM_NR - 1) / NN_GEMM_NR;
+    /* in two calls, as two workers would */
+    nn_gemm_pack_conv(x, (size_t)cin * h * h, n, cin, h, h, k, s, p, ho, ho, bp, 0, NP / 2);
+    nn_gemm_pack_conv(x, (size_t)cin * h * h, n, cin, h, h, k, s, p, ho, ho, bp, NP / 2, NP);
+    nn_gemm_out o = {y, hwo, (size_t)cout * hwo, b, relu};
+    nn_gemm_packed(cout, N, K, ap, bp, &o, 1, 3);
+    nn_gemm_packed(cout, N, K, ap, bp, &o, 0, 3);
+    nn_gemm_packed(cout, N, K, ap, bp, &o, 2, 3);
+    nn_conv_fwd_naive(x, n, cin, h, h, w, b, cout, k, s, p, yr);
+    if (relu)
+        for (size_t i = 0; i < yn; i++) yr[i] = yr[i] > 0 ? yr[i] : 0;
+    double e = max_rel(y, yr, yn);
+    if (e > 1e-5)
+        fail_msg("packed n=%d cin=%d h=%d cout=%d k=%d s=%d p=%d: %g", n, cin, h, cout, k, s, p, e);
+    free(x), free(w), free(b), free(y), free(yr), free(ap), free(bp);
+}
+
+static void packed_gemm_matches_naive(void **state) {
+    (void)state;
+    __builtin_cpu_init();
+    /* the engine takes it exactly where the CPU runs it */
+    assert_int_equal(nn_gemm_avail(), __builtin_cpu_supports("avx512f") &&
+                                          !(getenv("URSA_NN_GEMM") &&
+                                            !strcmp(getenv("URSA_NN_GEMM"), "0")));
+    if (!__builtin_cpu_supports("avx512f")) return; /* its instructions would fault here */
+    packed_case(1, 3, 28, 32, 3, 1, 1, 1);  /* stem: 3 channels, K = 27 */
+    packed_case(3, 16, 14, 64, 3, 1, 1, 0); /* same-size 3x3 over several images */
+    packed_case(2, 8, 7, 20, 3, 1, 1, 1);   /* 49 pixels: tiles across images, 20 rows */
+    packed_case(4, 6, 14, 12, 3, 2, 1, 0);  /* strided: gathered */
+    packed_case(2, 5, 9, 9, 1, 2, 0, 1);    /* strided 1x1 */
+    packed_case(1, 4, 13, 7, 1, 1, 0, 0);   /* 1x1: a plain copy of the image */
+    packed_case(1, 3, 23, 10, 7, 2, 3, 1);  /* resnet's 7x7 stem */
+    packed_case(2, 2, 5, 3, 3, 1, 0, 0);    /* valid (unpadded) 3x3: not the same grid */
+    packed_case(5, 3, 2, 4, 3, 1, 1, 0);    /* 2x2 images: one panel holds all five */
 }
 
 /* in_c 3, 8x8: conv-bn-maxpool-relu, a downsampling basic block, fast.ai's
@@ -716,6 +771,7 @@ int main(int argc, char **argv) {
     nn_blas_init(argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(conv_matches_naive),
+        cmocka_unit_test(packed_gemm_matches_naive),
         cmocka_unit_test(gradients_match_finite_differences),
         cmocka_unit_test(fused_inference_keeps_outputs),
         cmocka_unit_test(freeze_keeps_body_but_trains_bn),
