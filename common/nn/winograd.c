@@ -50,6 +50,105 @@ void nn_wino_weights(const float *w, int cout, int cin, int for_dx, int packed, 
         }
 }
 
+size_t nn_wino_rows_n(int w) {
+    int tw = (w + 1) / 2;
+    return 4 * ((size_t)2 * ((tw + 15) / 16 * 16) + 36);
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define TGT __attribute__((target("avx512f")))
+
+/* store lanes [0, nl) of v as V's columns pp.. of row c (packed panels),
+ * splitting where the columns cross into the next panel */
+TGT static inline void v_store(float *V, int cin, long pp, int c, __m512 v, int nl) {
+    int q = (int)(pp % 32), n1 = 32 - q < nl ? 32 - q : nl;
+    float *d = V + (size_t)(pp / 32) * cin * 32 + (size_t)c * 32 + q;
+    _mm512_mask_storeu_ps(d, (__mmask16)((1u << n1) - 1), v);
+    if (n1 < nl) {
+        __mmask16 hi = (__mmask16)(((1u << nl) - 1) & ~((1u << n1) - 1));
+        _mm512_mask_storeu_ps(V + (size_t)(pp / 32 + 1) * cin * 32 + (size_t)c * 32,
+                              (__mmask16)((1u << (nl - n1)) - 1), _mm512_maskz_compress_ps(hi, v));
+    }
+}
+
+/* B^T d B for the tiles of one tile row of one channel, 16 tiles a step:
+ * r0..r3 the four padded input rows, tiles p0.. in V */
+TGT static void wino_in_row(const float *r0, int pwr, int tw, float *V, size_t st, int cin, int c,
+                            long p0) {
+    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    for (int tx = 0; tx < tw; tx += 16) {
+        int nl = tw - tx < 16 ? tw - tx : 16;
+        __m512 d[4][4];
+        for (int a = 0; a < 4; a++) {
+            const float *r = r0 + (size_t)a * pwr + 2 * tx;
+            __m512 v0 = _mm512_loadu_ps(r), v1 = _mm512_loadu_ps(r + 16);
+            __m512 v2 = _mm512_loadu_ps(r + 2), v3 = _mm512_loadu_ps(r + 18);
+            d[a][0] = _mm512_permutex2var_ps(v0, ev, v1);
+            d[a][1] = _mm512_permutex2var_ps(v0, od, v1);
+            d[a][2] = _mm512_permutex2var_ps(v2, ev, v3);
+            d[a][3] = _mm512_permutex2var_ps(v2, od, v3);
+        }
+        for (int b = 0; b < 4; b++) { /* B^T d, in place: rows */
+            __m512 t0 = _mm512_sub_ps(d[0][b], d[2][b]), t1 = _mm512_add_ps(d[1][b], d[2][b]);
+            __m512 t2 = _mm512_sub_ps(d[2][b], d[1][b]), t3 = _mm512_sub_ps(d[1][b], d[3][b]);
+            d[0][b] = t0, d[1][b] = t1, d[2][b] = t2, d[3][b] = t3;
+        }
+        for (int a = 0; a < 4; a++) { /* (B^T d) B: columns */
+            float *Va = V + (size_t)(4 * a) * st;
+            v_store(Va, cin, p0 + tx, c, _mm512_sub_ps(d[a][0], d[a][2]), nl);
+            v_store(Va + st, cin, p0 + tx, c, _mm512_add_ps(d[a][1], d[a][2]), nl);
+            v_store(Va + 2 * st, cin, p0 + tx, c, _mm512_sub_ps(d[a][2], d[a][1]), nl);
+            v_store(Va + 3 * st, cin, p0 + tx, c, _mm512_sub_ps(d[a][1], d[a][3]), nl);
+        }
+    }
+}
+
+/* A^T m A for one tile row of one output channel, 16 tiles a step: m from
+ * M (row o of each of the 16 products, tiles p0..), out to y rows yy, yy+1 */
+TGT static void wino_out_row(const float *M, size_t ms, long p0, int tw, float *yrow, int w,
+                             int nrows, int accumulate) {
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    for (int tx = 0; tx < tw; tx += 16) {
+        int nl = tw - tx < 16 ? tw - tx : 16;
+        __mmask16 k = (__mmask16)((1u << nl) - 1);
+        __m512 m[4][4];
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++)
+                m[a][b] = _mm512_maskz_loadu_ps(k, M + (size_t)(a * 4 + b) * ms + p0 + tx);
+        int cnt = w - 2 * tx < 2 * nl ? w - 2 * tx : 2 * nl; /* outputs in the row */
+        __mmask16 k0 = (__mmask16)(cnt >= 16 ? 0xFFFF : (1u << cnt) - 1);
+        __mmask16 k1 = (__mmask16)(cnt >= 32 ? 0xFFFF : cnt > 16 ? (1u << (cnt - 16)) - 1 : 0);
+        for (int a = 0; a < nrows; a++) {
+            __m512 t0, t1, t2, t3;
+            if (a == 0) {
+                t0 = _mm512_add_ps(_mm512_add_ps(m[0][0], m[1][0]), m[2][0]);
+                t1 = _mm512_add_ps(_mm512_add_ps(m[0][1], m[1][1]), m[2][1]);
+                t2 = _mm512_add_ps(_mm512_add_ps(m[0][2], m[1][2]), m[2][2]);
+                t3 = _mm512_add_ps(_mm512_add_ps(m[0][3], m[1][3]), m[2][3]);
+            } else {
+                t0 = _mm512_sub_ps(_mm512_sub_ps(m[1][0], m[2][0]), m[3][0]);
+                t1 = _mm512_sub_ps(_mm512_sub_ps(m[1][1], m[2][1]), m[3][1]);
+                t2 = _mm512_sub_ps(_mm512_sub_ps(m[1][2], m[2][2]), m[3][2]);
+                t3 = _mm512_sub_ps(_mm512_sub_ps(m[1][3], m[2][3]), m[3][3]);
+            }
+            __m512 e = _mm512_add_ps(_mm512_add_ps(t0, t1), t2); /* even outputs */
+            __m512 o = _mm512_sub_ps(_mm512_sub_ps(t1, t2), t3); /* odd outputs */
+            __m512 v0 = _mm512_permutex2var_ps(e, lo, o), v1 = _mm512_permutex2var_ps(e, hi, o);
+            float *d = yrow + (size_t)a * w + 2 * tx;
+            if (accumulate) {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, d));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, d + 16));
+            }
+            _mm512_mask_storeu_ps(d, k0, v0);
+            _mm512_mask_storeu_ps(d + 16, k1, v1);
+        }
+    }
+}
+#endif
+
 void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x, size_t xper,
                   int h, int w, int n, float *y, size_t yper, int accumulate, float *V, float *M,
                   float *rows0, size_t rows_n, int par) {
@@ -62,7 +161,8 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
             memset(V + xi * st + (size_t)(P / 32) * cin * 32, 0, sizeof(float) * cin * 32);
     /* input tiles: V[xi][c][p] = (B^T d B)[xi]; four input rows at a time,
      * copied with their zero padding so the tile loop has no bounds */
-    int pw = 2 * tw + 2;
+    /* a padded row, and room for the vector loads past its end */
+    int pwr = (int)(nn_wino_rows_n(w) / 4);
 #pragma omp parallel if (par)
     {
         float *rows = rows0 + (par ? rows_n * (size_t)omp_get_thread_num() : 0);
@@ -72,13 +172,19 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
                 const float *xc = x + xper * i + (size_t)c * h * w;
                 for (int ty = 0; ty < th; ty++) {
                     for (int a = 0; a < 4; a++) {
-                        float *r = rows + (size_t)a * pw;
+                        float *r = rows + (size_t)a * pwr;
                         int yy = 2 * ty - 1 + a;
-                        memset(r, 0, sizeof(float) * (size_t)pw);
+                        memset(r, 0, sizeof(float) * (size_t)pwr);
                         if (yy >= 0 && yy < h) memcpy(r + 1, xc + (size_t)yy * w, sizeof(float) * (size_t)w);
                     }
-                    const float *r0 = rows, *r1 = rows + pw, *r2 = rows + 2 * pw, *r3 = rows + 3 * pw;
+                    const float *r0 = rows, *r1 = rows + pwr, *r2 = rows + 2 * pwr, *r3 = rows + 3 * pwr;
                     long p0 = (long)i * T + (long)ty * tw;
+#if defined(__x86_64__)
+                    if (packed) {
+                        wino_in_row(rows, pwr, tw, V, st, cin, c, p0);
+                        continue;
+                    }
+#endif
                     for (int tx = 0; tx < tw; tx++) {
                         long pp = p0 + tx;
                         float *vp = packed ? V + (size_t)(pp / 32) * cin * 32 + (size_t)c * 32 + pp % 32
@@ -117,6 +223,15 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
     for (int i = 0; i < n; i++)
         for (int o = 0; o < cout; o++) {
             float *yo = y + yper * i + (size_t)o * h * w;
+#if defined(__x86_64__)
+            if (packed) {
+                for (int ty = 0; ty < th; ty++)
+                    wino_out_row(M + (size_t)o * P, (size_t)cout * P, (long)i * T + (long)ty * tw,
+                                 tw, yo + (size_t)2 * ty * w, w, 2 * ty + 1 < h ? 2 : 1,
+                                 accumulate);
+                continue;
+            }
+#endif
             for (int ty = 0; ty < th; ty++)
                 for (int tx = 0; tx < tw; tx++) {
                     long p = (long)i * T + ty * tw + tx;

@@ -81,6 +81,7 @@ static void conv_matches_naive(void **state) {
     conv_case(4, 16, 12, 17, 3, 1, 1, 1);
     conv_case(3, 17, 11, 16, 3, 1, 1, 0); /* a partial edge tile */
     conv_case(1, 16, 17, 24, 3, 1, 1, 0); /* one image over all threads */
+    conv_case(1, 16, 35, 16, 3, 1, 1, 0); /* rows of more than 16 tiles, odd width */
     /* gemm.h's packed product: channel counts off its 8 x 32 tiles */
     conv_case(7, 5, 9, 13, 3, 2, 1, 1);   /* strided: the gathered panels */
     conv_case(3, 9, 10, 9, 5, 1, 2, 1);   /* 5x5 "same": the shifted loads */
