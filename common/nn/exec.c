@@ -465,7 +465,7 @@ static void conv_fwd_range(nn_exec *e, const nn_node *nd, const val_t *x, val_t 
 static int use_wino(const nn_exec *e, const nn_node *nd, const val_t *y) {
     return e->wino && e->wv && nd->k == 3 && nd->stride == 1 && nd->pad == 1 &&
            nd->cout >= WINO_MIN_CH && e->m->param[nd->w].shape[1] >= WINO_MIN_CH &&
-           (long)e->nb * ((y->h + 1) / 2) * ((y->w + 1) / 2) >= 64;
+           (long)e->nb * ((y->h + 1) / 2) * ((y->w + 1) / 2) >= (e->gemm ? 16 : 64);
 }
 
 /* the node's transformed weights: cached for inference (made again when the
@@ -561,7 +561,7 @@ static void conv_fwd_gemm(nn_exec *e, const nn_node *nd, const float *ap, const 
     int k = nd->k, hwo = y->h * y->w, K = x->c * k * k, ch = conv_chunk(e, hwo);
     nn_gemm_out o = {NULL, hwo, y->per, nd->b >= 0 ? e->m->param[nd->b].w : NULL, nd->relu};
     for (int i0 = lo; i0 < hi; i0 += ch) {
-        int cn = hi - i0 < ch ? hi - i0 : ch, N = cn * hwo, NP = (N + NN_GEMM_NR - 1) / NN_GEMM_NR;
+        int cn = hi - i0 < ch ? hi - i0 : ch, N = cn * hwo, NP = nn_gemm_npanels(N);
         nn_gemm_pack_conv(x->d + x->per * i0, x->per, cn, x->c, x->h, x->w, k, nd->stride, nd->pad,
                           y->h, y->w, bp, NP * t / T, NP * (t + 1) / T);
         if (T > 1) {
@@ -576,7 +576,7 @@ static void conv_fwd_gemm(nn_exec *e, const nn_node *nd, const float *ap, const 
 }
 
 static void conv_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
-    const float *ap = e->gemm && !use_wino(e, nd, y) && nd->k * nd->k <= 64 ? gemm_A(e, nd) : NULL;
+    const float *ap = e->gemm && !use_wino(e, nd, y) && nd->k <= 8 ? gemm_A(e, nd) : NULL;
     if (ap) {
         if (e->nb == 1 || e->nth == 1) {
 #pragma omp parallel num_threads(e->nth) if (e->nth > 1)

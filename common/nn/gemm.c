@@ -1,8 +1,8 @@
 /* gemm.c: our own packed matrix product for convolutions; see gemm.h.
  *
- * The micro-kernel keeps an 8 x 32 tile of C in 16 AVX-512 registers and
- * runs the whole inner dimension: each step loads a row of the B panel
- * (two vectors) and broadcasts eight weights. The panels are laid out in
+ * The micro-kernel keeps an 8 x 32 tile of C in 16 AVX-512 registers (8 x
+ * 16 in 8 for narrow products) and runs the whole inner dimension: each
+ * step loads a row of the B panel and broadcasts eight weights. The panels are laid out in
  * the order the kernel reads them, so every load is sequential. */
 #include "gemm.h"
 
@@ -14,7 +14,15 @@
 #define NR NN_GEMM_NR
 
 size_t nn_gemm_apack_n(int m, int k) { return (size_t)((m + MR - 1) / MR) * MR * k; }
-size_t nn_gemm_bpack_n(int k, int n) { return (size_t)((n + NR - 1) / NR) * NR * k; }
+
+/* 16 columns when that pads at least a quarter less than 32 would (7x7
+ * outputs of one image: 16 Winograd tiles, not 32) */
+int nn_gemm_nr(int n) {
+    int p16 = (n + 15) / 16 * 16, p32 = (n + 31) / 32 * 32;
+    return 4 * p16 <= 3 * p32 ? 16 : 32;
+}
+int nn_gemm_npanels(int n) { return (n + nn_gemm_nr(n) - 1) / nn_gemm_nr(n); }
+size_t nn_gemm_bpack_n(int k, int n) { return (size_t)nn_gemm_npanels(n) * nn_gemm_nr(n) * k; }
 
 void nn_gemm_pack_a(const float *a, int lda, int m, int k, float *ap) {
     for (int m0 = 0; m0 < m; m0 += MR) {
@@ -27,18 +35,19 @@ void nn_gemm_pack_a(const float *a, int lda, int m, int k, float *ap) {
     }
 }
 
-/* the output address of row r, column j */
-static inline float *out_at(const nn_gemm_out *o, int r, int j) {
-    return o->c + (size_t)(j / o->cols) * o->cstride + (size_t)r * o->cols + j % o->cols;
-}
-
-/* one finished tile row: bias, ReLU, store (v holds NR values, nr valid) */
-static inline void store_row(const nn_gemm_out *o, int r, int n0, int nr, float *v) {
+/* one finished tile row: bias, ReLU, store (v holds NR values, nr valid),
+ * a run of columns in one image at a time */
+static inline void store_row(const nn_gemm_out *o, int r, int n0, int nr, const float *v) {
     float b = o->bias ? o->bias[r] : 0.0f;
-    for (int j = 0; j < nr; j++) {
-        float t = v[j] + b;
-        if (o->relu && !(t > 0)) t = 0;
-        *out_at(o, r, n0 + j) = t;
+    for (int j = n0; j < n0 + nr;) {
+        int q = j % o->cols, len = o->cols - q < n0 + nr - j ? o->cols - q : n0 + nr - j;
+        float *d = o->c + (size_t)(j / o->cols) * o->cstride + (size_t)r * o->cols + q;
+        const float *sv = v + (j - n0);
+        for (int i = 0; i < len; i++) {
+            float t = sv[i] + b;
+            d[i] = o->relu && !(t > 0) ? 0 : t;
+        }
+        j += len;
     }
 }
 
@@ -59,26 +68,46 @@ int nn_gemm_avail(void) {
 
 TGT void nn_gemm_pack_conv(const float *x, size_t xper, int nimg, int cin, int h, int w, int k,
                            int s, int p, int ho, int wo, float *bp, int p0, int p1) {
-    int hwo = ho * wo, n = nimg * hwo, kk = k * k, K = cin * kk;
-    int32_t off[NR];
-    uint32_t mask[64];
+    int hwo = ho * wo, n = nimg * hwo, kk = k * k, K = cin * kk, W = nn_gemm_nr(n);
+    int32_t off[NR], iy[NR], ix[NR];
+    uint32_t mask[64], rowok[8], colok[8];
     for (int pn = p0; pn < p1; pn++) {
-        memset(mask, 0, sizeof(uint32_t) * (size_t)kk);
-        for (int jj = 0; jj < NR; jj++) {
-            int j = pn * NR + jj;
-            off[jj] = 0;
-            if (j >= n) continue;
-            int img = j / hwo, q = j % hwo, iy0 = q / wo * s - p, ix0 = q % wo * s - p;
-            off[jj] = (int32_t)((size_t)img * xper + (ptrdiff_t)iy0 * w + ix0);
-            for (int ky = 0; ky < k; ky++) {
-                if (iy0 + ky < 0 || iy0 + ky >= h) continue;
-                for (int kx = 0; kx < k; kx++)
-                    if (ix0 + kx >= 0 && ix0 + kx < w) mask[ky * k + kx] |= 1u << jj;
+        /* each column's image and top-left input pixel, stepping along the
+         * output rows from the panel's first column (no division a column) */
+        int j = pn * W, img = j / hwo, oy = j % hwo / wo, ox = j % hwo % wo;
+        for (int jj = 0; jj < NR; jj++, j++) {
+            if (jj < W && j < n) {
+                iy[jj] = oy * s - p;
+                ix[jj] = ox * s - p;
+                off[jj] = (int32_t)((size_t)img * xper + (ptrdiff_t)iy[jj] * w + ix[jj]);
+            } else { /* past the last column: no tap is inside */
+                iy[jj] = ix[jj] = -(1 << 20);
+                off[jj] = 0;
+            }
+            if (++ox == wo) {
+                ox = 0;
+                if (++oy == ho) oy = 0, img++;
             }
         }
-        float *d = bp + (size_t)pn * K * NR;
-        int j0 = pn * NR;
-        int jl = (j0 + NR < n ? j0 + NR : n) - 1; /* the panel's last real column */
+        /* tap (ky, kx) reads inside the image for the columns in both the
+         * row mask of ky and the column mask of kx */
+        __m512i iy0 = _mm512_loadu_si512(iy), iy1 = _mm512_loadu_si512(iy + 16);
+        __m512i ix0 = _mm512_loadu_si512(ix), ix1 = _mm512_loadu_si512(ix + 16);
+        __m512i hv = _mm512_set1_epi32(h), wv = _mm512_set1_epi32(w), zv = _mm512_setzero_si512();
+        for (int t = 0; t < k; t++) {
+            __m512i tv = _mm512_set1_epi32(t);
+            __m512i a0 = _mm512_add_epi32(iy0, tv), a1 = _mm512_add_epi32(iy1, tv);
+            __m512i b0 = _mm512_add_epi32(ix0, tv), b1 = _mm512_add_epi32(ix1, tv);
+            rowok[t] = (uint32_t)(_mm512_cmpge_epi32_mask(a0, zv) & _mm512_cmplt_epi32_mask(a0, hv)) |
+                       (uint32_t)(_mm512_cmpge_epi32_mask(a1, zv) & _mm512_cmplt_epi32_mask(a1, hv)) << 16;
+            colok[t] = (uint32_t)(_mm512_cmpge_epi32_mask(b0, zv) & _mm512_cmplt_epi32_mask(b0, wv)) |
+                       (uint32_t)(_mm512_cmpge_epi32_mask(b1, zv) & _mm512_cmplt_epi32_mask(b1, wv)) << 16;
+        }
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) mask[ky * k + kx] = rowok[ky] & colok[kx];
+        float *d = bp + (size_t)pn * K * W;
+        int j0 = pn * W;
+        int jl = (j0 + W < n ? j0 + W : n) - 1; /* the panel's last real column */
         if (s == 1 && ho == h && wo == w && j0 / hwo == jl / hwo) {
             /* the output grid is the input grid and the panel is in one
              * image: a row of it is 32 consecutive input values, shifted by
@@ -86,11 +115,13 @@ TGT void nn_gemm_pack_conv(const float *x, size_t xper, int nimg, int cin, int h
             const float *src = x + (size_t)(j0 / hwo) * xper + j0 % hwo - p * w - p;
             for (int c = 0; c < cin; c++, src += (size_t)h * w)
                 for (int ky = 0; ky < k; ky++)
-                    for (int kx = 0; kx < k; kx++, d += NR) {
+                    for (int kx = 0; kx < k; kx++, d += W) {
                         uint32_t mk = mask[ky * k + kx];
                         const float *q = src + ky * w + kx;
                         _mm512_store_ps(d, _mm512_maskz_loadu_ps((__mmask16)mk, q));
-                        _mm512_store_ps(d + 16, _mm512_maskz_loadu_ps((__mmask16)(mk >> 16), q + 16));
+                        if (W == 32)
+                            _mm512_store_ps(d + 16,
+                                            _mm512_maskz_loadu_ps((__mmask16)(mk >> 16), q + 16));
                     }
             continue;
         }
@@ -98,45 +129,36 @@ TGT void nn_gemm_pack_conv(const float *x, size_t xper, int nimg, int cin, int h
         const __m512 z = _mm512_setzero_ps();
         for (int c = 0; c < cin; c++)
             for (int ky = 0; ky < k; ky++)
-                for (int kx = 0; kx < k; kx++, d += NR) {
+                for (int kx = 0; kx < k; kx++, d += W) {
                     uint32_t mk = mask[ky * k + kx];
                     __m512i dl = _mm512_set1_epi32(c * h * w + ky * w + kx);
-                    __m512 v0 = _mm512_mask_i32gather_ps(z, (__mmask16)mk,
-                                                         _mm512_add_epi32(o0, dl), x, 4);
-                    __m512 v1 = _mm512_mask_i32gather_ps(z, (__mmask16)(mk >> 16),
-                                                         _mm512_add_epi32(o1, dl), x, 4);
-                    _mm512_store_ps(d, v0);
-                    _mm512_store_ps(d + 16, v1);
+                    _mm512_store_ps(d, _mm512_mask_i32gather_ps(z, (__mmask16)mk,
+                                                                _mm512_add_epi32(o0, dl), x, 4));
+                    if (W == 32)
+                        _mm512_store_ps(d + 16,
+                                        _mm512_mask_i32gather_ps(z, (__mmask16)(mk >> 16),
+                                                                 _mm512_add_epi32(o1, dl), x, 4));
                 }
     }
 }
 
-#define FMA2(i)                                                                                    \
-    do {                                                                                           \
-        __m512 av = _mm512_set1_ps(a[i]);                                                          \
-        c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                                                \
-        c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);                                                \
-    } while (0)
-
-/* rows [m0, m0+mr) x columns [n0, n0+nr) from panels a (k x MR) and b (k x NR) */
-TGT static void tile(int k, const float *a, const float *b, const nn_gemm_out *o, int m0, int mr,
-                     int n0, int nr) {
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
-           c61 = c00, c70 = c00, c71 = c00;
-    for (int i = 0; i < k; i++, a += MR, b += NR) {
-        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
-        FMA2(0);
-        FMA2(1);
-        FMA2(2);
-        FMA2(3);
-        FMA2(4);
-        FMA2(5);
-        FMA2(6);
-        FMA2(7);
+/* rows [m0, m0+mr) x columns [n0, n0+nr) from panels a (k x MR) and b
+ * (k x 16V): the tile in 8 x V registers; V is 1 or 2, a constant after
+ * inlining, so each width gets its own straight-line loop */
+TGT static inline __attribute__((always_inline)) void tile_v(int k, const float *a, const float *b,
+                                                             const nn_gemm_out *o, int m0, int mr,
+                                                             int n0, int nr, const int V) {
+    __m512 acc[MR][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int i = 0; i < k; i++, a += MR, b += 16 * V) {
+        __m512 b0 = _mm512_load_ps(b), b1 = V == 2 ? _mm512_load_ps(b + 16) : b0;
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            __m512 av = _mm512_set1_ps(a[r]);
+            acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+            if (V == 2) acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+        }
     }
-    __m512 acc[2 * MR] = {c00, c01, c10, c11, c20, c21, c30, c31,
-                          c40, c41, c50, c51, c60, c61, c70, c71};
     int q0 = n0 % o->cols;
     if (q0 + nr <= o->cols) { /* one image's row: store from the registers */
         __mmask16 k0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
@@ -144,7 +166,7 @@ TGT static void tile(int k, const float *a, const float *b, const nn_gemm_out *o
         const __m512 z = _mm512_setzero_ps();
         float *base = o->c + (size_t)(n0 / o->cols) * o->cstride + q0;
         for (int r = 0; r < mr; r++) {
-            __m512 v0 = acc[2 * r], v1 = acc[2 * r + 1];
+            __m512 v0 = acc[r][0], v1 = acc[r][1];
             if (o->bias) {
                 __m512 bv = _mm512_set1_ps(o->bias[m0 + r]);
                 v0 = _mm512_add_ps(v0, bv);
@@ -156,16 +178,22 @@ TGT static void tile(int k, const float *a, const float *b, const nn_gemm_out *o
             }
             float *d = base + (size_t)(m0 + r) * o->cols;
             _mm512_mask_storeu_ps(d, k0, v0);
-            _mm512_mask_storeu_ps(d + 16, k1, v1);
+            if (V == 2) _mm512_mask_storeu_ps(d + 16, k1, v1);
         }
-    } else { /* the tile spans two images */
+    } else { /* the tile spans images */
         float v[NR];
         for (int r = 0; r < mr; r++) {
-            _mm512_storeu_ps(v, acc[2 * r]);
-            _mm512_storeu_ps(v + 16, acc[2 * r + 1]);
+            _mm512_storeu_ps(v, acc[r][0]);
+            if (V == 2) _mm512_storeu_ps(v + 16, acc[r][1]);
             store_row(o, m0 + r, n0, nr, v);
         }
     }
+}
+
+TGT static void tile(int k, const float *a, const float *b, const nn_gemm_out *o, int m0, int mr,
+                     int n0, int nr, int W) {
+    if (W == 32) tile_v(k, a, b, o, m0, mr, n0, nr, 2);
+    else tile_v(k, a, b, o, m0, mr, n0, nr, 1);
 }
 
 #else /* not x86-64: never chosen (nn_gemm_avail is 0); plain C for completeness */
@@ -174,15 +202,15 @@ int nn_gemm_avail(void) { return 0; }
 
 void nn_gemm_pack_conv(const float *x, size_t xper, int nimg, int cin, int h, int w, int k, int s,
                        int p, int ho, int wo, float *bp, int p0, int p1) {
-    int hwo = ho * wo, n = nimg * hwo, K = cin * k * k;
+    int hwo = ho * wo, n = nimg * hwo, K = cin * k * k, W = nn_gemm_nr(n);
     for (int pn = p0; pn < p1; pn++)
-        for (int jj = 0; jj < NR; jj++) {
-            int j = pn * NR + jj, img = j / hwo, q = j % hwo;
+        for (int jj = 0; jj < W; jj++) {
+            int j = pn * W + jj, img = j / hwo, q = j % hwo;
             int iy0 = q / wo * s - p, ix0 = q % wo * s - p;
             for (int r = 0; r < K; r++) {
                 int c = r / (k * k), ky = r / k % k, kx = r % k;
                 int iy = iy0 + ky, ix = ix0 + kx;
-                bp[((size_t)pn * K + r) * NR + jj] =
+                bp[((size_t)pn * K + r) * W + jj] =
                     j < n && iy >= 0 && iy < h && ix >= 0 && ix < w
                         ? x[img * xper + ((size_t)c * h + iy) * w + ix]
                         : 0.0f;
@@ -191,11 +219,11 @@ void nn_gemm_pack_conv(const float *x, size_t xper, int nimg, int cin, int h, in
 }
 
 static void tile(int k, const float *a, const float *b, const nn_gemm_out *o, int m0, int mr,
-                 int n0, int nr) {
+                 int n0, int nr, int W) {
     for (int r = 0; r < mr; r++) {
         float v[NR] = {0};
         for (int i = 0; i < k; i++)
-            for (int j = 0; j < NR; j++) v[j] += a[i * MR + r] * b[i * NR + j];
+            for (int j = 0; j < W; j++) v[j] += a[i * MR + r] * b[i * W + j];
         store_row(o, m0 + r, n0, nr, v);
     }
 }
@@ -203,7 +231,7 @@ static void tile(int k, const float *a, const float *b, const nn_gemm_out *o, in
 
 void nn_gemm_packed(int m, int n, int k, const float *ap, const float *bp, const nn_gemm_out *o,
                     int t, int T) {
-    int MP = (m + MR - 1) / MR, NP = (n + NR - 1) / NR;
+    int MP = (m + MR - 1) / MR, W = nn_gemm_nr(n), NP = (n + W - 1) / W;
     long tot = (long)MP * NP, lo = tot * t / T, hi = tot * (t + 1) / T;
     /* few column panels: each weight panel meets all of them while it is
      * in cache; else each column panel meets all the weights */
@@ -211,8 +239,8 @@ void nn_gemm_packed(int m, int n, int k, const float *ap, const float *bp, const
     for (long id = lo; id < hi; id++) {
         int mp = mmajor ? (int)(id / NP) : (int)(id % MP);
         int np = mmajor ? (int)(id % NP) : (int)(id / MP);
-        int m0 = mp * MR, n0 = np * NR;
-        tile(k, ap + (size_t)m0 * k, bp + (size_t)np * NR * k, o, m0, m - m0 < MR ? m - m0 : MR,
-             n0, n - n0 < NR ? n - n0 : NR);
+        int m0 = mp * MR, n0 = np * W;
+        tile(k, ap + (size_t)m0 * k, bp + (size_t)np * W * k, o, m0, m - m0 < MR ? m - m0 : MR,
+             n0, n - n0 < W ? n - n0 : W, W);
     }
 }

@@ -10,7 +10,7 @@
  *
  * Layouts. A (m x k, the weights): panels of NN_GEMM_MR rows, each k x MR,
  * zero-padded to a whole panel. B (k x n, the im2col columns): panels of
- * NN_GEMM_NR columns, each k x NR, zero-padded. C goes straight to NCHW:
+ * nn_gemm_nr(n) columns, each k x that, zero-padded. C goes straight to NCHW:
  * column j of the product is pixel j % cols of image j / cols.
  *
  * nn_gemm_avail() says whether the CPU runs it (AVX-512F); URSA_NN_GEMM=0
@@ -25,6 +25,11 @@
 
 int nn_gemm_avail(void);
 
+/* B's panels are NN_GEMM_NR columns wide, or 16 where that pads much less
+ * (n <= 16, or 32 < n <= 48): the width for n columns, and the panels */
+int nn_gemm_nr(int n);
+int nn_gemm_npanels(int n);
+
 /* floats a packed A or B needs */
 size_t nn_gemm_apack_n(int m, int k);
 size_t nn_gemm_bpack_n(int k, int n);
@@ -34,7 +39,7 @@ void nn_gemm_pack_a(const float *a, int lda, int m, int k, float *ap);
 
 /* The B panels [p0, p1) of a convolution's im2col: the product's columns
  * are the output pixels of nimg images (x: cin x h x w each, xper floats
- * apart), image after image; columns past the last are zeros. k*k <= 64. */
+ * apart), image after image; columns past the last are zeros. k <= 8. */
 void nn_gemm_pack_conv(const float *x, size_t xper, int nimg, int cin, int h, int w, int k, int s,
                        int p, int ho, int wo, float *bp, int p0, int p1);
 

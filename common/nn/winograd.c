@@ -17,7 +17,7 @@ size_t nn_wino_u_n(int cout, int cin, int packed) {
     return 16 * (packed ? nn_gemm_apack_n(cout, cin) : (size_t)cout * cin);
 }
 
-size_t nn_wino_v_n(int c, long P) { return 16 * (size_t)c * (size_t)((P + 31) / 32 * 32); }
+size_t nn_wino_v_n(int c, long P) { return 16 * nn_gemm_bpack_n(c, (int)P); }
 
 void nn_wino_weights(const float *w, int cout, int cin, int for_dx, int packed, float *U) {
     /* for_dx: kernel k'[c][o][y][x] = k[o][c][2-y][2-x]; U is [16][cout'][cin'] */
@@ -61,21 +61,21 @@ size_t nn_wino_rows_n(int w) {
 
 /* store lanes [0, nl) of v as V's columns pp.. of row c (packed panels),
  * splitting where the columns cross into the next panel */
-TGT static inline void v_store(float *V, int cin, long pp, int c, __m512 v, int nl) {
-    int q = (int)(pp % 32), n1 = 32 - q < nl ? 32 - q : nl;
-    float *d = V + (size_t)(pp / 32) * cin * 32 + (size_t)c * 32 + q;
+TGT static inline void v_store(float *V, int W, int cin, long pp, int c, __m512 v, int nl) {
+    int q = (int)(pp % W), n1 = W - q < nl ? W - q : nl;
+    float *d = V + (size_t)(pp / W) * cin * W + (size_t)c * W + q;
     _mm512_mask_storeu_ps(d, (__mmask16)((1u << n1) - 1), v);
     if (n1 < nl) {
         __mmask16 hi = (__mmask16)(((1u << nl) - 1) & ~((1u << n1) - 1));
-        _mm512_mask_storeu_ps(V + (size_t)(pp / 32 + 1) * cin * 32 + (size_t)c * 32,
+        _mm512_mask_storeu_ps(V + (size_t)(pp / W + 1) * cin * W + (size_t)c * W,
                               (__mmask16)((1u << (nl - n1)) - 1), _mm512_maskz_compress_ps(hi, v));
     }
 }
 
 /* B^T d B for the tiles of one tile row of one channel, 16 tiles a step:
  * r0..r3 the four padded input rows, tiles p0.. in V */
-TGT static void wino_in_row(const float *r0, int pwr, int tw, float *V, size_t st, int cin, int c,
-                            long p0) {
+TGT static void wino_in_row(const float *r0, int pwr, int tw, float *V, size_t st, int W, int cin,
+                            int c, long p0) {
     const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
     for (int tx = 0; tx < tw; tx += 16) {
@@ -97,10 +97,10 @@ TGT static void wino_in_row(const float *r0, int pwr, int tw, float *V, size_t s
         }
         for (int a = 0; a < 4; a++) { /* (B^T d) B: columns */
             float *Va = V + (size_t)(4 * a) * st;
-            v_store(Va, cin, p0 + tx, c, _mm512_sub_ps(d[a][0], d[a][2]), nl);
-            v_store(Va + st, cin, p0 + tx, c, _mm512_add_ps(d[a][1], d[a][2]), nl);
-            v_store(Va + 2 * st, cin, p0 + tx, c, _mm512_sub_ps(d[a][2], d[a][1]), nl);
-            v_store(Va + 3 * st, cin, p0 + tx, c, _mm512_sub_ps(d[a][1], d[a][3]), nl);
+            v_store(Va, W, cin, p0 + tx, c, _mm512_sub_ps(d[a][0], d[a][2]), nl);
+            v_store(Va + st, W, cin, p0 + tx, c, _mm512_add_ps(d[a][1], d[a][2]), nl);
+            v_store(Va + 2 * st, W, cin, p0 + tx, c, _mm512_sub_ps(d[a][2], d[a][1]), nl);
+            v_store(Va + 3 * st, W, cin, p0 + tx, c, _mm512_sub_ps(d[a][1], d[a][3]), nl);
         }
     }
 }
@@ -153,12 +153,13 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
                   int h, int w, int n, float *y, size_t yper, int accumulate, float *V, float *M,
                   float *rows0, size_t rows_n, int par) {
     int th = (h + 1) / 2, tw = (w + 1) / 2, T = th * tw;
-    long P = (long)n * T, Pp = (P + 31) / 32 * 32;
-    /* V[xi] is cin x P, packed: gemm.h's panels of 32 columns, each cin x 32 */
-    size_t st = packed ? (size_t)cin * Pp : (size_t)cin * P; /* from one xi to the next */
-    if (packed && Pp > P)
+    long P = (long)n * T;
+    /* V[xi] is cin x P, packed: gemm.h's panels of W columns, each cin x W */
+    int W = nn_gemm_nr((int)P);
+    size_t st = packed ? nn_gemm_bpack_n(cin, (int)P) : (size_t)cin * P; /* from one xi to the next */
+    if (packed && P % W)
         for (int xi = 0; xi < 16; xi++)
-            memset(V + xi * st + (size_t)(P / 32) * cin * 32, 0, sizeof(float) * cin * 32);
+            memset(V + xi * st + (size_t)(P / W) * cin * W, 0, sizeof(float) * cin * W);
     /* input tiles: V[xi][c][p] = (B^T d B)[xi]; four input rows at a time,
      * copied with their zero padding so the tile loop has no bounds */
     /* a padded row, and room for the vector loads past its end */
@@ -166,6 +167,9 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
 #pragma omp parallel if (par)
     {
         float *rows = rows0 + (par ? rows_n * (size_t)omp_get_thread_num() : 0);
+        /* only [1, w] of a row is ever written below: the padding around it
+         * stays zero, and so do the lanes the vector loads read past it */
+        memset(rows, 0, sizeof(float) * 4 * (size_t)pwr);
 #pragma omp for collapse(2) schedule(static)
         for (int i = 0; i < n; i++)
             for (int c = 0; c < cin; c++) {
@@ -174,20 +178,20 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
                     for (int a = 0; a < 4; a++) {
                         float *r = rows + (size_t)a * pwr;
                         int yy = 2 * ty - 1 + a;
-                        memset(r, 0, sizeof(float) * (size_t)pwr);
                         if (yy >= 0 && yy < h) memcpy(r + 1, xc + (size_t)yy * w, sizeof(float) * (size_t)w);
+                        else memset(r + 1, 0, sizeof(float) * (size_t)w);
                     }
                     const float *r0 = rows, *r1 = rows + pwr, *r2 = rows + 2 * pwr, *r3 = rows + 3 * pwr;
                     long p0 = (long)i * T + (long)ty * tw;
 #if defined(__x86_64__)
                     if (packed) {
-                        wino_in_row(rows, pwr, tw, V, st, cin, c, p0);
+                        wino_in_row(rows, pwr, tw, V, st, W, cin, c, p0);
                         continue;
                     }
 #endif
                     for (int tx = 0; tx < tw; tx++) {
                         long pp = p0 + tx;
-                        float *vp = packed ? V + (size_t)(pp / 32) * cin * 32 + (size_t)c * 32 + pp % 32
+                        float *vp = packed ? V + (size_t)(pp / W) * cin * W + (size_t)c * W + pp % W
                                            : V + (size_t)c * P + pp;
                         int o = 2 * tx;
                         float t[4][4];

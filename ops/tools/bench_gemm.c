@@ -48,7 +48,7 @@ static int conv_shape(const char *name, int nimg, int cin, int h, int cout, int 
                 memcpy(y1 + yper * i + (size_t)o * hwo, tmp + (size_t)o * N + (size_t)i * hwo,
                        sizeof(float) * hwo);
         double t1 = secs();
-        int NP = (N + NN_GEMM_NR - 1) / NN_GEMM_NR;
+        int NP = nn_gemm_npanels(N);
         nn_gemm_pack_conv(x, xper, nimg, cin, h, h, k, s, p, ho, ho, bp, 0, NP);
         double t2 = secs();
         nn_gemm_out o = {y2, hwo, yper, NULL, 0};

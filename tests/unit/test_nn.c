@@ -82,6 +82,8 @@ static void conv_matches_naive(void **state) {
     conv_case(3, 17, 11, 16, 3, 1, 1, 0); /* a partial edge tile */
     conv_case(1, 16, 17, 24, 3, 1, 1, 0); /* one image over all threads */
     conv_case(1, 16, 35, 16, 3, 1, 1, 0); /* rows of more than 16 tiles, odd width */
+    conv_case(1, 16, 7, 24, 3, 1, 1, 1);  /* 16 tiles: panels 16 wide (gemm.h) */
+    conv_case(3, 16, 8, 16, 3, 1, 1, 0);  /* 48 tiles: three 16-wide panels */
     /* gemm.h's packed product: channel counts off its 8 x 32 tiles */
     conv_case(7, 5, 9, 13, 3, 2, 1, 1);   /* strided: the gathered panels */
     conv_case(3, 9, 10, 9, 5, 1, 2, 1);   /* 5x5 "same": the shifted loads */
@@ -102,7 +104,7 @@ static void packed_case(int n, int cin, int h, int cout, int k, int s, int p, in
     fill(w, (size_t)cout * K);
     fill(b, (size_t)cout);
     nn_gemm_pack_a(w, K, cout, K, ap);
-    int NP = (N + NN_GEMM_NR - 1) / NN_GEMM_NR;
+    int NP = nn_gemm_npanels(N);
     /* in two calls, as two workers would */
     nn_gemm_pack_conv(x, (size_t)cin * h * h, n, cin, h, h, k, s, p, ho, ho, bp, 0, NP / 2);
     nn_gemm_pack_conv(x, (size_t)cin * h * h, n, cin, h, h, k, s, p, ho, ho, bp, NP / 2, NP);
@@ -136,6 +138,9 @@ static void packed_gemm_matches_naive(void **state) {
     packed_case(1, 3, 23, 10, 7, 2, 3, 1);  /* resnet's 7x7 stem */
     packed_case(2, 2, 5, 3, 3, 1, 0, 0);    /* valid (unpadded) 3x3: not the same grid */
     packed_case(5, 3, 2, 4, 3, 1, 1, 0);    /* 2x2 images: one panel holds all five */
+    packed_case(1, 8, 4, 9, 3, 1, 1, 1);    /* 16 columns: one 16-wide panel */
+    packed_case(1, 5, 6, 10, 3, 1, 1, 0);   /* 36 columns: three 16-wide panels */
+    packed_case(3, 4, 4, 8, 3, 1, 1, 1);    /* 48 columns, 16-wide panels across images */
 }
 
 /* in_c 3, 8x8: conv-bn-maxpool-relu, a downsampling basic block, fast.ai's
