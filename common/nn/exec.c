@@ -158,7 +158,8 @@ static ursa_err plan_shapes(nn_exec *e) {
         if (o->h < 1 || o->w < 1) return URSA_ERR_INVALID;
         o->per = (size_t)o->c * o->h * o->w;
         if (n->op == NN_MAXPOOL && (size_t)a->h * o->w > e->scr_n) e->scr_n = (size_t)a->h * o->w;
-        if (n->op == NN_CONV && nn_wino_rows_n(o->w) > e->scr_n) e->scr_n = nn_wino_rows_n(o->w);
+        if (n->op == NN_CONV && nn_wino_rows_n(o->h, o->w) > e->scr_n)
+            e->scr_n = nn_wino_rows_n(o->h, o->w);
         if (n->op == NN_CONV) {
             size_t hwo = (size_t)o->h * o->w, kk = (size_t)a->c * n->k * n->k;
             int ch = conv_chunk(e, (int)hwo);

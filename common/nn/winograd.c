@@ -8,6 +8,8 @@
  * then laid out as its panels), else on OpenBLAS. */
 #include <cblas.h>
 #include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gemm.h"
@@ -50,9 +52,20 @@ void nn_wino_weights(const float *w, int cout, int cin, int for_dx, int packed, 
         }
 }
 
-size_t nn_wino_rows_n(int w) {
+/* small images (a tile row under 16 tiles, 256 tiles in all) go through
+ * gathers from a zero-padded copy of the whole channel, 16 tiles a step
+ * across tile rows; larger ones a tile row at a time */
+#define SMALL_T 256
+static int small_img(int h, int w) {
+    int th = (h + 1) / 2, tw = (w + 1) / 2;
+    return tw < 16 && th * tw <= SMALL_T;
+}
+
+size_t nn_wino_rows_n(int h, int w) {
     int tw = (w + 1) / 2;
-    return 4 * ((size_t)2 * ((tw + 15) / 16 * 16) + 36);
+    size_t rows = 4 * ((size_t)2 * ((tw + 15) / 16 * 16) + 36);
+    size_t img = (size_t)(2 * ((h + 1) / 2) + 2) * (2 * tw + 2);
+    return small_img(h, w) && img > rows ? img : rows;
 }
 
 #if defined(__x86_64__)
@@ -69,6 +82,24 @@ TGT static inline void v_store(float *V, int W, int cin, long pp, int c, __m512 
         __mmask16 hi = (__mmask16)(((1u << nl) - 1) & ~((1u << n1) - 1));
         _mm512_mask_storeu_ps(V + (size_t)(pp / W + 1) * cin * W + (size_t)c * W,
                               (__mmask16)((1u << (nl - n1)) - 1), _mm512_maskz_compress_ps(hi, v));
+    }
+}
+
+/* B^T d B of 16 tiles (d[a][b]: their input pixel (a, b) each), into V's
+ * columns pp.. of row c of the 16 matrices */
+TGT static inline void in_tiles(__m512 d[4][4], float *V, size_t st, int W, int cin, int c, long pp,
+                                int nl) {
+    for (int b = 0; b < 4; b++) { /* B^T d, in place: rows */
+        __m512 t0 = _mm512_sub_ps(d[0][b], d[2][b]), t1 = _mm512_add_ps(d[1][b], d[2][b]);
+        __m512 t2 = _mm512_sub_ps(d[2][b], d[1][b]), t3 = _mm512_sub_ps(d[1][b], d[3][b]);
+        d[0][b] = t0, d[1][b] = t1, d[2][b] = t2, d[3][b] = t3;
+    }
+    for (int a = 0; a < 4; a++) { /* (B^T d) B: columns */
+        float *Va = V + (size_t)(4 * a) * st;
+        v_store(Va, W, cin, pp, c, _mm512_sub_ps(d[a][0], d[a][2]), nl);
+        v_store(Va + st, W, cin, pp, c, _mm512_add_ps(d[a][1], d[a][2]), nl);
+        v_store(Va + 2 * st, W, cin, pp, c, _mm512_sub_ps(d[a][2], d[a][1]), nl);
+        v_store(Va + 3 * st, W, cin, pp, c, _mm512_sub_ps(d[a][1], d[a][3]), nl);
     }
 }
 
@@ -90,18 +121,27 @@ TGT static void wino_in_row(const float *r0, int pwr, int tw, float *V, size_t s
             d[a][2] = _mm512_permutex2var_ps(v2, ev, v3);
             d[a][3] = _mm512_permutex2var_ps(v2, od, v3);
         }
-        for (int b = 0; b < 4; b++) { /* B^T d, in place: rows */
-            __m512 t0 = _mm512_sub_ps(d[0][b], d[2][b]), t1 = _mm512_add_ps(d[1][b], d[2][b]);
-            __m512 t2 = _mm512_sub_ps(d[2][b], d[1][b]), t3 = _mm512_sub_ps(d[1][b], d[3][b]);
-            d[0][b] = t0, d[1][b] = t1, d[2][b] = t2, d[3][b] = t3;
-        }
-        for (int a = 0; a < 4; a++) { /* (B^T d) B: columns */
-            float *Va = V + (size_t)(4 * a) * st;
-            v_store(Va, W, cin, p0 + tx, c, _mm512_sub_ps(d[a][0], d[a][2]), nl);
-            v_store(Va + st, W, cin, p0 + tx, c, _mm512_add_ps(d[a][1], d[a][2]), nl);
-            v_store(Va + 2 * st, W, cin, p0 + tx, c, _mm512_sub_ps(d[a][2], d[a][1]), nl);
-            v_store(Va + 3 * st, W, cin, p0 + tx, c, _mm512_sub_ps(d[a][1], d[a][3]), nl);
-        }
+        in_tiles(d, V, st, W, cin, c, p0 + tx, nl);
+    }
+}
+
+/* the same for a small image: xc (h x w) copied into pad, (2 th + 2) x pw
+ * with zero borders (kept zero: only the inside is written), then the
+ * tiles gathered from it 16 at a time; off[p] is tile p's top-left in pad */
+TGT static void wino_in_small(const float *xc, int h, int w, float *pad, int pw, const int *off,
+                              int T, float *V, size_t st, int W, int cin, int c, long p0) {
+    for (int yy = 0; yy < h; yy++) memcpy(pad + (size_t)(yy + 1) * pw + 1, xc + (size_t)yy * w, sizeof(float) * w);
+    const __m512 z = _mm512_setzero_ps();
+    for (int g = 0; g < T; g += 16) {
+        int nl = T - g < 16 ? T - g : 16;
+        __mmask16 k = (__mmask16)((1u << nl) - 1);
+        __m512i base = _mm512_maskz_loadu_epi32(k, off + g);
+        __m512 d[4][4];
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++)
+                d[a][b] = _mm512_mask_i32gather_ps(
+                    z, k, _mm512_add_epi32(base, _mm512_set1_epi32(a * pw + b)), pad, 4);
+        in_tiles(d, V, st, W, cin, c, p0 + g, nl);
     }
 }
 
@@ -147,6 +187,43 @@ TGT static void wino_out_row(const float *M, size_t ms, long p0, int tw, float *
         }
     }
 }
+
+/* A^T m A for all the tiles of one output channel of a small image, 16
+ * tiles a step across tile rows, scattered to yo (h x w): tile p's
+ * top-left output is yo[oo[p]]; its right column and bottom row exist
+ * where bits p of cok and rok are set */
+TGT static void wino_out_small(const float *M, size_t ms, long p0, int T, const int *oo,
+                               const uint16_t *rok, const uint16_t *cok, float *yo, int w,
+                               int accumulate) {
+    for (int g = 0; g < T; g += 16) {
+        int nl = T - g < 16 ? T - g : 16;
+        __mmask16 k = (__mmask16)((1u << nl) - 1);
+        __m512 m[4][4];
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++)
+                m[a][b] = _mm512_maskz_loadu_ps(k, M + (size_t)(a * 4 + b) * ms + p0 + g);
+        __m512i base = _mm512_maskz_loadu_epi32(k, oo + g);
+        __mmask16 rk = rok[g / 16], ck = cok[g / 16];
+        for (int a = 0; a < 2; a++) {
+            __m512 t[4];
+            for (int b = 0; b < 4; b++)
+                t[b] = a == 0 ? _mm512_add_ps(_mm512_add_ps(m[0][b], m[1][b]), m[2][b])
+                              : _mm512_sub_ps(_mm512_sub_ps(m[1][b], m[2][b]), m[3][b]);
+            __m512 r0 = _mm512_add_ps(_mm512_add_ps(t[0], t[1]), t[2]);
+            __m512 r1 = _mm512_sub_ps(_mm512_sub_ps(t[1], t[2]), t[3]);
+            __mmask16 ka = a ? (__mmask16)(k & rk) : k;
+            __m512i i0 = _mm512_add_epi32(base, _mm512_set1_epi32(a * w));
+            __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(1));
+            if (accumulate) {
+                r0 = _mm512_add_ps(r0, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), ka, i0, yo, 4));
+                r1 = _mm512_add_ps(
+                    r1, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), (__mmask16)(ka & ck), i1, yo, 4));
+            }
+            _mm512_mask_i32scatter_ps(yo, ka, i0, r0, 4);
+            _mm512_mask_i32scatter_ps(yo, (__mmask16)(ka & ck), i1, r1, 4);
+        }
+    }
+}
 #endif
 
 void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x, size_t xper,
@@ -163,17 +240,41 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
     /* input tiles: V[xi][c][p] = (B^T d B)[xi]; four input rows at a time,
      * copied with their zero padding so the tile loop has no bounds */
     /* a padded row, and room for the vector loads past its end */
-    int pwr = (int)(nn_wino_rows_n(w) / 4);
+    int pwr = (int)(nn_wino_rows_n(h, w) / 4);
+#if defined(__x86_64__)
+    /* small images: each tile's top-left in the padded copy and in y, and
+     * which tiles have a second output row and column */
+    int small = packed && small_img(h, w), pw = 2 * tw + 2, ioff[SMALL_T], ooff[SMALL_T];
+    uint16_t rok[SMALL_T / 16], cok[SMALL_T / 16];
+    if (small) {
+        memset(rok, 0, sizeof rok);
+        memset(cok, 0, sizeof cok);
+        for (int p = 0; p < T; p++) {
+            int ty = p / tw, tx = p % tw;
+            ioff[p] = 2 * ty * pw + 2 * tx;
+            ooff[p] = 2 * ty * w + 2 * tx;
+            if (2 * ty + 1 < h) rok[p / 16] |= (uint16_t)(1u << p % 16);
+            if (2 * tx + 1 < w) cok[p / 16] |= (uint16_t)(1u << p % 16);
+        }
+    }
+#endif
 #pragma omp parallel if (par)
     {
         float *rows = rows0 + (par ? rows_n * (size_t)omp_get_thread_num() : 0);
-        /* only [1, w] of a row is ever written below: the padding around it
-         * stays zero, and so do the lanes the vector loads read past it */
-        memset(rows, 0, sizeof(float) * 4 * (size_t)pwr);
+        /* only [1, w] of a row (small images: [1, h] x [1, w]) is ever
+         * written below: the padding around it stays zero, and so do the
+         * lanes the vector loads read past it */
+        memset(rows, 0, sizeof(float) * nn_wino_rows_n(h, w));
 #pragma omp for collapse(2) schedule(static)
         for (int i = 0; i < n; i++)
             for (int c = 0; c < cin; c++) {
                 const float *xc = x + xper * i + (size_t)c * h * w;
+#if defined(__x86_64__)
+                if (small) {
+                    wino_in_small(xc, h, w, rows, pw, ioff, T, V, st, W, cin, c, (long)i * T);
+                    continue;
+                }
+#endif
                 for (int ty = 0; ty < th; ty++) {
                     for (int a = 0; a < 4; a++) {
                         float *r = rows + (size_t)a * pwr;
@@ -228,6 +329,11 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
         for (int o = 0; o < cout; o++) {
             float *yo = y + yper * i + (size_t)o * h * w;
 #if defined(__x86_64__)
+            if (small) {
+                wino_out_small(M + (size_t)o * P, (size_t)cout * P, (long)i * T, T, ooff, rok, cok,
+                               yo, w, accumulate);
+                continue;
+            }
             if (packed) {
                 for (int ty = 0; ty < th; ty++)
                     wino_out_row(M + (size_t)o * P, (size_t)cout * P, (long)i * T + (long)ty * tw,

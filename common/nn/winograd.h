@@ -9,8 +9,8 @@
  * channels and P tiles (either layout) */
 size_t nn_wino_u_n(int cout, int cin, int packed);
 size_t nn_wino_v_n(int c, long P);
-/* floats of row scratch a thread needs for images w wide */
-size_t nn_wino_rows_n(int w);
+/* floats of row scratch a thread needs for h x w images */
+size_t nn_wino_rows_n(int h, int w);
 
 /* U (16 x cout x cin) from conv weights w (cout x cin x 3 x 3); with
  * for_dx, the transform of the flipped, channel-swapped kernel that maps
@@ -22,7 +22,7 @@ void nn_wino_weights(const float *w, int cout, int cin, int for_dx, int packed, 
  * xper floats apart) with the kernel behind U, into y (cout x h x w, yper
  * apart). U packed as nn_wino_weights made it. V needs nn_wino_v_n(cin, P)
  * floats, 64-byte aligned, and M 16*cout*P, P = n * ceil(h/2) *
- * ceil(w/2). rows: nn_wino_rows_n(w) floats of scratch for each thread that works
+ * ceil(w/2). rows: nn_wino_rows_n(h, w) floats of scratch for each thread that works
  * (rows_n apart). par: spread the work over the OpenMP threads. */
 void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x, size_t xper,
                   int h, int w, int n, float *y, size_t yper, int accumulate, float *V, float *M,

@@ -64,7 +64,7 @@ static int conv_shape(const char *name, int nimg, int cin, int h, int cout, int 
     if (k == 3 && s == 1) { /* Winograd F(2x2,3x3) on the packed kernel */
         long P = (long)nimg * ((h + 1) / 2) * ((h + 1) / 2);
         float *U = malloc(sizeof(float) * nn_wino_u_n(cout, cin, 1)), *V = NULL;
-        float *M = malloc(sizeof(float) * 16 * cout * P), *rows = malloc(sizeof(float) * nn_wino_rows_n(h));
+        float *M = malloc(sizeof(float) * 16 * cout * P), *rows = malloc(sizeof(float) * nn_wino_rows_n(h, h));
         if (posix_memalign((void **)&V, 64, sizeof(float) * nn_wino_v_n(cin, P))) V = NULL;
         if (!U || !V || !M || !rows) return 1;
         nn_wino_weights(w, cout, cin, 0, 1, U);
