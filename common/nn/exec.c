@@ -348,6 +348,12 @@ void nn_exec_free(nn_exec *e) {
 }
 
 size_t nn_exec_bytes(const nn_exec *e) { return e->bytes; }
+int nn_threads(void) { return omp_get_max_threads(); }
+void nn_set_threads(int n) { omp_set_num_threads(n < 1 ? 1 : n); }
+void nn_exec_set_threads(nn_exec *e, int n) {
+    /* the per-thread scratch was made for e->nth threads: fewer is fine */
+    if (n >= 1 && n < e->nth) e->nth = n;
+}
 void nn_exec_seed(nn_exec *e, uint64_t seed) { e->rng = seed ? seed : 1; }
 void nn_exec_want_input_grad(nn_exec *e, int on) { e->want_in_grad = on; }
 const float *nn_input_grad(nn_exec *e) { return e->v[0].g; }

@@ -189,6 +189,12 @@ void nn_exec_want_input_grad(nn_exec *e, int on);
 const float *nn_input_grad(nn_exec *e);
 size_t nn_exec_bytes(const nn_exec *e);
 void nn_exec_seed(nn_exec *e, uint64_t seed);
+/* Threads: the engine's for the calling thread (OpenMP's, every core by
+ * default); setting it there; an executor's own, at most what it was made
+ * with (several executors side by side each take a share of the cores). */
+int nn_threads(void);
+void nn_set_threads(int n);
+void nn_exec_set_threads(nn_exec *e, int n);
 int nn_out_size(const nn_model *m); /* outputs per image */
 
 /* softmax over rows in place */

@@ -13,12 +13,13 @@ struct served {
     atomic_int refs;
     char id[160];
     nn_model m; /* fused for inference */
-    nn_exec *e; /* only the batching thread runs it */
+    nn_exec **e; /* one per instance: only that batching thread runs it */
+    int ninst;
     int nclass;
 };
 
-served *served_load(const uint8_t *onnx, size_t len, const char *id, int max_batch, char *err,
-                    size_t errlen) {
+served *served_load(const uint8_t *onnx, size_t len, const char *id, int max_batch, int instances,
+                    char *err, size_t errlen) {
     nn_model raw;
     if (nn_onnx_load_mem(onnx, len, &raw, err, errlen) != URSA_OK) return NULL;
     served *s = calloc(1, sizeof *s);
@@ -30,13 +31,25 @@ served *served_load(const uint8_t *onnx, size_t len, const char *id, int max_bat
     }
     nn_model_free(&raw);
     int size = s->m.meta.size, oh = 0, ow = 0;
-    if (nn_exec_new(&s->m, max_batch, size, size, 0, &s->e) != URSA_OK) {
-        snprintf(err, errlen, "the model does not run on %dx%d inputs", size, size);
-        nn_model_free(&s->m);
-        free(s);
+    atomic_init(&s->refs, 1);
+    s->ninst = instances < 1 ? 1 : instances;
+    if (!(s->e = calloc((size_t)s->ninst, sizeof(nn_exec *)))) {
+        snprintf(err, errlen, "out of memory");
+        served_release(s);
         return NULL;
     }
-    nn_value(s->e, s->m.out, NULL, &oh, &ow);
+    for (int i = 0; i < s->ninst; i++) {
+        ursa_err e = nn_exec_new(&s->m, max_batch, size, size, 0, &s->e[i]);
+        if (e != URSA_OK) {
+            if (e == URSA_ERR_NOMEM) snprintf(err, errlen, "out of memory");
+            else snprintf(err, errlen, "the model does not run on %dx%d inputs", size, size);
+            served_release(s);
+            return NULL;
+        }
+        /* the instances share the cores */
+        nn_exec_set_threads(s->e[i], nn_threads() / s->ninst);
+    }
+    nn_value(s->e[0], s->m.out, NULL, &oh, &ow);
     if (oh * ow != 1) {
         snprintf(err, errlen, "the model's output is a %dx%d map, not class scores", oh, ow);
         served_release(s);
@@ -44,13 +57,13 @@ served *served_load(const uint8_t *onnx, size_t len, const char *id, int max_bat
     }
     s->nclass = nn_out_size(&s->m);
     snprintf(s->id, sizeof s->id, "%s", id);
-    atomic_init(&s->refs, 1);
     return s;
 }
 
 void served_release(served *s) {
     if (!s || atomic_fetch_sub(&s->refs, 1) != 1) return;
-    nn_exec_free(s->e);
+    for (int i = 0; s->e && i < s->ninst; i++) nn_exec_free(s->e[i]);
+    free(s->e);
     nn_model_free(&s->m);
     free(s);
 }
@@ -86,10 +99,15 @@ struct batcher {
     int queued, stop;
     int arriving; /* requests being decoded: worth waiting for */
     served *cur;
-    pthread_t th;
+    struct instance {
+        batcher *b;
+        int idx;
+        pthread_t th;
+        float *x; /* max_batch inputs of the largest model seen */
+        size_t xcap;
+    } *inst;
+    int ninst, started;
     batcher_stats st;
-    float *x; /* max_batch inputs of the largest model seen */
-    size_t xcap;
 };
 
 static int64_t now_ns(void) {
@@ -124,7 +142,10 @@ static int take(batcher *b, req **out) {
 }
 
 static void *loop(void *arg) {
-    batcher *b = arg;
+    struct instance *in = arg;
+    batcher *b = in->b;
+    /* this thread's share of the cores, for the engine's own threads */
+    nn_set_threads(nn_threads() / b->ninst);
     req **batch = malloc(sizeof(req *) * (size_t)b->o.max_batch);
     pthread_mutex_lock(&b->mu);
     while (batch) {
@@ -149,14 +170,16 @@ static void *loop(void *arg) {
         const nn_meta *mt = &m->m.meta;
         size_t per = (size_t)m->m.in_c * mt->size * mt->size;
         ursa_err err = URSA_OK;
-        if (per * (size_t)n > b->xcap) {
-            float *nx = realloc(b->x, sizeof(float) * per * (size_t)b->o.max_batch);
-            if (nx) b->x = nx, b->xcap = per * (size_t)b->o.max_batch;
+        if (per * (size_t)n > in->xcap) {
+            float *nx = realloc(in->x, sizeof(float) * per * (size_t)b->o.max_batch);
+            if (nx) in->x = nx, in->xcap = per * (size_t)b->o.max_batch;
             else err = URSA_ERR_NOMEM;
         }
         if (!err) {
-            for (int i = 0; i < n; i++) memcpy(b->x + per * i, batch[i]->x, sizeof(float) * per);
-            float *o = (float *)nn_forward(m->e, b->x, n);
+            for (int i = 0; i < n; i++) memcpy(in->x + per * i, batch[i]->x, sizeof(float) * per);
+            /* a model loaded with fewer instances runs on its last one */
+            nn_exec *e = m->e[in->idx < m->ninst ? in->idx : m->ninst - 1];
+            float *o = (float *)nn_forward(e, in->x, n);
             if (!o) err = URSA_ERR_NOMEM;
             else nn_softmax(o, n, m->nclass);
             for (int i = 0; i < n && o; i++)
@@ -172,7 +195,7 @@ static void *loop(void *arg) {
             pthread_cond_signal(&batch[i]->cv);
         }
     }
-    /* stopping: fail what is left */
+    /* stopping: fail what is left (the first instance out does) */
     for (req *r = b->head; r; r = r->next) {
         r->err = URSA_ERR_SHUTDOWN;
         r->done = 1;
@@ -190,15 +213,25 @@ batcher *batcher_new(const batcher_opts *o) {
     if (!b) return NULL;
     b->o = *o;
     if (b->o.max_batch < 1) b->o.max_batch = 1;
+    b->ninst = b->o.instances < 1 ? 1 : b->o.instances;
     pthread_mutex_init(&b->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&b->work, &ca);
     pthread_condattr_destroy(&ca);
-    if (pthread_create(&b->th, NULL, loop, b) != 0) {
-        free(b);
+    if (!(b->inst = calloc((size_t)b->ninst, sizeof *b->inst))) {
+        batcher_free(b);
         return NULL;
+    }
+    for (int i = 0; i < b->ninst; i++) {
+        b->inst[i].b = b;
+        b->inst[i].idx = i;
+        if (pthread_create(&b->inst[i].th, NULL, loop, &b->inst[i]) != 0) {
+            batcher_free(b);
+            return NULL;
+        }
+        b->started++;
     }
     return b;
 }
@@ -209,9 +242,12 @@ void batcher_free(batcher *b) {
     b->stop = 1;
     pthread_cond_broadcast(&b->work);
     pthread_mutex_unlock(&b->mu);
-    pthread_join(b->th, NULL);
+    for (int i = 0; i < b->started; i++) {
+        pthread_join(b->inst[i].th, NULL);
+        free(b->inst[i].x);
+    }
+    free(b->inst);
     served_release(b->cur);
-    free(b->x);
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->work);
     free(b);

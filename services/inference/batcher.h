@@ -1,10 +1,14 @@
 /* batcher.h: the served model and dynamic batching, as Triton does it.
  *
  * Request threads preprocess their image for the current model and queue
- * it; one batching thread takes up to max_batch queued images of the same
+ * it; a batching thread takes up to max_batch queued images of the same
  * model, waiting at most max_delay_us after the first for more, runs them
- * through the model in one forward pass on every core (the engine's
- * threads), and hands each request its probabilities. The queue is bounded:
+ * through the model in one forward pass, and hands each request its
+ * probabilities. There is one batching thread per model instance, each
+ * with its own executor and cores/instances of the engine's threads: one
+ * instance runs each batch on every core (the lowest latency); as many as
+ * cores run batches side by side with no threads to synchronise (the most
+ * throughput for small models under many requests). The queue is bounded:
  * a full queue refuses at once (the server answers 503 with Retry-After).
  *
  * Models are swapped atomically: a new model serves every request queued
@@ -22,9 +26,9 @@
 typedef struct served served; /* a loaded model, reference-counted */
 
 /* Loads ONNX bytes into a model ready to serve (BN folded, an executor for
- * max_batch images). NULL with the reason in err. */
-served *served_load(const uint8_t *onnx, size_t len, const char *id, int max_batch, char *err,
-                    size_t errlen);
+ * max_batch images for each of instances). NULL with the reason in err. */
+served *served_load(const uint8_t *onnx, size_t len, const char *id, int max_batch, int instances,
+                    char *err, size_t errlen);
 void served_release(served *s);
 const char *served_id(const served *s);
 const nn_meta *served_meta(const served *s);
@@ -35,6 +39,7 @@ typedef struct batcher batcher;
 
 typedef struct {
     int max_batch, max_delay_us, max_queue;
+    int instances; /* batching threads; models must be loaded with as many */
 } batcher_opts;
 
 batcher *batcher_new(const batcher_opts *o);

@@ -74,9 +74,12 @@ static const cfg_def inference_defs[] = {
      "how long the first request of a batch waits for more"},
     {"inference.max-queue", CFG_INT, "256", 1, 1e6,
      "requests waiting for the model; beyond it: 503 with Retry-After"},
+    {"inference.instances", CFG_INT, "1", 1, 64,
+     "model instances running batches side by side, each on cores/instances engine threads: "
+     "1 gives the lowest latency; one a core the most throughput for small models"},
     {"inference.http-threads", CFG_INT, "128", 1, 4096,
-     "HTTP threads, one per open connection: they parse, decode and wait; the model runs "
-     "on one batching thread using every core, so these never multiply the math threads"},
+     "HTTP threads, one per open connection: they parse, decode and wait; the model runs on "
+     "the instances' batching threads, so these never multiply the math threads"},
     {"inference.max-body", CFG_INT, "20000000", 1024, 1e9, "largest image accepted (bytes)"},
     {"inference.admin-token", CFG_STR, "", 1, 0,
      "token for /v1/admin/* (Authorization: Bearer TOKEN); empty: admin calls refused"},
@@ -137,7 +140,8 @@ static void count(server *s, int route, int status, double secs) {
 
 static served *load_bytes(server *s, const uint8_t *d, size_t len, const char *id, char *err,
                           size_t n) {
-    return served_load(d, len, id, (int)cfg_int(s->c, "inference.max-batch"), err, n);
+    return served_load(d, len, id, (int)cfg_int(s->c, "inference.max-batch"),
+                       (int)cfg_int(s->c, "inference.instances"), err, n);
 }
 
 /* A registered model from the blob store, or Redis's cached copy. */
@@ -931,7 +935,8 @@ int main(int argc, char **argv) {
     }
     batcher_opts bo = {(int)cfg_int(c, "inference.max-batch"),
                        (int)cfg_int(c, "inference.max-delay-us"),
-                       (int)cfg_int(c, "inference.max-queue")};
+                       (int)cfg_int(c, "inference.max-queue"),
+                       (int)cfg_int(c, "inference.instances")};
     s.b = batcher_new(&bo);
     char err[512];
     service_conns sc;
@@ -976,8 +981,9 @@ int main(int argc, char **argv) {
         util_write_file_atomic(pf, p, (size_t)n);
     }
     ULOG_INFO("event=started addr=%s threads=%d max_batch=%d max_delay_us=%d max_queue=%d "
-              "dataset=%s file=%s blas=%s",
-              ports, threads, bo.max_batch, bo.max_delay_us, bo.max_queue, s.dataset, file,
+              "instances=%d engine_threads=%d dataset=%s file=%s blas=%s",
+              ports, threads, bo.max_batch, bo.max_delay_us, bo.max_queue, bo.instances,
+              nn_threads() / bo.instances > 0 ? nn_threads() / bo.instances : 1, s.dataset, file,
               nn_blas_core());
     if (*file) {
         while (run) util_sleep_ms(200);

@@ -1,8 +1,8 @@
 # ursa-inference serving a local ONNX file, no other service: the same
 # probabilities as `ursa predict` and onnxruntime on the same file; every
 # error status with its reason; concurrent requests batched together with
-# none lost; Prometheus metrics; the web page driven in headless Chromium on
-# a phone-sized screen.
+# none lost, over two model instances; Prometheus metrics; the web page
+# driven in headless Chromium on a phone-sized screen.
 . "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 PEERS="$ROOT/ops/peers"
@@ -15,7 +15,8 @@ done
 
 "$URSA_BIN/ursa-inference" --inference.model "$T/demo.onnx" --inference.port 0 \
     --inference.port-file "$T/inf.port" --inference.max-body 300000 \
-    --inference.admin-token s3cret --inference.max-delay-us 5000 >"$T/inference.log" 2>&1 &
+    --inference.admin-token s3cret --inference.max-delay-us 5000 --inference.instances 2 \
+    >"$T/inference.log" 2>&1 &
 INF=$!
 PIDS+=("$INF")
 wait_for 10 "the server" test -s "$T/inf.port"
