@@ -66,7 +66,10 @@ struct nn_exec {
     unsigned long *pAver;
     float *pAs;     /* training: packed weights of the node at hand */
     size_t pAs_n;
+    float *ph;      /* per thread ph_n floats: stride-2 inputs split by parity (gemm.h) */
+    size_t ph_n;
     int prof;      /* URSA_NN_PROFILE: time spent per operator, printed at free */
+    double *pnode; /* URSA_NN_PROFILE=nodes: forward time per node as well */
     double ptime[2][NN_OP_COUNT];
     long pcalls;
 };
@@ -166,6 +169,10 @@ static ursa_err plan_shapes(nn_exec *e) {
             if (kk * hwo * ch > e->col_n) e->col_n = kk * hwo * ch;
             if (e->gemm && nn_gemm_bpack_n((int)kk, (int)hwo * ch) > e->col_n)
                 e->col_n = nn_gemm_bpack_n((int)kk, (int)hwo * ch);
+            size_t in_per = (size_t)a->c * a->h * a->w; /* (v[0].per is set last) */
+            if (e->gemm && nn_gemm_phases_ok(a->h, a->w, n->stride, o->h, o->w) &&
+                in_per * ch > e->ph_n)
+                e->ph_n = in_per * ch;
             if (ch > 1 && (size_t)n->cout * hwo * ch > e->tmp_n) e->tmp_n = (size_t)n->cout * hwo * ch;
             size_t wn = m->param[n->w].n + (size_t)n->cout;
             if (wn > e->dwt_n) e->dwt_n = wn;
@@ -252,6 +259,8 @@ ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out)
     e->chunk_min = 1024; /* measured: 256 to 2048 all within noise here */
     e->nth = omp_get_max_threads() < 1 ? 1 : omp_get_max_threads();
     e->prof = getenv("URSA_NN_PROFILE") != NULL;
+    if (e->prof && !strcmp(getenv("URSA_NN_PROFILE"), "nodes"))
+        e->pnode = calloc((size_t)m->nnode, sizeof(double));
     e->wino = !getenv("URSA_NN_WINOGRAD") || strcmp(getenv("URSA_NN_WINOGRAD"), "0");
     e->gemm = nn_gemm_avail();
     ursa_err err = URSA_ERR_NOMEM;
@@ -266,6 +275,7 @@ ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out)
     err = URSA_ERR_NOMEM;
     e->col_n = (e->col_n + 15) & ~(size_t)15; /* each thread's part 64-byte aligned */
     if (e->col_n && !(e->col = falloc(e, e->col_n * e->nth))) goto fail;
+    if (e->ph_n && !(e->ph = falloc(e, e->ph_n * e->nth))) goto fail;
     if (e->tmp_n && !(e->tmp = falloc(e, e->tmp_n * e->nth))) goto fail;
     if (train && e->dwt_n && !(e->dwt = falloc(e, e->dwt_n * e->nth))) goto fail;
     if (e->scr_n && !(e->scr = falloc(e, e->scr_n * e->nth))) goto fail;
@@ -313,7 +323,15 @@ void nn_exec_free(nn_exec *e) {
                     fprintf(stderr, "  %-8s %-8s %8.2f ms %5.1f%%\n", op_names[o],
                             d ? "backward" : "forward", e->ptime[d][o] * 1e3 / e->pcalls,
                             100 * e->ptime[d][o] / tot);
+        for (int i = 0; e->pnode && i < e->m->nnode; i++) {
+            const nn_node *nd = &e->m->node[i];
+            const val_t *y = &e->v[nd->out];
+            fprintf(stderr, "  node %3d %-8s %-24s -> %4dx%-3dx%-3d %8.3f ms %5.1f%%\n", i,
+                    op_names[nd->op], nd->w >= 0 ? e->m->param[nd->w].name : "", y->c, y->h, y->w,
+                    e->pnode[i] * 1e3 / e->pcalls, 100 * e->pnode[i] / tot);
+        }
     }
+    free(e->pnode);
     for (int b = 0; b < e->nbufs; b++) free(e->bufs[b].p);
     free(e->bufs);
     for (int i = 0; e->m && i < e->m->nnode; i++) {
@@ -327,6 +345,7 @@ void nn_exec_free(nn_exec *e) {
     free(e->bn_istd);
     free(e->mask);
     free(e->col);
+    free(e->ph);
     free(e->tmp);
     free(e->dwt);
     free(e->wv);
@@ -564,13 +583,22 @@ static const float *gemm_A(nn_exec *e, const nn_node *nd) {
  * its share of each chunk's panels and multiplies its share of the tiles.
  * Bias and ReLU are applied on the way out. */
 static void conv_fwd_gemm(nn_exec *e, const nn_node *nd, const float *ap, const val_t *x,
-                          const val_t *y, int lo, int hi, float *bp, int t, int T) {
+                          const val_t *y, int lo, int hi, float *bp, float *ph, int t, int T) {
     int k = nd->k, hwo = y->h * y->w, K = x->c * k * k, ch = conv_chunk(e, hwo);
     nn_gemm_out o = {NULL, hwo, y->per, nd->b >= 0 ? e->m->param[nd->b].w : NULL, nd->relu};
+    if (!e->ph || !nn_gemm_phases_ok(x->h, x->w, nd->stride, y->h, y->w)) ph = NULL;
     for (int i0 = lo; i0 < hi; i0 += ch) {
         int cn = hi - i0 < ch ? hi - i0 : ch, N = cn * hwo, NP = nn_gemm_npanels(N);
-        nn_gemm_pack_conv(x->d + x->per * i0, x->per, cn, x->c, x->h, x->w, k, nd->stride, nd->pad,
-                          y->h, y->w, bp, NP * t / T, NP * (t + 1) / T);
+        const float *xi = x->d + x->per * i0;
+        if (ph) {
+            nn_gemm_phase_split(xi, x->per, cn, x->c, x->h, x->w, ph, x->c * t / T,
+                                x->c * (t + 1) / T);
+            if (T > 1) {
+#pragma omp barrier
+            }
+        }
+        nn_gemm_pack_conv(xi, ph, x->per, cn, x->c, x->h, x->w, k, nd->stride, nd->pad, y->h,
+                          y->w, bp, NP * t / T, NP * (t + 1) / T);
         if (T > 1) {
 #pragma omp barrier
         }
@@ -587,14 +615,14 @@ static void conv_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
     if (ap) {
         if (e->nb == 1 || e->nth == 1) {
 #pragma omp parallel num_threads(e->nth) if (e->nth > 1)
-            conv_fwd_gemm(e, nd, ap, x, y, 0, e->nb, e->col, omp_get_thread_num(),
+            conv_fwd_gemm(e, nd, ap, x, y, 0, e->nb, e->col, e->ph, omp_get_thread_num(),
                           omp_get_num_threads());
         } else {
 #pragma omp parallel num_threads(e->nth)
             {
                 int t = omp_get_thread_num(), T = omp_get_num_threads();
                 conv_fwd_gemm(e, nd, ap, x, y, e->nb * t / T, e->nb * (t + 1) / T,
-                              e->col + e->col_n * t, 0, 1);
+                              e->col + e->col_n * t, e->ph ? e->ph + e->ph_n * t : NULL, 0, 1);
             }
         }
         return;
@@ -795,6 +823,7 @@ const float *nn_forward(nn_exec *e, const float *in, int nb) {
         if (e->prof && i) {
             double t1 = now_s();
             e->ptime[0][m->node[i - 1].op] += t1 - t0;
+            if (e->pnode) e->pnode[i - 1] += t1 - t0;
             t0 = t1;
         }
         switch (nd->op) {
@@ -849,7 +878,10 @@ const float *nn_forward(nn_exec *e, const float *in, int nb) {
         default: break;
         }
     }
-    if (e->prof) e->ptime[0][m->node[m->nnode - 1].op] += now_s() - t0;
+    if (e->prof) {
+        e->ptime[0][m->node[m->nnode - 1].op] += now_s() - t0;
+        if (e->pnode) e->pnode[m->nnode - 1] += now_s() - t0;
+    }
     return e->v[m->out].d;
 }
 

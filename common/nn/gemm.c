@@ -66,8 +66,38 @@ int nn_gemm_avail(void) {
     return avail;
 }
 
-TGT void nn_gemm_pack_conv(const float *x, size_t xper, int nimg, int cin, int h, int w, int k,
-                           int s, int p, int ho, int wo, float *bp, int p0, int p1) {
+int nn_gemm_phases_ok(int h, int w, int s, int ho, int wo) {
+    return s == 2 && h % 2 == 0 && w % 2 == 0 && ho == h / 2 && wo == w / 2;
+}
+
+TGT void nn_gemm_phase_split(const float *x, size_t xper, int nimg, int cin, int h, int w,
+                             float *ph, int c0, int c1) {
+    (void)cin; /* [c0, c1) says which */
+    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    size_t q = (size_t)(h / 2) * (w / 2); /* a plane */
+    for (int i = 0; i < nimg; i++)
+        for (int c = c0; c < c1; c++) {
+            const float *xc = x + xper * i + (size_t)c * h * w;
+            float *pc = ph + xper * i + (size_t)c * 4 * q;
+            for (int r = 0; r < h; r++) {
+                float *e = pc + (size_t)(r & 1) * 2 * q + (size_t)(r >> 1) * (w / 2), *o = e + q;
+                const float *xr = xc + (size_t)r * w;
+                for (int j = 0; j < w; j += 32) {
+                    int nl = w - j < 32 ? w - j : 32; /* values; half to each plane */
+                    uint32_t m = nl >= 32 ? ~0u : (1u << nl) - 1;
+                    __m512 v0 = _mm512_maskz_loadu_ps((__mmask16)m, xr + j);
+                    __m512 v1 = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), xr + j + 16);
+                    __mmask16 k = (__mmask16)((1u << (nl / 2)) - 1);
+                    _mm512_mask_storeu_ps(e + j / 2, k, _mm512_permutex2var_ps(v0, ev, v1));
+                    _mm512_mask_storeu_ps(o + j / 2, k, _mm512_permutex2var_ps(v0, od, v1));
+                }
+            }
+        }
+}
+
+TGT void nn_gemm_pack_conv(const float *x, const float *ph, size_t xper, int nimg, int cin, int h,
+                           int w, int k, int s, int p, int ho, int wo, float *bp, int p0, int p1) {
     int hwo = ho * wo, n = nimg * hwo, kk = k * k, K = cin * kk, W = nn_gemm_nr(n);
     int32_t off[NR], iy[NR], ix[NR];
     uint32_t mask[64], rowok[8], colok[8];
@@ -108,20 +138,48 @@ TGT void nn_gemm_pack_conv(const float *x, size_t xper, int nimg, int cin, int h
         float *d = bp + (size_t)pn * K * W;
         int j0 = pn * W;
         int jl = (j0 + W < n ? j0 + W : n) - 1; /* the panel's last real column */
-        if (s == 1 && ho == h && wo == w && j0 / hwo == jl / hwo) {
-            /* the output grid is the input grid and the panel is in one
-             * image: a row of it is 32 consecutive input values, shifted by
-             * (ky, kx), less the ones the mask says fall outside */
-            const float *src = x + (size_t)(j0 / hwo) * xper + j0 % hwo - p * w - p;
-            for (int c = 0; c < cin; c++, src += (size_t)h * w)
+        /* Where the output grid is the input's (stride 1, "same" padding)
+         * or that of x's parity planes (stride 2, even size), a panel row
+         * is consecutive values of one plane, shifted by the tap, less the
+         * ones the mask says fall outside: a masked load for each image
+         * the panel's columns are in. Stride-2 tap (ky, kx) reads plane
+         * ((ky - p) mod 2, (kx - p) mod 2), floor((ky - p) / 2) rows and
+         * floor((kx - p) / 2) columns off. */
+        const float *src = s == 1 && ho == h && wo == w ? x : ph;
+        const float *sb[8];
+        uint32_t sm[8];
+        int ns = 0;
+        for (int L = 0, jj = j0; src && L < W && jj <= jl; ns++) {
+            int q = jj % hwo, len = hwo - q < jl + 1 - jj ? hwo - q : jl + 1 - jj;
+            if (len > W - L) len = W - L;
+            if (ns == 8) { /* tiny images: many to a panel */
+                src = NULL;
+                break;
+            }
+            sb[ns] = src + (size_t)(jj / hwo) * xper + q - L; /* lane L reads sb + L */
+            sm[ns] = (len >= 32 ? ~0u : (1u << len) - 1) << L;
+            L += len;
+            jj += len;
+        }
+        if (src) {
+            int npc = src == x ? 1 : 4;
+            const __m512 z = _mm512_setzero_ps();
+            for (int c = 0; c < cin; c++)
                 for (int ky = 0; ky < k; ky++)
                     for (int kx = 0; kx < k; kx++, d += W) {
+                        int py = npc == 4 ? (ky - p) & 1 : 0, px = npc == 4 ? (kx - p) & 1 : 0;
+                        int dy = (ky - p - py) / (npc == 4 ? 2 : 1);
+                        int dx = (kx - p - px) / (npc == 4 ? 2 : 1);
+                        ptrdiff_t to = (ptrdiff_t)(c * npc + py * 2 + px) * hwo + dy * wo + dx;
                         uint32_t mk = mask[ky * k + kx];
-                        const float *q = src + ky * w + kx;
-                        _mm512_store_ps(d, _mm512_maskz_loadu_ps((__mmask16)mk, q));
-                        if (W == 32)
-                            _mm512_store_ps(d + 16,
-                                            _mm512_maskz_loadu_ps((__mmask16)(mk >> 16), q + 16));
+                        __m512 v0 = z, v1 = z;
+                        for (int g = 0; g < ns; g++) {
+                            uint32_t m = mk & sm[g];
+                            v0 = _mm512_mask_loadu_ps(v0, (__mmask16)m, sb[g] + to);
+                            if (W == 32) v1 = _mm512_mask_loadu_ps(v1, (__mmask16)(m >> 16), sb[g] + to + 16);
+                        }
+                        _mm512_store_ps(d, v0);
+                        if (W == 32) _mm512_store_ps(d + 16, v1);
                     }
             continue;
         }
@@ -200,8 +258,19 @@ TGT static void tile(int k, const float *a, const float *b, const nn_gemm_out *o
 
 int nn_gemm_avail(void) { return 0; }
 
-void nn_gemm_pack_conv(const float *x, size_t xper, int nimg, int cin, int h, int w, int k, int s,
-                       int p, int ho, int wo, float *bp, int p0, int p1) {
+int nn_gemm_phases_ok(int h, int w, int s, int ho, int wo) {
+    (void)h, (void)w, (void)s, (void)ho, (void)wo;
+    return 0;
+}
+
+void nn_gemm_phase_split(const float *x, size_t xper, int nimg, int cin, int h, int w, float *ph,
+                         int c0, int c1) {
+    (void)x, (void)xper, (void)nimg, (void)cin, (void)h, (void)w, (void)ph, (void)c0, (void)c1;
+}
+
+void nn_gemm_pack_conv(const float *x, const float *ph, size_t xper, int nimg, int cin, int h,
+                       int w, int k, int s, int p, int ho, int wo, float *bp, int p0, int p1) {
+    (void)ph;
     int hwo = ho * wo, n = nimg * hwo, K = cin * k * k, W = nn_gemm_nr(n);
     for (int pn = p0; pn < p1; pn++)
         for (int jj = 0; jj < W; jj++) {

@@ -37,11 +37,22 @@ size_t nn_gemm_bpack_n(int k, int n);
 /* a: m x k row-major (lda floats a row) -> ap */
 void nn_gemm_pack_a(const float *a, int lda, int m, int k, float *ap);
 
+/* Stride-2 convolutions whose output grid is half the input's (even h and
+ * w): nn_gemm_phases_ok says so. x split by row and column parity into four
+ * planes a channel, so that each tap reads consecutive values of one plane
+ * as a stride-1 convolution does, where it would read every other value:
+ * ph gets nimg images of cin x 4 x h/2 x w/2 (xper floats apart, as x),
+ * channels [c0, c1) of each. */
+int nn_gemm_phases_ok(int h, int w, int s, int ho, int wo);
+void nn_gemm_phase_split(const float *x, size_t xper, int nimg, int cin, int h, int w, float *ph,
+                         int c0, int c1);
+
 /* The B panels [p0, p1) of a convolution's im2col: the product's columns
  * are the output pixels of nimg images (x: cin x h x w each, xper floats
- * apart), image after image; columns past the last are zeros. k <= 8. */
-void nn_gemm_pack_conv(const float *x, size_t xper, int nimg, int cin, int h, int w, int k, int s,
-                       int p, int ho, int wo, float *bp, int p0, int p1);
+ * apart), image after image; columns past the last are zeros. k <= 8. ph:
+ * x's parity planes where nn_gemm_phases_ok (else NULL). */
+void nn_gemm_pack_conv(const float *x, const float *ph, size_t xper, int nimg, int cin, int h,
+                       int w, int k, int s, int p, int ho, int wo, float *bp, int p0, int p1);
 
 /* Where the product goes: column j, row r to c + (j/cols)*cstride +
  * r*cols + j%cols; plus bias[r] when bias; then max(0, .) when relu. */

@@ -32,6 +32,7 @@ static int conv_shape(const char *name, int nimg, int cin, int h, int cout, int 
     float *y1 = malloc(sizeof(float) * yper * nimg), *y2 = malloc(sizeof(float) * yper * nimg);
     float *ap = malloc(sizeof(float) * nn_gemm_apack_n(cout, K)), *bp = NULL;
     if (posix_memalign((void **)&bp, 64, sizeof(float) * nn_gemm_bpack_n(K, N))) bp = NULL;
+    float *ph = nn_gemm_phases_ok(h, h, s, ho, ho) ? malloc(sizeof(float) * xper * nimg) : NULL;
     if (!x || !w || !col || !tmp || !y1 || !y2 || !ap || !bp) return 1;
     for (size_t i = 0; i < xper * nimg; i++) x[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
     for (size_t i = 0; i < (size_t)cout * K; i++) w[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
@@ -49,7 +50,8 @@ static int conv_shape(const char *name, int nimg, int cin, int h, int cout, int 
                        sizeof(float) * hwo);
         double t1 = secs();
         int NP = nn_gemm_npanels(N);
-        nn_gemm_pack_conv(x, xper, nimg, cin, h, h, k, s, p, ho, ho, bp, 0, NP);
+        if (ph) nn_gemm_phase_split(x, xper, nimg, cin, h, h, ph, 0, cin);
+        nn_gemm_pack_conv(x, ph, xper, nimg, cin, h, h, k, s, p, ho, ho, bp, 0, NP);
         double t2 = secs();
         nn_gemm_out o = {y2, hwo, yper, NULL, 0};
         nn_gemm_packed(cout, N, K, ap, bp, &o, 0, 1);
@@ -82,7 +84,7 @@ static int conv_shape(const char *name, int nimg, int cin, int h, int cout, int 
            "pack_share=%.2f wino_gflops=%6.1f max_rel_diff=%.1g\n",
            name, cout, K, N, flops / tb / 1e9, flops / to / 1e9, tb / to, tp / to,
            tw > 0 ? flops / tw / 1e9 : 0.0, err);
-    free(x), free(w), free(col), free(tmp), free(y1), free(y2), free(ap), free(bp);
+    free(x), free(w), free(col), free(tmp), free(y1), free(y2), free(ap), free(bp), free(ph);
     return err > 1e-4;
 }
 

@@ -73,6 +73,7 @@ static void conv_matches_naive(void **state) {
     (void)state;
     conv_case(1, 3, 9, 5, 3, 1, 1, 1);   /* one image a product */
     conv_case(2, 3, 11, 4, 7, 2, 3, 0);  /* stem-like */
+    conv_case(2, 3, 12, 4, 7, 2, 3, 0);  /* stem-like on an even image: parity planes */
     conv_case(3, 4, 5, 6, 1, 1, 0, 0);   /* direct 1x1 */
     conv_case(5, 4, 6, 8, 1, 2, 0, 0);   /* strided 1x1 (downsample) */
     conv_case(9, 6, 4, 7, 3, 1, 1, 1);   /* several images share a product */
@@ -105,9 +106,16 @@ static void packed_case(int n, int cin, int h, int cout, int k, int s, int p, in
     fill(b, (size_t)cout);
     nn_gemm_pack_a(w, K, cout, K, ap);
     int NP = nn_gemm_npanels(N);
-    /* in two calls, as two workers would */
-    nn_gemm_pack_conv(x, (size_t)cin * h * h, n, cin, h, h, k, s, p, ho, ho, bp, 0, NP / 2);
-    nn_gemm_pack_conv(x, (size_t)cin * h * h, n, cin, h, h, k, s, p, ho, ho, bp, NP / 2, NP);
+    /* stride 2 on an even grid: through the parity planes */
+    float *ph = nn_gemm_phases_ok(h, h, s, ho, ho) ? malloc(xn * 4) : NULL;
+    size_t xper = (size_t)cin * h * h;
+    if (ph) { /* in two calls, as two workers would */
+        nn_gemm_phase_split(x, xper, n, cin, h, h, ph, 0, cin / 2);
+        nn_gemm_phase_split(x, xper, n, cin, h, h, ph, cin / 2, cin);
+    }
+    nn_gemm_pack_conv(x, ph, xper, n, cin, h, h, k, s, p, ho, ho, bp, 0, NP / 2);
+    nn_gemm_pack_conv(x, ph, xper, n, cin, h, h, k, s, p, ho, ho, bp, NP / 2, NP);
+    free(ph);
     nn_gemm_out o = {y, hwo, (size_t)cout * hwo, b, relu};
     nn_gemm_packed(cout, N, K, ap, bp, &o, 1, 3);
     nn_gemm_packed(cout, N, K, ap, bp, &o, 0, 3);
@@ -132,8 +140,13 @@ static void packed_gemm_matches_naive(void **state) {
     packed_case(1, 3, 28, 32, 3, 1, 1, 1);  /* stem: 3 channels, K = 27 */
     packed_case(3, 16, 14, 64, 3, 1, 1, 0); /* same-size 3x3 over several images */
     packed_case(2, 8, 7, 20, 3, 1, 1, 1);   /* 49 pixels: tiles across images, 20 rows */
-    packed_case(4, 6, 14, 12, 3, 2, 1, 0);  /* strided: gathered */
-    packed_case(2, 5, 9, 9, 1, 2, 0, 1);    /* strided 1x1 */
+    packed_case(4, 6, 14, 12, 3, 2, 1, 0);  /* strided, even size: parity planes */
+    packed_case(3, 5, 13, 12, 3, 2, 1, 1);  /* strided, odd size: gathered */
+    packed_case(2, 5, 10, 9, 1, 2, 0, 1);   /* strided 1x1, even: one plane */
+    packed_case(2, 5, 9, 9, 1, 2, 0, 1);    /* strided 1x1, odd */
+    packed_case(1, 3, 40, 8, 7, 2, 3, 1);   /* resnet's stem on an even image: planes, 7x7 */
+    packed_case(2, 4, 4, 8, 3, 2, 1, 0);    /* 2x2 outputs: a panel across both images */
+    packed_case(12, 3, 2, 4, 3, 2, 1, 0);   /* 1x1 outputs: twelve images to a panel, gathered */
     packed_case(1, 4, 13, 7, 1, 1, 0, 0);   /* 1x1: a plain copy of the image */
     packed_case(1, 3, 23, 10, 7, 2, 3, 1);  /* resnet's 7x7 stem */
     packed_case(2, 2, 5, 3, 3, 1, 0, 0);    /* valid (unpadded) 3x3: not the same grid */
