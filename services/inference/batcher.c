@@ -154,7 +154,8 @@ static void *loop(void *arg) {
         /* wait for more, up to max_delay after the oldest request, but only
          * while more are on their way: an idle server answers at once */
         int64_t until = b->head->t_ns + (int64_t)b->o.max_delay_us * 1000;
-        while (!b->stop && b->queued < b->o.max_batch && b->arriving > 0 && now_ns() < until) {
+        while (!b->stop && b->head && b->queued < b->o.max_batch && b->arriving > 0 &&
+               now_ns() < until) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
             int64_t wait = until - now_ns();
@@ -164,6 +165,7 @@ static void *loop(void *arg) {
             if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
             pthread_cond_timedwait(&b->work, &b->mu, &ts);
         }
+        if (!b->head) continue; /* another instance took them while this one waited */
         int n = take(b, batch);
         pthread_mutex_unlock(&b->mu);
         served *m = batch[0]->m;
