@@ -68,6 +68,7 @@ struct nn_exec {
     size_t pAs_n;
     float *ph;      /* per thread ph_n floats: stride-2 inputs split by parity (gemm.h) */
     size_t ph_n;
+    int ph_val;     /* the value whose planes ph holds whole, or -1 (a downsample reuses them) */
     int prof;      /* URSA_NN_PROFILE: time spent per operator, printed at free */
     double *pnode; /* URSA_NN_PROFILE=nodes: forward time per node as well */
     double ptime[2][NN_OP_COUNT];
@@ -93,9 +94,11 @@ static int conv_chunk(const nn_exec *e, int hwo) {
     return c;
 }
 
-/* images per Winograd pass: about 1024 tiles */
+/* images per Winograd pass: about 256 tiles, so that the transformed
+ * inputs and the products stay in L2 (1024 was 1.1-1.4x slower on the
+ * small resnet's 14x14 layers, URSA_NN_PROFILE=nodes) */
 static int wino_chunk(const nn_exec *e, int tiles) {
-    int c = (1024 + tiles - 1) / tiles;
+    int c = (256 + tiles - 1) / tiles;
     return c < 1 ? 1 : c > e->n ? e->n : c;
 }
 
@@ -583,14 +586,15 @@ static const float *gemm_A(nn_exec *e, const nn_node *nd) {
  * its share of each chunk's panels and multiplies its share of the tiles.
  * Bias and ReLU are applied on the way out. */
 static void conv_fwd_gemm(nn_exec *e, const nn_node *nd, const float *ap, const val_t *x,
-                          const val_t *y, int lo, int hi, float *bp, float *ph, int t, int T) {
+                          const val_t *y, int lo, int hi, float *bp, float *ph, int have_ph, int t,
+                          int T) {
     int k = nd->k, hwo = y->h * y->w, K = x->c * k * k, ch = conv_chunk(e, hwo);
     nn_gemm_out o = {NULL, hwo, y->per, nd->b >= 0 ? e->m->param[nd->b].w : NULL, nd->relu};
     if (!e->ph || !nn_gemm_phases_ok(x->h, x->w, nd->stride, y->h, y->w)) ph = NULL;
     for (int i0 = lo; i0 < hi; i0 += ch) {
         int cn = hi - i0 < ch ? hi - i0 : ch, N = cn * hwo, NP = nn_gemm_npanels(N);
         const float *xi = x->d + x->per * i0;
-        if (ph) {
+        if (ph && !have_ph) {
             nn_gemm_phase_split(xi, x->per, cn, x->c, x->h, x->w, ph, x->c * t / T,
                                 x->c * (t + 1) / T);
             if (T > 1) {
@@ -613,18 +617,27 @@ static void conv_fwd_gemm(nn_exec *e, const nn_node *nd, const float *ap, const 
 static void conv_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
     const float *ap = e->gemm && !use_wino(e, nd, y) && nd->k <= 8 ? gemm_A(e, nd) : NULL;
     if (ap) {
-        if (e->nb == 1 || e->nth == 1) {
+        int team = e->nb == 1 || e->nth == 1;
+        /* a stride-2 input's planes, whole when each worker's images make
+         * one chunk: the next convolution of the same input (the block's
+         * downsample) reads them again */
+        int split = e->ph && nn_gemm_phases_ok(x->h, x->w, nd->stride, y->h, y->w);
+        int whole = (team ? e->nb : (e->nb + e->nth - 1) / e->nth) <= conv_chunk(e, y->h * y->w);
+        int have = split && whole && e->ph_val == nd->in[0];
+        if (team) {
 #pragma omp parallel num_threads(e->nth) if (e->nth > 1)
-            conv_fwd_gemm(e, nd, ap, x, y, 0, e->nb, e->col, e->ph, omp_get_thread_num(),
+            conv_fwd_gemm(e, nd, ap, x, y, 0, e->nb, e->col, e->ph, have, omp_get_thread_num(),
                           omp_get_num_threads());
         } else {
 #pragma omp parallel num_threads(e->nth)
             {
                 int t = omp_get_thread_num(), T = omp_get_num_threads();
                 conv_fwd_gemm(e, nd, ap, x, y, e->nb * t / T, e->nb * (t + 1) / T,
-                              e->col + e->col_n * t, e->ph ? e->ph + e->ph_n * t : NULL, 0, 1);
+                              e->col + e->col_n * t, e->ph ? e->ph + e->ph_n * t : NULL, have, 0,
+                              1);
             }
         }
+        if (split) e->ph_val = whole ? nd->in[0] : -1;
         return;
     }
     const float *U = use_wino(e, nd, y) ? wino_U(e, nd, 0) : NULL;
@@ -813,6 +826,7 @@ const float *nn_forward(nn_exec *e, const float *in, int nb) {
     nn_model *m = e->m;
     if (nb < 1 || nb > e->n) return NULL;
     e->nb = nb;
+    e->ph_val = -1;
     memcpy(e->v[0].d, in, sizeof(float) * e->v[0].per * nb);
     e->pcalls++;
     double t0 = e->prof ? now_s() : 0;
