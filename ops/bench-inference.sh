@@ -7,8 +7,11 @@
 #   resnet34: served throughput >= 90% of the engine's at the server's batch size
 #   small:    >= 3,000 requests/s
 #   both:     p99 < 4 x p50 at concurrency 8
-# Everything runs on this machine: wrk's own threads share its cores.
+# Everything runs on this machine: wrk shares its cores, so it runs one
+# thread (one drives 64 connections on a few percent of a core).
 #   ops/bench-inference.sh [SECONDS_PER_RUN]      (default 10)
+# Environment: MAXB (inference.max-batch, 16), SMALL_INST and R34_INST
+# (inference.instances for each model: 2 and 1), WRK_T (wrk threads, 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -19,6 +22,9 @@ W=$(mktemp -d)
 SRV=""
 trap '[ -n "$SRV" ] && kill "$SRV" 2>/dev/null; rm -rf "$W"' EXIT
 MAXB=${MAXB:-16}   # the server's inference.max-batch
+SMALL_INST=${SMALL_INST:-2} # one instance a core: the small model's batches need no team
+R34_INST=${R34_INST:-1}     # one instance on both cores: resnet34's latency halves
+WRK_T=${WRK_T:-1}
 
 "$BIN/ursa" bench-model --arch small-resnet --export "$W/small.onnx" --iters 3 >/dev/null 2>&1
 "$BIN/ursa" bench-model --arch resnet34 --export "$W/r34.onnx" --iters 1 >/dev/null 2>&1
@@ -41,15 +47,16 @@ f:close()
 wrk.headers["Content-Type"] = "image/jpeg"
 LUA
     rm -f "$W/port"
+    inst=$R34_INST; [ $m = small ] && inst=$SMALL_INST
     "$BIN/ursa-inference" --inference.model "$W/$m.onnx" --inference.port 0 \
         --inference.port-file "$W/port" --inference.max-batch $MAXB --log.level warn \
-        >"$W/$m.log" 2>&1 &
+        --inference.instances $inst >"$W/$m.log" 2>&1 &
     SRV=$!
     for _ in $(seq 100); do [ -s "$W/port" ] && break; sleep 0.1; done
     URL="http://127.0.0.1:$(cat "$W/port")/v1/classify"
     wrk -t1 -c1 -d2s -s "$W/post.lua" "$URL" >/dev/null # warm up
     for c in 1 8 64; do
-        t=2; [ $c = 1 ] && t=1
+        t=$WRK_T; [ $c = 1 ] && t=1
         wrk -t$t -c$c -d${SECS}s --timeout 10s --latency -s "$W/post.lua" "$URL" >"$W/wrk.$m.$c"
         rps=$(awk '/Requests\/sec/ {print $2}' "$W/wrk.$m.$c")
         ms() { awk -v p="$1" '$1 == p {v = $2; if (v ~ /us$/) {sub(/us/, "", v); v /= 1000}
