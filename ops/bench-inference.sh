@@ -10,8 +10,9 @@
 # Everything runs on this machine: wrk shares its cores, so it runs one
 # thread (one drives 64 connections on a few percent of a core).
 #   ops/bench-inference.sh [SECONDS_PER_RUN]      (default 10)
-# Environment: MAXB (inference.max-batch, 16), SMALL_INST and R34_INST
-# (inference.instances for each model: 2 and 1), WRK_T (wrk threads, 1).
+# Environment, per model: SMALL_MAXB and R34_MAXB (inference.max-batch: 4
+# and 8), SMALL_INST and R34_INST (inference.instances: 2 and 1); WRK_T
+# (wrk threads, 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -21,7 +22,8 @@ command -v wrk >/dev/null || { echo "bench-inference: apt-get install wrk" >&2; 
 W=$(mktemp -d)
 SRV=""
 trap '[ -n "$SRV" ] && kill "$SRV" 2>/dev/null; rm -rf "$W"' EXIT
-MAXB=${MAXB:-16}   # the server's inference.max-batch
+SMALL_MAXB=${SMALL_MAXB:-4} # the server's inference.max-batch
+R34_MAXB=${R34_MAXB:-8}
 SMALL_INST=${SMALL_INST:-2} # one instance a core: the small model's batches need no team
 R34_INST=${R34_INST:-1}     # one instance on both cores: resnet34's latency halves
 WRK_T=${WRK_T:-1}
@@ -47,9 +49,10 @@ f:close()
 wrk.headers["Content-Type"] = "image/jpeg"
 LUA
     rm -f "$W/port"
-    inst=$R34_INST; [ $m = small ] && inst=$SMALL_INST
+    inst=$R34_INST; maxb=$R34_MAXB
+    [ $m = small ] && inst=$SMALL_INST && maxb=$SMALL_MAXB
     "$BIN/ursa-inference" --inference.model "$W/$m.onnx" --inference.port 0 \
-        --inference.port-file "$W/port" --inference.max-batch $MAXB --log.level warn \
+        --inference.port-file "$W/port" --inference.max-batch $maxb --log.level warn \
         --inference.instances $inst >"$W/$m.log" 2>&1 &
     SRV=$!
     for _ in $(seq 100); do [ -s "$W/port" ] && break; sleep 0.1; done
@@ -69,16 +72,16 @@ LUA
         eval "RPS_${m}_$c=$rps; P50_${m}_$c=$p50; P99_${m}_$c=$p99"
     done
     kill "$SRV"; wait "$SRV" 2>/dev/null || true; SRV=""
-    eval "ENG_${m}_1=$(engine "$W/$m.onnx" 1); ENG_${m}_B=$(engine "$W/$m.onnx" $MAXB)"
+    eval "ENG_${m}_1=$(engine "$W/$m.onnx" 1); ENG_${m}_B=$(engine "$W/$m.onnx" $maxb)"
 done
 echo
 printf 'engine (ursa bench-model): small %.0f img/s at batch 1, %.0f at batch %d; resnet34 %.1f at batch 1, %.1f at batch %d\n' \
-    "$ENG_small_1" "$ENG_small_B" $MAXB "$ENG_r34_1" "$ENG_r34_B" $MAXB
+    "$ENG_small_1" "$ENG_small_B" $SMALL_MAXB "$ENG_r34_1" "$ENG_r34_B" $R34_MAXB
 best_r34=$(printf '%s\n' "$RPS_r34_1" "$RPS_r34_8" "$RPS_r34_64" | sort -g | tail -1)
 best_small=$(printf '%s\n' "$RPS_small_1" "$RPS_small_8" "$RPS_small_64" | sort -g | tail -1)
 printf 'resnet34: served %.1f requests/s = %.2f of the engine at batch %d (target >= 0.90)\n' \
-    "$best_r34" "$(echo "$best_r34 / $ENG_r34_B" | bc -l)" $MAXB
+    "$best_r34" "$(echo "$best_r34 / $ENG_r34_B" | bc -l)" $R34_MAXB
 printf 'small: served %.0f requests/s (target >= 3000) = %.2f of the engine at batch %d\n' \
-    "$best_small" "$(echo "$best_small / $ENG_small_B" | bc -l)" $MAXB
+    "$best_small" "$(echo "$best_small / $ENG_small_B" | bc -l)" $SMALL_MAXB
 printf 'p99/p50 at concurrency 8: small %.2f, resnet34 %.2f (target < 4)\n' \
     "$(echo "$P99_small_8 / $P50_small_8" | bc -l)" "$(echo "$P99_r34_8 / $P50_r34_8" | bc -l)"
