@@ -64,7 +64,7 @@ static int small_img(int h, int w) {
 size_t nn_wino_rows_n(int h, int w) {
     int tw = (w + 1) / 2;
     size_t rows = 4 * ((size_t)2 * ((tw + 15) / 16 * 16) + 36);
-    size_t img = (size_t)(2 * ((h + 1) / 2) + 2) * (2 * tw + 2);
+    size_t img = (size_t)(2 * ((h + 1) / 2) + 2) * (2 * tw + 2) + 16; /* + a vector read past */
     return small_img(h, w) && img > rows ? img : rows;
 }
 
@@ -125,22 +125,70 @@ TGT static void wino_in_row(const float *r0, int pwr, int tw, float *V, size_t s
     }
 }
 
+/* How each group of 16 tiles of a small image is put together. Where a
+ * padded row fits one vector (pw <= 16) and the group's tiles lie in at
+ * most four tile rows t0..t0+3, input row 2 (t0 + s) + a of tile-row slot
+ * s is one vector S[s], and a tile's pixel (a, b) is lane 2 tx + b of its
+ * slot's vector: two two-source permutes (slots 0-1, 2-3) and a blend
+ * make d[a][b] for all 16 tiles. Else a gather a pixel, from off[]. */
+typedef struct {
+    int off[SMALL_T];             /* tile p's top-left in the padded image */
+    int i01[SMALL_T], i23[SMALL_T]; /* per group, per lane: the permutes' indices for b = 0 */
+    uint16_t k23[SMALL_T / 16];   /* lanes from slots 2 and 3 */
+    int16_t t0[SMALL_T / 16];     /* the group's first tile row, or -1: gather */
+} small_plan;
+
+static void small_plan_make(small_plan *sp, int tw, int T, int pw) {
+    for (int p = 0; p < T; p++) sp->off[p] = 2 * (p / tw) * pw + 2 * (p % tw);
+    for (int g = 0; g < T; g += 16) {
+        int t0 = g / tw, ok = pw <= 16;
+        sp->k23[g / 16] = 0;
+        for (int l = 0; l < 16; l++) {
+            int p = g + l < T ? g + l : g, slot = p / tw - t0, tx = p % tw;
+            if (slot > 3) ok = 0;
+            sp->i01[g + l] = (slot == 1 ? 16 : 0) + 2 * tx;
+            sp->i23[g + l] = (slot == 3 ? 16 : 0) + 2 * tx;
+            if (slot >= 2) sp->k23[g / 16] |= (uint16_t)(1u << l);
+        }
+        sp->t0[g / 16] = (int16_t)(ok ? t0 : -1);
+    }
+}
+
 /* the same for a small image: xc (h x w) copied into pad, (2 th + 2) x pw
  * with zero borders (kept zero: only the inside is written), then the
- * tiles gathered from it 16 at a time; off[p] is tile p's top-left in pad */
-TGT static void wino_in_small(const float *xc, int h, int w, float *pad, int pw, const int *off,
-                              int T, float *V, size_t st, int W, int cin, int c, long p0) {
+ * tiles taken from it 16 at a time as sp says */
+TGT static void wino_in_small(const float *xc, int h, int w, float *pad, int pw,
+                              const small_plan *sp, int th, int T, float *V, size_t st, int W,
+                              int cin, int c, long p0) {
     for (int yy = 0; yy < h; yy++) memcpy(pad + (size_t)(yy + 1) * pw + 1, xc + (size_t)yy * w, sizeof(float) * w);
     const __m512 z = _mm512_setzero_ps();
     for (int g = 0; g < T; g += 16) {
-        int nl = T - g < 16 ? T - g : 16;
+        int nl = T - g < 16 ? T - g : 16, t0 = sp->t0[g / 16];
         __mmask16 k = (__mmask16)((1u << nl) - 1);
-        __m512i base = _mm512_maskz_loadu_epi32(k, off + g);
         __m512 d[4][4];
-        for (int a = 0; a < 4; a++)
-            for (int b = 0; b < 4; b++)
-                d[a][b] = _mm512_mask_i32gather_ps(
-                    z, k, _mm512_add_epi32(base, _mm512_set1_epi32(a * pw + b)), pad, 4);
+        if (t0 >= 0) {
+            __m512i i01 = _mm512_loadu_si512(sp->i01 + g), i23 = _mm512_loadu_si512(sp->i23 + g);
+            __mmask16 k23 = sp->k23[g / 16];
+            for (int a = 0; a < 4; a++) {
+                __m512 S[4];
+                for (int q = 0; q < 4; q++) { /* rows past the image's feed no lane */
+                    int r = 2 * (t0 + q) + a, last = 2 * th + 1;
+                    S[q] = _mm512_loadu_ps(pad + (size_t)(r < last ? r : last) * pw);
+                }
+                for (int b = 0; b < 4; b++) {
+                    __m512i bv = _mm512_set1_epi32(b);
+                    __m512 lo = _mm512_permutex2var_ps(S[0], _mm512_add_epi32(i01, bv), S[1]);
+                    __m512 hi = _mm512_permutex2var_ps(S[2], _mm512_add_epi32(i23, bv), S[3]);
+                    d[a][b] = _mm512_mask_blend_ps(k23, lo, hi);
+                }
+            }
+        } else {
+            __m512i base = _mm512_maskz_loadu_epi32(k, sp->off + g);
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++)
+                    d[a][b] = _mm512_mask_i32gather_ps(
+                        z, k, _mm512_add_epi32(base, _mm512_set1_epi32(a * pw + b)), pad, 4);
+        }
         in_tiles(d, V, st, W, cin, c, p0 + g, nl);
     }
 }
@@ -244,14 +292,15 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
 #if defined(__x86_64__)
     /* small images: each tile's top-left in the padded copy and in y, and
      * which tiles have a second output row and column */
-    int small = packed && small_img(h, w), pw = 2 * tw + 2, ioff[SMALL_T], ooff[SMALL_T];
+    int small = packed && small_img(h, w), pw = 2 * tw + 2, ooff[SMALL_T];
     uint16_t rok[SMALL_T / 16], cok[SMALL_T / 16];
+    small_plan sp;
     if (small) {
+        small_plan_make(&sp, tw, T, pw);
         memset(rok, 0, sizeof rok);
         memset(cok, 0, sizeof cok);
         for (int p = 0; p < T; p++) {
             int ty = p / tw, tx = p % tw;
-            ioff[p] = 2 * ty * pw + 2 * tx;
             ooff[p] = 2 * ty * w + 2 * tx;
             if (2 * ty + 1 < h) rok[p / 16] |= (uint16_t)(1u << p % 16);
             if (2 * tx + 1 < w) cok[p / 16] |= (uint16_t)(1u << p % 16);
@@ -271,7 +320,7 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
                 const float *xc = x + xper * i + (size_t)c * h * w;
 #if defined(__x86_64__)
                 if (small) {
-                    wino_in_small(xc, h, w, rows, pw, ioff, T, V, st, W, cin, c, (long)i * T);
+                    wino_in_small(xc, h, w, rows, pw, &sp, th, T, V, st, W, cin, c, (long)i * T);
                     continue;
                 }
 #endif
