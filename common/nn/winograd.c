@@ -136,9 +136,14 @@ typedef struct {
     int i01[SMALL_T], i23[SMALL_T]; /* per group, per lane: the permutes' indices for b = 0 */
     uint16_t k23[SMALL_T / 16];   /* lanes from slots 2 and 3 */
     int16_t t0[SMALL_T / 16];     /* the group's first tile row, or -1: gather */
+    /* outputs, where t0 >= 0: output column j of slot s's two rows is lane
+     * oidx[j] of the even (< 16) or odd (>= 16) results; omask: the columns
+     * this group's tiles make */
+    int oidx[SMALL_T / 16][4][16];
+    uint16_t omask[SMALL_T / 16][4];
 } small_plan;
 
-static void small_plan_make(small_plan *sp, int tw, int T, int pw) {
+static void small_plan_make(small_plan *sp, int tw, int T, int pw, int w) {
     for (int p = 0; p < T; p++) sp->off[p] = 2 * (p / tw) * pw + 2 * (p % tw);
     for (int g = 0; g < T; g += 16) {
         int t0 = g / tw, ok = pw <= 16;
@@ -151,6 +156,15 @@ static void small_plan_make(small_plan *sp, int tw, int T, int pw) {
             if (slot >= 2) sp->k23[g / 16] |= (uint16_t)(1u << l);
         }
         sp->t0[g / 16] = (int16_t)(ok ? t0 : -1);
+        for (int q = 0; q < 4; q++) {
+            sp->omask[g / 16][q] = 0;
+            for (int j = 0; j < 16; j++) {
+                int tx = j / 2, lane = (t0 + q) * tw + tx - g;
+                int in = j < w && tx < tw && lane >= 0 && lane < 16 && g + lane < T;
+                sp->oidx[g / 16][q][j] = (j & 1 ? 16 : 0) + (in ? lane : 0);
+                if (in) sp->omask[g / 16][q] |= (uint16_t)(1u << j);
+            }
+        }
     }
 }
 
@@ -241,15 +255,36 @@ TGT static void wino_out_row(const float *M, size_t ms, long p0, int tw, float *
  * top-left output is yo[oo[p]]; its right column and bottom row exist
  * where bits p of cok and rok are set */
 TGT static void wino_out_small(const float *M, size_t ms, long p0, int T, const int *oo,
-                               const uint16_t *rok, const uint16_t *cok, float *yo, int w,
-                               int accumulate) {
+                               const uint16_t *rok, const uint16_t *cok, const small_plan *sp,
+                               float *yo, int h, int w, int accumulate) {
     for (int g = 0; g < T; g += 16) {
-        int nl = T - g < 16 ? T - g : 16;
+        int nl = T - g < 16 ? T - g : 16, t0 = sp->t0[g / 16];
         __mmask16 k = (__mmask16)((1u << nl) - 1);
         __m512 m[4][4];
         for (int a = 0; a < 4; a++)
             for (int b = 0; b < 4; b++)
                 m[a][b] = _mm512_maskz_loadu_ps(k, M + (size_t)(a * 4 + b) * ms + p0 + g);
+        if (t0 >= 0) { /* each output row's run: a permute of the even and odd results */
+            for (int a = 0; a < 2; a++) {
+                __m512 t[4];
+                for (int b = 0; b < 4; b++)
+                    t[b] = a == 0 ? _mm512_add_ps(_mm512_add_ps(m[0][b], m[1][b]), m[2][b])
+                                  : _mm512_sub_ps(_mm512_sub_ps(m[1][b], m[2][b]), m[3][b]);
+                __m512 r0 = _mm512_add_ps(_mm512_add_ps(t[0], t[1]), t[2]);
+                __m512 r1 = _mm512_sub_ps(_mm512_sub_ps(t[1], t[2]), t[3]);
+                for (int q = 0; q < 4; q++) {
+                    int yy = 2 * (t0 + q) + a;
+                    __mmask16 om = sp->omask[g / 16][q];
+                    if (yy >= h || !om) continue;
+                    __m512 v = _mm512_permutex2var_ps(
+                        r0, _mm512_loadu_si512(sp->oidx[g / 16][q]), r1);
+                    float *d = yo + (size_t)yy * w;
+                    if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(om, d));
+                    _mm512_mask_storeu_ps(d, om, v);
+                }
+            }
+            continue;
+        }
         __m512i base = _mm512_maskz_loadu_epi32(k, oo + g);
         __mmask16 rk = rok[g / 16], ck = cok[g / 16];
         for (int a = 0; a < 2; a++) {
@@ -296,7 +331,7 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
     uint16_t rok[SMALL_T / 16], cok[SMALL_T / 16];
     small_plan sp;
     if (small) {
-        small_plan_make(&sp, tw, T, pw);
+        small_plan_make(&sp, tw, T, pw, w);
         memset(rok, 0, sizeof rok);
         memset(cok, 0, sizeof cok);
         for (int p = 0; p < T; p++) {
@@ -380,7 +415,7 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
 #if defined(__x86_64__)
             if (small) {
                 wino_out_small(M + (size_t)o * P, (size_t)cout * P, (long)i * T, T, ooff, rok, cok,
-                               yo, w, accumulate);
+                               &sp, yo, h, w, accumulate);
                 continue;
             }
             if (packed) {
