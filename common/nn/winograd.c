@@ -251,9 +251,9 @@ TGT static void wino_out_row(const float *M, size_t ms, long p0, int tw, float *
 }
 
 /* A^T m A for all the tiles of one output channel of a small image, 16
- * tiles a step across tile rows, scattered to yo (h x w): tile p's
- * top-left output is yo[oo[p]]; its right column and bottom row exist
- * where bits p of cok and rok are set */
+ * tiles a step across tile rows, into yo (h x w): a row run at a time as
+ * sp says, or else scattered: tile p's top-left output is yo[oo[p]], its
+ * right column and bottom row exist where bits p of cok and rok are set */
 TGT static void wino_out_small(const float *M, size_t ms, long p0, int T, const int *oo,
                                const uint16_t *rok, const uint16_t *cok, const small_plan *sp,
                                float *yo, int h, int w, int accumulate) {
@@ -264,14 +264,16 @@ TGT static void wino_out_small(const float *M, size_t ms, long p0, int T, const 
         for (int a = 0; a < 4; a++)
             for (int b = 0; b < 4; b++)
                 m[a][b] = _mm512_maskz_loadu_ps(k, M + (size_t)(a * 4 + b) * ms + p0 + g);
-        if (t0 >= 0) { /* each output row's run: a permute of the even and odd results */
-            for (int a = 0; a < 2; a++) {
-                __m512 t[4];
-                for (int b = 0; b < 4; b++)
-                    t[b] = a == 0 ? _mm512_add_ps(_mm512_add_ps(m[0][b], m[1][b]), m[2][b])
-                                  : _mm512_sub_ps(_mm512_sub_ps(m[1][b], m[2][b]), m[3][b]);
-                __m512 r0 = _mm512_add_ps(_mm512_add_ps(t[0], t[1]), t[2]);
-                __m512 r1 = _mm512_sub_ps(_mm512_sub_ps(t[1], t[2]), t[3]);
+        __m512i base = _mm512_maskz_loadu_epi32(k, oo + g);
+        __mmask16 rk = rok[g / 16], ck = cok[g / 16];
+        for (int a = 0; a < 2; a++) {
+            __m512 t[4];
+            for (int b = 0; b < 4; b++)
+                t[b] = a == 0 ? _mm512_add_ps(_mm512_add_ps(m[0][b], m[1][b]), m[2][b])
+                              : _mm512_sub_ps(_mm512_sub_ps(m[1][b], m[2][b]), m[3][b]);
+            __m512 r0 = _mm512_add_ps(_mm512_add_ps(t[0], t[1]), t[2]); /* even columns */
+            __m512 r1 = _mm512_sub_ps(_mm512_sub_ps(t[1], t[2]), t[3]); /* odd columns */
+            if (t0 >= 0) { /* each output row's run: a permute of the two */
                 for (int q = 0; q < 4; q++) {
                     int yy = 2 * (t0 + q) + a;
                     __mmask16 om = sp->omask[g / 16][q];
@@ -282,18 +284,8 @@ TGT static void wino_out_small(const float *M, size_t ms, long p0, int T, const 
                     if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(om, d));
                     _mm512_mask_storeu_ps(d, om, v);
                 }
+                continue;
             }
-            continue;
-        }
-        __m512i base = _mm512_maskz_loadu_epi32(k, oo + g);
-        __mmask16 rk = rok[g / 16], ck = cok[g / 16];
-        for (int a = 0; a < 2; a++) {
-            __m512 t[4];
-            for (int b = 0; b < 4; b++)
-                t[b] = a == 0 ? _mm512_add_ps(_mm512_add_ps(m[0][b], m[1][b]), m[2][b])
-                              : _mm512_sub_ps(_mm512_sub_ps(m[1][b], m[2][b]), m[3][b]);
-            __m512 r0 = _mm512_add_ps(_mm512_add_ps(t[0], t[1]), t[2]);
-            __m512 r1 = _mm512_sub_ps(_mm512_sub_ps(t[1], t[2]), t[3]);
             __mmask16 ka = a ? (__mmask16)(k & rk) : k;
             __m512i i0 = _mm512_add_epi32(base, _mm512_set1_epi32(a * w));
             __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(1));
