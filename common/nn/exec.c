@@ -1,8 +1,12 @@
 /* exec.c: running a model forward and backward on a batch; see nn.h.
  *
- * Convolutions are im2col + sgemm: out[Cout, HW] = W[Cout, Cin*k*k] x
- * col[Cin*k*k, HW]. When the output is small (deep layers) several images
- * share one col matrix so the product stays wide enough to run at speed.
+ * Convolutions are products: out[Cout, HW] = W[Cout, Cin*k*k] x
+ * col[Cin*k*k, HW]. Forward, on CPUs with AVX-512, they run on gemm.h
+ * (weights packed once, col written straight into packed panels, bias and
+ * ReLU on the way out); 3x3 stride-1 ones as Winograd (winograd.h) on the
+ * same kernel. Otherwise, and for the gradients, im2col + OpenBLAS. When
+ * the output is small (deep layers) several images share one product so it
+ * stays wide enough to run at speed.
  * Training keeps every value for backward; gradients of values come from a
  * pool and go back to it as soon as the node that made the value is done,
  * so only a few are alive at once. Inference reuses value buffers once
