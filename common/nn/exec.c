@@ -3,8 +3,9 @@
  * Convolutions are products: out[Cout, HW] = W[Cout, Cin*k*k] x
  * col[Cin*k*k, HW]. Forward, on CPUs with AVX-512, they run on gemm.h
  * (weights packed once, col written straight into packed panels, bias and
- * ReLU on the way out); 3x3 stride-1 ones as Winograd (winograd.h) on the
- * same kernel. Otherwise, and for the gradients, im2col + OpenBLAS. When
+ * ReLU on the way out); 3x3 stride-1 ones, and their input gradients, as
+ * Winograd (winograd.h) on the same kernel. Otherwise, and for the weight
+ * gradients and the other input gradients, im2col + OpenBLAS. When
  * the output is small (deep layers) several images share one product so it
  * stays wide enough to run at speed.
  * Training keeps every value for backward; gradients of values come from a
