@@ -2,8 +2,9 @@
  *
  * The micro-kernel keeps an 8 x 32 tile of C in 16 AVX-512 registers (8 x
  * 16 in 8 for narrow products) and runs the whole inner dimension: each
- * step loads a row of the B panel and broadcasts eight weights. The panels are laid out in
- * the order the kernel reads them, so every load is sequential. */
+ * step loads a row of the B panel and broadcasts eight weights. The panels
+ * are laid out in the order the kernel reads them, so every load is
+ * sequential. */
 #include "gemm.h"
 
 #include <stdint.h>
