@@ -46,10 +46,12 @@ $U interp "$MODEL" --top-losses 5 --plot "$D/confusion.svg"
 echo; echo "== ursa-inference: the model served over HTTP"
 PORT=$(cat .ursa/run/inference.port)
 for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$PORT/v1/models" | grep -q "\"serving\": {\"id\": \"$MODEL\"" && break
+    # (not curl | grep -q: grep's early exit would give curl a SIGPIPE)
+    grep -q "\"serving\": {\"id\": \"$MODEL\"" <<<"$(curl -sf "http://127.0.0.1:$PORT/v1/models")" && break
     sleep 0.2
 done
-IMG=$(ls "$D"/fm/sneaker/*.jpg | head -1)
+IMGS=("$D"/fm/sneaker/*.jpg) # (ls | head would SIGPIPE ls, fatal under pipefail)
+IMG=${IMGS[0]}
 echo "curl -X POST --data-binary @$IMG 'http://127.0.0.1:$PORT/v1/classify?top=3'"
 curl -s -X POST --data-binary @"$IMG" "http://127.0.0.1:$PORT/v1/classify?top=3"
 echo
