@@ -12,7 +12,8 @@ wait_for 10 "the port file" test -s "$URSA_STATE_DIR/run/inference.port"
 B="http://127.0.0.1:$(cat "$URSA_STATE_DIR/run/inference.port")"
 curl -sf "$B/healthz" >/dev/null || fail "healthz"
 check_eq "ready without a model" "$(curl -s -o /dev/null -w '%{http_code}' "$B/readyz")" 503
-IMG1=$(ls "$FM"/bag/*.jpg | head -1)
+BAGS=("$FM"/bag/*.jpg) # (not ls | head: a SIGPIPE under pipefail)
+IMG1=${BAGS[0]}
 check_eq "classify without a model" \
     "$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$IMG1" "$B/v1/classify")" 503
 
