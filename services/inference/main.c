@@ -52,7 +52,7 @@
 
 static const char usage[] =
     "usage: ursa-inference [settings]\n"
-    "       ursa-inference --inference.model FILE.onnx --inference.port P\n"
+    "       ursa-inference --model FILE.onnx --port P     (short for --inference.model, .port)\n"
     "Serves image classification over HTTP (POST /v1/classify, GET /v1/classify-url, a web\n"
     "page on /) and for ursa.classify.requests, with dynamic batching. With\n"
     "inference.model it serves that file alone, no other service needed; with\n"
@@ -910,8 +910,42 @@ static int tick(void *opaque, int timeout_ms) {
     return 0;
 }
 
+/* --model and --port, short for --inference.model and --inference.port
+ * (with a space or '=' before the value); the rest as given */
+static char **short_flags(int argc, char **argv) {
+    static const char *const shorts[][2] = {{"--model", "--inference.model"},
+                                            {"--port", "--inference.port"}};
+    char **v = calloc((size_t)argc + 1, sizeof *v);
+    if (!v) return argv;
+    for (int i = 0; i < argc; i++) {
+        v[i] = argv[i];
+        for (size_t k = 0; i > 0 && k < sizeof shorts / sizeof *shorts; k++) {
+            size_t n = strlen(shorts[k][0]);
+            if (strncmp(argv[i], shorts[k][0], n) || (argv[i][n] && argv[i][n] != '=')) continue;
+            size_t len = strlen(shorts[k][1]) + strlen(argv[i] + n) + 1;
+            char *a = malloc(len);
+            if (a) snprintf(a, len, "%s%s", shorts[k][1], argv[i] + n);
+            v[i] = a ? a : argv[i];
+        }
+    }
+    return v;
+}
+
+static int serve(int argc, char **argv);
+
 int main(int argc, char **argv) {
     nn_blas_init(argv);
+    char **v = short_flags(argc, argv);
+    int rc = serve(argc, v);
+    if (v != argv) {
+        for (int i = 0; i < argc; i++)
+            if (v[i] != argv[i]) free(v[i]);
+        free(v);
+    }
+    return rc;
+}
+
+static int serve(int argc, char **argv) {
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis, cfg_defs_blob,
                                      fetch_cfg_defs, inference_defs, NULL};
     cfg *c;

@@ -109,7 +109,8 @@ awk '/^ursa_inference_batch_size_sum/ {s = $2} /^ursa_inference_batch_size_count
      END {exit !(s > n)}' "$T/metrics" || fail "no request was batched with another"
 
 # a full queue refuses at once with 503 and Retry-After, and recovers
-"$URSA_BIN/ursa-inference" --inference.model "$T/demo.onnx" --inference.port 0 \
+# (the short forms of --inference.model and --inference.port)
+"$URSA_BIN/ursa-inference" --model "$T/demo.onnx" --port=0 \
     --inference.port-file "$T/inf2.port" --inference.max-queue 1 --inference.max-batch 1 \
     --inference.http-threads 32 >"$T/inference2.log" 2>&1 &
 INF2=$!
