@@ -177,11 +177,12 @@ static void *loop(void *arg) {
             if (nx) in->x = nx, in->xcap = per * (size_t)b->o.max_batch;
             else err = URSA_ERR_NOMEM;
         }
+        /* an executor is one thread's: a model loaded for fewer instances
+         * than run here (a caller's mistake) is refused, not shared */
+        if (!err && in->idx >= m->ninst) err = URSA_ERR_INVALID;
         if (!err) {
             for (int i = 0; i < n; i++) memcpy(in->x + per * i, batch[i]->x, sizeof(float) * per);
-            /* a model loaded with fewer instances runs on its last one */
-            nn_exec *e = m->e[in->idx < m->ninst ? in->idx : m->ninst - 1];
-            float *o = (float *)nn_forward(e, in->x, n);
+            float *o = (float *)nn_forward(m->e[in->idx], in->x, n);
             if (!o) err = URSA_ERR_NOMEM;
             else nn_softmax(o, n, m->nclass);
             for (int i = 0; i < n && o; i++)
