@@ -47,6 +47,7 @@ struct cfg {
     cfg_entry *e;
     size_t n;
     char *prefix;
+    char *own; /* the program's own prefix, which flags may drop */
     cfg_pair *pt;
     size_t npt, cappt;
 };
@@ -87,6 +88,7 @@ void cfg_destroy(cfg *c) {
     free(c->pt);
     free(c->e);
     free(c->prefix);
+    free(c->own);
     free(c);
 }
 
@@ -94,6 +96,14 @@ static cfg_entry *find(const cfg *c, const char *name) {
     for (size_t i = 0; i < c->n; i++)
         if (strcmp(c->e[i].def->name, name) == 0) return &c->e[i];
     return NULL;
+}
+
+ursa_err cfg_set_own_prefix(cfg *c, const char *prefix) {
+    char *p = prefix ? strdup(prefix) : NULL;
+    if (prefix && !p) return URSA_ERR_NOMEM;
+    free(c->own);
+    c->own = p;
+    return URSA_OK;
 }
 
 static ursa_err check_value(const cfg_def *d, const char *v, char *errstr,
@@ -303,6 +313,10 @@ ursa_err cfg_load(cfg *c, int argc, char **argv, int *argi, int *want_help,
             continue;
         }
         cfg_entry *e = find(c, name);
+        char full[320];
+        if (!e && c->own && snprintf(full, sizeof full, "%s%s", c->own, name) < (int)sizeof full &&
+            (e = find(c, full)))
+            snprintf(name, sizeof name, "%s", e->def->name); /* --port: --<own>port */
         if (!val) {
             if (e && e->def->type == CFG_BOOL) val = "true";
             else if (i + 1 < argc) val = argv[++i];

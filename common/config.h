@@ -40,6 +40,11 @@ extern const cfg_def cfg_defs_redis[];
 cfg *cfg_new(const cfg_def *const *tables, const char *passthrough_prefix);
 void cfg_destroy(cfg *c);
 
+/* The program's own prefix ("inference." for ursa-inference): on the command
+ * line its settings may drop it (--port for --inference.port); a setting
+ * whose whole name matches wins. Copied; NULL clears it. */
+ursa_err cfg_set_own_prefix(cfg *c, const char *prefix);
+
 /* Applies file, environment and flags from argv[1..]. Flags are --name VALUE,
  * --name=VALUE, or --name alone for a bool. Parsing stops at the first
  * argument that is not a flag, or after "--"; its index goes to *argi.

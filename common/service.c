@@ -92,7 +92,10 @@ int service_setup(const char *name, const char *usage,
     *out = NULL;
     ulog_init(name);
     cfg *c = cfg_new(tables, "kafka.");
-    if (!c) {
+    char own[64];
+    snprintf(own, sizeof own, "%s.", name); /* ursa-inference --port: --inference.port */
+    if (!c || cfg_set_own_prefix(c, own) != URSA_OK) {
+        cfg_destroy(c);
         fprintf(stderr, "%s: out of memory\n", name);
         return 2;
     }

@@ -137,6 +137,24 @@ static void bad_values_are_refused_with_the_setting_named(void **state) {
     clear_env();
 }
 
+static void own_prefix_may_be_dropped_on_the_command_line(void **state) {
+    (void)state;
+    clear_env();
+    cfg *c = cfg_new(tables, "kafka.");
+    assert_int_equal(cfg_set_own_prefix(c, "kq."), URSA_OK);
+    char *argv[] = {"x", "--max-attempts=7", "--verbose", "--ratio", "0.5", NULL};
+    int argi, help;
+    char err[256];
+    assert_int_equal(cfg_load(c, 5, argv, &argi, &help, err, sizeof err), URSA_OK);
+    assert_int_equal(cfg_int(c, "kq.max-attempts"), 7); /* --max-attempts: --kq.max-attempts */
+    assert_true(cfg_bool(c, "verbose"));                /* whole names still work */
+    assert_true(cfg_double(c, "ratio") > 0.49 && cfg_double(c, "ratio") < 0.51);
+    char *bad[] = {"x", "--url", "redis://h:1", NULL}; /* not the own prefix: unknown */
+    assert_int_not_equal(cfg_load(c, 3, bad, &argi, &help, err, sizeof err), URSA_OK);
+    assert_non_null(strstr(err, "url"));
+    cfg_destroy(c);
+}
+
 static void bad_config_file_line_names_file_and_line(void **state) {
     (void)state;
     clear_env();
@@ -186,6 +204,7 @@ int main(void) {
         cmocka_unit_test(file_then_env_then_flags),
         cmocka_unit_test(passthrough_from_env_and_flags),
         cmocka_unit_test(bad_values_are_refused_with_the_setting_named),
+        cmocka_unit_test(own_prefix_may_be_dropped_on_the_command_line),
         cmocka_unit_test(bad_config_file_line_names_file_and_line),
         cmocka_unit_test(help_lists_every_setting_with_env_name),
     };
