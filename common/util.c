@@ -98,10 +98,11 @@ ursa_err util_read_file(const char *path, size_t max, char **data, size_t *len) 
     return URSA_OK;
 }
 
-static int write_all(int fd, const void *data, size_t len) {
+/* all of data to fd, through send() without SIGPIPE when it is a socket */
+static int put_all(int fd, const void *data, size_t len, int sock) {
     const char *p = data;
     while (len) {
-        ssize_t w = write(fd, p, len);
+        ssize_t w = sock ? send(fd, p, len, MSG_NOSIGNAL) : write(fd, p, len);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) return -1;
         p += w;
@@ -110,6 +111,8 @@ static int write_all(int fd, const void *data, size_t len) {
     return 0;
 }
 
+int util_send_all(int fd, const void *data, size_t len) { return put_all(fd, data, len, 1); }
+
 static ursa_err write_file(const char *path, const void *data, size_t len, int durable) {
     char tmp[4200], dir[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%d.%lld", path, (int)getpid(),
@@ -117,7 +120,7 @@ static ursa_err write_file(const char *path, const void *data, size_t len, int d
         return URSA_ERR_INVALID;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) return URSA_ERR_IO;
-    if (write_all(fd, data, len) != 0 || (durable && fsync(fd) != 0)) {
+    if (put_all(fd, data, len, 0) != 0 || (durable && fsync(fd) != 0)) {
         close(fd);
         unlink(tmp);
         return URSA_ERR_IO;

@@ -40,4 +40,8 @@ void util_json_str(void *f, const char *s);
 /* Returns a TCP port on 127.0.0.1 that was free a moment ago, or -1. */
 int util_free_port(void);
 
+/* Sends all of data on a socket, retrying short sends and EINTR, without
+ * SIGPIPE: 0, or -1 when the peer is gone or the socket failed. */
+int util_send_all(int fd, const void *data, size_t len);
+
 #endif

@@ -49,18 +49,6 @@ static const char *status_text(int s) {
     }
 }
 
-static int send_all(int fd, const void *p, size_t n) {
-    const char *c = p;
-    while (n) {
-        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int http_reply(http_req *r, int status, const char *ctype, const char *extra, const void *body,
                size_t len) {
     char h[1024];
@@ -69,8 +57,8 @@ int http_reply(http_req *r, int status, const char *ctype, const char *extra, co
                      "Cache-Control: no-store\r\nConnection: %s\r\n%s\r\n",
                      status, status_text(status), ctype, len,
                      r->keep_alive ? "keep-alive" : "close", extra ? extra : "");
-    if (n < 0 || (size_t)n >= sizeof h || send_all(r->fd, h, (size_t)n) ||
-        (len && send_all(r->fd, body, len)))
+    if (n < 0 || (size_t)n >= sizeof h || util_send_all(r->fd, h, (size_t)n) ||
+        (len && util_send_all(r->fd, body, len)))
         r->keep_alive = 0; /* the peer went away */
     return status;
 }
@@ -212,7 +200,7 @@ static void serve(http_server *s, int fd) {
             clen = (size_t)n;
         }
         if (clen && header(buf, "Expect", v, sizeof v) && !strcasecmp(v, "100-continue"))
-            send_all(fd, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            util_send_all(fd, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         char *body = malloc(clen + 1);
         if (!body) {
             r.keep_alive = 0;

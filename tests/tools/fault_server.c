@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "image.h"
+#include "util.h"
 
 static const char *root;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -58,18 +59,6 @@ static int first_time(const char *path) {
     return 1;
 }
 
-static int send_all(int fd, const void *p, size_t n) {
-    const char *c = p;
-    while (n) {
-        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static void respond(int fd, int code, const char *status, const char *ctype,
                     const char *extra, const void *body, size_t len) {
     char h[1024];
@@ -77,7 +66,7 @@ static void respond(int fd, int code, const char *status, const char *ctype,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s"
                      "Connection: close\r\n\r\n",
                      code, status, ctype, len, extra ? extra : "");
-    if (send_all(fd, h, (size_t)n) == 0 && len) send_all(fd, body, len);
+    if (util_send_all(fd, h, (size_t)n) == 0 && len) util_send_all(fd, body, len);
 }
 
 static char *read_file(const char *name, size_t *len) {
@@ -189,14 +178,14 @@ static void *conn(void *arg) {
             int hn = snprintf(h, sizeof h, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n"
                                            "Content-Length: %zu\r\nConnection: close\r\n\r\n",
                               ctype_of(name), len);
-            if (!send_all(fd, h, (size_t)hn)) send_all(fd, b, len * 6 / 10);
+            if (!util_send_all(fd, h, (size_t)hn)) util_send_all(fd, b, len * 6 / 10);
             free(b);
         }
     } else if (!strcmp(path, "/slow")) {
         const char *h = "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
                         "Content-Length: 100000\r\nConnection: close\r\n\r\n";
-        if (!send_all(fd, h, strlen(h)))
-            for (int i = 0; i < 120 && !send_all(fd, "\xff", 1); i++) sleep(1);
+        if (!util_send_all(fd, h, strlen(h)))
+            for (int i = 0; i < 120 && !util_send_all(fd, "\xff", 1); i++) sleep(1);
     } else if (!strncmp(path, "/loop/", 6)) {
         char to[64];
         snprintf(to, sizeof to, "/loop/%d", atoi(name) + 1);
@@ -213,8 +202,8 @@ static void *conn(void *arg) {
                                   "Connection: close\r\n\r\n"
                                 : "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
                                   "Content-Length: 67108864\r\nConnection: close\r\n\r\n";
-        if (!send_all(fd, h, strlen(h)))
-            for (int i = 0; i < 1024 && !send_all(fd, zeros, sizeof zeros); i++) {
+        if (!util_send_all(fd, h, strlen(h)))
+            for (int i = 0; i < 1024 && !util_send_all(fd, zeros, sizeof zeros); i++) {
             }
     } else if (!strncmp(path, "/noai/", 6)) {
         serve_file(fd, name, NULL, "X-Robots-Tag: noai, noimageai\r\n", 100);
