@@ -239,6 +239,8 @@ batcher *batcher_new(const batcher_opts *o) {
     return b;
 }
 
+int batcher_instances(const batcher *b) { return b->ninst; }
+
 void batcher_free(batcher *b) {
     if (!b) return;
     pthread_mutex_lock(&b->mu);

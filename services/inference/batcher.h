@@ -39,10 +39,12 @@ typedef struct batcher batcher;
 
 typedef struct {
     int max_batch, max_delay_us, max_queue;
-    int instances; /* batching threads; models must be loaded with as many */
+    int instances; /* batching threads (see batcher_instances) */
 } batcher_opts;
 
 batcher *batcher_new(const batcher_opts *o);
+/* Its batching threads: what served_load() must be given. */
+int batcher_instances(const batcher *b);
 /* Stops the thread; queued requests get URSA_ERR_SHUTDOWN. */
 void batcher_free(batcher *b);
 

@@ -52,7 +52,7 @@
 
 static const char usage[] =
     "usage: ursa-inference [settings]\n"
-    "       ursa-inference --model FILE.onnx --port P     (short for --inference.model, .port)\n"
+    "       ursa-inference --model FILE.onnx --port P     (its settings without \"inference.\")\n"
     "Serves image classification over HTTP (POST /v1/classify, GET /v1/classify-url, a web\n"
     "page on /) and for ursa.classify.requests, with dynamic batching. With\n"
     "inference.model it serves that file alone, no other service needed; with\n"
@@ -141,7 +141,7 @@ static void count(server *s, int route, int status, double secs) {
 static served *load_bytes(server *s, const uint8_t *d, size_t len, const char *id, char *err,
                           size_t n) {
     return served_load(d, len, id, (int)cfg_int(s->c, "inference.max-batch"),
-                       (int)cfg_int(s->c, "inference.instances"), err, n);
+                       batcher_instances(s->b), err, n);
 }
 
 /* A registered model from the blob store, or Redis's cached copy. */
@@ -513,10 +513,30 @@ static int h_classify_url(server *s, http_req *conn) {
     return st;
 }
 
+/* a 200 response body written with stdio, then sent whole */
+typedef struct {
+    FILE *f;
+    char *buf;
+    size_t len;
+} body;
+
+static FILE *body_open(body *b) {
+    b->buf = NULL;
+    b->len = 0;
+    return b->f = open_memstream(&b->buf, &b->len);
+}
+
+static int body_send(server *s, http_req *conn, int route, const char *ctype, body *b) {
+    fclose(b->f);
+    http_reply(conn, 200, ctype, NULL, b->buf, b->len);
+    free(b->buf);
+    count(s, route, 200, 0);
+    return 200;
+}
+
 static int h_models(server *s, http_req *conn) {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
+    body b;
+    FILE *f = body_open(&b);
     if (!f) return http_reply(conn, 500, "text/plain", NULL, "", 0);
     served *m = batcher_current(s->b);
     fprintf(f, "{\"serving\": ");
@@ -525,10 +545,10 @@ static int h_models(server *s, http_req *conn) {
         fprintf(f, "{\"id\": ");
         json_str(f, served_id(m));
         fprintf(f, ", \"size\": %d, \"classes\": [", mt->size);
-        char b[32];
+        char cn[32];
         for (int i = 0; i < served_nclass(m); i++) {
             if (i) fprintf(f, ", ");
-            json_str(f, nn_class_name(mt, i, b, sizeof b));
+            json_str(f, nn_class_name(mt, i, cn, sizeof cn));
         }
         fprintf(f, "]}");
     } else {
@@ -573,12 +593,8 @@ static int h_models(server *s, http_req *conn) {
         rstore_destroy(r);
     }
     fprintf(f, "]}\n");
-    fclose(f);
     served_release(m);
-    http_reply(conn, 200, "application/json", NULL, buf, len);
-    free(buf);
-    count(s, R_MODELS, 200, 0);
-    return 200;
+    return body_send(s, conn, R_MODELS, "application/json", &b);
 }
 
 static int h_health(server *s, http_req *conn) {
@@ -596,9 +612,8 @@ static int h_ready(server *s, http_req *conn) {
 }
 
 static int h_metrics(server *s, http_req *conn) {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
+    body b;
+    FILE *f = body_open(&b);
     if (!f) return http_reply(conn, 500, "text/plain", NULL, "", 0);
     batcher_stats bst;
     batcher_get_stats(s->b, &bst);
@@ -656,11 +671,7 @@ static int h_metrics(server *s, http_req *conn) {
                "ursa_inference_reload_failures_total %llu\n",
             (unsigned long long)atomic_load(&s->reloads),
             (unsigned long long)atomic_load(&s->reload_failures));
-    fclose(f);
-    http_reply(conn, 200, "text/plain; version=0.0.4", NULL, buf, len);
-    free(buf);
-    count(s, R_METRICS, 200, 0);
-    return 200;
+    return body_send(s, conn, R_METRICS, "text/plain; version=0.0.4", &b);
 }
 
 static int h_page(server *cb, http_req *conn) {
@@ -910,42 +921,8 @@ static int tick(void *opaque, int timeout_ms) {
     return 0;
 }
 
-/* --model and --port, short for --inference.model and --inference.port
- * (with a space or '=' before the value); the rest as given */
-static char **short_flags(int argc, char **argv) {
-    static const char *const shorts[][2] = {{"--model", "--inference.model"},
-                                            {"--port", "--inference.port"}};
-    char **v = calloc((size_t)argc + 1, sizeof *v);
-    if (!v) return argv;
-    for (int i = 0; i < argc; i++) {
-        v[i] = argv[i];
-        for (size_t k = 0; i > 0 && k < sizeof shorts / sizeof *shorts; k++) {
-            size_t n = strlen(shorts[k][0]);
-            if (strncmp(argv[i], shorts[k][0], n) || (argv[i][n] && argv[i][n] != '=')) continue;
-            size_t len = strlen(shorts[k][1]) + strlen(argv[i] + n) + 1;
-            char *a = malloc(len);
-            if (a) snprintf(a, len, "%s%s", shorts[k][1], argv[i] + n);
-            v[i] = a ? a : argv[i];
-        }
-    }
-    return v;
-}
-
-static int serve(int argc, char **argv);
-
 int main(int argc, char **argv) {
     nn_blas_init(argv);
-    char **v = short_flags(argc, argv);
-    int rc = serve(argc, v);
-    if (v != argv) {
-        for (int i = 0; i < argc; i++)
-            if (v[i] != argv[i]) free(v[i]);
-        free(v);
-    }
-    return rc;
-}
-
-static int serve(int argc, char **argv) {
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis, cfg_defs_blob,
                                      fetch_cfg_defs, inference_defs, NULL};
     cfg *c;
@@ -972,6 +949,11 @@ static int serve(int argc, char **argv) {
                        (int)cfg_int(c, "inference.max-queue"),
                        (int)cfg_int(c, "inference.instances")};
     s.b = batcher_new(&bo);
+    if (!s.b) {
+        fprintf(stderr, "ursa-inference: cannot start the batching threads\n");
+        rc = 1;
+        goto out0;
+    }
     char err[512];
     service_conns sc;
     memset(&sc, 0, sizeof sc);
