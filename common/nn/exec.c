@@ -113,6 +113,7 @@ static ursa_err plan_shapes(nn_exec *e) {
     v[0].c = m->in_c;
     v[0].h = e->h;
     v[0].w = e->w;
+    v[0].per = (size_t)v[0].c * v[0].h * v[0].w;
     for (int i = 0; i < m->nnode; i++) {
         const nn_node *n = &m->node[i];
         const val_t *a = &v[n->in[0]];
@@ -177,10 +178,9 @@ static ursa_err plan_shapes(nn_exec *e) {
             if (kk * hwo * ch > e->col_n) e->col_n = kk * hwo * ch;
             if (e->gemm && nn_gemm_bpack_n((int)kk, (int)hwo * ch) > e->col_n)
                 e->col_n = nn_gemm_bpack_n((int)kk, (int)hwo * ch);
-            size_t in_per = (size_t)a->c * a->h * a->w; /* (v[0].per is set last) */
             if (e->gemm && nn_gemm_phases_ok(a->h, a->w, n->stride, o->h, o->w) &&
-                in_per * ch > e->ph_n)
-                e->ph_n = in_per * ch;
+                a->per * ch > e->ph_n)
+                e->ph_n = a->per * ch;
             if (ch > 1 && (size_t)n->cout * hwo * ch > e->tmp_n) e->tmp_n = (size_t)n->cout * hwo * ch;
             size_t wn = m->param[n->w].n + (size_t)n->cout;
             if (wn > e->dwt_n) e->dwt_n = wn;
@@ -193,7 +193,6 @@ static ursa_err plan_shapes(nn_exec *e) {
             }
         }
     }
-    v[0].per = (size_t)v[0].c * v[0].h * v[0].w;
     return URSA_OK;
 }
 
