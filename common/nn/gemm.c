@@ -97,6 +97,13 @@ TGT void nn_gemm_phase_split(const float *x, size_t xper, int nimg, int cin, int
         }
 }
 
+/* the 32 lanes of (v0, v1) in [0, lim), as bits */
+TGT static inline uint32_t in_range(__m512i v0, __m512i v1, __m512i lim) {
+    const __m512i z = _mm512_setzero_si512();
+    return (uint32_t)(_mm512_cmpge_epi32_mask(v0, z) & _mm512_cmplt_epi32_mask(v0, lim)) |
+           (uint32_t)(_mm512_cmpge_epi32_mask(v1, z) & _mm512_cmplt_epi32_mask(v1, lim)) << 16;
+}
+
 TGT void nn_gemm_pack_conv(const float *x, const float *ph, size_t xper, int nimg, int cin, int h,
                            int w, int k, int s, int p, int ho, int wo, float *bp, int p0, int p1) {
     int hwo = ho * wo, n = nimg * hwo, kk = k * k, K = cin * kk, W = nn_gemm_nr(n);
@@ -124,15 +131,11 @@ TGT void nn_gemm_pack_conv(const float *x, const float *ph, size_t xper, int nim
          * row mask of ky and the column mask of kx */
         __m512i iy0 = _mm512_loadu_si512(iy), iy1 = _mm512_loadu_si512(iy + 16);
         __m512i ix0 = _mm512_loadu_si512(ix), ix1 = _mm512_loadu_si512(ix + 16);
-        __m512i hv = _mm512_set1_epi32(h), wv = _mm512_set1_epi32(w), zv = _mm512_setzero_si512();
+        __m512i hv = _mm512_set1_epi32(h), wv = _mm512_set1_epi32(w);
         for (int t = 0; t < k; t++) {
             __m512i tv = _mm512_set1_epi32(t);
-            __m512i a0 = _mm512_add_epi32(iy0, tv), a1 = _mm512_add_epi32(iy1, tv);
-            __m512i b0 = _mm512_add_epi32(ix0, tv), b1 = _mm512_add_epi32(ix1, tv);
-            rowok[t] = (uint32_t)(_mm512_cmpge_epi32_mask(a0, zv) & _mm512_cmplt_epi32_mask(a0, hv)) |
-                       (uint32_t)(_mm512_cmpge_epi32_mask(a1, zv) & _mm512_cmplt_epi32_mask(a1, hv)) << 16;
-            colok[t] = (uint32_t)(_mm512_cmpge_epi32_mask(b0, zv) & _mm512_cmplt_epi32_mask(b0, wv)) |
-                       (uint32_t)(_mm512_cmpge_epi32_mask(b1, zv) & _mm512_cmplt_epi32_mask(b1, wv)) << 16;
+            rowok[t] = in_range(_mm512_add_epi32(iy0, tv), _mm512_add_epi32(iy1, tv), hv);
+            colok[t] = in_range(_mm512_add_epi32(ix0, tv), _mm512_add_epi32(ix1, tv), wv);
         }
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) mask[ky * k + kx] = rowok[ky] & colok[kx];
@@ -177,7 +180,8 @@ TGT void nn_gemm_pack_conv(const float *x, const float *ph, size_t xper, int nim
                         for (int g = 0; g < ns; g++) {
                             uint32_t m = mk & sm[g];
                             v0 = _mm512_mask_loadu_ps(v0, (__mmask16)m, sb[g] + to);
-                            if (W == 32) v1 = _mm512_mask_loadu_ps(v1, (__mmask16)(m >> 16), sb[g] + to + 16);
+                            if (W == 32)
+                                v1 = _mm512_mask_loadu_ps(v1, (__mmask16)(m >> 16), sb[g] + to + 16);
                         }
                         _mm512_store_ps(d, v0);
                         if (W == 32) _mm512_store_ps(d + 16, v1);

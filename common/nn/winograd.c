@@ -174,7 +174,8 @@ static void small_plan_make(small_plan *sp, int tw, int T, int pw, int w) {
 TGT static void wino_in_small(const float *xc, int h, int w, float *pad, int pw,
                               const small_plan *sp, int th, int T, float *V, size_t st, int W,
                               int cin, int c, long p0) {
-    for (int yy = 0; yy < h; yy++) memcpy(pad + (size_t)(yy + 1) * pw + 1, xc + (size_t)yy * w, sizeof(float) * w);
+    for (int yy = 0; yy < h; yy++)
+        memcpy(pad + (size_t)(yy + 1) * pw + 1, xc + (size_t)yy * w, sizeof(float) * w);
     const __m512 z = _mm512_setzero_ps();
     for (int g = 0; g < T; g += 16) {
         int nl = T - g < 16 ? T - g : 16, t0 = sp->t0[g / 16];
@@ -207,6 +208,24 @@ TGT static void wino_in_small(const float *xc, int h, int w, float *pad, int pw,
     }
 }
 
+/* the 16 products' values of 16 tiles (masked to k), from column off of M's
+ * row for the channel (rows ms apart, one per product) */
+TGT static inline void load_m(const float *M, size_t ms, long off, __mmask16 k, __m512 m[4][4]) {
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 4; b++)
+            m[a][b] = _mm512_maskz_loadu_ps(k, M + (size_t)(a * 4 + b) * ms + off);
+}
+
+/* output row a (0 or 1) of 16 tiles' A^T m A: its even and odd columns */
+TGT static inline void out_tiles(__m512 m[4][4], int a, __m512 *even, __m512 *odd) {
+    __m512 t[4];
+    for (int b = 0; b < 4; b++)
+        t[b] = a == 0 ? _mm512_add_ps(_mm512_add_ps(m[0][b], m[1][b]), m[2][b])
+                      : _mm512_sub_ps(_mm512_sub_ps(m[1][b], m[2][b]), m[3][b]);
+    *even = _mm512_add_ps(_mm512_add_ps(t[0], t[1]), t[2]);
+    *odd = _mm512_sub_ps(_mm512_sub_ps(t[1], t[2]), t[3]);
+}
+
 /* A^T m A for one tile row of one output channel, 16 tiles a step: m from
  * M (row o of each of the 16 products, tiles p0..), out to y rows yy, yy+1 */
 TGT static void wino_out_row(const float *M, size_t ms, long p0, int tw, float *yrow, int w,
@@ -217,27 +236,13 @@ TGT static void wino_out_row(const float *M, size_t ms, long p0, int tw, float *
         int nl = tw - tx < 16 ? tw - tx : 16;
         __mmask16 k = (__mmask16)((1u << nl) - 1);
         __m512 m[4][4];
-        for (int a = 0; a < 4; a++)
-            for (int b = 0; b < 4; b++)
-                m[a][b] = _mm512_maskz_loadu_ps(k, M + (size_t)(a * 4 + b) * ms + p0 + tx);
+        load_m(M, ms, p0 + tx, k, m);
         int cnt = w - 2 * tx < 2 * nl ? w - 2 * tx : 2 * nl; /* outputs in the row */
         __mmask16 k0 = (__mmask16)(cnt >= 16 ? 0xFFFF : (1u << cnt) - 1);
         __mmask16 k1 = (__mmask16)(cnt >= 32 ? 0xFFFF : cnt > 16 ? (1u << (cnt - 16)) - 1 : 0);
         for (int a = 0; a < nrows; a++) {
-            __m512 t0, t1, t2, t3;
-            if (a == 0) {
-                t0 = _mm512_add_ps(_mm512_add_ps(m[0][0], m[1][0]), m[2][0]);
-                t1 = _mm512_add_ps(_mm512_add_ps(m[0][1], m[1][1]), m[2][1]);
-                t2 = _mm512_add_ps(_mm512_add_ps(m[0][2], m[1][2]), m[2][2]);
-                t3 = _mm512_add_ps(_mm512_add_ps(m[0][3], m[1][3]), m[2][3]);
-            } else {
-                t0 = _mm512_sub_ps(_mm512_sub_ps(m[1][0], m[2][0]), m[3][0]);
-                t1 = _mm512_sub_ps(_mm512_sub_ps(m[1][1], m[2][1]), m[3][1]);
-                t2 = _mm512_sub_ps(_mm512_sub_ps(m[1][2], m[2][2]), m[3][2]);
-                t3 = _mm512_sub_ps(_mm512_sub_ps(m[1][3], m[2][3]), m[3][3]);
-            }
-            __m512 e = _mm512_add_ps(_mm512_add_ps(t0, t1), t2); /* even outputs */
-            __m512 o = _mm512_sub_ps(_mm512_sub_ps(t1, t2), t3); /* odd outputs */
+            __m512 e, o;
+            out_tiles(m, a, &e, &o);
             __m512 v0 = _mm512_permutex2var_ps(e, lo, o), v1 = _mm512_permutex2var_ps(e, hi, o);
             float *d = yrow + (size_t)a * w + 2 * tx;
             if (accumulate) {
@@ -261,18 +266,12 @@ TGT static void wino_out_small(const float *M, size_t ms, long p0, int T, const 
         int nl = T - g < 16 ? T - g : 16, t0 = sp->t0[g / 16];
         __mmask16 k = (__mmask16)((1u << nl) - 1);
         __m512 m[4][4];
-        for (int a = 0; a < 4; a++)
-            for (int b = 0; b < 4; b++)
-                m[a][b] = _mm512_maskz_loadu_ps(k, M + (size_t)(a * 4 + b) * ms + p0 + g);
+        load_m(M, ms, p0 + g, k, m);
         __m512i base = _mm512_maskz_loadu_epi32(k, oo + g);
         __mmask16 rk = rok[g / 16], ck = cok[g / 16];
         for (int a = 0; a < 2; a++) {
-            __m512 t[4];
-            for (int b = 0; b < 4; b++)
-                t[b] = a == 0 ? _mm512_add_ps(_mm512_add_ps(m[0][b], m[1][b]), m[2][b])
-                              : _mm512_sub_ps(_mm512_sub_ps(m[1][b], m[2][b]), m[3][b]);
-            __m512 r0 = _mm512_add_ps(_mm512_add_ps(t[0], t[1]), t[2]); /* even columns */
-            __m512 r1 = _mm512_sub_ps(_mm512_sub_ps(t[1], t[2]), t[3]); /* odd columns */
+            __m512 r0, r1; /* even and odd columns */
+            out_tiles(m, a, &r0, &r1);
             if (t0 >= 0) { /* each output row's run: a permute of the two */
                 for (int q = 0; q < 4; q++) {
                     int yy = 2 * (t0 + q) + a;
@@ -290,9 +289,9 @@ TGT static void wino_out_small(const float *M, size_t ms, long p0, int T, const 
             __m512i i0 = _mm512_add_epi32(base, _mm512_set1_epi32(a * w));
             __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(1));
             if (accumulate) {
-                r0 = _mm512_add_ps(r0, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), ka, i0, yo, 4));
-                r1 = _mm512_add_ps(
-                    r1, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), (__mmask16)(ka & ck), i1, yo, 4));
+                const __m512 z = _mm512_setzero_ps();
+                r0 = _mm512_add_ps(r0, _mm512_mask_i32gather_ps(z, ka, i0, yo, 4));
+                r1 = _mm512_add_ps(r1, _mm512_mask_i32gather_ps(z, (__mmask16)(ka & ck), i1, yo, 4));
             }
             _mm512_mask_i32scatter_ps(yo, ka, i0, r0, 4);
             _mm512_mask_i32scatter_ps(yo, (__mmask16)(ka & ck), i1, r1, 4);
@@ -308,7 +307,8 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
     long P = (long)n * T;
     /* V[xi] is cin x P, packed: gemm.h's panels of W columns, each cin x W */
     int W = nn_gemm_nr((int)P);
-    size_t st = packed ? nn_gemm_bpack_n(cin, (int)P) : (size_t)cin * P; /* from one xi to the next */
+    /* from one xi to the next */
+    size_t st = packed ? nn_gemm_bpack_n(cin, (int)P) : (size_t)cin * P;
     if (packed && P % W)
         for (int xi = 0; xi < 16; xi++)
             memset(V + xi * st + (size_t)(P / W) * cin * W, 0, sizeof(float) * cin * W);
