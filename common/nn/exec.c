@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "gemm.h"
+#include "vec.h"
 #include "nn.h"
 #include "winograd.h"
 
@@ -71,6 +72,9 @@ struct nn_exec {
     unsigned long *pAver;
     float *pAs;     /* training: packed weights of the node at hand */
     size_t pAs_n;
+    float *wg;      /* training, per thread wga_n + wgb_n floats: a weight gradient's
+                     * operands packed for gemm.h (dY's rows, im2col transposed) */
+    size_t wga_n, wgb_n;
     float *ph;      /* per thread ph_n floats: stride-2 inputs split by parity (gemm.h) */
     size_t ph_n;
     int ph_val;     /* the value whose planes ph holds whole, or -1 (a downsample reuses them) */
@@ -182,6 +186,11 @@ static ursa_err plan_shapes(nn_exec *e) {
                 a->per * ch > e->ph_n)
                 e->ph_n = a->per * ch;
             if (ch > 1 && (size_t)n->cout * hwo * ch > e->tmp_n) e->tmp_n = (size_t)n->cout * hwo * ch;
+            if (e->gemm && e->train) {
+                int ld = (int)hwo * ch;
+                if (nn_gemm_apack_n(n->cout, ld) > e->wga_n) e->wga_n = nn_gemm_apack_n(n->cout, ld);
+                if (nn_gemm_bpack_n(ld, (int)kk) > e->wgb_n) e->wgb_n = nn_gemm_bpack_n(ld, (int)kk);
+            }
             size_t wn = m->param[n->w].n + (size_t)n->cout;
             if (wn > e->dwt_n) e->dwt_n = wn;
             if (n->k == 3 && n->stride == 1 && n->pad == 1) {
@@ -283,6 +292,9 @@ ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out)
     e->col_n = (e->col_n + 15) & ~(size_t)15; /* each thread's part 64-byte aligned */
     if (e->col_n && !(e->col = falloc(e, e->col_n * e->nth))) goto fail;
     if (e->ph_n && !(e->ph = falloc(e, e->ph_n * e->nth))) goto fail;
+    e->wga_n = (e->wga_n + 15) & ~(size_t)15; /* B's panels 64-byte aligned */
+    e->wgb_n = (e->wgb_n + 15) & ~(size_t)15;
+    if (e->wga_n && !(e->wg = falloc(e, (e->wga_n + e->wgb_n) * e->nth))) goto fail;
     if (e->tmp_n && !(e->tmp = falloc(e, e->tmp_n * e->nth))) goto fail;
     if (train && e->dwt_n && !(e->dwt = falloc(e, e->dwt_n * e->nth))) goto fail;
     if (e->scr_n && !(e->scr = falloc(e, e->scr_n * e->nth))) goto fail;
@@ -352,6 +364,7 @@ void nn_exec_free(nn_exec *e) {
     free(e->bn_istd);
     free(e->mask);
     free(e->col);
+    free(e->wg);
     free(e->ph);
     free(e->tmp);
     free(e->dwt);
@@ -593,7 +606,7 @@ static void conv_fwd_gemm(nn_exec *e, const nn_node *nd, const float *ap, const 
                           const val_t *y, int lo, int hi, float *bp, float *ph, int have_ph, int t,
                           int T) {
     int k = nd->k, hwo = y->h * y->w, K = x->c * k * k, ch = conv_chunk(e, hwo);
-    nn_gemm_out o = {NULL, hwo, y->per, nd->b >= 0 ? e->m->param[nd->b].w : NULL, nd->relu};
+    nn_gemm_out o = {NULL, hwo, y->per, nd->b >= 0 ? e->m->param[nd->b].w : NULL, nd->relu, 0};
     if (!e->ph || !nn_gemm_phases_ok(x->h, x->w, nd->stride, y->h, y->w)) ph = NULL;
     for (int i0 = lo; i0 < hi; i0 += ch) {
         int cn = hi - i0 < ch ? hi - i0 : ch, N = cn * hwo, NP = nn_gemm_npanels(N);
@@ -684,23 +697,10 @@ static void bn_fwd(nn_exec *e, int idx, nn_node *nd, const val_t *x, val_t *y) {
         float mean, istd;
         if (train) {
             double s = 0, ss = 0;
-            for (int i = 0; i < N; i++) {
-                const float *r = x->d + x->per * i + c * hw;
-                float ps = 0;
-                for (size_t j = 0; j < hw; j++) ps += r[j];
-                s += ps;
-            }
+            for (int i = 0; i < N; i++) s += nn_vsum(x->d + x->per * i + c * hw, hw);
             double cnt = (double)N * hw;
             double mu = s / cnt;
-            for (int i = 0; i < N; i++) {
-                const float *r = x->d + x->per * i + c * hw;
-                float pss = 0;
-                for (size_t j = 0; j < hw; j++) {
-                    float d = r[j] - (float)mu;
-                    pss += d * d;
-                }
-                ss += pss;
-            }
+            for (int i = 0; i < N; i++) ss += nn_vsqdev(x->d + x->per * i + c * hw, hw, (float)mu);
             double var = ss / cnt;
             mean = (float)mu;
             istd = (float)(1.0 / sqrt(var + nd->eps));
@@ -952,7 +952,7 @@ static int trainable(const nn_model *m, int p) {
 
 static void conv_bwd_range(nn_exec *e, const nn_node *nd, const val_t *x, const val_t *y,
                            const float *dy, float *dx, int lo, int hi, float *colb, float *tmp,
-                           float *dw, float *db, gemm_fn gemm) {
+                           float *wg, float *dw, float *db, gemm_fn gemm) {
     const nn_param *W = &e->m->param[nd->w];
     int k = nd->k, s = nd->stride, p = nd->pad, cout = nd->cout;
     int hwo = y->h * y->w, kk = x->c * k * k;
@@ -981,14 +981,17 @@ static void conv_bwd_range(nn_exec *e, const nn_node *nd, const val_t *x, const 
                               colb + (size_t)j * hwo, ld);
             col = colb;
         }
-        if (dw) gemm(CblasNoTrans, CblasTrans, cout, kk, ld, 1.0f, g, ld, col, ld, 1.0f, dw, kk);
+        if (dw && wg) { /* on gemm.h's kernel: dY's rows and im2col's, both packed across */
+            float *ap = wg, *bp = wg + e->wga_n;
+            nn_gemm_pack_a(g, ld, cout, ld, ap);
+            nn_gemm_pack_bt(col, ld, ld, kk, bp);
+            nn_gemm_out o = {dw, kk, 0, NULL, 0, 1};
+            nn_gemm_packed(cout, kk, ld, ap, bp, &o, 0, 1);
+        } else if (dw) {
+            gemm(CblasNoTrans, CblasTrans, cout, kk, ld, 1.0f, g, ld, col, ld, 1.0f, dw, kk);
+        }
         if (db)
-            for (int o = 0; o < cout; o++) {
-                const float *r = g + (size_t)o * ld;
-                float acc = 0;
-                for (int j = 0; j < ld; j++) acc += r[j];
-                db[o] += acc;
-            }
+            for (int o = 0; o < cout; o++) db[o] += nn_vsum(g + (size_t)o * ld, (size_t)ld);
         if (!dx) continue;
         if (direct && cn == 1) {
             gemm(CblasTrans, CblasNoTrans, kk, hwo, cout, 1.0f, W->w, kk, g, hwo, 1.0f,
@@ -1009,7 +1012,8 @@ static void conv_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const val_t 
     float *db = trainable(m, nd->b) ? m->param[nd->b].g : NULL;
     const float *Ud = dx && use_wino(e, nd, y) ? wino_U(e, nd, 1) : NULL;
     if (e->nb == 1 || e->nth == 1) {
-        conv_bwd_range(e, nd, x, y, dy, Ud ? NULL : dx, 0, e->nb, e->col, e->tmp, dw, db, pgemm);
+        conv_bwd_range(e, nd, x, y, dy, Ud ? NULL : dx, 0, e->nb, e->col, e->tmp, NULL, dw, db,
+                       pgemm);
         if (Ud) wino_range(e, nd, Ud, x, y, dy, dx, 0, e->nb, 0, 1);
         return;
     }
@@ -1022,7 +1026,8 @@ static void conv_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const val_t 
         float *mine = e->dwt + e->dwt_n * t;
         if (dw || db) memset(mine, 0, sizeof(float) * (wn + (size_t)nd->cout));
         conv_bwd_range(e, nd, x, y, dy, Ud ? NULL : dx, lo, hi, e->col + e->col_n * t,
-                       e->tmp ? e->tmp + e->tmp_n * t : NULL, dw ? mine : NULL,
+                       e->tmp ? e->tmp + e->tmp_n * t : NULL,
+                       e->wg ? e->wg + (e->wga_n + e->wgb_n) * t : NULL, dw ? mine : NULL,
                        db ? mine + wn : NULL, sgemm1);
         if (Ud) wino_range(e, nd, Ud, x, y, dy, dx, lo, hi, t, 0);
 #pragma omp barrier
@@ -1055,12 +1060,8 @@ static void bn_bwd(nn_exec *e, int idx, const nn_node *nd, const val_t *x, float
         float mean = smean[c], istd = sistd[c];
         double sdy = 0, sdyx = 0;
         for (int i = 0; i < N; i++) {
-            const float *r = x->d + x->per * i + c * hw, *d = dy + x->per * i + c * hw;
             float a = 0, b = 0;
-            for (size_t j = 0; j < hw; j++) {
-                a += d[j];
-                b += d[j] * (r[j] - mean);
-            }
+            nn_vsum2(dy + x->per * i + c * hw, x->d + x->per * i + c * hw, hw, mean, &a, &b);
             sdy += a;
             sdyx += b;
         }
@@ -1167,8 +1168,14 @@ ursa_err nn_backward(nn_exec *e, const float *dout) {
         if (nd->relu) { /* fused ReLU: gradient only where the output is positive */
             const float *yd = y->d;
 #pragma omp parallel for schedule(static) if (tot > 65536)
-            for (size_t j = 0; j < tot; j++)
-                if (yd[j] <= 0) dy[j] = 0;
+            for (size_t j = 0; j < tot; j++) /* a store every time: no branch, vectorised */
+                dy[j] = yd[j] > 0 ? dy[j] : 0.0f;
+        }
+        if (nd->op == NN_ADD && x->ng && !x->g && dy != e->dout) {
+            /* the first input of an add takes the sum's gradient buffer as
+             * its own: no zeroing, no pass adding dy into it */
+            x->g = dy;
+            y->g = NULL;
         }
         float *dx = x->ng ? grad_of(e, nd->in[0]) : NULL;
         if (x->ng && !dx) goto nomem;
@@ -1251,9 +1258,10 @@ ursa_err nn_backward(nn_exec *e, const float *dout) {
             val_t *b = &e->v[nd->in[1]];
             float *db = b->ng ? grad_of(e, nd->in[1]) : NULL;
             if (b->ng && !db) goto nomem;
+            int moved = dx == dy; /* dx is dy's own buffer (above) */
 #pragma omp parallel for schedule(static) if (tot > 65536)
             for (size_t j = 0; j < tot; j++) {
-                if (dx) dx[j] += dy[j];
+                if (dx && !moved) dx[j] += dy[j];
                 if (db) db[j] += dy[j];
             }
             break;

@@ -45,7 +45,7 @@ static inline void store_row(const nn_gemm_out *o, int r, int n0, int nr, const 
         float *d = o->c + (size_t)(j / o->cols) * o->cstride + (size_t)r * o->cols + q;
         const float *sv = v + (j - n0);
         for (int i = 0; i < len; i++) {
-            float t = sv[i] + b;
+            float t = sv[i] + b + (o->acc ? d[i] : 0.0f);
             d[i] = o->relu && !(t > 0) ? 0 : t;
         }
         j += len;
@@ -205,6 +205,51 @@ TGT void nn_gemm_pack_conv(const float *x, const float *ph, size_t xper, int nim
     }
 }
 
+/* r[l] (row l of a 16 x 16 block) becomes column l: 32-bit and 64-bit
+ * unpacks within 128-bit lanes, then two rounds of lane shuffles */
+TGT static inline void tr16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) /* u[i + q]: rows i..i+3 of column 4L + q, lane L */
+        for (int h = 0; h < 2; h++) {
+            __m512d a = _mm512_castps_pd(t[i + h]), b = _mm512_castps_pd(t[i + h + 2]);
+            u[i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+            u[i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        }
+    for (int q = 0; q < 4; q++) {
+        __m512 v0 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0x88);
+        __m512 v1 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0xdd);
+        __m512 w0 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0x88);
+        __m512 w1 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xdd);
+        r[q] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+        r[8 + q] = _mm512_shuffle_f32x4(v0, w0, 0xdd);
+        r[4 + q] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+        r[12 + q] = _mm512_shuffle_f32x4(v1, w1, 0xdd);
+    }
+}
+
+TGT void nn_gemm_pack_bt(const float *bt, int ldb, int k, int n, float *bp) {
+    int W = nn_gemm_nr(n), NP = (n + W - 1) / W;
+    const __m512 z = _mm512_setzero_ps();
+    for (int pn = 0; pn < NP; pn++)
+        for (int h = 0; h < W; h += 16) { /* 16 of the panel's columns: rows of bt */
+            int j0 = pn * W + h, nj = n - j0;
+            float *d = bp + (size_t)pn * W * k + h;
+            for (int i0 = 0; i0 < k; i0 += 16) {
+                int ni = k - i0 < 16 ? k - i0 : 16;
+                __mmask16 km = (__mmask16)((1u << ni) - 1);
+                __m512 r[16];
+                for (int l = 0; l < 16; l++)
+                    r[l] = l < nj ? _mm512_maskz_loadu_ps(km, bt + (size_t)(j0 + l) * ldb + i0) : z;
+                tr16(r);
+                for (int l = 0; l < ni; l++) _mm512_store_ps(d + (size_t)(i0 + l) * W, r[l]);
+            }
+        }
+}
+
 /* rows [m0, m0+mr) x columns [n0, n0+nr) from panels a (k x MR) and b
  * (k x 16V): the tile in 8 x V registers; V is 1 or 2, a constant after
  * inlining, so each width gets its own straight-line loop */
@@ -230,6 +275,11 @@ TGT static inline __attribute__((always_inline)) void tile_v(int k, const float 
         float *base = o->c + (size_t)(n0 / o->cols) * o->cstride + q0;
         for (int r = 0; r < mr; r++) {
             __m512 v0 = acc[r][0], v1 = acc[r][1];
+            float *d = base + (size_t)(m0 + r) * o->cols;
+            if (o->acc) {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, d));
+                if (V == 2) v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, d + 16));
+            }
             if (o->bias) {
                 __m512 bv = _mm512_set1_ps(o->bias[m0 + r]);
                 v0 = _mm512_add_ps(v0, bv);
@@ -239,7 +289,6 @@ TGT static inline __attribute__((always_inline)) void tile_v(int k, const float 
                 v0 = _mm512_max_ps(v0, z);
                 v1 = _mm512_max_ps(v1, z);
             }
-            float *d = base + (size_t)(m0 + r) * o->cols;
             _mm512_mask_storeu_ps(d, k0, v0);
             if (V == 2) _mm512_mask_storeu_ps(d + 16, k1, v1);
         }
@@ -290,6 +339,16 @@ void nn_gemm_pack_conv(const float *x, const float *ph, size_t xper, int nimg, i
                         : 0.0f;
             }
         }
+}
+
+void nn_gemm_pack_bt(const float *bt, int ldb, int k, int n, float *bp) {
+    int W = nn_gemm_nr(n), NP = (n + W - 1) / W;
+    for (int pn = 0; pn < NP; pn++)
+        for (int i = 0; i < k; i++)
+            for (int jj = 0; jj < W; jj++) {
+                int j = pn * W + jj;
+                bp[((size_t)pn * k + i) * W + jj] = j < n ? bt[(size_t)j * ldb + i] : 0.0f;
+            }
 }
 
 static void tile(int k, const float *a, const float *b, const nn_gemm_out *o, int m0, int mr,

@@ -54,14 +54,21 @@ void nn_gemm_phase_split(const float *x, size_t xper, int nimg, int cin, int h, 
 void nn_gemm_pack_conv(const float *x, const float *ph, size_t xper, int nimg, int cin, int h,
                        int w, int k, int s, int p, int ho, int wo, float *bp, int p0, int p1);
 
+/* B (k x n) from its transpose bt (n x k, ldb floats a row): a weight
+ * gradient's im2col rows, whose inner dimension (the pixels) runs along
+ * the rows. 16 x 16 blocks transposed in registers. */
+void nn_gemm_pack_bt(const float *bt, int ldb, int k, int n, float *bp);
+
 /* Where the product goes: column j, row r to c + (j/cols)*cstride +
- * r*cols + j%cols; plus bias[r] when bias; then max(0, .) when relu. */
+ * r*cols + j%cols; plus bias[r] when bias; then max(0, .) when relu; added
+ * to what is there when acc. */
 typedef struct {
     float *c;
     int cols;
     size_t cstride;
     const float *bias;
     int relu;
+    int acc;
 } nn_gemm_out;
 
 /* C = A B (m x n, inner k) from packed operands, the tiles of worker t of

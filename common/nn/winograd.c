@@ -392,7 +392,7 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
 #pragma omp parallel for schedule(static) if (par)
     for (int xi = 0; xi < 16; xi++)
         if (packed) {
-            nn_gemm_out o = {M + (size_t)xi * cout * P, (int)P, 0, NULL, 0};
+            nn_gemm_out o = {M + (size_t)xi * cout * P, (int)P, 0, NULL, 0, 0};
             nn_gemm_packed(cout, (int)P, cin, U + xi * nn_gemm_apack_n(cout, cin), V + xi * st, &o,
                            0, 1);
         } else

@@ -53,7 +53,7 @@ static int conv_shape(const char *name, int nimg, int cin, int h, int cout, int 
         if (ph) nn_gemm_phase_split(x, xper, nimg, cin, h, h, ph, 0, cin);
         nn_gemm_pack_conv(x, ph, xper, nimg, cin, h, h, k, s, p, ho, ho, bp, 0, NP);
         double t2 = secs();
-        nn_gemm_out o = {y2, hwo, yper, NULL, 0};
+        nn_gemm_out o = {y2, hwo, yper, NULL, 0, 0};
         nn_gemm_packed(cout, N, K, ap, bp, &o, 0, 1);
         double t3 = secs();
         if (t1 - t0 < tb) tb = t1 - t0;

@@ -116,7 +116,7 @@ static void packed_case(int n, int cin, int h, int cout, int k, int s, int p, in
     nn_gemm_pack_conv(x, ph, xper, n, cin, h, h, k, s, p, ho, ho, bp, 0, NP / 2);
     nn_gemm_pack_conv(x, ph, xper, n, cin, h, h, k, s, p, ho, ho, bp, NP / 2, NP);
     free(ph);
-    nn_gemm_out o = {y, hwo, (size_t)cout * hwo, b, relu};
+    nn_gemm_out o = {y, hwo, (size_t)cout * hwo, b, relu, 0};
     nn_gemm_packed(cout, N, K, ap, bp, &o, 1, 3);
     nn_gemm_packed(cout, N, K, ap, bp, &o, 0, 3);
     nn_gemm_packed(cout, N, K, ap, bp, &o, 2, 3);
@@ -127,6 +127,45 @@ static void packed_case(int n, int cin, int h, int cout, int k, int s, int p, in
     if (e > 1e-5)
         fail_msg("packed n=%d cin=%d h=%d cout=%d k=%d s=%d p=%d: %g", n, cin, h, cout, k, s, p, e);
     free(x), free(w), free(b), free(y), free(yr), free(ap), free(bp);
+}
+
+/* a weight gradient's product through gemm.h: C (m x n) += A (m x k) B^T
+ * with B given as n x k rows (im2col's), packed by transposing, added to
+ * what C holds; against the double-precision sum */
+static void packed_wgrad_case(int m, int n, int k) {
+    int ld = k + 3; /* rows longer than the product reads */
+    float *a = malloc((size_t)m * ld * 4), *bt = malloc((size_t)n * ld * 4);
+    float *c = malloc((size_t)m * n * 4), *ap = malloc(nn_gemm_apack_n(m, k) * 4), *bp = NULL;
+    double *cr = malloc((size_t)m * n * sizeof(double)), *cabs = malloc((size_t)m * n * sizeof(double));
+    assert_int_equal(posix_memalign((void **)&bp, 64, nn_gemm_bpack_n(k, n) * 4), 0);
+    fill(a, (size_t)m * ld);
+    fill(bt, (size_t)n * ld);
+    fill(c, (size_t)m * n);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double acc = c[(size_t)i * n + j], sa = fabs(acc);
+            for (int q = 0; q < k; q++) {
+                double t = (double)a[(size_t)i * ld + q] * bt[(size_t)j * ld + q];
+                acc += t;
+                sa += fabs(t);
+            }
+            cr[(size_t)i * n + j] = acc;
+            cabs[(size_t)i * n + j] = sa;
+        }
+    nn_gemm_pack_a(a, ld, m, k, ap);
+    nn_gemm_pack_bt(bt, ld, k, n, bp);
+    nn_gemm_out o = {c, n, 0, NULL, 0, 1};
+    nn_gemm_packed(m, n, k, ap, bp, &o, 0, 2);
+    nn_gemm_packed(m, n, k, ap, bp, &o, 1, 2);
+    /* float sums of k terms: within 1e-5 of the sum of their sizes (a term
+     * missed or misplaced would be about 1/k of it) */
+    double worst = 0;
+    for (size_t i = 0; i < (size_t)m * n; i++) {
+        double d = fabs(c[i] - cr[i]) / cabs[i];
+        worst = d > worst ? d : worst;
+    }
+    if (worst > 1e-5) fail_msg("weight-gradient product m=%d n=%d k=%d: %g", m, n, k, worst);
+    free(a), free(bt), free(c), free(ap), free(bp), free(cr), free(cabs);
 }
 
 static void packed_gemm_matches_naive(void **state) {
@@ -154,6 +193,10 @@ static void packed_gemm_matches_naive(void **state) {
     packed_case(1, 8, 4, 9, 3, 1, 1, 1);    /* 16 columns: one 16-wide panel */
     packed_case(1, 5, 6, 10, 3, 1, 1, 0);   /* 36 columns: three 16-wide panels */
     packed_case(3, 4, 4, 8, 3, 1, 1, 1);    /* 48 columns, 16-wide panels across images */
+    packed_wgrad_case(64, 576, 1176);       /* the small resnet's: 16 x 16 blocks exactly */
+    packed_wgrad_case(13, 27, 50);          /* a stem's: rows and columns off every block */
+    packed_wgrad_case(8, 9, 7);             /* one 16-wide panel, k under one block */
+    packed_wgrad_case(20, 40, 33);          /* 16-wide panels, a partial last one */
 }
 
 /* in_c 3, 8x8: conv-bn-maxpool-relu, a downsampling basic block, fast.ai's
