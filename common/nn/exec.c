@@ -1291,7 +1291,7 @@ void nn_softmax(float *x, int n, int c) {
     }
 }
 
-float nn_softmax_ce(const float *logits, const int *t, int n, int c, float *d) {
+float nn_softmax_ce_ls(const float *logits, const int *t, int n, int c, float eps, float *d) {
     double loss = 0;
     for (int i = 0; i < n; i++)
         if (t[i] < 0 || t[i] >= c) return NAN; /* a label the model has no class for */
@@ -1299,21 +1299,29 @@ float nn_softmax_ce(const float *logits, const int *t, int n, int c, float *d) {
         const float *r = logits + (size_t)i * c;
         float mx = r[0];
         for (int j = 1; j < c; j++) mx = r[j] > mx ? r[j] : mx;
-        double s = 0;
-        for (int j = 0; j < c; j++) s += exp((double)r[j] - mx);
+        double s = 0, sl = 0;
+        for (int j = 0; j < c; j++) s += exp((double)r[j] - mx), sl += r[j];
         double lse = mx + log(s);
-        loss += lse - r[t[i]];
+        /* -sum_j q_j log p_j, q = (1 - eps) onehot + eps / c */
+        loss += (1 - eps) * (lse - r[t[i]]) + eps * (lse - sl / c);
         if (d)
             for (int j = 0; j < c; j++)
-                d[(size_t)i * c + j] = (float)((exp((double)r[j] - lse) - (j == t[i])) / n);
+                d[(size_t)i * c + j] =
+                    (float)((exp((double)r[j] - lse) - (1 - eps) * (j == t[i]) - eps / c) / n);
     }
     return (float)(loss / n);
 }
 
-float nn_backward_ce(nn_exec *e, const int *targets) {
+float nn_softmax_ce(const float *logits, const int *t, int n, int c, float *d) {
+    return nn_softmax_ce_ls(logits, t, n, c, 0.0f, d);
+}
+
+float nn_backward_ce_ls(nn_exec *e, const int *targets, float eps) {
     nn_model *m = e->m;
     int c = e->v[m->out].c;
-    float loss = nn_softmax_ce(e->v[m->out].d, targets, e->nb, c, e->dout);
+    float loss = nn_softmax_ce_ls(e->v[m->out].d, targets, e->nb, c, eps, e->dout);
     if (isnan(loss)) return loss;
     return nn_backward(e, e->dout) == URSA_OK ? loss : NAN;
 }
+
+float nn_backward_ce(nn_exec *e, const int *targets) { return nn_backward_ce_ls(e, targets, 0.0f); }

@@ -96,7 +96,7 @@ ursa_err nn_fit_one_cycle_from(nn_learner *L, int epochs, int from, float lr_lo,
             lr1 = lrs[g - 1];
             nn_zero_grad(m);
             nn_forward(L->tr, x, n);
-            float loss = nn_backward_ce(L->tr, y);
+            float loss = nn_backward_ce_ls(L->tr, y, L->label_smoothing);
             if (!isfinite(loss)) return URSA_ERR_INVALID;
             ursa_err e = nn_adamw_step(&L->opt, m, lrs, mom);
             if (e != URSA_OK) return e;

@@ -20,6 +20,8 @@ typedef struct {
     int bs, h, w;
     nn_adamw opt;
     FILE *table;            /* where the epoch table goes (NULL: nowhere) */
+    float label_smoothing;  /* eps of the training loss (0: plain cross-entropy);
+                             * valid_loss is always plain cross-entropy */
     volatile int *stop;     /* set to stop after the current batch */
     void *ctx;
     /* progress: called every batch (may be NULL) */

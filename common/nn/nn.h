@@ -152,7 +152,7 @@ ursa_err nn_resnet(nn_model *m, int depth, int nclass);
 ursa_err nn_resnet_body(nn_model *m, int depth);
 /* A small resnet for 28..64 px images: a 3x3 stem of w channels at full
  * resolution, basic blocks of 2w and 4w channels each halving the size,
- * global average pool, fc. */
+ * concat pool (max and average side by side), fc. */
 ursa_err nn_small_resnet(nn_model *m, int in_c, int width, int nclass);
 /* fast.ai's head on the model's current output: concat pool, flatten,
  * [BN, dropout 0.25, linear 512, ReLU], [BN, dropout 0.5, linear nclass].
@@ -177,6 +177,10 @@ const float *nn_forward(nn_exec *e, const float *x, int n);
  * gradients (zero them first with nn_zero_grad). NaN for a label outside
  * the classes or when backward runs out of memory. */
 float nn_backward_ce(nn_exec *e, const int *targets);
+/* The same with label smoothing eps (PyTorch's CrossEntropyLoss
+ * label_smoothing, fast.ai's LabelSmoothingCrossEntropy): the target is
+ * 1 - eps on the label plus eps / classes on every class. */
+float nn_backward_ce_ls(nn_exec *e, const int *targets, float eps);
 /* Backward from a given gradient of the output (n x nout); URSA_ERR_NOMEM
  * when a gradient buffer cannot be made (the weight gradients are then
  * partial: do not step). */
@@ -200,6 +204,8 @@ int nn_out_size(const nn_model *m); /* outputs per image */
 /* softmax over rows in place */
 void nn_softmax(float *x, int n, int c);
 float nn_softmax_ce(const float *logits, const int *targets, int n, int c, float *dlogits);
+float nn_softmax_ce_ls(const float *logits, const int *targets, int n, int c, float eps,
+                       float *dlogits);
 
 /* ---- kernels (kernels.c), exposed for tests -------------------------- */
 void nn_conv_fwd_naive(const float *x, int n, int cin, int h, int w, const float *wt,

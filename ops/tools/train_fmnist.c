@@ -3,12 +3,18 @@
  * benchmark (ops/bench-fashion-mnist.sh).
  *
  *   train-fmnist [--data DIR] [--epochs N] [--lr MAX] [--bs B] [--width W]
- *                [--limit N] [--export FILE.onnx] [--seed S]
+ *                [--pad PX] [--flip 0|1] [--ls EPS] [--limit N]
+ *                [--export FILE.onnx] [--seed S]
  *
  * Reads DIR/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (Debian's
- * dataset-fashion-mnist by default), trains on the 60,000 training images
- * (flip and +-2 px shifts), validates on the 10,000 test images each epoch,
- * and ends with `test_accuracy=... train_seconds=...`. */
+ * dataset-fashion-mnist by default), trains on the 60,000 training images,
+ * validates on the 10,000 test images each epoch, and ends with
+ * `test_accuracy=... train_seconds=...`.
+ *
+ * The defaults are the recipe that did best in ten minutes here: no
+ * augmentation (random shifts of --pad pixels and mirror images --flip
+ * cost more in learning speed than they gave back in eight epochs) and
+ * label smoothing 0.1 (--ls). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,15 +49,16 @@ static double now_s(void) {
 int main(int argc, char **argv) {
     nn_blas_init(argv);
     const char *dir = "/usr/share/datasets/fashion-mnist", *export = NULL;
-    int epochs = 6, bs = 128, width = 32;
+    int epochs = 8, bs = 128, width = 32, pad = 0, flip = 0;
     long limit = 0;
-    float lr = 1e-2f;
+    float lr = 1e-2f, ls = 0.1f;
     uint64_t seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !v) {
             fprintf(stderr, "usage: train-fmnist [--data DIR] [--epochs N] [--lr MAX] [--bs B] "
-                            "[--width W] [--limit N] [--export FILE.onnx] [--seed S]\n");
+                            "[--width W] [--pad PX] [--flip 0|1] [--ls EPS] [--limit N] "
+                            "[--export FILE.onnx] [--seed S]\n");
             return !strcmp(a, "--help") ? 0 : 2;
         }
         i++;
@@ -60,6 +67,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--lr")) lr = (float)atof(v);
         else if (!strcmp(a, "--bs")) bs = atoi(v);
         else if (!strcmp(a, "--width")) width = atoi(v);
+        else if (!strcmp(a, "--pad")) pad = atoi(v);
+        else if (!strcmp(a, "--flip")) flip = atoi(v);
+        else if (!strcmp(a, "--ls")) ls = (float)atof(v);
         else if (!strcmp(a, "--limit")) limit = atol(v);
         else if (!strcmp(a, "--export")) export = v;
         else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
@@ -68,8 +78,10 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (epochs < 1 || bs < 2 || width < 4 || !(lr > 0)) {
-        fprintf(stderr, "train-fmnist: bad settings\n");
+    if (epochs < 1 || bs < 2 || width < 4 || !(lr > 0) || pad < 0 || pad > 8 ||
+        (flip != 0 && flip != 1) || !(ls >= 0 && ls < 1)) {
+        fprintf(stderr, "train-fmnist: bad settings (want epochs >= 1, bs >= 2, width >= 4, lr > 0, "
+                        "pad 0..8, flip 0 or 1, ls in [0, 1))\n");
         return 2;
     }
     char ti[4096], tl[4096], vi[4096], vl[4096];
@@ -108,8 +120,8 @@ int main(int argc, char **argv) {
 
     source ts = {tpx, r, c}, vs = {vpx, r, c};
     nn_aug aug = nn_aug_none();
-    aug.flip = 1;
-    aug.pad = 2;
+    aug.flip = flip;
+    aug.pad = pad;
     nn_loader *tr, *va;
     if (nn_loader_new(get_image, &ts, ti_idx, ti_lab, (int)tn, bs, 1, &aug, &m.meta, 1, seed, &tr) ||
         nn_loader_new(get_image, &vs, vi_idx, vi_lab, (int)vn, bs, 0, NULL, &m.meta, 1, seed, &va)) {
@@ -122,8 +134,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     L.table = stdout;
+    L.label_smoothing = ls;
     printf("model=small_resnet width=%d params=%zu train=%ld valid=%ld epochs=%d bs=%d max_lr=%g "
-           "core=%s\n", width, nn_param_count(&m), tn, vn, epochs, bs, lr, nn_blas_core());
+           "pad=%d flip=%d label_smoothing=%g core=%s\n", width, nn_param_count(&m), tn, vn, epochs,
+           bs, lr, pad, flip, ls, nn_blas_core());
     double t0 = now_s();
     ursa_err e = nn_fit_one_cycle(&L, epochs, lr, lr);
     double secs = now_s() - t0;

@@ -168,6 +168,44 @@ static void packed_wgrad_case(int m, int n, int k) {
     free(a), free(bt), free(c), free(ap), free(bp), free(cr), free(cabs);
 }
 
+/* label smoothing: the loss is -sum_j q_j log p_j with q = (1 - eps) on
+ * the label + eps / c everywhere (PyTorch's label_smoothing), computed here
+ * from the probabilities; the gradient against finite differences */
+static void label_smoothing_loss_and_gradient(void **state) {
+    (void)state;
+    const int n = 3, c = 5;
+    float lg[15], d[15];
+    int t[3] = {4, 0, 2};
+    for (int i = 0; i < n * c; i++) lg[i] = 3 * frand();
+    for (int k = 0; k < 3; k++) {
+        float eps = k == 0 ? 0.0f : k == 1 ? 0.1f : 0.3f;
+        double want = 0;
+        for (int i = 0; i < n; i++) {
+            double z = 0;
+            for (int j = 0; j < c; j++) z += exp(lg[i * c + j]);
+            for (int j = 0; j < c; j++) {
+                double q = (1 - eps) * (j == t[i]) + eps / c;
+                want -= q * log(exp(lg[i * c + j]) / z);
+            }
+        }
+        want /= n;
+        float got = nn_softmax_ce_ls(lg, t, n, c, eps, d);
+        assert_true(fabs(got - want) < 1e-5 * (1 + fabs(want)));
+        if (eps == 0) assert_true(got == nn_softmax_ce(lg, t, n, c, NULL));
+        for (int i = 0; i < n * c; i++) {
+            float keep = lg[i], h = 1e-2f;
+            lg[i] = keep + h;
+            double up = nn_softmax_ce_ls(lg, t, n, c, eps, NULL);
+            lg[i] = keep - h;
+            double dn = nn_softmax_ce_ls(lg, t, n, c, eps, NULL);
+            lg[i] = keep;
+            double fd = (up - dn) / (2 * h);
+            if (fabs(fd - d[i]) > 2e-3)
+                fail_msg("eps %g logit %d: gradient %g, finite difference %g", eps, i, d[i], fd);
+        }
+    }
+}
+
 static void packed_gemm_matches_naive(void **state) {
     (void)state;
     __builtin_cpu_init();
@@ -835,6 +873,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(conv_matches_naive),
         cmocka_unit_test(packed_gemm_matches_naive),
         cmocka_unit_test(gradients_match_finite_differences),
+        cmocka_unit_test(label_smoothing_loss_and_gradient),
         cmocka_unit_test(fused_inference_keeps_outputs),
         cmocka_unit_test(freeze_keeps_body_but_trains_bn),
         cmocka_unit_test(schedules_follow_fastai),
