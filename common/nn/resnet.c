@@ -77,8 +77,9 @@ ursa_err nn_small_resnet(nn_model *m, int in_c, int width, int nclass) {
     x = basic_block(m, "layer1.0", x, width * 2, 2);
     x = basic_block(m, "layer2.0", x, width * 4, 2);
     m->group = 2;
-    /* fast.ai's concat pool (max and average side by side): 0.3 points
-     * better than the average alone after 3 epochs on Fashion-MNIST */
+    /* fast.ai's concat pool (max and average side by side): 90.60% against
+     * the average pool's 90.31% after 3 epochs on Fashion-MNIST (one run
+     * each, so within noise; it costs nothing) */
     x = nn_flatten(m, nn_concat(m, nn_gmp(m, x), nn_gap(m, x)));
     nn_linear(m, "fc", x, nclass, 1);
     m->ngroups = 3;
