@@ -4,8 +4,9 @@
  * col[Cin*k*k, HW]. Forward, on CPUs with AVX-512, they run on gemm.h
  * (weights packed once, col written straight into packed panels, bias and
  * ReLU on the way out); 3x3 stride-1 ones, and their input gradients, as
- * Winograd (winograd.h) on the same kernel. Otherwise, and for the weight
- * gradients and the other input gradients, im2col + OpenBLAS. When
+ * Winograd (winograd.h) on the same kernel; the weight gradients on it too
+ * (dY and im2col packed across). Otherwise, and for the other input
+ * gradients, im2col + OpenBLAS. When
  * the output is small (deep layers) several images share one product so it
  * stays wide enough to run at speed.
  * Training keeps every value for backward; gradients of values come from a
@@ -970,11 +971,13 @@ static void conv_bwd_range(nn_exec *e, const nn_node *nd, const val_t *x, const 
                 col = colb;
             }
         } else {
-            for (int j = 0; j < cn; j++)
+            /* OpenBLAS's products take dY's images side by side; gemm.h's
+             * weight gradient packs them from where they are */
+            g = dx || (dw && !wg) ? tmp : NULL;
+            for (int j = 0; g && j < cn; j++)
                 for (int o = 0; o < cout; o++)
                     memcpy(tmp + (size_t)o * ld + (size_t)j * hwo,
                            dy + y->per * (i0 + j) + (size_t)o * hwo, sizeof(float) * hwo);
-            g = tmp;
             if (dw)
                 for (int j = 0; j < cn; j++)
                     nn_im2col(x->d + x->per * (i0 + j), x->c, x->h, x->w, k, s, p, y->h, y->w,
@@ -983,7 +986,8 @@ static void conv_bwd_range(nn_exec *e, const nn_node *nd, const val_t *x, const 
         }
         if (dw && wg) { /* on gemm.h's kernel: dY's rows and im2col's, both packed across */
             float *ap = wg, *bp = wg + e->wga_n;
-            nn_gemm_pack_a(g, ld, cout, ld, ap);
+            for (int j = 0; j < cn; j++)
+                nn_gemm_pack_a_cols(dy + y->per * (i0 + j), hwo, cout, hwo, ld, j * hwo, ap);
             nn_gemm_pack_bt(col, ld, ld, kk, bp);
             nn_gemm_out o = {dw, kk, 0, NULL, 0, 1};
             nn_gemm_packed(cout, kk, ld, ap, bp, &o, 0, 1);
@@ -991,7 +995,9 @@ static void conv_bwd_range(nn_exec *e, const nn_node *nd, const val_t *x, const 
             gemm(CblasNoTrans, CblasTrans, cout, kk, ld, 1.0f, g, ld, col, ld, 1.0f, dw, kk);
         }
         if (db)
-            for (int o = 0; o < cout; o++) db[o] += nn_vsum(g + (size_t)o * ld, (size_t)ld);
+            for (int j = 0; j < cn; j++)
+                for (int o = 0; o < cout; o++)
+                    db[o] += nn_vsum(dy + y->per * (i0 + j) + (size_t)o * hwo, (size_t)hwo);
         if (!dx) continue;
         if (direct && cn == 1) {
             gemm(CblasTrans, CblasNoTrans, kk, hwo, cout, 1.0f, W->w, kk, g, hwo, 1.0f,

@@ -26,8 +26,12 @@ int nn_gemm_npanels(int n) { return (n + nn_gemm_nr(n) - 1) / nn_gemm_nr(n); }
 size_t nn_gemm_bpack_n(int k, int n) { return (size_t)nn_gemm_npanels(n) * nn_gemm_nr(n) * k; }
 
 void nn_gemm_pack_a(const float *a, int lda, int m, int k, float *ap) {
+    nn_gemm_pack_a_cols(a, lda, m, k, k, 0, ap);
+}
+
+void nn_gemm_pack_a_cols(const float *a, int lda, int m, int k, int ktot, int k0, float *ap) {
     for (int m0 = 0; m0 < m; m0 += MR) {
-        float *d = ap + (size_t)m0 * k;
+        float *d = ap + (size_t)m0 * ktot + (size_t)k0 * MR;
         int mr = m - m0 < MR ? m - m0 : MR;
         for (int i = 0; i < k; i++, d += MR) {
             for (int r = 0; r < mr; r++) d[r] = a[(size_t)(m0 + r) * lda + i];

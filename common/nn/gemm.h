@@ -36,6 +36,10 @@ size_t nn_gemm_bpack_n(int k, int n);
 
 /* a: m x k row-major (lda floats a row) -> ap */
 void nn_gemm_pack_a(const float *a, int lda, int m, int k, float *ap);
+/* the same for columns [k0, k0 + k) of a packed A whose inner dimension is
+ * ktot, from a (m x k, lda floats a row): a weight gradient's dY, image by
+ * image, without first copying the images side by side */
+void nn_gemm_pack_a_cols(const float *a, int lda, int m, int k, int ktot, int k0, float *ap);
 
 /* Stride-2 convolutions whose output grid is half the input's (even h and
  * w): nn_gemm_phases_ok says so. x split by row and column parity into four
