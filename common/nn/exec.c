@@ -76,11 +76,14 @@ struct nn_exec {
     float *wg;      /* training, per thread wga_n + wgb_n floats: a weight gradient's
                      * operands packed for gemm.h (dY's rows, im2col transposed) */
     size_t wga_n, wgb_n;
+    float *wgm;     /* training, per thread wgm_n floats: a 3x3 weight gradient's
+                     * transformed sum (Winograd; its operands in wv, wm and wg) */
+    size_t wgm_n;
     float *ph;      /* per thread ph_n floats: stride-2 inputs split by parity (gemm.h) */
     size_t ph_n;
     int ph_val;     /* the value whose planes ph holds whole, or -1 (a downsample reuses them) */
     int prof;      /* URSA_NN_PROFILE: time spent per operator, printed at free */
-    double *pnode; /* URSA_NN_PROFILE=nodes: forward time per node as well */
+    double *pnode; /* URSA_NN_PROFILE=nodes: time per node as well, forward then backward */
     double ptime[2][NN_OP_COUNT];
     long pcalls;
 };
@@ -200,6 +203,13 @@ static ursa_err plan_shapes(nn_exec *e) {
                 size_t cm = (size_t)(a->c > n->cout ? a->c : n->cout);
                 if (nn_wino_v_n((int)cm, (long)P) > e->wv_n) e->wv_n = nn_wino_v_n((int)cm, (long)P);
                 if (16 * cm * P > e->wm_n) e->wm_n = 16 * cm * P;
+                if (e->gemm && e->train) { /* the weight gradient's (winograd.h) */
+                    size_t gm = 16 * (size_t)a->c * n->cout;
+                    if (gm > e->wgm_n) e->wgm_n = gm;
+                    if (nn_gemm_apack_n(n->cout, (int)P) > e->wga_n) e->wga_n = nn_gemm_apack_n(n->cout, (int)P);
+                    if (nn_gemm_bpack_n((int)P, a->c) > e->wgb_n) e->wgb_n = nn_gemm_bpack_n((int)P, a->c);
+                    if (nn_wino_wg_rows_n(o->h, o->w) > e->scr_n) e->scr_n = nn_wino_wg_rows_n(o->h, o->w);
+                }
             }
         }
     }
@@ -277,7 +287,7 @@ ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out)
     e->nth = omp_get_max_threads() < 1 ? 1 : omp_get_max_threads();
     e->prof = getenv("URSA_NN_PROFILE") != NULL;
     if (e->prof && !strcmp(getenv("URSA_NN_PROFILE"), "nodes"))
-        e->pnode = calloc((size_t)m->nnode, sizeof(double));
+        e->pnode = calloc((size_t)m->nnode * 2, sizeof(double));
     e->wino = !getenv("URSA_NN_WINOGRAD") || strcmp(getenv("URSA_NN_WINOGRAD"), "0");
     e->gemm = nn_gemm_avail();
     ursa_err err = URSA_ERR_NOMEM;
@@ -296,6 +306,7 @@ ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out)
     e->wga_n = (e->wga_n + 15) & ~(size_t)15; /* B's panels 64-byte aligned */
     e->wgb_n = (e->wgb_n + 15) & ~(size_t)15;
     if (e->wga_n && !(e->wg = falloc(e, (e->wga_n + e->wgb_n) * e->nth))) goto fail;
+    if (e->wino && e->wgm_n && !(e->wgm = falloc(e, e->wgm_n * e->nth))) goto fail;
     if (e->tmp_n && !(e->tmp = falloc(e, e->tmp_n * e->nth))) goto fail;
     if (train && e->dwt_n && !(e->dwt = falloc(e, e->dwt_n * e->nth))) goto fail;
     if (e->scr_n && !(e->scr = falloc(e, e->scr_n * e->nth))) goto fail;
@@ -346,9 +357,11 @@ void nn_exec_free(nn_exec *e) {
         for (int i = 0; e->pnode && i < e->m->nnode; i++) {
             const nn_node *nd = &e->m->node[i];
             const val_t *y = &e->v[nd->out];
-            fprintf(stderr, "  node %3d %-8s %-24s -> %4dx%-3dx%-3d %8.3f ms %5.1f%%\n", i,
+            double f = e->pnode[i], b = e->pnode[e->m->nnode + i];
+            fprintf(stderr,
+                    "  node %3d %-8s %-24s -> %4dx%-3dx%-3d fwd %7.3f ms bwd %7.3f ms %5.1f%%\n", i,
                     op_names[nd->op], nd->w >= 0 ? e->m->param[nd->w].name : "", y->c, y->h, y->w,
-                    e->pnode[i] * 1e3 / e->pcalls, 100 * e->pnode[i] / tot);
+                    f * 1e3 / e->pcalls, b * 1e3 / e->pcalls, 100 * (f + b) / tot);
         }
     }
     free(e->pnode);
@@ -366,6 +379,7 @@ void nn_exec_free(nn_exec *e) {
     free(e->mask);
     free(e->col);
     free(e->wg);
+    free(e->wgm);
     free(e->ph);
     free(e->tmp);
     free(e->dwt);
@@ -548,10 +562,11 @@ static const float *wino_U(nn_exec *e, const nn_node *nd, int for_dx) {
     return e->wU[for_dx][idx];
 }
 
-/* images [lo, hi) through Winograd: forward (x -> y) or, with for_dx, the
- * input gradient (dy -> dx, accumulated) */
+/* images [lo, hi) through Winograd: forward (x -> y) or, with dy, the
+ * input gradient (dy -> dx, added to it, or written when fresh) */
 static void wino_range(nn_exec *e, const nn_node *nd, const float *U, const val_t *x,
-                       const val_t *y, const float *dy, float *dx, int lo, int hi, int t, int par) {
+                       const val_t *y, const float *dy, float *dx, int fresh, int lo, int hi,
+                       int t, int par) {
     int T = ((y->h + 1) / 2) * ((y->w + 1) / 2), ch = wino_chunk(e, T);
     float *V = e->wv + e->wv_n * t, *M = e->wm + e->wm_n * t;
     /* one image: every thread takes its own rows scratch; else this thread's */
@@ -560,7 +575,7 @@ static void wino_range(nn_exec *e, const nn_node *nd, const float *U, const val_
         int cn = hi - i0 < ch ? hi - i0 : ch;
         if (dx)
             nn_wino_conv(U, e->gemm, nd->cout, x->c, dy + y->per * i0, y->per, y->h, y->w, cn,
-                         dx + x->per * i0, x->per, 1, V, M, rows, e->scr_n, par);
+                         dx + x->per * i0, x->per, !fresh, V, M, rows, e->scr_n, par);
         else
             nn_wino_conv(U, e->gemm, x->c, nd->cout, x->d + x->per * i0, x->per, y->h, y->w, cn,
                          y->d + y->per * i0, y->per, 0, V, M, rows, e->scr_n, par);
@@ -661,12 +676,12 @@ static void conv_fwd(nn_exec *e, const nn_node *nd, const val_t *x, val_t *y) {
     const float *U = use_wino(e, nd, y) ? wino_U(e, nd, 0) : NULL;
     if (U) {
         if (e->nb == 1 || e->nth == 1) {
-            wino_range(e, nd, U, x, y, NULL, NULL, 0, e->nb, 0, 1);
+            wino_range(e, nd, U, x, y, NULL, NULL, 0, 0, e->nb, 0, 1);
         } else {
 #pragma omp parallel num_threads(e->nth)
             {
                 int t = omp_get_thread_num(), T = omp_get_num_threads();
-                wino_range(e, nd, U, x, y, NULL, NULL, e->nb * t / T, e->nb * (t + 1) / T, t, 0);
+                wino_range(e, nd, U, x, y, NULL, NULL, 0, e->nb * t / T, e->nb * (t + 1) / T, t, 0);
             }
         }
     } else if (e->nb == 1 || e->nth == 1) {
@@ -906,7 +921,9 @@ const float *nn_forward(nn_exec *e, const float *in, int nb) {
 
 /* ---- backward ------------------------------------------------------------ */
 
-static float *grad_of(nn_exec *e, int v) {
+/* value v's gradient buffer, made zero when it is new; with zero 0 a new
+ * one is left as it is, for a caller that writes all of it first */
+static float *grad_get(nn_exec *e, int v, int zero) {
     val_t *x = &e->v[v];
     if (x->g) return x->g;
     size_t need = x->per * e->n;
@@ -932,9 +949,11 @@ static float *grad_of(nn_exec *e, int v) {
     }
     e->gpool[pick].busy = 1;
     x->g = e->gpool[pick].p;
-    memset(x->g, 0, sizeof(float) * x->per * e->nb);
+    if (zero) memset(x->g, 0, sizeof(float) * x->per * e->nb);
     return x->g;
 }
+
+static float *grad_of(nn_exec *e, int v) { return grad_get(e, v, 1); }
 
 static void grad_release(nn_exec *e, int v) {
     val_t *x = &e->v[v];
@@ -1011,16 +1030,40 @@ static void conv_bwd_range(nn_exec *e, const nn_node *nd, const val_t *x, const 
     }
 }
 
+/* images [lo, hi)'s weight gradient of a 3x3 stride-1 convolution through
+ * Winograd (winograd.h), added to dw; the buffers of thread t */
+static void wino_wgrad_range(nn_exec *e, const nn_node *nd, const val_t *x, const val_t *y,
+                             const float *dy, float *dw, int lo, int hi, int t) {
+    int T = ((y->h + 1) / 2) * ((y->w + 1) / 2), ch = wino_chunk(e, T), cin = x->c;
+    float *M = e->wgm + e->wgm_n * t, *ap = e->wg + (e->wga_n + e->wgb_n) * t;
+    memset(M, 0, sizeof(float) * 16 * cin * nd->cout);
+    for (int i0 = lo; i0 < hi; i0 += ch) {
+        int cn = hi - i0 < ch ? hi - i0 : ch;
+        nn_wino_wgrad(x->d + x->per * i0, x->per, dy + y->per * i0, y->per, cin, nd->cout, y->h,
+                      y->w, cn, M, e->wv + e->wv_n * t, e->wm + e->wm_n * t, ap, ap + e->wga_n,
+                      e->scr + e->scr_n * t, e->scr_n);
+    }
+    nn_wino_wgrad_finish(M, nd->cout, cin, dw);
+}
+
+/* fresh: dx is new and not yet zeroed: Winograd writes it, else it is
+ * zeroed here first */
 static void conv_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const val_t *y, float *dy,
-                     float *dx) {
+                     float *dx, int fresh) {
     nn_model *m = e->m;
     float *dw = trainable(m, nd->w) ? m->param[nd->w].g : NULL;
     float *db = trainable(m, nd->b) ? m->param[nd->b].g : NULL;
-    const float *Ud = dx && use_wino(e, nd, y) ? wino_U(e, nd, 1) : NULL;
+    int wino = use_wino(e, nd, y);
+    const float *Ud = dx && wino ? wino_U(e, nd, 1) : NULL;
+    if (dx && fresh && !Ud) memset(dx, 0, sizeof(float) * x->per * e->nb);
+    /* the weight gradient through Winograd too, on gemm.h's kernel, one
+     * thread a range of images (a lone image: OpenBLAS's threads instead) */
+    int wdw = dw && wino && e->gemm && e->wgm && e->wg && (e->nb > 1 || e->nth == 1);
     if (e->nb == 1 || e->nth == 1) {
-        conv_bwd_range(e, nd, x, y, dy, Ud ? NULL : dx, 0, e->nb, e->col, e->tmp, NULL, dw, db,
-                       pgemm);
-        if (Ud) wino_range(e, nd, Ud, x, y, dy, dx, 0, e->nb, 0, 1);
+        conv_bwd_range(e, nd, x, y, dy, Ud ? NULL : dx, 0, e->nb, e->col, e->tmp, NULL,
+                       wdw ? NULL : dw, db, pgemm);
+        if (wdw) wino_wgrad_range(e, nd, x, y, dy, dw, 0, e->nb, 0);
+        if (Ud) wino_range(e, nd, Ud, x, y, dy, dx, fresh, 0, e->nb, 0, 1);
         return;
     }
     size_t wn = m->param[nd->w].n;
@@ -1033,9 +1076,10 @@ static void conv_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const val_t 
         if (dw || db) memset(mine, 0, sizeof(float) * (wn + (size_t)nd->cout));
         conv_bwd_range(e, nd, x, y, dy, Ud ? NULL : dx, lo, hi, e->col + e->col_n * t,
                        e->tmp ? e->tmp + e->tmp_n * t : NULL,
-                       e->wg ? e->wg + (e->wga_n + e->wgb_n) * t : NULL, dw ? mine : NULL,
-                       db ? mine + wn : NULL, sgemm1);
-        if (Ud) wino_range(e, nd, Ud, x, y, dy, dx, lo, hi, t, 0);
+                       e->wg ? e->wg + (e->wga_n + e->wgb_n) * t : NULL,
+                       dw && !wdw ? mine : NULL, db ? mine + wn : NULL, sgemm1);
+        if (wdw) wino_wgrad_range(e, nd, x, y, dy, mine, lo, hi, t);
+        if (Ud) wino_range(e, nd, Ud, x, y, dy, dx, fresh, lo, hi, t, 0);
 #pragma omp barrier
         /* sum the threads' weight gradients, each thread a slice */
         if (dw || db) {
@@ -1053,7 +1097,9 @@ static void conv_bwd(nn_exec *e, const nn_node *nd, const val_t *x, const val_t 
     }
 }
 
-static void bn_bwd(nn_exec *e, int idx, const nn_node *nd, const val_t *x, float *dy, float *dx) {
+/* fresh: dx is new, written here rather than added to */
+static void bn_bwd(nn_exec *e, int idx, const nn_node *nd, const val_t *x, float *dy, float *dx,
+                   int fresh) {
     nn_model *m = e->m;
     const float *g = m->param[nd->w].w;
     float *dg = trainable(m, nd->w) ? m->param[nd->w].g : NULL;
@@ -1080,10 +1126,10 @@ static void bn_bwd(nn_exec *e, int idx, const nn_node *nd, const val_t *x, float
         for (int i = 0; i < N; i++) {
             const float *r = x->d + x->per * i + c * hw, *d = dy + x->per * i + c * hw;
             float *o = dx + x->per * i + c * hw;
-            for (size_t j = 0; j < hw; j++) {
-                float xh = (r[j] - mean) * istd;
-                o[j] += k1 * (d[j] - mdy - xh * mdyx);
-            }
+            if (fresh)
+                for (size_t j = 0; j < hw; j++) o[j] = k1 * (d[j] - mdy - (r[j] - mean) * istd * mdyx);
+            else
+                for (size_t j = 0; j < hw; j++) o[j] += k1 * (d[j] - mdy - (r[j] - mean) * istd * mdyx);
         }
     }
 }
@@ -1164,6 +1210,7 @@ ursa_err nn_backward(nn_exec *e, const float *dout) {
         if (e->prof && i < m->nnode - 1) {
             double t1 = now_s();
             e->ptime[1][m->node[i + 1].op] += t1 - t0;
+            if (e->pnode) e->pnode[m->nnode + i + 1] += t1 - t0;
             t0 = t1;
         }
         if (!dy || !y->ng) {
@@ -1183,11 +1230,14 @@ ursa_err nn_backward(nn_exec *e, const float *dout) {
             x->g = dy;
             y->g = NULL;
         }
-        float *dx = x->ng ? grad_of(e, nd->in[0]) : NULL;
+        /* batch norm and Winograd write all of a new input gradient: no
+         * zeroing first */
+        int fresh = (nd->op == NN_BN || nd->op == NN_CONV) && x->ng && !x->g;
+        float *dx = x->ng ? grad_get(e, nd->in[0], !fresh) : NULL;
         if (x->ng && !dx) goto nomem;
         switch (nd->op) {
-        case NN_CONV: conv_bwd(e, nd, x, y, dy, dx); break;
-        case NN_BN: bn_bwd(e, i, nd, x, dy, dx); break;
+        case NN_CONV: conv_bwd(e, nd, x, y, dy, dx, fresh); break;
+        case NN_BN: bn_bwd(e, i, nd, x, dy, dx, fresh); break;
         case NN_RELU:
             if (dx) {
                 const float *yd = y->d;
@@ -1276,7 +1326,11 @@ ursa_err nn_backward(nn_exec *e, const float *dout) {
         }
         grad_release(e, nd->out);
     }
-    if (e->prof) e->ptime[1][m->node[0].op] += now_s() - t0;
+    if (e->prof) {
+        double t1 = now_s();
+        e->ptime[1][m->node[0].op] += t1 - t0;
+        if (e->pnode) e->pnode[m->nnode] += t1 - t0;
+    }
     return URSA_OK;
 nomem: /* a gradient buffer could not be made: the step is lost, not half done */
     for (int i = 0; i < m->nvalue; i++) grad_release(e, i);

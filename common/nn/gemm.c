@@ -29,17 +29,6 @@ void nn_gemm_pack_a(const float *a, int lda, int m, int k, float *ap) {
     nn_gemm_pack_a_cols(a, lda, m, k, k, 0, ap);
 }
 
-void nn_gemm_pack_a_cols(const float *a, int lda, int m, int k, int ktot, int k0, float *ap) {
-    for (int m0 = 0; m0 < m; m0 += MR) {
-        float *d = ap + (size_t)m0 * ktot + (size_t)k0 * MR;
-        int mr = m - m0 < MR ? m - m0 : MR;
-        for (int i = 0; i < k; i++, d += MR) {
-            for (int r = 0; r < mr; r++) d[r] = a[(size_t)(m0 + r) * lda + i];
-            for (int r = mr; r < MR; r++) d[r] = 0;
-        }
-    }
-}
-
 /* one finished tile row: bias, ReLU, store (v holds NR values, nr valid),
  * a run of columns in one image at a time */
 static inline void store_row(const nn_gemm_out *o, int r, int n0, int nr, const float *v) {
@@ -254,6 +243,31 @@ TGT void nn_gemm_pack_bt(const float *bt, int ldb, int k, int n, float *bp) {
         }
 }
 
+/* A's panels from its rows: 16 rows (two panels) by 16 columns at a time,
+ * transposed in registers so each column's 8 values of a panel are one store */
+TGT void nn_gemm_pack_a_cols(const float *a, int lda, int m, int k, int ktot, int k0, float *ap) {
+    const __m512 z = _mm512_setzero_ps();
+    for (int m0 = 0; m0 < m; m0 += 16) {
+        int mr = m - m0 < 16 ? m - m0 : 16, two = mr > MR;
+        float *d0 = ap + (size_t)m0 * ktot + (size_t)k0 * MR, *d1 = d0 + (size_t)MR * ktot;
+        for (int i0 = 0; i0 < k; i0 += 16) {
+            int ni = k - i0 < 16 ? k - i0 : 16;
+            __mmask16 km = (__mmask16)((1u << ni) - 1);
+            __m512 r[16];
+            for (int l = 0; l < 16; l++)
+                r[l] = l < mr ? _mm512_maskz_loadu_ps(km, a + (size_t)(m0 + l) * lda + i0) : z;
+            tr16(r);
+            for (int l = 0; l < ni; l++) {
+                __m512d v = _mm512_castps_pd(r[l]);
+                _mm256_storeu_pd((double *)(d0 + (size_t)(i0 + l) * MR), _mm512_castpd512_pd256(v));
+                if (two)
+                    _mm256_storeu_pd((double *)(d1 + (size_t)(i0 + l) * MR),
+                                     _mm512_extractf64x4_pd(v, 1));
+            }
+        }
+    }
+}
+
 /* rows [m0, m0+mr) x columns [n0, n0+nr) from panels a (k x MR) and b
  * (k x 16V): the tile in 8 x V registers; V is 1 or 2, a constant after
  * inlining, so each width gets its own straight-line loop */
@@ -343,6 +357,17 @@ void nn_gemm_pack_conv(const float *x, const float *ph, size_t xper, int nimg, i
                         : 0.0f;
             }
         }
+}
+
+void nn_gemm_pack_a_cols(const float *a, int lda, int m, int k, int ktot, int k0, float *ap) {
+    for (int m0 = 0; m0 < m; m0 += MR) {
+        float *d = ap + (size_t)m0 * ktot + (size_t)k0 * MR;
+        int mr = m - m0 < MR ? m - m0 : MR;
+        for (int i = 0; i < k; i++, d += MR) {
+            for (int r = 0; r < mr; r++) d[r] = a[(size_t)(m0 + r) * lda + i];
+            for (int r = mr; r < MR; r++) d[r] = 0;
+        }
+    }
 }
 
 void nn_gemm_pack_bt(const float *bt, int ldb, int k, int n, float *bp) {

@@ -298,42 +298,67 @@ TGT static void wino_out_small(const float *M, size_t ms, long p0, int T, const 
         }
     }
 }
+
+/* Y[xi][o][p] = (A dy A^T)[xi] for the tiles of n images dy (cout x h x w,
+ * yper floats apart): each channel copied into pad (2 th x 2 tw, its zero
+ * border past an odd size kept zero), then 16 tiles a step, their four
+ * values gathered from off[] */
+TGT static void wino_dy(const float *dy, size_t yper, int h, int w, int n, int cout, float *Y,
+                        float *pad, int *off) {
+    int th = (h + 1) / 2, tw = (w + 1) / 2, T = th * tw, pw = 2 * tw;
+    size_t P = (size_t)n * T, ys = (size_t)cout * P;
+    memset(pad, 0, sizeof(float) * (size_t)2 * th * pw);
+    for (int p = 0; p < T; p++) off[p] = 2 * (p / tw) * pw + 2 * (p % tw);
+    const __m512 z = _mm512_setzero_ps();
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < cout; o++) {
+            const float *dc = dy + yper * i + (size_t)o * h * w;
+            for (int yy = 0; yy < h; yy++)
+                memcpy(pad + (size_t)yy * pw, dc + (size_t)yy * w, sizeof(float) * w);
+            float *yo = Y + (size_t)o * P + (size_t)i * T;
+            for (int g = 0; g < T; g += 16) {
+                int nl = T - g < 16 ? T - g : 16;
+                __mmask16 k = (__mmask16)((1u << nl) - 1);
+                __m512i b0 = _mm512_maskz_loadu_epi32(k, off + g);
+                __m512i b1 = _mm512_add_epi32(b0, _mm512_set1_epi32(1));
+                __m512i b2 = _mm512_add_epi32(b0, _mm512_set1_epi32(pw));
+                __m512i b3 = _mm512_add_epi32(b2, _mm512_set1_epi32(1));
+                __m512 a = _mm512_mask_i32gather_ps(z, k, b0, pad, 4);
+                __m512 b = _mm512_mask_i32gather_ps(z, k, b1, pad, 4);
+                __m512 c = _mm512_mask_i32gather_ps(z, k, b2, pad, 4);
+                __m512 d = _mm512_mask_i32gather_ps(z, k, b3, pad, 4);
+                /* A dy: rows (a b), (a+c b+d), (a-c b-d), (-c -d); then each
+                 * row (u v) times A^T: u, u+v, u-v, -v */
+                __m512 r[4][2] = {{a, b},
+                                  {_mm512_add_ps(a, c), _mm512_add_ps(b, d)},
+                                  {_mm512_sub_ps(a, c), _mm512_sub_ps(b, d)},
+                                  {_mm512_sub_ps(z, c), _mm512_sub_ps(z, d)}};
+                for (int q = 0; q < 4; q++) {
+                    __m512 u = r[q][0], v = r[q][1];
+                    float *dst = yo + g + (size_t)(4 * q) * ys;
+                    _mm512_mask_storeu_ps(dst, k, u);
+                    _mm512_mask_storeu_ps(dst + ys, k, _mm512_add_ps(u, v));
+                    _mm512_mask_storeu_ps(dst + 2 * ys, k, _mm512_sub_ps(u, v));
+                    _mm512_mask_storeu_ps(dst + 3 * ys, k, _mm512_sub_ps(z, v));
+                }
+            }
+        }
+}
 #endif
 
-void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x, size_t xper,
-                  int h, int w, int n, float *y, size_t yper, int accumulate, float *V, float *M,
-                  float *rows0, size_t rows_n, int par) {
+/* V[xi][c][p] = (B^T d B)[xi] for the tiles of n images x (cin x h x w,
+ * xper floats apart): V's rows in panels of W columns (W = P: plain rows),
+ * st floats from one xi to the next. Four input rows at a time, copied
+ * with their zero padding so the tile loop has no bounds. vec: on AVX-512;
+ * sp: small images' plan (vec only), else NULL. */
+static void wino_in(const float *x, size_t xper, int h, int w, int n, int cin, float *V, int W,
+                    size_t st, int vec, const small_plan *sp, float *rows0, size_t rows_n,
+                    int par) {
     int th = (h + 1) / 2, tw = (w + 1) / 2, T = th * tw;
-    long P = (long)n * T;
-    /* V[xi] is cin x P, packed: gemm.h's panels of W columns, each cin x W */
-    int W = nn_gemm_nr((int)P);
-    /* from one xi to the next */
-    size_t st = packed ? nn_gemm_bpack_n(cin, (int)P) : (size_t)cin * P;
-    if (packed && P % W)
-        for (int xi = 0; xi < 16; xi++)
-            memset(V + xi * st + (size_t)(P / W) * cin * W, 0, sizeof(float) * cin * W);
-    /* input tiles: V[xi][c][p] = (B^T d B)[xi]; four input rows at a time,
-     * copied with their zero padding so the tile loop has no bounds */
     /* a padded row, and room for the vector loads past its end */
     int pwr = (int)(nn_wino_rows_n(h, w) / 4);
-#if defined(__x86_64__)
-    /* small images: each tile's top-left in the padded copy and in y, and
-     * which tiles have a second output row and column */
-    int small = packed && small_img(h, w), pw = 2 * tw + 2, ooff[SMALL_T];
-    uint16_t rok[SMALL_T / 16], cok[SMALL_T / 16];
-    small_plan sp;
-    if (small) {
-        small_plan_make(&sp, tw, T, pw, w);
-        memset(rok, 0, sizeof rok);
-        memset(cok, 0, sizeof cok);
-        for (int p = 0; p < T; p++) {
-            int ty = p / tw, tx = p % tw;
-            ooff[p] = 2 * ty * w + 2 * tx;
-            if (2 * ty + 1 < h) rok[p / 16] |= (uint16_t)(1u << p % 16);
-            if (2 * tx + 1 < w) cok[p / 16] |= (uint16_t)(1u << p % 16);
-        }
-    }
-#endif
+    (void)vec;
+    (void)sp;
 #pragma omp parallel if (par)
     {
         float *rows = rows0 + (par ? rows_n * (size_t)omp_get_thread_num() : 0);
@@ -346,8 +371,9 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
             for (int c = 0; c < cin; c++) {
                 const float *xc = x + xper * i + (size_t)c * h * w;
 #if defined(__x86_64__)
-                if (small) {
-                    wino_in_small(xc, h, w, rows, pw, &sp, th, T, V, st, W, cin, c, (long)i * T);
+                if (sp) {
+                    wino_in_small(xc, h, w, rows, 2 * tw + 2, sp, th, T, V, st, W, cin, c,
+                                  (long)i * T);
                     continue;
                 }
 #endif
@@ -361,15 +387,14 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
                     const float *r0 = rows, *r1 = rows + pwr, *r2 = rows + 2 * pwr, *r3 = rows + 3 * pwr;
                     long p0 = (long)i * T + (long)ty * tw;
 #if defined(__x86_64__)
-                    if (packed) {
+                    if (vec) {
                         wino_in_row(rows, pwr, tw, V, st, W, cin, c, p0);
                         continue;
                     }
 #endif
                     for (int tx = 0; tx < tw; tx++) {
                         long pp = p0 + tx;
-                        float *vp = packed ? V + (size_t)(pp / W) * cin * W + (size_t)c * W + pp % W
-                                           : V + (size_t)c * P + pp;
+                        float *vp = V + (size_t)(pp / W) * cin * W + (size_t)c * W + pp % W;
                         int o = 2 * tx;
                         float t[4][4];
                         for (int b = 0; b < 4; b++) {
@@ -388,6 +413,41 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
                 }
             }
     }
+}
+
+void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x, size_t xper,
+                  int h, int w, int n, float *y, size_t yper, int accumulate, float *V, float *M,
+                  float *rows0, size_t rows_n, int par) {
+    int th = (h + 1) / 2, tw = (w + 1) / 2, T = th * tw;
+    long P = (long)n * T;
+    /* V[xi] is cin x P, packed: gemm.h's panels of W columns, each cin x W */
+    int W = packed ? nn_gemm_nr((int)P) : (int)P;
+    /* from one xi to the next */
+    size_t st = packed ? nn_gemm_bpack_n(cin, (int)P) : (size_t)cin * P;
+    if (packed && P % W)
+        for (int xi = 0; xi < 16; xi++)
+            memset(V + xi * st + (size_t)(P / W) * cin * W, 0, sizeof(float) * cin * W);
+    small_plan *spp = NULL;
+#if defined(__x86_64__)
+    /* small images: each tile's top-left in the padded copy and in y, and
+     * which tiles have a second output row and column */
+    int small = packed && small_img(h, w), ooff[SMALL_T];
+    uint16_t rok[SMALL_T / 16], cok[SMALL_T / 16];
+    small_plan sp;
+    if (small) {
+        small_plan_make(&sp, tw, T, 2 * tw + 2, w);
+        spp = &sp;
+        memset(rok, 0, sizeof rok);
+        memset(cok, 0, sizeof cok);
+        for (int p = 0; p < T; p++) {
+            int ty = p / tw, tx = p % tw;
+            ooff[p] = 2 * ty * w + 2 * tx;
+            if (2 * ty + 1 < h) rok[p / 16] |= (uint16_t)(1u << p % 16);
+            if (2 * tx + 1 < w) cok[p / 16] |= (uint16_t)(1u << p % 16);
+        }
+    }
+#endif
+    wino_in(x, xper, h, w, n, cin, V, W, st, packed, spp, rows0, rows_n, par);
     /* the 16 products: M[xi] (cout x P) = U[xi] (cout x cin) x V[xi] (cin x P) */
 #pragma omp parallel for schedule(static) if (par)
     for (int xi = 0; xi < 16; xi++)
@@ -441,4 +501,61 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
                     }
                 }
         }
+}
+
+/* ---- weight gradients ------------------------------------------------------
+ * dL/dU[xi] = sum over tiles of (A dy A^T)[xi] * (B^T d B)[xi], elementwise
+ * per (o, c): 16 products over the tiles, M[xi] (cout x cin) += Y[xi] (cout
+ * x P) V[xi]^T; then dL/dw = G^T M G. Both operands are packed from rows
+ * whose inner dimension is the tiles, by register transposes. */
+
+size_t nn_wino_wg_rows_n(int h, int w) {
+    size_t th = (size_t)(h + 1) / 2, tw = (size_t)(w + 1) / 2;
+    size_t dyn = 4 * th * tw + th * tw; /* the padded channel, then off[] */
+    return dyn > nn_wino_rows_n(h, w) ? dyn : nn_wino_rows_n(h, w);
+}
+
+void nn_wino_wgrad(const float *x, size_t xper, const float *dy, size_t yper, int cin, int cout,
+                   int h, int w, int n, float *M, float *V, float *Y, float *ap, float *bp,
+                   float *rows, size_t rows_n) {
+#if defined(__x86_64__)
+    int th = (h + 1) / 2, tw = (w + 1) / 2, T = th * tw;
+    long P = (long)n * T;
+    small_plan sp, *spp = NULL;
+    if (small_img(h, w)) {
+        small_plan_make(&sp, tw, T, 2 * tw + 2, w);
+        spp = &sp;
+    }
+    wino_in(x, xper, h, w, n, cin, V, (int)P, (size_t)cin * P, 1, spp, rows, rows_n, 0);
+    wino_dy(dy, yper, h, w, n, cout, Y, rows, (int *)(rows + (size_t)4 * T));
+    for (int xi = 0; xi < 16; xi++) {
+        nn_gemm_pack_a_cols(Y + (size_t)xi * cout * P, (int)P, cout, (int)P, (int)P, 0, ap);
+        nn_gemm_pack_bt(V + (size_t)xi * cin * P, (int)P, (int)P, cin, bp);
+        nn_gemm_out o = {M + (size_t)xi * cout * cin, cin, 0, NULL, 0, 1};
+        nn_gemm_packed(cout, cin, (int)P, ap, bp, &o, 0, 1);
+    }
+#else /* never called: the engine takes this path only where nn_gemm_avail */
+    (void)x, (void)xper, (void)dy, (void)yper, (void)cin, (void)cout, (void)h, (void)w, (void)n;
+    (void)M, (void)V, (void)Y, (void)ap, (void)bp, (void)rows, (void)rows_n;
+#endif
+}
+
+void nn_wino_wgrad_finish(const float *M, int cout, int cin, float *dw) {
+    size_t cc = (size_t)cout * cin;
+    for (size_t oc = 0; oc < cc; oc++) {
+        float m[4][4], t[3][4];
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++) m[a][b] = M[(size_t)(a * 4 + b) * cc + oc];
+        for (int b = 0; b < 4; b++) { /* G^T m */
+            t[0][b] = m[0][b] + 0.5f * (m[1][b] + m[2][b]);
+            t[1][b] = 0.5f * (m[1][b] - m[2][b]);
+            t[2][b] = 0.5f * (m[1][b] + m[2][b]) + m[3][b];
+        }
+        float *d = dw + oc * 9;
+        for (int y = 0; y < 3; y++) { /* (G^T m) G */
+            d[y * 3 + 0] += t[y][0] + 0.5f * (t[y][1] + t[y][2]);
+            d[y * 3 + 1] += 0.5f * (t[y][1] - t[y][2]);
+            d[y * 3 + 2] += 0.5f * (t[y][1] + t[y][2]) + t[y][3];
+        }
+    }
 }

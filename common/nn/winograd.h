@@ -28,4 +28,17 @@ void nn_wino_conv(const float *U, int packed, int cin, int cout, const float *x,
                   int h, int w, int n, float *y, size_t yper, int accumulate, float *V, float *M,
                   float *rows, size_t rows_n, int par);
 
+/* Weight gradients. nn_wino_wgrad adds to M (16 x cout x cin) the
+ * transformed gradient of n images: x (cin x h x w, xper apart) and dy
+ * (cout x h x w, yper apart). Scratch, for P = n * ceil(h/2) * ceil(w/2)
+ * tiles: V 16*cin*P floats, Y 16*cout*P, ap nn_gemm_apack_n(cout, P), bp
+ * nn_gemm_bpack_n(P, cin) (64-byte aligned), rows nn_wino_wg_rows_n(h, w).
+ * Only where nn_gemm_avail. nn_wino_wgrad_finish adds the 3x3 gradient M
+ * stands for to dw (cout x cin x 3 x 3). */
+size_t nn_wino_wg_rows_n(int h, int w);
+void nn_wino_wgrad(const float *x, size_t xper, const float *dy, size_t yper, int cin, int cout,
+                   int h, int w, int n, float *M, float *V, float *Y, float *ap, float *bp,
+                   float *rows, size_t rows_n);
+void nn_wino_wgrad_finish(const float *M, int cout, int cin, float *dw);
+
 #endif

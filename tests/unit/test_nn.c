@@ -85,6 +85,9 @@ static void conv_matches_naive(void **state) {
     conv_case(1, 16, 35, 16, 3, 1, 1, 0); /* rows of more than 16 tiles, odd width */
     conv_case(1, 16, 7, 24, 3, 1, 1, 1);  /* 16 tiles: panels 16 wide (gemm.h) */
     conv_case(3, 16, 8, 16, 3, 1, 1, 0);  /* 48 tiles: three 16-wide panels */
+    /* its weight gradient (several images: each thread its own) */
+    conv_case(2, 16, 35, 16, 3, 1, 1, 0); /* tile rows of more than 16 tiles, odd size */
+    conv_case(40, 24, 7, 40, 3, 1, 1, 1); /* several passes a thread, channels off the panels */
     /* gemm.h's packed product: channel counts off its 8 x 32 tiles */
     conv_case(7, 5, 9, 13, 3, 2, 1, 1);   /* strided: the gathered panels */
     conv_case(3, 9, 10, 9, 5, 1, 2, 1);   /* 5x5 "same": the shifted loads */
