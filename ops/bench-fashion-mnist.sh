@@ -20,4 +20,9 @@ awk '/^test_accuracy=/ {
     split($1, a, "="); split($2, t, "=")
     printf "target: accuracy %.2f%% (>= 94%%: %s), training %.0f s (< 600 s: %s)\n",
         100 * a[2], (a[2] >= 0.94 ? "yes" : "no"), t[2], (t[2] < 600 ? "yes" : "no")
+}
+/^tta_accuracy=/ {
+    split($1, a, "=")
+    printf "with test-time augmentation (--tta 1): accuracy %.2f%% (>= 94%%: %s)\n",
+        100 * a[2], (a[2] >= 0.94 ? "yes" : "no")
 }' build/fashion-mnist.log
