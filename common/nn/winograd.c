@@ -68,6 +68,49 @@ size_t nn_wino_rows_n(int h, int w) {
     return small_img(h, w) && img > rows ? img : rows;
 }
 
+/* How each group of 16 tiles of a small image is put together. Where a
+ * padded row fits one vector (pw <= 16) and the group's tiles lie in at
+ * most four tile rows t0..t0+3, input row 2 (t0 + s) + a of tile-row slot
+ * s is one vector S[s], and a tile's pixel (a, b) is lane 2 tx + b of its
+ * slot's vector: two two-source permutes (slots 0-1, 2-3) and a blend
+ * make d[a][b] for all 16 tiles. Else a gather a pixel, from off[]. */
+typedef struct {
+    int off[SMALL_T];             /* tile p's top-left in the padded image */
+    int i01[SMALL_T], i23[SMALL_T]; /* per group, per lane: the permutes' indices for b = 0 */
+    uint16_t k23[SMALL_T / 16];   /* lanes from slots 2 and 3 */
+    int16_t t0[SMALL_T / 16];     /* the group's first tile row, or -1: gather */
+    /* outputs, where t0 >= 0: output column j of slot s's two rows is lane
+     * oidx[j] of the even (< 16) or odd (>= 16) results; omask: the columns
+     * this group's tiles make */
+    int oidx[SMALL_T / 16][4][16];
+    uint16_t omask[SMALL_T / 16][4];
+} small_plan;
+
+static inline void small_plan_make(small_plan *sp, int tw, int T, int pw, int w) {
+    for (int p = 0; p < T; p++) sp->off[p] = 2 * (p / tw) * pw + 2 * (p % tw);
+    for (int g = 0; g < T; g += 16) {
+        int t0 = g / tw, ok = pw <= 16;
+        sp->k23[g / 16] = 0;
+        for (int l = 0; l < 16; l++) {
+            int p = g + l < T ? g + l : g, slot = p / tw - t0, tx = p % tw;
+            if (slot > 3) ok = 0;
+            sp->i01[g + l] = (slot == 1 ? 16 : 0) + 2 * tx;
+            sp->i23[g + l] = (slot == 3 ? 16 : 0) + 2 * tx;
+            if (slot >= 2) sp->k23[g / 16] |= (uint16_t)(1u << l);
+        }
+        sp->t0[g / 16] = (int16_t)(ok ? t0 : -1);
+        for (int q = 0; q < 4; q++) {
+            sp->omask[g / 16][q] = 0;
+            for (int j = 0; j < 16; j++) {
+                int tx = j / 2, lane = (t0 + q) * tw + tx - g;
+                int in = j < w && tx < tw && lane >= 0 && lane < 16 && g + lane < T;
+                sp->oidx[g / 16][q][j] = (j & 1 ? 16 : 0) + (in ? lane : 0);
+                if (in) sp->omask[g / 16][q] |= (uint16_t)(1u << j);
+            }
+        }
+    }
+}
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define TGT __attribute__((target("avx512f")))
@@ -125,48 +168,6 @@ TGT static void wino_in_row(const float *r0, int pwr, int tw, float *V, size_t s
     }
 }
 
-/* How each group of 16 tiles of a small image is put together. Where a
- * padded row fits one vector (pw <= 16) and the group's tiles lie in at
- * most four tile rows t0..t0+3, input row 2 (t0 + s) + a of tile-row slot
- * s is one vector S[s], and a tile's pixel (a, b) is lane 2 tx + b of its
- * slot's vector: two two-source permutes (slots 0-1, 2-3) and a blend
- * make d[a][b] for all 16 tiles. Else a gather a pixel, from off[]. */
-typedef struct {
-    int off[SMALL_T];             /* tile p's top-left in the padded image */
-    int i01[SMALL_T], i23[SMALL_T]; /* per group, per lane: the permutes' indices for b = 0 */
-    uint16_t k23[SMALL_T / 16];   /* lanes from slots 2 and 3 */
-    int16_t t0[SMALL_T / 16];     /* the group's first tile row, or -1: gather */
-    /* outputs, where t0 >= 0: output column j of slot s's two rows is lane
-     * oidx[j] of the even (< 16) or odd (>= 16) results; omask: the columns
-     * this group's tiles make */
-    int oidx[SMALL_T / 16][4][16];
-    uint16_t omask[SMALL_T / 16][4];
-} small_plan;
-
-static void small_plan_make(small_plan *sp, int tw, int T, int pw, int w) {
-    for (int p = 0; p < T; p++) sp->off[p] = 2 * (p / tw) * pw + 2 * (p % tw);
-    for (int g = 0; g < T; g += 16) {
-        int t0 = g / tw, ok = pw <= 16;
-        sp->k23[g / 16] = 0;
-        for (int l = 0; l < 16; l++) {
-            int p = g + l < T ? g + l : g, slot = p / tw - t0, tx = p % tw;
-            if (slot > 3) ok = 0;
-            sp->i01[g + l] = (slot == 1 ? 16 : 0) + 2 * tx;
-            sp->i23[g + l] = (slot == 3 ? 16 : 0) + 2 * tx;
-            if (slot >= 2) sp->k23[g / 16] |= (uint16_t)(1u << l);
-        }
-        sp->t0[g / 16] = (int16_t)(ok ? t0 : -1);
-        for (int q = 0; q < 4; q++) {
-            sp->omask[g / 16][q] = 0;
-            for (int j = 0; j < 16; j++) {
-                int tx = j / 2, lane = (t0 + q) * tw + tx - g;
-                int in = j < w && tx < tw && lane >= 0 && lane < 16 && g + lane < T;
-                sp->oidx[g / 16][q][j] = (j & 1 ? 16 : 0) + (in ? lane : 0);
-                if (in) sp->omask[g / 16][q] |= (uint16_t)(1u << j);
-            }
-        }
-    }
-}
 
 /* the same for a small image: xc (h x w) copied into pad, (2 th + 2) x pw
  * with zero borders (kept zero: only the inside is written), then the
