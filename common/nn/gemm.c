@@ -224,9 +224,17 @@ TGT static inline void tr16(__m512 r[16]) {
     }
 }
 
+/* rows [0, nrows) of a 16 x 16 block (row l at src + l*ld, ni columns
+ * under km; missing rows zero), transposed: r[l] is column l */
+TGT static inline void load_tr16(const float *src, size_t ld, int nrows, __mmask16 km,
+                                 __m512 r[16]) {
+    for (int l = 0; l < 16; l++)
+        r[l] = l < nrows ? _mm512_maskz_loadu_ps(km, src + (size_t)l * ld) : _mm512_setzero_ps();
+    tr16(r);
+}
+
 TGT void nn_gemm_pack_bt(const float *bt, int ldb, int k, int n, float *bp) {
     int W = nn_gemm_nr(n), NP = (n + W - 1) / W;
-    const __m512 z = _mm512_setzero_ps();
     for (int pn = 0; pn < NP; pn++)
         for (int h = 0; h < W; h += 16) { /* 16 of the panel's columns: rows of bt */
             int j0 = pn * W + h, nj = n - j0;
@@ -235,9 +243,7 @@ TGT void nn_gemm_pack_bt(const float *bt, int ldb, int k, int n, float *bp) {
                 int ni = k - i0 < 16 ? k - i0 : 16;
                 __mmask16 km = (__mmask16)((1u << ni) - 1);
                 __m512 r[16];
-                for (int l = 0; l < 16; l++)
-                    r[l] = l < nj ? _mm512_maskz_loadu_ps(km, bt + (size_t)(j0 + l) * ldb + i0) : z;
-                tr16(r);
+                load_tr16(nj > 0 ? bt + (size_t)j0 * ldb + i0 : bt, (size_t)ldb, nj, km, r);
                 for (int l = 0; l < ni; l++) _mm512_store_ps(d + (size_t)(i0 + l) * W, r[l]);
             }
         }
@@ -246,7 +252,6 @@ TGT void nn_gemm_pack_bt(const float *bt, int ldb, int k, int n, float *bp) {
 /* A's panels from its rows: 16 rows (two panels) by 16 columns at a time,
  * transposed in registers so each column's 8 values of a panel are one store */
 TGT void nn_gemm_pack_a_cols(const float *a, int lda, int m, int k, int ktot, int k0, float *ap) {
-    const __m512 z = _mm512_setzero_ps();
     for (int m0 = 0; m0 < m; m0 += 16) {
         int mr = m - m0 < 16 ? m - m0 : 16, two = mr > MR;
         float *d0 = ap + (size_t)m0 * ktot + (size_t)k0 * MR, *d1 = d0 + (size_t)MR * ktot;
@@ -254,9 +259,7 @@ TGT void nn_gemm_pack_a_cols(const float *a, int lda, int m, int k, int ktot, in
             int ni = k - i0 < 16 ? k - i0 : 16;
             __mmask16 km = (__mmask16)((1u << ni) - 1);
             __m512 r[16];
-            for (int l = 0; l < 16; l++)
-                r[l] = l < mr ? _mm512_maskz_loadu_ps(km, a + (size_t)(m0 + l) * lda + i0) : z;
-            tr16(r);
+            load_tr16(a + (size_t)m0 * lda + i0, (size_t)lda, mr, km, r);
             for (int l = 0; l < ni; l++) {
                 __m512d v = _mm512_castps_pd(r[l]);
                 _mm256_storeu_pd((double *)(d0 + (size_t)(i0 + l) * MR), _mm512_castpd512_pd256(v));
