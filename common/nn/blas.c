@@ -7,14 +7,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kern.h"
 #include "log.h"
 
 const char *nn_blas_core(void) { return openblas_get_corename(); }
 
 void nn_blas_init(char **argv) {
-    if (getenv("OPENBLAS_CORETYPE") || getenv("URSA_BLAS_REEXEC")) {
+    const char *ct = getenv("OPENBLAS_CORETYPE"); /* empty: unset (as OpenBLAS takes it) */
+    if ((ct && *ct) || getenv("URSA_BLAS_REEXEC")) {
         ULOG_INFO("event=blas core=%s coretype_env=%s", nn_blas_core(),
-                  getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(set by ursa)");
+                  ct && *ct ? ct : "(set by ursa)");
         return;
     }
     const char *core = nn_blas_core();
@@ -40,6 +42,15 @@ void nn_blas_init(char **argv) {
     setenv("URSA_BLAS_REEXEC", "1", 1);
     execv("/proc/self/exe", argv);
     ULOG_WARN("event=blas_reexec_failed core=%s", core); /* go on, slowly */
+}
+
+ursa_err nn_engine_init(char **argv, char *err, size_t errlen) {
+    nn_blas_init(argv);
+    ursa_err e = nn_isa_init(err, errlen);
+    if (e != URSA_OK) return e;
+    ULOG_INFO("event=nn_isa isa=%s best=%s blas=%s", nn_kern_get()->name,
+              nn_isa_name(nn_isa_best()), nn_blas_core());
+    return URSA_OK;
 }
 
 void nn_gemm_naive(int m, int n, int k, const float *a, const float *b, float *c) {

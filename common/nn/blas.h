@@ -12,11 +12,20 @@
 
 #include <stddef.h>
 
+#include "err.h"
+
 /* Call first thing in main(). If OpenBLAS chose a slow generic kernel on a
  * CPU with AVX-512 (or AVX2), sets OPENBLAS_CORETYPE=SkylakeX (or Haswell)
  * and re-executes argv; returns only when nothing needed doing or the
  * re-exec failed (then the slow kernel is used and logged). */
 void nn_blas_init(char **argv);
+
+/* What every program that runs the engine calls first in main(): the
+ * above, then the engine's instruction-set level (kern.h's nn_isa_init,
+ * from the CPU and URSA_NN_ISA), and one log line with both
+ * (event=nn_isa isa=avx2 blas=Haswell). A URSA_NN_ISA the CPU cannot run,
+ * or no level at all, is URSA_ERR_INVALID with the reason in err. */
+ursa_err nn_engine_init(char **argv, char *err, size_t errlen);
 
 /* The kernel OpenBLAS runs on ("SkylakeX"). Borrowed. */
 const char *nn_blas_core(void);

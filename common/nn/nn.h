@@ -200,6 +200,8 @@ int nn_threads(void);
 void nn_set_threads(int n);
 void nn_exec_set_threads(nn_exec *e, int n);
 int nn_out_size(const nn_model *m); /* outputs per image */
+/* The instruction-set level the executor runs ("avx2"; kern.h). */
+const char *nn_exec_isa(const nn_exec *e);
 
 /* softmax over rows in place */
 void nn_softmax(float *x, int n, int c);
@@ -207,7 +209,7 @@ float nn_softmax_ce(const float *logits, const int *targets, int n, int c, float
 float nn_softmax_ce_ls(const float *logits, const int *targets, int n, int c, float eps,
                        float *dlogits);
 
-/* ---- kernels (kernels.c), exposed for tests -------------------------- */
+/* ---- convolution kernels (conv.c), exposed for tests ------------------ */
 void nn_conv_fwd_naive(const float *x, int n, int cin, int h, int w, const float *wt,
                        const float *bias, int cout, int k, int s, int p, float *y);
 void nn_conv_bwd_naive(const float *x, int n, int cin, int h, int w, const float *wt,

@@ -102,7 +102,11 @@ static double now_s(void) {
 }
 
 int main(int argc, char **argv) {
-    nn_blas_init(argv);
+    char nerr[200];
+    if (nn_engine_init(argv, nerr, sizeof nerr) != URSA_OK) {
+        fprintf(stderr, "train-fmnist: %s\n", nerr);
+        return 2;
+    }
     const char *dir = "/usr/share/datasets/fashion-mnist", *export = NULL;
     int epochs = 9, bs = 128, width = 32, pad = 0, flip = 0, tta = 0;
     long limit = 0;

@@ -250,7 +250,11 @@ int main(int argc, char **argv) {
     }
     for (const command *cmd = commands; cmd->name; cmd++) {
         if (strcmp(cmd->name, argv[1]) != 0) continue;
-        if (cmd->nn) nn_blas_init(argv);
+        char nerr[200];
+        if (cmd->nn && nn_engine_init(argv, nerr, sizeof nerr) != URSA_OK) {
+            fprintf(stderr, "ursa %s: %s\n", cmd->name, nerr);
+            return 2;
+        }
         const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis,
                                          stack_defs, img_cfg_defs, cmd->defs, NULL};
         cfg *c = cfg_new(tables, "kafka.");

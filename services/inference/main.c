@@ -922,7 +922,11 @@ static int tick(void *opaque, int timeout_ms) {
 }
 
 int main(int argc, char **argv) {
-    nn_blas_init(argv);
+    char nerr[200];
+    if (nn_engine_init(argv, nerr, sizeof nerr) != URSA_OK) {
+        fprintf(stderr, "ursa-inference: %s\n", nerr);
+        return 2;
+    }
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis, cfg_defs_blob,
                                      fetch_cfg_defs, inference_defs, NULL};
     cfg *c;

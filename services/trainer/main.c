@@ -273,7 +273,11 @@ static int tick(void *opaque, int timeout_ms) {
 }
 
 int main(int argc, char **argv) {
-    nn_blas_init(argv);
+    char nerr[200];
+    if (nn_engine_init(argv, nerr, sizeof nerr) != URSA_OK) {
+        fprintf(stderr, "ursa-trainer: %s\n", nerr);
+        return 2;
+    }
     static const cfg_def trainer_defs[] = {
         {"trainer.checkpoint-dir", CFG_STR, "", 1, 0,
          "where running jobs keep their checkpoints; shared by every worker "

@@ -12,7 +12,11 @@
 #include "nn.h"
 
 int main(int argc, char **argv) {
-    nn_blas_init(argv);
+    char nerr[200];
+    if (nn_engine_init(argv, nerr, sizeof nerr) != URSA_OK) {
+        fprintf(stderr, "nn-export-demo: %s\n", nerr);
+        return 2;
+    }
     if (argc < 2) {
         fprintf(stderr, "usage: nn-export-demo OUT.onnx [--no-classes]\n");
         return 2;

@@ -8,9 +8,11 @@
 
 #include "blas.h"
 #include "gemm.h"
+#include "kern.h"
 #include "learner.h"
 #include "nn.h"
 #include "test.h"
+#include "test_isa.h"
 
 static uint64_t rs = 88172645463325252ull;
 static float frand(void) {
@@ -62,8 +64,8 @@ static void conv_case(int n, int cin, int h, int cout, int k, int s, int p, int 
     double ex = max_rel(nn_input_grad(e), dxr, xn), ew = max_rel(W->g, dwr, W->n);
     double eb = bias ? max_rel(m.param[1].g, dbr, (size_t)cout) : 0;
     if (ef > 1e-5 || ex > 1e-5 || ew > 1e-5 || eb > 1e-5)
-        fail_msg("conv n=%d cin=%d h=%d cout=%d k=%d s=%d p=%d: fwd %g dx %g dw %g db %g", n, cin,
-                 h, cout, k, s, p, ef, ex, ew, eb);
+        fail_msg("conv %s n=%d cin=%d h=%d cout=%d k=%d s=%d p=%d: fwd %g dx %g dw %g db %g",
+                 nn_kern_get()->name, n, cin, h, cout, k, s, p, ef, ex, ew, eb);
     free(x), free(yr), free(dy), free(dxr), free(dwr), free(dbr);
     nn_exec_free(e);
     nn_model_free(&m);
@@ -98,37 +100,39 @@ static void conv_matches_naive(void **state) {
 /* one convolution through gemm.h alone (packed weights, panels straight from
  * the images, bias and ReLU on the way out) against the naive one */
 static void packed_case(int n, int cin, int h, int cout, int k, int s, int p, int relu) {
+    const nn_kern *kt = nn_kern_get();
     int ho = (h + 2 * p - k) / s + 1, hwo = ho * ho, K = cin * k * k, N = n * hwo;
     size_t xn = (size_t)n * cin * h * h, yn = (size_t)n * cout * hwo;
     float *x = malloc(xn * 4), *w = malloc((size_t)cout * K * 4), *b = malloc((size_t)cout * 4);
     float *y = malloc(yn * 4), *yr = malloc(yn * 4);
-    float *ap = malloc(nn_gemm_apack_n(cout, K) * 4), *bp = NULL;
-    assert_int_equal(posix_memalign((void **)&bp, 64, nn_gemm_bpack_n(K, N) * 4), 0);
+    float *ap = malloc(nn_gemm_apack_n(kt, cout, K) * 4), *bp = NULL;
+    assert_int_equal(posix_memalign((void **)&bp, 64, nn_gemm_bpack_n(kt, K, N) * 4), 0);
     fill(x, xn);
     fill(w, (size_t)cout * K);
     fill(b, (size_t)cout);
-    nn_gemm_pack_a(w, K, cout, K, ap);
-    int NP = nn_gemm_npanels(N);
+    nn_gemm_pack_a(kt, w, K, cout, K, ap);
+    int NP = nn_gemm_npanels(kt, N);
     /* stride 2 on an even grid: through the parity planes */
     float *ph = nn_gemm_phases_ok(h, h, s, ho, ho) ? malloc(xn * 4) : NULL;
     size_t xper = (size_t)cin * h * h;
     if (ph) { /* in two calls, as two workers would */
-        nn_gemm_phase_split(x, xper, n, cin, h, h, ph, 0, cin / 2);
-        nn_gemm_phase_split(x, xper, n, cin, h, h, ph, cin / 2, cin);
+        nn_gemm_phase_split(kt, x, xper, n, cin, h, h, ph, 0, cin / 2);
+        nn_gemm_phase_split(kt, x, xper, n, cin, h, h, ph, cin / 2, cin);
     }
-    nn_gemm_pack_conv(x, ph, xper, n, cin, h, h, k, s, p, ho, ho, bp, 0, NP / 2);
-    nn_gemm_pack_conv(x, ph, xper, n, cin, h, h, k, s, p, ho, ho, bp, NP / 2, NP);
+    nn_gemm_pack_conv(kt, x, ph, xper, n, cin, h, h, k, s, p, ho, ho, bp, 0, NP / 2);
+    nn_gemm_pack_conv(kt, x, ph, xper, n, cin, h, h, k, s, p, ho, ho, bp, NP / 2, NP);
     free(ph);
     nn_gemm_out o = {y, hwo, (size_t)cout * hwo, b, relu, 0};
-    nn_gemm_packed(cout, N, K, ap, bp, &o, 1, 3);
-    nn_gemm_packed(cout, N, K, ap, bp, &o, 0, 3);
-    nn_gemm_packed(cout, N, K, ap, bp, &o, 2, 3);
+    nn_gemm_packed(kt, cout, N, K, ap, bp, &o, 1, 3);
+    nn_gemm_packed(kt, cout, N, K, ap, bp, &o, 0, 3);
+    nn_gemm_packed(kt, cout, N, K, ap, bp, &o, 2, 3);
     nn_conv_fwd_naive(x, n, cin, h, h, w, b, cout, k, s, p, yr);
     if (relu)
         for (size_t i = 0; i < yn; i++) yr[i] = yr[i] > 0 ? yr[i] : 0;
     double e = max_rel(y, yr, yn);
     if (e > 1e-5)
-        fail_msg("packed n=%d cin=%d h=%d cout=%d k=%d s=%d p=%d: %g", n, cin, h, cout, k, s, p, e);
+        fail_msg("packed %s n=%d cin=%d h=%d cout=%d k=%d s=%d p=%d: %g", kt->name, n, cin, h, cout,
+                 k, s, p, e);
     free(x), free(w), free(b), free(y), free(yr), free(ap), free(bp);
 }
 
@@ -136,11 +140,12 @@ static void packed_case(int n, int cin, int h, int cout, int k, int s, int p, in
  * with B given as n x k rows (im2col's), packed by transposing, added to
  * what C holds; against the double-precision sum */
 static void packed_wgrad_case(int m, int n, int k) {
+    const nn_kern *kt = nn_kern_get();
     int ld = k + 3; /* rows longer than the product reads */
     float *a = malloc((size_t)m * ld * 4), *bt = malloc((size_t)n * ld * 4);
-    float *c = malloc((size_t)m * n * 4), *ap = malloc(nn_gemm_apack_n(m, k) * 4), *bp = NULL;
+    float *c = malloc((size_t)m * n * 4), *ap = malloc(nn_gemm_apack_n(kt, m, k) * 4), *bp = NULL;
     double *cr = malloc((size_t)m * n * sizeof(double)), *cabs = malloc((size_t)m * n * sizeof(double));
-    assert_int_equal(posix_memalign((void **)&bp, 64, nn_gemm_bpack_n(k, n) * 4), 0);
+    assert_int_equal(posix_memalign((void **)&bp, 64, nn_gemm_bpack_n(kt, k, n) * 4), 0);
     fill(a, (size_t)m * ld);
     fill(bt, (size_t)n * ld);
     fill(c, (size_t)m * n);
@@ -155,11 +160,11 @@ static void packed_wgrad_case(int m, int n, int k) {
             cr[(size_t)i * n + j] = acc;
             cabs[(size_t)i * n + j] = sa;
         }
-    nn_gemm_pack_a(a, ld, m, k, ap);
-    nn_gemm_pack_bt(bt, ld, k, n, bp);
+    nn_gemm_pack_a(kt, a, ld, m, k, ap);
+    nn_gemm_pack_bt(kt, bt, ld, k, n, bp);
     nn_gemm_out o = {c, n, 0, NULL, 0, 1};
-    nn_gemm_packed(m, n, k, ap, bp, &o, 0, 2);
-    nn_gemm_packed(m, n, k, ap, bp, &o, 1, 2);
+    nn_gemm_packed(kt, m, n, k, ap, bp, &o, 0, 2);
+    nn_gemm_packed(kt, m, n, k, ap, bp, &o, 1, 2);
     /* float sums of k terms: within 1e-5 of the sum of their sizes (a term
      * missed or misplaced would be about 1/k of it) */
     double worst = 0;
@@ -167,7 +172,8 @@ static void packed_wgrad_case(int m, int n, int k) {
         double d = fabs(c[i] - cr[i]) / cabs[i];
         worst = d > worst ? d : worst;
     }
-    if (worst > 1e-5) fail_msg("weight-gradient product m=%d n=%d k=%d: %g", m, n, k, worst);
+    if (worst > 1e-5)
+        fail_msg("weight-gradient product %s m=%d n=%d k=%d: %g", kt->name, m, n, k, worst);
     free(a), free(bt), free(c), free(ap), free(bp), free(cr), free(cabs);
 }
 
@@ -211,12 +217,6 @@ static void label_smoothing_loss_and_gradient(void **state) {
 
 static void packed_gemm_matches_naive(void **state) {
     (void)state;
-    __builtin_cpu_init();
-    /* the engine takes it exactly where the CPU runs it */
-    assert_int_equal(nn_gemm_avail(), __builtin_cpu_supports("avx512f") &&
-                                          !(getenv("URSA_NN_GEMM") &&
-                                            !strcmp(getenv("URSA_NN_GEMM"), "0")));
-    if (!__builtin_cpu_supports("avx512f")) return; /* its instructions would fault here */
     packed_case(1, 3, 28, 32, 3, 1, 1, 1);  /* stem: 3 channels, K = 27 */
     packed_case(3, 16, 14, 64, 3, 1, 1, 0); /* same-size 3x3 over several images */
     packed_case(2, 8, 7, 20, 3, 1, 1, 1);   /* 49 pixels: tiles across images, 20 rows */
@@ -238,6 +238,36 @@ static void packed_gemm_matches_naive(void **state) {
     packed_wgrad_case(13, 27, 50);          /* a stem's: rows and columns off every block */
     packed_wgrad_case(8, 9, 7);             /* one 16-wide panel, k under one block */
     packed_wgrad_case(20, 40, 33);          /* 16-wide panels, a partial last one */
+    packed_wgrad_case(7, 9, 1);             /* one step of the inner dimension */
+}
+
+/* The level follows the CPU and URSA_NN_ISA; a level the CPU lacks, or a
+ * name that is none, is refused with the reason, and the best one stays. */
+static void isa_choice(void **state) {
+    (void)state;
+    const nn_kern *was = nn_kern_get();
+    nn_isa best = nn_isa_best();
+    char err[200] = "";
+    __builtin_cpu_init();
+    nn_isa want = __builtin_cpu_supports("avx512f")                                       ? NN_ISA_AVX512
+                  : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? NN_ISA_AVX2
+                                                                                      : NN_ISA_GENERIC;
+    assert_int_equal(best, want);
+    setenv("URSA_NN_ISA", "generic", 1);
+    assert_int_equal(nn_isa_init(err, sizeof err), URSA_OK);
+    assert_int_equal(nn_kern_get()->isa, NN_ISA_GENERIC);
+    setenv("URSA_NN_ISA", "sse9", 1);
+    assert_int_equal(nn_isa_init(err, sizeof err), URSA_ERR_INVALID);
+    assert_non_null(strstr(err, "not a level"));
+    assert_int_equal(nn_kern_get()->isa, best);
+    if (best < NN_ISA_AVX512) {
+        setenv("URSA_NN_ISA", "avx512", 1);
+        assert_int_equal(nn_isa_init(err, sizeof err), URSA_ERR_INVALID);
+        assert_non_null(strstr(err, "at most"));
+        assert_int_equal(nn_isa_set(NN_ISA_AVX512), URSA_ERR_INVALID);
+    }
+    unsetenv("URSA_NN_ISA");
+    assert_int_equal(nn_isa_set(was->isa), URSA_OK);
 }
 
 /* in_c 3, 8x8: conv-bn-maxpool-relu, a downsampling basic block, fast.ai's
@@ -872,6 +902,7 @@ static void bad_shapes_and_labels(void **state) {
 int main(int argc, char **argv) {
     (void)argc;
     nn_blas_init(argv);
+    const struct CMUnitTest once[] = {cmocka_unit_test(isa_choice)};
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(conv_matches_naive),
         cmocka_unit_test(packed_gemm_matches_naive),
@@ -889,5 +920,6 @@ int main(int argc, char **argv) {
         cmocka_unit_test(fit_resumes_from_checkpoint),
         cmocka_unit_test(bad_shapes_and_labels),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(once, NULL, NULL) +
+           test_each_isa("nn", tests, sizeof tests / sizeof tests[0]);
 }

@@ -10,6 +10,7 @@
 #include "blas.h"
 #include "nn.h"
 #include "test.h"
+#include "test_isa.h"
 
 typedef struct {
     char name[96];
@@ -501,5 +502,5 @@ int main(int argc, char **argv) {
         cmocka_unit_test(adamw_three_steps), cmocka_unit_test(fastai_head),
         cmocka_unit_test(torch_onnx_import),   cmocka_unit_test(torch_body_transfer),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_each_isa("nn_golden", tests, sizeof tests / sizeof tests[0]);
 }
