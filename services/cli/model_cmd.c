@@ -256,9 +256,10 @@ int bench_model_cmd(const cfg *c, int argc, char **argv) {
     nn_adamw_init(&opt);
     float lrs[16];
     for (int i = 0; i < 16; i++) lrs[i] = 1e-5f;
-    fprintf(stderr, "ursa bench-model: %s %s batch=%d size=%d threads=%d core=%s params=%zu\n",
+    fprintf(stderr,
+            "ursa bench-model: %s %s batch=%d size=%d threads=%d isa=%s core=%s params=%zu\n",
             *arch ? arch : path, train ? "train" : "inference", bs, size, omp_get_max_threads(),
-            nn_blas_core(), nn_param_count(&run));
+            nn_exec_isa(e), nn_blas_core(), nn_param_count(&run));
     for (int i = -3; i < iters; i++) {
         double t0 = now_s();
         nn_forward(e, x, bs);
@@ -275,7 +276,7 @@ int bench_model_cmd(const cfg *c, int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("min_ms=%.2f max_ms=%.2f peak_rss_mb=%.0f\n", ms[0], ms[iters - 1], ru.ru_maxrss / 1024.0);
-    printf("latency_ms=%.2f throughput_ips=%.2f\n", med, bs * 1000.0 / med);
+    printf("latency_ms=%.2f throughput_ips=%.2f isa=%s\n", med, bs * 1000.0 / med, nn_exec_isa(e));
     free(x);
     free(t);
     free(ms);
