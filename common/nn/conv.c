@@ -84,16 +84,17 @@ static void wino_range(nn_exec *e, const nn_node *nd, const float *U, const nn_v
                        int t, int par) {
     int T = ((y->h + 1) / 2) * ((y->w + 1) / 2), ch = nn_wino_chunk(e, T);
     nn_scratch *s = &e->ts[t];
-    /* the threads' row scratch lies one thread's block apart */
-    size_t rows_n = e->nth_max > 1 ? (size_t)(e->ts[1].scr - e->ts[0].scr) : e->sn.scr;
+    const float *bias = nd->b >= 0 ? e->m->param[nd->b].w : NULL;
     for (int i0 = lo; i0 < hi; i0 += ch) {
         int cn = hi - i0 < ch ? hi - i0 : ch;
         if (dx)
             nn_wino_conv(e->kt, U, nd->cout, x->c, dy + y->per * i0, y->per, y->h, y->w, cn,
-                         dx + x->per * i0, x->per, !fresh, s->wv, s->wm, s->scr, rows_n, par);
-        else
+                         dx + x->per * i0, x->per, !fresh, NULL, 0, s->wv, s->wm, s->scr,
+                         e->tstride, par);
+        else /* bias and ReLU on the way out */
             nn_wino_conv(e->kt, U, x->c, nd->cout, x->d + x->per * i0, x->per, y->h, y->w, cn,
-                         y->d + y->per * i0, y->per, 0, s->wv, s->wm, s->scr, rows_n, par);
+                         y->d + y->per * i0, y->per, 0, bias, nd->relu, s->wv, s->wm, s->scr,
+                         e->tstride, par);
     }
 }
 
@@ -162,16 +163,6 @@ void nn_conv_forward(nn_exec *e, const nn_node *nd, const nn_val *x, nn_val *y) 
                 wino_range(e, nd, ap, x, y, NULL, NULL, 0, e->nb * t / T, e->nb * (t + 1) / T, t,
                            0);
             }
-        }
-        /* bias and ReLU after the output transform */
-        const float *b = nd->b >= 0 ? e->m->param[nd->b].w : NULL;
-        if (b || nd->relu) {
-            size_t hw = (size_t)y->h * y->w;
-            const nn_kern *kt = e->kt;
-#pragma omp parallel for schedule(static) num_threads(e->nth)
-            for (long q = 0; q < (long)e->nb * nd->cout; q++)
-                kt->affine(y->d + (size_t)q * hw, y->d + (size_t)q * hw, hw, 1.0f,
-                           b ? b[q % nd->cout] : 0.0f, nd->relu);
         }
         return;
     }

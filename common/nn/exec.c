@@ -84,11 +84,6 @@ const float *nn_value(nn_exec *e, int v, int *c, int *h, int *w) {
     return e->v[v].d;
 }
 
-/* the rows of thread scratch maxpool takes, one thread's block apart */
-static size_t scr_stride(const nn_exec *e) {
-    return e->nth_max > 1 ? (size_t)(e->ts[1].scr - e->ts[0].scr) : e->sn.scr;
-}
-
 const float *nn_forward(nn_exec *e, const float *in, int nb) {
     nn_model *m = e->m;
     const nn_kern *kt = e->kt;
@@ -121,7 +116,7 @@ const float *nn_forward(nn_exec *e, const float *in, int nb) {
         case NN_RELU: nn_relu_forward(y->d, x->d, tot); break;
         case NN_MAXPOOL:
             nn_maxpool_forward(y->d, x->d, nb * x->c, x->h, x->w, nd->k, nd->stride, nd->pad, y->h,
-                               y->w, e->ts[0].scr, scr_stride(e), e->nth);
+                               y->w, e->ts[0].scr, e->tstride, e->nth);
             break;
         case NN_AVGPOOL:
             nn_avgpool_forward(y->d, x->d, nb * x->c, x->h, x->w, nd->k, nd->stride, y->h, y->w);

@@ -81,9 +81,9 @@ typedef struct nn_kern {
                     float *V, size_t st, int W, int cin, int c);
     /* A^T m A of the band's tiles from column p0.. of row o of the 16
      * products (M, ms floats apart) into the output channel yo (h x w),
-     * written or added */
+     * written or added, then plus bias and max(0, .) when relu */
     void (*wino_out)(const nn_wino_geom *g, const float *M, size_t ms, long p0, float *yo,
-                     int accumulate);
+                     int accumulate, float bias, int relu);
     /* A dy A^T of one image's gradient dy (cout x h x w), every tile:
      * channel o's tiles at Y + o * ldy, matrix xi ys floats after matrix 0
      * (ldy leaves 8 floats past the last tile for whole-vector stores);

@@ -237,7 +237,23 @@ static inline __attribute__((always_inline)) void tile_v(int k, const float *a, 
                                                          int n0, int nr, const int V) {
     __m512 acc[MR][2];
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    for (int i = 0; i < k; i++, a += MR, b += 16 * V) {
+    int i = 0;
+    /* long inner dimensions: the weights are large and streamed, so fetch
+     * them ahead (a line every two steps); see kern_avx2.c's PF_AHEAD */
+    for (; k >= 256 && i + 2 <= k; i += 2) {
+        _mm_prefetch((const char *)(a + 2048), _MM_HINT_T0);
+#pragma GCC unroll 2
+        for (int u = 0; u < 2; u++, a += MR, b += 16 * V) {
+            __m512 b0 = _mm512_load_ps(b), b1 = V == 2 ? _mm512_load_ps(b + 16) : b0;
+#pragma GCC unroll 8
+            for (int r = 0; r < MR; r++) {
+                __m512 av = _mm512_set1_ps(a[r]);
+                acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+                if (V == 2) acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+            }
+        }
+    }
+    for (; i < k; i++, a += MR, b += 16 * V) {
         __m512 b0 = _mm512_load_ps(b), b1 = V == 2 ? _mm512_load_ps(b + 16) : b0;
 #pragma GCC unroll 8
         for (int r = 0; r < MR; r++) {
@@ -471,7 +487,8 @@ static inline void out_tiles(__m512 m[4][4], int a, __m512 *even, __m512 *odd) {
 /* A^T m A for one tile row of one output channel, 16 tiles a step: m from
  * M (row o of each of the 16 products, tiles p0..), out to y rows yy, yy+1 */
 static void wino_out_row(const float *M, size_t ms, long p0, int tw, float *yrow, int w, int nrows,
-                         int accumulate) {
+                         int accumulate, float bias, int relu) {
+    const __m512 bv = _mm512_set1_ps(bias), z = _mm512_setzero_ps();
     const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
     for (int tx = 0; tx < tw; tx += 16) {
@@ -491,6 +508,12 @@ static void wino_out_row(const float *M, size_t ms, long p0, int tw, float *yrow
                 v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, d));
                 v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, d + 16));
             }
+            v0 = _mm512_add_ps(v0, bv);
+            v1 = _mm512_add_ps(v1, bv);
+            if (relu) {
+                v0 = _mm512_max_ps(v0, z);
+                v1 = _mm512_max_ps(v1, z);
+            }
             _mm512_mask_storeu_ps(d, k0, v0);
             _mm512_mask_storeu_ps(d + 16, k1, v1);
         }
@@ -501,8 +524,9 @@ static void wino_out_row(const float *M, size_t ms, long p0, int tw, float *yrow
  * tiles a step across tile rows, into yo (h x w): a row run at a time as
  * the plan says, or else scattered */
 static void wino_out_small(const nn_wino_geom *g, const float *M, size_t ms, long p0, float *yo,
-                           int accumulate) {
+                           int accumulate, float bias, int relu) {
     int h = g->h, w = g->w, T = g->T;
+    const __m512 bv = _mm512_set1_ps(bias), z = _mm512_setzero_ps();
     for (int q = 0; q < T; q += 16) {
         int nl = T - q < 16 ? T - q : 16, t0 = g->t0[q / 16];
         __mmask16 k = (__mmask16)((1u << nl) - 1);
@@ -522,6 +546,8 @@ static void wino_out_small(const nn_wino_geom *g, const float *M, size_t ms, lon
                         _mm512_permutex2var_ps(r0, _mm512_loadu_si512(g->oidx[q / 16][s]), r1);
                     float *d = yo + (size_t)yy * w;
                     if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(om, d));
+                    v = _mm512_add_ps(v, bv);
+                    if (relu) v = _mm512_max_ps(v, z);
                     _mm512_mask_storeu_ps(d, om, v);
                 }
                 continue;
@@ -530,9 +556,14 @@ static void wino_out_small(const nn_wino_geom *g, const float *M, size_t ms, lon
             __m512i i0 = _mm512_add_epi32(base, _mm512_set1_epi32(a * w));
             __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(1));
             if (accumulate) {
-                const __m512 z = _mm512_setzero_ps();
                 r0 = _mm512_add_ps(r0, _mm512_mask_i32gather_ps(z, ka, i0, yo, 4));
                 r1 = _mm512_add_ps(r1, _mm512_mask_i32gather_ps(z, (__mmask16)(ka & ck), i1, yo, 4));
+            }
+            r0 = _mm512_add_ps(r0, bv);
+            r1 = _mm512_add_ps(r1, bv);
+            if (relu) {
+                r0 = _mm512_max_ps(r0, z);
+                r1 = _mm512_max_ps(r1, z);
             }
             _mm512_mask_i32scatter_ps(yo, ka, i0, r0, 4);
             _mm512_mask_i32scatter_ps(yo, (__mmask16)(ka & ck), i1, r1, 4);
@@ -541,15 +572,15 @@ static void wino_out_small(const nn_wino_geom *g, const float *M, size_t ms, lon
 }
 
 static void wino_out(const nn_wino_geom *g, const float *M, size_t ms, long p0, float *yo,
-                     int accumulate) {
+                     int accumulate, float bias, int relu) {
     if (g->small) {
-        wino_out_small(g, M, ms, p0, yo, accumulate);
+        wino_out_small(g, M, ms, p0, yo, accumulate, bias, relu);
         return;
     }
     for (int r = 0; r < g->nrows; r++) {
         int ty = g->ty0 + r;
         wino_out_row(M, ms, p0 + (long)r * g->tw, g->tw, yo + (size_t)2 * ty * g->w, g->w,
-                     2 * ty + 1 < g->h ? 2 : 1, accumulate);
+                     2 * ty + 1 < g->h ? 2 : 1, accumulate, bias, relu);
     }
 }
 

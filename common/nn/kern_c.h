@@ -160,7 +160,7 @@ static inline void c_wino_in(const nn_wino_geom *g, const float *x, size_t xper,
 }
 
 static inline void c_wino_out(const nn_wino_geom *g, const float *M, size_t ms, long p0,
-                              float *yo, int accumulate) {
+                              float *yo, int accumulate, float bias, int relu) {
     int h = g->h, w = g->w;
     for (int r = 0; r < g->nrows; r++)
         for (int tx = 0; tx < g->tw; tx++) {
@@ -176,8 +176,10 @@ static inline void c_wino_out(const nn_wino_geom *g, const float *M, size_t ms, 
             for (int a = 0; a < 2 && 2 * ty + a < h; a++) { /* (A^T m) A */
                 float rr[2] = {t[a][0] + t[a][1] + t[a][2], t[a][1] - t[a][2] - t[a][3]};
                 float *d = yo + (size_t)(2 * ty + a) * w + 2 * tx;
-                for (int b = 0; b < 2 && 2 * tx + b < w; b++)
-                    d[b] = accumulate ? d[b] + rr[b] : rr[b];
+                for (int b = 0; b < 2 && 2 * tx + b < w; b++) {
+                    float v = (accumulate ? d[b] + rr[b] : rr[b]) + bias;
+                    d[b] = relu && !(v > 0) ? 0 : v;
+                }
             }
         }
 }

@@ -200,6 +200,7 @@ static size_t layout(nn_exec *e, float *base) {
     const nn_scratch_n *sn = &e->sn;
     for (int t = 0; t < e->nth_max; t++) {
         nn_scratch *s = &e->ts[t];
+        size_t t0 = at;
         s->col = carve(base, &at, sn->col);
         s->ph = carve(base, &at, sn->ph);
         s->apk = carve(base, &at, sn->apk);
@@ -209,6 +210,7 @@ static size_t layout(nn_exec *e, float *base) {
         s->wm = carve(base, &at, sn->wm);
         s->wgm = carve(base, &at, sn->wgm);
         s->scr = carve(base, &at, sn->scr);
+        e->tstride = at - t0;
     }
     return at;
 }

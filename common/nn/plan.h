@@ -63,7 +63,8 @@ struct nn_exec {
     nn_buf *bufs;      /* the values' buffers */
     int nbufs;
     nn_scratch_n sn;   /* floats of each scratch, a thread */
-    nn_scratch *ts;    /* nth_max of them */
+    nn_scratch *ts;    /* nth_max of them, each the same layout tstride floats after the last */
+    size_t tstride;
     /* training: the weights of the node at hand, packed at each use for
      * the forward product (pkf), the input gradient's (pkd: W^T, or the
      * flipped kernel's Winograd transform) */

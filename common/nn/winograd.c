@@ -102,58 +102,90 @@ void nn_wino_weights(const nn_kern *kt, const float *w, int cout, int cin, int f
         }
 }
 
-/* V[xi][c][p] = (B^T d B)[xi] for the band's tiles of n images x (cin x h
- * x w, xper floats apart), V's rows in panels of W columns, st floats from
- * one xi to the next. A channel's row is written by one thread. */
-static void wino_in(const nn_kern *kt, const nn_wino_geom *g, const float *x, size_t xper, int n,
-                    int cin, float *V, int W, size_t st, float *rows0, size_t rows_n, size_t rn,
-                    int par) {
+/* One band of tile rows (g->ty0, g->nrows) of n images through the
+ * three steps; with par, the threads share each step (inputs by channel,
+ * products by matrix, outputs by channel), V and M thread 0's and the
+ * padded copies each thread's own (rstride apart). */
+static void wino_band(const nn_kern *kt, const nn_wino_geom *g, const float *U, int cin, int cout,
+                      const float *x, size_t xper, int n, float *y, size_t yper, int accumulate,
+                      const float *bias, int relu, float *V, float *M, float *rows0,
+                      size_t rstride, size_t rn, int par) {
+    long P = (long)n * g->TB;
+    /* V[xi] is cin x P: gemm.h's panels of W columns, each cin x W */
+    int W = nn_gemm_nr(kt, (int)P);
+    size_t st = spread(nn_gemm_bpack_n(kt, cin, (int)P)); /* from one xi to the next */
+    size_t ms = spread((size_t)cout * P), us = nn_gemm_apack_n(kt, cout, cin);
+    size_t hw = (size_t)g->h * g->w;
+    if (P % W) /* the last panel's columns past P: zeros, as packs leave them */
+        for (int xi = 0; xi < 16; xi++)
+            memset(V + xi * st + (size_t)(P / W) * cin * W, 0, sizeof(float) * cin * W);
 #pragma omp parallel if (par)
     {
-        float *rows = rows0 + (par ? rows_n * (size_t)omp_get_thread_num() : 0);
+        float *rows = rows0 + (par ? rstride * (size_t)omp_get_thread_num() : 0);
         /* the transforms write only the inside of their padded copies: the
-         * borders, zeroed here, stay zero */
+         * borders, zeroed here, stay zero; a channel's row of V is one
+         * thread's */
         memset(rows, 0, sizeof(float) * rn);
 #pragma omp for schedule(static)
         for (int c = 0; c < cin; c++)
-            kt->wino_in(g, x + (size_t)c * g->h * g->w, xper, n, rows, V, st, W, cin, c);
-    }
-}
-
-void nn_wino_conv(const nn_kern *kt, const float *U, int cin, int cout, const float *x,
-                  size_t xper, int h, int w, int n, float *y, size_t yper, int accumulate,
-                  float *V, float *M, float *rows0, size_t rows_n, int par) {
-    nn_wino_geom g;
-    nn_wino_geom_make(kt, h, w, &g);
-    size_t us = nn_gemm_apack_n(kt, cout, cin), rn = nn_wino_rows_n(h, w, (long)n * g.T);
-    /* a band of tile rows at a time where one image is more than a pass */
-    int band = n == 1 && g.T > NN_WINO_BAND ? (NN_WINO_BAND + g.tw - 1) / g.tw : g.th;
-    for (int ty0 = 0; ty0 < g.th; ty0 += band) {
-        g.ty0 = ty0;
-        g.nrows = g.th - ty0 < band ? g.th - ty0 : band;
-        g.TB = g.nrows * g.tw;
-        long P = (long)n * g.TB;
-        /* V[xi] is cin x P: gemm.h's panels of W columns, each cin x W */
-        int W = nn_gemm_nr(kt, (int)P);
-        size_t st = spread(nn_gemm_bpack_n(kt, cin, (int)P)); /* from one xi to the next */
-        size_t ms = spread((size_t)cout * P);
-        if (P % W) /* the last panel's columns past P: zeros, as packs leave them */
-            for (int xi = 0; xi < 16; xi++)
-                memset(V + xi * st + (size_t)(P / W) * cin * W, 0, sizeof(float) * cin * W);
-        wino_in(kt, &g, x, xper, n, cin, V, W, st, rows0, rows_n, rn, par);
+            kt->wino_in(g, x + (size_t)c * hw, xper, n, rows, V, st, W, cin, c);
         /* the 16 products: M[xi] (cout x P) = U[xi] (cout x cin) x V[xi] (cin x P) */
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp for schedule(static)
         for (int xi = 0; xi < 16; xi++) {
             nn_gemm_out o = {M + (size_t)xi * ms, (int)P, 0, NULL, 0, 0};
             nn_gemm_packed(kt, cout, (int)P, cin, U + xi * us, V + xi * st, &o, 0, 1);
         }
         /* outputs: A^T m A */
-#pragma omp parallel for collapse(2) schedule(static) if (par)
+#pragma omp for collapse(2) schedule(static)
         for (int i = 0; i < n; i++)
             for (int o = 0; o < cout; o++)
-                kt->wino_out(&g, M + (size_t)o * P, ms, (long)i * g.TB,
-                             y + yper * i + (size_t)o * h * w, accumulate);
+                kt->wino_out(g, M + (size_t)o * P, ms, (long)i * g->TB, y + yper * i + o * hw,
+                             accumulate, bias ? bias[o] : 0.0f, relu);
     }
+}
+
+/* tile rows [r0, r1) of the image(s), a band of at most NN_WINO_BAND tiles
+ * an image at a time */
+static void wino_rows(const nn_kern *kt, nn_wino_geom *g, int r0, int r1, const float *U,
+                      int cin, int cout, const float *x, size_t xper, int n, float *y,
+                      size_t yper, int accumulate, const float *bias, int relu, float *V,
+                      float *M, float *rows, size_t rstride, size_t rn, int par) {
+    int band = g->T > NN_WINO_BAND ? (NN_WINO_BAND + g->tw - 1) / g->tw : g->th;
+    for (int ty0 = r0; ty0 < r1; ty0 += band) {
+        g->ty0 = ty0;
+        g->nrows = r1 - ty0 < band ? r1 - ty0 : band;
+        g->TB = g->nrows * g->tw;
+        wino_band(kt, g, U, cin, cout, x, xper, n, y, yper, accumulate, bias, relu, V, M, rows,
+                  rstride, rn, par);
+    }
+}
+
+/* an image of this many tiles or more is split between the threads by tile
+ * rows, each running all three steps on its own (one parallel region, no
+ * barrier inside); fewer (deep layers, whose transformed weights are what
+ * is large) share each step, so each matrix of U is read by one thread */
+#define SPLIT_T 128
+
+void nn_wino_conv(const nn_kern *kt, const float *U, int cin, int cout, const float *x,
+                  size_t xper, int h, int w, int n, float *y, size_t yper, int accumulate,
+                  const float *bias, int relu, float *V, float *M, float *rows, size_t tstride,
+                  int par) {
+    nn_wino_geom g;
+    nn_wino_geom_make(kt, h, w, &g);
+    size_t rn = nn_wino_rows_n(h, w, (long)n * g.T);
+    if (par && n == 1 && g.T >= SPLIT_T && g.th >= 2 && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        {
+            int t = omp_get_thread_num(), T = omp_get_num_threads();
+            nn_wino_geom gt = g;
+            size_t off = tstride * (size_t)t;
+            wino_rows(kt, &gt, g.th * t / T, g.th * (t + 1) / T, U, cin, cout, x, xper, n, y,
+                      yper, accumulate, bias, relu, V + off, M + off, rows + off, 0, rn, 0);
+        }
+        return;
+    }
+    wino_rows(kt, &g, 0, g.th, U, cin, cout, x, xper, n, y, yper, accumulate, bias, relu, V, M,
+              rows, tstride, rn, par);
 }
 
 /* ---- weight gradients ------------------------------------------------------

@@ -69,16 +69,17 @@ void nn_wino_weights(const nn_kern *kt, const float *w, int cout, int cin, int f
 
 /* y = (or +=, with accumulate) the convolution of n images x (cin x h x w,
  * xper floats apart) with the kernel behind U, into y (cout x h x w, yper
- * apart). V needs nn_wino_v_n(cin, P) floats, 64-byte aligned, and M
- * nn_wino_m_n(cout, P), P = n * ceil(h/2) * ceil(w/2). rows:
- * nn_wino_rows_n(h, w, P) floats of scratch for each thread that works
- * (rows_n apart). par: spread the work over the OpenMP threads. An image of
- * more than NN_WINO_BAND tiles goes a band of tile rows at a time, so that
- * V and M stay in L2. */
+ * apart), plus bias (cout, or NULL), then max(0, .) when relu. Scratch for
+ * each thread that works, thread t's tstride floats after thread 0's: V
+ * nn_wino_v_n(cin, P) floats, 64-byte aligned, M nn_wino_m_n(cout, P) and
+ * rows nn_wino_rows_n(h, w, P), P = n * ceil(h/2) * ceil(w/2). par: spread
+ * the work over the OpenMP threads. An image of more than NN_WINO_BAND
+ * tiles goes a band of tile rows at a time, so that V and M stay in L2. */
 #define NN_WINO_BAND 256
 void nn_wino_conv(const nn_kern *kt, const float *U, int cin, int cout, const float *x,
                   size_t xper, int h, int w, int n, float *y, size_t yper, int accumulate,
-                  float *V, float *M, float *rows, size_t rows_n, int par);
+                  const float *bias, int relu, float *V, float *M, float *rows, size_t tstride,
+                  int par);
 
 /* Weight gradients. nn_wino_wgrad adds to M (16 x cout x cin) the
  * transformed gradient of n images: x (cin x h x w, xper apart) and dy

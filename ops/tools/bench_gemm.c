@@ -77,7 +77,7 @@ static int conv_shape(const nn_kern *kt, const char *name, int nimg, int cin, in
         tw = 1e30;
         for (int r = 0; r < 20; r++) {
             double t0 = secs();
-            nn_wino_conv(kt, U, cin, cout, x, xper, h, h, nimg, y2, yper, 0, V, M, rows, 0, 0);
+            nn_wino_conv(kt, U, cin, cout, x, xper, h, h, nimg, y2, yper, 0, NULL, 0, V, M, rows, 0, 0);
             if (secs() - t0 < tw) tw = secs() - t0;
         }
         for (size_t i = 0; i < yper * nimg; i++)
