@@ -46,8 +46,9 @@ typedef struct {
 
 typedef struct nn_wino_geom nn_wino_geom; /* winograd.h */
 
-/* The widest B panel any table uses (floats). */
+/* The widest B panel, and the most weight rows a panel, any table uses. */
 #define NN_KERN_NR_MAX 32
+#define NN_KERN_MR_MAX 8
 
 typedef struct nn_kern {
     nn_isa isa;
