@@ -3,7 +3,8 @@
 # -Wall -Wextra -Werror, runs every test (unit and integration, real
 # redis-server and ursa-broker), then all of them again built with
 # AddressSanitizer + UndefinedBehaviorSanitizer (daemons included), then
-# the image-decoder fuzz target over its seed corpus (ops/fuzz.sh).
+# the image-decoder fuzz target over its seed corpus (ops/fuzz.sh), then the
+# NN engine's tests cross-built for arm64 under qemu-user (ops/test-arm64.sh).
 #   ops/test.sh            everything
 #   ops/test.sh -L unit    only the quick unit tests (ctest arguments pass through)
 set -euo pipefail
@@ -29,7 +30,11 @@ if [ $# -eq 0 ]; then
         ctest --output-on-failure) | tee -a "$LOG"
     echo "== image decoders under libFuzzer (seed corpus, then 20 s)"
     ops/fuzz.sh 20
+    echo "== the NN engine on arm64: cross-built, its plain-C kernels under qemu-user"
+    ops/test-arm64.sh 2>&1 | tee -a "$LOG" | grep -E "^==|PASSED|FAILED|test-arm64"
 fi
 
-# one closing line for both ctest runs
-awk '/tests passed, .* tests failed out of/ {p += $NF - $4; f += $4} END {printf "ops/test.sh: %d passed, %d failed\n", p, f}' "$LOG"
+# one closing line for both ctest runs (and the arm64 one)
+awk '/tests passed, .* tests failed out of/ {p += $NF - $4; f += $4}
+     /^test-arm64: every/ {p++} /^test-arm64: FAILED/ {f++}
+     END {printf "ops/test.sh: %d passed, %d failed\n", p, f}' "$LOG"

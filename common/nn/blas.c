@@ -21,6 +21,7 @@ void nn_blas_init(char **argv) {
     }
     const char *core = nn_blas_core();
     const char *want = NULL;
+#if defined(__x86_64__) /* OpenBLAS's misdetection is an x86 one */
     __builtin_cpu_init();
     /* the generic kernels OpenBLAS falls back to on CPUs newer than it */
     int generic = !strcasecmp(core, "Prescott") || !strcasecmp(core, "Core2") ||
@@ -31,6 +32,7 @@ void nn_blas_init(char **argv) {
         want = "SkylakeX";
     else if (generic && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         want = "Haswell";
+#endif
     if (!want) {
         ULOG_INFO("event=blas core=%s", core);
         return;

@@ -39,14 +39,15 @@ static int prescale(const img_rgb *im, int size, img_rgb *out) {
 }
 
 static inline float reflect(float v, int n) {
-    /* reflection about the pixel-centre edges: -0.5 and n - 0.5 */
-    if (n == 1) return 0;
-    float lo = -0.5f, hi = (float)n - 0.5f, span = hi - lo;
-    while (v < lo || v > hi) {
-        if (v < lo) v = 2 * lo - v;
-        if (v > hi) v = 2 * hi - v;
-        if (!(span > 0)) break;
-    }
+    /* reflection about the pixel-centre edges -0.5 and n - 0.5, in closed
+     * form: the loop that reflected again and again never ended on an
+     * infinite coordinate (a near-singular perspective warp can give one),
+     * and took a step per image width on a far one */
+    if (n == 1 || !isfinite(v)) return 0;
+    double span = n, p = fmod((double)v + 0.5, 2 * span);
+    if (p < 0) p += 2 * span;
+    if (p > span) p = 2 * span - p;
+    v = (float)(p - 0.5);
     if (v < 0) v = 0;
     if (v > n - 1) v = (float)(n - 1);
     return v;
