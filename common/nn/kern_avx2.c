@@ -226,27 +226,6 @@ static void pack_bt(const float *bt, int ldb, int k, int n, int W, float *bp) {
         }
 }
 
-static void phase_split(const float *x, size_t xper, int nimg, int cin, int h, int w, float *ph,
-                        int c0, int c1) {
-    (void)cin; /* [c0, c1) says which */
-    size_t q = (size_t)(h / 2) * (w / 2); /* a plane */
-    for (int i = 0; i < nimg; i++)
-        for (int c = c0; c < c1; c++) {
-            const float *xc = x + xper * i + (size_t)c * h * w;
-            float *pc = ph + xper * i + (size_t)c * 4 * q;
-            for (int r = 0; r < h; r++) {
-                float *e = pc + (size_t)(r & 1) * 2 * q + (size_t)(r >> 1) * (w / 2), *o = e + q;
-                const float *xr = xc + (size_t)r * w;
-                for (int j = 0; j < w; j += 16) { /* w is even */
-                    int nl = w - j < 16 ? w - j : 16;
-                    __m256 v0 = load_n(xr + j, nl), v1 = load_n(xr + j + 8, nl - 8);
-                    store_n(e + j / 2, even(v0, v1), nl / 2);
-                    store_n(o + j / 2, odd(v0, v1), nl / 2);
-                }
-            }
-        }
-}
-
 /* im2col straight into panels; see kern_avx512.c's, which this follows
  * with 8-lane halves and lane masks in place of mask registers */
 static void pack_conv(const float *x, const float *ph, size_t xper, int nimg, int cin, int h,
@@ -563,7 +542,7 @@ const nn_kern nn_kern_avx2 = {
     .pack_a_cols = pack_a_cols,
     .pack_bt = pack_bt,
     .pack_conv = pack_conv,
-    .phase_split = phase_split,
+    .phase_split = c_phase_split,
     .wino_plan = NULL,
     .wino_in = wino_in,
     .wino_out = wino_out,
