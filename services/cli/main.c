@@ -101,7 +101,8 @@ static const command commands[] = {
      "usage: ursa bench-model (--model FILE.onnx | --arch resnet18|resnet34) [--batch B]\n"
      "                        [--threads T] [--train]\n"
      "Times the forward pass (or, with --train, a training step) on random input and\n"
-     "ends with the line latency_ms=<median> throughput_ips=<images per second>.\n\n",
+     "ends with the line latency_ms=<median> throughput_ips=<images per second>\n"
+     "isa=<the engine's instruction-set level; URSA_NN_ISA forces a lower one>.\n\n",
      bench_model_defs, 0, 1},
     {"train", train_cmd,
      "usage: ursa train --dataset NAME [--arch resnet18|resnet34|small] [--pretrained FILE.onnx]\n"
