@@ -123,12 +123,26 @@ static int v4_blocked(const uint8_t *a) {
     return 0;
 }
 
+/* 1 if the IPv6 address is not publicly routable, or embeds an IPv4
+ * address that is not (the forms a resolver or a URL can use to reach an
+ * IPv4 host through IPv6: mapped, translated, compatible, 6to4, Teredo,
+ * NAT64). */
 static int v6_blocked(const uint8_t *a) {
-    static const uint8_t zero[16] = {0};
+    static const uint8_t zero[12] = {0};
     static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const uint8_t translated[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0};
     static const uint8_t nat64[12] = {0, 0x64, 0xff, 0x9b};
-    if (!memcmp(a, zero, 15) && (a[15] == 0 || a[15] == 1)) return 1; /* :: and ::1 */
-    if (!memcmp(a, mapped, 12) || !memcmp(a, nat64, 12)) return v4_blocked(a + 12);
+    static const uint8_t nat64_local[6] = {0, 0x64, 0xff, 0x9b, 0, 1}; /* 64:ff9b:1::/48 */
+    /* ::/96: ::, ::1 and the deprecated IPv4-compatible ::a.b.c.d, never routed */
+    if (!memcmp(a, zero, 12)) return 1;
+    if (!memcmp(a, mapped, 12) || !memcmp(a, translated, 12) || !memcmp(a, nat64, 12) ||
+        !memcmp(a, nat64_local, 6))
+        return v4_blocked(a + 12);
+    if (a[0] == 0x20 && a[1] == 0x02) return v4_blocked(a + 2); /* 6to4: 2002:V4ADDR::/48 */
+    if (a[0] == 0x20 && a[1] == 0x01 && a[2] == 0 && a[3] == 0) { /* Teredo: 2001::/32 */
+        uint8_t client[4] = {(uint8_t)~a[12], (uint8_t)~a[13], (uint8_t)~a[14], (uint8_t)~a[15]};
+        return v4_blocked(a + 4) || v4_blocked(client); /* the server, the client (inverted) */
+    }
     if ((a[0] & 0xfe) == 0xfc) return 1;                  /* fc00::/7 unique local */
     if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) return 1;  /* fe80::/10 link-local */
     if (a[0] == 0xfe && (a[1] & 0xc0) == 0xc0) return 1;  /* fec0::/10 site-local */

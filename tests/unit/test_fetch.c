@@ -35,11 +35,18 @@ static void default_guard(void **state) {
                              "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
                              "224.0.0.1", "255.255.255.255", "::1", "::", "fe80::1", "fd00::1",
                              "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "ff02::1",
-                             "2001:db8::1", "64:ff9b::a00:1"};
+                             "2001:db8::1", "64:ff9b::a00:1",
+                             /* IPv4 inside IPv6: compatible, translated, 6to4, Teredo (the
+                              * server, or the inverted client), local NAT64 */
+                             "::127.0.0.1", "::10.0.0.1", "::8.8.8.8", "::ffff:0:127.0.0.1",
+                             "2002:7f00:1::1", "2002:a00:1::", "2002:a9fe:a9fe::1",
+                             "2001:0:a00:1::1", "2001:0:808:808::80ff:fffe",
+                             "64:ff9b:1::a00:1"};
     for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++)
         if (allowed(f, blocked[i])) fail_msg("%s should be refused", blocked[i]);
     const char *open[] = {"8.8.8.8", "172.32.0.1", "1.1.1.1", "2001:4860:4860::8888",
-                          "::ffff:8.8.8.8", "192.169.0.1"};
+                          "::ffff:8.8.8.8", "192.169.0.1", "2002:808:808::1",
+                          "2001:0:808:808::f7f7:f7f7"};
     for (size_t i = 0; i < sizeof open / sizeof open[0]; i++)
         if (!allowed(f, open[i])) fail_msg("%s should be allowed", open[i]);
     fetch_destroy(f);
@@ -55,6 +62,8 @@ static void allow_list(void **state) {
     assert_true(allowed(f, "10.200.0.1"));
     assert_true(allowed(f, "::1"));
     assert_false(allowed(f, "169.254.169.254"));
+    assert_false(allowed(f, "::127.0.0.1")); /* 127.0.0.1 is allowed; IPv6 forms of it are not */
+    assert_false(allowed(f, "::ffff:127.0.0.2"));
     fetch_destroy(f);
     assert_null(ctx("localhost", err, sizeof err));
     assert_non_null(strstr(err, "\"localhost\" is not an address or CIDR"));
