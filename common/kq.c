@@ -2,9 +2,11 @@
  *
  * Everything below runs on the caller's thread: librdkafka calls the delivery
  * and rebalance callbacks from inside rd_kafka_poll() and
- * rd_kafka_consumer_poll(), so the job lists need no locks. */
+ * rd_kafka_consumer_poll(), so the job lists need no locks, as long as a
+ * producer has one polling thread (kq.h, "Threads"). */
 #include "kq.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,7 +82,18 @@ fail:
 
 struct kq_producer {
     rd_kafka_t *rk;
+    pthread_t poller; /* the one thread that serves its delivery reports */
+    atomic_int has_poller;
 };
+
+/* The calling thread becomes the producer's poller (kq_consumer_run, or
+ * the first kq_producer_poll). */
+static void claim(kq_producer *p) {
+    if (!atomic_load(&p->has_poller)) {
+        p->poller = pthread_self();
+        atomic_store(&p->has_poller, 1);
+    }
+}
 
 typedef struct {
     kq_delivery_cb *cb;
@@ -155,7 +168,12 @@ ursa_err kq_produce(kq_producer *p, const char *topic, const void *key,
             RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
         if (!err) return URSA_OK; /* headers now owned by the message */
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            rd_kafka_poll(p->rk, 100); /* back-pressure: wait for room */
+            /* back-pressure: wait for room, which the poller's serving of
+             * delivery reports makes; only the poller polls */
+            if (atomic_load(&p->has_poller) && !pthread_equal(p->poller, pthread_self()))
+                util_sleep_ms(20);
+            else
+                rd_kafka_poll(p->rk, 100);
             continue;
         }
         ULOG_WARN("event=produce_failed topic=%s err=%s", topic,
@@ -167,6 +185,7 @@ ursa_err kq_produce(kq_producer *p, const char *topic, const void *key,
 }
 
 int kq_producer_poll(kq_producer *p, int timeout_ms) {
+    claim(p);
     return rd_kafka_poll(p->rk, timeout_ms);
 }
 
@@ -653,7 +672,7 @@ static ursa_err dead_letter(kq_consumer *kc, kq_job *j, const rd_kafka_message_t
 /* Runs the handler on one message with the retry rules; the job is queued on
  * its partition before, so its offset waits for its outputs. */
 static void handle(kq_consumer *kc, const rd_kafka_message_t *m,
-                   volatile sig_atomic_t *run) {
+                   atomic_int *run) {
     const char *topic = rd_kafka_topic_name(m->rkt);
     part *pt = part_get(kc, topic, m->partition);
     kq_job *j = calloc(1, sizeof *j);
@@ -719,9 +738,10 @@ static void handle(kq_consumer *kc, const rd_kafka_message_t *m,
     j->handled = 1;
 }
 
-ursa_err kq_consumer_run(kq_consumer *kc, volatile sig_atomic_t *run) {
+ursa_err kq_consumer_run(kq_consumer *kc, atomic_int *run) {
     ursa_err ret = URSA_OK;
     ULOG_INFO("event=consumer_started group=%s dlq=%s", kc->group, kc->dlq);
+    claim(kc->producer);
     while (*run) {
         rd_kafka_poll(kc->producer->rk, 0);
         int busy = kc->tick ? kc->tick(kc->tick_opaque, 0) : 0;

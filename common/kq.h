@@ -19,6 +19,21 @@
  *    it can be replayed as is;
  *  - on shutdown (*run becomes 0) the loop stops fetching, waits for pending
  *    deliveries, stores and commits offsets, and leaves the group.
+ *
+ * Threads (as librdkafka's own rules):
+ *  - a producer is polled by one thread only, its poller: the thread in
+ *    kq_consumer_run() of the consumer it was given to, or else the first
+ *    to call kq_producer_poll(). Delivery callbacks (kq_delivery_cb, and
+ *    the consumer's bookkeeping of kq_job effects) run on the poller, inside
+ *    its polls. Two consumer loops on two threads need two producers;
+ *  - kq_produce() may be called from any thread; when librdkafka's queue is
+ *    full it waits for room, polling only on the poller (elsewhere it sleeps
+ *    while the poller drains the queue);
+ *  - a consumer, its handler and its tick run on the thread in
+ *    kq_consumer_run(); kq_job_hold()/kq_job_done()/kq_job_abandon() and
+ *    kq_job_produce() are for that thread too (work on other threads hands
+ *    its result back through the tick);
+ *  - the run flag may be cleared from any thread or a signal handler.
  * Settings: cfg_defs_kafka; every kafka.* pass-through setting goes straight
  * to librdkafka (after ursa's defaults, so it can override them, except
  * enable.auto.offset.store=false and enable.idempotence=true). */
@@ -26,7 +41,7 @@
 #define URSA_KQ_H
 
 #include <librdkafka/rdkafka.h>
-#include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -126,7 +141,7 @@ kq_consumer *kq_consumer_new(const cfg *c, const char *bootstrap,
 /* Runs the loop until *run is 0 (set it from a signal handler), then drains
  * and commits. Returns OK after a clean stop, URSA_ERR_KAFKA on a fatal
  * client error. */
-ursa_err kq_consumer_run(kq_consumer *kc, volatile sig_atomic_t *run);
+ursa_err kq_consumer_run(kq_consumer *kc, atomic_int *run);
 
 /* Sets the loop's background work (see kq_tick); the loop, its retries, its
  * bound on in-flight messages and its final drain all keep it turning. */

@@ -1,6 +1,7 @@
 /* service.c: daemon set-up; see service.h. */
 #include "service.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -68,14 +69,14 @@ void service_disconnect(service_conns *s) {
     memset(s, 0, sizeof *s);
 }
 
-static volatile sig_atomic_t *stop_flag;
+static atomic_int *stop_flag; /* lock-free: a signal handler may store to it */
 
 static void on_stop(int sig) {
     (void)sig;
-    if (stop_flag) *stop_flag = 0;
+    if (stop_flag) atomic_store(stop_flag, 0);
 }
 
-void service_signals(volatile sig_atomic_t *run) {
+void service_signals(atomic_int *run) {
     stop_flag = run;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

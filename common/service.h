@@ -3,7 +3,7 @@
 #ifndef URSA_SERVICE_H
 #define URSA_SERVICE_H
 
-#include <signal.h>
+#include <stdatomic.h>
 
 #include "config.h"
 
@@ -57,6 +57,6 @@ int service_connect(const cfg *c, const char *prog, service_conns *s, int *rc);
 void service_disconnect(service_conns *s);
 
 /* SIGTERM and SIGINT set *run to 0; SIGPIPE is ignored. */
-void service_signals(volatile sig_atomic_t *run);
+void service_signals(atomic_int *run);
 
 #endif

@@ -135,6 +135,11 @@ static ursa_err orient(img_rgb *im, int o) {
     im->px = dst;
     im->w = nw;
     im->h = nh;
+    if (swap) {
+        int t = im->src_w;
+        im->src_w = im->src_h;
+        im->src_h = t;
+    }
     return URSA_OK;
 }
 
@@ -145,8 +150,40 @@ typedef struct {
     jmp_buf jb;
     int truncated;
     int header_read; /* an error before this is garbage, not a cut file */
+    int stopped;     /* cancelled, not bad data */
     char msg[JMSG_LENGTH_MAX];
 } jerr_mgr;
+
+/* libjpeg's progress monitor: called for every row group and scan; it
+ * refuses a file of too many scans and stops when the caller cancels */
+typedef struct {
+    struct jpeg_progress_mgr pub;
+    const img_decode_opts *o;
+    jerr_mgr *je;
+    unsigned calls;
+} jprog;
+
+static void jprogress(j_common_ptr c) {
+    jprog *p = (jprog *)c->progress;
+    j_decompress_ptr d = (j_decompress_ptr)c;
+    if (p->o->max_scans > 0 && d->input_scan_number > p->o->max_scans) {
+        snprintf(p->je->msg, sizeof p->je->msg, "more than %d scans", p->o->max_scans);
+        longjmp(p->je->jb, 1);
+    }
+    if (p->o->cancel && ++p->calls % 64 == 0 && p->o->cancel(p->o->cancel_arg)) {
+        p->je->stopped = 1;
+        snprintf(p->je->msg, sizeof p->je->msg, "cancelled");
+        longjmp(p->je->jb, 1);
+    }
+}
+
+/* The power-of-two fraction JPEG and WebP decode at: halved while the
+ * longest side stays at least shrink_to. */
+static unsigned shrink_denom(unsigned w, unsigned h, int shrink_to) {
+    unsigned longest = w > h ? w : h, denom = 1;
+    while (shrink_to > 0 && denom < 8 && longest / (denom * 2) >= (unsigned)shrink_to) denom *= 2;
+    return denom;
+}
 
 static void jerr_exit(j_common_ptr c) {
     jerr_mgr *e = (jerr_mgr *)c->err;
@@ -160,14 +197,21 @@ static void jerr_emit(j_common_ptr c, int level) {
     if (level < 0 && c->err->msg_code == JWRN_JPEG_EOF) e->truncated = 1;
 }
 
-static ursa_err decode_jpeg(const uint8_t *d, size_t n, uint64_t maxpx, int shrink_to,
-                            img_rgb *out, img_reject *rej) {
+static ursa_err decode_jpeg(const uint8_t *d, size_t n, const img_decode_opts *o, img_rgb *out,
+                            img_reject *rej) {
+    uint64_t maxpx = o->max_pixels;
+    int shrink_to = o->shrink_to;
     struct jpeg_decompress_struct ci;
     jerr_mgr je;
     memset(&je, 0, sizeof je);
     ci.err = jpeg_std_error(&je.pub);
     je.pub.error_exit = jerr_exit;
     je.pub.emit_message = jerr_emit;
+    jprog prog;
+    memset(&prog, 0, sizeof prog);
+    prog.pub.progress_monitor = jprogress;
+    prog.o = o;
+    prog.je = &je;
     /* volatile: they change between setjmp and a possible longjmp */
     uint8_t *volatile px = NULL, *volatile tmp = NULL;
     JSAMPARRAY volatile row = NULL;
@@ -178,9 +222,10 @@ static ursa_err decode_jpeg(const uint8_t *d, size_t n, uint64_t maxpx, int shri
         free(row);
         reject(rej, je.truncated && je.header_read ? "truncated" : "corrupt", "jpeg: %s",
                je.msg);
-        return URSA_ERR_INVALID;
+        return je.stopped ? URSA_ERR_SHUTDOWN : URSA_ERR_INVALID;
     }
     jpeg_create_decompress(&ci);
+    ci.progress = &prog.pub;
     jpeg_mem_src(&ci, d, (unsigned long)n);
     jpeg_save_markers(&ci, JPEG_APP0 + 1, 0xFFFF);
     jpeg_read_header(&ci, TRUE);
@@ -195,11 +240,8 @@ static ursa_err decode_jpeg(const uint8_t *d, size_t n, uint64_t maxpx, int shri
     int cmyk = ci.jpeg_color_space == JCS_CMYK || ci.jpeg_color_space == JCS_YCCK;
     ci.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
     if (shrink_to > 0) { /* DCT scaling: decode at 1/2, 1/4 or 1/8 size */
-        unsigned longest = ci.image_width > ci.image_height ? ci.image_width : ci.image_height;
-        unsigned denom = 1;
-        while (denom < 8 && longest / (denom * 2) >= (unsigned)shrink_to) denom *= 2;
         ci.scale_num = 1;
-        ci.scale_denom = denom;
+        ci.scale_denom = shrink_denom(ci.image_width, ci.image_height, shrink_to);
     }
     jpeg_start_decompress(&ci);
     int w = (int)ci.output_width, h = (int)ci.output_height, nc = ci.output_components;
@@ -250,6 +292,8 @@ static ursa_err decode_jpeg(const uint8_t *d, size_t n, uint64_t maxpx, int shri
     out->w = w;
     out->h = h;
     out->px = px;
+    out->src_w = (int)ci.image_width;
+    out->src_h = (int)ci.image_height;
     ursa_err err = orient(out, orientation);
     if (err) img_free(out);
     return err;
@@ -288,6 +332,8 @@ static ursa_err decode_png(const uint8_t *d, size_t n, uint64_t maxpx, img_rgb *
         return URSA_ERR_INVALID;
     }
     png_image_free(&pi);
+    out->src_w = out->w;
+    out->src_h = out->h;
     return URSA_OK;
 }
 
@@ -346,11 +392,28 @@ static ursa_err decode_gif(const uint8_t *d, size_t n, uint64_t maxpx, img_rgb *
             reject(rej, "corrupt", "gif: %s", "no color map");
             goto done;
         }
+        /* the canvas is the logical screen, unless that is far larger than
+         * the frame: a 35-byte file can claim a 10000x10000 screen around a
+         * 1x1 frame. Then the frame alone (clipped to the screen). */
+        uint64_t sa = (uint64_t)g->SWidth * g->SHeight, fa = (uint64_t)fw * fh;
+        int frame_only = sa > 4 * fa && sa > ((uint64_t)1 << 20);
+        int ox = frame_only ? id->Left : 0, oy = frame_only ? id->Top : 0;
+        int cw = g->SWidth, chh = g->SHeight;
+        if (frame_only) {
+            cw = id->Left + fw > g->SWidth ? g->SWidth - id->Left : fw;
+            chh = id->Top + fh > g->SHeight ? g->SHeight - id->Top : fh;
+            if (id->Left < 0 || id->Top < 0 || cw < 1 || chh < 1) {
+                reject(rej, "corrupt", "gif: %s", "the first frame lies outside the screen");
+                goto done;
+            }
+        }
         idx = malloc((size_t)fw * fh);
-        if (!idx || alloc_rgb(out, g->SWidth, g->SHeight)) {
+        if (!idx || alloc_rgb(out, cw, chh)) {
             ret = URSA_ERR_NOMEM;
             goto done;
         }
+        out->src_w = cw;
+        out->src_h = chh;
         if (id->Interlace) {
             static const int start[] = {0, 4, 2, 1}, step[] = {8, 8, 4, 2};
             for (int p = 0; p < 4; p++)
@@ -362,10 +425,10 @@ static ursa_err decode_gif(const uint8_t *d, size_t n, uint64_t maxpx, img_rgb *
         }
         memset(out->px, 255, (size_t)out->w * out->h * 3); /* white canvas */
         for (int y = 0; y < fh; y++) {
-            int cy = id->Top + y;
+            int cy = id->Top + y - oy;
             if (cy < 0 || cy >= out->h) continue;
             for (int x = 0; x < fw; x++) {
-                int cx = id->Left + x, c = idx[(size_t)y * fw + x];
+                int cx = id->Left + x - ox, c = idx[(size_t)y * fw + x];
                 if (cx < 0 || cx >= out->w || c == transparent || c >= cm->ColorCount) continue;
                 uint8_t *p = out->px + ((size_t)cy * out->w + cx) * 3;
                 p[0] = cm->Colors[c].Red;
@@ -410,40 +473,193 @@ done:
 
 /* ---- WebP ------------------------------------------------------------------ */
 
-static ursa_err decode_webp(const uint8_t *d, size_t n, uint64_t maxpx, img_rgb *out,
+static ursa_err decode_webp(const uint8_t *d, size_t n, const img_decode_opts *o, img_rgb *out,
                             img_reject *rej) {
-    WebPBitstreamFeatures f;
-    VP8StatusCode st = WebPGetFeatures(d, n, &f);
+    WebPDecoderConfig wc;
+    if (!WebPInitDecoderConfig(&wc)) return URSA_ERR_NOMEM;
+    VP8StatusCode st = WebPGetFeatures(d, n, &wc.input);
     if (st != VP8_STATUS_OK) {
         reject(rej, st == VP8_STATUS_NOT_ENOUGH_DATA ? "truncated" : "corrupt",
                "webp: header status %s", st == VP8_STATUS_NOT_ENOUGH_DATA ? "not enough data" : "invalid");
         return URSA_ERR_INVALID;
     }
-    if (too_many((uint64_t)f.width, (uint64_t)f.height, maxpx, rej)) return URSA_ERR_INVALID;
-    if (f.has_animation) {
+    int sw = wc.input.width, sh = wc.input.height, alpha = wc.input.has_alpha;
+    if (too_many((uint64_t)sw, (uint64_t)sh, o->max_pixels, rej)) return URSA_ERR_INVALID;
+    if (wc.input.has_animation) {
         reject(rej, "unsupported_format", "webp: %s", "animated WebP");
         return URSA_ERR_INVALID;
     }
-    int w, h;
-    uint8_t *rgba = WebPDecodeRGBA(d, n, &w, &h);
-    if (!rgba) {
-        /* the header parsed, so a failing body is most often a cut file */
-        reject(rej, "truncated", "webp: %s", "cannot decode the image data");
-        return URSA_ERR_INVALID;
+    /* decoded at a power-of-two fraction, as JPEG's DCT scaling, by
+     * libwebp's own scaler */
+    int denom = (int)shrink_denom((unsigned)sw, (unsigned)sh, o->shrink_to);
+    int w = (sw + denom - 1) / denom, h = (sh + denom - 1) / denom;
+    if (denom > 1) {
+        wc.options.use_scaling = 1;
+        wc.options.scaled_width = w;
+        wc.options.scaled_height = h;
     }
-    ursa_err err = alloc_rgb(out, w, h);
-    if (!err)
-        for (size_t i = 0; i < (size_t)w * h; i++) { /* alpha onto white */
-            unsigned a = rgba[4 * i + 3];
+    /* straight into our buffer: RGB, or RGBA (4 bytes a pixel, then
+     * composited onto white in place) where there is alpha */
+    int bpp = alpha ? 4 : 3;
+    uint8_t *px = malloc((size_t)w * h * bpp);
+    if (!px) return URSA_ERR_NOMEM;
+    wc.output.colorspace = alpha ? MODE_RGBA : MODE_RGB;
+    wc.output.is_external_memory = 1;
+    wc.output.u.RGBA.rgba = px;
+    wc.output.u.RGBA.stride = w * bpp;
+    wc.output.u.RGBA.size = (size_t)w * h * bpp;
+    st = WebPDecode(d, n, &wc);
+    WebPFreeDecBuffer(&wc.output);
+    if (st != VP8_STATUS_OK) {
+        free(px);
+        /* the header parsed, so a failing body is most often a cut file */
+        reject(rej, st == VP8_STATUS_OUT_OF_MEMORY ? "corrupt" : "truncated", "webp: %s",
+               "cannot decode the image data");
+        return st == VP8_STATUS_OUT_OF_MEMORY ? URSA_ERR_NOMEM : URSA_ERR_INVALID;
+    }
+    if (alpha) {
+        for (size_t i = 0; i < (size_t)w * h; i++) { /* alpha onto white, 4 bytes to 3 */
+            unsigned a = px[4 * i + 3];
             for (int c = 0; c < 3; c++)
-                out->px[3 * i + c] = (uint8_t)((rgba[4 * i + c] * a + 255 * (255 - a) + 127) / 255);
+                px[3 * i + c] = (uint8_t)((px[4 * i + c] * a + 255 * (255 - a) + 127) / 255);
         }
-    WebPFree(rgba);
-    return err;
+        uint8_t *shrunk = realloc(px, (size_t)w * h * 3);
+        if (shrunk) px = shrunk;
+    }
+    out->w = w;
+    out->h = h;
+    out->px = px;
+    out->src_w = sw;
+    out->src_h = sh;
+    return URSA_OK;
 }
 
-ursa_err img_decode(const uint8_t *d, size_t n, uint64_t maxpx, int shrink_to,
-                    img_rgb *out, img_reject *rej) {
+img_decode_opts img_decode_opts_default(void) {
+    img_decode_opts o = {100000000ULL, 0, 64, NULL, NULL};
+    return o;
+}
+
+/* ---- headers alone ----------------------------------------------------------- */
+
+/* img_probe's work, and for a JPEG whether it is progressive and its
+ * components */
+static int probe(const uint8_t *d, size_t n, img_format *fmt, int *w, int *h, int *progressive,
+                 int *comps) {
+    *fmt = img_sniff(d, n);
+    *w = *h = 0;
+    *progressive = 0;
+    *comps = 3;
+    switch (*fmt) {
+    case IMG_PNG: /* IHDR first: width and height at 16 and 20 */
+        if (n < 24) return -1;
+        *w = (int)(rd32(d + 16, 0) & 0x7fffffff);
+        *h = (int)(rd32(d + 20, 0) & 0x7fffffff);
+        return 0;
+    case IMG_GIF:
+        if (n < 10) return -1;
+        *w = (int)rd16(d + 6, 1);
+        *h = (int)rd16(d + 8, 1);
+        return 0;
+    case IMG_WEBP:
+        return WebPGetInfo(d, n, w, h) ? 0 : -1;
+    case IMG_JPEG: /* the markers up to the first start of frame */
+        for (size_t i = 2; i + 9 < n;) {
+            if (d[i] != 0xFF) return -1;
+            unsigned m = d[i + 1];
+            if (m == 0xFF) { /* fill byte */
+                i++;
+                continue;
+            }
+            size_t len = rd16(d + i + 2, 0);
+            if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+                *h = (int)rd16(d + i + 5, 0);
+                *w = (int)rd16(d + i + 7, 0);
+                *comps = d[i + 9] ? d[i + 9] : 1;
+                *progressive = m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE;
+                return 0;
+            }
+            if (m == 0xD9 || m == 0xDA || len < 2) return -1;
+            i += 2 + len;
+        }
+        return -1;
+    default:
+        return -1;
+    }
+}
+
+int img_probe(const uint8_t *d, size_t n, img_format *fmt, int *w, int *h) {
+    int prog, comps;
+    return probe(d, n, fmt, w, h, &prog, &comps);
+}
+
+/* The first frame's size, from its image descriptor: 0, or -1 when the
+ * bytes end before it. */
+static int gif_first_frame(const uint8_t *d, size_t n, uint64_t *fw, uint64_t *fh) {
+    size_t i = 13;
+    if (n < 13) return -1;
+    if (d[10] & 0x80) i += (size_t)3 << ((d[10] & 7) + 1); /* the global color table */
+    while (i < n) {
+        if (d[i] == 0x2C) { /* image descriptor: left, top, width, height */
+            if (i + 9 > n) return -1;
+            *fw = rd16(d + i + 5, 1);
+            *fh = rd16(d + i + 7, 1);
+            return 0;
+        }
+        if (d[i] != 0x21 || i + 2 >= n) return -1; /* an extension, or the end */
+        i += 2; /* introducer and label, then sub-blocks to a zero length */
+        while (i < n && d[i]) i += (size_t)d[i] + 1;
+        i++;
+    }
+    return -1;
+}
+
+size_t img_decode_cost(const uint8_t *d, size_t n, const img_decode_opts *o) {
+    img_decode_opts def = img_decode_opts_default();
+    if (!o) o = &def;
+    img_format f;
+    int w, h, prog, comps;
+    const size_t floor = 65536; /* the decoder's own state */
+    if (probe(d, n, &f, &w, &h, &prog, &comps) || w <= 0 || h <= 0 ||
+        (uint64_t)w * (uint64_t)h > o->max_pixels)
+        return floor; /* refused from the header, before any pixel */
+    uint64_t px = (uint64_t)w * (uint64_t)h;
+    uint64_t cost = floor;
+    if (f == IMG_JPEG || f == IMG_WEBP) {
+        unsigned dn = shrink_denom((unsigned)w, (unsigned)h, o->shrink_to);
+        uint64_t out = (uint64_t)(w / dn + 1) * (h / dn + 1) * 3;
+        cost += 2 * out; /* the pixels, and a turned copy (EXIF orientation) */
+        if (f == IMG_JPEG)
+            /* progressive: every block's coefficients, 2 bytes each, held
+             * until the last scan; baseline: a row of blocks */
+            cost += prog ? px * (uint64_t)comps * 2 : (uint64_t)w * comps * 16 * 2;
+        else {
+            /* lossless (VP8L) holds the whole image as ARGB whatever the
+             * scaling (backward references reach anywhere); lossy holds a
+             * full-size alpha plane; then RGBA rows and the scaler's */
+            WebPBitstreamFeatures ft;
+            int lossy = WebPGetFeatures(d, n, &ft) == VP8_STATUS_OK && ft.format == 1;
+            cost += lossy ? (ft.has_alpha ? px : 0) : px * 4;
+            cost += out / 3 + (uint64_t)w * 4 * 8;
+        }
+    } else if (f == IMG_PNG) {
+        cost += px * 3 + (uint64_t)w * 8 * 2; /* RGB, and libpng's 16-bit rows */
+    } else { /* GIF: the canvas's RGB and the frame's indices */
+        uint64_t fw, fh, canvas = px;
+        if (!gif_first_frame(d, n, &fw, &fh)) {
+            if (px > 4 * fw * fh && px > ((uint64_t)1 << 20)) canvas = fw * fh; /* frame only */
+            cost += fw * fh;
+        } else {
+            cost += px;
+        }
+        cost += canvas * 3;
+    }
+    return cost > SIZE_MAX ? SIZE_MAX : (size_t)cost;
+}
+
+ursa_err img_decode(const uint8_t *d, size_t n, const img_decode_opts *o, img_rgb *out,
+                    img_reject *rej) {
+    img_decode_opts def = img_decode_opts_default();
+    if (!o) o = &def;
     memset(out, 0, sizeof *out);
     memset(rej, 0, sizeof *rej);
     if (n == 0) {
@@ -451,10 +667,10 @@ ursa_err img_decode(const uint8_t *d, size_t n, uint64_t maxpx, int shrink_to,
         return URSA_ERR_INVALID;
     }
     switch (img_sniff(d, n)) {
-    case IMG_JPEG: return decode_jpeg(d, n, maxpx, shrink_to, out, rej);
-    case IMG_PNG: return decode_png(d, n, maxpx, out, rej);
-    case IMG_GIF: return decode_gif(d, n, maxpx, out, rej);
-    case IMG_WEBP: return decode_webp(d, n, maxpx, out, rej);
+    case IMG_JPEG: return decode_jpeg(d, n, o, out, rej);
+    case IMG_PNG: return decode_png(d, n, o->max_pixels, out, rej);
+    case IMG_GIF: return decode_gif(d, n, o->max_pixels, out, rej);
+    case IMG_WEBP: return decode_webp(d, n, o, out, rej);
     default: break;
     }
     if (looks_like_text(d, n))

@@ -9,7 +9,7 @@
 #include "image.h"
 
 img_opts img_opts_default(void) {
-    img_opts o = {100000000ULL, 32, 500, 90};
+    img_opts o = {100000000ULL, 32, 500, 90, 64};
     return o;
 }
 
@@ -20,6 +20,8 @@ const cfg_def img_cfg_defs[] = {
     {"img.max-size", CFG_INT, "500", 0, 100000,
      "shrink so the longest side is at most this (fast.ai's max_size); 0 keeps the size"},
     {"img.jpeg-quality", CFG_INT, "90", 1, 100, "quality of the stored JPEG"},
+    {"img.max-scans", CFG_INT, "64", 1, 100000,
+     "refuse progressive JPEGs of more scans (each empty one costs a pass over the image)"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 img_opts img_opts_from_cfg(const cfg *c) {
@@ -28,6 +30,7 @@ img_opts img_opts_from_cfg(const cfg *c) {
     o.min_side = (int)cfg_int(c, "img.min-side");
     o.max_size = (int)cfg_int(c, "img.max-size");
     o.jpeg_quality = (int)cfg_int(c, "img.jpeg-quality");
+    o.max_scans = (int)cfg_int(c, "img.max-scans");
     return o;
 }
 
@@ -200,11 +203,17 @@ ursa_err img_verify(const uint8_t *data, size_t len, const img_opts *o, uint8_t 
                     size_t *jpeg_len, int *w, int *h, img_reject *rej) {
     img_rgb im, fit;
     *jpeg = NULL;
-    ursa_err err = img_decode(data, len, o->max_pixels, o->max_size, &im, rej);
+    img_decode_opts dop = img_decode_opts_default();
+    dop.max_pixels = o->max_pixels;
+    dop.shrink_to = o->max_size;
+    dop.max_scans = o->max_scans;
+    ursa_err err = img_decode(data, len, &dop, &im, rej);
     if (err) return err;
-    if (im.w < o->min_side || im.h < o->min_side) {
+    /* the size the file has, not the one it was decoded at */
+    if (im.src_w < o->min_side || im.src_h < o->min_side) {
         char b[96];
-        snprintf(b, sizeof b, "%dx%d is under the minimum side of %d", im.w, im.h, o->min_side);
+        snprintf(b, sizeof b, "%dx%d is under the minimum side of %d", im.src_w, im.src_h,
+                 o->min_side);
         snprintf(rej->reason, sizeof rej->reason, "too_small");
         snprintf(rej->detail, sizeof rej->detail, "%s", b);
         img_free(&im);

@@ -63,10 +63,11 @@ static void normalise_into(const float rgb[3], const nn_meta *mt, int in_c, floa
     }
 }
 
-ursa_err nn_decode_image(const uint8_t *data, size_t len, const nn_meta *mt, img_rgb *out,
-                         img_reject *rej) {
-    img_opts io = img_opts_default();
-    return img_decode(data, len, io.max_pixels, mt->size, out, rej);
+ursa_err nn_decode_image(const uint8_t *data, size_t len, const nn_meta *mt,
+                         const img_decode_opts *o, img_rgb *out, img_reject *rej) {
+    img_decode_opts d = o ? *o : img_decode_opts_default();
+    d.shrink_to = mt->size;
+    return img_decode(data, len, &d, out, rej);
 }
 
 typedef struct {

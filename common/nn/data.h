@@ -24,8 +24,12 @@ nn_aug nn_aug_fastai(void); /* fast.ai v1's defaults */
 nn_aug nn_aug_none(void);
 
 /* Decodes image bytes as every stage that feeds a model does (ursa predict,
- * the trainer, the inference server), so they all see the same pixels. */
-ursa_err nn_decode_image(const uint8_t *data, size_t len, const nn_meta *mt, img_rgb *out,
+ * the trainer, the inference server), so they all see the same pixels:
+ * JPEG and WebP at the smallest power-of-two fraction still at least the
+ * model's size. o: the limits (max pixels, scans, cancel; NULL: defaults);
+ * its shrink_to is the model's size whatever it says. */
+ursa_err nn_decode_image(const uint8_t *data, size_t len, const nn_meta *mt,
+                         const img_decode_opts *o, img_rgb *out,
                          img_reject *rej);
 
 /* Class indices by falling probability (ties: the lower index first), the

@@ -3,6 +3,7 @@
 #ifndef URSA_NN_LEARNER_H
 #define URSA_NN_LEARNER_H
 
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include "data.h"
@@ -22,7 +23,7 @@ typedef struct {
     FILE *table;            /* where the epoch table goes (NULL: nowhere) */
     float label_smoothing;  /* eps of the training loss (0: plain cross-entropy);
                              * valid_loss is always plain cross-entropy */
-    volatile int *stop;     /* set to stop after the current batch */
+    atomic_int *stop;     /* set to stop after the current batch */
     void *ctx;
     /* progress: called every batch (may be NULL) */
     void (*on_batch)(void *ctx, int epoch, int it, int n_it, float smooth_loss, float lr);

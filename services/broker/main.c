@@ -5,6 +5,7 @@
  * cluster. It keeps everything in memory: nothing survives this process.
  * It has no CreateTopics API, so ursa's topics are created here at start. */
 #include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,7 @@ static const char usage[] =
     "creates ursa's topics and writes its address to <state-dir>/broker.bootstrap.\n"
     "Stops on SIGTERM or SIGINT. Data lives in memory only.\n\n";
 
-static volatile sig_atomic_t run = 1;
+static atomic_int run = 1;
 
 int main(int argc, char **argv) {
     const cfg_def *const tables[] = {cfg_defs_base, broker_defs, NULL};

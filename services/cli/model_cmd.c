@@ -139,6 +139,10 @@ int predict_cmd(const cfg *c, int argc, char **argv) {
     const char **names = malloc(sizeof(char *) * (size_t)bs);
     if (!x || !names) abort();
     int failed = 0;
+    img_opts io = img_opts_from_cfg(c); /* img.max-pixels, img.max-scans */
+    img_decode_opts dop = img_decode_opts_default();
+    dop.max_pixels = io.max_pixels;
+    dop.max_scans = io.max_scans;
     for (int i = 0; i < argc && !rc;) {
         int n = 0;
         for (; i < argc && n < bs; i++) {
@@ -151,7 +155,7 @@ int predict_cmd(const cfg *c, int argc, char **argv) {
                 failed++;
                 continue;
             }
-            ursa_err err = nn_decode_image((const uint8_t *)data, len, &f.meta, &im, &rej);
+            ursa_err err = nn_decode_image((const uint8_t *)data, len, &f.meta, &dop, &im, &rej);
             free(data);
             if (err != URSA_OK) {
                 fprintf(stderr, "ursa predict: %s: %s (%s)\n", argv[i],

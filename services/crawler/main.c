@@ -5,6 +5,7 @@
  * Redis and its output is acknowledged, so a kill at any point loses
  * nothing and, since states only move forward, counts nothing twice. */
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -275,7 +276,7 @@ static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason,
     return URSA_OK;
 }
 
-static volatile sig_atomic_t run = 1;
+static atomic_int run = 1;
 
 int main(int argc, char **argv) {
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis,

@@ -84,9 +84,8 @@ typedef struct req {
     served *m;
     const float *x;
     float *probs;
-    pthread_cond_t cv; /* its own: a batch wakes only its requests */
-    int done;
-    ursa_err err;
+    void (*cb)(void *arg, ursa_err err); /* called when done (outside the lock) */
+    void *arg;
     int64_t t_ns;
     struct req *next;
 } req;
@@ -188,25 +187,29 @@ static void *loop(void *arg) {
             for (int i = 0; i < n && o; i++)
                 memcpy(batch[i]->probs, o + (size_t)i * m->nclass, sizeof(float) * m->nclass);
         }
+        for (int i = 0; i < n; i++) { /* each request's answer, on this thread */
+            served *rm = batch[i]->m;
+            batch[i]->cb(batch[i]->arg, err);
+            served_release(rm);
+            free(batch[i]);
+        }
         pthread_mutex_lock(&b->mu);
         b->st.batches++;
         b->st.images += (uint64_t)n;
         b->st.batch_hist[hist_bucket(n)]++;
-        for (int i = 0; i < n; i++) {
-            batch[i]->err = err;
-            batch[i]->done = 1;
-            pthread_cond_signal(&batch[i]->cv);
-        }
     }
     /* stopping: fail what is left (the first instance out does) */
-    for (req *r = b->head; r; r = r->next) {
-        r->err = URSA_ERR_SHUTDOWN;
-        r->done = 1;
-        pthread_cond_signal(&r->cv);
-    }
+    req *left = b->head;
     b->head = b->tail = NULL;
     b->queued = 0;
     pthread_mutex_unlock(&b->mu);
+    while (left) {
+        req *r = left;
+        left = r->next;
+        r->cb(r->arg, URSA_ERR_SHUTDOWN);
+        served_release(r->m);
+        free(r);
+    }
     free(batch);
     return NULL;
 }
@@ -280,33 +283,60 @@ void batcher_arriving(batcher *b, int delta) {
     pthread_mutex_unlock(&b->mu);
 }
 
-ursa_err batcher_run(batcher *b, served *m, const float *x, float *probs) {
-    req r;
-    memset(&r, 0, sizeof r);
-    r.m = served_ref(m);
-    r.x = x;
-    r.probs = probs;
-    r.t_ns = now_ns();
-    pthread_cond_init(&r.cv, NULL);
+ursa_err batcher_submit(batcher *b, served *m, const float *x, float *probs,
+                        void (*done)(void *arg, ursa_err err), void *arg) {
+    req *r = calloc(1, sizeof *r);
     pthread_mutex_lock(&b->mu);
     b->arriving--; /* announced by batcher_arriving(b, 1) */
-    if (b->queued >= b->o.max_queue || b->stop) {
+    if (!r || b->queued >= b->o.max_queue || b->stop) {
         b->st.rejected++;
         pthread_mutex_unlock(&b->mu);
-        pthread_cond_destroy(&r.cv);
-        served_release(r.m);
+        free(r);
         return URSA_ERR_UNAVAILABLE;
     }
-    if (b->tail) b->tail->next = &r;
-    else b->head = &r;
-    b->tail = &r;
+    r->m = served_ref(m);
+    r->x = x;
+    r->probs = probs;
+    r->cb = done;
+    r->arg = arg;
+    r->t_ns = now_ns();
+    if (b->tail) b->tail->next = r;
+    else b->head = r;
+    b->tail = r;
     b->queued++;
     pthread_cond_signal(&b->work);
-    while (!r.done) pthread_cond_wait(&r.cv, &b->mu);
     pthread_mutex_unlock(&b->mu);
-    pthread_cond_destroy(&r.cv);
-    served_release(r.m);
-    return r.err;
+    return URSA_OK;
+}
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    ursa_err err;
+} waiter;
+
+static void wake(void *arg, ursa_err err) {
+    waiter *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->err = err;
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+ursa_err batcher_run(batcher *b, served *m, const float *x, float *probs) {
+    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, URSA_OK};
+    ursa_err e = batcher_submit(b, m, x, probs, wake, &w);
+    if (e == URSA_OK) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        e = w.err;
+    }
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return e;
 }
 
 void batcher_get_stats(batcher *b, batcher_stats *st) {

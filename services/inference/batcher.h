@@ -54,15 +54,20 @@ void batcher_swap(batcher *b, served *s);
 /* The current model with a reference the caller releases, or NULL. */
 served *batcher_current(batcher *b);
 
-/* A request thread announces an image it is decoding (+1) before
- * batcher_run(), which takes the announcement back, or gives it up (-1)
- * when the image fails: the batching thread waits for more only while some
- * are on their way. */
+/* An image on its way (being decoded) is announced (+1) before
+ * batcher_submit() or batcher_run(), which take the announcement back, or
+ * given up (-1) when it fails: the batching thread waits for more only
+ * while some are on their way. */
 void batcher_arriving(batcher *b, int delta);
 
 /* Classifies one preprocessed image x (C x size x size of model m, which
- * the caller holds a reference to) and waits: probs (nclass floats) on OK;
- * URSA_ERR_UNAVAILABLE when the queue is full. */
+ * the caller holds a reference to); x and probs (nclass floats) stay the
+ * caller's and must live until done(arg, err) is called, on a batching
+ * thread (keep it short). URSA_ERR_UNAVAILABLE at once, and no call of
+ * done, when the queue is full. */
+ursa_err batcher_submit(batcher *b, served *m, const float *x, float *probs,
+                        void (*done)(void *arg, ursa_err err), void *arg);
+/* The same, waiting: probs on OK. */
 ursa_err batcher_run(batcher *b, served *m, const float *x, float *probs);
 
 typedef struct {

@@ -1,7 +1,9 @@
 /* page.h: the web page of GET /, the lesson's "upload a picture, get its
  * class" app: pick or drop an image, or paste a URL; the predictions show
- * as bars. Plain HTML, CSS and JavaScript in one string, no external
- * files; it fits a phone's screen. */
+ * as bars. Plain HTML, CSS (/app.css) and JavaScript (/app.js), no inline
+ * script or style, so the page's Content-Security-Policy allows scripts
+ * and styles from this server only; labels go in as text, never as HTML.
+ * It fits a phone's screen. */
 #ifndef URSA_INFERENCE_PAGE_H
 #define URSA_INFERENCE_PAGE_H
 
@@ -10,7 +12,21 @@ static const char page_html[] =
     "<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
     "<title>ursa: what is in this picture?</title>\n"
-    "<style>\n"
+    "<link rel=\"stylesheet\" href=\"app.css\">\n"
+    "<script src=\"app.js\" defer></script>\n"
+    "</head><body>\n"
+    "<h1>What is in this picture?</h1>\n"
+    "<div id=\"drop\" tabindex=\"0\">Drop an image here, or tap to pick one"
+    "<input id=\"file\" type=\"file\" accept=\"image/*\" hidden></div>\n"
+    "<form id=\"urlform\"><input id=\"url\" type=\"url\" placeholder=\"or paste an image URL\">"
+    "<button>Classify</button></form>\n"
+    "<img id=\"preview\" alt=\"\">\n"
+    "<div id=\"error\" role=\"alert\"></div>\n"
+    "<div id=\"results\" aria-live=\"polite\"></div>\n"
+    "<div id=\"model\"></div>\n"
+    "</body></html>\n";
+
+static const char page_css[] =
     "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:40rem;padding:1rem;color:#222}\n"
     "h1{font-size:1.4rem;margin:.2rem 0 1rem}\n"
     "#drop{border:2px dashed #888;border-radius:.6rem;padding:1.5rem;text-align:center;"
@@ -26,18 +42,9 @@ static const char page_html[] =
     ".fill{background:#36c;height:100%;border-radius:.3rem}\n"
     ".pct{width:4rem;text-align:right;font-variant-numeric:tabular-nums}\n"
     "#error{color:#b00}\n"
-    "#model{color:#666;font-size:.85rem}\n"
-    "</style></head><body>\n"
-    "<h1>What is in this picture?</h1>\n"
-    "<div id=\"drop\" tabindex=\"0\">Drop an image here, or tap to pick one"
-    "<input id=\"file\" type=\"file\" accept=\"image/*\" hidden></div>\n"
-    "<form id=\"urlform\"><input id=\"url\" type=\"url\" placeholder=\"or paste an image URL\">"
-    "<button>Classify</button></form>\n"
-    "<img id=\"preview\" alt=\"\">\n"
-    "<div id=\"error\" role=\"alert\"></div>\n"
-    "<div id=\"results\" aria-live=\"polite\"></div>\n"
-    "<div id=\"model\"></div>\n"
-    "<script>\n"
+    "#model{color:#666;font-size:.85rem}\n";
+
+static const char page_js[] =
     "const $ = id => document.getElementById(id);\n"
     "function show(r) {\n"
     "  $('error').textContent = '';\n"
@@ -81,7 +88,13 @@ static const char page_html[] =
     "  $('preview').src = u; $('preview').style.display = 'block';\n"
     "  try { await answer(await fetch('v1/classify-url?top=5&url=' + encodeURIComponent(u))); }\n"
     "  catch (e) { $('error').textContent = String(e); }\n"
-    "};\n"
-    "</script></body></html>\n";
+    "};\n";
+
+/* what the page's Content-Security-Policy allows: this server's script,
+ * style and API; previews of pasted image URLs */
+#define PAGE_CSP                                                                               \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data: "     \
+    "http: https:; connect-src 'self'; form-action 'self'; base-uri 'none'; "                  \
+    "frame-ancestors 'none'"
 
 #endif

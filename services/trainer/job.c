@@ -154,7 +154,8 @@ static int load_image(void *ctx, int i, img_rgb *out) {
     size_t len = 0;
     if (blob_get(R->tj->bs, R->im[i].jpeg, (size_t)64 << 20, &data, &len) != URSA_OK) return -1;
     img_reject rej;
-    ursa_err e = nn_decode_image((const uint8_t *)data, len, &R->m.meta, out, &rej);
+    /* verified images (JPEG, 500 px at most): the default limits */
+    ursa_err e = nn_decode_image((const uint8_t *)data, len, &R->m.meta, NULL, out, &rej);
     free(data);
     return e == URSA_OK ? 0 : -1;
 }

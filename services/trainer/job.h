@@ -36,7 +36,7 @@ typedef struct {
     int min_per_class;
     /* control: 1 stops the job after the current batch (set by the daemon
      * for a shutdown, or by the job itself when it sees a cancel) */
-    volatile int stop;
+    atomic_int stop;
     /* results, valid once finished is 1 */
     atomic_int finished;
     tjob_outcome outcome;

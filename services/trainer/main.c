@@ -13,6 +13,7 @@
  * The consumer keeps polling while a job runs (its partitions paused), so a
  * job of hours never costs the worker its group membership. */
 #include <limits.h>
+#include <stdatomic.h>
 #include <libgen.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -64,7 +65,7 @@ typedef struct {
     uint64_t ended, retries;
 } trainer;
 
-static volatile sig_atomic_t run = 1;
+static atomic_int run = 1;
 
 static void pend_free(pend *p) {
     if (!p) return;

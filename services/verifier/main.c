@@ -4,6 +4,7 @@
  * idempotent: blobs are content-addressed and dataset states only move
  * forward, so a redelivered message changes nothing. */
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -242,7 +243,7 @@ static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason,
     return err;
 }
 
-static volatile sig_atomic_t run = 1;
+static atomic_int run = 1;
 
 int main(int argc, char **argv) {
     static const cfg_def verifier_defs[] = {

@@ -26,6 +26,10 @@ async function bars(page) {
   try {
     const page = await browser.newPage();
     page.on('pageerror', e => out.errors.push(String(e)));
+    // the server's Content-Security-Policy must let the page do all it does
+    page.on('console', m => {
+      if (/Content Security Policy/i.test(m.text())) out.errors.push('CSP: ' + m.text());
+    });
     await page.setViewport({width: 390, height: 844, isMobile: true, hasTouch: true});
     await page.goto(pageUrl, {waitUntil: 'load'});
     out.title = await page.title();

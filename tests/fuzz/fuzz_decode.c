@@ -12,7 +12,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     img_rgb im;
     img_reject rej;
     /* a small pixel budget keeps each run fast and tests the bomb check */
-    if (img_decode(data, size, 4u << 20, 0, &im, &rej) == URSA_OK) img_free(&im);
+    img_decode_opts o = img_decode_opts_default();
+    o.max_pixels = 4u << 20;
+    if (img_decode(data, size, &o, &im, &rej) == URSA_OK) img_free(&im);
     img_opts o = img_opts_default();
     o.max_pixels = 4u << 20;
     o.max_size = 64;

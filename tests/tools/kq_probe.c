@@ -12,6 +12,7 @@
  * SIGKILLs the process right after the Nth effect, before its offset is
  * stored. Messages containing --fail-on always fail transiently. */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,7 @@ static const cfg_def probe_defs[] = {
     {"forward", CFG_STR, "", 1, 0, "also produce each message to this topic"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
-static volatile sig_atomic_t run = 1;
+static atomic_int run = 1;
 
 typedef struct {
     const cfg *c;

@@ -1,0 +1,134 @@
+/* server.h: ursa-inference's parts and the state they share. Private to
+ * the daemon.
+ *
+ *   main.c      settings, starting and stopping everything
+ *   routes.c    the route table and the small handlers (health, page, models, admin)
+ *   classify.c  POST /v1/classify and GET /v1/classify-url: decoding off the
+ *               event threads (pool.h), batching (batcher.h), the answer
+ *   models.c    loading, pinning and following models
+ *   metrics.c   GET /metrics
+ *   bulk.c      ursa.classify.requests -> ursa.classify.results
+ *   multipart.c the "file" part of a multipart/form-data body
+ *   page.h      the web page and its script
+ *
+ * Threads (who may call what):
+ *   - HTTP event threads (libmicrohttpd's): the handlers; they never block:
+ *     decoding and downloads go to the pools, the model to the batcher;
+ *   - decode pool threads: decode, preprocess, submit to the batcher;
+ *   - slow pool threads: classify-url downloads (then a decode job), the
+ *     Redis lookups of /v1/models, admin reloads and pins;
+ *   - batching threads: run the model, answer the deferred request;
+ *   - the follower thread: polls ursa.models.published with its own
+ *     producer, loads new models (models_reload, under load_mu);
+ *   - the main thread: the bulk consumer loop, with the stack's producer.
+ *   Each Kafka producer is polled by one thread only (the consumer loop it
+ *   was given to). */
+#ifndef URSA_INFERENCE_SERVER_H
+#define URSA_INFERENCE_SERVER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "batcher.h"
+#include "blob.h"
+#include "config.h"
+#include "fetch.h"
+#include "http.h"
+#include "image.h"
+#include "kq.h"
+#include "pool.h"
+#include "rstore.h"
+#include "service.h"
+
+#define NLAT 11
+
+typedef struct server {
+    const cfg *c;
+    batcher *b;
+    pool *decode;  /* decoding, with the pixel budget */
+    pool *slow;    /* what waits on the network: classify-url downloads, Redis
+                      lookups of /v1/models, admin loads */
+    http_server *http;
+    service_addrs a;
+    int have_stack;       /* Redis, Kafka and blobs are configured */
+    const char *dataset;  /* followed dataset, or "" */
+    char pin[160];        /* pinned model id, or "" */
+    long long cur_created; /* created_ms of the served model (registry) */
+    pthread_mutex_t load_mu; /* one load at a time; guards pin and cur_created */
+    blob_store *bs;
+    fetch_opts fo;
+    img_decode_opts dop;  /* img.max-pixels, img.max-scans */
+    size_t max_body;
+    char token[512];      /* the admin token (a file's or the environment's), or "" */
+    size_t token_len;
+    /* metrics */
+    pthread_mutex_t mmu;
+    uint64_t lat[NLAT + 1];
+    double lat_sum;
+    uint64_t lat_n;
+    atomic_ullong reloads, reload_failures;
+} server;
+
+/* ---- classify.c ---- */
+int h_classify(void *ctx, http_req *r);
+int h_classify_url(void *ctx, http_req *r);
+
+/* What classifying one image gave: the model (a reference), the classes
+ * ranked by probability, cut to top; or, for a status other than 200, why. */
+typedef struct {
+    served *m;
+    float *probs;
+    int *order, k;
+    char why[512];
+} verdict;
+void verdict_free(verdict *v);
+/* Decodes and classifies image bytes, waiting (the bulk consumer): the
+ * HTTP status it would be (200; 415/422 for the image; 503 for us). */
+int classify_wait(server *s, const uint8_t *d, size_t len, int top, verdict *v);
+/* Downloads url under the SSRF guard, the timeouts and max_body: 200 with
+ * *data (the caller frees), or the status and why. gone(arg) (may be NULL)
+ * is asked every 100 ms; nonzero cancels (503). */
+int fetch_url(server *s, const char *url, int (*gone)(void *), void *arg, uint8_t **data,
+              size_t *len, char *why, size_t wn);
+
+/* ---- models.c ---- */
+/* Loads what should be served now (the file, the pin, or the dataset's
+ * newest) if it is not what is served; force loads it again anyway. 0, or
+ * -1 with the reason in err. */
+int models_reload(server *s, int force, char *err, size_t n);
+int h_models(void *ctx, http_req *r);
+int h_admin(void *ctx, http_req *r);
+kq_handler on_published;
+/* The admin token from inference.admin-token-file, or else
+ * $URSA_INFERENCE_ADMIN_TOKEN (then taken out of the environment). -1 with
+ * the reason when the file cannot be read. */
+int models_read_token(server *s, char *err, size_t n);
+
+/* ---- metrics.c ---- */
+void metrics_latency(server *s, double secs);
+int h_metrics(void *ctx, http_req *r);
+
+/* ---- bulk.c ---- */
+typedef struct {
+    server *s;
+    rstore *r;
+} bulk;
+kq_handler bulk_on_request;
+kq_tick bulk_tick;
+
+/* ---- multipart.c ---- */
+/* The part named "file" of a multipart/form-data body, in place: 0, or -1
+ * when there is none. */
+int multipart_file(const char *ctype, const char *body, size_t len, const char **data,
+                   size_t *dlen);
+
+/* ---- routes.c ---- */
+extern const http_route inference_routes[];
+extern const char inference_csp[]; /* the page's Content-Security-Policy */
+/* From a handler: defers r and runs fn(s, r) on the slow pool, which
+ * answers it; 503 at once when the pool is full. */
+int defer_slow(server *s, http_req *r, void (*fn)(server *s, http_req *r));
+
+double now_s(void);
+
+#endif
