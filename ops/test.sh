@@ -3,7 +3,8 @@
 # -Wall -Wextra -Werror, runs every test (unit and integration, real
 # redis-server and ursa-broker), then all of them again built with
 # AddressSanitizer + UndefinedBehaviorSanitizer (daemons included), then
-# the image-decoder fuzz target over its seed corpus (ops/fuzz.sh), then the
+# the HTTP layer's, inference and trainer tests under ThreadSanitizer, then the
+# image-decoder fuzz target over its seed corpus (ops/fuzz.sh), then the
 # NN engine's tests cross-built for arm64 under qemu-user (ops/test-arm64.sh).
 #   ops/test.sh            everything
 #   ops/test.sh -L unit    only the quick unit tests (ctest arguments pass through)
@@ -28,6 +29,20 @@ if [ $# -eq 0 ]; then
     cmake --build build-asan -j"$jobs"
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --output-on-failure) | tee -a "$LOG"
+    echo "== the HTTP layer, inference and trainer tests again under ThreadSanitizer"
+    # the daemons with the most threads; the engine's arithmetic is not
+    # instrumented and runs on one OpenMP thread (CMakeLists.txt, URSA_TSAN)
+    cmake -S . -B build-tsan -DURSA_TSAN=ON -DCMAKE_BUILD_TYPE=Debug \
+        -DCMAKE_C_FLAGS_DEBUG="-O1 -g" >/dev/null
+    cmake --build build-tsan -j"$jobs" --target ursa ursa-broker ursa-crawler ursa-verifier \
+        ursa-trainer ursa-inference nn-export-demo fault-server kq-probe idx2jpeg test_http
+    tsan_dir="$PWD/build-tsan/tsan"
+    rm -rf "$tsan_dir" && mkdir -p "$tsan_dir"
+    (cd build-tsan && TSAN_OPTIONS="log_path=$tsan_dir/report second_deadlock_stack=1 suppressions=$PWD/tests/tsan/suppressions.txt" \
+        OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ctest --output-on-failure -L tsan) | tee -a "$LOG"
+    reports=$(find "$tsan_dir" -name 'report*' | wc -l)
+    [ "$reports" -eq 0 ] || cat "$tsan_dir"/report* | head -300
+    echo "tsan: $reports reports" | tee -a "$LOG"
     echo "== image decoders under libFuzzer (seed corpus, then 20 s)"
     ops/fuzz.sh 20
     echo "== the NN engine on arm64: cross-built, its plain-C kernels under qemu-user"
@@ -36,5 +51,5 @@ fi
 
 # one closing line for both ctest runs (and the arm64 one)
 awk '/tests passed, .* tests failed out of/ {p += $NF - $4; f += $4}
-     /^test-arm64: every/ {p++} /^test-arm64: FAILED/ {f++}
+     /^test-arm64: every/ {p++} /^test-arm64: FAILED/ {f++} /^tsan: [1-9]/ {f++}
      END {printf "ops/test.sh: %d passed, %d failed\n", p, f}' "$LOG"
