@@ -432,16 +432,15 @@ static inline __m256 out_fin(const outop *op, __m256 v, __m256 cur) {
     return op->relu ? _mm256_max_ps(v, _mm256_setzero_ps()) : v;
 }
 
-static inline void out_store(float *d, __m256 v, int n, const outop *op, int room) {
+/* n < 8: a masked store, never a load-blend-store of the whole vector: the
+ * lanes past the row are the next row's, which another thread may be
+ * writing (nn_wino_conv splits an image by tile rows), and a rewrite of
+ * what was read would undo its store (seen: conv_matches_naive's dx at 35
+ * px, one run in five) */
+static inline void out_store(float *d, __m256 v, int n, const outop *op) {
     if (n <= 0) return;
-    if (n >= 8) {
-        _mm256_storeu_ps(d, out_fin(op, v, op->accumulate ? _mm256_loadu_ps(d) : v));
-    } else if (room) {
-        __m256 cur = _mm256_loadu_ps(d);
-        _mm256_storeu_ps(d, _mm256_blendv_ps(out_fin(op, v, cur), cur, from(n)));
-    } else {
-        store_n(d, out_fin(op, v, op->accumulate ? load_n(d, n) : v), n);
-    }
+    if (n >= 8) _mm256_storeu_ps(d, out_fin(op, v, op->accumulate ? _mm256_loadu_ps(d) : v));
+    else store_n(d, out_fin(op, v, op->accumulate ? load_n(d, n) : v), n);
 }
 
 /* A^T m A of 8 tiles at column p of M: output rows 0 (ra) and 1 (rb), each
@@ -472,7 +471,6 @@ static void wino_out(const nn_wino_geom *g, const float *M, size_t ms, long p0, 
                      int accumulate, float bias, int relu) {
     int h = g->h, w = g->w, tw = g->tw;
     outop op = {accumulate, relu, _mm256_set1_ps(bias)};
-    size_t plane = (size_t)h * w;
     __m256 ra[2], rb[2];
     for (int r = 0; r < g->nrows; r += tw == 4 ? 2 : 1)
         for (int tx = 0; tx < tw; tx += 8) {
@@ -485,13 +483,12 @@ static void wino_out(const nn_wino_geom *g, const float *M, size_t ms, long p0, 
                 __m256 *v = a ? rb : ra;
                 size_t at = (size_t)yy * w + 2 * tx;
                 if (tw == 4) { /* lanes 4..7: the next tile row's */
-                    out_store(yo + at, v[0], w, &op, at + 8 <= plane);
+                    out_store(yo + at, v[0], w, &op);
                     if (yy + 2 < h && r + 1 < g->nrows)
-                        out_store(yo + at + 2 * (size_t)w, v[1], w, &op,
-                                  at + 2 * (size_t)w + 8 <= plane);
+                        out_store(yo + at + 2 * (size_t)w, v[1], w, &op);
                 } else {
-                    out_store(yo + at, v[0], cnt < 8 ? cnt : 8, &op, at + 8 <= plane);
-                    out_store(yo + at + 8, v[1], cnt - 8, &op, at + 16 <= plane);
+                    out_store(yo + at, v[0], cnt < 8 ? cnt : 8, &op);
+                    out_store(yo + at + 8, v[1], cnt - 8, &op);
                 }
             }
         }
