@@ -91,6 +91,7 @@ struct http_server {
     struct MHD_Daemon *d;
     int port, nroutes;
     atomic_int stopping;
+    atomic_int handling; /* handlers running now (the drain waits for them) */
     int quiesced_fd; /* the listening socket, once http_drain took it back */
     /* connections and their deadlines */
     pthread_mutex_t cmu;
@@ -224,13 +225,21 @@ const char *http_header(const http_req *r, const char *name) {
 }
 
 int http_query(const http_req *r, const char *name, char *out, size_t n) {
-    const char *v = MHD_lookup_connection_value(r->c, MHD_GET_ARGUMENT_KIND, name);
+    http_req *w = (http_req *)r; /* the lock: an answer may not resume the connection meanwhile */
     if (n) out[0] = '\0';
-    if (!v) return -1;
-    size_t l = strlen(v);
-    if (l >= n) return -2;
-    memcpy(out, v, l + 1);
-    return (int)l;
+    pthread_mutex_lock(&w->mu);
+    int st = atomic_load(&w->state), l = -1;
+    /* once answered, libmicrohttpd may free the connection's strings */
+    const char *v = st == RQ_HANDLING || st == RQ_DEFERRED
+                        ? MHD_lookup_connection_value(r->c, MHD_GET_ARGUMENT_KIND, name)
+                        : NULL;
+    if (v) {
+        size_t vl = strlen(v);
+        if (vl >= n) l = -2;
+        else memcpy(out, v, vl + 1), l = (int)vl;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return l;
 }
 
 const void *http_body(const http_req *r, size_t *len) {
@@ -519,10 +528,20 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *c, const char *url,
     if (st == RQ_NEW) { /* the whole request is in */
         if (r->cn) atomic_store(&r->cn->phase, PH_HANDLING);
         atomic_store(&r->state, RQ_HANDLING);
+        /* counted before the flag is read: http_drain sets the flag, then
+         * waits for the count, so no handler runs after the drain */
+        atomic_fetch_add(&s->handling, 1);
+        if (atomic_load(&s->stopping)) { /* its body came in during the drain */
+            r->close = 1;
+            http_error(r, 503, "Retry-After: 1\r\n", "%s", "the server is stopping");
+            atomic_fetch_sub(&s->handling, 1);
+            return MHD_YES;
+        }
         int res = r->rt->fn(s->o.ctx, r);
         if (res != HTTP_DEFERRED && atomic_load(&r->state) == RQ_HANDLING) /* a handler that sent nothing */
             http_error(r, 500, NULL, "%s", "the handler gave no answer");
         after_handler(r);
+        atomic_fetch_sub(&s->handling, 1);
         return MHD_YES;
     }
     if (st == RQ_READY) { /* resumed with the deferred answer */
@@ -609,8 +628,8 @@ static void *sweep(void *arg) {
             else if (ph == PH_BODY && t - t0 > s->o.request_timeout_ms) why = "request_timeout";
             if (why && !cn->killed && cn->fd >= 0) {
                 cn->killed = 1;
+                count_refused(s, why); /* counted before the client can see it */
                 shutdown(cn->fd, SHUT_RDWR); /* libmicrohttpd sees the end and cleans up */
-                count_refused(s, why);
             }
         }
         pthread_mutex_unlock(&s->cmu);
@@ -720,9 +739,12 @@ void http_drain(http_server *s, int drain_ms) {
     if (!s || atomic_exchange(&s->stopping, 1)) return;
     s->quiesced_fd = MHD_quiesce_daemon(s->d); /* no new connections; new requests get 503 */
     int64_t until = now_ms() + drain_ms;
-    while (atomic_load(&s->deferred) > 0 && now_ms() < until) util_sleep_ms(10);
-    if (atomic_load(&s->deferred) > 0) { /* what is left gets 503 now */
+    while ((atomic_load(&s->deferred) > 0 || atomic_load(&s->handling) > 0) && now_ms() < until)
+        util_sleep_ms(10);
+    if (atomic_load(&s->deferred) > 0 || atomic_load(&s->handling) > 0) { /* what is left: 503 */
         ULOG_WARN("event=http_drain_timeout deferred=%d", atomic_load(&s->deferred));
+        /* handlers never block: the ones running finish (and may defer) */
+        while (atomic_load(&s->handling) > 0) util_sleep_ms(1);
         for (;;) {
             pthread_mutex_lock(&s->dmu);
             http_req *r = s->dlist;

@@ -96,11 +96,13 @@ void http_stop(http_server *s);
 
 const char *http_method(const http_req *r);
 const char *http_path(const http_req *r);
-/* A request header (case-insensitive name), or NULL. Borrowed until the
- * request is answered. */
+/* A request header (case-insensitive name), or NULL. In the handler only:
+ * deferred work could race the drain's answer, after which libmicrohttpd
+ * frees it; copy what deferred work needs. */
 const char *http_header(const http_req *r, const char *name);
 /* A query parameter, URL-decoded into out: its length; -1 when absent, -2
- * when longer than n - 1 (out is then ""). */
+ * when longer than n - 1 (out is then ""). From any thread; -1 once the
+ * request has been answered. */
 int http_query(const http_req *r, const char *name, char *out, size_t n);
 /* The body; borrowed until the request is answered. */
 const void *http_body(const http_req *r, size_t *len);
