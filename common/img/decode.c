@@ -197,6 +197,20 @@ static void jerr_emit(j_common_ptr c, int level) {
     if (level < 0 && c->err->msg_code == JWRN_JPEG_EOF) e->truncated = 1;
 }
 
+#define COST_FLOOR 65536 /* a decoder's own state */
+
+/* What a JPEG's decode holds at most, from its header: the pixels at the
+ * scaled size and a turned copy (EXIF orientation); progressive: every
+ * block's coefficients, 2 bytes each, held until the last scan; baseline:
+ * a row of blocks. img_decode_cost and decode_jpeg (which checks it against
+ * what libjpeg itself read) both use it. */
+static uint64_t jpeg_cost(unsigned w, unsigned h, unsigned comps, int prog, int shrink_to) {
+    unsigned dn = shrink_denom(w, h, shrink_to);
+    uint64_t out = (uint64_t)(w / dn + 1) * (h / dn + 1) * 3;
+    return COST_FLOOR + 2 * out +
+           (prog ? (uint64_t)w * h * comps * 2 : (uint64_t)w * comps * 16 * 2);
+}
+
 static ursa_err decode_jpeg(const uint8_t *d, size_t n, const img_decode_opts *o, img_rgb *out,
                             img_reject *rej) {
     uint64_t maxpx = o->max_pixels;
@@ -232,6 +246,18 @@ static ursa_err decode_jpeg(const uint8_t *d, size_t n, const img_decode_opts *o
     je.header_read = 1;
     if (too_many(ci.image_width, ci.image_height, maxpx, rej)) {
         jpeg_destroy_decompress(&ci);
+        return URSA_ERR_INVALID;
+    }
+    /* libjpeg reads past junk that img_decode_cost's walk of the markers
+     * stops at: what it read must not cost more than was reserved */
+    uint64_t cost = jpeg_cost(ci.image_width, ci.image_height, (unsigned)ci.num_components,
+                              ci.progressive_mode, shrink_to);
+    if (o->max_cost && cost > o->max_cost) {
+        jpeg_destroy_decompress(&ci);
+        char b[96];
+        snprintf(b, sizeof b, "%llu bytes, over the %zu allowed", (unsigned long long)cost,
+                 o->max_cost);
+        reject(rej, "too_many_pixels", "jpeg: its decode would hold %s", b);
         return URSA_ERR_INVALID;
     }
     int orientation = 1;
@@ -535,7 +561,7 @@ static ursa_err decode_webp(const uint8_t *d, size_t n, const img_decode_opts *o
 }
 
 img_decode_opts img_decode_opts_default(void) {
-    img_decode_opts o = {100000000ULL, 0, 64, NULL, NULL};
+    img_decode_opts o = {100000000ULL, 0, 64, NULL, NULL, 0};
     return o;
 }
 
@@ -618,29 +644,25 @@ size_t img_decode_cost(const uint8_t *d, size_t n, const img_decode_opts *o) {
     if (!o) o = &def;
     img_format f;
     int w, h, prog, comps;
-    const size_t floor = 65536; /* the decoder's own state */
     if (probe(d, n, &f, &w, &h, &prog, &comps) || w <= 0 || h <= 0 ||
         (uint64_t)w * (uint64_t)h > o->max_pixels)
-        return floor; /* refused from the header, before any pixel */
+        return COST_FLOOR; /* refused from the header, before any pixel (a JPEG's
+                              decode checks what libjpeg reads against max_cost) */
     uint64_t px = (uint64_t)w * (uint64_t)h;
-    uint64_t cost = floor;
-    if (f == IMG_JPEG || f == IMG_WEBP) {
+    uint64_t cost = COST_FLOOR;
+    if (f == IMG_JPEG) {
+        cost = jpeg_cost((unsigned)w, (unsigned)h, (unsigned)comps, prog, o->shrink_to);
+    } else if (f == IMG_WEBP) {
         unsigned dn = shrink_denom((unsigned)w, (unsigned)h, o->shrink_to);
         uint64_t out = (uint64_t)(w / dn + 1) * (h / dn + 1) * 3;
         cost += 2 * out; /* the pixels, and a turned copy (EXIF orientation) */
-        if (f == IMG_JPEG)
-            /* progressive: every block's coefficients, 2 bytes each, held
-             * until the last scan; baseline: a row of blocks */
-            cost += prog ? px * (uint64_t)comps * 2 : (uint64_t)w * comps * 16 * 2;
-        else {
-            /* lossless (VP8L) holds the whole image as ARGB whatever the
-             * scaling (backward references reach anywhere); lossy holds a
-             * full-size alpha plane; then RGBA rows and the scaler's */
-            WebPBitstreamFeatures ft;
-            int lossy = WebPGetFeatures(d, n, &ft) == VP8_STATUS_OK && ft.format == 1;
-            cost += lossy ? (ft.has_alpha ? px : 0) : px * 4;
-            cost += out / 3 + (uint64_t)w * 4 * 8;
-        }
+        /* lossless (VP8L) holds the whole image as ARGB whatever the
+         * scaling (backward references reach anywhere); lossy holds a
+         * full-size alpha plane; then RGBA rows and the scaler's */
+        WebPBitstreamFeatures ft;
+        int lossy = WebPGetFeatures(d, n, &ft) == VP8_STATUS_OK && ft.format == 1;
+        cost += lossy ? (ft.has_alpha ? px : 0) : px * 4;
+        cost += out / 3 + (uint64_t)w * 4 * 8;
     } else if (f == IMG_PNG) {
         cost += px * 3 + (uint64_t)w * 8 * 2; /* RGB, and libpng's 16-bit rows */
     } else { /* GIF: the canvas's RGB and the frame's indices */

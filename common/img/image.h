@@ -64,6 +64,11 @@ typedef struct {
      * the client that wanted it has gone */
     int (*cancel)(void *arg);
     void *cancel_arg;
+    /* nonzero: a JPEG whose header, as libjpeg reads it, costs more than
+     * this (img_decode_cost's measure) is refused (too_many_pixels): the
+     * budget reserved from img_decode_cost holds even when the file fools
+     * its cheaper walk of the markers */
+    size_t max_cost;
 } img_decode_opts;
 
 /* 100 Mpx, full size, 64 scans, no cancel. */

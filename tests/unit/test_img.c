@@ -333,6 +333,26 @@ static void jpeg_scans_and_cancel(void **state) {
     assert_int_equal(out.w, 250); /* 1/8: 250 >= 224 */
     assert_int_equal(out.src_w, 2000);
     img_free(&out);
+    /* a stray byte after the first segment (JFIF's APP0): the cost's walk
+     * of the markers gives up (the floor), libjpeg skips it and reads the
+     * 2000x1500 progressive header; max_cost refuses what it reads */
+    assert_true(prog[2] == 0xFF && prog[3] == 0xE0);
+    size_t at = 4 + ((size_t)prog[4] << 8 | prog[5]);
+    uint8_t *junk = malloc(len + 1);
+    memcpy(junk, prog, at);
+    junk[at] = 0x00;
+    memcpy(junk + at + 1, prog + at, len - at);
+    size_t cj = img_decode_cost(junk, len + 1, &shrunk);
+    assert_true(cj < (size_t)1 << 20);
+    o = shrunk;
+    o.max_cost = cj;
+    assert_int_equal(img_decode(junk, len + 1, &o, &out, &rej), URSA_ERR_INVALID);
+    assert_string_equal(rej.reason, "too_many_pixels");
+    o.max_cost = cp; /* what the file really costs: decoded */
+    assert_int_equal(img_decode(junk, len + 1, &o, &out, &rej), URSA_OK);
+    assert_int_equal(out.src_w, 2000);
+    img_free(&out);
+    free(junk);
     free(base);
     free(prog);
     img_free(&big);
