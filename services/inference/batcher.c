@@ -85,6 +85,7 @@ typedef struct req {
     const float *x;
     float *probs;
     void (*cb)(void *arg, ursa_err err); /* called when done (outside the lock) */
+    int (*gone)(void *arg);               /* nonzero: nobody waits for it any more */
     void *arg;
     int64_t t_ns;
     struct req *next;
@@ -167,6 +168,26 @@ static void *loop(void *arg) {
         if (!b->head) continue; /* another instance took them while this one waited */
         int n = take(b, batch);
         pthread_mutex_unlock(&b->mu);
+        /* what nobody waits for any more is not run (a flood of clients
+         * that left would otherwise hold up the ones still waiting) */
+        int kept = 0;
+        for (int i = 0; i < n; i++) {
+            if (batch[i]->gone && batch[i]->gone(batch[i]->arg)) {
+                served *rm = batch[i]->m;
+                batch[i]->cb(batch[i]->arg, URSA_ERR_TIMEOUT);
+                served_release(rm);
+                free(batch[i]);
+            } else {
+                batch[kept++] = batch[i];
+            }
+        }
+        if (kept < n) {
+            pthread_mutex_lock(&b->mu);
+            b->st.dropped += (uint64_t)(n - kept);
+            if (!kept) continue;
+            pthread_mutex_unlock(&b->mu);
+            n = kept;
+        }
         served *m = batch[0]->m;
         const nn_meta *mt = &m->m.meta;
         size_t per = (size_t)m->m.in_c * mt->size * mt->size;
@@ -284,7 +305,8 @@ void batcher_arriving(batcher *b, int delta) {
 }
 
 ursa_err batcher_submit(batcher *b, served *m, const float *x, float *probs,
-                        void (*done)(void *arg, ursa_err err), void *arg) {
+                        void (*done)(void *arg, ursa_err err), int (*gone)(void *arg),
+                        void *arg) {
     req *r = calloc(1, sizeof *r);
     pthread_mutex_lock(&b->mu);
     b->arriving--; /* announced by batcher_arriving(b, 1) */
@@ -298,6 +320,7 @@ ursa_err batcher_submit(batcher *b, served *m, const float *x, float *probs,
     r->x = x;
     r->probs = probs;
     r->cb = done;
+    r->gone = gone;
     r->arg = arg;
     r->t_ns = now_ns();
     if (b->tail) b->tail->next = r;
@@ -327,7 +350,7 @@ static void wake(void *arg, ursa_err err) {
 
 ursa_err batcher_run(batcher *b, served *m, const float *x, float *probs) {
     waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, URSA_OK};
-    ursa_err e = batcher_submit(b, m, x, probs, wake, &w);
+    ursa_err e = batcher_submit(b, m, x, probs, wake, NULL, &w);
     if (e == URSA_OK) {
         pthread_mutex_lock(&w.mu);
         while (!w.done) pthread_cond_wait(&w.cv, &w.mu);

@@ -1,7 +1,8 @@
 /* batcher.h: the served model and dynamic batching, as Triton does it.
  *
- * Request threads preprocess their image for the current model and queue
- * it; a batching thread takes up to max_batch queued images of the same
+ * Decode threads preprocess an image for the current model and queue it
+ * (batcher_submit; the bulk consumer waits with batcher_run); a batching
+ * thread takes up to max_batch queued images of the same
  * model, waiting at most max_delay_us after the first for more, runs them
  * through the model in one forward pass, and hands each request its
  * probabilities. There is one batching thread per model instance, each
@@ -64,14 +65,17 @@ void batcher_arriving(batcher *b, int delta);
  * the caller holds a reference to); x and probs (nclass floats) stay the
  * caller's and must live until done(arg, err) is called, on a batching
  * thread (keep it short). URSA_ERR_UNAVAILABLE at once, and no call of
- * done, when the queue is full. */
+ * done, when the queue is full. gone (or NULL) is asked when the image's
+ * batch is formed: nonzero drops it, and done gets URSA_ERR_TIMEOUT. */
 ursa_err batcher_submit(batcher *b, served *m, const float *x, float *probs,
-                        void (*done)(void *arg, ursa_err err), void *arg);
+                        void (*done)(void *arg, ursa_err err), int (*gone)(void *arg),
+                        void *arg);
 /* The same, waiting: probs on OK. */
 ursa_err batcher_run(batcher *b, served *m, const float *x, float *probs);
 
 typedef struct {
     uint64_t batches, images, rejected;
+    uint64_t dropped; /* not run: gone() said nobody waits for them */
     uint64_t batch_hist[8]; /* batch sizes: 1, 2, 3-4, 5-8, 9-16, 17-32, 33-64, more */
     int queued;
 } batcher_stats;

@@ -172,11 +172,14 @@ static void answer(cjob *j, int status, const char *why) {
 }
 
 static int client_gone(void *arg) { return http_gone(arg); }
+static int job_gone(void *arg) { return http_gone(((cjob *)arg)->r); }
 
 static void batch_done(void *arg, ursa_err e) {
     cjob *j = arg;
     if (e) {
-        answer(j, 503, e == URSA_ERR_SHUTDOWN ? "the server is stopping" : ursa_err2str(e));
+        answer(j, 503, e == URSA_ERR_SHUTDOWN  ? "the server is stopping"
+                       : e == URSA_ERR_TIMEOUT ? "the client went away"
+                                               : ursa_err2str(e));
         return;
     }
     int c = served_nclass(j->v.m);
@@ -195,6 +198,7 @@ static void decode_job(void *arg) {
     img_decode_opts o = s->dop;
     o.cancel = client_gone;
     o.cancel_arg = j->r;
+    o.max_cost = j->reserved ? j->reserved : INLINE_COST; /* what libjpeg reads may not cost more */
     char why[512] = "";
     int st = http_gone(j->r) ? 503 : 200;
     if (st != 200) snprintf(why, sizeof why, "the client went away");
@@ -213,7 +217,7 @@ static void decode_job(void *arg) {
         answer(j, st, why);
         return;
     }
-    if (batcher_submit(s->b, j->v.m, j->x, j->v.probs, batch_done, j) != URSA_OK)
+    if (batcher_submit(s->b, j->v.m, j->x, j->v.probs, batch_done, job_gone, j) != URSA_OK)
         answer(j, 503, "busy: the queue is full");
 }
 

@@ -83,8 +83,10 @@ static void write_metrics(server *s, http_server *hs, FILE *f) {
     fprintf(f, "# HELP ursa_inference_queue_depth Requests waiting for the model.\n"
                "# TYPE ursa_inference_queue_depth gauge\nursa_inference_queue_depth %d\n"
                "# HELP ursa_inference_rejected_total Requests refused with a full queue.\n"
-               "# TYPE ursa_inference_rejected_total counter\nursa_inference_rejected_total %llu\n",
-            bst.queued, (unsigned long long)bst.rejected);
+               "# TYPE ursa_inference_rejected_total counter\nursa_inference_rejected_total %llu\n"
+               "# HELP ursa_inference_dropped_total Queued images not run: their clients had gone.\n"
+               "# TYPE ursa_inference_dropped_total counter\nursa_inference_dropped_total %llu\n",
+            bst.queued, (unsigned long long)bst.rejected, (unsigned long long)bst.dropped);
     write_pool(f, "decode", "Images to decode", s->decode);
     write_pool(f, "slow", "Downloads, registry lookups and admin calls", s->slow);
     served *m = batcher_current(s->b);
