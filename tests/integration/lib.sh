@@ -126,3 +126,16 @@ job_state() { job_field "$1" state; }
 job_rows() { rcli HLEN "ursa:job:$1:rows" | tr -d '\n'; }
 # the job id in `ursa train` output ("job jXXXX queued: ...")
 job_id_of() { sed -n 's/^job \(j[0-9a-f]*\) queued.*/\1/p' "$1" | head -1; }
+
+# metrics_to URL FILE: a /metrics page into FILE. A failed fetch is logged
+# with curl's exit status and HTTP code, then tried once more a second later
+# (seen twice in loaded sanitizer runs: a fetch right after a flood came back
+# empty; not reproduced alone).
+metrics_to() {
+    local code rc
+    code=$(curl -s -m 10 -o "$2" -w '%{http_code}' "$1"); rc=$?
+    [ "$rc" = 0 ] && [ "$code" = 200 ] && return 0
+    log "metrics fetch failed (curl $rc, HTTP $code): trying once more"
+    sleep 1
+    curl -sf -m 10 -o "$2" "$1"
+}

@@ -127,7 +127,9 @@ grep -c '^HTTP/1.1 503' "$T/flood.txt" | grep -qv '^0$' || fail "no request refu
 grep -q '^HTTP/1.1 200' "$T/flood.txt" || fail "no request served during the flood"
 grep -qi '^Retry-After: 1' "$T/flood.txt" || fail "503 without Retry-After"
 curl -sf -X POST --data-binary @"$T/img3.jpg" "$B2/v1/classify" >/dev/null || fail "no recovery after the flood"
-curl -sf "$B2/metrics" | grep -Eq '^ursa_inference_rejected_total [1-9]' || fail "rejections not counted"
+metrics_to "$B2/metrics" "$T/metrics2" || fail "no /metrics after the flood"
+grep -Eq '^ursa_inference_rejected_total [1-9]' "$T/metrics2" ||
+    fail "rejections not counted: $(grep -E 'rejected|refused|status="503"' "$T/metrics2")"
 log "flood on a queue of 1: $(grep -c '^HTTP/1.1 200' "$T/flood.txt") served, $(grep -c '^HTTP/1.1 503' "$T/flood.txt") refused"
 kill "$INF2"
 

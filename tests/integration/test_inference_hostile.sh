@@ -138,9 +138,9 @@ assert r.get("503", 0) >= 1, r              # the budget (512 MB) holds one at a
 EOF
 # the peak: the process's own (well under 512 MB before) plus one decode at most
 [ "$hwm1" -lt $((hwm0 + 640 * 1024)) ] || fail "peak RSS ${hwm1} kB: the decode budget did not hold"
-code -m 10 "$B/metrics" >"$T/metrics.code"
-grep -Eq '^ursa_inference_decode_refused_total\{reason="budget"\} [1-9]' "$T/body" ||
-    fail "budget refusals not counted (/metrics: $(cat "$T/metrics.code"), $(grep -E 'refused|requests_total' "$T/body"))"
+metrics_to "$B/metrics" "$T/metrics3" || fail "no /metrics after the WebP bombs"
+grep -Eq '^ursa_inference_decode_refused_total\{reason="budget"\} [1-9]' "$T/metrics3" ||
+    fail "budget refusals not counted: $(grep -E 'refused|requests_total' "$T/metrics3")"
 curl -sf "$B/metrics" | grep -q '^ursa_inference_decode_bytes 0$' || fail "decode budget not given back"
 
 /usr/bin/convert -size 2000x2000 xc:gray50 -interlace Plane -quality 90 "$T/prog.jpg"
