@@ -36,9 +36,9 @@ if [ $# -eq 0 ]; then
         -DCMAKE_C_FLAGS_DEBUG="-O1 -g" >/dev/null
     cmake --build build-tsan -j"$jobs" --target ursa ursa-broker ursa-crawler ursa-verifier \
         ursa-trainer ursa-inference nn-export-demo fault-server kq-probe idx2jpeg test_http
-    tsan_dir="$PWD/build-tsan/tsan"
+    tsan_dir="$PWD/build-tsan/tsan" tsan_supp="$PWD/tests/tsan/suppressions.txt"
     rm -rf "$tsan_dir" && mkdir -p "$tsan_dir"
-    (cd build-tsan && TSAN_OPTIONS="log_path=$tsan_dir/report second_deadlock_stack=1 suppressions=$PWD/tests/tsan/suppressions.txt" \
+    (cd build-tsan && TSAN_OPTIONS="log_path=$tsan_dir/report second_deadlock_stack=1 suppressions=$tsan_supp" \
         OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ctest --output-on-failure -L tsan) | tee -a "$LOG"
     reports=$(find "$tsan_dir" -name 'report*' | wc -l)
     [ "$reports" -eq 0 ] || cat "$tsan_dir"/report* | head -300
