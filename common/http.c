@@ -114,11 +114,6 @@ struct http_server {
     } refused[MAX_REASONS];
 };
 
-static int64_t now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 http_opts http_opts_default(void) {
     http_opts o = {0};
@@ -568,7 +563,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     else if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED) count_refused(s, "idle_timeout");
     else if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) count_refused(s, "client_gone");
     if (r->cn) {
-        atomic_store(&r->cn->t0, now_ms()); /* the next request on this connection starts now */
+        atomic_store(&r->cn->t0, util_mono_ms()); /* the next request on this connection starts now */
         atomic_store(&r->cn->phase, PH_HEADERS);
     }
     req_unref(r);
@@ -588,7 +583,7 @@ static void notify_conn(void *cls, struct MHD_Connection *c, void **socket_conte
         atomic_fetch_add(&s->opened, 1);
         if (!cn) return;
         cn->fd = ci ? ci->connect_fd : -1;
-        atomic_init(&cn->t0, now_ms());
+        atomic_init(&cn->t0, util_mono_ms());
         atomic_init(&cn->phase, PH_HEADERS);
         pthread_mutex_lock(&s->cmu);
         cn->next = s->conns;
@@ -618,7 +613,7 @@ static void *sweep(void *arg) {
         ts.tv_nsec += 250 * 1000000L;
         if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
         pthread_cond_timedwait(&s->scv, &s->smu, &ts);
-        int64_t t = now_ms();
+        int64_t t = util_mono_ms();
         pthread_mutex_lock(&s->cmu);
         for (conn *cn = s->conns; cn; cn = cn->next) {
             int ph = atomic_load(&cn->phase);
@@ -738,8 +733,8 @@ int http_port(const http_server *s) { return s->port; }
 void http_drain(http_server *s, int drain_ms) {
     if (!s || atomic_exchange(&s->stopping, 1)) return;
     s->quiesced_fd = MHD_quiesce_daemon(s->d); /* no new connections; new requests get 503 */
-    int64_t until = now_ms() + drain_ms;
-    while ((atomic_load(&s->deferred) > 0 || atomic_load(&s->handling) > 0) && now_ms() < until)
+    int64_t until = util_mono_ms() + drain_ms;
+    while ((atomic_load(&s->deferred) > 0 || atomic_load(&s->handling) > 0) && util_mono_ms() < until)
         util_sleep_ms(10);
     if (atomic_load(&s->deferred) > 0 || atomic_load(&s->handling) > 0) { /* what is left: 503 */
         ULOG_WARN("event=http_drain_timeout deferred=%d", atomic_load(&s->deferred));

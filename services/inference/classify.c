@@ -222,11 +222,9 @@ static void decode_job(void *arg) {
 }
 
 /* The bytes an image's decode holds at most, for the current model's size */
-static size_t decode_bytes(server *s, const uint8_t *d, size_t len) {
+static size_t decode_bytes(server *s, const served *m, const uint8_t *d, size_t len) {
     img_decode_opts o = s->dop;
-    served *m = batcher_current(s->b);
     o.shrink_to = m ? served_meta(m)->size : 0;
-    served_release(m);
     return img_decode_cost(d, len, &o);
 }
 
@@ -234,7 +232,9 @@ static size_t decode_bytes(server *s, const uint8_t *d, size_t len) {
  * (the request deferred already): 0, or -1 when the pool refused (the
  * caller answers 503). */
 static int start_decode(cjob *j) {
-    j->reserved = decode_bytes(j->s, j->data, j->len);
+    served *m = batcher_current(j->s->b);
+    j->reserved = decode_bytes(j->s, m, j->data, j->len);
+    served_release(m);
     if (pool_reserve(j->s->decode, j->reserved)) {
         j->reserved = 0;
         return -1;
@@ -277,6 +277,7 @@ int h_classify(void *ctx, http_req *r) {
     if (!dl) return http_error(r, 400, NULL, "empty body: send the image");
     served *m = batcher_current(s->b);
     if (!m) return http_error(r, 503, "Retry-After: 1\r\n", "no model loaded yet");
+    size_t cost = decode_bytes(s, m, (const uint8_t *)d, dl);
     served_release(m);
     cjob *j = calloc(1, sizeof *j);
     if (!j) return http_error(r, 503, "Retry-After: 1\r\n", "out of memory");
@@ -286,7 +287,6 @@ int h_classify(void *ctx, http_req *r) {
     j->top = top;
     j->data = (const uint8_t *)d;
     j->len = dl;
-    size_t cost = decode_bytes(j->s, j->data, j->len);
     if (dl <= INLINE_BYTES && cost <= INLINE_COST) { /* held by no budget: it is done now */
         http_defer(r); /* the batch answers */
         batcher_arriving(s->b, 1);
