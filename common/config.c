@@ -25,6 +25,12 @@ const cfg_def cfg_defs_kafka[] = {
     {"kq.backoff-max-ms", CFG_INT, "5000", 1, 600000, "longest retry delay"},
     {"kq.max-inflight", CFG_INT, "1000", 1, 1000000,
      "consumed messages whose effects may be pending at once"},
+    {"kq.max-message-bytes", CFG_INT, "1000000", 1024, 100000000,
+     "a consumed message bigger than this is dead-lettered (as a summary) unread"},
+    {"kq.drain-ms", CFG_INT, "5000", 0, 600000,
+     "on stop, how long to wait for the effects of messages in progress"},
+    {"kq.flush-ms", CFG_INT, "3000", 0, 600000,
+     "on stop, how long to wait for the broker to acknowledge what was produced"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 const cfg_def cfg_defs_redis[] = {

@@ -7,11 +7,13 @@
 #include "kq.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "sha256.h"
 #include "topics.h"
 #include "util.h"
 
@@ -82,6 +84,7 @@ fail:
 
 struct kq_producer {
     rd_kafka_t *rk;
+    int flush_ms; /* kq.flush-ms: how long destroy waits for deliveries */
     pthread_t poller; /* the one thread that serves its delivery reports */
     atomic_int has_poller;
 };
@@ -100,14 +103,38 @@ typedef struct {
     void *opaque;
 } dr_ctx;
 
+/* Errors no retry can fix: the broker or librdkafka refuses this message
+ * itself (too large, malformed, not allowed), not the cluster's state. */
+static int err_permanent(rd_kafka_resp_err_t e) {
+    switch (e) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static ursa_err err_map(rd_kafka_resp_err_t e) {
+    if (!e) return URSA_OK;
+    if (e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE || e == RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE ||
+        e == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE)
+        return URSA_ERR_TOO_LARGE;
+    return err_permanent(e) ? URSA_ERR_PERMANENT : URSA_ERR_KAFKA;
+}
+
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *op) {
     (void)rk;
     (void)op;
     dr_ctx *d = m->_private;
     if (!d) return;
-    if (d->cb)
-        d->cb(d->opaque, m->err ? URSA_ERR_KAFKA : URSA_OK,
-              m->err ? rd_kafka_err2str(m->err) : "");
+    if (d->cb) d->cb(d->opaque, err_map(m->err), m->err ? rd_kafka_err2str(m->err) : "");
     free(d);
 }
 
@@ -133,13 +160,19 @@ kq_producer *kq_producer_new(const cfg *c, const char *bootstrap, char *errstr,
         return NULL;
     }
     conf = NULL; /* now owned by rk */
+    p->flush_ms = c ? (int)cfg_int(c, "kq.flush-ms") : 10000;
     return p;
 }
 
 void kq_producer_destroy(kq_producer *p) {
     if (!p) return;
-    if (rd_kafka_flush(p->rk, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        ULOG_WARN("event=producer_close undelivered=%d", rd_kafka_outq_len(p->rk));
+    if (rd_kafka_flush(p->rk, p->flush_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        ULOG_WARN("event=producer_close undelivered=%d waited_ms=%d "
+                  "note=\"what they carried is redone: their sources were not acknowledged\"",
+                  rd_kafka_outq_len(p->rk), p->flush_ms);
+    /* a dead broker must not hold the exit: drop what is left (its sources
+     * were not acknowledged, so it is produced again after the restart) */
+    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_destroy(p->rk);
     free(p);
 }
@@ -176,11 +209,11 @@ ursa_err kq_produce(kq_producer *p, const char *topic, const void *key,
                 rd_kafka_poll(p->rk, 100);
             continue;
         }
-        ULOG_WARN("event=produce_failed topic=%s err=%s", topic,
-                  rd_kafka_err2name(err));
+        ULOG_WARN("event=produce_failed topic=%s err=%s bytes=%zu", topic,
+                  rd_kafka_err2name(err), keylen + len);
         if (h) rd_kafka_headers_destroy(h);
         free(d);
-        return URSA_ERR_KAFKA;
+        return err_map(err);
     }
 }
 
@@ -198,15 +231,18 @@ rd_kafka_t *kq_producer_rk(kq_producer *p) { return p->rk; }
 
 /* ---- consumer ------------------------------------------------------------ */
 
+enum { KQ_MAX_HDRS = 10, KQ_SUMMARY_BYTES = 1024 };
+
 typedef struct kq_out {
     kq_job *job;
     char *topic;
     void *key, *value;
     size_t keylen, len;
-    kq_header hdrs[6];
-    char hbuf[6][256];
+    kq_header hdrs[KQ_MAX_HDRS];
+    char hbuf[KQ_MAX_HDRS][256];
     size_t nhdrs;
     int attempts;
+    int summary;       /* a dead letter cut down to what identifies its message */
     int queued;        /* handed to librdkafka, delivery report pending */
     int64_t resend_at; /* >0: failed, send again at this time */
     struct kq_out *next;
@@ -215,6 +251,7 @@ typedef struct kq_out {
 struct kq_job {
     kq_consumer *kc;
     struct part *part;
+    int32_t partition;
     int64_t offset;
     int pending;  /* outputs not yet acknowledged */
     int queued;   /* outputs librdkafka holds (they point at this job) */
@@ -247,6 +284,10 @@ struct kq_consumer {
     void *opaque;
     char group[256], dlq[256];
     int max_attempts, max_inflight;
+    size_t max_msg_bytes; /* kq.max-message-bytes: bigger input is refused unread */
+    int drain_ms;         /* kq.drain-ms: how long a stop waits for effects */
+    int stopping;
+    int closed; /* left the group: destroy need not close again */
     int64_t backoff_ms, backoff_max_ms;
     part *parts;
     size_t nparts, capparts;
@@ -314,6 +355,8 @@ static void job_release(kq_job *j) {
     j->next = NULL;
     orphan_try_free(j);
 }
+static void out_refused(kq_out *o, const char *why);
+
 static void out_delivered(void *opaque, ursa_err err, const char *errstr) {
     kq_out *o = opaque;
     kq_job *j = o->job;
@@ -324,6 +367,10 @@ static void out_delivered(void *opaque, ursa_err err, const char *errstr) {
         return;
     }
     kq_consumer *kc = j->kc;
+    if (err == URSA_ERR_PERMANENT || err == URSA_ERR_TOO_LARGE) {
+        out_refused(o, errstr);
+        return;
+    }
     if (err) {
         /* librdkafka already retried until message.timeout.ms: the cluster
          * is in trouble. Keep the offset held and send again later. */
@@ -348,42 +395,120 @@ static ursa_err out_send(kq_out *o) {
     return err;
 }
 
-static ursa_err job_produce(kq_job *j, const char *topic, const void *key,
-                            size_t keylen, const void *value, size_t len,
-                            const kq_header *hdrs, size_t nhdrs) {
+/* Hands an output to librdkafka; one it could not take is tried again
+ * later, one it can never take is refused at once. */
+static void out_start(kq_out *o) {
+    ursa_err err = out_send(o);
+    kq_consumer *kc = o->job->kc;
+    if (err == URSA_ERR_PERMANENT || err == URSA_ERR_TOO_LARGE) {
+        out_refused(o, ursa_err2str(err));
+    } else if (err && kc) {
+        o->resend_at = util_mono_ms() + kc->backoff_ms;
+        kc->nresend++;
+    }
+}
+
+static void out_header(kq_out *o, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void out_header(kq_out *o, const char *name, const char *fmt, ...) {
+    if (o->nhdrs >= KQ_MAX_HDRS) return;
+    size_t i = o->nhdrs++;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(o->hbuf[i], sizeof o->hbuf[i], fmt, ap);
+    va_end(ap);
+    o->hdrs[i].name = name; /* static strings */
+    o->hdrs[i].value = o->hbuf[i];
+    o->hdrs[i].len = strlen(o->hbuf[i]);
+}
+
+/* Cuts an output down to a dead letter that cannot be too large: its first
+ * KQ_SUMMARY_BYTES of key and value, and headers with its full size and
+ * SHA-256 (ursa.dlq.truncated=1 says it cannot be replayed as is). An
+ * ordinary output that the cluster refused becomes one, with the reason. */
+static void summarize(kq_out *o, const char *why) {
+    kq_job *j = o->job;
+    kq_consumer *kc = j->kc;
+    char sha[65];
+    sha256_hex(o->value, o->len, sha);
+    size_t size = o->keylen + o->len;
+    if (!o->nhdrs) { /* an ordinary output: it gets the dead-letter headers */
+        out_header(o, "ursa.dlq.reason", "produce to %s refused: %s", o->topic, why);
+        out_header(o, "ursa.dlq.attempts", "%d", o->attempts + 1);
+        out_header(o, "ursa.dlq.topic", "%s", j->part ? j->part->topic : "?");
+        out_header(o, "ursa.dlq.partition", "%d", j->partition);
+        out_header(o, "ursa.dlq.offset", "%lld", (long long)j->offset);
+        out_header(o, "ursa.dlq.group", "%s", kc->group);
+        out_header(o, "ursa.dlq.output-topic", "%s", o->topic);
+    }
+    out_header(o, "ursa.dlq.truncated", "1");
+    out_header(o, "ursa.dlq.size", "%zu", size);
+    out_header(o, "ursa.dlq.sha256", "%s", sha);
+    if (o->keylen > KQ_SUMMARY_BYTES) o->keylen = KQ_SUMMARY_BYTES;
+    if (o->len > KQ_SUMMARY_BYTES) o->len = KQ_SUMMARY_BYTES;
+    if (strcmp(o->topic, kc->dlq) != 0) {
+        char *t = strdup(kc->dlq);
+        if (t) {
+            free(o->topic);
+            o->topic = t;
+        }
+    }
+    o->summary = 1;
+}
+
+/* An output the cluster refuses for good: it must not hold its partition.
+ * It goes on as a summary dead letter; a summary refused too is logged with
+ * everything that identifies it, and let go: never silently. */
+static void out_refused(kq_out *o, const char *why) {
+    kq_job *j = o->job;
+    kq_consumer *kc = j->kc;
+    char q[300];
+    if (o->summary || !kc) {
+        ULOG_ERROR("event=message_lost topic=%s bytes=%zu why=%s source=%s[%d]@%lld",
+                   o->topic, o->keylen + o->len, ulog_quote(q, sizeof q, why),
+                   j->part ? j->part->topic : "?", j->partition, (long long)j->offset);
+        j->pending--;
+        return;
+    }
+    ULOG_WARN("event=output_refused topic=%s bytes=%zu why=%s dlq=%s note=\"sent as a "
+              "summary\"",
+              o->topic, o->keylen + o->len, ulog_quote(q, sizeof q, why), kc->dlq);
+    summarize(o, why);
+    out_start(o);
+}
+
+/* A new output of job j; hdrs (at most KQ_MAX_HDRS) hold short strings. */
+static kq_out *out_new(kq_job *j, const char *topic, const void *key, size_t keylen,
+                       const void *value, size_t len, const kq_header *hdrs,
+                       size_t nhdrs) {
     kq_out *o = calloc(1, sizeof *o);
-    if (!o) return URSA_ERR_NOMEM;
+    if (!o) return NULL;
     o->job = j;
     o->topic = strdup(topic);
     o->key = malloc(keylen ? keylen : 1);
     o->value = malloc(len ? len : 1);
     if (!o->topic || !o->key || !o->value) {
-        free(o->topic);
-        free(o->key);
-        free(o->value);
-        free(o);
-        return URSA_ERR_NOMEM;
+        out_free(o);
+        return NULL;
     }
     if (keylen) memcpy(o->key, key, keylen);
     if (len) memcpy(o->value, value, len);
     o->keylen = keylen;
     o->len = len;
-    for (size_t i = 0; i < nhdrs && i < 6; i++) {
-        snprintf(o->hbuf[i], sizeof o->hbuf[i], "%.*s", (int)hdrs[i].len,
-                 (const char *)hdrs[i].value);
-        o->hdrs[i].name = hdrs[i].name; /* static strings */
-        o->hdrs[i].value = o->hbuf[i];
-        o->hdrs[i].len = strlen(o->hbuf[i]);
-        o->nhdrs++;
-    }
+    for (size_t i = 0; i < nhdrs; i++)
+        out_header(o, hdrs[i].name, "%.*s", (int)hdrs[i].len, (const char *)hdrs[i].value);
     o->next = j->outs;
     j->outs = o;
     j->pending++;
-    ursa_err err = out_send(o);
-    if (err && j->kc) { /* could not even queue it: try again later */
-        o->resend_at = util_mono_ms() + j->kc->backoff_ms;
-        j->kc->nresend++;
-    }
+    return o;
+}
+
+static ursa_err job_produce(kq_job *j, const char *topic, const void *key,
+                            size_t keylen, const void *value, size_t len,
+                            const kq_header *hdrs, size_t nhdrs) {
+    kq_out *o = out_new(j, topic, key, keylen, value, len, hdrs, nhdrs);
+    if (!o) return URSA_ERR_NOMEM;
+    out_start(o);
     return URSA_OK;
 }
 
@@ -450,6 +575,17 @@ static void store_done(kq_consumer *kc) {
     }
 }
 
+/* Waits up to ms for background work or delivery reports, and really
+ * waits: a tick with nothing to wait on returns at once, and spinning on it
+ * would burn a core (retry waits did). */
+static void idle(kq_consumer *kc, int ms) {
+    int64_t t0 = util_mono_ms();
+    rd_kafka_poll(kc->producer->rk, 0);
+    if (kc->tick) kc->tick(kc->tick_opaque, ms);
+    int64_t left = ms - (util_mono_ms() - t0);
+    if (left > 0) rd_kafka_poll(kc->producer->rk, (int)left);
+}
+
 /* Waits until no job of the matching partitions (all when l is NULL) has
  * outputs in flight, or timeout_ms passes, storing offsets as it goes.
  * Returns the number of jobs still waiting for their outputs. */
@@ -457,12 +593,7 @@ static int drain(kq_consumer *kc, const rd_kafka_topic_partition_list_t *l,
                  int timeout_ms) {
     int64_t deadline = util_mono_ms() + timeout_ms;
     for (;;) {
-        if (kc->tick) {
-            rd_kafka_poll(kc->producer->rk, 0);
-            kc->tick(kc->tick_opaque, 20);
-        } else {
-            rd_kafka_poll(kc->producer->rk, 20);
-        }
+        idle(kc, 20);
         resend_due(kc);
         store_done(kc);
         int left = 0;
@@ -529,11 +660,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
     ULOG_INFO("event=partitions_revoked group=%s partitions=%s", kc->group, parts);
     if (!rd_kafka_assignment_lost(rk)) {
-        int left = drain(kc, l, kc->revoke_wait_ms);
+        /* stopping: the loop's own drain already waited kq.drain-ms */
+        int left = drain(kc, l, kc->stopping ? 0 : kc->revoke_wait_ms);
         if (left)
             ULOG_WARN("event=revoke_with_pending jobs=%d "
                       "note=\"they will be handled again by the new owner\"", left);
-        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+        /* a stop must not wait on a dead coordinator: commit asynchronously */
+        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, kc->stopping);
         if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
             ULOG_WARN("event=commit_failed err=%s", rd_kafka_err2name(cerr));
     }
@@ -562,6 +695,8 @@ kq_consumer *kq_consumer_new(const cfg *c, const char *bootstrap,
     kc->backoff_ms = c ? cfg_int(c, "kq.backoff-ms") : 100;
     kc->backoff_max_ms = c ? cfg_int(c, "kq.backoff-max-ms") : 5000;
     kc->revoke_wait_ms = 30000;
+    kc->max_msg_bytes = c ? (size_t)cfg_int(c, "kq.max-message-bytes") : 1000000;
+    kc->drain_ms = c ? (int)cfg_int(c, "kq.drain-ms") : 5000;
 
     /* session.timeout.ms 6000 (the smallest a real broker allows by
      * default): a SIGKILLed worker's partitions move on after 6 s, and the
@@ -606,7 +741,9 @@ fail:
 
 void kq_consumer_destroy(kq_consumer *kc) {
     if (!kc) return;
-    if (kc->rk) rd_kafka_destroy(kc->rk);
+    /* after a close that timed out, destroy must not try again and block */
+    if (kc->rk)
+        rd_kafka_destroy_flags(kc->rk, kc->closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     for (size_t i = 0; i < kc->nparts; i++) {
         part *pt = &kc->parts[i];
         while (pt->head) {
@@ -645,6 +782,8 @@ void kq_consumer_set_tick(kq_consumer *kc, kq_tick *tick, void *opaque) {
     kc->tick_opaque = opaque;
 }
 
+/* Sends a consumed message to the group's dead-letter topic, whole when it
+ * fits (so it can be replayed as is), else as a summary (see summarize). */
 static ursa_err dead_letter(kq_consumer *kc, kq_job *j, const rd_kafka_message_t *m,
                             const char *reason, int attempts) {
     char att[16], part_s[16], off[24];
@@ -661,12 +800,17 @@ static ursa_err dead_letter(kq_consumer *kc, kq_job *j, const rd_kafka_message_t
         {"ursa.dlq.group", kc->group, strlen(kc->group)},
     };
     char q[600];
+    int whole = m->key_len + m->len + 4096 <= kc->max_msg_bytes;
     ULOG_WARN("event=dead_letter topic=%s partition=%d offset=%lld attempts=%d "
-              "dlq=%s reason=%s",
+              "dlq=%s bytes=%zu whole=%d reason=%s",
               topic, m->partition, (long long)m->offset, attempts, kc->dlq,
-              ulog_quote(q, sizeof q, reason));
+              m->key_len + m->len, whole, ulog_quote(q, sizeof q, reason));
     kc->stats.dead_letters++;
-    return job_produce(j, kc->dlq, m->key, m->key_len, m->payload, m->len, h, 6);
+    kq_out *o = out_new(j, kc->dlq, m->key, m->key_len, m->payload, m->len, h, 6);
+    if (!o) return URSA_ERR_NOMEM;
+    if (!whole) summarize(o, reason);
+    out_start(o);
+    return URSA_OK;
 }
 
 /* Runs the handler on one message with the retry rules; the job is queued on
@@ -688,12 +832,21 @@ static void handle(kq_consumer *kc, const rd_kafka_message_t *m,
     }
     j->kc = kc;
     j->part = pt;
+    j->partition = m->partition;
     j->offset = m->offset;
     if (pt->tail) pt->tail->next = j;
     else pt->head = j;
     pt->tail = j;
     kc->inflight++;
 
+    if (m->key_len + m->len > kc->max_msg_bytes) { /* refused before parsing */
+        char why[160];
+        snprintf(why, sizeof why, "message of %zu bytes is over kq.max-message-bytes (%zu)",
+                 m->key_len + m->len, kc->max_msg_bytes);
+        dead_letter(kc, j, m, why, 1);
+        j->handled = 1;
+        return;
+    }
     kq_msg km = {topic, m->partition, m->offset, m->key, m->key_len,
                  m->payload, m->len, 0};
     char reason[512];
@@ -722,8 +875,7 @@ static void handle(kq_consumer *kc, const rd_kafka_message_t *m,
                   ursa_err2str(err), ulog_quote(q, sizeof q, reason), (long long)wait);
         int64_t until = util_mono_ms() + wait;
         while (*run && util_mono_ms() < until) {
-            rd_kafka_poll(kc->producer->rk, kc->tick ? 0 : 20);
-            if (kc->tick) kc->tick(kc->tick_opaque, 20);
+            idle(kc, (int)(until - util_mono_ms() < 20 ? until - util_mono_ms() : 20));
             resend_due(kc);
         }
         if (!*run) {
@@ -738,6 +890,25 @@ static void handle(kq_consumer *kc, const rd_kafka_message_t *m,
     j->handled = 1;
 }
 
+/* Leaves the group, waiting at most ms: with the coordinator down,
+ * librdkafka's own close waits about session.timeout.ms, and longer when the
+ * final commit hangs. Past ms the group notices our absence by itself. */
+static void close_bounded(kq_consumer *kc, int ms) {
+    rd_kafka_queue_t *q = rd_kafka_queue_new(kc->rk);
+    rd_kafka_error_t *e = rd_kafka_consumer_close_queue(kc->rk, q);
+    if (e) {
+        ULOG_WARN("event=consumer_close_failed err=\"%s\"", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    } else {
+        int64_t deadline = util_mono_ms() + ms;
+        while (!rd_kafka_consumer_closed(kc->rk) && util_mono_ms() < deadline)
+            rd_kafka_queue_poll_callback(q, 100);
+    }
+    rd_kafka_queue_destroy(q);
+    kc->closed = rd_kafka_consumer_closed(kc->rk);
+    if (!kc->closed) ULOG_WARN("event=consumer_close_timeout waited_ms=%d", ms);
+}
+
 ursa_err kq_consumer_run(kq_consumer *kc, atomic_int *run) {
     ursa_err ret = URSA_OK;
     ULOG_INFO("event=consumer_started group=%s dlq=%s", kc->group, kc->dlq);
@@ -749,10 +920,7 @@ ursa_err kq_consumer_run(kq_consumer *kc, atomic_int *run) {
         store_done(kc);
         int full = kc->inflight >= kc->max_inflight; /* bound what we hold */
         if (full != kc->paused) pause_all(kc, full);
-        if (full) {
-            if (kc->tick) kc->tick(kc->tick_opaque, 20);
-            else rd_kafka_poll(kc->producer->rk, 50);
-        }
+        if (full) idle(kc, 20);
         /* poll even when full: a rebalance or a long job must not cost us
          * the group (max.poll.interval.ms). A message fetched just before
          * the pause may still come; it is handled, one over the bound. */
@@ -778,12 +946,15 @@ ursa_err kq_consumer_run(kq_consumer *kc, atomic_int *run) {
         rd_kafka_message_destroy(m);
     }
     ULOG_INFO("event=consumer_stopping group=%s inflight=%d", kc->group, kc->inflight);
-    int left = drain(kc, NULL, 30000);
-    if (left) ULOG_WARN("event=stopped_with_pending jobs=%d", left);
-    rd_kafka_resp_err_t cerr = rd_kafka_commit(kc->rk, NULL, 0);
+    kc->stopping = 1;
+    int left = drain(kc, NULL, kc->drain_ms);
+    if (left)
+        ULOG_WARN("event=stopped_with_pending jobs=%d waited_ms=%d "
+                  "note=\"their messages are delivered again\"", left, kc->drain_ms);
+    rd_kafka_resp_err_t cerr = rd_kafka_commit(kc->rk, NULL, 1);
     if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
         ULOG_WARN("event=commit_failed err=%s", rd_kafka_err2name(cerr));
-    rd_kafka_consumer_close(kc->rk);
+    close_bounded(kc, 4000);
     ULOG_INFO("event=consumer_stopped group=%s handled=%llu retries=%llu dead_letters=%llu",
               kc->group, (unsigned long long)kc->stats.handled,
               (unsigned long long)kc->stats.retries,

@@ -17,8 +17,18 @@
  *    ursa.dlq.reason, ursa.dlq.attempts, ursa.dlq.topic, ursa.dlq.partition,
  *    ursa.dlq.offset and ursa.dlq.group; its key and value are unchanged, so
  *    it can be replayed as is;
- *  - on shutdown (*run becomes 0) the loop stops fetching, waits for pending
- *    deliveries, stores and commits offsets, and leaves the group.
+ *  - a message over kq.max-message-bytes is dead-lettered at once, unread;
+ *    a dead letter too large to send whole, or any output the cluster
+ *    refuses for good (too large, malformed), goes to the dead-letter topic
+ *    as a summary: its first 1 KB of key and value, and headers
+ *    ursa.dlq.truncated=1, ursa.dlq.size and ursa.dlq.sha256. A summary
+ *    refused too is logged (event=message_lost) and let go: no message
+ *    holds its partition for good, and none is lost silently;
+ *  - on shutdown (*run becomes 0) the loop stops fetching, waits up to
+ *    kq.drain-ms for pending effects, commits what is stored, and leaves
+ *    the group in at most 4 s; the producer then waits up to kq.flush-ms.
+ *    With service_signals() a daemon is gone 14 s after SIGTERM whatever
+ *    the broker's state; what was not stored is delivered again.
  *
  * Threads (as librdkafka's own rules):
  *  - a producer is polled by one thread only, its poller: the thread in

@@ -71,9 +71,24 @@ void service_disconnect(service_conns *s) {
 
 static atomic_int *stop_flag; /* lock-free: a signal handler may store to it */
 
+/* The backstop of a stop: whatever hangs (a dead broker, a stuck disk),
+ * the process is gone SERVICE_STOP_S after the first stop signal. Nothing
+ * acknowledged is lost by this: offsets follow effects, so an exit here is
+ * a SIGKILL that every daemon survives, announced. */
+enum { SERVICE_STOP_S = 14 };
+
+static void on_alarm(int sig) {
+    (void)sig;
+    static const char m[] = "ursa: the stop took longer than 14 s; exiting now "
+                            "(unfinished messages are delivered again)\n";
+    ssize_t w = write(2, m, sizeof m - 1);
+    (void)w;
+    _exit(3);
+}
+
 static void on_stop(int sig) {
     (void)sig;
-    if (stop_flag) atomic_store(stop_flag, 0);
+    if (stop_flag && atomic_exchange(stop_flag, 0)) alarm(SERVICE_STOP_S);
 }
 
 void service_signals(atomic_int *run) {
@@ -84,6 +99,8 @@ void service_signals(atomic_int *run) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
 

@@ -56,7 +56,8 @@ int service_connect(const cfg *c, const char *prog, service_conns *s, int *rc);
 /* Flushes the producer and closes everything; fine on a partial connect. */
 void service_disconnect(service_conns *s);
 
-/* SIGTERM and SIGINT set *run to 0; SIGPIPE is ignored. */
+/* SIGTERM and SIGINT set *run to 0, and the process exits (status 3) 14 s
+ * after the first of them whatever still runs; SIGPIPE is ignored. */
 void service_signals(atomic_int *run);
 
 #endif

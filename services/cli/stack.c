@@ -306,18 +306,59 @@ static int start_broker(const stack *s) {
     return -1;
 }
 
-static int start_daemon(const stack *s, const char *name, const char *exe) {
-    char *argv[] = {(char *)exe, "--state-dir", (char *)s->root, NULL};
-    pid_t pid = spawn(s, name, argv);
-    if (pid < 0) return -1;
-    util_sleep_ms(300); /* a daemon that cannot start exits at once */
-    if (gone(pid)) {
-        fprintf(stderr, "ursa: %s exited at start; see %s/log/%s.log\n", name,
-                s->root, name);
-        return -1;
+/* Starts the named daemons together and checks each is still running
+ * 300 ms later (a daemon that cannot start exits at once). */
+static int start_daemons(const stack *s, const char *const *names, int n) {
+    pid_t pids[8];
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        char exe[PATH_MAX + 32];
+        snprintf(exe, sizeof exe, "%s/ursa-%s", s->bindir, names[i]);
+        char *argv[] = {exe, "--state-dir", (char *)s->root, NULL};
+        pids[i] = spawn(s, names[i], argv);
     }
-    printf("started %-8s pid=%d\n", name, (int)pid);
-    return 0;
+    util_sleep_ms(300);
+    for (int i = 0; i < n; i++) {
+        if (pids[i] < 0 || gone(pids[i])) {
+            fprintf(stderr, "ursa: %s exited at start; see %s/log/%s.log\n", names[i],
+                    s->root, names[i]);
+            rc = -1;
+            continue;
+        }
+        printf("started %-8s pid=%d\n", names[i], (int)pids[i]);
+    }
+    return rc;
+}
+
+/* Stops processes together: sig to each, then waits for all of them up to
+ * wait_ms, then SIGKILLs whoever is left. Names and exes are parallel arrays;
+ * a process not running is skipped. */
+static void stop_all(const stack *s, const char *const *names, const char *const *exes,
+                     int n, int sig, int wait_ms) {
+    pid_t pids[8];
+    for (int i = 0; i < n; i++) {
+        pids[i] = alive_pid(s, names[i], exes[i]);
+        if (pids[i]) kill(pids[i], sig);
+    }
+    int64_t deadline = util_mono_ms() + wait_ms;
+    for (;;) {
+        int left = 0;
+        for (int i = 0; i < n; i++) left += pids[i] && !gone(pids[i]);
+        if (!left || util_mono_ms() >= deadline) break;
+        util_sleep_ms(20);
+    }
+    for (int i = 0; i < n; i++) {
+        char pidp[PATH_MAX + 64];
+        path_of(s, pidp, sizeof pidp, "run/%s.pid", names[i]);
+        if (pids[i] && !gone(pids[i])) {
+            fprintf(stderr, "ursa: %s (pid %d) ignored SIGTERM for %d ms; killing it\n",
+                    names[i], (int)pids[i], wait_ms);
+            kill(pids[i], SIGKILL);
+            while (!gone(pids[i])) util_sleep_ms(20);
+        }
+        unlink(pidp);
+        if (pids[i]) printf("stopped %-8s pid=%d\n", names[i], (int)pids[i]);
+    }
 }
 
 /* Serialises up/down on one state dir. Returns the lock fd or -1. */
@@ -363,18 +404,26 @@ int stack_up(const cfg *c, int argc, char **argv) {
         }
         changed = broker_new = 1;
     }
+    /* After a new broker, every daemon still talks to the old one's
+     * address, whose topics and offsets died with it: nothing they hold can
+     * be committed there, so they are SIGKILLed (which each survives by
+     * design) all at once, not stopped one by one. */
+    const char *names[8], *todo[8];
+    char exes[8][PATH_MAX + 32];
+    const char *exep[8];
+    int n = 0, ntodo = 0;
     for (int i = 0; daemons[i]; i++) {
-        char exe[PATH_MAX + 32];
-        snprintf(exe, sizeof exe, "%s/ursa-%s", s.bindir, daemons[i]);
-        if (access(exe, X_OK) != 0) continue;
-        pid_t pid = alive_pid(&s, daemons[i], exe);
-        if (pid && !broker_new) continue;
-        if (pid) { /* still talking to the old broker's address */
-            kill(pid, SIGTERM);
-            for (int k = 0; k < 100 && !gone(pid); k++) util_sleep_ms(100);
-            if (!gone(pid)) kill(pid, SIGKILL);
-        }
-        if (start_daemon(&s, daemons[i], exe)) rc = 1;
+        snprintf(exes[n], sizeof exes[n], "%s/ursa-%s", s.bindir, daemons[i]);
+        if (access(exes[n], X_OK) != 0) continue;
+        names[n] = daemons[i];
+        exep[n] = exes[n];
+        pid_t pid = alive_pid(&s, daemons[i], exes[n]);
+        if (!pid || broker_new) todo[ntodo++] = daemons[i];
+        n++;
+    }
+    if (broker_new) stop_all(&s, names, exep, n, SIGKILL, s.timeout_ms);
+    if (ntodo) {
+        if (start_daemons(&s, todo, ntodo)) rc = 1;
         changed = 1;
     }
     if (!changed) printf("the stack in %s is already running; nothing changed\n", s.root);
@@ -383,42 +432,27 @@ out:
     return rc;
 }
 
-static void stop_one(const stack *s, const char *name, const char *exe) {
-    pid_t pid = alive_pid(s, name, exe);
-    char pidp[PATH_MAX + 64];
-    path_of(s, pidp, sizeof pidp, "run/%s.pid", name);
-    if (!pid) {
-        unlink(pidp);
-        return;
-    }
-    kill(pid, SIGTERM);
-    int64_t deadline = util_mono_ms() + s->timeout_ms;
-    while (!gone(pid) && util_mono_ms() < deadline) util_sleep_ms(50);
-    if (!gone(pid)) {
-        fprintf(stderr, "ursa: %s (pid %d) ignored SIGTERM for %d ms; killing it\n",
-                name, (int)pid, s->timeout_ms);
-        kill(pid, SIGKILL);
-        while (!gone(pid)) util_sleep_ms(20);
-    }
-    unlink(pidp);
-    printf("stopped %-8s pid=%d\n", name, (int)pid);
-}
-
 int stack_down(const cfg *c, int argc, char **argv) {
     (void)argc; /* no positional arguments */
     (void)argv;
     stack s;
     if (stack_init(c, &s)) return 1;
     int lock = lock_state(&s);
-    for (int i = 0; daemons[i]; i++) {
-        char exe[PATH_MAX + 32];
-        snprintf(exe, sizeof exe, "%s/ursa-%s", s.bindir, daemons[i]);
-        stop_one(&s, daemons[i], exe);
+    /* the daemons together (each ends within 15 s of SIGTERM), then the
+     * broker and Redis they were flushing to */
+    const char *names[8], *exep[8];
+    char exes[8][PATH_MAX + 32];
+    int n = 0;
+    for (int i = 0; daemons[i]; i++, n++) {
+        snprintf(exes[n], sizeof exes[n], "%s/ursa-%s", s.bindir, daemons[i]);
+        names[n] = daemons[i];
+        exep[n] = exes[n];
     }
+    stop_all(&s, names, exep, n, SIGTERM, s.timeout_ms);
     char bexe[PATH_MAX + 32];
     snprintf(bexe, sizeof bexe, "%s/ursa-broker", s.bindir);
-    stop_one(&s, "broker", bexe);
-    stop_one(&s, "redis", cfg_str(c, "redis.server"));
+    const char *last[] = {"broker", "redis"}, *lastexe[] = {bexe, cfg_str(c, "redis.server")};
+    stop_all(&s, last, lastexe, 2, SIGTERM, s.timeout_ms);
     printf("the stack in %s is down\n", s.root);
     if (lock >= 0) close(lock);
     return 0;
