@@ -6,13 +6,38 @@
 #include <string.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/statvfs.h>
 
 #include "sha256.h"
 #include "util.h"
 
 struct blob_store {
     char *dir;
+    uint64_t reserve;
+    uint64_t free_seen;   /* free bytes at the last look */
+    int64_t free_seen_ms; /* when: looked at most every 200 ms */
 };
+
+void blob_store_set_reserve(blob_store *bs, uint64_t reserve) { bs->reserve = reserve; }
+
+uint64_t blob_store_free_bytes(blob_store *bs) {
+    struct statvfs v;
+    if (statvfs(bs->dir, &v) != 0) return UINT64_MAX;
+    bs->free_seen = (uint64_t)v.f_bavail * v.f_frsize;
+    bs->free_seen_ms = util_mono_ms();
+    return bs->free_seen;
+}
+
+/* 1 when writing len more bytes would eat into the reserve. */
+static int under_reserve(blob_store *bs, size_t len) {
+    if (!bs->reserve) return 0;
+    if (!bs->free_seen_ms || util_mono_ms() - bs->free_seen_ms >= 200 ||
+        bs->free_seen < bs->reserve + len)
+        blob_store_free_bytes(bs);
+    if (bs->free_seen < bs->reserve + len) return 1;
+    bs->free_seen -= len; /* until the next look */
+    return 0;
+}
 
 blob_store *blob_store_new(const char *dir, char *errstr, size_t n) {
     if (util_mkdirs(dir) != URSA_OK) {
@@ -62,6 +87,7 @@ static ursa_err put(blob_store *bs, const void *data, size_t len, char key[65], 
     ursa_err err = blob_path(bs, key, path, sizeof path);
     if (err) return err;
     if (access(path, F_OK) == 0) return URSA_OK; /* immutable: already there */
+    if (under_reserve(bs, len)) return URSA_ERR_NO_SPACE;
     err = durable ? util_write_file_atomic(path, data, len)
                   : util_write_file_renamed(path, data, len);
     if (err != URSA_ERR_IO) return err;

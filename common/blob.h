@@ -11,6 +11,7 @@
 #define URSA_BLOB_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "err.h"
 
@@ -21,7 +22,17 @@ typedef struct blob_store blob_store;
 blob_store *blob_store_new(const char *dir, char *errstr, size_t errstr_size);
 void blob_store_destroy(blob_store *bs);
 
-/* Stores data and writes its key to key[65]. Durable when it returns OK. */
+/* Keeps reserve bytes free on the store's file system: a put that would
+ * leave less fails with URSA_ERR_NO_SPACE, as on a full disk, so the disk
+ * never fills to the last byte under Redis and the logs (blob.min-free-mb;
+ * 0 by default here). */
+void blob_store_set_reserve(blob_store *bs, uint64_t reserve);
+/* Bytes free for writing on the store's file system (statvfs), or
+ * UINT64_MAX when it cannot be read. */
+uint64_t blob_store_free_bytes(blob_store *bs);
+
+/* Stores data and writes its key to key[65]. Durable when it returns OK;
+ * URSA_ERR_NO_SPACE when the disk is full (or under the reserve). */
 ursa_err blob_put(blob_store *bs, const void *data, size_t len, char key[65]);
 
 /* Stores data like blob_put() but without waiting for the disk: the blob

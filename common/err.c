@@ -19,6 +19,7 @@ static const char *names[URSA_ERR__COUNT] = {
     [URSA_ERR_KAFKA] = "kafka error",
     [URSA_ERR_REDIS] = "redis error",
     [URSA_ERR_SHUTDOWN] = "shutting down",
+    [URSA_ERR_NO_SPACE] = "no space left (disk full or quota reached)",
 };
 
 const char *ursa_err2str(ursa_err err) {
@@ -28,6 +29,6 @@ const char *ursa_err2str(ursa_err err) {
 }
 
 int ursa_err_retriable(ursa_err err) {
-    return err == URSA_ERR_UNAVAILABLE || err == URSA_ERR_TRANSIENT ||
+    return err == URSA_ERR_UNAVAILABLE || err == URSA_ERR_NO_SPACE || err == URSA_ERR_TRANSIENT ||
            err == URSA_ERR_TIMEOUT;
 }

@@ -4,7 +4,7 @@
  * optionally fills a caller's `char *errstr, size_t errstr_size` with detail.
  * The classes matter to the delivery rules: URSA_ERR_UNAVAILABLE means a
  * dependency (Redis, Kafka, a disk) is down and the same work should be tried
- * again later; URSA_ERR_TRANSIENT means this piece of work failed in a way
+ * again later (URSA_ERR_NO_SPACE is that, for a full disk); URSA_ERR_TRANSIENT means this piece of work failed in a way
  * that may pass on retry; everything else is permanent for that input. */
 #ifndef URSA_ERR_H
 #define URSA_ERR_H
@@ -27,13 +27,15 @@ typedef enum {
     URSA_ERR_KAFKA,       /* Kafka client error (detail in errstr) */
     URSA_ERR_REDIS,       /* Redis replied with an error */
     URSA_ERR_SHUTDOWN,    /* stopped because shutdown was requested */
+    URSA_ERR_NO_SPACE,    /* a disk is full or a quota reached (ENOSPC, EDQUOT);
+                             retry once space comes back */
     URSA_ERR__COUNT
 } ursa_err;
 
 /* Returns a static, human-readable name for err ("unavailable"). */
 const char *ursa_err2str(ursa_err err);
 
-/* True for errors worth retrying: UNAVAILABLE, TRANSIENT, TIMEOUT. */
+/* True for errors worth retrying: UNAVAILABLE, NO_SPACE, TRANSIENT, TIMEOUT. */
 int ursa_err_retriable(ursa_err err);
 
 #endif

@@ -288,6 +288,7 @@ struct kq_consumer {
     int drain_ms;         /* kq.drain-ms: how long a stop waits for effects */
     int stopping;
     int closed; /* left the group: destroy need not close again */
+    atomic_int intake_paused; /* kq_consumer_pause_intake() */
     int64_t backoff_ms, backoff_max_ms;
     part *parts;
     size_t nparts, capparts;
@@ -777,6 +778,10 @@ static void pause_all(kq_consumer *kc, int pause) {
     kc->paused = pause;
 }
 
+void kq_consumer_pause_intake(kq_consumer *kc, int pause) {
+    atomic_store(&kc->intake_paused, pause);
+}
+
 void kq_consumer_set_tick(kq_consumer *kc, kq_tick *tick, void *opaque) {
     kc->tick = tick;
     kc->tick_opaque = opaque;
@@ -861,12 +866,13 @@ static void handle(kq_consumer *kc, const rd_kafka_message_t *m,
             break;
         }
         if (!reason[0]) snprintf(reason, sizeof reason, "%s", ursa_err2str(err));
-        if (err != URSA_ERR_UNAVAILABLE) failures++;
+        int outage = err == URSA_ERR_UNAVAILABLE || err == URSA_ERR_NO_SPACE;
+        if (!outage) failures++;
         if (!ursa_err_retriable(err) || failures >= kc->max_attempts) {
             dead_letter(kc, j, m, reason, attempt);
             break;
         }
-        int64_t wait = util_backoff_ms(err == URSA_ERR_UNAVAILABLE ? attempt : failures,
+        int64_t wait = util_backoff_ms(outage ? attempt : failures,
                                        kc->backoff_ms, kc->backoff_max_ms);
         char q[600];
         ULOG_WARN("event=handler_retry topic=%s partition=%d offset=%lld attempt=%d "
@@ -918,7 +924,8 @@ ursa_err kq_consumer_run(kq_consumer *kc, atomic_int *run) {
         int busy = kc->tick ? kc->tick(kc->tick_opaque, 0) : 0;
         resend_due(kc);
         store_done(kc);
-        int full = kc->inflight >= kc->max_inflight; /* bound what we hold */
+        /* bound what we hold, and take nothing while the daemon cannot */
+        int full = kc->inflight >= kc->max_inflight || atomic_load(&kc->intake_paused);
         if (full != kc->paused) pause_all(kc, full);
         if (full) idle(kc, 20);
         /* poll even when full: a rebalance or a long job must not cost us

@@ -8,7 +8,7 @@
  *    acknowledged by the broker; offsets of a partition are stored in order,
  *    so a slow message holds back the ones behind it, never skips them;
  *  - a handler that fails with URSA_ERR_UNAVAILABLE (Redis down, disk gone)
- *    is retried with backoff for as long as it takes: an outage never sends
+ *    or URSA_ERR_NO_SPACE (disk full) is retried with backoff for as long as it takes: an outage never sends
  *    good work to the dead-letter topic;
  *  - other retriable failures (URSA_ERR_TRANSIENT, URSA_ERR_TIMEOUT) are
  *    retried up to kq.max-attempts times, with exponential backoff;
@@ -161,6 +161,11 @@ void kq_consumer_set_tick(kq_consumer *kc, kq_tick *tick, void *opaque);
  * before forgetting them (default 30000). A consumer whose jobs run for
  * minutes and guard themselves (the trainer's leases) sets it short. */
 void kq_consumer_set_revoke_wait_ms(kq_consumer *kc, int ms);
+
+/* Stops (1) or restarts (0) fetching new messages, for a daemon that cannot
+ * do its work for now (a full disk): its partitions are paused, the group
+ * keeps it as a member, and the work it holds goes on. */
+void kq_consumer_pause_intake(kq_consumer *kc, int pause);
 
 /* Frees the consumer; call after kq_consumer_run() returned. */
 void kq_consumer_destroy(kq_consumer *kc);

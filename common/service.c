@@ -15,6 +15,12 @@
 #include <unistd.h>
 
 static int64_t last_beat;
+static char degraded[256]; /* why this daemon cannot do its work; "" when it can */
+
+void service_degraded(const char *why) {
+    snprintf(degraded, sizeof degraded, "%s", why ? why : "");
+    last_beat = 0; /* tell `ursa status` at the next tick */
+}
 
 int service_beat_due(void) { return !last_beat || util_mono_ms() - last_beat >= 2000; }
 
@@ -26,6 +32,8 @@ void service_beat(rstore *r, const char *name, const char *const *kv) {
     snprintf(key, sizeof key, "ursa:svc:%s:%d", name, (int)getpid());
     rstore_batch_add(b, "HSET %s ts_ms %lld", key, (long long)util_now_ms());
     for (; kv && kv[0] && kv[1]; kv += 2) rstore_batch_add(b, "HSET %s %s %s", key, kv[0], kv[1]);
+    if (degraded[0]) rstore_batch_add(b, "HSET %s degraded %s", key, degraded);
+    else rstore_batch_add(b, "HDEL %s degraded", key);
     rstore_batch_add(b, "EXPIRE %s 15", key);
     rstore_batch_exec(r, b, NULL); /* best effort */
     rstore_batch_destroy(b);
@@ -59,6 +67,7 @@ int service_connect(const cfg *c, const char *prog, service_conns *s, int *rc) {
         fprintf(stderr, "%s: %s\n", prog, err);
         return -1;
     }
+    blob_store_set_reserve(s->bs, (uint64_t)cfg_int(c, "blob.min-free-mb") << 20);
     return 0;
 }
 

@@ -27,6 +27,12 @@ int service_beat_due(void);
 struct rstore;
 void service_beat(struct rstore *r, const char *name, const char *const *kv);
 
+/* Says why this daemon cannot do its work now ("blob store full (N bytes
+ * free)"), or that it can again (NULL). The heartbeat carries it as the
+ * field degraded, and `ursa status` shows it; the next beat is sent at
+ * once. */
+void service_degraded(const char *why);
+
 /* Where a daemon finds Kafka, Redis and the blob store: the settings
  * kafka.bootstrap, redis.url and blob.dir, or the embedded stack's files in
  * the state dir (common/statedir.h). */

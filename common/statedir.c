@@ -10,6 +10,8 @@
 const cfg_def cfg_defs_blob[] = {
     {"blob.dir", CFG_STR, "", 1, 0,
      "content-addressed blob store directory; empty: <state-dir>/blobs"},
+    {"blob.min-free-mb", CFG_INT, "64", 0, 1000000,
+     "daemons stop writing blobs (and fetching) while less than this is free on its disk"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 const char *statedir_root(const cfg *c) {

@@ -113,22 +113,32 @@ static int put_all(int fd, const void *data, size_t len, int sock) {
 
 int util_send_all(int fd, const void *data, size_t len) { return put_all(fd, data, len, 1); }
 
+/* The error of a failed write: a full disk is named as such. */
+static ursa_err io_err(int e) {
+    return e == ENOSPC || e == EDQUOT ? URSA_ERR_NO_SPACE : URSA_ERR_IO;
+}
+
 static ursa_err write_file(const char *path, const void *data, size_t len, int durable) {
     char tmp[4200], dir[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%d.%lld", path, (int)getpid(),
                  (long long)util_mono_ms()) >= (int)sizeof tmp)
         return URSA_ERR_INVALID;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) return URSA_ERR_IO;
-    if (put_all(fd, data, len, 0) != 0 || (durable && fsync(fd) != 0)) {
-        close(fd);
-        unlink(tmp);
-        return URSA_ERR_IO;
+    if (fd < 0) return io_err(errno);
+    int bad = put_all(fd, data, len, 0) != 0 || (durable && fsync(fd) != 0);
+    int e = errno;
+    if (close(fd) != 0 && !bad) { /* tmpfs and NFS may report a full disk here */
+        bad = 1;
+        e = errno;
     }
-    close(fd);
-    if (rename(tmp, path) != 0) {
+    if (bad) {
         unlink(tmp);
-        return URSA_ERR_IO;
+        return io_err(e);
+    }
+    if (rename(tmp, path) != 0) {
+        e = errno;
+        unlink(tmp);
+        return io_err(e);
     }
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');

@@ -174,7 +174,9 @@ static int redis_ping(int port, double *ms) {
 }
 
 /* The daemon's last heartbeat (service_beat) as "ok: 1 s ago, k=v ...". */
-static void beat_of(int port, const char *name, pid_t pid, char *out, size_t n) {
+/* The daemon's heartbeat as one line; returns 1 when it says degraded. */
+static int beat_of(int port, const char *name, pid_t pid, char *out, size_t n) {
+    int degraded = 0;
     struct timeval tv = {1, 0};
     redisContext *r = redisConnectWithTimeout("127.0.0.1", port, tv);
     snprintf(out, n, "no heartbeat yet");
@@ -184,18 +186,28 @@ static void beat_of(int port, const char *name, pid_t pid, char *out, size_t n) 
         if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements) {
             size_t o = 0;
             long long ts = 0;
-            for (size_t i = 0; i + 1 < rep->elements; i += 2)
+            const char *why = NULL;
+            for (size_t i = 0; i + 1 < rep->elements; i += 2) {
                 if (!strcmp(rep->element[i]->str, "ts_ms")) ts = atoll(rep->element[i + 1]->str);
-            o += (size_t)snprintf(out, n, "ok: heartbeat %.0f s ago",
-                                  (double)(util_now_ms() - ts) / 1000);
+                if (!strcmp(rep->element[i]->str, "degraded")) why = rep->element[i + 1]->str;
+            }
+            degraded = why != NULL;
+            if (why)
+                o += (size_t)snprintf(out, n, "DEGRADED: %s; heartbeat %.0f s ago", why,
+                                      (double)(util_now_ms() - ts) / 1000);
+            else
+                o += (size_t)snprintf(out, n, "ok: heartbeat %.0f s ago",
+                                      (double)(util_now_ms() - ts) / 1000);
             for (size_t i = 0; i + 1 < rep->elements && o < n; i += 2)
-                if (strcmp(rep->element[i]->str, "ts_ms"))
+                if (strcmp(rep->element[i]->str, "ts_ms") &&
+                    strcmp(rep->element[i]->str, "degraded"))
                     o += (size_t)snprintf(out + o, n - o, ", %s %s", rep->element[i]->str,
                                           rep->element[i + 1]->str);
         }
         if (rep) freeReplyObject(rep);
     }
     if (r) redisFree(r);
+    return degraded;
 }
 
 static int read_bootstrap(const stack *s, char *out, size_t n) {
@@ -582,7 +594,7 @@ int stack_status(const cfg *c, int argc, char **argv) {
         char pids[16] = "-", health[256] = "-";
         if (pid) snprintf(pids, sizeof pids, "%d", (int)pid);
         else healthy = 0;
-        if (pid && port) beat_of(port, daemons[i], pid, health, sizeof health);
+        if (pid && port && beat_of(port, daemons[i], pid, health, sizeof health)) healthy = 0;
         printf("%-10s %8s  %-8s %s\n", daemons[i], pids, pid ? "running" : "down", health);
     }
     if (nt > 0) print_backlog(bs);

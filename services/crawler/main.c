@@ -1,6 +1,9 @@
 /* ursa-crawler: URLs from ursa.crawl.requests become bytes in the blob store
  * and an ursa.images.downloaded message; failures become a final state with
- * a reason. Downloads run concurrently through common/net/fetch (libcurl
+ * a reason. When the blob store cannot be written (a full disk), the bytes
+ * already downloaded are held in memory, fetching stops (the partitions are
+ * paused, nothing is downloaded twice), the heartbeat says "degraded", and
+ * the crawler goes on by itself once a write succeeds again. Downloads run concurrently through common/net/fetch (libcurl
  * multi); each consumed message is held until its URL has its state in
  * Redis and its output is acknowledged, so a kill at any point loses
  * nothing and, since states only move forward, counts nothing twice. */
@@ -45,6 +48,8 @@ typedef struct task {
     int64_t due;  /* >0: waiting to start again at this time */
     struct task *next;
     int ok, transient; /* the download's outcome */
+    char *body;        /* downloaded bytes not yet written (disk full) */
+    size_t body_len;
     char blob[65], reason[32], detail[256], content_type[128], final_url[1024];
     long status;
     uint64_t size;
@@ -52,6 +57,7 @@ typedef struct task {
 
 struct crawl {
     const cfg *c;
+    kq_consumer *kc;
     fetch_ctx *f;
     rstore *r;
     blob_store *bs;
@@ -64,10 +70,16 @@ struct crawl {
     int ndone, blobs_unsynced;
     int64_t first_done_ms, flush_retry_at;
     uint64_t ok, failed, retried;
+    /* the blob store cannot be written: downloads held until it can */
+    task *unwritten;
+    int nunwritten;
+    ursa_err degraded; /* OK, or why writes fail */
+    int64_t degraded_since, write_retry_at, degraded_logged;
 };
 
 static void task_free(task *t) {
     ursa__crawl_request__free_unpacked(t->req, NULL);
+    free(t->body);
     free(t);
 }
 
@@ -173,8 +185,13 @@ static void done_push(crawl *cr, task *t) {
 }
 
 static void on_fetched(void *opaque, const fetch_result *r);
+static void degrade(crawl *cr, ursa_err err);
 
 static void start(crawl *cr, task *t) {
+    if (cr->degraded) { /* nothing is fetched that could not be stored */
+        wait_later(cr, t, 1000);
+        return;
+    }
     t->attempt++;
     if (fetch_start(cr->f, t->req->url, on_fetched, t) != URSA_OK) {
         t->attempt--;
@@ -203,9 +220,19 @@ static void on_fetched(void *opaque, const fetch_result *r) {
     snprintf(t->final_url, sizeof t->final_url, "%s", r->final_url ? r->final_url : "");
     if (r->ok) {
         t->size = r->len;
-        if (blob_put_lazy(cr->bs, r->body, r->len, t->blob) != URSA_OK) {
-            ULOG_ERROR("event=blob_write_failed url_hash=%.12s", t->req->url_hash);
-            wait_later(cr, t, 1000); /* download again later rather than lose it */
+        ursa_err err = cr->degraded ? cr->degraded
+                                    : blob_put_lazy(cr->bs, r->body, r->len, t->blob);
+        if (err) { /* keep the bytes: never download them twice */
+            if (!(t->body = malloc(r->len ? r->len : 1))) {
+                wait_later(cr, t, 1000); /* out of memory: download again later */
+                return;
+            }
+            memcpy(t->body, r->body, r->len);
+            t->body_len = r->len;
+            t->next = cr->unwritten;
+            cr->unwritten = t;
+            cr->nunwritten++;
+            degrade(cr, err);
             return;
         }
         cr->blobs_unsynced = 1;
@@ -213,14 +240,85 @@ static void on_fetched(void *opaque, const fetch_result *r) {
     done_push(cr, t);
 }
 
+/* The blob store cannot be written: stop taking work, say so, and try
+ * again every second (write_held). Logs once, then every 30 s. */
+static void degrade(crawl *cr, ursa_err err) {
+    uint64_t free_b = blob_store_free_bytes(cr->bs);
+    char why[160];
+    if (err == URSA_ERR_NO_SPACE)
+        snprintf(why, sizeof why, "blob store full (%llu bytes free)",
+                 (unsigned long long)free_b);
+    else
+        snprintf(why, sizeof why, "blob store unwritable (%s)", ursa_err2str(err));
+    int64_t now = util_mono_ms();
+    if (!cr->degraded) {
+        cr->degraded = err;
+        cr->degraded_since = now;
+        cr->write_retry_at = now + 1000;
+        kq_consumer_pause_intake(cr->kc, 1);
+        service_degraded(why);
+        ULOG_ERROR("event=degraded why=\"%s\" err=\"%s\" note=\"fetching paused; held "
+                   "downloads are written when space comes back\"",
+                   why, ursa_err2str(err));
+        cr->degraded_logged = now;
+    } else if (now - cr->degraded_logged >= 30000) {
+        ULOG_WARN("event=still_degraded why=\"%s\" held=%d for_ms=%lld", why,
+                  cr->nunwritten, (long long)(now - cr->degraded_since));
+        cr->degraded_logged = now;
+        service_degraded(why);
+    }
+}
+
+/* Writes the held downloads, oldest first; once all are written the
+ * crawler takes work again. */
+static void write_held(crawl *cr) {
+    int64_t now = util_mono_ms();
+    if (!cr->degraded || now < cr->write_retry_at) return;
+    cr->write_retry_at = now + 1000;
+    task *rev = NULL; /* the list is newest first */
+    while (cr->unwritten) {
+        task *t = cr->unwritten;
+        cr->unwritten = t->next;
+        t->next = rev;
+        rev = t;
+    }
+    ursa_err err = URSA_OK;
+    while (rev && !err) {
+        task *t = rev;
+        if ((err = blob_put_lazy(cr->bs, t->body, t->body_len, t->blob))) break;
+        rev = t->next;
+        free(t->body);
+        t->body = NULL;
+        cr->nunwritten--;
+        cr->blobs_unsynced = 1;
+        done_push(cr, t);
+    }
+    while (rev) { /* what is left goes back, newest first */
+        task *t = rev;
+        rev = t->next;
+        t->next = cr->unwritten;
+        cr->unwritten = t;
+    }
+    if (err) {
+        degrade(cr, err);
+        return;
+    }
+    ULOG_INFO("event=degraded_over held_written=yes for_ms=%lld",
+              (long long)(now - cr->degraded_since));
+    cr->degraded = URSA_OK;
+    service_degraded(NULL);
+    kq_consumer_pause_intake(cr->kc, 0);
+}
+
 enum { FLUSH_ITEMS = 256, FLUSH_MS = 20 };
 
 /* The loop's background work: due retries, the network, the group commit. */
 static int tick(void *opaque, int timeout_ms) {
     crawl *cr = opaque;
+    write_held(cr);
     int64_t now = util_mono_ms();
     task **pp = &cr->waiting;
-    while (*pp) {
+    while (*pp && !cr->degraded) {
         task *t = *pp;
         if (t->due > now) {
             pp = &t->next;
@@ -241,10 +339,15 @@ static int tick(void *opaque, int timeout_ms) {
         snprintf(ok, sizeof ok, "%llu", (unsigned long long)cr->ok);
         snprintf(failed, sizeof failed, "%llu", (unsigned long long)cr->failed);
         snprintf(inflight, sizeof inflight, "%d", active);
-        const char *kv[] = {"downloaded", ok, "failed", failed, "in_flight", inflight, NULL};
+        char held[16];
+        snprintf(held, sizeof held, "%d", cr->nunwritten);
+        const char *kv[] = {"downloaded", ok, "failed", failed, "in_flight", inflight,
+                            "held_for_disk", held, NULL};
         service_beat(cr->r, "crawler", kv);
     }
-    return active + cr->nwaiting + cr->ndone;
+    if (cr->degraded && timeout_ms > 0 && !active && !cr->ndone)
+        util_sleep_ms(timeout_ms > 100 ? 100 : timeout_ms); /* nothing to do but wait */
+    return active + cr->ndone + (cr->degraded ? 0 : cr->nwaiting);
 }
 
 static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason, size_t rn) {
@@ -307,6 +410,7 @@ int main(int argc, char **argv) {
         ULOG_ERROR("event=start_failed err=\"%s\"", err);
         goto out;
     }
+    cr.kc = kc;
     kq_consumer_set_tick(kc, tick, &cr);
     ULOG_INFO("event=started kafka=%s redis=%s blobs=%s max_inflight=%d allow=\"%s\"",
               sc.a.kafka, sc.a.redis, sc.a.blobs, fo.max_total, fo.allow);
@@ -328,6 +432,12 @@ out:
     while (cr.done) {
         task *t = cr.done;
         cr.done = t->next;
+        kq_job_done(t->job);
+        task_free(t);
+    }
+    while (cr.unwritten) {
+        task *t = cr.unwritten;
+        cr.unwritten = t->next;
         kq_job_done(t->job);
         task_free(t);
     }

@@ -44,6 +44,7 @@ typedef struct {
     img_opts o;
     size_t max_bytes;
     uint64_t verified, rejected, duplicates;
+    int degraded; /* the last blob write failed */
     pending batch[FLUSH_ITEMS];
     int n, unsynced;
     int64_t first_ms, retry_at;
@@ -104,8 +105,24 @@ static ursa_err verify_one(verifier *v, Ursa__ImageDownloaded *d, kq_job *job, c
         err = blob_put_lazy(v->bs, jpeg, jl, p->key);
         free(jpeg);
         if (err) {
+            /* an outage: the loop retries this message (sleeping, taking
+             * nothing new) until the disk takes it; the heartbeat says why */
+            char why[160];
+            if (err == URSA_ERR_NO_SPACE)
+                snprintf(why, sizeof why, "blob store full (%llu bytes free)",
+                         (unsigned long long)blob_store_free_bytes(v->bs));
+            else
+                snprintf(why, sizeof why, "blob store unwritable (%s)", ursa_err2str(err));
+            if (!v->degraded) ULOG_ERROR("event=degraded why=\"%s\"", why);
+            v->degraded = 1;
+            service_degraded(why);
             snprintf(reason, rn, "cannot write blob: %s", ursa_err2str(err));
-            return URSA_ERR_UNAVAILABLE;
+            return err == URSA_ERR_NO_SPACE ? err : URSA_ERR_UNAVAILABLE;
+        }
+        if (v->degraded) {
+            ULOG_INFO("event=degraded_over");
+            v->degraded = 0;
+            service_degraded(NULL);
         }
         v->unsynced = 1;
     }

@@ -9,6 +9,8 @@ PROBE="$URSA_BIN/kq-probe"
 T=$(mktemp -d "${TMPDIR:-/tmp}/ursa-it-XXXXXX")
 export URSA_STATE_DIR="$T/state"
 PIDS=()
+CLEANUP=() # commands run after the stack is down (on_cleanup)
+on_cleanup() { CLEANUP+=("$*"); }
 
 log() { printf '# %s\n' "$*" >&2; }
 fail() {
@@ -23,6 +25,7 @@ cleanup() {
     local rc=$?
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
     "$URSA" down >/dev/null 2>&1 || true
+    for c in "${CLEANUP[@]:-}"; do [ -n "$c" ] && eval "$c" || true; done
     if [ -n "${URSA_TEST_KEEP:-}" ]; then echo "# kept $T" >&2; else rm -rf "$T"; fi
     exit $rc
 }

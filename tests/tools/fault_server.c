@@ -129,6 +129,8 @@ static void *conn(void *arg) {
         close(fd);
         return NULL;
     }
+    fprintf(stdout, "%s %s\n", method, path); /* tests count downloads by this */
+    fflush(stdout);
     char *q = strchr(path, '?');
     if (q) *q = '\0';
     const char *name = strrchr(path, '/') + 1;
