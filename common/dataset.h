@@ -1,20 +1,42 @@
-/* dataset.h: a dataset's state in Redis: its URLs, what became of each, the
+/* dataset.h: a dataset's state in Redis: what became of each URL, the
  * counts per label and state, and the manifest of verified images.
  *
- *   ursa:datasets                 SET of dataset names
- *   ursa:ds:<ds>:url    HASH url_hash -> URL
- *   ursa:ds:<ds>:label  HASH url_hash -> label
- *   ursa:ds:<ds>:state  HASH url_hash -> queued | downloaded | verified |
- *                                         duplicate | rejected | failed
- *   ursa:ds:<ds>:reason HASH url_hash -> why (for the last four)
- *   ursa:ds:<ds>:detail HASH url_hash -> human-readable detail
- *   ursa:ds:<ds>:transient SET url_hash of failures a retry could fix
- *   ursa:ds:<ds>:count  HASH "total", "<label>|<state>", "<label>|<state>|<reason>" -> n
- *   ursa:ds:<ds>:images HASH source blob -> "label\tjpeg blob\tW\tH\turl_hash"
+ * Built to fit Redis Cluster and to stay small (design.md, "State"): a
+ * URL's id in Redis is the first 10 bytes of the SHA-256 of its text (20
+ * hex digits, ds_url_key); its first byte picks one of 256 hash tags, its
+ * first two bytes one of 65,536 buckets, so every hash stays small enough
+ * for Redis's compact listpack encoding (up to 128 fields and 64-byte
+ * values by default: 8 million URLs a dataset, more with
+ * hash-max-listpack-entries raised), and the tags spread a dataset over a
+ * cluster's nodes. TT is the first byte and TTBB the first two bytes of the
+ * URL's (or source blob's) hash, in hex.
  *
- * Every change is one Lua script, so counts move with states atomically and
- * a replayed message changes nothing: states only move forward (queued <
- * downloaded < final) unless a retry resets them on purpose. */
+ *   ursa:datasets                   SET of dataset names
+ *   ursa:ds:<ds>:labels             HASH "l:<label>" -> id, "i:<id>" -> label
+ *   ursa:ds:<ds>:lists              SET of blob keys: the URL lists as ingested
+ *                                   ("url\tlabel\n" lines): the URL text lives
+ *                                   there, not in Redis
+ *   ursa:ds:{<ds>:TT}:u:TTBB        HASH URL key bytes 2..9 -> record (binary):
+ *                                     byte 0     state | 16 if transient
+ *                                     bytes 1-2  label id, big-endian
+ *                                     verified:  jpeg blob (32 bytes), then the
+ *                                                first 16 bytes of the source
+ *                                                blob's hash (the image's id)
+ *                                     with a reason: its length (1 byte), the
+ *                                                reason, then the detail; the
+ *                                                record is cut at 64 bytes
+ *   ursa:ds:{<ds>:TT}:s:TTBB        HASH source hash bytes 2..9 -> URL key (10
+ *                                   bytes) of the URL that brought those bytes
+ *                                   first: finds duplicates
+ *   ursa:ds:{<ds>:TT}:c             HASH the counts of tag TT's URLs: "total",
+ *                                   "<label id>|<state>",
+ *                                   "<label id>|<state>|<reason>" -> n
+ *
+ * Every change is one Lua script whose keys are all declared and share a
+ * hash tag, so counts move with states atomically (on one node or a
+ * cluster), and a replayed message changes nothing: states only move
+ * forward (queued < downloaded < final) unless a retry resets them on
+ * purpose. Whole-dataset reads walk the buckets in pipelined rounds. */
 #ifndef URSA_DATASET_H
 #define URSA_DATASET_H
 
@@ -47,6 +69,8 @@ int ds_name_valid(const char *name);
 int ds_label_valid(const char *label);
 /* sha256 hex of a URL, its key everywhere. */
 void ds_url_hash(const char *url, char out[65]);
+/* A URL's id in Redis: the first 20 hex digits of its hash. */
+#define DS_KEY_HEX 20
 
 /* One change for ds_apply(): a state move or a verified image. */
 typedef enum { DS_OP_STATE = 0, DS_OP_IMAGE } ds_op_kind;
@@ -60,7 +84,6 @@ typedef struct {
     int transient, force;
     /* DS_OP_IMAGE (see ds_add_image) */
     const char *src_blob, *jpeg_blob;
-    int w, h;
     /* results */
     int changed;       /* STATE: something moved */
     int already_final; /* the URL had a final state before: nothing was done
@@ -75,9 +98,11 @@ typedef struct {
 ursa_err ds_apply(rstore *r, ds_op *ops, size_t n);
 
 /* Adds URLs (pipelined); a URL already in the dataset is left alone.
- * added[i] is set to 1 for the new ones. */
-ursa_err ds_add_urls(rstore *r, const char *ds, size_t n, const char *const *urls,
-                     const char *const *labels, int *added);
+ * added[i] is set to 1 for the new ones. The list itself is stored first
+ * as a blob in bs (the URL text's only home, see ds_urls_find). */
+struct blob_store;
+ursa_err ds_add_urls(rstore *r, struct blob_store *bs, const char *ds, size_t n,
+                     const char *const *urls, const char *const *labels, int *added);
 
 /* Moves a URL to state s with a reason (may be "") and detail. Forward only
  * unless force. *changed (may be NULL) says whether anything moved. */
@@ -90,14 +115,47 @@ ursa_err ds_set_state(rstore *r, const char *ds, const char *url_hash, ds_state 
  * label_conflict (same bytes under another label). *outcome gets that
  * state. */
 ursa_err ds_add_image(rstore *r, const char *ds, const char *url_hash,
-                      const char *src_blob, const char *jpeg_blob, int w, int h,
-                      ds_state *outcome);
+                      const char *src_blob, const char *jpeg_blob, ds_state *outcome);
+
+/* ---- whole-dataset reads ------------------------------------------------------- */
+
+/* One URL as Redis holds it. */
+typedef struct {
+    char key[DS_KEY_HEX + 1]; /* the URL's id (ds_url_hash's first 20 digits) */
+    ds_state state;
+    int transient;
+    char label[72];
+    char reason[32], detail[64]; /* duplicate, rejected, failed */
+    char src[33], jpeg[65];      /* verified */
+} ds_record;
+
+/* Calls fn for every URL of the dataset, bucket by bucket (pipelined, a few
+ * thousand buckets a round trip); fn returns nonzero to stop early. */
+typedef int ds_scan_fn(void *opaque, const ds_record *rec);
+ursa_err ds_scan(rstore *r, const char *ds, ds_scan_fn *fn, void *opaque);
+
+/* The dataset's counters summed over its tags, with label names. */
+typedef struct {
+    char label[72]; /* "" for the total */
+    ds_state state;
+    char reason[32]; /* "" for a state's count */
+    long long n;
+} ds_count;
+ursa_err ds_counts_read(rstore *r, const char *ds, ds_count **out, size_t *n,
+                        long long *total);
+
+/* Finds the text of URLs by key in the dataset's lists: urls[i] gets a
+ * malloc'd copy of the URL whose key is keys[i] (NULL when not found, a
+ * list blob being lost). Each list is read once. */
+ursa_err ds_urls_find(rstore *r, struct blob_store *bs, const char *ds, size_t n,
+                      const char *const *keys, char **urls);
 
 /* ---- manifests: what a training job reads ---------------------------------- */
 
 /* One verified image. */
 typedef struct {
-    char src[65];   /* sha256 of the bytes as downloaded: the image's identity */
+    char src[65];   /* first 32 hex digits of the sha256 of the bytes as
+                       downloaded: the image's identity */
     char jpeg[65];  /* the normalised JPEG in the blob store */
     char label[72];
 } ds_image;

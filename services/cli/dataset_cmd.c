@@ -37,6 +37,8 @@ const cfg_def dstatus_defs[] = {
     {"dataset", CFG_STR, "", 1, 0, "show this dataset instead of the stack"},
     {"failed", CFG_BOOL, "false", 1, 0, "with --dataset: list every URL that failed or was "
                                         "rejected, with its reason"},
+    {"counts", CFG_BOOL, "false", 1, 0,
+     "with --dataset: print the raw counters (label|state[|reason] TAB n)"},
     {NULL, 0, NULL, 0, 0, NULL}};
 const cfg_def retry_defs[] = {
     {"dataset", CFG_STR, "", 1, 0, "dataset name (required)"},
@@ -93,58 +95,39 @@ static void counts_free(ds_counts *k) {
     memset(k, 0, sizeof *k);
 }
 
-static int state_index(const char *s) {
-    for (int i = 0; i < DS__COUNT; i++)
-        if (!strcmp(s, ds_state_name((ds_state)i))) return i;
-    return -1;
-}
-
 static ursa_err read_counts(rstore *r, const char *ds, ds_counts *k) {
     memset(k, 0, sizeof *k);
-    redisReply *rep;
-    ursa_err err = rstore_cmd(r, &rep, "HGETALL ursa:ds:%s:count", ds);
+    ds_count *c = NULL;
+    size_t nc = 0;
+    ursa_err err = ds_counts_read(r, ds, &c, &nc, &k->total);
     if (err) return err;
-    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
-        const char *f = rep->element[i]->str;
-        long long v = atoll(rep->element[i + 1]->str);
-        if (!strcmp(f, "total")) {
-            k->total = v;
-            continue;
-        }
-        char label[72] = "", state[16] = "", reason[40] = "";
-        const char *a = strchr(f, '|');
-        if (!a) continue;
-        snprintf(label, sizeof label, "%.*s", (int)(a - f), f);
-        const char *b = strchr(a + 1, '|');
-        snprintf(state, sizeof state, "%.*s", b ? (int)(b - a - 1) : (int)strlen(a + 1), a + 1);
-        if (b) snprintf(reason, sizeof reason, "%s", b + 1);
-        int si = state_index(state);
-        if (si < 0) continue;
-        if (b) {
-            if (v <= 0) continue;
+    for (size_t i = 0; i < nc; i++) {
+        int si = (int)c[i].state;
+        if (c[i].reason[0]) {
+            if (c[i].n <= 0) continue;
             void *nr = realloc(k->reasons, (k->nreasons + 1) * sizeof *k->reasons);
             if (!nr) break;
             k->reasons = nr;
-            snprintf(k->reasons[k->nreasons].label, 72, "%s", label);
-            snprintf(k->reasons[k->nreasons].state, 16, "%s", state);
-            snprintf(k->reasons[k->nreasons].reason, 40, "%s", reason);
-            k->reasons[k->nreasons++].n = v;
+            snprintf(k->reasons[k->nreasons].label, 72, "%s", c[i].label);
+            snprintf(k->reasons[k->nreasons].state, 16, "%s", ds_state_name(c[i].state));
+            snprintf(k->reasons[k->nreasons].reason, 40, "%s", c[i].reason);
+            k->reasons[k->nreasons++].n = c[i].n;
             continue;
         }
-        k->n[si] += v;
+        k->n[si] += c[i].n;
         size_t li = 0;
-        while (li < k->nlabels && strcmp(k->labels[li].label, label)) li++;
+        while (li < k->nlabels && strcmp(k->labels[li].label, c[i].label)) li++;
         if (li == k->nlabels) {
             void *nl = realloc(k->labels, (k->nlabels + 1) * sizeof *k->labels);
             if (!nl) break;
             k->labels = nl;
             memset(&k->labels[li], 0, sizeof k->labels[li]);
-            snprintf(k->labels[li].label, 72, "%s", label);
+            snprintf(k->labels[li].label, 72, "%s", c[i].label);
             k->nlabels++;
         }
-        k->labels[li].n[si] += v;
+        k->labels[li].n[si] += c[i].n;
     }
-    freeReplyObject(rep);
+    free(c);
     return URSA_OK;
 }
 
@@ -398,10 +381,11 @@ int ingest_cmd(const cfg *c, int argc, char **argv) {
     int rc = 1;
     int *added = calloc(ntake ? ntake : 1, sizeof *added);
     rstore *r = cli_redis(c);
-    kq_producer *p = r ? cli_kafka(c) : NULL;
+    blob_store *bs = r ? cli_blobs(c) : NULL;
+    kq_producer *p = bs ? cli_kafka(c) : NULL;
     long queued = 0, known = 0;
     if (!added || !r || !p) goto out;
-    ursa_err err = ds_add_urls(r, ds, ntake, take_urls, take_labels, added);
+    ursa_err err = ds_add_urls(r, bs, ds, ntake, take_urls, take_labels, added);
     if (err) {
         fprintf(stderr, "ursa ingest: cannot record URLs in Redis: %s (%s)\n", ursa_err2str(err),
                 rstore_last_error(r));
@@ -438,6 +422,7 @@ out:
     free(take_labels);
     free(per);
     if (p) kq_producer_destroy(p);
+    blob_store_destroy(bs);
     rstore_destroy(r);
     entries_free(&es);
     return rc;
@@ -445,47 +430,72 @@ out:
 
 /* ---- status ---------------------------------------------------------------------- */
 
-static int list_failed(rstore *r, const char *ds) {
-    redisReply *st;
-    if (rstore_cmd(r, &st, "HGETALL ursa:ds:%s:state", ds)) {
-        fprintf(stderr, "ursa status: %s\n", rstore_last_error(r));
+/* The records a scan picked, and their URL text from the dataset's lists. */
+typedef struct {
+    ds_record *rec;
+    size_t n, cap;
+    int want; /* 'f': failed, rejected, duplicate; 'p': pending; 't': transient failures */
+    int oom;
+} picked;
+
+static int pick(void *opaque, const ds_record *rec) {
+    picked *pk = opaque;
+    int take = pk->want == 'p'   ? !ds_state_final(rec->state)
+               : pk->want == 't' ? rec->state == DS_FAILED && rec->transient
+                                 : rec->state >= DS_DUPLICATE;
+    if (!take) return 0;
+    if (pk->n == pk->cap) {
+        size_t cap = pk->cap ? 2 * pk->cap : 1024;
+        ds_record *nr = realloc(pk->rec, cap * sizeof *nr);
+        if (!nr) return pk->oom = 1;
+        pk->rec = nr;
+        pk->cap = cap;
+    }
+    pk->rec[pk->n++] = *rec;
+    return 0;
+}
+
+/* Scans the dataset for records of kind want and finds their URLs; the
+ * caller frees pk->rec, each (*urls)[i] and *urls. */
+static ursa_err pick_with_urls(rstore *r, blob_store *bs, const char *ds, int want,
+                               picked *pk, char ***urls) {
+    memset(pk, 0, sizeof *pk);
+    pk->want = want;
+    *urls = NULL;
+    ursa_err err = ds_scan(r, ds, pick, pk);
+    if (!err && pk->oom) err = URSA_ERR_NOMEM;
+    const char **keys = malloc(sizeof *keys * (pk->n ? pk->n : 1));
+    *urls = calloc(pk->n ? pk->n : 1, sizeof **urls);
+    if (!err && (!keys || !*urls)) err = URSA_ERR_NOMEM;
+    for (size_t i = 0; !err && i < pk->n; i++) keys[i] = pk->rec[i].key;
+    if (!err) err = ds_urls_find(r, bs, ds, pk->n, keys, *urls);
+    free(keys);
+    return err;
+}
+
+static void picked_free(picked *pk, char **urls) {
+    for (size_t i = 0; urls && i < pk->n; i++) free(urls[i]);
+    free(urls);
+    free(pk->rec);
+}
+
+static int list_failed(rstore *r, blob_store *bs, const char *ds) {
+    picked pk;
+    char **urls = NULL;
+    ursa_err err = pick_with_urls(r, bs, ds, 'f', &pk, &urls);
+    if (err) {
+        fprintf(stderr, "ursa status: %s (%s)\n", ursa_err2str(err), rstore_last_error(r));
+        picked_free(&pk, urls);
         return 1;
     }
-    rstore_batch *b = rstore_batch_new();
-    size_t nb = 0;
-    for (size_t i = 0; i + 1 < st->elements; i += 2) {
-        const char *s = st->element[i + 1]->str;
-        if (strcmp(s, "failed") && strcmp(s, "rejected") && strcmp(s, "duplicate")) continue;
-        const char *h = st->element[i]->str;
-        rstore_batch_add(b, "HMGET ursa:ds:%s:url %s", ds, h);
-        rstore_batch_add(b, "HMGET ursa:ds:%s:label %s", ds, h);
-        rstore_batch_add(b, "HMGET ursa:ds:%s:reason %s", ds, h);
-        rstore_batch_add(b, "HMGET ursa:ds:%s:detail %s", ds, h);
-        rstore_batch_add(b, "SISMEMBER ursa:ds:%s:transient %s", ds, h);
-        nb++;
-        (void)s;
-    }
-    redisReply **rep = NULL;
-    int rc = 0;
-    if (nb && rstore_batch_exec(r, b, &rep)) {
-        fprintf(stderr, "ursa status: %s\n", rstore_last_error(r));
-        rc = 1;
-    }
     printf("url\tlabel\tstate\treason\ttransient\tdetail\n");
-    size_t k = 0;
-    for (size_t i = 0; !rc && i + 1 < st->elements; i += 2) {
-        const char *s = st->element[i + 1]->str;
-        if (strcmp(s, "failed") && strcmp(s, "rejected") && strcmp(s, "duplicate")) continue;
-        redisReply **q = rep + 5 * k++;
-#define FIELD(x) (x->type == REDIS_REPLY_ARRAY && x->elements && x->element[0]->str ? x->element[0]->str : "")
-        printf("%s\t%s\t%s\t%s\t%s\t%s\n", FIELD(q[0]), FIELD(q[1]), s, FIELD(q[2]),
-               q[4]->integer ? "yes" : "no", FIELD(q[3]));
-#undef FIELD
+    for (size_t i = 0; i < pk.n; i++) {
+        const ds_record *x = &pk.rec[i];
+        printf("%s\t%s\t%s\t%s\t%s\t%s\n", urls[i] ? urls[i] : x->key, x->label,
+               ds_state_name(x->state), x->reason, x->transient ? "yes" : "no", x->detail);
     }
-    if (rep) rstore_replies_free(rep, rstore_batch_len(b));
-    rstore_batch_destroy(b);
-    freeReplyObject(st);
-    return rc;
+    picked_free(&pk, urls);
+    return 0;
 }
 
 int dataset_status(const cfg *c) {
@@ -504,7 +514,19 @@ int dataset_status(const cfg *c) {
         fprintf(stderr, "ursa status: no dataset \"%s\"\n", ds);
         rc = 1;
     } else if (cfg_bool(c, "failed")) {
-        rc = list_failed(r, ds);
+        blob_store *bs = cli_blobs(c);
+        rc = bs ? list_failed(r, bs, ds) : 1;
+        blob_store_destroy(bs);
+    } else if (cfg_bool(c, "counts")) { /* the raw counters, for scripts and tests */
+        printf("total\t%lld\n", k.total);
+        for (size_t i = 0; i < k.nlabels; i++)
+            for (int st = 0; st < DS__COUNT; st++)
+                if (k.labels[i].n[st])
+                    printf("%s|%s\t%lld\n", k.labels[i].label, ds_state_name((ds_state)st),
+                           k.labels[i].n[st]);
+        for (size_t i = 0; i < k.nreasons; i++)
+            printf("%s|%s|%s\t%lld\n", k.reasons[i].label, k.reasons[i].state,
+                   k.reasons[i].reason, k.reasons[i].n);
     } else {
         long long pending = k.n[DS_QUEUED] + k.n[DS_DOWNLOADED];
         printf("dataset %s: %lld URLs, %lld with a final state, %lld pending\n", ds, k.total,
@@ -540,53 +562,63 @@ int retry_cmd(const cfg *c, int argc, char **argv) {
         return 2;
     }
     rstore *r = cli_redis(c);
-    kq_producer *p = r ? cli_kafka(c) : NULL;
+    blob_store *bs = r ? cli_blobs(c) : NULL;
+    kq_producer *p = bs ? cli_kafka(c) : NULL;
     int rc = 1, pending = cfg_bool(c, "pending");
-    redisReply *set = NULL;
-    long n = 0;
+    picked pk = {0};
+    char **urls = NULL;
+    long n = 0, lost = 0;
     if (!p) goto out;
-    ursa_err err = pending ? rstore_cmd(r, &set, "HGETALL ursa:ds:%s:state", ds)
-                           : rstore_cmd(r, &set, "SMEMBERS ursa:ds:%s:transient", ds);
+    int64_t t0 = util_mono_ms();
+    ursa_err err = pick_with_urls(r, bs, ds, pending ? 'p' : 't', &pk, &urls);
     if (err) {
-        fprintf(stderr, "ursa retry: %s\n", rstore_last_error(r));
+        fprintf(stderr, "ursa retry: %s (%s)\n", ursa_err2str(err), rstore_last_error(r));
         goto out;
     }
-    size_t step = pending ? 2 : 1;
-    for (size_t i = 0; i < set->elements; i += step) {
-        const char *h = set->element[i]->str;
-        if (pending) {
-            const char *s = set->element[i + 1]->str;
-            if (strcmp(s, "queued") && strcmp(s, "downloaded")) continue;
+    /* transient failures go back to queued first (their counts move with
+     * them), in pipelined rounds */
+    enum { ROUND = 2000 };
+    for (size_t off = 0; !pending && off < pk.n; off += ROUND) {
+        size_t m = pk.n - off < ROUND ? pk.n - off : ROUND;
+        ds_op *ops = calloc(m, sizeof *ops);
+        if (!ops) {
+            err = URSA_ERR_NOMEM;
+            break;
         }
-        redisReply *u = NULL, *l = NULL;
-        if (rstore_cmd(r, &u, "HGET ursa:ds:%s:url %s", ds, h) ||
-            rstore_cmd(r, &l, "HGET ursa:ds:%s:label %s", ds, h) || u->type != REDIS_REPLY_STRING ||
-            l->type != REDIS_REPLY_STRING) {
-            if (u) freeReplyObject(u);
-            if (l) freeReplyObject(l);
+        for (size_t i = 0; i < m; i++)
+            ops[i] = (ds_op){.kind = DS_OP_STATE, .ds = ds, .url_hash = pk.rec[off + i].key,
+                             .state = DS_QUEUED, .reason = "", .detail = "", .force = 1};
+        err = ds_apply(r, ops, m);
+        free(ops);
+        if (err) break;
+    }
+    for (size_t i = 0; !err && i < pk.n; i++) {
+        if (!urls[i]) { /* its list blob is gone: nothing to download */
+            lost++;
             continue;
         }
-        /* a transient failure goes back to queued (its counts move with it) */
-        err = pending ? URSA_OK : ds_set_state(r, ds, h, DS_QUEUED, "", "", 0, 1, NULL);
-        if (!err) err = queue_url(p, ds, u->str, l->str, 1);
-        freeReplyObject(u);
-        freeReplyObject(l);
-        if (err) {
-            fprintf(stderr, "ursa retry: cannot queue: %s\n", ursa_err2str(err));
-            goto out;
-        }
+        if ((err = queue_url(p, ds, urls[i], pk.rec[i].label, 1))) break;
         n++;
+    }
+    if (err) {
+        fprintf(stderr, "ursa retry: cannot queue: %s\n", ursa_err2str(err));
+        goto out;
     }
     if (kq_producer_flush(p, 60000)) {
         fprintf(stderr, "ursa retry: Kafka did not acknowledge every request\n");
         goto out;
     }
-    printf("dataset %s: %ld URL%s queued again (%s)\n", ds, n, n == 1 ? "" : "s",
-           pending ? "every URL without a final state" : "transient failures");
+    printf("dataset %s: %ld URL%s queued again (%s) in %.1f s\n", ds, n, n == 1 ? "" : "s",
+           pending ? "every URL without a final state" : "transient failures",
+           (double)(util_mono_ms() - t0) / 1000);
+    if (lost)
+        fprintf(stderr, "ursa retry: %ld URL%s not found in the dataset's lists (a list blob "
+                        "is missing from the blob store)\n", lost, lost == 1 ? "" : "s");
     rc = 0;
 out:
-    if (set) freeReplyObject(set);
+    picked_free(&pk, urls);
     if (p) kq_producer_destroy(p);
+    blob_store_destroy(bs);
     rstore_destroy(r);
     return rc;
 }
@@ -607,25 +639,25 @@ int export_cmd(const cfg *c, int argc, char **argv) {
         blob_store_destroy(bs);
         return 1;
     }
-    redisReply *im = NULL;
+    ds_image *im = NULL;
+    size_t nim = 0;
     int rc = 1;
     long n = 0;
     FILE *csv = NULL;
     char *csvbuf = NULL;
     size_t csvlen = 0;
-    if (rstore_cmd(r, &im, "HGETALL ursa:ds:%s:images", ds)) {
+    if (ds_manifest_read(r, ds, &im, &nim)) {
         fprintf(stderr, "ursa export-dataset: %s\n", rstore_last_error(r));
         goto out;
     }
-    if (!im->elements) {
+    if (!nim) {
         fprintf(stderr, "ursa export-dataset: dataset \"%s\" has no verified image\n", ds);
         goto out;
     }
     csv = open_memstream(&csvbuf, &csvlen);
     fprintf(csv, "name,label\n");
-    for (size_t i = 0; i + 1 < im->elements; i += 2) {
-        char label[72], jpeg[65];
-        if (sscanf(im->element[i + 1]->str, "%71[^\t]\t%64[0-9a-f]", label, jpeg) != 2) continue;
+    for (size_t i = 0; i < nim; i++) {
+        const char *label = im[i].label, *jpeg = im[i].jpeg;
         char *data = NULL;
         size_t len = 0;
         ursa_err e = blob_get(bs, jpeg, (size_t)1 << 28, &data, &len);
@@ -660,7 +692,7 @@ int export_cmd(const cfg *c, int argc, char **argv) {
 out:
     if (csv) fclose(csv);
     free(csvbuf);
-    if (im) freeReplyObject(im);
+    free(im);
     rstore_destroy(r);
     blob_store_destroy(bs);
     return rc;

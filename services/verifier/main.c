@@ -199,8 +199,6 @@ static void flush(verifier *v) {
             o->kind = DS_OP_IMAGE;
             o->src_blob = p->d->blob;
             o->jpeg_blob = p->key;
-            o->w = p->w;
-            o->h = p->h;
         }
     }
     ursa_err err = ds_apply(v->r, ops, (size_t)nops);

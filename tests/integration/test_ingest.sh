@@ -97,7 +97,7 @@ check_eq "grizzly verified" "$(count_of bears 'grizzly|verified')" 2
 "$URSA" status --dataset bears >"$T/status.out"
 grep -Eq '^black +5 +1 +3 +10 +0$' "$T/status.out" || fail "status table: $(cat "$T/status.out")"
 grep -Eq 'black +failed +http_404 +1' "$T/status.out" || fail "status reasons: $(cat "$T/status.out")"
-check_eq "manifest size" "$(rcli HLEN ursa:ds:bears:images)" 11
+check_eq "manifest size" "$(state_sum bears verified)" 11
 
 # the verified images on the topic, readable by a standard client
 wait_for 20 "11 verified messages" bash -c \

@@ -34,8 +34,8 @@ check_eq "verified per label" "$(count_of gen 'gen|verified')" $N
 for s in queued downloaded duplicate rejected failed; do
     check_eq "$s" "$(state_sum gen $s)" 0
 done
-check_eq "states recorded" "$(rcli HLEN ursa:ds:gen:state)" $N
-check_eq "verified states" "$(rcli HVALS ursa:ds:gen:state | grep -c '^verified$')" $N
-check_eq "manifest" "$(rcli HLEN ursa:ds:gen:images)" $N
-check_eq "negative counters" "$(rcli HVALS ursa:ds:gen:count | grep -c '^-')" 0
+check_eq "states recorded" "$(count_of gen total)" $N
+check_eq "verified states" "$(state_sum gen verified)" $N
+check_eq "manifest" "$(state_sum gen verified)" $N
+check_eq "negative counters" "$(negative_counters gen)" 0
 echo "test_ingest_crash: ok"

@@ -49,7 +49,7 @@ grep -q "^most confused (actual, predicted, count)" "$T/interp.out" || fail "no 
 grep -q "<svg" "$T/cm.svg" || fail "no confusion plot"
 awk -F'\t' 'NF == 5 && $1 ~ /^\//' "$T/interp.out" >"$T/top.tsv"
 check_eq "top losses listed" "$(wc -l <"$T/top.tsv")" "$NV"
-sort -t$'\t' -k4,4gr -c "$T/top.tsv" 2>/dev/null || fail "top losses not sorted by loss"
+sort -s -t$'\t' -k4,4gr -c "$T/top.tsv" 2>/dev/null || fail "top losses not sorted by loss"
 cut -f1 "$T/top.tsv" | xargs "$URSA" predict --model "$T/m.onnx" >"$T/pred.tsv" 2>/dev/null || fail "predict"
 paste <(cut -f2,3 "$T/pred.tsv") <(cut -f3 "$T/top.tsv") | awk -F'\t' '$1 != $3' >"$T/disagree"
 check_eq "predictions that differ from the trainer's" "$(wc -l <"$T/disagree")" 0
