@@ -76,9 +76,14 @@ ursa_err job_create(rstore *r, const char *id, const char *kind, const char *dat
         "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end "
         "redis.call('HSET', KEYS[1], 'state', 'queued', 'kind', ARGV[1], 'dataset', ARGV[2], "
         "'arch', ARGV[3], 'spec', ARGV[4], 'created_ms', ARGV[5], 'starts', 0, 'resumes', 0) "
-        "redis.call('ZADD', 'ursa:jobs', ARGV[5], ARGV[6]) return 1";
+        "return 1";
     char key[80], now[24];
     key_now(id, key, now);
+    /* listed first, in its own command: a script may touch only its declared
+     * keys, which share one cluster slot; a listed job whose hash is not
+     * written yet is skipped by readers (ursa jobs) */
+    ursa_err le = rstore_cmd(r, NULL, "ZADD ursa:jobs NX %s %s", now, id);
+    if (le) return le;
     const char *argv[] = {"EVAL", script, "1", key, kind, dataset, arch, (const char *)spec, now, id};
     size_t lens[10];
     for (int i = 0; i < 10; i++) lens[i] = i == 7 ? spec_len : strlen(argv[i]);

@@ -16,11 +16,21 @@
 
 typedef struct rstore rstore;
 
-/* Parses url (redis://[:password@]host[:port][/db]) and connects lazily:
- * Redis may be down at this point. NULL on a bad URL, reason in errstr. */
+/* Parses url (redis://[:password@]host[:port][,host:port...][/db]) and
+ * connects lazily: Redis may be down at this point. Several hosts are seed
+ * nodes, tried in turn. On first contact rstore learns whether it talks to
+ * one Redis or a Redis Cluster (CLUSTER SLOTS), and in a cluster sends
+ * every command to its key's master (see rstore.c); a script's first
+ * declared key routes it, so a script's keys must share a hash tag. NULL on
+ * a bad URL, reason in errstr. */
 rstore *rstore_new(const char *url, int timeout_ms, char *errstr,
                    size_t errstr_size);
 void rstore_destroy(rstore *r);
+
+/* 1 once rstore found a Redis Cluster behind its URL. */
+int rstore_is_cluster(const rstore *r);
+/* The cluster slot of a key: CRC16 of the key, or of its {hash tag}. */
+unsigned rstore_key_slot(const char *key, size_t len);
 
 /* How long a call keeps reconnecting before it gives up (default 10000). */
 void rstore_set_retry_ms(rstore *r, int retry_ms);

@@ -257,7 +257,8 @@ int main(int argc, char **argv) {
             return 2;
         }
         const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis,
-                                         stack_defs, img_cfg_defs, cmd->defs, NULL};
+                                         cfg_defs_blob, stack_defs, img_cfg_defs, cmd->defs,
+                                         NULL};
         cfg *c = cfg_new(tables, "kafka.");
         if (!c) return 1;
         char err[512];

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "dataset_cmd.h"
+#include "rstore.h"
 #include "statedir.h"
 #include "topics.h"
 #include "util.h"
@@ -40,6 +41,7 @@ typedef struct {
     char root[PATH_MAX]; /* absolute state dir */
     char bindir[PATH_MAX];
     int timeout_ms;
+    const char *redis_url; /* redis.url: the user's Redis, passed on to the daemons */
 } stack;
 
 static int stack_init(const cfg *c, stack *s) {
@@ -58,6 +60,7 @@ static int stack_init(const cfg *c, stack *s) {
     char *slash = strrchr(s->bindir, '/');
     if (slash) *slash = '\0';
     s->timeout_ms = (int)cfg_int(c, "stack.timeout-ms");
+    s->redis_url = cfg_str(c, "redis.url");
     char d[PATH_MAX + 16];
     const char *subs[] = {"run", "log", "redis", NULL};
     for (int i = 0; subs[i]; i++) {
@@ -175,38 +178,33 @@ static int redis_ping(int port, double *ms) {
 
 /* The daemon's last heartbeat (service_beat) as "ok: 1 s ago, k=v ...". */
 /* The daemon's heartbeat as one line; returns 1 when it says degraded. */
-static int beat_of(int port, const char *name, pid_t pid, char *out, size_t n) {
+static int beat_of(rstore *r, const char *name, pid_t pid, char *out, size_t n) {
     int degraded = 0;
-    struct timeval tv = {1, 0};
-    redisContext *r = redisConnectWithTimeout("127.0.0.1", port, tv);
     snprintf(out, n, "no heartbeat yet");
-    if (r && !r->err) {
-        redisSetTimeout(r, tv);
-        redisReply *rep = redisCommand(r, "HGETALL ursa:svc:%s:%d", name, (int)pid);
-        if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements) {
-            size_t o = 0;
-            long long ts = 0;
-            const char *why = NULL;
-            for (size_t i = 0; i + 1 < rep->elements; i += 2) {
-                if (!strcmp(rep->element[i]->str, "ts_ms")) ts = atoll(rep->element[i + 1]->str);
-                if (!strcmp(rep->element[i]->str, "degraded")) why = rep->element[i + 1]->str;
-            }
-            degraded = why != NULL;
-            if (why)
-                o += (size_t)snprintf(out, n, "DEGRADED: %s; heartbeat %.0f s ago", why,
-                                      (double)(util_now_ms() - ts) / 1000);
-            else
-                o += (size_t)snprintf(out, n, "ok: heartbeat %.0f s ago",
-                                      (double)(util_now_ms() - ts) / 1000);
-            for (size_t i = 0; i + 1 < rep->elements && o < n; i += 2)
-                if (strcmp(rep->element[i]->str, "ts_ms") &&
-                    strcmp(rep->element[i]->str, "degraded"))
-                    o += (size_t)snprintf(out + o, n - o, ", %s %s", rep->element[i]->str,
-                                          rep->element[i + 1]->str);
+    redisReply *rep = NULL;
+    if (r && rstore_cmd(r, &rep, "HGETALL ursa:svc:%s:%d", name, (int)pid) == URSA_OK &&
+        rep->type == REDIS_REPLY_ARRAY && rep->elements) {
+        size_t o = 0;
+        long long ts = 0;
+        const char *why = NULL;
+        for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+            if (!strcmp(rep->element[i]->str, "ts_ms")) ts = atoll(rep->element[i + 1]->str);
+            if (!strcmp(rep->element[i]->str, "degraded")) why = rep->element[i + 1]->str;
         }
-        if (rep) freeReplyObject(rep);
+        degraded = why != NULL;
+        if (why)
+            o += (size_t)snprintf(out, n, "DEGRADED: %s; heartbeat %.0f s ago", why,
+                                  (double)(util_now_ms() - ts) / 1000);
+        else
+            o += (size_t)snprintf(out, n, "ok: heartbeat %.0f s ago",
+                                  (double)(util_now_ms() - ts) / 1000);
+        for (size_t i = 0; i + 1 < rep->elements && o < n; i += 2)
+            if (strcmp(rep->element[i]->str, "ts_ms") &&
+                strcmp(rep->element[i]->str, "degraded"))
+                o += (size_t)snprintf(out + o, n - o, ", %s %s", rep->element[i]->str,
+                                      rep->element[i + 1]->str);
     }
-    if (r) redisFree(r);
+    if (rep) freeReplyObject(rep);
     return degraded;
 }
 
@@ -326,7 +324,11 @@ static int start_daemons(const stack *s, const char *const *names, int n) {
     for (int i = 0; i < n; i++) {
         char exe[PATH_MAX + 32];
         snprintf(exe, sizeof exe, "%s/ursa-%s", s->bindir, names[i]);
-        char *argv[] = {exe, "--state-dir", (char *)s->root, NULL};
+        char *argv[] = {exe, "--state-dir", (char *)s->root, NULL, NULL, NULL};
+        if (*s->redis_url) { /* spawn() clears the environment's address */
+            argv[3] = "--redis.url";
+            argv[4] = (char *)s->redis_url;
+        }
         pids[i] = spawn(s, names[i], argv);
     }
     util_sleep_ms(300);
@@ -394,9 +396,12 @@ int stack_up(const cfg *c, int argc, char **argv) {
     int changed = 0, rc = 0;
     int port = read_port(&s);
     char bs[512];
+    const char *ext = cfg_str(c, "redis.url");
 
-    if (!(alive_pid(&s, "redis", cfg_str(c, "redis.server")) && port &&
-          redis_ping(port, NULL))) {
+    if (*ext) { /* a Redis (or Redis Cluster) of the user's: not ours to start */
+        printf("using redis      %s (redis.url; not started by ursa)\n", ext);
+    } else if (!(alive_pid(&s, "redis", cfg_str(c, "redis.server")) && port &&
+                 redis_ping(port, NULL))) {
         if (start_redis(&s, c)) {
             rc = 1;
             goto out;
@@ -563,7 +568,20 @@ int stack_status(const cfg *c, int argc, char **argv) {
     int port = read_port(&s);
     pid_t pid = alive_pid(&s, "redis", cfg_str(c, "redis.server"));
     double ms = 0;
-    if (pid && port && redis_ping(port, &ms))
+    const char *ext = cfg_str(c, "redis.url");
+    rstore *r = NULL;
+    if (*ext || (pid && port)) {
+        char url[600], err[512];
+        if (statedir_redis_url(c, url, sizeof url, err, sizeof err) == URSA_OK &&
+            (r = rstore_new(url, 1000, err, sizeof err)))
+            rstore_set_retry_ms(r, 1000);
+    }
+    if (*ext) {
+        int ok = r && rstore_cmd(r, NULL, "PING") == URSA_OK;
+        printf("%-10s %8s  %-8s %s: %s%s\n", "redis", "-", "external", ok ? "ok" : "not answering",
+               ext, r && rstore_is_cluster(r) ? " (Redis Cluster)" : "");
+        healthy &= ok;
+    } else if (pid && port && redis_ping(port, &ms))
         printf("%-10s %8d  %-8s ok: PING %.0f ms, redis://127.0.0.1:%d, AOF on\n", "redis",
                (int)pid, "running", ms, port);
     else {
@@ -594,9 +612,10 @@ int stack_status(const cfg *c, int argc, char **argv) {
         char pids[16] = "-", health[256] = "-";
         if (pid) snprintf(pids, sizeof pids, "%d", (int)pid);
         else healthy = 0;
-        if (pid && port && beat_of(port, daemons[i], pid, health, sizeof health)) healthy = 0;
+        if (pid && r && beat_of(r, daemons[i], pid, health, sizeof health)) healthy = 0;
         printf("%-10s %8s  %-8s %s\n", daemons[i], pids, pid ? "running" : "down", health);
     }
     if (nt > 0) print_backlog(bs);
+    rstore_destroy(r);
     return healthy ? 0 : 1;
 }
