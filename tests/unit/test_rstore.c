@@ -11,14 +11,16 @@ static void urls(void **state) {
     char err[256];
     const char *good[] = {"redis://127.0.0.1:6379", "redis://localhost",
                           "redis://h:1/3", "redis://:secret@h:7000/0",
-                          "redis://user:pw@h:7000", "redis://h:6379/"};
+                          "redis://user:pw@h:7000", "redis://h:6379/",
+                          "redis://a:7001,b:7002,c", "redis://:pw@a:1,b:2/0"};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         rstore *r = rstore_new(good[i], 100, err, sizeof err);
         assert_non_null(r);
         rstore_destroy(r);
     }
     const char *bad[] = {"http://h:1", "redis://", "redis://h:0", "redis://h:70000",
-                         "redis://h:12x", "redis://h:1/db", "redis://h:1/-1", ""};
+                         "redis://h:12x", "redis://h:1/db", "redis://h:1/-1", "",
+                         "redis://a:1,", "redis://a:1,,b:2", "redis://a:1,b:0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
         assert_null(rstore_new(bad[i], 100, err, sizeof err));
@@ -49,10 +51,27 @@ static void unavailable_after_retry_window(void **state) {
     rstore_destroy(r);
 }
 
+/* Slots as Redis Cluster computes them (CLUSTER KEYSLOT on redis 7.0). */
+static void key_slots(void **state) {
+    (void)state;
+    assert_int_equal(rstore_key_slot("foo", 3), 12182);
+    assert_int_equal(rstore_key_slot("123456789", 9), 0x31C3); /* the spec's CRC16 check */
+    /* a {tag} hashes alone, so a dataset tag's keys share a slot */
+    assert_int_equal(rstore_key_slot("ursa:ds:{bench:ab}:u:ab12", 25), 2716);
+    assert_int_equal(rstore_key_slot("{bench:ab}", 10), 2716);
+    assert_int_equal(rstore_key_slot("ursa:ds:{bench:ab}:c", 20), 2716);
+    /* an empty {} is no tag: the whole key hashes */
+    assert_int_equal(rstore_key_slot("a{}b", 4), 13694);
+    /* only the first {tag} counts */
+    assert_int_equal(rstore_key_slot("{x}{y}", 6), 16287);
+    assert_int_equal(rstore_key_slot("x", 1), 16287);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(urls),
         cmocka_unit_test(unavailable_after_retry_window),
+        cmocka_unit_test(key_slots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
