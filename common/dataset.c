@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "blob.h"
+#include "log.h"
 #include "sha256.h"
 #include "util.h"
 
@@ -483,6 +484,38 @@ ursa_err ds_add_image(rstore *r, const char *ds, const char *h, const char *src,
     if (!err) err = o.err;
     if (!err && outcome) *outcome = o.outcome;
     return err;
+}
+
+/* ---- group commit ----------------------------------------------------------------- */
+
+void ds_batch_add(ds_batch *g, int wrote_blob) {
+    if (g->n++ == 0) g->first_ms = util_mono_ms();
+    g->blobs_unsynced |= wrote_blob;
+}
+
+int ds_batch_due(const ds_batch *g) {
+    int64_t now = util_mono_ms();
+    return g->n && now >= g->retry_at &&
+           (g->n >= DS_BATCH_ITEMS || now - g->first_ms >= DS_BATCH_MS);
+}
+
+ursa_err ds_batch_commit(ds_batch *g, rstore *r, blob_store *bs, ds_op *ops, size_t n) {
+    if (g->blobs_unsynced && blob_store_sync(bs) != URSA_OK) {
+        ULOG_ERROR("event=blob_sync_failed items=%d", g->n);
+        g->retry_at = util_mono_ms() + 1000;
+        return URSA_ERR_IO;
+    }
+    g->blobs_unsynced = 0;
+    ursa_err err = ds_apply(r, ops, n);
+    if (err) {
+        ULOG_WARN("event=flush_deferred items=%d err=\"%s\" redis=\"%s\"", g->n,
+                  ursa_err2str(err), rstore_last_error(r));
+        g->retry_at = util_mono_ms() + 1000;
+        return err;
+    }
+    g->n = 0;
+    g->retry_at = 0;
+    return URSA_OK;
 }
 
 /* ---- whole-dataset reads --------------------------------------------------------- */

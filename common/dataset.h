@@ -117,6 +117,30 @@ ursa_err ds_set_state(rstore *r, const char *ds, const char *url_hash, ds_state 
 ursa_err ds_add_image(rstore *r, const char *ds, const char *url_hash,
                       const char *src_blob, const char *jpeg_blob, ds_state *outcome);
 
+/* ---- group commit ----------------------------------------------------------------- */
+
+/* How the crawler and the verifier record finished work: items gather for
+ * up to DS_BATCH_MS or DS_BATCH_ITEMS, then one syncfs makes their blobs
+ * durable and one pipelined round trip records their states; their
+ * messages go out only after that. When either step fails the batch waits a
+ * second and goes again, which is safe (ds_apply is idempotent). */
+enum { DS_BATCH_ITEMS = 256, DS_BATCH_MS = 20 };
+typedef struct {
+    int n;              /* items waiting */
+    int blobs_unsynced; /* a blob was written since the last sync */
+    int64_t first_ms;   /* when the oldest waiting item came */
+    int64_t retry_at;   /* after a failure: not before this */
+} ds_batch;
+
+/* One more item (wrote_blob: it wrote a blob lazily). */
+void ds_batch_add(ds_batch *g, int wrote_blob);
+/* 1 when the batch should be committed now. */
+int ds_batch_due(const ds_batch *g);
+/* Syncs the blobs and applies ops (the batch's items that still count).
+ * On OK the batch is empty and each op has its result; else nothing is
+ * known to be recorded, the failure is logged, and the batch waits. */
+ursa_err ds_batch_commit(ds_batch *g, rstore *r, struct blob_store *bs, ds_op *ops, size_t n);
+
 /* ---- whole-dataset reads ------------------------------------------------------- */
 
 /* One URL as Redis holds it. */

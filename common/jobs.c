@@ -2,6 +2,7 @@
 #include "jobs.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "msg.h"
@@ -194,4 +195,67 @@ ursa_err job_lease_release(rstore *r, const char *id, const char *worker) {
     ursa_err e = eval(r, &rep, script, key, args, 1);
     if (rep) freeReplyObject(rep);
     return e;
+}
+
+/* ---- reads and small writes ------------------------------------------------- */
+
+ursa_err job_get_all(rstore *r, const char *id, redisReply **rep) {
+    char key[80], now[24];
+    key_now(id, key, now);
+    return rstore_hgetall(r, rep, key);
+}
+
+ursa_err job_get_field(rstore *r, const char *id, const char *field, redisReply **rep) {
+    return rstore_cmd(r, rep, "HGET ursa:job:%s %s", id, field);
+}
+
+ursa_err job_incr(rstore *r, const char *id, const char *field) {
+    return rstore_cmd(r, NULL, "HINCRBY ursa:job:%s %s 1", id, field);
+}
+
+ursa_err job_set_once(rstore *r, const char *id, const char *field, const char *value) {
+    return rstore_cmd(r, NULL, "HSETNX ursa:job:%s %s %s", id, field, value);
+}
+
+ursa_err job_list(rstore *r, redisReply **ids) {
+    return rstore_cmd(r, ids, "ZRANGE ursa:jobs 0 -1");
+}
+
+/* The row format: "stage\tepoch\ttrain_loss\tvalid_loss\terror_rate\tseconds". */
+ursa_err job_row_put(rstore *r, const char *id, const job_row *w) {
+    char n[16], line[160];
+    snprintf(n, sizeof n, "%d", w->n);
+    snprintf(line, sizeof line, "%d\t%d\t%.6f\t%.6f\t%.6f\t%.1f", w->stage, w->epoch,
+             w->train_loss, w->valid_loss, w->error_rate, w->seconds);
+    return rstore_cmd(r, NULL, "HSET ursa:job:%s:rows %s %s", id, n, line);
+}
+
+static int by_n(const void *a, const void *b) {
+    return ((const job_row *)a)->n - ((const job_row *)b)->n;
+}
+
+ursa_err job_rows_read(rstore *r, const char *id, job_row **out, int *n) {
+    redisReply *rep = NULL;
+    *out = NULL;
+    *n = 0;
+    ursa_err e = rstore_cmd(r, &rep, "HGETALL ursa:job:%s:rows", id);
+    if (e) return e;
+    job_row *rows = calloc(rep->elements / 2 + 1, sizeof *rows);
+    if (!rows) {
+        freeReplyObject(rep);
+        return URSA_ERR_NOMEM;
+    }
+    int k = 0;
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        job_row *w = &rows[k];
+        w->n = atoi(rep->element[i]->str);
+        if (sscanf(rep->element[i + 1]->str, "%d\t%d\t%lf\t%lf\t%lf\t%lf", &w->stage, &w->epoch,
+                   &w->train_loss, &w->valid_loss, &w->error_rate, &w->seconds) == 6)
+            k++;
+    }
+    freeReplyObject(rep);
+    qsort(rows, (size_t)k, sizeof *rows, by_n);
+    *out = rows;
+    *n = k;
+    return URSA_OK;
 }

@@ -1,6 +1,6 @@
-/* jobs.h: training jobs and published models in Redis, shared by the CLI
- * (which submits and shows them), ursa-trainer (which runs them) and
- * ursa-inference (which serves the models).
+/* jobs.h: training jobs in Redis, the one owner of their keys, shared by
+ * the CLI (which submits and shows them) and ursa-trainer (which runs them).
+ * The models they publish are registry.h's.
  *
  *   ursa:jobs                ZSET created_ms -> job id (newest last)
  *   ursa:job:<id>            HASH the job: spec (the TrainJob protobuf), kind,
@@ -13,15 +13,6 @@
  *                            "stage\tepoch\ttrain_loss\tvalid_loss\terror_rate\tseconds"
  *   ursa:job:<id>:lease      STRING the worker running it, with a TTL its
  *                            worker renews: one runner at a time
- *   ursa:model:<id>:onnx     STRING the model file, cached for a week for
- *                            servers that do not share the blob store
- *   ursa:models              ZSET created_ms -> model id
- *   ursa:ds:<ds>:models      ZSET created_ms -> model id
- *   ursa:model:<id>          HASH dataset, job, arch, blob (the ONNX file),
- *                            classes (tab-separated, in order), size,
- *                            error_rate, valid_loss, n_train, n_valid,
- *                            interp (blob of the validation set's
- *                            predictions, see below), created_ms, bytes
  *
  * A job moves queued -> running -> done | failed | cancelled, and a final
  * state never changes again (each move is one Lua script), so a replayed
@@ -79,5 +70,26 @@ ursa_err job_cancel(rstore *r, const char *id, job_state *state);
  * our own; *got is 0 when another worker holds it. */
 ursa_err job_lease(rstore *r, const char *id, const char *worker, int ttl_ms, int *got);
 ursa_err job_lease_release(rstore *r, const char *id, const char *worker);
+
+/* Every field of a job; URSA_ERR_NOT_FOUND for an unknown job. */
+ursa_err job_get_all(rstore *r, const char *id, redisReply **rep);
+/* One field (a nil reply when unset). */
+ursa_err job_get_field(rstore *r, const char *id, const char *field, redisReply **rep);
+/* HINCRBY field 1 (starts, resumes). */
+ursa_err job_incr(rstore *r, const char *id, const char *field);
+/* HSETNX: sets field unless it is set (started_ms). */
+ursa_err job_set_once(rstore *r, const char *id, const char *field, const char *value);
+/* Every job id, oldest first (an array reply). */
+ursa_err job_list(rstore *r, redisReply **ids);
+
+/* One row of a job's epoch table: row n of the whole job (from 0). */
+typedef struct {
+    int n, stage, epoch;
+    double train_loss, valid_loss, error_rate, seconds;
+} job_row;
+/* Records a row (idempotent: a row is keyed by n). */
+ursa_err job_row_put(rstore *r, const char *id, const job_row *row);
+/* The job's rows in order; the caller frees *rows. */
+ursa_err job_rows_read(rstore *r, const char *id, job_row **rows, int *n);
 
 #endif

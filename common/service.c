@@ -39,6 +39,10 @@ void service_beat(rstore *r, const char *name, const char *const *kv) {
     rstore_batch_destroy(b);
 }
 
+ursa_err service_beat_get(rstore *r, const char *name, int pid, redisReply **rep) {
+    return rstore_cmd(r, rep, "HGETALL ursa:svc:%s:%d", name, pid);
+}
+
 int service_addrs_resolve(const cfg *c, const char *prog, service_addrs *a) {
     char err[512];
     if (statedir_kafka_bootstrap(c, a->kafka, sizeof a->kafka, err, sizeof err) ||

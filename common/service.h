@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 
 #include "config.h"
+#include "err.h"
 
 /* Loads the settings of a daemon named name (also its log svc= value) from
  * tables (NULL-terminated; "kafka." pass-through on). On --help prints usage
@@ -26,6 +27,11 @@ int service_beat_due(void);
  * being down is not an error here (the next beat tries again). */
 struct rstore;
 void service_beat(struct rstore *r, const char *name, const char *const *kv);
+/* A daemon's last heartbeat (HGETALL: an array reply, empty when it has
+ * none or it expired). */
+struct redisReply;
+ursa_err service_beat_get(struct rstore *r, const char *name, int pid,
+                          struct redisReply **rep);
 
 /* Says why this daemon cannot do its work now ("blob store full (N bytes
  * free)"), or that it can again (NULL). The heartbeat carries it as the

@@ -6,17 +6,21 @@
 # same with photo-sized (640x480) JPEGs. Prints images/s and the CPU seconds
 # each process used, so the bottleneck shows.
 #
-#   ops/bench-ingest.sh [--small N] [--photo N]     (defaults: 70000, 3000)
+#   ops/bench-ingest.sh [--small N] [--photo N] [--cluster]   (defaults: 70000, 3000)
 # Targets on a 2-core machine: 3,000 images/s small, 300 images/s photo.
+# --cluster adds the small runs again on a local 3-master Redis Cluster
+# (redis-server --cluster-enabled yes), with the ratio to one Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SMALL=70000
 PHOTO=3000
+CLUSTER=0
 while [ $# -gt 0 ]; do
     case $1 in
     --small) SMALL=$2; shift 2 ;;
     --photo) PHOTO=$2; shift 2 ;;
-    *) echo "usage: $0 [--small N] [--photo N]" >&2; exit 2 ;;
+    --cluster) CLUSTER=1; shift ;;
+    *) echo "usage: $0 [--small N] [--photo N] [--cluster]" >&2; exit 2 ;;
     esac
 done
 
@@ -70,7 +74,8 @@ http {
 }
 NGINX
 nginx -c "$W/nginx/nginx.conf"
-trap 'nginx -c "$W/nginx/nginx.conf" -s stop 2>/dev/null || true; "$BIN/ursa" down --state-dir "$W/state" >/dev/null 2>&1 || true' EXIT
+RC_PIDS=()
+trap 'nginx -c "$W/nginx/nginx.conf" -s stop 2>/dev/null || true; "$BIN/ursa" down --state-dir "$W/state" >/dev/null 2>&1 || true; for p in "${RC_PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done' EXIT
 
 export URSA_FETCH_ALLOW=127.0.0.1/32
 export URSA_IMG_MIN_SIDE=8 # Fashion-MNIST is 28x28
@@ -81,6 +86,9 @@ cpu_of() { awk -v t="$TCK" '{printf "%.1f", ($14 + $15) / t}' "/proc/$1/stat" 2>
 # run NAME KIND INSTANCES: one ingest on a fresh stack; prints a result row
 run() {
     local name=$1 kind=$2 inst=$3 S="$W/state-$1"
+    if [ -n "${URSA_REDIS_URL:-}" ]; then # a fresh cluster for every run
+        for p in "${ports[@]}"; do redis-cli -p "$p" FLUSHALL >/dev/null; done
+    fi
     "$BIN/ursa" up --state-dir "$S" >/dev/null
     local extra=()
     if [ "$inst" -eq 2 ]; then
@@ -88,9 +96,14 @@ run() {
         URSA_STATE_DIR=$S "$BIN/ursa-verifier" 2>>"$S/log/verifier2.log" & extra+=("$!")
     fi
     sleep 8 # every member in its group before the work arrives
-    declare -A pid=([redis]=$(cat "$S/run/redis.pid") [broker]=$(cat "$S/run/broker.pid")
+    declare -A pid=([broker]=$(cat "$S/run/broker.pid")
         [crawler]=$(cat "$S/run/crawler.pid") [verifier]=$(cat "$S/run/verifier.pid")
         [nginx]=$(cat "$W/nginx/nginx.pid"))
+    if [ -n "${URSA_REDIS_URL:-}" ]; then # the cluster's masters
+        for i in "${!RC_PIDS[@]}"; do pid[redis$((i + 1))]=${RC_PIDS[$i]}; done
+    else
+        pid[redis]=$(cat "$S/run/redis.pid")
+    fi
     [ "$inst" -eq 2 ] && pid[crawler2]=${extra[0]} && pid[verifier2]=${extra[1]}
     declare -A c0
     for k in "${!pid[@]}"; do c0[$k]=$(cpu_of "${pid[$k]}"); done
@@ -105,21 +118,46 @@ run() {
     local secs; secs=$(echo "$t1 - $t0" | bc -l)
     local cpus=""
     local pw=$(cpu_of "$nginx_w")
-    for k in crawler crawler2 verifier verifier2 redis broker; do
+    for k in crawler crawler2 verifier verifier2 redis redis1 redis2 redis3 broker; do
         [ -n "${pid[$k]:-}" ] || continue
         cpus+=$(printf "%s=%.1fs " "$k" "$(echo "$(cpu_of "${pid[$k]}") - ${c0[$k]}" | bc -l)")
     done
     cpus+=$(printf "nginx=%.1fs" "$(echo "$pw - $nw0" | bc -l)")
     printf "%-22s %7s %9s %8.1f %10.0f   %s\n" "$name" "$n" "$ok" "$secs" "$(echo "$n / $secs" | bc -l)" "$cpus"
+    RATE[$name]=$(echo "$n / $secs" | bc -l)
     for p in "${extra[@]}"; do kill -TERM "$p"; wait "$p" || true; done
     "$BIN/ursa" down --state-dir "$S" >/dev/null
 }
 
+declare -A RATE
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, avx512f: $(grep -c avx512f /proc/cpuinfo || true)"
 echo
 printf "%-22s %7s %9s %8s %10s   %s\n" "run" "urls" "verified" "seconds" "images/s" "CPU seconds by process"
 run small-1-instance small 1
 run small-2-instances small 2
 run photo-1-instance photo 1
 run photo-2-instances photo 2
+if [ "$CLUSTER" = 1 ]; then
+    ports=()
+    for i in 1 2 3; do
+        p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        ports+=("$p")
+        mkdir -p "$W/rc/$p"
+        (cd "$W/rc/$p" && exec redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
+            --cluster-config-file nodes.conf --appendonly yes --appendfsync everysec --save '' \
+            --logfile redis.log) &
+        RC_PIDS+=("$!")
+    done
+    sleep 1
+    redis-cli --cluster create "127.0.0.1:${ports[0]}" "127.0.0.1:${ports[1]}" "127.0.0.1:${ports[2]}" \
+        --cluster-replicas 0 --cluster-yes >"$W/rc/create.log" 2>&1
+    until redis-cli -p "${ports[0]}" CLUSTER INFO | grep -q cluster_state:ok; do sleep 0.2; done
+    export URSA_REDIS_URL="redis://127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+    run small-1-cluster small 1
+    run small-2-cluster small 2
+    unset URSA_REDIS_URL
+    awk -v a="${RATE[small-1-cluster]}" -v b="${RATE[small-1-instance]}" -v c="${RATE[small-2-cluster]}" \
+        -v d="${RATE[small-2-instances]}" 'BEGIN {printf "\n3-master cluster / one Redis: %.2f (1 instance), %.2f (2 instances); target >= 0.80\n", a / b, c / d}'
+fi
 echo
 echo "targets (2 cores): small >= 3000 images/s, photo >= 300 images/s"

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "classify_results.h"
 #include "conn.h"
 #include "dataset.h"
 #include "msg.h"
@@ -117,7 +118,7 @@ int classify_cmd(const cfg *c, int argc, char **argv) {
         redisReply **reps = NULL;
         size_t nq = 0;
         for (size_t i = 0; bt && which && i < n; i++)
-            if (!it[i].done && rstore_batch_add(bt, "EXISTS ursa:classify:%s", it[i].id) == URSA_OK)
+            if (!it[i].done && cresult_batch_exists(bt, it[i].id) == URSA_OK)
                 which[nq++] = i;
         if (!bt || !which || rstore_batch_exec(r, bt, &reps)) {
             fprintf(stderr, "\nursa classify: lost Redis: %s\n", rstore_last_error(r));
@@ -158,7 +159,7 @@ int classify_cmd(const cfg *c, int argc, char **argv) {
     long errors = 0;
     for (size_t i = 0; i < n; i++) {
         redisReply *rep = NULL;
-        if (rstore_cmd(r, &rep, "GET ursa:classify:%s", it[i].id) || rep->type != REDIS_REPLY_STRING) {
+        if (cresult_get(r, it[i].id, &rep) || rep->type != REDIS_REPLY_STRING) {
             if (rep) freeReplyObject(rep);
             fprintf(stderr, "ursa classify: the answer to %s vanished\n", it[i].url);
             goto out;

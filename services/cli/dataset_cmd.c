@@ -387,8 +387,11 @@ int ingest_cmd(const cfg *c, int argc, char **argv) {
     if (!added || !r || !p) goto out;
     ursa_err err = ds_add_urls(r, bs, ds, ntake, take_urls, take_labels, added);
     if (err) {
-        fprintf(stderr, "ursa ingest: cannot record URLs in Redis: %s (%s)\n", ursa_err2str(err),
-                rstore_last_error(r));
+        fprintf(stderr, "ursa ingest: cannot record the URLs (their list goes to the blob store, "
+                        "their states to Redis): %s%s%s%s\n", ursa_err2str(err),
+                err == URSA_ERR_REDIS || err == URSA_ERR_UNAVAILABLE ? " (" : "",
+                err == URSA_ERR_REDIS || err == URSA_ERR_UNAVAILABLE ? rstore_last_error(r) : "",
+                err == URSA_ERR_REDIS || err == URSA_ERR_UNAVAILABLE ? ")" : "");
         goto out;
     }
     for (size_t i = 0; i < ntake; i++) {

@@ -67,6 +67,18 @@ static const command commands[] = {
      "Writes the verified images as DIR/<label>/<sha256>.jpg and DIR/labels.csv\n"
      "(name,label), the layouts fast.ai's from_folder and from_csv read.\n\n",
      export_defs, 1, 0},
+    {"broker", stack_broker,
+     "usage: ursa broker COMMAND [ARGS]\n"
+     "Fault drills on the embedded broker (ursa-broker --broker.brokers N):\n"
+     "  down N [keep-leaders]  broker N stops answering; its partition leaders and\n"
+     "                           group coordinators move to live brokers\n"
+     "  up N                     broker N answers again\n"
+     "  leader TOPIC PART N      moves a partition's leader to broker N\n"
+     "  coordinator GROUP N      moves a consumer group's coordinator\n"
+     "  error APIKEY ERR COUNT   the next COUNT requests of Kafka API APIKEY (0 produce,\n"
+     "                           1 fetch, 8 offset commit) fail with error code ERR\n"
+     "  rtt N MS                 adds MS of round-trip delay to broker N\n"
+     "  status                   which brokers are up\n\n", NULL, 1, 0},
     {"env", stack_env,
      "usage: ursa env [--state-dir DIR]\n"
      "Prints URSA_KAFKA_BOOTSTRAP=... and URSA_REDIS_URL=... (and URSA_INFERENCE_URL=...\n"

@@ -10,6 +10,7 @@
 #include "conn.h"
 #include "jobs.h"
 #include "plot.h"
+#include "registry.h"
 #include "util.h"
 
 const cfg_def models_defs[] = {{"dataset", CFG_STR, "", 1, 0, "only this dataset's models"},
@@ -32,9 +33,7 @@ typedef struct {
 static ursa_err model_read(rstore *r, const char *id, model_info *m) {
     memset(m, 0, sizeof *m);
     redisReply *rep = NULL;
-    char key[200];
-    snprintf(key, sizeof key, "ursa:model:%s", id);
-    ursa_err e = rstore_hgetall(r, &rep, key);
+    ursa_err e = registry_get(r, id, &rep);
     if (e) return e;
     for (size_t i = 0; i + 1 < rep->elements; i += 2) {
         const char *k = rep->element[i]->str, *v = rep->element[i + 1]->str;
@@ -79,8 +78,7 @@ int models_cmd(const cfg *c, int argc, char **argv) {
     rstore *r = cli_redis(c);
     if (!r) return 1;
     redisReply *rep = NULL;
-    ursa_err e = *ds ? rstore_cmd(r, &rep, "ZRANGE ursa:ds:%s:models 0 -1", ds)
-                     : rstore_cmd(r, &rep, "ZRANGE ursa:models 0 -1");
+    ursa_err e = registry_list(r, ds, 0, 0, &rep);
     if (e) {
         fprintf(stderr, "ursa models: %s\n", rstore_last_error(r));
         rstore_destroy(r);

@@ -17,11 +17,14 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "dataset_cmd.h"
 #include "rstore.h"
+#include "service.h"
 #include "statedir.h"
 #include "topics.h"
 #include "util.h"
@@ -182,7 +185,7 @@ static int beat_of(rstore *r, const char *name, pid_t pid, char *out, size_t n) 
     int degraded = 0;
     snprintf(out, n, "no heartbeat yet");
     redisReply *rep = NULL;
-    if (r && rstore_cmd(r, &rep, "HGETALL ursa:svc:%s:%d", name, (int)pid) == URSA_OK &&
+    if (r && service_beat_get(r, name, (int)pid, &rep) == URSA_OK &&
         rep->type == REDIS_REPLY_ARRAY && rep->elements) {
         size_t o = 0;
         long long ts = 0;
@@ -618,4 +621,46 @@ int stack_status(const cfg *c, int argc, char **argv) {
     if (nt > 0) print_backlog(bs);
     rstore_destroy(r);
     return healthy ? 0 : 1;
+}
+
+int stack_broker(const cfg *c, int argc, char **argv) {
+    if (argc < 1) {
+        fprintf(stderr, "ursa broker: give a command (see ursa broker --help)\n");
+        return 2;
+    }
+    stack s;
+    if (stack_init(c, &s)) return 1;
+    char line[512];
+    size_t o = 0;
+    for (int i = 0; i < argc && o < sizeof line; i++)
+        o += (size_t)snprintf(line + o, sizeof line - o, "%s%s", i ? " " : "", argv[i]);
+    if (o >= sizeof line - 1) {
+        fprintf(stderr, "ursa broker: command too long\n");
+        return 2;
+    }
+    line[o++] = '\n';
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s/run/broker.sock", s.root);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        fprintf(stderr, "ursa broker: cannot reach the embedded broker at %s: %s (is the stack "
+                        "up?)\n", a.sun_path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return 1;
+    }
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char out[1024];
+    size_t n = 0;
+    if (util_send_all(fd, line, o) == 0)
+        for (ssize_t r; n < sizeof out - 1 && (r = recv(fd, out + n, sizeof out - 1 - n, 0)) > 0;)
+            n += (size_t)r;
+    close(fd);
+    out[n] = '\0';
+    if (!n) {
+        fprintf(stderr, "ursa broker: no answer from the broker\n");
+        return 1;
+    }
+    fputs(out, strncmp(out, "ok", 2) ? stderr : stdout);
+    return strncmp(out, "ok", 2) ? 1 : 0;
 }

@@ -15,5 +15,7 @@ int stack_up(const cfg *c, int argc, char **argv);
 int stack_down(const cfg *c, int argc, char **argv);
 int stack_status(const cfg *c, int argc, char **argv);
 int stack_env(const cfg *c, int argc, char **argv);
+/* `ursa broker CMD...`: a fault-drill command to the embedded broker. */
+int stack_broker(const cfg *c, int argc, char **argv);
 
 #endif

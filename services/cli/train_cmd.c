@@ -184,9 +184,7 @@ static void jobinfo_free(jobinfo *j) {
 static ursa_err job_read(rstore *r, const char *id, jobinfo *j) {
     memset(j, 0, sizeof *j);
     redisReply *rep = NULL;
-    char key[200];
-    snprintf(key, sizeof key, "ursa:job:%s", id);
-    ursa_err e = rstore_hgetall(r, &rep, key);
+    ursa_err e = job_get_all(r, id, &rep);
     if (e) return e;
     for (size_t i = 0; i + 1 < rep->elements; i += 2) {
         const char *k = rep->element[i]->str, *v = rep->element[i + 1]->str;
@@ -212,39 +210,6 @@ static ursa_err job_read(rstore *r, const char *id, jobinfo *j) {
 #undef L
     }
     freeReplyObject(rep);
-    return URSA_OK;
-}
-
-typedef struct {
-    int n, stage, epoch;
-    double train_loss, valid_loss, error_rate, seconds;
-} jobrow;
-
-static int by_n(const void *a, const void *b) { return ((const jobrow *)a)->n - ((const jobrow *)b)->n; }
-
-static ursa_err rows_read(rstore *r, const char *id, jobrow **out, int *n) {
-    redisReply *rep = NULL;
-    *out = NULL;
-    *n = 0;
-    ursa_err e = rstore_cmd(r, &rep, "HGETALL ursa:job:%s:rows", id);
-    if (e) return e;
-    jobrow *rows = calloc(rep->elements / 2 + 1, sizeof *rows);
-    if (!rows) {
-        freeReplyObject(rep);
-        return URSA_ERR_NOMEM;
-    }
-    int k = 0;
-    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
-        jobrow *w = &rows[k];
-        w->n = atoi(rep->element[i]->str);
-        if (sscanf(rep->element[i + 1]->str, "%d\t%d\t%lf\t%lf\t%lf\t%lf", &w->stage, &w->epoch,
-                   &w->train_loss, &w->valid_loss, &w->error_rate, &w->seconds) == 6)
-            k++;
-    }
-    freeReplyObject(rep);
-    qsort(rows, (size_t)k, sizeof *rows, by_n);
-    *out = rows;
-    *n = k;
     return URSA_OK;
 }
 
@@ -281,7 +246,7 @@ static void table_head(FILE *f) {
             "time");
 }
 
-static void table_row(FILE *f, const jobrow *w) {
+static void table_row(FILE *f, const job_row *w) {
     char t[16];
     fmt_clock(w->seconds, t, sizeof t);
     fprintf(f, "%-6d %-11.6f %-11.6f %-11.6f %s\n", w->epoch, w->train_loss, w->valid_loss,
@@ -289,7 +254,7 @@ static void table_row(FILE *f, const jobrow *w) {
 }
 
 /* Prints the rows from index *shown on, with stage headers. */
-static void print_rows(FILE *f, const jobinfo *j, const jobrow *rows, int n, int *shown,
+static void print_rows(FILE *f, const jobinfo *j, const job_row *rows, int n, int *shown,
                        int *last_stage) {
     for (int i = 0; i < n; i++) {
         if (rows[i].n < *shown) continue;
@@ -338,9 +303,9 @@ static int follow(rstore *r, const char *id) {
     int rc = 1;
     for (;;) {
         jobinfo j;
-        jobrow *rows = NULL;
+        job_row *rows = NULL;
         int n = 0;
-        if (job_read(r, id, &j) || rows_read(r, id, &rows, &n)) {
+        if (job_read(r, id, &j) || job_rows_read(r, id, &rows, &n)) {
             fprintf(stderr, "%sursa: lost Redis while following job %s: %s\n", tty ? "\n" : "", id,
                     rstore_last_error(r));
             jobinfo_free(&j);
@@ -572,7 +537,7 @@ int jobs_cmd(const cfg *c, int argc, char **argv) {
     rstore *r = cli_redis(c);
     if (!r) return 1;
     redisReply *rep = NULL;
-    if (rstore_cmd(r, &rep, "ZRANGE ursa:jobs 0 -1")) {
+    if (job_list(r, &rep)) {
         fprintf(stderr, "ursa jobs: %s\n", rstore_last_error(r));
         rstore_destroy(r);
         return 1;
@@ -633,9 +598,9 @@ static int job_show(rstore *r, const char *id) {
     if (j.n_train)
         printf("data: %d classes, %d training and %d validation images (snapshot %.12s)\n",
                j.n_classes, j.n_train, j.n_valid, j.manifest);
-    jobrow *rows = NULL;
+    job_row *rows = NULL;
     int n = 0, shown = 0, last = 0;
-    if (rows_read(r, id, &rows, &n) == URSA_OK && n) {
+    if (job_rows_read(r, id, &rows, &n) == URSA_OK && n) {
         printf("\n");
         print_rows(stdout, &j, rows, n, &shown, &last);
     }

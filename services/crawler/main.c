@@ -67,8 +67,7 @@ struct crawl {
     task *waiting; /* downloads waiting to be tried again */
     int nwaiting;
     task *done, *done_tail; /* finished downloads waiting for the group commit */
-    int ndone, blobs_unsynced;
-    int64_t first_done_ms, flush_retry_at;
+    ds_batch batch; /* the group commit of the done list */
     uint64_t ok, failed, retried;
     /* the blob store cannot be written: downloads held until it can */
     task *unwritten;
@@ -136,14 +135,8 @@ static void announce(crawl *cr, task *t, const ds_op *o) {
  * one pipelined round trip records their states, then their messages go
  * out. If Redis is down the batch waits and is sent again (idempotent). */
 static void flush(crawl *cr) {
-    if (!cr->ndone || util_mono_ms() < cr->flush_retry_at) return;
-    if (cr->blobs_unsynced && blob_store_sync(cr->bs) != URSA_OK) {
-        ULOG_ERROR("event=blob_sync_failed");
-        cr->flush_retry_at = util_mono_ms() + 1000;
-        return;
-    }
-    cr->blobs_unsynced = 0;
-    ds_op *ops = calloc((size_t)cr->ndone, sizeof *ops);
+    if (!cr->batch.n) return;
+    ds_op *ops = calloc((size_t)cr->batch.n, sizeof *ops);
     if (!ops) return;
     size_t i = 0;
     for (task *t = cr->done; t; t = t->next) {
@@ -157,17 +150,12 @@ static void flush(crawl *cr) {
         o->detail = t->ok ? "" : t->detail;
         o->transient = !t->ok && t->transient;
     }
-    ursa_err err = ds_apply(cr->r, ops, i);
-    if (err) {
-        ULOG_WARN("event=flush_deferred items=%d err=\"%s\" redis=\"%s\"", cr->ndone,
-                  ursa_err2str(err), rstore_last_error(cr->r));
-        cr->flush_retry_at = util_mono_ms() + 1000;
+    if (ds_batch_commit(&cr->batch, cr->r, cr->bs, ops, i)) {
         free(ops);
         return;
     }
     task *t = cr->done;
     cr->done = cr->done_tail = NULL;
-    cr->ndone = 0;
     for (i = 0; t;) {
         task *next = t->next;
         announce(cr, t, kq_job_orphaned(t->job) ? NULL : &ops[i++]);
@@ -176,12 +164,13 @@ static void flush(crawl *cr) {
     free(ops);
 }
 
-static void done_push(crawl *cr, task *t) {
+/* A finished task joins the group commit; wrote_blob when it wrote one. */
+static void done_push(crawl *cr, task *t, int wrote_blob) {
     t->next = NULL;
     if (cr->done_tail) cr->done_tail->next = t;
-    else cr->done = t, cr->first_done_ms = util_mono_ms();
+    else cr->done = t;
     cr->done_tail = t;
-    cr->ndone++;
+    ds_batch_add(&cr->batch, wrote_blob);
 }
 
 static void on_fetched(void *opaque, const fetch_result *r);
@@ -235,9 +224,8 @@ static void on_fetched(void *opaque, const fetch_result *r) {
             degrade(cr, err);
             return;
         }
-        cr->blobs_unsynced = 1;
     }
-    done_push(cr, t);
+    done_push(cr, t, r->ok);
 }
 
 /* The blob store cannot be written: stop taking work, say so, and try
@@ -290,8 +278,7 @@ static void write_held(crawl *cr) {
         free(t->body);
         t->body = NULL;
         cr->nunwritten--;
-        cr->blobs_unsynced = 1;
-        done_push(cr, t);
+        done_push(cr, t, 1);
     }
     while (rev) { /* what is left goes back, newest first */
         task *t = rev;
@@ -310,8 +297,6 @@ static void write_held(crawl *cr) {
     kq_consumer_pause_intake(cr->kc, 0);
 }
 
-enum { FLUSH_ITEMS = 256, FLUSH_MS = 20 };
-
 /* The loop's background work: due retries, the network, the group commit. */
 static int tick(void *opaque, int timeout_ms) {
     crawl *cr = opaque;
@@ -328,12 +313,10 @@ static int tick(void *opaque, int timeout_ms) {
         cr->nwaiting--;
         start(cr, t);
     }
-    if (cr->ndone && timeout_ms > FLUSH_MS) timeout_ms = FLUSH_MS;
+    if (cr->batch.n && timeout_ms > DS_BATCH_MS) timeout_ms = DS_BATCH_MS;
     if (cr->nwaiting && timeout_ms > 50) timeout_ms = 50;
     int active = fetch_run(cr->f, timeout_ms);
-    if (cr->ndone >= FLUSH_ITEMS ||
-        (cr->ndone && util_mono_ms() - cr->first_done_ms >= FLUSH_MS))
-        flush(cr);
+    if (ds_batch_due(&cr->batch)) flush(cr);
     if (service_beat_due()) {
         char ok[24], failed[24], inflight[16];
         snprintf(ok, sizeof ok, "%llu", (unsigned long long)cr->ok);
@@ -345,9 +328,9 @@ static int tick(void *opaque, int timeout_ms) {
                             "held_for_disk", held, NULL};
         service_beat(cr->r, "crawler", kv);
     }
-    if (cr->degraded && timeout_ms > 0 && !active && !cr->ndone)
+    if (cr->degraded && timeout_ms > 0 && !active && !cr->batch.n)
         util_sleep_ms(timeout_ms > 100 ? 100 : timeout_ms); /* nothing to do but wait */
-    return active + cr->ndone + (cr->degraded ? 0 : cr->nwaiting);
+    return active + cr->batch.n + (cr->degraded ? 0 : cr->nwaiting);
 }
 
 static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason, size_t rn) {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "classify_results.h"
 #include "data.h"
 #include "jobs.h"
 #include "msg.h"
@@ -32,7 +33,7 @@ ursa_err bulk_on_request(void *opaque, const kq_msg *msg, kq_job *job, char *rea
         return URSA_ERR_PERMANENT;
     }
     redisReply *rep = NULL;
-    if (rstore_cmd(bk->r, &rep, "GET ursa:classify:%s", q->request_id) != URSA_OK) {
+    if (cresult_get(bk->r, q->request_id, &rep) != URSA_OK) {
         snprintf(reason, rn, "Redis: %s", rstore_last_error(bk->r));
         ursa__classify_request__free_unpacked(q, NULL);
         return URSA_ERR_UNAVAILABLE;
@@ -103,14 +104,13 @@ ursa_err bulk_on_request(void *opaque, const kq_msg *msg, kq_job *job, char *rea
     size_t blen = 0;
     if (ret == URSA_OK) ret = msg_pack(&res.base, &buf, &blen);
     if (ret == URSA_OK &&
-        rstore_cmd(bk->r, NULL, "SET ursa:classify:%s %b NX EX 604800", q->request_id, buf, blen) !=
-            URSA_OK) {
+        cresult_put(bk->r, q->request_id, buf, blen) != URSA_OK) {
         snprintf(reason, rn, "Redis: %s", rstore_last_error(bk->r));
         ret = URSA_ERR_UNAVAILABLE;
     }
     if (ret == URSA_OK) { /* the stored answer wins a race with another instance */
         redisReply *again = NULL;
-        if (rstore_cmd(bk->r, &again, "GET ursa:classify:%s", q->request_id) == URSA_OK &&
+        if (cresult_get(bk->r, q->request_id, &again) == URSA_OK &&
             again->type == REDIS_REPLY_STRING)
             ret = kq_job_produce(job, TOPIC_CLASSIFY_RESULTS, q->request_id,
                                  strlen(q->request_id), again->str, again->len);

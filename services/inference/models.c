@@ -13,6 +13,7 @@
 #include "data.h"
 #include "log.h"
 #include "msg.h"
+#include "registry.h"
 #include "server.h"
 #include "util.h"
 
@@ -26,7 +27,8 @@ static served *load_bytes(server *s, const uint8_t *d, size_t len, const char *i
 static served *load_registered(server *s, rstore *r, const char *id, long long *created,
                                char *err, size_t n) {
     redisReply *rep = NULL;
-    if (rstore_cmd(r, &rep, "HMGET ursa:model:%s blob created_ms", id) != URSA_OK) {
+    static const char *const want[] = {"blob", "created_ms", NULL};
+    if (registry_fields(r, id, want, &rep) != URSA_OK) {
         snprintf(err, n, "Redis: %s", rstore_last_error(r));
         return NULL;
     }
@@ -44,8 +46,7 @@ static served *load_registered(server *s, rstore *r, const char *id, long long *
     ursa_err e = blob_get(s->bs, blob, (size_t)1 << 31, &data, &len);
     if (e) { /* not on this machine's volume: the cached copy */
         rep = NULL;
-        if (rstore_cmd(r, &rep, "GET ursa:model:%s:onnx", id) == URSA_OK &&
-            rep->type == REDIS_REPLY_STRING) {
+        if (registry_onnx(r, id, &rep) == URSA_OK) {
             data = malloc(rep->len ? rep->len : 1);
             if (data) memcpy(data, rep->str, rep->len), len = rep->len;
         }
@@ -90,9 +91,7 @@ int models_reload(server *s, int force, char *err, size_t n) {
         snprintf(id, sizeof id, "%s", s->pin);
         if (!id[0]) {
             redisReply *rep = NULL;
-            ursa_err e = *s->dataset
-                             ? rstore_cmd(r, &rep, "ZREVRANGE ursa:ds:%s:models 0 0", s->dataset)
-                             : rstore_cmd(r, &rep, "ZREVRANGE ursa:models 0 0");
+            ursa_err e = registry_list(r, s->dataset, 1, 1, &rep);
             if (e != URSA_OK) {
                 snprintf(err, n, "Redis: %s", rstore_last_error(r));
                 goto out;
@@ -138,15 +137,14 @@ static void write_published(server *s, FILE *f) {
     redisReply *rep = NULL;
     ursa_err re = URSA_ERR_UNAVAILABLE;
     if (r)
-        re = *s->dataset ? rstore_cmd(r, &rep, "ZREVRANGE ursa:ds:%s:models 0 49", s->dataset)
-                         : rstore_cmd(r, &rep, "ZREVRANGE ursa:models 0 49");
+        re = registry_list(r, s->dataset, 1, 50, &rep);
     for (size_t i = 0; re == URSA_OK && i < rep->elements; i++) {
         redisReply *h = NULL;
         if (i) fprintf(f, ", ");
         fprintf(f, "{\"id\": ");
         util_json_str(f, rep->element[i]->str);
-        if (rstore_cmd(r, &h, "HMGET ursa:model:%s arch error_rate created_ms",
-                       rep->element[i]->str) == URSA_OK &&
+        static const char *const want[] = {"arch", "error_rate", "created_ms", NULL};
+        if (registry_fields(r, rep->element[i]->str, want, &h) == URSA_OK &&
             h->elements == 3 && h->element[0]->type == REDIS_REPLY_STRING) {
             char *end;
             fprintf(f, ", \"arch\": ");

@@ -12,6 +12,7 @@
 #include "learner.h"
 #include "log.h"
 #include "msg.h"
+#include "registry.h"
 #include "rstore.h"
 #include "topics.h"
 #include "util.h"
@@ -174,7 +175,7 @@ static int class_of(run *R, const char *label) {
 static tjob_outcome snapshot(run *R) {
     const Ursa__TrainJob *s = R->spec;
     redisReply *rep = NULL;
-    if (rstore_cmd(R->r, &rep, "HGET ursa:job:%s manifest", R->tj->id))
+    if (job_get_field(R->r, R->tj->id, "manifest", &rep))
         return redis_down(R, "reading the job");
     char key[65] = "";
     if (rep->type == REDIS_REPLY_STRING) snprintf(key, sizeof key, "%s", rep->str);
@@ -427,7 +428,7 @@ static void on_batch(void *ctx, int epoch, int it, int n_it, float smooth, float
                         "stage", stage, "epoch", ep, NULL};
     job_update(R->r, R->tj->id, kv); /* best effort: the next beat tries again */
     redisReply *rep = NULL;
-    if (rstore_cmd(R->r, &rep, "HGET ursa:job:%s cancel", R->tj->id) == URSA_OK) {
+    if (job_get_field(R->r, R->tj->id, "cancel", &rep) == URSA_OK) {
         if (rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, "1")) {
             R->cancelled = 1;
             R->tj->stop = 1;
@@ -439,12 +440,10 @@ static void on_batch(void *ctx, int epoch, int it, int n_it, float smooth, float
 static void on_epoch(void *ctx, const nn_epoch_row *row) {
     run *R = ctx;
     const Ursa__TrainStage *st = R->spec->stages[R->pos.stage];
-    char n[16], line[160];
-    snprintf(n, sizeof n, "%u", R->pos.done);
-    snprintf(line, sizeof line, "%u\t%d\t%.6f\t%.6f\t%.6f\t%.1f", R->pos.stage + 1, row->epoch,
-             row->train_loss, row->valid_loss, row->error_rate, row->seconds);
-    if (rstore_cmd(R->r, NULL, "HSET ursa:job:%s:rows %s %s", R->tj->id, n, line))
-        ULOG_WARN("event=row_not_recorded job=%s epoch=%s", R->tj->id, n);
+    job_row w = {(int)R->pos.done, (int)R->pos.stage + 1, row->epoch, row->train_loss,
+                 row->valid_loss, row->error_rate, row->seconds};
+    if (job_row_put(R->r, R->tj->id, &w))
+        ULOG_WARN("event=row_not_recorded job=%s epoch=%d", R->tj->id, w.n);
     R->pos.done++;
     R->pos.epoch = (uint32_t)row->epoch + 1;
     if (R->pos.epoch >= st->epochs) {
@@ -597,20 +596,20 @@ static tjob_outcome publish(run *R) {
     FILE *cf = open_memstream(&classes, &clen);
     for (int i = 0; cf && i < R->nclass; i++) fprintf(cf, "%s%s", i ? "\t" : "", R->classes[i]);
     if (cf) fclose(cf);
-    rstore_batch *b = rstore_batch_new();
-    long long now = (long long)util_now_ms();
-    rstore_batch_add(b, "HSETNX ursa:model:%s created_ms %lld", model_id, now);
-    rstore_batch_add(b,
-                     "HSET ursa:model:%s dataset %s job %s arch %s blob %s classes %s size %u "
-                     "error_rate %.6f valid_loss %.6f n_train %d n_valid %d interp %s bytes %lld",
-                     model_id, s->dataset, R->tj->id, s->arch, blob, classes ? classes : "",
-                     s->size, err_rate, vloss, R->ntr, R->nva, interp, (long long)olen);
-    if (olen <= ((size_t)64 << 20)) /* inference start-up reads it when the blobs are far */
-        rstore_batch_add(b, "SET ursa:model:%s:onnx %b EX 604800", model_id, onnx, olen);
-    rstore_batch_add(b, "ZADD ursa:models NX %lld %s", now, model_id);
-    rstore_batch_add(b, "ZADD ursa:ds:%s:models NX %lld %s", s->dataset, now, model_id);
-    ursa_err e = rstore_batch_exec(R->r, b, NULL);
-    rstore_batch_destroy(b);
+    char size_s[16], er_s[32], vl_s[32], ntr_s[16], nva_s[16], bytes_s[24];
+    snprintf(size_s, sizeof size_s, "%u", s->size);
+    snprintf(er_s, sizeof er_s, "%.6f", err_rate);
+    snprintf(vl_s, sizeof vl_s, "%.6f", vloss);
+    snprintf(ntr_s, sizeof ntr_s, "%d", R->ntr);
+    snprintf(nva_s, sizeof nva_s, "%d", R->nva);
+    snprintf(bytes_s, sizeof bytes_s, "%lld", (long long)olen);
+    const char *mkv[] = {"dataset", s->dataset, "job", R->tj->id, "arch", s->arch, "blob", blob,
+                        "classes", classes ? classes : "", "size", size_s, "error_rate", er_s,
+                        "valid_loss", vl_s, "n_train", ntr_s, "n_valid", nva_s,
+                        "interp", interp, "bytes", bytes_s, NULL};
+    /* the ONNX copy: inference start-up reads it when the blobs are far */
+    ursa_err e = registry_publish(R->r, model_id, s->dataset, mkv,
+                                  olen <= ((size_t)64 << 20) ? onnx : NULL, olen);
     free(onnx);
     if (e) {
         free(classes);
@@ -678,7 +677,7 @@ static tjob_outcome train(run *R) {
             R->pos = p;
             ULOG_INFO("event=resumed job=%s stage=%u epoch=%u epochs_done=%u", R->tj->id,
                       p.stage + 1, p.epoch, p.done);
-            rstore_cmd(R->r, NULL, "HINCRBY ursa:job:%s resumes 1", R->tj->id);
+            job_incr(R->r, R->tj->id, "resumes");
         } else {
             ULOG_WARN("event=checkpoint_unusable job=%s err=\"%s\" note=\"starting over\"",
                       R->tj->id, err);
@@ -751,7 +750,7 @@ static tjob_outcome run_job(run *R) {
     if (e) return redis_down(R, "reading the job");
     if (job_state_final(st)) return TJ_DONE;
     redisReply *rep = NULL;
-    if (rstore_cmd(R->r, &rep, "HGET ursa:job:%s cancel", tj->id)) return redis_down(R, "reading");
+    if (job_get_field(R->r, tj->id, "cancel", &rep)) return redis_down(R, "reading");
     int cancel = rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, "1");
     freeReplyObject(rep);
     if (cancel) {
@@ -762,8 +761,8 @@ static tjob_outcome run_job(run *R) {
     snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
     const char *kv[] = {"worker", tj->worker, "beat_ms", now, NULL};
     if (job_set_state(R->r, tj->id, JOB_RUNNING, kv, NULL) ||
-        rstore_cmd(R->r, NULL, "HSETNX ursa:job:%s started_ms %s", tj->id, now) ||
-        rstore_cmd(R->r, NULL, "HINCRBY ursa:job:%s starts 1", tj->id))
+        job_set_once(R->r, tj->id, "started_ms", now) ||
+        job_incr(R->r, tj->id, "starts"))
         return redis_down(R, "starting the job");
     ULOG_INFO("event=job_started job=%s kind=%s dataset=%s arch=%s", tj->id, R->spec->kind,
               R->spec->dataset, R->spec->arch);

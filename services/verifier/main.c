@@ -36,8 +36,6 @@ typedef struct {
     int w, h;
 } pending;
 
-enum { FLUSH_ITEMS = 256, FLUSH_MS = 20 };
-
 typedef struct {
     rstore *r;
     blob_store *bs;
@@ -45,9 +43,8 @@ typedef struct {
     size_t max_bytes;
     uint64_t verified, rejected, duplicates;
     int degraded; /* the last blob write failed */
-    pending batch[FLUSH_ITEMS];
-    int n, unsynced;
-    int64_t first_ms, retry_at;
+    pending batch[DS_BATCH_ITEMS];
+    ds_batch g; /* the group commit of batch[0..g.n) */
 } verifier;
 
 static ursa_err send_rejected(kq_job *job, const Ursa__ImageDownloaded *d, const char *reason,
@@ -73,7 +70,7 @@ static ursa_err verify_one(verifier *v, Ursa__ImageDownloaded *d, kq_job *job, c
     char *data = NULL;
     size_t len = 0;
     ursa_err err = blob_get(v->bs, d->blob, v->max_bytes, &data, &len);
-    pending *p = &v->batch[v->n];
+    pending *p = &v->batch[v->g.n];
     memset(p, 0, sizeof *p);
     if (err == URSA_ERR_TOO_LARGE) { /* bigger than verifier.max-bytes: a verdict */
         p->rejected = 1;
@@ -124,13 +121,12 @@ static ursa_err verify_one(verifier *v, Ursa__ImageDownloaded *d, kq_job *job, c
             v->degraded = 0;
             service_degraded(NULL);
         }
-        v->unsynced = 1;
     }
 queue:
     p->job = job;
     p->d = d;
     kq_job_hold(job);
-    if (v->n++ == 0) v->first_ms = util_mono_ms();
+    ds_batch_add(&v->g, !p->rejected);
     return URSA_OK;
 }
 
@@ -174,17 +170,11 @@ static void announce(verifier *v, pending *p, const ds_op *o) {
  * the manifest and the states, then the messages. If Redis is down the
  * batch waits (holding its jobs) and is sent again, which is idempotent. */
 static void flush(verifier *v) {
-    if (!v->n || util_mono_ms() < v->retry_at) return;
-    if (v->unsynced && blob_store_sync(v->bs) != URSA_OK) {
-        ULOG_ERROR("event=blob_sync_failed");
-        v->retry_at = util_mono_ms() + 1000;
-        return;
-    }
-    v->unsynced = 0;
-    ds_op ops[FLUSH_ITEMS];
+    if (!v->g.n || util_mono_ms() < v->g.retry_at) return;
+    ds_op ops[DS_BATCH_ITEMS];
     memset(ops, 0, sizeof ops);
-    int nops = 0;
-    for (int i = 0; i < v->n; i++) {
+    int nops = 0, n = v->g.n;
+    for (int i = 0; i < n; i++) {
         pending *p = &v->batch[i];
         if (kq_job_orphaned(p->job)) continue; /* the new owner records it */
         ds_op *o = &ops[nops++];
@@ -201,16 +191,9 @@ static void flush(verifier *v) {
             o->jpeg_blob = p->key;
         }
     }
-    ursa_err err = ds_apply(v->r, ops, (size_t)nops);
-    if (err) {
-        ULOG_WARN("event=flush_deferred items=%d err=\"%s\" redis=\"%s\"", v->n,
-                  ursa_err2str(err), rstore_last_error(v->r));
-        v->retry_at = util_mono_ms() + 1000;
-        return;
-    }
-    for (int i = 0, k = 0; i < v->n; i++)
+    if (ds_batch_commit(&v->g, v->r, v->bs, ops, (size_t)nops)) return;
+    for (int i = 0, k = 0; i < n; i++)
         announce(v, &v->batch[i], kq_job_orphaned(v->batch[i].job) ? NULL : &ops[k++]);
-    v->n = 0;
 }
 
 static int tick(void *opaque, int timeout_ms) {
@@ -223,9 +206,10 @@ static int tick(void *opaque, int timeout_ms) {
         const char *kv[] = {"verified", ok, "rejected", rej, "duplicates", dup, NULL};
         service_beat(v->r, "verifier", kv);
     }
-    if (v->n >= FLUSH_ITEMS || (v->n && util_mono_ms() - v->first_ms >= FLUSH_MS)) flush(v);
-    else if (v->n && timeout_ms > 0) util_sleep_ms(timeout_ms < FLUSH_MS ? timeout_ms : FLUSH_MS);
-    return v->n;
+    if (ds_batch_due(&v->g)) flush(v);
+    else if (v->g.n && timeout_ms > 0)
+        util_sleep_ms(timeout_ms < DS_BATCH_MS ? timeout_ms : DS_BATCH_MS);
+    return v->g.n;
 }
 
 static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason, size_t rn) {
@@ -242,8 +226,8 @@ static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason,
             snprintf(reason, rn, "ImageDownloaded without dataset, url_hash or blob");
             err = URSA_ERR_PERMANENT;
         } else {
-            if (v->n == FLUSH_ITEMS) flush(v); /* make room */
-            if (v->n == FLUSH_ITEMS) {          /* Redis is down: kq waits and retries */
+            if (v->g.n == DS_BATCH_ITEMS) flush(v); /* make room */
+            if (v->g.n == DS_BATCH_ITEMS) {          /* Redis is down: kq waits and retries */
                 snprintf(reason, rn, "batch full, Redis unavailable: %s", rstore_last_error(v->r));
                 err = URSA_ERR_UNAVAILABLE;
             } else {
@@ -295,7 +279,7 @@ int main(int argc, char **argv) {
               (unsigned long long)v.duplicates);
 out:
     kq_consumer_destroy(kc);
-    for (int i = 0; i < v.n; i++) { /* unrecorded: their messages come again */
+    for (int i = 0; i < v.g.n; i++) { /* unrecorded: their messages come again */
         kq_job_done(v.batch[i].job);
         ursa__image_downloaded__free_unpacked(v.batch[i].d, NULL);
     }
