@@ -73,6 +73,15 @@ stat_at_least() { [ "$(stat_of "$1")" -ge "$2" ]; }
 check_eq() { [ "$2" = "$3" ] || fail "$1: expected '$3', got '$2'"; }
 # dead PID: the process is gone or a zombie.
 dead() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
+# term_ms PID TIMEOUT_S WHAT: SIGTERM to PID, then waits until it is gone;
+# prints how many milliseconds that took.
+term_ms() {
+    local t0
+    t0=$(date +%s%N)
+    kill -TERM "$1"
+    wait_for "$2" "$3" dead "$1"
+    echo $((($(date +%s%N) - t0) / 1000000))
+}
 
 # The fault server of tests/tools on 127.0.0.1, serving the images of
 # tests/fixtures/make_images.sh; sets FS (its base URL) and IMG (the dir).

@@ -192,10 +192,7 @@ curl -s -o "$T/slowreq" -w '%{http_code}' -m 20 "http://127.0.0.1:$P2/v1/classif
     >"$T/slowreq.code" &
 CURL=$!
 sleep 1
-t0=$(date +%s%N)
-kill -TERM "$INF2"
-wait_for 10 "the stop under trickling clients" dead "$INF2"
-ms=$((($(date +%s%N) - t0) / 1000000))
+ms=$(term_ms "$INF2" 10 "the stop under trickling clients")
 log "SIGTERM with 300 trickling clients and a download in progress: out in ${ms} ms (drain 2000)"
 [ "$ms" -lt 3500 ] || fail "the stop took ${ms} ms with a drain of 2000"
 wait "$CURL" || true

@@ -65,10 +65,7 @@ kcat -b "$BOOTSTRAP" -C -t ursa.dlq.crawler -e -q -f '%k %h\n' | grep -q '^huge 
 crawler=$(cat "$URSA_STATE_DIR/run/crawler.pid")
 kill -9 "$(cat "$URSA_STATE_DIR/run/broker.pid")"
 sleep 1
-t0=$(date +%s%N)
-kill -TERM "$crawler"
-wait_for 20 "the crawler to end after SIGTERM" dead "$crawler"
-ms=$((($(date +%s%N) - t0) / 1000000))
+ms=$(term_ms "$crawler" 20 "the crawler to end after SIGTERM")
 log "crawler ended ${ms} ms after SIGTERM with its broker dead"
 [ "$ms" -le 15000 ] || fail "SIGTERM took ${ms} ms (limit 15000)"
 t0=$(date +%s%N)

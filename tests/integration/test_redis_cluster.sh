@@ -8,16 +8,27 @@
 . "$(dirname "$0")/lib.sh"
 N=1500
 ports=()
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 for i in 1 2 3; do
-    p=$(python3 -c \
-        'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    for try in 1 2 3; do # a port taken between the pick and the bind: pick again
+        p=$(free_port)
+        mkdir -p "$T/rc/$p"
+        (cd "$T/rc/$p" && exec redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
+            --cluster-config-file nodes.conf --appendonly yes --save '' --logfile redis.log) &
+        pid=$!
+        PIDS+=("$pid")
+        up=0
+        for _ in $(seq 100); do
+            redis-cli -p "$p" PING >/dev/null 2>&1 && { up=1; break; }
+            dead "$pid" && break
+            sleep 0.1
+        done
+        [ "$up" = 1 ] && break
+        log "redis on $p did not start (try $try): $(tail -2 "$T/rc/$p/redis.log" 2>/dev/null)"
+    done
+    [ "$up" = 1 ] || fail "cannot start cluster node $i"
     ports+=("$p")
-    mkdir -p "$T/rc/$p"
-    (cd "$T/rc/$p" && exec redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
-        --cluster-config-file nodes.conf --appendonly yes --save '' --logfile redis.log) &
-    PIDS+=("$!")
 done
-for p in "${ports[@]}"; do wait_for 10 "redis $p" redis-cli -p "$p" PING; done
 redis-cli --cluster create "127.0.0.1:${ports[0]}" "127.0.0.1:${ports[1]}" "127.0.0.1:${ports[2]}" \
     --cluster-replicas 0 --cluster-yes >"$T/create.log" 2>&1 || { cat "$T/create.log" >&2; fail "cluster create"; }
 cluster_ok() { redis-cli -p "${ports[0]}" CLUSTER INFO | grep -q 'cluster_state:ok'; }

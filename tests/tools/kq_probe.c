@@ -36,9 +36,19 @@ static const cfg_def probe_defs[] = {
     {"crash-after", CFG_INT, "0", 0, 10000000, "SIGKILL self after N effects"},
     {"sleep-ms", CFG_INT, "0", 0, 60000, "pause per message"},
     {"forward", CFG_STR, "", 1, 0, "also produce each message to this topic"},
+    {"busy-tick", CFG_BOOL, "false", 1, 0,
+     "install background work that returns at once, as the verifier's does"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 static atomic_int run = 1;
+
+/* Background work with nothing to wait on: returns at once, whatever the
+ * timeout (the verifier's tick does when its batch is empty). */
+static int quick_tick(void *opaque, int timeout_ms) {
+    (void)opaque;
+    (void)timeout_ms;
+    return 0;
+}
 
 typedef struct {
     const cfg *c;
@@ -154,6 +164,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "kq-probe: %s\n", err);
             return 1;
         }
+        if (cfg_bool(c, "busy-tick")) kq_consumer_set_tick(kc, quick_tick, NULL);
         rc = kq_consumer_run(kc, &run) == URSA_OK ? 0 : 1;
         kq_consumer_destroy(kc);
         rstore_destroy(p.r);
