@@ -320,6 +320,9 @@ static ursa_err decode_jpeg(const uint8_t *d, size_t n, const img_decode_opts *o
     out->px = px;
     out->src_w = (int)ci.image_width;
     out->src_h = (int)ci.image_height;
+    out->jpeg_as_is = !cmyk && orientation == 1 &&
+                      (ci.jpeg_color_space == JCS_YCbCr || ci.jpeg_color_space == JCS_GRAYSCALE) &&
+                      out->w == out->src_w && out->h == out->src_h;
     ursa_err err = orient(out, orientation);
     if (err) img_free(out);
     return err;

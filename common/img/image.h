@@ -23,6 +23,8 @@ typedef struct {
     int w, h;
     uint8_t *px;      /* owned; free with img_free() */
     int src_w, src_h; /* the header's size, before any shrinking while decoding */
+    int jpeg_as_is;   /* a JPEG decoded whole with nothing to change: YCbCr or gray,
+                         upright (no EXIF turn), at full size */
 } img_rgb;
 
 typedef struct {
@@ -103,7 +105,10 @@ ursa_err img_encode_jpeg(const img_rgb *im, int quality, uint8_t **out,
 
 /* The verifier's whole check: decode, refuse too-small, fit to max_size,
  * encode as JPEG. On OK *jpeg (caller frees) holds the normalised image of
- * size *w x *h. On rejection returns URSA_ERR_INVALID and fills rej. */
+ * size *w x *h, or is NULL when the file itself is one: a JPEG in YCbCr or
+ * gray, upright, within max_size and without bulky extras (as fast.ai's
+ * resize_images copies a file that needs no resizing); store data then.
+ * On rejection returns URSA_ERR_INVALID and fills rej. */
 ursa_err img_verify(const uint8_t *data, size_t len, const img_opts *o,
                     uint8_t **jpeg, size_t *jpeg_len, int *w, int *h,
                     img_reject *rej);

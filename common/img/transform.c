@@ -219,6 +219,16 @@ ursa_err img_verify(const uint8_t *data, size_t len, const img_opts *o, uint8_t 
         img_free(&im);
         return URSA_ERR_INVALID;
     }
+    int fits = o->max_size <= 0 || (im.w <= o->max_size && im.h <= o->max_size);
+    if (im.jpeg_as_is && fits && len <= (size_t)im.w * im.h * 2 + 65536) {
+        /* already what normalising would make: keep the file (one blob, not
+         * two, and no encode) */
+        *w = im.w;
+        *h = im.h;
+        *jpeg_len = 0;
+        img_free(&im);
+        return URSA_OK;
+    }
     err = img_fit(&im, o->max_size, &fit);
     img_free(&im);
     if (err) return err;

@@ -56,7 +56,7 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
-    img_rgb out = {W, H, malloc((size_t)W * H * 3), W, H};
+    img_rgb out = {W, H, malloc((size_t)W * H * 3), W, H, 0};
     long written = 0;
     for (long i = offset; i < n && (limit < 0 || written < limit); i++) {
         const unsigned char *src = pixels + (size_t)i * rows * cols;

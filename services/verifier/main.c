@@ -71,6 +71,7 @@ static ursa_err verify_one(verifier *v, Ursa__ImageDownloaded *d, kq_job *job, c
     size_t len = 0;
     ursa_err err = blob_get(v->bs, d->blob, v->max_bytes, &data, &len);
     pending *p = &v->batch[v->g.n];
+    int wrote = 0; /* a blob written lazily: the batch must sync */
     memset(p, 0, sizeof *p);
     if (err == URSA_ERR_TOO_LARGE) { /* bigger than verifier.max-bytes: a verdict */
         p->rejected = 1;
@@ -99,7 +100,9 @@ static ursa_err verify_one(verifier *v, Ursa__ImageDownloaded *d, kq_job *job, c
         snprintf(reason, rn, "verify: %s", ursa_err2str(err));
         return URSA_ERR_TRANSIENT; /* out of memory: maybe better next time */
     } else {
-        err = blob_put_lazy(v->bs, jpeg, jl, p->key);
+        /* no jpeg: the downloaded file is already normalised, and stored */
+        if (jpeg) err = blob_put_lazy(v->bs, jpeg, jl, p->key), wrote = err == URSA_OK;
+        else snprintf(p->key, sizeof p->key, "%s", d->blob);
         free(jpeg);
         if (err) {
             /* an outage: the loop retries this message (sleeping, taking
@@ -126,7 +129,7 @@ queue:
     p->job = job;
     p->d = d;
     kq_job_hold(job);
-    ds_batch_add(&v->g, !p->rejected);
+    ds_batch_add(&v->g, wrote);
     return URSA_OK;
 }
 

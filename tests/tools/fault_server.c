@@ -137,7 +137,7 @@ static void *conn(void *arg) {
     static char zeros[65536];
     if (!strncmp(path, "/gen/", 5)) {
         unsigned long k = strtoul(name, NULL, 10);
-        img_rgb im = {64, 64, malloc(64 * 64 * 3), 64, 64};
+        img_rgb im = {64, 64, malloc(64 * 64 * 3), 64, 64, 0};
         for (int i = 0; im.px && i < 64 * 64; i++) { /* 8x8 tiles, one bit of k each */
             int tile = (i / 64 / 8) * 8 + (i % 64) / 8;
             int bit = (int)((k >> (tile % 32)) & 1);

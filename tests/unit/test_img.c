@@ -18,7 +18,7 @@ static const img_decode_opts *dopts(uint64_t max_pixels) {
 }
 
 static img_rgb make(int w, int h, uint8_t (*f)(int x, int y, int c)) {
-    img_rgb im = {w, h, malloc((size_t)w * h * 3), w, h};
+    img_rgb im = {w, h, malloc((size_t)w * h * 3), w, h, 0};
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++)
             for (int c = 0; c < 3; c++) im.px[((size_t)y * w + x) * 3 + c] = f(x, y, c);
@@ -77,7 +77,7 @@ static void fit_keeps_colour_and_aspect(void **state) {
     img_free(&out);
     img_free(&im);
     /* a 1-pixel checkerboard halved is mid grey everywhere: area averaging */
-    img_rgb cb = {8, 8, malloc(8 * 8 * 3), 8, 8};
+    img_rgb cb = {8, 8, malloc(8 * 8 * 3), 8, 8, 0};
     for (int i = 0; i < 64; i++) memset(cb.px + 3 * i, ((i / 8 + i % 8) % 2) ? 255 : 0, 3);
     assert_int_equal(img_fit(&cb, 4, &out), URSA_OK);
     for (int i = 0; i < 16 * 3; i++) assert_true(out.px[i] >= 127 && out.px[i] <= 128);
@@ -174,6 +174,20 @@ static void rejections(void **state) {
     assert_int_equal(w, 32);
     assert_int_equal(h, 24);
     assert_int_equal(img_sniff(nj, nl), IMG_JPEG);
+    free(nj);
+    /* a JPEG that needs nothing (RGB, upright, within max_size) is kept as
+     * it is: no new JPEG */
+    o.max_size = 500;
+    nj = (uint8_t *)1;
+    assert_int_equal(img_verify(jpeg, len, &o, &nj, &nl, &w, &h, &rej), URSA_OK);
+    assert_null(nj);
+    assert_int_equal(w, im.w);
+    assert_int_equal(h, im.h);
+    /* one over max_size is not */
+    o.max_size = im.w - 1;
+    assert_int_equal(img_verify(jpeg, len, &o, &nj, &nl, &w, &h, &rej), URSA_OK);
+    assert_non_null(nj);
+    assert_true(w <= im.w - 1);
     free(nj);
     free(jpeg);
     img_free(&im);
