@@ -178,7 +178,7 @@ static int connect_once(rstore *r) {
     for (int i = 0; i < r->nseeds; i++) {
         rnode *sd = &r->seeds[i];
         if ((r->ctx = dial(r, sd->host, sd->port, 1))) {
-            snprintf(r->host, sizeof r->host, "%s", sd->host);
+            memcpy(r->host, sd->host, sizeof r->host); /* same size; snprintf would alias r */
             r->port = sd->port;
             return 0;
         }
@@ -311,7 +311,7 @@ static int probe(rstore *r) {
         freeReplyObject(rep); /* "cluster support disabled": one Redis */
         redisFree(c);
         r->mode = 1;
-        snprintf(r->host, sizeof r->host, "%s", sd->host);
+        memcpy(r->host, sd->host, sizeof r->host); /* same size; snprintf would alias r */
         r->port = sd->port;
         return 0;
     }
