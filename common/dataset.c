@@ -351,43 +351,30 @@ out:
     return err;
 }
 
-/* Label ids of a dataset, assigning new ones. */
+/* Label ids of a dataset, assigning new ones: one script call a label, in
+ * one pipelined round trip. */
+typedef struct {
+    const char *key;
+    const char *const *labels;
+} label_ctx;
+
+static ursa_err fill_label(void *opaque, rstore_batch *b, size_t i) {
+    label_ctx *a = opaque;
+    return rstore_batch_add(b, "EVALSHA %s 1 %s label %s", lua_sha, a->key, a->labels[i]);
+}
+
 static ursa_err label_ids(rstore *r, const char *ds, size_t n, const char *const *labels,
                           unsigned *ids) {
-    const char **argv = malloc((n + 6) * sizeof *argv);
-    if (!argv) return URSA_ERR_NOMEM;
-    ursa_err err = URSA_OK;
     char key[128];
     snprintf(key, sizeof key, "ursa:ds:%s:labels", ds);
-    for (int round = 0; round < 3; round++) {
-        if (!lua_sha[0] && (err = load_script(r))) break;
-        size_t k = 0;
-        argv[k++] = "EVALSHA";
-        argv[k++] = lua_sha;
-        argv[k++] = "1";
-        argv[k++] = key;
-        argv[k++] = "label";
-        for (size_t i = 0; i < n; i++) argv[k++] = labels[i];
-        redisReply *rep = NULL;
-        if ((err = rstore_cmdargv(r, &rep, (int)k, argv, NULL))) {
-            if (rep && noscript(rep)) {
-                freeReplyObject(rep);
-                lua_sha[0] = '\0';
-                continue;
-            }
-            if (rep) freeReplyObject(rep);
-            if (err == URSA_ERR_REDIS && !strncmp(rstore_last_error(r), "NOSCRIPT", 8)) {
-                lua_sha[0] = '\0';
-                continue;
-            }
-            break;
-        }
-        if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n) err = URSA_ERR_REDIS;
-        for (size_t i = 0; !err && i < n; i++) ids[i] = (unsigned)rep->element[i]->integer;
-        freeReplyObject(rep);
-        break;
+    label_ctx a = {key, labels};
+    redisReply **rep = NULL;
+    ursa_err err = eval_batch(r, n, fill_label, &a, &rep);
+    for (size_t i = 0; !err && i < n; i++) {
+        if (rep[i]->type != REDIS_REPLY_ARRAY || rep[i]->elements != 1) err = URSA_ERR_REDIS;
+        else ids[i] = (unsigned)rep[i]->element[0]->integer;
     }
-    free(argv);
+    if (rep) rstore_replies_free(rep, n);
     return err;
 }
 

@@ -439,10 +439,6 @@ static ursa_err cluster_exec(rstore *r, char *const *cmds, const size_t *lens, s
     ursa_err err = URSA_OK;
     for (int attempt = 1; left; attempt++) {
         if (r->map_stale) refresh(r);
-        for (size_t i = 0; i < n; i++) /* SCRIPT: every master needs it */
-            if (!out[i] && route_of(r, cmds[i], lens[i]) == ROUTE_ALL &&
-                to_all_masters(r, cmds[i], lens[i], &out[i]) == 0)
-                left--;
         int anynode = -1;
         for (int k = 0; k < r->nnodes && anynode < 0; k++)
             for (int sl = 0; sl < NSLOTS && anynode < 0; sl += 64)
@@ -450,7 +446,10 @@ static ursa_err cluster_exec(rstore *r, char *const *cmds, const size_t *lens, s
         for (size_t i = 0; i < n; i++) {
             if (out[i]) continue;
             target[i] = ask[i] >= 0 ? ask[i] : route_of(r, cmds[i], lens[i]);
-            if (target[i] == ROUTE_ALL) target[i] = ROUTE_SKIP; /* sent above */
+            if (target[i] == ROUTE_ALL) { /* SCRIPT: every master needs it, now */
+                if (to_all_masters(r, cmds[i], lens[i], &out[i]) == 0) left--;
+                target[i] = ROUTE_SKIP;
+            }
             if (target[i] == ROUTE_ANY) target[i] = anynode;
             if (target[i] == ROUTE_UNKNOWN) r->map_stale = 1;
         }
