@@ -43,6 +43,7 @@ const cfg_def cfg_defs_redis[] = {
 typedef struct {
     const cfg_def *def;
     char *value; /* NULL when unset */
+    int given;   /* set by a file, the environment or a flag: not the default */
 } cfg_entry;
 
 typedef struct {
@@ -189,6 +190,7 @@ ursa_err cfg_set(cfg *c, const char *name, const char *value, char *errstr,
     if (!v) return URSA_ERR_NOMEM;
     free(e->value);
     e->value = v;
+    e->given = 1;
     return URSA_OK;
 }
 
@@ -345,6 +347,11 @@ int cfg_is_bool(const cfg *c, const char *name) {
 const char *cfg_str(const cfg *c, const char *name) {
     cfg_entry *e = find(c, name);
     return e && e->value ? e->value : "";
+}
+
+int cfg_given(const cfg *c, const char *name) {
+    cfg_entry *e = find(c, name);
+    return e && e->given;
 }
 
 long long cfg_int(const cfg *c, const char *name) {

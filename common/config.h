@@ -68,6 +68,9 @@ const char *cfg_str(const cfg *c, const char *name);
 long long cfg_int(const cfg *c, const char *name);
 int cfg_bool(const cfg *c, const char *name);
 double cfg_double(const cfg *c, const char *name);
+/* 1 when the setting came from a file, the environment or a flag, not its
+ * default. */
+int cfg_given(const cfg *c, const char *name);
 
 /* Pass-through settings, in the order they were set. Strings borrowed. */
 size_t cfg_passthrough_count(const cfg *c);

@@ -1,5 +1,6 @@
 /* dataset.c: the Redis side of a dataset; see dataset.h for the keys. */
 #include "dataset.h"
+#include "dataset_edits.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -757,20 +758,88 @@ static int add_verified(void *opaque, const ds_record *rec) {
     return 0;
 }
 
-ursa_err ds_manifest_read(rstore *r, const char *ds, ds_image **out, size_t *n) {
+typedef struct {
+    ds_image_url *v;
+    size_t n, cap;
+    int oom;
+} image_url_acc;
+
+static int add_image_url(void *opaque, const ds_record *rec) {
+    image_url_acc *a = opaque;
+    if (rec->state != DS_VERIFIED) return 0;
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? 2 * a->cap : 1024;
+        ds_image_url *nv = realloc(a->v, cap * sizeof *nv);
+        if (!nv) return a->oom = 1;
+        a->v = nv;
+        a->cap = cap;
+    }
+    ds_image_url *u = &a->v[a->n++];
+    memcpy(u->src, rec->src, sizeof u->src);
+    memcpy(u->key, rec->key, sizeof u->key);
+    return 0;
+}
+
+static int by_image_src(const void *a, const void *b) {
+    return strcmp(((const ds_image_url *)a)->src, ((const ds_image_url *)b)->src);
+}
+
+ursa_err ds_image_urls(rstore *r, const char *ds, ds_image_url **out, size_t *n) {
+    image_url_acc a = {0};
+    ursa_err e = ds_scan(r, ds, add_image_url, &a);
+    if (!e && a.oom) e = URSA_ERR_NOMEM;
+    if (e) {
+        free(a.v);
+        return e;
+    }
+    if (a.n) qsort(a.v, a.n, sizeof *a.v, by_image_src);
+    *out = a.v;
+    *n = a.n;
+    return URSA_OK;
+}
+
+const ds_image_url *ds_image_url_find(const ds_image_url *v, size_t n, const char *src) {
+    ds_image_url key;
+    snprintf(key.src, sizeof key.src, "%.32s", src);
+    return n ? bsearch(&key, v, n, sizeof *v, by_image_src) : NULL;
+}
+
+ursa_err ds_manifest_read_ex(rstore *r, const char *ds, int keep_deleted, ds_image **out,
+                             size_t *n, long long *edit_seq) {
     manifest_acc m = {0};
+    ds_edit_cur *cur = NULL;
+    size_t ncur = 0;
+    long long seq = 0;
     *out = NULL;
     *n = 0;
-    ursa_err e = ds_scan(r, ds, add_verified, &m);
+    ursa_err e = ds_edits_seq(r, ds, &seq);
+    if (!e) e = ds_edits_current(r, ds, &cur, &ncur);
+    if (!e) e = ds_scan(r, ds, add_verified, &m);
     if (!e && m.oom) e = URSA_ERR_NOMEM;
     if (e) {
         free(m.im);
+        free(cur);
         return e;
     }
-    if (m.n) qsort(m.im, m.n, sizeof *m.im, by_src);
+    size_t w = 0;
+    for (size_t i = 0; i < m.n; i++) {
+        ds_image d = m.im[i];
+        const ds_edit_cur *c = ncur ? ds_edits_find(cur, ncur, d.src) : NULL;
+        if (c && c->op == ED_RELABEL) snprintf(d.label, sizeof d.label, "%s", c->to);
+        d.edit = c ? (unsigned char)c->op : 0;
+        if (c && c->op == ED_DELETE && !keep_deleted) continue;
+        m.im[w++] = d;
+    }
+    free(cur);
+    if (w) qsort(m.im, w, sizeof *m.im, by_src);
     *out = m.im;
-    *n = m.n;
+    *n = w;
+    if (edit_seq) *edit_seq = seq;
     return URSA_OK;
+}
+
+ursa_err ds_manifest_read(rstore *r, const char *ds, ds_image **out, size_t *n) {
+    return ds_manifest_read_ex(r, ds, 0, out, n, NULL);
 }
 
 char *ds_manifest_tsv(const ds_image *im, size_t n, size_t *len) {

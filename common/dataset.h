@@ -174,6 +174,16 @@ ursa_err ds_counts_read(rstore *r, const char *ds, ds_count **out, size_t *n,
 ursa_err ds_urls_find(rstore *r, struct blob_store *bs, const char *ds, size_t n,
                       const char *const *keys, char **urls);
 
+/* Which URL brought each verified image: (image id, URL key) pairs sorted
+ * by image id, for ds_urls_find; the caller frees *out. */
+typedef struct {
+    char src[33];
+    char key[DS_KEY_HEX + 1];
+} ds_image_url;
+ursa_err ds_image_urls(rstore *r, const char *ds, ds_image_url **out, size_t *n);
+/* The pair of an image id in ds_image_urls' result, or NULL. */
+const ds_image_url *ds_image_url_find(const ds_image_url *v, size_t n, const char *src);
+
 /* ---- manifests: what a training job reads ---------------------------------- */
 
 /* One verified image. */
@@ -182,14 +192,23 @@ typedef struct {
                        downloaded: the image's identity */
     char jpeg[65];  /* the normalised JPEG in the blob store */
     char label[72];
+    unsigned char edit; /* the decision in force (dataset_edits.h): 0, or
+                           ED_RELABEL (label is the new one), or ED_DELETE
+                           (only from ds_manifest_read_ex with keep_deleted) */
 } ds_image;
 
 /* 1 if the dataset was ever ingested into. */
 ursa_err ds_exists(rstore *r, const char *ds, int *exists);
 
-/* The verified images of a dataset now, sorted by source blob; the caller
- * frees *out. */
+/* The verified images of a dataset now as edited (dataset_edits.h):
+ * deleted images left out, relabelled ones under their new label; sorted by
+ * source blob; the caller frees *out. */
 ursa_err ds_manifest_read(rstore *r, const char *ds, ds_image **out, size_t *n);
+/* The same, keeping deleted images (marked) when keep_deleted; *edit_seq
+ * (may be NULL) gets the edit sequence read before the edits: every edit up
+ * to it is in the result. */
+ursa_err ds_manifest_read_ex(rstore *r, const char *ds, int keep_deleted, ds_image **out,
+                             size_t *n, long long *edit_seq);
 
 /* A manifest as text, "src\tlabel\tjpeg\n" a line (a training job's
  * snapshot, kept as a blob), and back. */

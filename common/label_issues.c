@@ -1,7 +1,9 @@
 /* label_issues.c: confident learning; see label_issues.h. */
 #include "label_issues.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 long li_find(const float *probs, const int *labels, size_t n, int k, li_result *out,
              long **joint) {
@@ -70,3 +72,88 @@ static int rank_cmp(const void *a, const void *b, void *arg) {
 void li_rank(const li_result *res, size_t *idx, size_t n) {
     qsort_r(idx, n, sizeof *idx, rank_cmp, (void *)res);
 }
+
+/* ---- rows -------------------------------------------------------------------------- */
+
+char *li_rows_tsv(const li_row *rows, size_t n, const char *header, size_t *len) {
+    char *buf = NULL;
+    size_t l = 0;
+    FILE *f = open_memstream(&buf, &l);
+    if (!f) return NULL;
+    fprintf(f, "# %s\n", header ? header : "");
+    for (size_t i = 0; i < n; i++) {
+        const li_row *r = &rows[i];
+        fprintf(f, "%s\t%s\t%s\t%s\t%.6f\t%s\t%s\n", r->image, r->jpeg, r->given, r->suggested,
+                r->score, r->kind, r->partner[0] ? r->partner : "-");
+    }
+    if (fclose(f)) {
+        free(buf);
+        return NULL;
+    }
+    *len = l;
+    return buf;
+}
+
+/* Copies field f (at most n - 1 bytes, else it fails) and moves on. */
+static int field(char **p, char *out, size_t n) {
+    char *t = strchr(*p, '\t');
+    size_t l = t ? (size_t)(t - *p) : strlen(*p);
+    if (l >= n) return -1;
+    memcpy(out, *p, l);
+    out[l] = '\0';
+    *p = t ? t + 1 : *p + l;
+    return t ? 0 : 1;
+}
+
+int li_rows_parse(const char *tsv, size_t len, li_row **out, size_t *n, size_t *bad) {
+    size_t lines = 1, k = 0, nbad = 0;
+    for (size_t i = 0; i < len; i++) lines += tsv[i] == '\n';
+    li_row *v = calloc(lines, sizeof *v);
+    char *line = malloc(len + 1);
+    if (!v || !line) {
+        free(v);
+        free(line);
+        return -1;
+    }
+    const char *p = tsv, *end = tsv + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        memcpy(line, p, l);
+        line[l] = '\0';
+        p += l + 1;
+        if (!l || line[0] == '#') continue;
+        li_row *r = &v[k];
+        char *q = line, score[32];
+        int ok = field(&q, r->image, sizeof r->image) == 0 &&
+                 field(&q, r->jpeg, sizeof r->jpeg) == 0 &&
+                 field(&q, r->given, sizeof r->given) == 0 &&
+                 field(&q, r->suggested, sizeof r->suggested) == 0 &&
+                 field(&q, score, sizeof score) == 0 && field(&q, r->kind, sizeof r->kind) == 0 &&
+                 field(&q, r->partner, sizeof r->partner) == 1;
+        char *e = NULL;
+        if (ok) r->score = strtod(score, &e);
+        if (!ok || !e || *e || strlen(r->image) != 32 || !r->given[0] ||
+            (strcmp(r->kind, "label") && strcmp(r->kind, "duplicate") &&
+             strcmp(r->kind, "outlier"))) {
+            memset(r, 0, sizeof *r);
+            nbad++;
+            continue;
+        }
+        if (!strcmp(r->partner, "-")) r->partner[0] = '\0';
+        k++;
+    }
+    free(line);
+    *out = v;
+    *n = k;
+    if (bad) *bad = nbad;
+    return 0;
+}
+
+static int by_score(const void *a, const void *b) {
+    const li_row *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return strcmp(x->image, y->image);
+}
+
+void li_rows_sort(li_row *rows, size_t n) { qsort(rows, n, sizeof *rows, by_score); }

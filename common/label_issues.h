@@ -43,4 +43,29 @@ long li_find(const float *probs, const int *labels, size_t n, int k, li_result *
  * outliers, then the rest, each by quality ascending. */
 void li_rank(const li_result *res, size_t *idx, size_t n);
 
+/* ---- an audit's result, as stored (a blob of TSV) -------------------------- */
+
+/* One suspect image of an audit. score is how sure the audit is, in [0, 1]:
+ * 1 - quality for a label issue, the cosine similarity for a duplicate
+ * (partner is the image it repeats, which is kept), 1 - the best ratio of
+ * a class's probability to its threshold for an outlier. */
+typedef struct {
+    char image[33], jpeg[65];
+    char given[72], suggested[72];
+    double score;
+    char kind[12]; /* "label", "duplicate" or "outlier" */
+    char partner[33];
+} li_row;
+
+/* The rows as TSV after a "# " header line (header: one line, no newline),
+ * one row a line: image, jpeg, given, suggested, score, kind, partner ("-"
+ * when none). NULL when out of memory; the caller frees. */
+char *li_rows_tsv(const li_row *rows, size_t n, const char *header, size_t *len);
+/* Parses li_rows_tsv's text; lines that are not rows are skipped (counted
+ * in *bad, may be NULL). The caller frees *out. Returns 0, or -1 when out of
+ * memory. */
+int li_rows_parse(const char *tsv, size_t len, li_row **out, size_t *n, size_t *bad);
+/* Sorts rows most likely first: by score, highest first, then by image. */
+void li_rows_sort(li_row *rows, size_t n);
+
 #endif

@@ -18,6 +18,7 @@
 #include "blob.h"
 #include "conn.h"
 #include "dataset.h"
+#include "dataset_edits.h"
 #include "kq.h"
 #include "log.h"
 #include "msg.h"
@@ -501,6 +502,43 @@ static int list_failed(rstore *r, blob_store *bs, const char *ds) {
     return 0;
 }
 
+/* The cleaning decisions in force, and the verified images per label as
+ * training sees them (dataset_edits.h). */
+static void edited_counts(rstore *r, const char *ds, const ds_counts *k) {
+    ds_edit_cur *cur = NULL;
+    size_t n = 0;
+    long long seq = 0;
+    if (ds_edits_seq(r, ds, &seq) || !seq || ds_edits_current(r, ds, &cur, &n)) return;
+    long long del = 0, rel = 0;
+    for (size_t i = 0; i < n; i++) {
+        del += cur[i].op == ED_DELETE;
+        rel += cur[i].op == ED_RELABEL;
+    }
+    printf("\nedits: %lld made (ursa edits --dataset %s), %lld deleted and %lld relabelled in "
+           "force\n", seq, ds, del, rel);
+    printf("%-20s %9s  (as training sees them)\n", "label", "verified");
+    for (size_t i = 0; i < k->nlabels; i++) {
+        long long v = k->labels[i].n[DS_VERIFIED];
+        for (size_t j = 0; j < n; j++) {
+            if (!strcmp(cur[j].from, k->labels[i].label)) v--;
+            if (cur[j].op == ED_RELABEL && !strcmp(cur[j].to, k->labels[i].label)) v++;
+        }
+        printf("%-20s %9lld\n", k->labels[i].label, v);
+    }
+    for (size_t j = 0; j < n; j++) { /* labels only edits gave */
+        if (cur[j].op != ED_RELABEL) continue;
+        int known = 0, first = 1;
+        for (size_t i = 0; i < k->nlabels && !known; i++) known = !strcmp(cur[j].to, k->labels[i].label);
+        for (size_t q = 0; q < j && first; q++)
+            first = !(cur[q].op == ED_RELABEL && !strcmp(cur[q].to, cur[j].to));
+        if (known || !first) continue;
+        long long v = 0;
+        for (size_t q = 0; q < n; q++) v += cur[q].op == ED_RELABEL && !strcmp(cur[q].to, cur[j].to);
+        printf("%-20s %9lld\n", cur[j].to, v);
+    }
+    free(cur);
+}
+
 int dataset_status(const cfg *c) {
     const char *ds = cli_dataset(c, "status");
     if (!ds) return 2;
@@ -542,6 +580,7 @@ int dataset_status(const cfg *c) {
                    l->n[DS_DUPLICATE], l->n[DS_REJECTED], l->n[DS_FAILED],
                    l->n[DS_QUEUED] + l->n[DS_DOWNLOADED]);
         }
+        edited_counts(r, ds, &k);
         if (k.nreasons) {
             printf("\nreasons (ursa status --dataset %s --failed lists the URLs):\n", ds);
             for (size_t i = 0; i < k.nreasons; i++)
@@ -628,6 +667,25 @@ out:
 
 /* ---- export ------------------------------------------------------------------------- */
 
+/* One labels.csv line; labels come from the web and may hold commas and
+ * quotes: fields are quoted as RFC 4180 says. */
+static void csv_put(FILE *f, const char *label, const char *jpeg, const char *label2) {
+    const char *v[2] = {label, label2};
+    for (int k = 0; k < 2; k++) {
+        if (k) fputc(',', f);
+        const char *s = v[k];
+        int quote = strpbrk(s, ",\"\r\n") != NULL;
+        if (quote) fputc('"', f);
+        for (; *s; s++) {
+            if (*s == '"') fputc('"', f);
+            fputc(*s, f);
+        }
+        if (!k) fprintf(f, "/%s.jpg", jpeg);
+        if (quote) fputc('"', f);
+    }
+    fputc('\n', f);
+}
+
 int export_cmd(const cfg *c, int argc, char **argv) {
     const char *ds = cli_dataset(c, "export-dataset");
     if (!ds) return 2;
@@ -678,7 +736,7 @@ int export_cmd(const cfg *c, int argc, char **argv) {
             fprintf(stderr, "ursa export-dataset: cannot write %s: %s\n", path, strerror(errno));
             goto out;
         }
-        fprintf(csv, "%s/%s.jpg,%s\n", label, jpeg, label);
+        csv_put(csv, label, jpeg, label);
         n++;
     }
     fclose(csv);

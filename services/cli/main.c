@@ -11,6 +11,7 @@
 #include "blas.h"
 #include "dataset_cmd.h"
 #include "classify_cmd.h"
+#include "clean_cmd.h"
 #include "model_cmd.h"
 #include "registry_cmd.h"
 #include "train_cmd.h"
@@ -137,6 +138,39 @@ static const command commands[] = {
      "the suggested max_lr (steepest descent) and with --plot draws the loss against\n"
      "the learning rate on a log scale.\n\n",
      lrfind_defs, 0, 0},
+    {"audit", audit_cmd,
+     "usage: ursa audit --dataset NAME [--folds K] [--dup-threshold C] [--recipe last|flags]\n"
+     "                  [--arch ...] [--size PX] [--stage ...]... [--no-wait]\n"
+     "Finds the images of a dataset that are likely mislabeled, near-duplicates or of\n"
+     "something else, as a job on ursa-trainer. K models are trained, each on all but\n"
+     "one fold (chosen by content hash), so every image is judged by a model that never\n"
+     "saw it; confident learning (per-class thresholds, the confident joint) names the\n"
+     "label issues with a suggested label, and penultimate-layer features name the\n"
+     "near-duplicates. The recipe is the one that made the dataset's newest model unless\n"
+     "flags change it. Then: ursa clean --dataset NAME.\n\n",
+     audit_defs, 0, 0},
+    {"clean", clean_cmd,
+     "usage: ursa clean --dataset NAME [--kinds K,...] [--limit N]\n"
+     "       ursa clean --dataset NAME --apply cleaned.csv [--delete-missing]\n"
+     "       ursa clean --dataset NAME --accept-suggestions [--min-score S] [--kinds K,...]\n"
+     "The lesson's cleaning step. Alone: the last audit's suspects as TSV, most likely\n"
+     "first (url, blob, given, suggestion, score, kind, image, partner), leaving out the\n"
+     "images decided since. --apply takes decisions in fast.ai's cleaned.csv form;\n"
+     "--accept-suggestions acts on the suspects in bulk. Every decision is an edit\n"
+     "(ursa edits) that can be undone (ursa edit restore); no image leaves the blob\n"
+     "store. Exits 2 on a bad decisions file, and then changes nothing.\n\n",
+     clean_defs, 0, 0},
+    {"edit", edit_cmd,
+     "usage: ursa edit --dataset NAME (delete IMAGE | restore IMAGE | relabel IMAGE LABEL)\n"
+     "One cleaning decision. IMAGE is an image id, its blob, <label>/<blob>.jpg as\n"
+     "export-dataset names it, or the URL it came from.\n\n",
+     edit_defs, 1, 0},
+    {"edits", edits_cmd,
+     "usage: ursa edits --dataset NAME [--from N] [--limit N]\n"
+     "The dataset's edits in the order they were applied: number, time, op, image, the\n"
+     "label before and after, author and reason. Training jobs record the last one they\n"
+     "saw (ursa job JOB).\n\n",
+     edits_defs, 0, 0},
     {"jobs", jobs_cmd,
      "usage: ursa jobs [--dataset NAME] [--limit N]\n"
      "Lists the newest training and lr_find jobs with their state and progress.\n\n",
@@ -186,6 +220,9 @@ static void usage(FILE *out) {
             "  export-dataset  write a dataset's verified images as <label>/<hash>.jpg\n"
             "  train    train a classifier on a dataset (a job on ursa-trainer)\n"
             "  lr-find  the learning-rate finder as a job; --plot draws it\n"
+            "  audit    find mislabeled images, near-duplicates and outliers (a job)\n"
+            "  clean    list the audit's suspects, apply decisions (cleaned.csv) or accept them\n"
+            "  edit     delete, relabel or restore one image;  edits: the dataset's edits\n"
             "  jobs     list training jobs;  job JOB: one job;  job cancel JOB\n"
             "  models   list published models;  export MODEL OUT.onnx;  interp MODEL\n"
             "  classify classify URL lists in bulk on ursa-inference (JSON lines out)\n"
@@ -250,7 +287,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     static char *owned, **targv; /* static: still reachable on every return */
-    if (!strcmp(argv[1], "train")) { /* ordered --stage flags */
+    if (!strcmp(argv[1], "train") || !strcmp(argv[1], "audit")) { /* ordered --stage flags */
         int n;
         if (!(targv = train_argv(argc - 1, argv + 1, &n, &owned))) return 1;
         targv = realloc(targv, sizeof(char *) * (size_t)(n + 2));

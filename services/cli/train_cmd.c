@@ -20,6 +20,7 @@
 #include "jobs.h"
 #include "msg.h"
 #include "plot.h"
+#include "registry.h"
 #include "topics.h"
 #include "util.h"
 
@@ -50,6 +51,19 @@ const cfg_def train_defs[] = {
 const cfg_def lrfind_defs[] = {
     COMMON_DEFS,
     {"plot", CFG_STR, "", 1, 0, "write the loss against the learning rate to this .svg file"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+const cfg_def audit_defs[] = {
+    COMMON_DEFS,
+    {"stages", CFG_STR, "4", 1, 0,
+     "each fold's recipe, as ursa train's --stage flags (default: the recipe of the job that "
+     "made the dataset's newest model)"},
+    {"folds", CFG_INT, "4", 2, 20, "K: K models, each trained on K-1 folds, judge the K-th"},
+    {"dup-threshold", CFG_DOUBLE, "0.97", 0.5, 1,
+     "cosine similarity of penultimate-layer features (centred) that makes two images "
+     "near-duplicates"},
+    {"recipe", CFG_STR, "last", 1, 0,
+     "last: start from the recipe of the dataset's newest model (flags given change it); "
+     "flags: the flags and their defaults alone"},
     {NULL, 0, NULL, 0, 0, NULL}};
 const cfg_def jobs_defs[] = {
     {"dataset", CFG_STR, "", 1, 0, "only this dataset's jobs"},
@@ -166,9 +180,10 @@ static int parse_stages(const char *text, Ursa__TrainStage **out, size_t *n, int
 
 typedef struct {
     char state[16], kind[16], dataset[72], arch[16], worker[160], model[160], manifest[65];
-    char error[1024], suggestion[32];
+    char error[1024], suggestion[32], audit[65], edit_seq[24];
     char *lr_curve;
     int stage, epoch, step, steps, n_train, n_valid, n_classes, starts, resumes, cancel;
+    int fold, folds, n_label, n_duplicate, n_outlier;
     double loss, error_rate, valid_loss;
     long long created, started, ended, beat;
     Ursa__TrainJob *spec;
@@ -197,7 +212,10 @@ static ursa_err job_read(rstore *r, const char *id, jobinfo *j) {
         else if (!strcmp(k, "lr_curve")) j->lr_curve = strdup(v);
         S("state", j->state); S("kind", j->kind); S("dataset", j->dataset); S("arch", j->arch);
         S("worker", j->worker); S("model", j->model); S("error", j->error);
-        S("manifest", j->manifest); S("lr_suggestion", j->suggestion);
+        S("manifest", j->manifest); S("lr_suggestion", j->suggestion); S("audit", j->audit);
+        S("edit_seq", j->edit_seq);
+        I("fold", j->fold); I("folds", j->folds); I("n_label", j->n_label);
+        I("n_duplicate", j->n_duplicate); I("n_outlier", j->n_outlier);
         I("stage", j->stage); I("epoch", j->epoch); I("step", j->step); I("steps", j->steps);
         I("n_train", j->n_train); I("n_valid", j->n_valid); I("n_classes", j->n_classes);
         I("starts", j->starts); I("resumes", j->resumes); I("cancel", j->cancel);
@@ -260,7 +278,11 @@ static void print_rows(FILE *f, const jobinfo *j, const job_row *rows, int n, in
         if (rows[i].n < *shown) continue;
         if (rows[i].stage != *last_stage) {
             if (*last_stage) fputc('\n', f);
-            stage_line(f, j->spec, rows[i].stage);
+            if (!strcmp(j->kind, "audit"))
+                fprintf(f, "fold %d of %u: trained on the other folds, validated on this one\n",
+                        rows[i].stage, j->spec && j->spec->folds ? j->spec->folds : 4);
+            else
+                stage_line(f, j->spec, rows[i].stage);
             table_head(f);
             *last_stage = rows[i].stage;
         }
@@ -274,6 +296,10 @@ static void print_end(const jobinfo *j) {
         printf("\nmodel %s: error_rate %.4f, valid_loss %.4f on %d validation images\n"
                "  ursa export %s model.onnx    ursa interp %s\n",
                j->model, j->error_rate, j->valid_loss, j->n_valid, j->model, j->model);
+    } else if (!strcmp(j->state, "done") && !strcmp(j->kind, "audit")) {
+        printf("\naudit of %s: %d label issues, %d near-duplicates, %d outliers; out-of-fold "
+               "error_rate %.4f\n  ursa clean --dataset %s    (lists them, most likely first)\n",
+               j->dataset, j->n_label, j->n_duplicate, j->n_outlier, j->error_rate, j->dataset);
     } else if (!strcmp(j->state, "done")) {
         printf("suggested lr: %s (steepest descent of the smoothed loss)\n", j->suggestion);
     } else if (!strcmp(j->state, "failed")) {
@@ -337,6 +363,7 @@ static int follow(rstore *r, const char *id) {
             int total = 0;
             for (size_t i = 0; j.spec && i < j.spec->n_stages; i++)
                 total += (int)j.spec->stages[i]->epochs;
+            if (!strcmp(j.kind, "audit") && j.spec) total *= j.spec->folds ? (int)j.spec->folds : 4;
             if (state == JOB_RUNNING && j.steps)
                 fprintf(stderr, "epoch %d/%d [%s] %d/%d  loss %.4f  %s", j.epoch + 1, total, bar,
                         j.step, j.steps, j.loss, t);
@@ -361,25 +388,42 @@ static int follow(rstore *r, const char *id) {
 
 /* Makes the job from the settings, records it and queues it; follows it
  * unless --no-wait. *id gets its id. */
-static int submit(const cfg *c, const char *cmd, const char *kind, char id[JOB_ID_MAX + 1],
-                  rstore **rout) {
+static int submit(const cfg *c, const char *cmd, const char *kind, const Ursa__TrainJob *base,
+                  char id[JOB_ID_MAX + 1], rstore **rout) {
     const char *ds = cli_dataset(c, cmd);
     if (!ds) return 2;
-    const char *arch = cfg_str(c, "arch"), *pre = cfg_str(c, "pretrained");
+/* a setting: the flag when given, else the base recipe's, else the default */
+#define FROM_BASE(name) (base && !cfg_given(c, name))
+    const char *arch = FROM_BASE("arch") ? base->arch : cfg_str(c, "arch");
+    const char *pre = FROM_BASE("pretrained") ? "" : cfg_str(c, "pretrained");
     if (strcmp(arch, "resnet18") && strcmp(arch, "resnet34") && strcmp(arch, "small")) {
         fprintf(stderr, "ursa %s: --arch must be resnet18, resnet34 or small\n", cmd);
         return 2;
     }
     Ursa__TrainStage *stages[16];
     size_t nst = 0;
-    if (!strcmp(kind, "train") && parse_stages(cfg_str(c, "stages"), stages, &nst, *pre != 0))
+    int from_base_stages = strcmp(kind, "lr_find") && FROM_BASE("stages");
+    if (from_base_stages) {
+        for (size_t i = 0; i < base->n_stages && i < 16; i++) {
+            if (!(stages[nst] = malloc(sizeof **stages))) {
+                while (nst) free(stages[--nst]);
+                fprintf(stderr, "ursa %s: out of memory\n", cmd);
+                return 1;
+            }
+            *stages[nst++] = *base->stages[i];
+        }
+    } else if (strcmp(kind, "lr_find") &&
+               parse_stages(cfg_str(c, "stages"), stages, &nst,
+                            *pre != 0 || (FROM_BASE("pretrained") && base->pretrained_blob[0]))) {
         return 2;
+    }
     int rc = 1;
     rstore *r = NULL;
     kq_producer *p = NULL;
     blob_store *bs = NULL;
     void *buf = NULL;
     char pkey[65] = "";
+    if (FROM_BASE("pretrained")) snprintf(pkey, sizeof pkey, "%s", base->pretrained_blob);
     if (*pre) {
         char *data = NULL;
         size_t len = 0;
@@ -406,14 +450,19 @@ static int submit(const cfg *c, const char *cmd, const char *kind, char id[JOB_I
     j.dataset = (char *)ds;
     j.arch = (char *)arch;
     j.pretrained_blob = pkey;
-    j.size = (uint32_t)cfg_int(c, "size");
-    j.batch_size = (uint32_t)cfg_int(c, "bs");
-    j.valid_pct = cfg_double(c, "valid-pct");
-    j.seed = (uint64_t)cfg_int(c, "seed");
-    j.weight_decay = cfg_double(c, "wd");
-    j.augment = !cfg_bool(c, "no-augment");
+    j.size = FROM_BASE("size") ? base->size : (uint32_t)cfg_int(c, "size");
+    j.batch_size = FROM_BASE("bs") ? base->batch_size : (uint32_t)cfg_int(c, "bs");
+    j.valid_pct = FROM_BASE("valid-pct") ? base->valid_pct : cfg_double(c, "valid-pct");
+    j.seed = FROM_BASE("seed") ? base->seed : (uint64_t)cfg_int(c, "seed");
+    j.weight_decay = FROM_BASE("wd") ? base->weight_decay : cfg_double(c, "wd");
+    j.augment = FROM_BASE("no-augment") ? base->augment : !cfg_bool(c, "no-augment");
     j.n_stages = nst;
     j.stages = stages;
+    if (!strcmp(kind, "audit")) {
+        j.folds = (uint32_t)cfg_int(c, "folds");
+        j.dup_threshold = cfg_double(c, "dup-threshold");
+    }
+#undef FROM_BASE
     size_t len;
     if (msg_pack(&j.base, &buf, &len) != URSA_OK) goto out;
     if (!(r = cli_redis(c))) goto out;
@@ -435,6 +484,10 @@ static int submit(const cfg *c, const char *cmd, const char *kind, char id[JOB_I
         printf("job %s queued: train %s on %s, %zu stage%s, %d epoch%s, %u px, batch %u\n", id,
                arch, ds, nst, nst == 1 ? "" : "s", epochs, epochs == 1 ? "" : "s", j.size,
                j.batch_size);
+    else if (!strcmp(kind, "audit"))
+        printf("job %s queued: audit of %s in %u folds, each %s for %d epoch%s in %zu stage%s, "
+               "%u px, batch %u%s\n", id, ds, j.folds, arch, epochs, epochs == 1 ? "" : "s", nst,
+               nst == 1 ? "" : "s", j.size, j.batch_size, base ? " (the recipe of its last model)" : "");
     else
         printf("job %s queued: lr_find for %s on %s, %u px, batch %u\n", id, arch, ds, j.size,
                j.batch_size);
@@ -458,7 +511,58 @@ int train_cmd(const cfg *c, int argc, char **argv) {
     }
     char id[JOB_ID_MAX + 1];
     rstore *r = NULL;
-    int rc = submit(c, "train", "train", id, &r);
+    int rc = submit(c, "train", "train", NULL, id, &r);
+    if (rc) return rc;
+    if (!cfg_bool(c, "no-wait")) rc = follow(r, id);
+    rstore_destroy(r);
+    return rc;
+}
+
+/* The spec of the job that made the dataset's newest model, or NULL. */
+static Ursa__TrainJob *last_recipe(rstore *r, const char *ds) {
+    redisReply *ids = NULL, *f = NULL, *spec = NULL;
+    Ursa__TrainJob *j = NULL;
+    if (registry_list(r, ds, 1, 1, &ids) || ids->type != REDIS_REPLY_ARRAY || !ids->elements)
+        goto out;
+    const char *fields[] = {"job", NULL};
+    if (registry_fields(r, ids->element[0]->str, fields, &f) || f->type != REDIS_REPLY_ARRAY ||
+        f->elements != 1 || f->element[0]->type != REDIS_REPLY_STRING)
+        goto out;
+    if (job_get_field(r, f->element[0]->str, "spec", &spec) == URSA_OK &&
+        spec->type == REDIS_REPLY_STRING)
+        j = ursa__train_job__unpack(NULL, spec->len, (const uint8_t *)spec->str);
+out:
+    if (ids) freeReplyObject(ids);
+    if (f) freeReplyObject(f);
+    if (spec) freeReplyObject(spec);
+    return j;
+}
+
+int audit_cmd(const cfg *c, int argc, char **argv) {
+    if (argc) {
+        fprintf(stderr, "ursa audit: unexpected argument \"%s\"\n", argv[0]);
+        return 2;
+    }
+    const char *ds = cli_dataset(c, "audit"), *recipe = cfg_str(c, "recipe");
+    if (!ds) return 2;
+    if (strcmp(recipe, "last") && strcmp(recipe, "flags")) {
+        fprintf(stderr, "ursa audit: --recipe is last or flags\n");
+        return 2;
+    }
+    Ursa__TrainJob *base = NULL;
+    if (!strcmp(recipe, "last")) {
+        rstore *r0 = cli_redis(c);
+        if (!r0) return 1;
+        base = last_recipe(r0, ds);
+        rstore_destroy(r0);
+        if (!base)
+            fprintf(stderr, "ursa audit: dataset %s has no model yet: the recipe is the flags' "
+                            "(see --help)\n", ds);
+    }
+    char id[JOB_ID_MAX + 1];
+    rstore *r = NULL;
+    int rc = submit(c, "audit", "audit", base, id, &r);
+    if (base) ursa__train_job__free_unpacked(base, NULL);
     if (rc) return rc;
     if (!cfg_bool(c, "no-wait")) rc = follow(r, id);
     rstore_destroy(r);
@@ -488,7 +592,7 @@ int lrfind_cmd(const cfg *c, int argc, char **argv) {
     }
     char id[JOB_ID_MAX + 1];
     rstore *r = NULL;
-    int rc = submit(c, "lr-find", "lr_find", id, &r);
+    int rc = submit(c, "lr-find", "lr_find", NULL, id, &r);
     if (rc) return rc;
     if (cfg_bool(c, "no-wait")) {
         rstore_destroy(r);
@@ -596,8 +700,11 @@ static int job_show(rstore *r, const char *id) {
                j.spec->augment ? "on" : "off", j.spec->pretrained_blob[0] ? ", pretrained " : "",
                j.spec->pretrained_blob);
     if (j.n_train)
-        printf("data: %d classes, %d training and %d validation images (snapshot %.12s)\n",
-               j.n_classes, j.n_train, j.n_valid, j.manifest);
+        printf("data: %d classes, %d training and %d validation images\n", j.n_classes,
+               j.n_train, j.n_valid);
+    if (j.manifest[0])
+        printf("snapshot %.12s: the dataset as edited up to edit #%s (ursa edits)\n", j.manifest,
+               j.edit_seq[0] ? j.edit_seq : "0");
     job_row *rows = NULL;
     int n = 0, shown = 0, last = 0;
     if (job_rows_read(r, id, &rows, &n) == URSA_OK && n) {

@@ -1,13 +1,14 @@
-/* train_cmd.h: the training commands of the CLI: train, lr-find, jobs, job. */
+/* train_cmd.h: the training commands of the CLI: train, lr-find, audit, jobs, job. */
 #ifndef URSA_CLI_TRAIN_CMD_H
 #define URSA_CLI_TRAIN_CMD_H
 
 #include "config.h"
 
-extern const cfg_def train_defs[], lrfind_defs[], jobs_defs[], job_defs[];
+extern const cfg_def train_defs[], lrfind_defs[], audit_defs[], jobs_defs[], job_defs[];
 
 int train_cmd(const cfg *c, int argc, char **argv);
 int lrfind_cmd(const cfg *c, int argc, char **argv);
+int audit_cmd(const cfg *c, int argc, char **argv);
 int jobs_cmd(const cfg *c, int argc, char **argv);
 int job_cmd(const cfg *c, int argc, char **argv);
 

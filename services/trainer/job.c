@@ -1,5 +1,7 @@
-/* job.c: running one training or lr_find job; see job.h. */
+/* job.c: running one training or lr_find job (an audit: audit.c); see job.h. */
 #include "job.h"
+#include "run.h"
+#include "audit.h"
 
 #include <errno.h>
 #include <math.h>
@@ -17,39 +19,9 @@
 #include "topics.h"
 #include "util.h"
 
-/* Where a run is: written into every checkpoint. */
-typedef struct {
-    uint32_t magic, stage, epoch; /* next epoch to run: stage, epoch within it */
-    uint32_t done;                /* epochs finished over all stages */
-} position;
-
-#define POS_MAGIC 0x55544b31u /* "UTK1" */
-
-typedef struct {
-    tjob *tj;
-    const Ursa__TrainJob *spec;
-    rstore *r;
-    ds_image *im;
-    size_t nim;
-    char **classes;
-    int nclass;
-    int *tr_idx, *tr_lab, ntr, *va_idx, *va_lab, nva;
-    int pretrained;
-    nn_model m;
-    nn_loader *tr, *va;
-    nn_learner L;
-    int have_learner;
-    int cancelled;
-    int64_t last_beat;
-    position pos;
-    int total_epochs;
-    char ckpt[4200];
-    char why[512]; /* the reason a job failed */
-} run;
-
 /* ---- small helpers ------------------------------------------------------------------ */
 
-static void progress_msg(run *R, const char *state, const nn_epoch_row *row, const char *error) {
+void run_progress(run *R, const char *state, const nn_epoch_row *row, const char *error) {
     const Ursa__TrainJob *s = R->spec;
     Ursa__Header h;
     char id[33];
@@ -59,7 +31,7 @@ static void progress_msg(run *R, const char *state, const nn_epoch_row *row, con
     m.job_id = R->tj->id;
     m.state = (char *)state;
     m.stage = R->pos.stage + 1;
-    m.epoch = R->pos.done;
+    m.epoch = R->epoch_base + R->pos.done;
     m.epochs = (uint32_t)R->total_epochs;
     if (row) {
         m.train_loss = row->train_loss;
@@ -78,7 +50,7 @@ static void progress_msg(run *R, const char *state, const nn_epoch_row *row, con
 }
 
 /* Ends the job as failed with R->why. */
-static tjob_outcome fail(run *R) {
+tjob_outcome run_fail(run *R) {
     const char *kv[] = {"error", R->why, NULL};
     int moved = 0;
     if (job_set_state(R->r, R->tj->id, JOB_FAILED, kv, &moved) != URSA_OK) {
@@ -88,13 +60,13 @@ static tjob_outcome fail(run *R) {
     }
     char q[600];
     ULOG_WARN("event=job_failed job=%s reason=%s", R->tj->id, ulog_quote(q, sizeof q, R->why));
-    if (moved) progress_msg(R, "failed", NULL, R->why);
+    if (moved) run_progress(R, "failed", NULL, R->why);
     unlink(R->ckpt);
     snprintf(R->tj->reason, sizeof R->tj->reason, "failed: %s", R->why);
     return TJ_DONE;
 }
 
-static tjob_outcome redis_down(run *R, const char *what) {
+tjob_outcome run_redis_down(run *R, const char *what) {
     snprintf(R->tj->reason, sizeof R->tj->reason, "%s: Redis: %s", what, rstore_last_error(R->r));
     return TJ_RETRY;
 }
@@ -149,7 +121,7 @@ static ursa_err produce_acked(run *R, const char *topic, const char *key,
 
 /* ---- data ---------------------------------------------------------------------------- */
 
-static int load_image(void *ctx, int i, img_rgb *out) {
+int run_load_image(void *ctx, int i, img_rgb *out) {
     run *R = ctx;
     char *data = NULL;
     size_t len = 0;
@@ -165,35 +137,36 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int class_of(run *R, const char *label) {
+int run_class_of(run *R, const char *label) {
     char *key = (char *)label;
     char **f = bsearch(&key, R->classes, (size_t)R->nclass, sizeof(char *), cmp_str);
     return f ? (int)(f - R->classes) : -1;
 }
 
 /* Reads (or takes, on the first start) the dataset's snapshot. */
-static tjob_outcome snapshot(run *R) {
+tjob_outcome run_snapshot(run *R) {
     const Ursa__TrainJob *s = R->spec;
     redisReply *rep = NULL;
     if (job_get_field(R->r, R->tj->id, "manifest", &rep))
-        return redis_down(R, "reading the job");
+        return run_redis_down(R, "reading the job");
     char key[65] = "";
     if (rep->type == REDIS_REPLY_STRING) snprintf(key, sizeof key, "%s", rep->str);
     freeReplyObject(rep);
     if (!key[0]) {
         int exists = 0;
-        if (ds_exists(R->r, s->dataset, &exists)) return redis_down(R, "reading the dataset");
+        if (ds_exists(R->r, s->dataset, &exists)) return run_redis_down(R, "reading the dataset");
         if (!exists) {
             snprintf(R->why, sizeof R->why, "unknown dataset \"%s\" (see ursa ingest)",
                      s->dataset);
-            return fail(R);
+            return run_fail(R);
         }
-        if (ds_manifest_read(R->r, s->dataset, &R->im, &R->nim))
-            return redis_down(R, "reading the manifest");
+        long long seq = 0;
+        if (ds_manifest_read_ex(R->r, s->dataset, 0, &R->im, &R->nim, &seq))
+            return run_redis_down(R, "reading the manifest");
         if (!R->nim) {
             snprintf(R->why, sizeof R->why, "dataset \"%s\" has no verified image yet",
                      s->dataset);
-            return fail(R);
+            return run_fail(R);
         }
         size_t len;
         char *tsv = ds_manifest_tsv(R->im, R->nim, &len);
@@ -203,8 +176,11 @@ static tjob_outcome snapshot(run *R) {
             return TJ_RETRY;
         }
         free(tsv);
-        const char *kv[] = {"manifest", key, NULL};
-        if (job_update(R->r, R->tj->id, kv)) return redis_down(R, "recording the snapshot");
+        char seq_s[24];
+        snprintf(seq_s, sizeof seq_s, "%lld", seq);
+        /* the last dataset edit the job saw (dataset_edits.h) */
+        const char *kv[] = {"manifest", key, "edit_seq", seq_s, NULL};
+        if (job_update(R->r, R->tj->id, kv)) return run_redis_down(R, "recording the snapshot");
     } else {
         char *tsv = NULL;
         size_t len = 0;
@@ -214,7 +190,7 @@ static tjob_outcome snapshot(run *R) {
         if (e == URSA_ERR_NOT_FOUND || e == URSA_ERR_CORRUPT) {
             snprintf(R->why, sizeof R->why, "the dataset snapshot %.12s is %s", key,
                      e == URSA_ERR_NOT_FOUND ? "missing from the blob store" : "damaged");
-            return fail(R);
+            return run_fail(R);
         }
         if (e) {
             snprintf(R->tj->reason, sizeof R->tj->reason, "reading the snapshot: %s",
@@ -227,7 +203,7 @@ static tjob_outcome snapshot(run *R) {
 
 /* Classes (sorted, as fast.ai orders them), the seeded split and the checks
  * a dataset must pass. Returns 0, or -1 with R->why set. */
-static int split(run *R) {
+int run_classes(run *R) {
     const Ursa__TrainJob *s = R->spec;
     R->classes = calloc(R->nim, sizeof(char *));
     R->tr_idx = malloc(sizeof(int) * R->nim);
@@ -237,7 +213,7 @@ static int split(run *R) {
     if (!R->classes || !R->tr_idx || !R->tr_lab || !R->va_idx || !R->va_lab) goto nomem;
     for (size_t i = 0; i < R->nim; i++) {
         char *l = R->im[i].label;
-        if (class_of(R, l) >= 0) continue;
+        if (run_class_of(R, l) >= 0) continue;
         if (!(R->classes[R->nclass++] = strdup(l))) goto nomem;
         qsort(R->classes, (size_t)R->nclass, sizeof(char *), cmp_str);
     }
@@ -247,14 +223,24 @@ static int split(run *R) {
                  s->dataset, R->classes[0]);
         return -1;
     }
+    return 0;
+nomem:
+    snprintf(R->why, sizeof R->why, "out of memory reading %zu images", R->nim);
+    return -1;
+}
+
+static int split(run *R) {
+    const Ursa__TrainJob *s = R->spec;
+    if (run_classes(R)) return -1;
     int *ntr = calloc((size_t)R->nclass, sizeof(int)), *nva = calloc((size_t)R->nclass, sizeof(int));
     if (!ntr || !nva) {
         free(ntr);
         free(nva);
-        goto nomem;
+        snprintf(R->why, sizeof R->why, "out of memory");
+        return -1;
     }
     for (size_t i = 0; i < R->nim; i++) {
-        int c = class_of(R, R->im[i].label);
+        int c = run_class_of(R, R->im[i].label);
         if (ds_in_valid(R->im[i].src, s->seed, s->valid_pct)) {
             R->va_idx[R->nva] = (int)i;
             R->va_lab[R->nva++] = c;
@@ -289,9 +275,6 @@ static int split(run *R) {
     free(ntr);
     free(nva);
     return bad ? -1 : 0;
-nomem:
-    snprintf(R->why, sizeof R->why, "out of memory reading %zu images", R->nim);
-    return -1;
 }
 
 /* ---- the model ----------------------------------------------------------------------- */
@@ -377,7 +360,7 @@ static int pretrained_body(run *R) {
     return 0;
 }
 
-static int build_model(run *R) {
+int run_build_model(run *R) {
     const Ursa__TrainJob *s = R->spec;
     int depth = arch_depth(s->arch);
     R->pretrained = s->pretrained_blob && s->pretrained_blob[0];
@@ -423,7 +406,7 @@ static void on_batch(void *ctx, int epoch, int it, int n_it, float smooth, float
     snprintf(loss, sizeof loss, "%.6f", smooth);
     snprintf(beat, sizeof beat, "%lld", (long long)util_now_ms());
     snprintf(stage, sizeof stage, "%u", R->pos.stage + 1);
-    snprintf(ep, sizeof ep, "%u", R->pos.done);
+    snprintf(ep, sizeof ep, "%u", R->epoch_base + R->pos.done);
     const char *kv[] = {"step", step, "steps", steps, "loss", loss, "beat_ms", beat,
                         "stage", stage, "epoch", ep, NULL};
     job_update(R->r, R->tj->id, kv); /* best effort: the next beat tries again */
@@ -440,7 +423,8 @@ static void on_batch(void *ctx, int epoch, int it, int n_it, float smooth, float
 static void on_epoch(void *ctx, const nn_epoch_row *row) {
     run *R = ctx;
     const Ursa__TrainStage *st = R->spec->stages[R->pos.stage];
-    job_row w = {(int)R->pos.done, (int)R->pos.stage + 1, row->epoch, row->train_loss,
+    job_row w = {(int)(R->epoch_base + R->pos.done),
+                 R->audit ? R->fold + 1 : (int)R->pos.stage + 1, row->epoch, row->train_loss,
                  row->valid_loss, row->error_rate, row->seconds};
     if (job_row_put(R->r, R->tj->id, &w))
         ULOG_WARN("event=row_not_recorded job=%s epoch=%d", R->tj->id, w.n);
@@ -455,7 +439,7 @@ static void on_epoch(void *ctx, const nn_epoch_row *row) {
     if (nn_checkpoint_save(&R->m, &R->pos, sizeof R->pos, R->ckpt, err, sizeof err))
         ULOG_ERROR("event=checkpoint_failed job=%s err=\"%s\"", R->tj->id, err);
     char ep[16], beat[24];
-    snprintf(ep, sizeof ep, "%u", R->pos.done);
+    snprintf(ep, sizeof ep, "%u", R->epoch_base + R->pos.done);
     snprintf(beat, sizeof beat, "%lld", (long long)util_now_ms());
     const char *kv[] = {"epoch", ep, "beat_ms", beat, NULL};
     job_update(R->r, R->tj->id, kv);
@@ -463,18 +447,18 @@ static void on_epoch(void *ctx, const nn_epoch_row *row) {
               "error_rate=%.4f seconds=%.1f",
               R->tj->id, R->pos.epoch ? R->pos.stage + 1 : R->pos.stage, row->epoch,
               row->train_loss, row->valid_loss, row->error_rate, row->seconds);
-    progress_msg(R, "running", row, NULL);
+    run_progress(R, "running", row, NULL);
 }
 
 /* Sets up loaders and the learner; seed shuffles the epochs. */
-static int learner_up(run *R, uint64_t seed) {
+int run_learner_up(run *R, uint64_t seed) {
     const Ursa__TrainJob *s = R->spec;
     nn_aug aug = nn_aug_fastai();
     int bs = (int)s->batch_size;
     if (bs > R->ntr) bs = R->ntr; /* a last partial batch is dropped in training */
-    if (nn_loader_new(load_image, R, R->tr_idx, R->tr_lab, R->ntr, bs, 1, s->augment ? &aug : NULL,
+    if (nn_loader_new(run_load_image, R, R->tr_idx, R->tr_lab, R->ntr, bs, 1, s->augment ? &aug : NULL,
                       &R->m.meta, 3, seed, &R->tr) ||
-        nn_loader_new(load_image, R, R->va_idx, R->va_lab, R->nva, bs, 0, NULL, &R->m.meta, 3,
+        nn_loader_new(run_load_image, R, R->va_idx, R->va_lab, R->nva, bs, 0, NULL, &R->m.meta, 3,
                       seed, &R->va) ||
         nn_learner_init(&R->L, &R->m, R->tr, R->va, bs)) {
         snprintf(R->why, sizeof R->why, "out of memory for %s at %u px, batch %d", s->arch,
@@ -517,7 +501,7 @@ static int interpret(run *R, char *key, double *err_rate, double *vloss) {
         int n = 0;
         for (; v < R->nva && n < bs; v++) {
             img_rgb im;
-            if (load_image(R, R->va_idx[v], &im)) continue;
+            if (run_load_image(R, R->va_idx[v], &im)) continue;
             nn_preprocess(&im, &f.meta, 3, x + per * n);
             img_free(&im);
             which[n++] = v;
@@ -613,7 +597,7 @@ static tjob_outcome publish(run *R) {
     free(onnx);
     if (e) {
         free(classes);
-        return redis_down(R, "registering the model");
+        return run_redis_down(R, "registering the model");
     }
     /* the announcement, acknowledged before the job may end */
     Ursa__Header h;
@@ -642,10 +626,10 @@ static tjob_outcome publish(run *R) {
     snprintf(vl, sizeof vl, "%.6f", vloss);
     const char *kv[] = {"model", model_id, "error_rate", er, "valid_loss", vl, NULL};
     int moved = 0;
-    if (job_set_state(R->r, R->tj->id, JOB_DONE, kv, &moved)) return redis_down(R, "ending the job");
+    if (job_set_state(R->r, R->tj->id, JOB_DONE, kv, &moved)) return run_redis_down(R, "ending the job");
     if (moved) {
         nn_epoch_row row = {0, 0, (float)vloss, (float)err_rate, 0};
-        progress_msg(R, "done", &row, NULL);
+        run_progress(R, "done", &row, NULL);
     }
     unlink(R->ckpt);
     ULOG_INFO("event=model_published job=%s model=%s blob=%.12s error_rate=%.4f valid=%d",
@@ -654,21 +638,20 @@ static tjob_outcome publish(run *R) {
     return TJ_DONE;
 }
 
-static tjob_outcome cancelled(run *R) {
+tjob_outcome run_cancelled(run *R) {
     const char *kv[] = {"error", "cancelled by the user", NULL};
     int moved = 0;
     if (job_set_state(R->r, R->tj->id, JOB_CANCELLED, kv, &moved))
-        return redis_down(R, "recording the cancel");
-    if (moved) progress_msg(R, "cancelled", NULL, NULL);
+        return run_redis_down(R, "recording the cancel");
+    if (moved) run_progress(R, "cancelled", NULL, NULL);
     unlink(R->ckpt);
     snprintf(R->tj->reason, sizeof R->tj->reason, "cancelled");
     return TJ_DONE;
 }
 
-static tjob_outcome train(run *R) {
+int run_fit_stages(run *R, tjob_outcome *out) {
     const Ursa__TrainJob *s = R->spec;
     R->pos = (position){POS_MAGIC, 0, 0, 0};
-    for (size_t i = 0; i < s->n_stages; i++) R->total_epochs += (int)s->stages[i]->epochs;
     if (access(R->ckpt, F_OK) == 0) {
         char err[512];
         position p;
@@ -683,7 +666,10 @@ static tjob_outcome train(run *R) {
                       R->tj->id, err);
         }
     }
-    if (learner_up(R, s->seed + R->pos.done)) return fail(R);
+    if (run_learner_up(R, s->seed + R->pos.done + 1000003u * (uint64_t)R->fold)) {
+        *out = run_fail(R);
+        return 1;
+    }
     while (R->pos.stage < s->n_stages) {
         const Ursa__TrainStage *st = s->stages[R->pos.stage];
         if (R->pretrained && !st->unfreeze) nn_freeze(&R->m);
@@ -693,40 +679,52 @@ static tjob_outcome train(run *R) {
         ursa_err e = nn_fit_one_cycle_from(&R->L, (int)st->epochs, (int)R->pos.epoch,
                                            (float)st->lr_min, (float)st->lr_max);
         if (e == URSA_ERR_SHUTDOWN) {
-            if (R->cancelled) return cancelled(R);
-            snprintf(R->tj->reason, sizeof R->tj->reason, "stopped in stage %u", stage + 1);
-            return TJ_STOPPED;
+            if (R->cancelled) {
+                *out = run_cancelled(R);
+            } else {
+                snprintf(R->tj->reason, sizeof R->tj->reason, "stopped in stage %u", stage + 1);
+                *out = TJ_STOPPED;
+            }
+            return 1;
         }
-        if (e == URSA_ERR_INVALID) {
+        if (e == URSA_ERR_INVALID)
             snprintf(R->why, sizeof R->why,
                      "training diverged in stage %u: the loss is not a number (max_lr %g too "
                      "high?)", stage + 1, st->lr_max);
-            return fail(R);
-        }
-        if (e) {
+        else if (e)
             snprintf(R->why, sizeof R->why, "training failed in stage %u: %s", stage + 1,
                      ursa_err2str(e));
-            return fail(R);
+        if (e) {
+            *out = run_fail(R);
+            return 1;
         }
         if (R->pos.stage == stage) R->pos.stage++; /* nothing left of it to run */
     }
+    return 0;
+}
+
+static tjob_outcome train(run *R) {
+    const Ursa__TrainJob *s = R->spec;
+    for (size_t i = 0; i < s->n_stages; i++) R->total_epochs += (int)s->stages[i]->epochs;
+    tjob_outcome o;
+    if (run_fit_stages(R, &o)) return o;
     return publish(R);
 }
 
 static tjob_outcome lr_find(run *R) {
-    if (learner_up(R, R->spec->seed)) return fail(R);
+    if (run_learner_up(R, R->spec->seed)) return run_fail(R);
     if (R->pretrained) nn_freeze(&R->m);
     float lrs[100], losses[100], sug = 0;
     int n = 0;
     ursa_err e = nn_lr_find(&R->L, lrs, losses, &n, &sug);
-    if (R->cancelled) return cancelled(R);
+    if (R->cancelled) return run_cancelled(R);
     if (e == URSA_OK && R->tj->stop) {
         snprintf(R->tj->reason, sizeof R->tj->reason, "stopped");
         return TJ_STOPPED;
     }
     if (e) {
         snprintf(R->why, sizeof R->why, "lr_find failed: %s", ursa_err2str(e));
-        return fail(R);
+        return run_fail(R);
     }
     char curve[100 * 40], sg[32];
     size_t o = 0;
@@ -734,8 +732,8 @@ static tjob_outcome lr_find(run *R) {
         o += (size_t)snprintf(curve + o, sizeof curve - o, "%.6g\t%.6g\n", lrs[i], losses[i]);
     snprintf(sg, sizeof sg, "%.6g", sug);
     const char *kv[] = {"lr_curve", curve, "lr_suggestion", sg, NULL};
-    if (job_set_state(R->r, R->tj->id, JOB_DONE, kv, NULL)) return redis_down(R, "ending the job");
-    progress_msg(R, "done", NULL, NULL);
+    if (job_set_state(R->r, R->tj->id, JOB_DONE, kv, NULL)) return run_redis_down(R, "ending the job");
+    run_progress(R, "done", NULL, NULL);
     snprintf(R->tj->reason, sizeof R->tj->reason, "done: suggested lr %s", sg);
     return TJ_DONE;
 }
@@ -747,15 +745,15 @@ static tjob_outcome run_job(run *R) {
     job_state st;
     ursa_err e = job_get_state(R->r, tj->id, &st);
     if (e == URSA_ERR_NOT_FOUND) return TJ_DONE; /* not ours to run (see main.c) */
-    if (e) return redis_down(R, "reading the job");
+    if (e) return run_redis_down(R, "reading the job");
     if (job_state_final(st)) return TJ_DONE;
     redisReply *rep = NULL;
-    if (job_get_field(R->r, tj->id, "cancel", &rep)) return redis_down(R, "reading");
+    if (job_get_field(R->r, tj->id, "cancel", &rep)) return run_redis_down(R, "reading");
     int cancel = rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, "1");
     freeReplyObject(rep);
     if (cancel) {
         R->cancelled = 1;
-        return cancelled(R);
+        return run_cancelled(R);
     }
     char now[24];
     snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
@@ -763,12 +761,13 @@ static tjob_outcome run_job(run *R) {
     if (job_set_state(R->r, tj->id, JOB_RUNNING, kv, NULL) ||
         job_set_once(R->r, tj->id, "started_ms", now) ||
         job_incr(R->r, tj->id, "starts"))
-        return redis_down(R, "starting the job");
+        return run_redis_down(R, "starting the job");
     ULOG_INFO("event=job_started job=%s kind=%s dataset=%s arch=%s", tj->id, R->spec->kind,
               R->spec->dataset, R->spec->arch);
-    tjob_outcome o = snapshot(R);
+    tjob_outcome o = run_snapshot(R);
     if (o != TJ_DONE || R->why[0]) return o;
-    if (split(R) || build_model(R)) return fail(R);
+    if (!strcmp(R->spec->kind, "audit")) return audit_run(R);
+    if (split(R) || run_build_model(R)) return run_fail(R);
     char n_tr[16], n_va[16], ncls[16];
     snprintf(n_tr, sizeof n_tr, "%d", R->ntr);
     snprintf(n_va, sizeof n_va, "%d", R->nva);

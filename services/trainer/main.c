@@ -37,7 +37,8 @@
 
 static const char usage[] =
     "usage: ursa-trainer [settings]\n"
-    "Runs the jobs of ursa.train.jobs (submitted by `ursa train` and `ursa lr-find`),\n"
+    "Runs the jobs of ursa.train.jobs (submitted by `ursa train`, `ursa lr-find` and\n"
+    "`ursa audit`),\n"
     "one at a time: snapshots the dataset, trains in stages with one-cycle, writes a\n"
     "checkpoint after every epoch (a restarted worker resumes from it), then exports\n"
     "the model to the blob store, registers it in Redis with the interpretation of its\n"
@@ -78,7 +79,8 @@ static const char *job_problem(const Ursa__TrainJob *j) {
     static char why[256];
     if (!j->header || !job_id_valid(j->header->job_id)) return "no valid job id in the header";
     if (!ds_name_valid(j->dataset)) return "bad dataset name";
-    if (strcmp(j->kind, "train") && strcmp(j->kind, "lr_find")) return "kind is not train or lr_find";
+    if (strcmp(j->kind, "train") && strcmp(j->kind, "lr_find") && strcmp(j->kind, "audit"))
+        return "kind is not train, lr_find or audit";
     if (strcmp(j->arch, "resnet18") && strcmp(j->arch, "resnet34") && strcmp(j->arch, "small"))
         return "arch is not resnet18, resnet34 or small";
     if (j->size < 16 || j->size > 1024) return "size is not within 16..1024";
@@ -86,8 +88,11 @@ static const char *job_problem(const Ursa__TrainJob *j) {
     if (!(j->valid_pct > 0 && j->valid_pct < 1)) return "valid_pct is not between 0 and 1";
     if (!(j->weight_decay >= 0 && j->weight_decay < 1)) return "weight decay is not within [0, 1)";
     if (j->pretrained_blob[0] && !blob_key_valid(j->pretrained_blob)) return "bad pretrained blob key";
-    if (!strcmp(j->kind, "train") && (j->n_stages < 1 || j->n_stages > 16))
-        return "a training job needs 1 to 16 stages";
+    if (strcmp(j->kind, "lr_find") && (j->n_stages < 1 || j->n_stages > 16))
+        return "a training or audit job needs 1 to 16 stages";
+    if (!strcmp(j->kind, "audit") && (j->folds == 1 || j->folds > 20))
+        return "an audit needs 2 to 20 folds";
+    if (!(j->dup_threshold >= 0 && j->dup_threshold <= 1)) return "dup_threshold is not within [0, 1]";
     for (size_t i = 0; i < j->n_stages; i++) {
         const Ursa__TrainStage *s = j->stages[i];
         if (s->epochs < 1 || s->epochs > 10000 || !(s->lr_min > 0) || !(s->lr_max < 100) ||

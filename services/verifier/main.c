@@ -10,6 +10,7 @@
 
 #include "blob.h"
 #include "dataset.h"
+#include "dataset_edits.h"
 #include "image.h"
 #include "kq.h"
 #include "log.h"
@@ -25,7 +26,8 @@ static const char usage[] =
     "Checks every image of ursa.images.downloaded (JPEG, PNG, GIF, WebP; rejects\n"
     "empty, truncated, corrupt, non-images, bombs and tiny images), stores it as\n"
     "an RGB JPEG no larger than img.max-size and adds it to its dataset's\n"
-    "manifest. Stops cleanly on SIGTERM.\n\n";
+    "manifest. Applies the cleaning decisions of ursa.dataset.edits (delete,\n"
+    "relabel, restore; see `ursa clean`). Stops cleanly on SIGTERM.\n\n";
 
 /* A checked image waiting for the group commit. */
 typedef struct {
@@ -215,8 +217,57 @@ static int tick(void *opaque, int timeout_ms) {
     return v->g.n;
 }
 
+/* A cleaning decision of ursa.dataset.edits: applied once per message id
+ * (dataset_edits.h), so a redelivery changes nothing twice. */
+static ursa_err apply_edit(verifier *v, const kq_msg *m, char *reason, size_t rn) {
+    Ursa__DatasetEdit *d = ursa__dataset_edit__unpack(NULL, m->len, m->value);
+    if (!d) {
+        snprintf(reason, rn, "not a DatasetEdit protobuf");
+        return URSA_ERR_PERMANENT;
+    }
+    ursa_err err = msg_check_header(d->header, reason, rn);
+    if (!err) {
+        ds_edit e = {0};
+        e.ts_ms = d->header->ts_ms;
+        e.op = ed_op_parse(d->op);
+        snprintf(e.msg_id, sizeof e.msg_id, "%s", d->header->id);
+        const char *why = strlen(d->image) > 32 || strlen(d->label) > 64 ||
+                                  strlen(d->new_label) > 64
+                              ? "a field is too long"
+                              : NULL;
+        snprintf(e.image, sizeof e.image, "%s", d->image);
+        snprintf(e.from, sizeof e.from, "%s", d->label);
+        snprintf(e.to, sizeof e.to, "%s", d->new_label);
+        snprintf(e.author, sizeof e.author, "%s", d->author);
+        snprintf(e.reason, sizeof e.reason, "%s", d->reason);
+        if (!why) why = ds_edit_problem(d->header->dataset, &e);
+        if (why) {
+            snprintf(reason, rn, "bad edit: %s", why);
+            err = URSA_ERR_PERMANENT;
+        } else {
+            int applied = 0;
+            long long seq = 0;
+            err = ds_edit_apply(v->r, d->header->dataset, &e, &applied, &seq);
+            if (err) {
+                snprintf(reason, rn, "applying an edit: Redis: %s", rstore_last_error(v->r));
+                err = URSA_ERR_UNAVAILABLE;
+            } else {
+                char q[300];
+                ULOG_INFO("event=edit dataset=%s seq=%lld image=%s op=%s to=%s applied=%d",
+                          d->header->dataset, seq, e.image, ed_op_name(e.op),
+                          ulog_quote(q, sizeof q, e.to), applied);
+            }
+        }
+    } else {
+        err = URSA_ERR_PERMANENT;
+    }
+    ursa__dataset_edit__free_unpacked(d, NULL);
+    return err;
+}
+
 static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason, size_t rn) {
     verifier *v = opaque;
+    if (!strcmp(m->topic, TOPIC_DATASET_EDITS)) return apply_edit(v, m, reason, rn);
     Ursa__ImageDownloaded *d = ursa__image_downloaded__unpack(NULL, m->len, m->value);
     if (!d) {
         snprintf(reason, rn, "not an ImageDownloaded protobuf");
@@ -267,7 +318,7 @@ int main(int argc, char **argv) {
     v.o = img_opts_from_cfg(c);
     v.max_bytes = (size_t)cfg_int(c, "verifier.max-bytes");
     rc = 1;
-    const char *topics[] = {TOPIC_IMAGES_DOWNLOADED, NULL};
+    const char *topics[] = {TOPIC_IMAGES_DOWNLOADED, TOPIC_DATASET_EDITS, NULL};
     if (!(kc = kq_consumer_new(c, sc.a.kafka, "ursa-verifier", topics, sc.p, handle, &v, err,
                                sizeof err))) {
         ULOG_ERROR("event=start_failed err=\"%s\"", err);

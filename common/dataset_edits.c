@@ -1,0 +1,253 @@
+/* dataset_edits.c: cleaning decisions in Redis; see dataset_edits.h. */
+#include "dataset_edits.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dataset.h"
+
+static const char *const op_names[] = {"", "delete", "relabel", "restore"};
+
+const char *ed_op_name(ed_op op) {
+    return op > ED_NONE && op <= ED_RESTORE ? op_names[op] : "?";
+}
+
+ed_op ed_op_parse(const char *s) {
+    for (int i = ED_DELETE; i <= ED_RESTORE; i++)
+        if (s && !strcmp(s, op_names[i])) return (ed_op)i;
+    return ED_NONE;
+}
+
+static int hex_lower(const char *s, size_t n) {
+    if (!s || strlen(s) != n) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+    return 1;
+}
+
+int ed_image_valid(const char *id) { return hex_lower(id, 32); }
+
+const char *ds_edit_problem(const char *ds, const ds_edit *e) {
+    if (!ds_name_valid(ds)) return "bad dataset name";
+    if (!ed_image_valid(e->image)) return "the image id is not 32 lowercase hex digits";
+    if (e->op == ED_NONE) return "op is not delete, relabel or restore";
+    if (!hex_lower(e->msg_id, 32)) return "no message id";
+    if (e->from[0] && !ds_label_valid(e->from)) return "the label it had is not a valid label";
+    if (e->op == ED_RELABEL && !ds_label_valid(e->to)) return "the new label is not a valid label";
+    return NULL;
+}
+
+/* Free text goes into tab-separated records: controls become spaces. */
+static void clean_text(char *dst, size_t n, const char *src) {
+    size_t k = 0;
+    for (; src && *src && k + 1 < n; src++) dst[k++] = (unsigned char)*src < 0x20 || *src == 0x7f ? ' ' : *src;
+    dst[k] = '\0';
+}
+
+static void keys(const char *ds, char cur[128], char log[128], char seen[128]) {
+    snprintf(cur, 128, "ursa:ds:{%s:ed}:cur", ds);
+    snprintf(log, 128, "ursa:ds:{%s:ed}:log", ds);
+    snprintf(seen, 128, "ursa:ds:{%s:ed}:seen", ds);
+}
+
+/* KEYS cur, log, seen; ARGV msg id, image, op, from, to, author, reason, ts.
+ * Returns {applied, seq}. */
+static const char apply_lua[] =
+    "if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then\n"
+    "  return {0, redis.call('LLEN', KEYS[2])}\n"
+    "end\n"
+    "local seq = redis.call('RPUSH', KEYS[2], table.concat({ARGV[8], ARGV[2], ARGV[3],\n"
+    "  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[1]}, '\\t'))\n"
+    "redis.call('SADD', KEYS[3], ARGV[1])\n"
+    "if ARGV[3] == 'restore' then redis.call('HDEL', KEYS[1], ARGV[2])\n"
+    "else redis.call('HSET', KEYS[1], ARGV[2], ARGV[3] .. '\\t' .. ARGV[4] .. '\\t' ..\n"
+    "  ARGV[5] .. '\\t' .. seq) end\n"
+    "return {1, seq}\n";
+
+ursa_err ds_edit_apply(rstore *r, const char *ds, const ds_edit *e, int *applied,
+                       long long *seq) {
+    if (ds_edit_problem(ds, e)) return URSA_ERR_INVALID;
+    char cur[128], log[128], seen[128], author[72], reason[208], ts[24];
+    keys(ds, cur, log, seen);
+    clean_text(author, sizeof author, e->author);
+    clean_text(reason, sizeof reason, e->reason);
+    snprintf(ts, sizeof ts, "%lld", e->ts_ms);
+    const char *argv[] = {"EVAL", apply_lua, "3", cur, log, seen, e->msg_id, e->image,
+                          ed_op_name(e->op), e->from, e->op == ED_RELABEL ? e->to : "",
+                          author, reason, ts};
+    redisReply *rep = NULL;
+    ursa_err err = rstore_cmdargv(r, &rep, 14, argv, NULL);
+    if (err) return err;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+        freeReplyObject(rep);
+        return URSA_ERR_REDIS;
+    }
+    if (applied) *applied = (int)rep->element[0]->integer;
+    if (seq) *seq = rep->element[1]->integer;
+    freeReplyObject(rep);
+    return URSA_OK;
+}
+
+ursa_err ds_edits_seq(rstore *r, const char *ds, long long *seq) {
+    char cur[128], log[128], seen[128];
+    keys(ds, cur, log, seen);
+    redisReply *rep = NULL;
+    ursa_err err = rstore_cmd(r, &rep, "LLEN %s", log);
+    if (err) return err;
+    *seq = rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0;
+    freeReplyObject(rep);
+    return URSA_OK;
+}
+
+ursa_err ds_edit_seen(rstore *r, const char *ds, const char *msg_id, int *seen_out) {
+    char cur[128], log[128], seen[128];
+    keys(ds, cur, log, seen);
+    redisReply *rep = NULL;
+    ursa_err err = rstore_cmd(r, &rep, "SISMEMBER %s %s", seen, msg_id);
+    if (err) return err;
+    *seen_out = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+    freeReplyObject(rep);
+    return URSA_OK;
+}
+
+/* Splits s at tabs into at most n fields (in place); returns how many. */
+static int split_tabs(char *s, char **f, int n) {
+    int k = 0;
+    while (k < n) {
+        f[k++] = s;
+        char *t = strchr(s, '\t');
+        if (!t) break;
+        *t = '\0';
+        s = t + 1;
+    }
+    return k;
+}
+
+static int by_image(const void *a, const void *b) {
+    return strcmp(((const ds_edit_cur *)a)->image, ((const ds_edit_cur *)b)->image);
+}
+
+ursa_err ds_edits_current(rstore *r, const char *ds, ds_edit_cur **out, size_t *n) {
+    char cur[128], log[128], seen[128];
+    keys(ds, cur, log, seen);
+    *out = NULL;
+    *n = 0;
+    size_t cap = 0, k = 0;
+    ds_edit_cur *v = NULL;
+    char cursor[32] = "0";
+    do { /* HSCAN: a dataset may carry many decisions */
+        redisReply *rep = NULL;
+        ursa_err err = rstore_cmd(r, &rep, "HSCAN %s %s COUNT 1000", cur, cursor);
+        if (err) {
+            free(v);
+            return err;
+        }
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+            rep->element[1]->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(rep);
+            free(v);
+            return URSA_ERR_REDIS;
+        }
+        snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
+        redisReply *a = rep->element[1];
+        for (size_t i = 0; i + 1 < a->elements; i += 2) {
+            if (k == cap) {
+                size_t nc = cap ? cap * 2 : 256;
+                ds_edit_cur *nv = realloc(v, nc * sizeof *v);
+                if (!nv) {
+                    freeReplyObject(rep);
+                    free(v);
+                    return URSA_ERR_NOMEM;
+                }
+                v = nv;
+                cap = nc;
+            }
+            char buf[256], *f[4];
+            snprintf(buf, sizeof buf, "%s", a->element[i + 1]->str);
+            if (split_tabs(buf, f, 4) != 4 || !ed_image_valid(a->element[i]->str)) continue;
+            ds_edit_cur *c = &v[k];
+            memset(c, 0, sizeof *c);
+            snprintf(c->image, sizeof c->image, "%s", a->element[i]->str);
+            c->op = ed_op_parse(f[0]);
+            snprintf(c->from, sizeof c->from, "%s", f[1]);
+            snprintf(c->to, sizeof c->to, "%s", f[2]);
+            c->seq = atoll(f[3]);
+            if (c->op == ED_DELETE || c->op == ED_RELABEL) k++;
+        }
+        freeReplyObject(rep);
+    } while (strcmp(cursor, "0") != 0);
+    /* HSCAN may return a field twice: keep one */
+    if (k) qsort(v, k, sizeof *v, by_image);
+    size_t w = 0;
+    for (size_t i = 0; i < k; i++)
+        if (!w || strcmp(v[w - 1].image, v[i].image)) v[w++] = v[i];
+    *out = v;
+    *n = w;
+    return URSA_OK;
+}
+
+const ds_edit_cur *ds_edits_find(const ds_edit_cur *cur, size_t n, const char *image) {
+    ds_edit_cur key;
+    snprintf(key.image, sizeof key.image, "%s", image);
+    return n ? bsearch(&key, cur, n, sizeof *cur, by_image) : NULL;
+}
+
+ursa_err ds_edits_log(rstore *r, const char *ds, long long first, size_t max, ds_edit **out,
+                      size_t *n) {
+    char cur[128], log[128], seen[128];
+    keys(ds, cur, log, seen);
+    *out = NULL;
+    *n = 0;
+    if (first < 1) first = 1;
+    if (!max) return URSA_OK;
+    redisReply *rep = NULL;
+    ursa_err err = rstore_cmd(r, &rep, "LRANGE %s %lld %lld", log, first - 1,
+                              first - 1 + (long long)max - 1);
+    if (err) return err;
+    if (rep->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(rep);
+        return URSA_ERR_REDIS;
+    }
+    ds_edit *v = calloc(rep->elements + 1, sizeof *v);
+    if (!v) {
+        freeReplyObject(rep);
+        return URSA_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < rep->elements; i++) {
+        char buf[1024], *f[8];
+        snprintf(buf, sizeof buf, "%s", rep->element[i]->str ? rep->element[i]->str : "");
+        ds_edit *e = &v[i];
+        e->seq = first + (long long)i;
+        if (split_tabs(buf, f, 8) != 8) continue;
+        e->ts_ms = atoll(f[0]);
+        snprintf(e->image, sizeof e->image, "%s", f[1]);
+        e->op = ed_op_parse(f[2]);
+        snprintf(e->from, sizeof e->from, "%s", f[3]);
+        snprintf(e->to, sizeof e->to, "%s", f[4]);
+        snprintf(e->author, sizeof e->author, "%s", f[5]);
+        snprintf(e->reason, sizeof e->reason, "%s", f[6]);
+        snprintf(e->msg_id, sizeof e->msg_id, "%s", f[7]);
+    }
+    *n = rep->elements;
+    freeReplyObject(rep);
+    *out = v;
+    return URSA_OK;
+}
+
+ursa_err ds_audit_record(rstore *r, const char *ds, const char *job_id, const char *manifest) {
+    char key[128];
+    snprintf(key, sizeof key, "ursa:ds:{%s:ed}:audit", ds);
+    return rstore_cmd(r, NULL, "HSET %s latest %s m:%s %s", key, job_id, manifest, job_id);
+}
+
+ursa_err ds_audit_latest(rstore *r, const char *ds, char *job_id, size_t size) {
+    char key[128];
+    snprintf(key, sizeof key, "ursa:ds:{%s:ed}:audit", ds);
+    redisReply *rep = NULL;
+    ursa_err err = rstore_cmd(r, &rep, "HGET %s latest", key);
+    if (err) return err;
+    snprintf(job_id, size, "%s", rep->type == REDIS_REPLY_STRING ? rep->str : "");
+    freeReplyObject(rep);
+    return URSA_OK;
+}

@@ -1,0 +1,86 @@
+/* dataset_edits.h: cleaning decisions on a dataset's images, the one owner
+ * of their keys. A decision (delete, relabel, restore) travels as a
+ * DatasetEdit on ursa.dataset.edits and ursa-verifier applies it here, once
+ * per message id: a redelivered message, or one sent again after a SIGKILL,
+ * changes nothing twice. Nothing is removed from the blob store or from the
+ * URL records; an edit only changes how the dataset is seen (ds_manifest_read
+ * and everything built on it: training, export, status), so every edit can
+ * be undone by a restore.
+ *
+ *   ursa:ds:{<ds>:ed}:cur    HASH image id (32 hex) -> "op\tfrom\tto\tseq":
+ *                            the decision in force for that image
+ *   ursa:ds:{<ds>:ed}:log    LIST every edit applied, in order (the n-th is
+ *                            edit #n): "ts_ms\timage\top\tfrom\tto\tauthor\t
+ *                            reason\tmessage id"
+ *   ursa:ds:{<ds>:ed}:seen   SET the message ids applied
+ *   ursa:ds:{<ds>:ed}:audit  HASH "latest" -> the last audit job done,
+ *                            "m:<manifest blob>" -> the audit of that
+ *                            version of the dataset (its results are the
+ *                            job's "audit" blob, label_issues.h's rows)
+ *
+ * The log's length is the dataset's edit sequence: a training job records
+ * the one it saw. */
+#ifndef URSA_DATASET_EDITS_H
+#define URSA_DATASET_EDITS_H
+
+#include <stddef.h>
+
+#include "err.h"
+#include "rstore.h"
+
+typedef enum { ED_NONE = 0, ED_DELETE, ED_RELABEL, ED_RESTORE } ed_op;
+
+const char *ed_op_name(ed_op op);
+/* ED_NONE for an unknown name. */
+ed_op ed_op_parse(const char *s);
+/* 1 if id is an image id: 32 lowercase hex digits. */
+int ed_image_valid(const char *id);
+
+/* One edit as sent and as logged. */
+typedef struct {
+    long long seq;   /* its place in the log (from 1); 0 before it is applied */
+    long long ts_ms; /* when it was decided */
+    char image[33];
+    ed_op op;
+    char from[72], to[72]; /* the label before; the new one for a relabel */
+    char author[72], reason[208];
+    char msg_id[33];
+} ds_edit;
+
+/* Checks an edit before it is sent or applied: NULL, or why it is refused. */
+const char *ds_edit_problem(const char *ds, const ds_edit *e);
+
+/* Applies one edit (checked) unless its msg_id was applied before.
+ * *applied is 1 when it changed something now, *seq gets its number (or
+ * the log's length for a replay). */
+ursa_err ds_edit_apply(rstore *r, const char *ds, const ds_edit *e, int *applied,
+                       long long *seq);
+
+/* The number of edits applied to the dataset so far (its edit sequence). */
+ursa_err ds_edits_seq(rstore *r, const char *ds, long long *seq);
+
+/* 1 if the message id was applied. */
+ursa_err ds_edit_seen(rstore *r, const char *ds, const char *msg_id, int *seen);
+
+/* The decisions in force, sorted by image id; the caller frees *out. */
+typedef struct {
+    char image[33];
+    ed_op op; /* ED_DELETE or ED_RELABEL */
+    char from[72], to[72];
+    long long seq;
+} ds_edit_cur;
+ursa_err ds_edits_current(rstore *r, const char *ds, ds_edit_cur **out, size_t *n);
+/* The one in force for an image, or NULL. */
+const ds_edit_cur *ds_edits_find(const ds_edit_cur *cur, size_t n, const char *image);
+
+/* The log from edit #first (1-based) on, at most max entries; the caller
+ * frees *out. */
+ursa_err ds_edits_log(rstore *r, const char *ds, long long first, size_t max, ds_edit **out,
+                      size_t *n);
+
+/* Records a finished audit of a dataset version (its manifest snapshot). */
+ursa_err ds_audit_record(rstore *r, const char *ds, const char *job_id, const char *manifest);
+/* The last audit job of a dataset ("" when none); job_id has room for 41. */
+ursa_err ds_audit_latest(rstore *r, const char *ds, char *job_id, size_t size);
+
+#endif

@@ -1,0 +1,659 @@
+/* clean_cmd.c: ursa clean, edit and edits: the lesson's cleaning step on
+ * the command line (the console's cleaner does the same by click).
+ *
+ * Decisions never change Redis directly: each is a DatasetEdit on
+ * ursa.dataset.edits, which ursa-verifier applies once per message id
+ * (common/dataset_edits.h); the CLI then waits until they are applied, so
+ * what it reports is what the dataset now is. */
+#include "clean_cmd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "conn.h"
+#include "dataset.h"
+#include "dataset_edits.h"
+#include "jobs.h"
+#include "label_issues.h"
+#include "msg.h"
+#include "topics.h"
+#include "util.h"
+
+#define EDIT_DEFS                                                                              \
+    {"dataset", CFG_STR, "", 1, 0, "the dataset (required)"},                                    \
+    {"author", CFG_STR, "", 1, 0, "who decides, kept with each edit (default: $USER)"},        \
+    {"reason", CFG_STR, "", 1, 0, "why, kept with each edit"},                                 \
+    {"wait-s", CFG_INT, "30", 0, 3600,                                                         \
+     "wait this long for ursa-verifier to apply the edits (0: do not wait)"},                   \
+    {"new-label", CFG_BOOL, "false", 1, 0,                                                     \
+     "allow relabelling to a label no image has yet (a new class); without it such a label "   \
+     "is taken for a typo"}
+
+const cfg_def clean_defs[] = {
+    EDIT_DEFS,
+    {"apply", CFG_STR, "", 1, 0,
+     "a decisions file in fast.ai's cleaned.csv form: a header with name and label "
+     "columns, one kept image a line (name: the image id, its blob, <label>/<blob>.jpg as "
+     "export-dataset writes, or its source URL); a label that differs relabels the image, "
+     "a deleted image listed is restored"},
+    {"delete-missing", CFG_BOOL, "false", 1, 0,
+     "with --apply: delete the images the file does not list (cleaned.csv's meaning of a "
+     "missing line)"},
+    {"accept-suggestions", CFG_BOOL, "false", 1, 0,
+     "act on the last audit's suspects in bulk: relabel label issues to their suggestion, "
+     "delete near-duplicates (the first of a pair is kept) and outliers"},
+    {"min-score", CFG_DOUBLE, "0.5", 0, 1, "with --accept-suggestions: only suspects this sure"},
+    {"kinds", CFG_STR, "label,duplicate", 1, 0,
+     "the kinds of suspect --accept-suggestions acts on, or the listing shows "
+     "(label, duplicate, outlier)"},
+    {"limit", CFG_INT, "0", 0, 1e9, "list at most N suspects (0: all)"},
+    {"dry-run", CFG_BOOL, "false", 1, 0, "print the edits instead of sending them"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+const cfg_def edit_defs[] = {EDIT_DEFS, {NULL, 0, NULL, 0, 0, NULL}};
+const cfg_def edits_defs[] = {
+    {"dataset", CFG_STR, "", 1, 0, "the dataset (required)"},
+    {"from", CFG_INT, "1", 1, 1e15, "the first edit to list"},
+    {"limit", CFG_INT, "1000", 1, 1e9, "list at most N edits"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+/* ---- the dataset as the CLI resolves names ------------------------------------------ */
+
+typedef struct {
+    ds_image *im; /* the manifest with deleted images kept (marked), sorted by image id */
+    size_t n;
+    long long seq; /* the edit sequence it reflects */
+    ds_edit_cur *cur; /* decisions in force */
+    size_t ncur;
+    ds_image_url *urls; /* image id -> URL key, read when needed */
+    size_t nurls;
+    int have_urls;
+} dsview;
+
+static void view_free(dsview *v) {
+    free(v->im);
+    free(v->cur);
+    free(v->urls);
+    memset(v, 0, sizeof *v);
+}
+
+static int view_read(rstore *r, const char *ds, const char *cmd, dsview *v) {
+    memset(v, 0, sizeof *v);
+    if (ds_manifest_read_ex(r, ds, 1, &v->im, &v->n, &v->seq) ||
+        ds_edits_current(r, ds, &v->cur, &v->ncur)) {
+        fprintf(stderr, "ursa %s: cannot read the dataset: %s\n", cmd, rstore_last_error(r));
+        return 1;
+    }
+    if (!v->n) {
+        fprintf(stderr, "ursa %s: dataset \"%s\" has no verified image\n", cmd, ds);
+        return 1;
+    }
+    return 0;
+}
+
+static ds_image *by_src(dsview *v, const char *src) {
+    size_t lo = 0, hi = v->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strncmp(v->im[mid].src, src, 32);
+        if (!c) return &v->im[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return NULL;
+}
+
+static int is_hex(const char *s, size_t n) {
+    if (strlen(s) != n) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+    return 1;
+}
+
+/* An image by any of the names a user has for it: its id, its blob, a
+ * path ending in <blob>.jpg, or the URL it came from. */
+static ds_image *resolve(rstore *r, const char *ds, dsview *v, const char *name) {
+    char buf[80];
+    const char *base = strrchr(name, '/');
+    if (!strncmp(name, "http://", 7) || !strncmp(name, "https://", 8)) {
+        if (!v->have_urls) {
+            if (ds_image_urls(r, ds, &v->urls, &v->nurls)) return NULL;
+            v->have_urls = 1;
+        }
+        char h[65];
+        ds_url_hash(name, h);
+        for (size_t i = 0; i < v->nurls; i++) /* rare: a linear walk will do */
+            if (!strncmp(v->urls[i].key, h, DS_KEY_HEX)) return by_src(v, v->urls[i].src);
+        return NULL;
+    }
+    base = base ? base + 1 : name;
+    snprintf(buf, sizeof buf, "%s", base);
+    char *dot = strrchr(buf, '.');
+    if (dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"))) *dot = '\0';
+    if (is_hex(buf, 32)) return by_src(v, buf);
+    if (is_hex(buf, 64)) {
+        for (size_t i = 0; i < v->n; i++)
+            if (!strcmp(v->im[i].jpeg, buf)) return &v->im[i];
+        return by_src(v, buf); /* a full source hash */
+    }
+    return NULL;
+}
+
+/* The label an image had before any decision: its URL's label. */
+static const char *given_label(const dsview *v, const ds_image *d) {
+    const ds_edit_cur *c = ds_edits_find(v->cur, v->ncur, d->src);
+    return c && c->from[0] ? c->from : d->label;
+}
+
+/* 1 if some image of the dataset has (or had) the label. */
+static int label_known(const dsview *v, const char *label) {
+    for (size_t i = 0; i < v->n; i++)
+        if (!strcmp(v->im[i].label, label)) return 1;
+    for (size_t i = 0; i < v->ncur; i++)
+        if (!strcmp(v->cur[i].from, label)) return 1;
+    return 0;
+}
+
+/* A label a relabel may go to: valid, and a class of the dataset unless
+ * --new-label. NULL, or why not. */
+static const char *label_problem(const cfg *c, const dsview *v, const char *label) {
+    if (!ds_label_valid(label))
+        return "is not a valid label (1..64 printable characters, no '|', '/' or '\\', no "
+               "leading '.')";
+    if (!cfg_bool(c, "new-label") && !label_known(v, label))
+        return "is no class of the dataset (--new-label makes a new one)";
+    return NULL;
+}
+
+/* ---- sending edits ------------------------------------------------------------------ */
+
+typedef struct {
+    ds_edit *e;
+    size_t n, cap;
+} edit_list;
+
+static int edit_add(edit_list *l, const char *image, ed_op op, const char *from, const char *to,
+                    const cfg *c) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        ds_edit *ne = realloc(l->e, cap * sizeof *ne);
+        if (!ne) return -1;
+        l->e = ne;
+        l->cap = cap;
+    }
+    ds_edit *e = &l->e[l->n++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->image, sizeof e->image, "%.32s", image);
+    e->op = op;
+    snprintf(e->from, sizeof e->from, "%s", from);
+    snprintf(e->to, sizeof e->to, "%s", to ? to : "");
+    const char *who = cfg_str(c, "author");
+    if (!*who) who = getenv("USER") ? getenv("USER") : "cli";
+    snprintf(e->author, sizeof e->author, "%s", who);
+    snprintf(e->reason, sizeof e->reason, "%s", cfg_str(c, "reason"));
+    return 0;
+}
+
+/* Sends the edits and waits until ursa-verifier applied them (or wait-s
+ * passed). 0 when all were applied, 1 else (after saying why). */
+static int send_edits(const cfg *c, rstore *r, const char *ds, const char *cmd, edit_list *l) {
+    long counts[4] = {0};
+    for (size_t i = 0; i < l->n; i++) counts[l->e[i].op]++;
+    if (!l->n) {
+        printf("no edit to make\n");
+        return 0;
+    }
+    if (cfg_bool(c, "dry-run")) {
+        printf("op\timage\tfrom\tto\n");
+        for (size_t i = 0; i < l->n; i++)
+            printf("%s\t%s\t%s\t%s\n", ed_op_name(l->e[i].op), l->e[i].image, l->e[i].from,
+                   l->e[i].to);
+        printf("dry run: %zu edits not sent\n", l->n);
+        return 0;
+    }
+    kq_producer *p = cli_kafka(c);
+    if (!p) return 1;
+    int rc = 1;
+    for (size_t i = 0; i < l->n; i++) {
+        ds_edit *e = &l->e[i];
+        Ursa__Header h;
+        msg_header_init(&h, e->msg_id, ds, NULL);
+        const char *why = ds_edit_problem(ds, e);
+        if (why) {
+            fprintf(stderr, "ursa %s: edit of %s: %s\n", cmd, e->image, why);
+            goto out;
+        }
+        Ursa__DatasetEdit m = URSA__DATASET_EDIT__INIT;
+        m.header = &h;
+        m.op = (char *)ed_op_name(e->op);
+        m.image = e->image;
+        m.label = e->from;
+        m.new_label = e->to;
+        m.author = e->author;
+        m.reason = e->reason;
+        void *buf;
+        size_t len;
+        char key[128];
+        snprintf(key, sizeof key, "%s/%s", ds, e->image); /* one image's edits stay in order */
+        if (msg_pack(&m.base, &buf, &len)) goto out;
+        ursa_err err = kq_produce(p, TOPIC_DATASET_EDITS, key, strlen(key), buf, len, NULL, 0,
+                                  NULL, NULL);
+        free(buf);
+        if (err) {
+            fprintf(stderr, "ursa %s: Kafka: %s\n", cmd, ursa_err2str(err));
+            goto out;
+        }
+    }
+    if (kq_producer_flush(p, 15000) != URSA_OK) {
+        fprintf(stderr, "ursa %s: Kafka did not take every edit; sending again is safe\n", cmd);
+        goto out;
+    }
+    printf("%zu edits sent: %ld relabel, %ld delete, %ld restore\n", l->n, counts[ED_RELABEL],
+           counts[ED_DELETE], counts[ED_RESTORE]);
+    fflush(stdout);
+    int64_t deadline = util_mono_ms() + cfg_int(c, "wait-s") * 1000;
+    size_t done = 0;
+    for (;;) { /* the edits of one image are applied in order: watch them all */
+        while (done < l->n) {
+            int seen = 0;
+            if (ds_edit_seen(r, ds, l->e[done].msg_id, &seen)) break;
+            if (!seen) break;
+            done++;
+        }
+        if (done == l->n || util_mono_ms() >= deadline) break;
+        util_sleep_ms(100);
+    }
+    long long seq = 0;
+    ds_edits_seq(r, ds, &seq);
+    if (done == l->n) {
+        printf("applied: the dataset is at edit #%lld (ursa edits --dataset %s)\n", seq, ds);
+        rc = 0;
+    } else {
+        printf("%zu of %zu applied so far; ursa-verifier applies the rest when it runs "
+               "(ursa status)\n", done, l->n);
+    }
+out:
+    kq_producer_destroy(p);
+    return rc;
+}
+
+/* ---- ursa edit ------------------------------------------------------------------------ */
+
+int edit_cmd(const cfg *c, int argc, char **argv) {
+    const char *ds = cli_dataset(c, "edit");
+    if (!ds) return 2;
+    ed_op op = argc >= 2 ? ed_op_parse(argv[0]) : ED_NONE;
+    if (op == ED_NONE || (op == ED_RELABEL) != (argc == 3) || argc > 3) {
+        fprintf(stderr, "ursa edit: give delete IMAGE, restore IMAGE or relabel IMAGE LABEL\n");
+        return 2;
+    }
+    rstore *r = cli_redis(c);
+    if (!r) return 1;
+    dsview v;
+    int rc = 1;
+    edit_list l = {0};
+    if (view_read(r, ds, "edit", &v)) goto out;
+    ds_image *d = resolve(r, ds, &v, argv[1]);
+    if (!d) {
+        fprintf(stderr, "ursa edit: no image \"%s\" in dataset %s (an image id, blob, "
+                        "<label>/<blob>.jpg or source URL)\n", argv[1], ds);
+        rc = 2;
+        goto out;
+    }
+    const char *why = op == ED_RELABEL ? label_problem(c, &v, argv[2]) : NULL;
+    if (why) {
+        fprintf(stderr, "ursa edit: \"%s\" %s\n", argv[2], why);
+        rc = 2;
+        goto out;
+    }
+    if (edit_add(&l, d->src, op, given_label(&v, d), op == ED_RELABEL ? argv[2] : "", c) == 0)
+        rc = send_edits(c, r, ds, "edit", &l);
+out:
+    free(l.e);
+    view_free(&v);
+    rstore_destroy(r);
+    return rc;
+}
+
+/* ---- ursa edits ----------------------------------------------------------------------- */
+
+int edits_cmd(const cfg *c, int argc, char **argv) {
+    (void)argv;
+    if (argc) {
+        fprintf(stderr, "ursa edits: no arguments (--dataset NAME)\n");
+        return 2;
+    }
+    const char *ds = cli_dataset(c, "edits");
+    if (!ds) return 2;
+    rstore *r = cli_redis(c);
+    if (!r) return 1;
+    ds_edit *e = NULL;
+    size_t n = 0;
+    long long seq = 0;
+    int rc = 1;
+    if (ds_edits_seq(r, ds, &seq) ||
+        ds_edits_log(r, ds, cfg_int(c, "from"), (size_t)cfg_int(c, "limit"), &e, &n)) {
+        fprintf(stderr, "ursa edits: %s\n", rstore_last_error(r));
+        goto out;
+    }
+    printf("dataset %s: %lld edits\n", ds, seq);
+    if (n) printf("#\ttime\top\timage\tfrom\tto\tauthor\treason\n");
+    for (size_t i = 0; i < n; i++) {
+        char t[32] = "-";
+        time_t s = (time_t)(e[i].ts_ms / 1000);
+        struct tm tm;
+        if (e[i].ts_ms && localtime_r(&s, &tm)) strftime(t, sizeof t, "%Y-%m-%d %H:%M:%S", &tm);
+        printf("%lld\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e[i].seq, t, ed_op_name(e[i].op),
+               e[i].image, e[i].from, e[i].op == ED_RELABEL ? e[i].to : "-", e[i].author,
+               e[i].reason);
+    }
+    rc = 0;
+out:
+    free(e);
+    rstore_destroy(r);
+    return rc;
+}
+
+/* ---- ursa clean ----------------------------------------------------------------------- */
+
+/* The dataset's last audit: its rows and the edit sequence it saw. */
+static int audit_read(const cfg *c, rstore *r, const char *ds, li_row **rows, size_t *n,
+                      long long *seen_seq, char *job, size_t jn) {
+    *rows = NULL;
+    *n = 0;
+    if (ds_audit_latest(r, ds, job, jn)) {
+        fprintf(stderr, "ursa clean: %s\n", rstore_last_error(r));
+        return 1;
+    }
+    if (!job[0]) {
+        fprintf(stderr, "ursa clean: dataset %s has no audit yet: ursa audit --dataset %s\n", ds,
+                ds);
+        return 1;
+    }
+    redisReply *a = NULL, *s = NULL;
+    if (job_get_field(r, job, "audit", &a) || job_get_field(r, job, "edit_seq", &s)) {
+        if (a) freeReplyObject(a);
+        fprintf(stderr, "ursa clean: %s\n", rstore_last_error(r));
+        return 1;
+    }
+    *seen_seq = s->type == REDIS_REPLY_STRING ? atoll(s->str) : 0;
+    char key[65] = "";
+    if (a->type == REDIS_REPLY_STRING) snprintf(key, sizeof key, "%s", a->str);
+    freeReplyObject(a);
+    freeReplyObject(s);
+    blob_store *bs = cli_blobs(c);
+    char *data = NULL;
+    size_t len = 0;
+    ursa_err e = bs && key[0] ? blob_get(bs, key, (size_t)1 << 32, &data, &len) : URSA_ERR_NOT_FOUND;
+    blob_store_destroy(bs);
+    if (e) {
+        fprintf(stderr, "ursa clean: the result of audit %s (blob %.12s): %s\n", job, key,
+                ursa_err2str(e));
+        return 1;
+    }
+    int bad = li_rows_parse(data, len, rows, n, NULL);
+    free(data);
+    if (bad) {
+        fprintf(stderr, "ursa clean: out of memory\n");
+        return 1;
+    }
+    return 0;
+}
+
+static int kind_wanted(const char *kinds, const char *kind) {
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", kinds);
+    for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+        if (!strcmp(t, kind)) return 1;
+    return 0;
+}
+
+/* Suspects still open: the image is in the dataset and nothing was
+ * decided on it since the audit. */
+static int still_open(dsview *v, const li_row *w, long long seen_seq, ds_image **d) {
+    *d = by_src(v, w->image);
+    if (!*d) return 0;
+    const ds_edit_cur *c = ds_edits_find(v->cur, v->ncur, w->image);
+    return !(c && c->seq > seen_seq);
+}
+
+static int list_suspects(const cfg *c, rstore *r, const char *ds) {
+    li_row *rows = NULL;
+    size_t n = 0;
+    long long seen = 0;
+    char job[JOB_ID_MAX + 1];
+    dsview v;
+    memset(&v, 0, sizeof v);
+    int rc = 1;
+    char **urls = NULL;
+    const char **keys = NULL;
+    blob_store *bs = NULL;
+    size_t k = 0;
+    if (audit_read(c, r, ds, &rows, &n, &seen, job, sizeof job) || view_read(r, ds, "clean", &v))
+        goto out;
+    if (v.seq > seen)
+        fprintf(stderr, "ursa clean: audit %s saw the dataset at edit #%lld; it is at #%lld now "
+                        "(images decided since are left out; ursa audit again to re-check)\n",
+                job, seen, v.seq);
+    long limit = (long)cfg_int(c, "limit");
+    const char *kinds = cfg_given(c, "kinds") ? cfg_str(c, "kinds") : "label,duplicate,outlier";
+    for (size_t i = 0; i < n; i++) { /* keep the ones to show, in order */
+        ds_image *d;
+        if (!kind_wanted(kinds, rows[i].kind) || !still_open(&v, &rows[i], seen, &d)) continue;
+        if (limit && (long)k >= limit) break;
+        rows[k++] = rows[i];
+    }
+    if (!(bs = cli_blobs(c))) goto out;
+    urls = calloc(k + 1, sizeof *urls);
+    keys = calloc(k + 1, sizeof *keys);
+    if (!urls || !keys || ds_image_urls(r, ds, &v.urls, &v.nurls)) {
+        fprintf(stderr, "ursa clean: cannot read the dataset's URLs: %s\n", rstore_last_error(r));
+        goto out;
+    }
+    for (size_t i = 0; i < k; i++) {
+        const ds_image_url *u = ds_image_url_find(v.urls, v.nurls, rows[i].image);
+        keys[i] = u ? u->key : "-";
+    }
+    if (ds_urls_find(r, bs, ds, k, keys, urls)) {
+        fprintf(stderr, "ursa clean: cannot read the URL lists\n");
+        goto out;
+    }
+    printf("url\tblob\tgiven\tsuggestion\tscore\tkind\timage\tpartner\n");
+    for (size_t i = 0; i < k; i++) {
+        const li_row *w = &rows[i];
+        printf("%s\t%s\t%s\t%s\t%.4f\t%s\t%s\t%s\n", urls[i] ? urls[i] : "-", w->jpeg, w->given,
+               w->suggested, w->score, w->kind, w->image, w->partner[0] ? w->partner : "-");
+    }
+    rc = 0;
+out:
+    for (size_t i = 0; urls && i < k; i++) free(urls[i]);
+    free(urls);
+    free(keys);
+    blob_store_destroy(bs);
+    free(rows);
+    view_free(&v);
+    return rc;
+}
+
+static int accept_suggestions(const cfg *c, rstore *r, const char *ds) {
+    li_row *rows = NULL;
+    size_t n = 0;
+    long long seen = 0;
+    char job[JOB_ID_MAX + 1];
+    dsview v;
+    memset(&v, 0, sizeof v);
+    edit_list l = {0};
+    int rc = 1;
+    if (audit_read(c, r, ds, &rows, &n, &seen, job, sizeof job) || view_read(r, ds, "clean", &v))
+        goto out;
+    double min = cfg_double(c, "min-score");
+    const char *kinds = cfg_str(c, "kinds");
+    for (size_t i = 0; i < n; i++) {
+        const li_row *w = &rows[i];
+        ds_image *d;
+        if (w->score < min || !kind_wanted(kinds, w->kind) || !still_open(&v, w, seen, &d))
+            continue;
+        if (d->edit == ED_DELETE) continue; /* already out */
+        int bad;
+        if (!strcmp(w->kind, "label")) {
+            if (!strcmp(d->label, w->suggested)) continue;
+            bad = edit_add(&l, d->src, ED_RELABEL, given_label(&v, d), w->suggested, c);
+        } else {
+            bad = edit_add(&l, d->src, ED_DELETE, given_label(&v, d), NULL, c);
+        }
+        if (bad) {
+            fprintf(stderr, "ursa clean: out of memory\n");
+            goto out;
+        }
+    }
+    printf("audit %s: %zu suspects, %zu to act on (score >= %g, kinds %s)\n", job, n, l.n, min,
+           kinds);
+    rc = send_edits(c, r, ds, "clean", &l);
+out:
+    free(l.e);
+    free(rows);
+    view_free(&v);
+    return rc;
+}
+
+/* One CSV field (RFC 4180 quoting) from *p into out; moves *p past it and
+ * its comma. Returns 1 at the end of the line. */
+static int csv_field(const char **p, char *out, size_t n) {
+    const char *s = *p;
+    size_t k = 0;
+    if (*s == '"') {
+        for (s++; *s; s++) {
+            if (*s == '"' && s[1] == '"') s++;
+            else if (*s == '"') {
+                s++;
+                break;
+            }
+            if (k + 1 < n) out[k++] = *s;
+        }
+    }
+    for (; *s && *s != ',' && *s != '\n' && *s != '\r'; s++)
+        if (k + 1 < n) out[k++] = *s;
+    out[k] = '\0';
+    int end = *s != ',';
+    *p = *s == ',' ? s + 1 : s;
+    return end;
+}
+
+static int apply_file(const cfg *c, rstore *r, const char *ds) {
+    const char *path = cfg_str(c, "apply");
+    char *text = NULL;
+    size_t len = 0;
+    ursa_err e = util_read_file(path, (size_t)1 << 30, &text, &len);
+    if (e) {
+        fprintf(stderr, "ursa clean: cannot read %s: %s\n", path, ursa_err2str(e));
+        return 2;
+    }
+    dsview v;
+    memset(&v, 0, sizeof v);
+    edit_list l = {0};
+    unsigned char *listed = NULL;
+    int rc = 1, name_col = -1, label_col = -1, line = 0, errors = 0;
+    if (view_read(r, ds, "clean", &v)) goto out;
+    listed = calloc(v.n, 1);
+    if (!listed) goto out;
+    for (char *p = text, *end = text + len; p < end;) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl) *nl = '\0';
+        line++;
+        const char *q = p;
+        p = nl ? nl + 1 : end;
+        if (!*q || *q == '\r') continue;
+        char f[8][1024];
+        int nf = 0;
+        while (nf < 8) {
+            int last = csv_field(&q, f[nf], sizeof f[nf]);
+            nf++;
+            if (last) break;
+        }
+        if (name_col < 0) { /* the header */
+            for (int i = 0; i < nf; i++) {
+                if (!strcmp(f[i], "name") || !strcmp(f[i], "image") || !strcmp(f[i], "url") ||
+                    !strcmp(f[i], "fn_col") || !strcmp(f[i], "blob"))
+                    name_col = i;
+                if (!strcmp(f[i], "label") || !strcmp(f[i], "label_col")) label_col = i;
+            }
+            if (name_col < 0 || label_col < 0) {
+                fprintf(stderr, "ursa clean: %s:1: the header needs a name and a label column "
+                                "(name,label as fast.ai's cleaned.csv)\n", path);
+                rc = 2;
+                goto out;
+            }
+            continue;
+        }
+        if (name_col >= nf || label_col >= nf) {
+            fprintf(stderr, "ursa clean: %s:%d: fewer columns than the header\n", path, line);
+            errors++;
+            continue;
+        }
+        ds_image *d = resolve(r, ds, &v, f[name_col]);
+        if (!d) {
+            fprintf(stderr, "ursa clean: %s:%d: no image \"%.200s\" in dataset %s\n", path, line,
+                    f[name_col], ds);
+            errors++;
+            continue;
+        }
+        const char *why = strcmp(f[label_col], d->label) ? label_problem(c, &v, f[label_col]) : NULL;
+        if (why) {
+            fprintf(stderr, "ursa clean: %s:%d: \"%.200s\" %s\n", path, line, f[label_col], why);
+            errors++;
+            continue;
+        }
+        size_t at = (size_t)(d - v.im);
+        if (listed[at]++) continue; /* listed twice: the first line counts */
+        int bad = 0;
+        if (strcmp(f[label_col], d->label) != 0)
+            bad = edit_add(&l, d->src, ED_RELABEL, given_label(&v, d), f[label_col], c);
+        else if (d->edit == ED_DELETE)
+            bad = edit_add(&l, d->src, ED_RESTORE, given_label(&v, d), NULL, c);
+        if (bad) goto out;
+    }
+    if (name_col < 0) {
+        fprintf(stderr, "ursa clean: %s is empty\n", path);
+        rc = 2;
+        goto out;
+    }
+    if (errors) {
+        fprintf(stderr, "ursa clean: %d bad lines in %s: nothing was changed\n", errors, path);
+        rc = 2;
+        goto out;
+    }
+    if (cfg_bool(c, "delete-missing"))
+        for (size_t i = 0; i < v.n; i++)
+            if (!listed[i] && v.im[i].edit != ED_DELETE &&
+                edit_add(&l, v.im[i].src, ED_DELETE, given_label(&v, &v.im[i]), NULL, c))
+                goto out;
+    rc = send_edits(c, r, ds, "clean", &l);
+out:
+    free(listed);
+    free(l.e);
+    free(text);
+    view_free(&v);
+    return rc;
+}
+
+int clean_cmd(const cfg *c, int argc, char **argv) {
+    if (argc) {
+        fprintf(stderr, "ursa clean: unexpected argument \"%s\"\n", argv[0]);
+        return 2;
+    }
+    const char *ds = cli_dataset(c, "clean");
+    if (!ds) return 2;
+    int apply = *cfg_str(c, "apply") != 0, accept = cfg_bool(c, "accept-suggestions");
+    if (apply && accept) {
+        fprintf(stderr, "ursa clean: --apply and --accept-suggestions are separate steps\n");
+        return 2;
+    }
+    rstore *r = cli_redis(c);
+    if (!r) return 1;
+    int rc = apply ? apply_file(c, r, ds) : accept ? accept_suggestions(c, r, ds)
+                                                   : list_suspects(c, r, ds);
+    rstore_destroy(r);
+    return rc;
+}

@@ -1,0 +1,413 @@
+/* audit.c: the audit job (`ursa audit`): which images of a dataset are
+ * likely mislabeled, near-duplicates or of something else.
+ *
+ * A model never judges an image it trained on: the images are split into
+ * K folds by content hash and seed, and K models are trained with the job's
+ * recipe, each on the other folds, so every image gets out-of-sample class
+ * probabilities. Confident learning (common/label_issues.h) turns them into
+ * label issues (with a suggested label) and outliers. Near-duplicates are
+ * pairs whose penultimate-layer features (the input of the last linear
+ * layer, centred) have a cosine similarity over the job's threshold, within
+ * and across labels; features come from the last fold's model.
+ *
+ * Restartable as a training job is: each fold's probabilities go to a blob
+ * named in the job (fold<k>) once the fold is done, the fold being trained
+ * checkpoints every epoch, and the last fold's checkpoint stays until the
+ * job ends (its model gives the features). The result is a blob of
+ * label_issues.h's rows, named in the job (audit) and in the dataset's
+ * audit record (dataset_edits.h) for the version it audited. */
+#include "audit.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dataset_edits.h"
+#include "label_issues.h"
+#include "log.h"
+#include "run.h"
+#include "util.h"
+
+/* The fold of an image: from its content hash and the seed only, so an
+ * image keeps its fold when the audit runs again. */
+static int fold_of(const char *src, uint64_t seed, int k) {
+    uint64_t h = 0;
+    for (int i = 0; i < 16 && src[i]; i++) {
+        char c = src[i];
+        h = h << 4 | (uint64_t)(c <= '9' ? c - '0' : c - 'a' + 10);
+    }
+    h ^= seed * 0x9e3779b97f4a7c15ull;
+    h ^= h >> 31;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 29;
+    return (int)(h % (uint64_t)k);
+}
+
+/* The input of the model's last linear layer: the penultimate features. */
+static int penultimate(const nn_model *m) {
+    for (int i = m->nnode - 1; i >= 0; i--)
+        if (m->node[i].op == NN_LINEAR) return m->node[i].in[0];
+    return -1;
+}
+
+/* Runs images idx[0..n) through the model as served (BN folded): class
+ * probabilities into probs (n x nclass) and, when feat is not NULL, the
+ * penultimate features into a new *feat (n x *fdim). An image that cannot
+ * be read gets uniform probabilities and zero features. 0, or -1 when out
+ * of memory. */
+static int predict(run *R, const int *idx, int n, float *probs, float **feat, int *fdim) {
+    nn_model f;
+    nn_exec *e = NULL;
+    int bs = 64, size = R->m.meta.size, c = R->nclass, rc = -1;
+    if (nn_fuse_for_inference(&R->m, &f) != URSA_OK) return -1;
+    size_t per = (size_t)3 * size * size;
+    float *x = malloc(sizeof(float) * per * (size_t)bs);
+    int *which = malloc(sizeof(int) * (size_t)bs), pv = penultimate(&f), d = 0;
+    if (!x || !which || pv < 0 || nn_exec_new(&f, bs, size, size, 0, &e) != URSA_OK) goto out;
+    if (feat) {
+        d = f.vc[pv];
+        if (!(*feat = calloc((size_t)n * (size_t)d, sizeof(float)))) goto out;
+        *fdim = d;
+    }
+    for (int v = 0; v < n;) {
+        int k = 0;
+        for (; v < n && k < bs; v++) {
+            img_rgb im;
+            if (run_load_image(R, idx[v], &im)) {
+                for (int j = 0; j < c; j++) probs[(size_t)v * c + j] = 1.0f / (float)c;
+                continue;
+            }
+            nn_preprocess(&im, &f.meta, 3, x + per * k);
+            img_free(&im);
+            which[k++] = v;
+        }
+        if (!k) continue;
+        float *o = (float *)nn_forward(e, x, k);
+        nn_softmax(o, k, c);
+        for (int j = 0; j < k; j++)
+            memcpy(probs + (size_t)which[j] * c, o + (size_t)j * c, sizeof(float) * (size_t)c);
+        if (feat) {
+            const float *fv = nn_value(e, pv, NULL, NULL, NULL);
+            for (int j = 0; j < k; j++)
+                memcpy(*feat + (size_t)which[j] * d, fv + (size_t)j * d, sizeof(float) * (size_t)d);
+        }
+        if (R->tj->stop) break; /* the caller sees the stop */
+    }
+    rc = 0;
+out:
+    nn_exec_free(e);
+    nn_model_free(&f);
+    free(x);
+    free(which);
+    return rc;
+}
+
+/* Near-duplicates: for every image the most similar earlier image (by
+ * index) over the threshold; dup[j] gets that image (or -1) and sim[j] the
+ * cosine similarity of the centred features. 0, or -1 when out of memory. */
+static int duplicates(float *feat, int n, int d, double thr, int *dup, float *sim) {
+    double *mean = calloc((size_t)d, sizeof *mean);
+    enum { B = 256 };
+    float *s = malloc(sizeof(float) * B * (size_t)n);
+    if (!mean || !s) {
+        free(mean);
+        free(s);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < d; k++) mean[k] += feat[(size_t)i * d + k];
+    for (int k = 0; k < d; k++) mean[k] /= n ? n : 1;
+    for (int i = 0; i < n; i++) {
+        float *v = feat + (size_t)i * d;
+        double nn2 = 0;
+        for (int k = 0; k < d; k++) {
+            v[k] -= (float)mean[k];
+            nn2 += (double)v[k] * v[k];
+        }
+        float inv = nn2 > 1e-20 ? (float)(1 / sqrt(nn2)) : 0;
+        for (int k = 0; k < d; k++) v[k] *= inv;
+        dup[i] = -1;
+        sim[i] = 0;
+    }
+    /* row block [i0, i0 + B) against the images after each row */
+    for (int i0 = 0; i0 < n; i0 += B) {
+        int m = n - i0 < B ? n - i0 : B;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f,
+                    feat + (size_t)i0 * d, d, feat, d, 0.0f, s, n);
+        for (int a = 0; a < m; a++) {
+            int i = i0 + a;
+            const float *row = s + (size_t)a * n;
+            for (int j = i + 1; j < n; j++)
+                if (row[j] >= thr && row[j] > sim[j]) {
+                    sim[j] = row[j];
+                    dup[j] = i;
+                }
+        }
+    }
+    free(mean);
+    free(s);
+    return 0;
+}
+
+/* A fold's probabilities, as stored: raw float32 of its images in order. */
+static int fold_load(run *R, int f, const int *idx, int n, float *probs) {
+    char field[16];
+    snprintf(field, sizeof field, "fold%d", f);
+    redisReply *rep = NULL;
+    if (job_get_field(R->r, R->tj->id, field, &rep)) return -1;
+    char key[65] = "";
+    if (rep->type == REDIS_REPLY_STRING) snprintf(key, sizeof key, "%s", rep->str);
+    freeReplyObject(rep);
+    if (!key[0]) return 0;
+    char *data = NULL;
+    size_t len = 0, want = sizeof(float) * (size_t)n * (size_t)R->nclass;
+    if (blob_get(R->tj->bs, key, want + 1, &data, &len) != URSA_OK || len != want) {
+        free(data);
+        return 0; /* lost or not this split's: the fold runs again */
+    }
+    for (int i = 0; i < n; i++)
+        memcpy(probs + (size_t)idx[i] * R->nclass, data + sizeof(float) * (size_t)i * R->nclass,
+               sizeof(float) * (size_t)R->nclass);
+    free(data);
+    return 1;
+}
+
+static int fold_store(run *R, int f, const float *fp, int n) {
+    char key[65], field[16];
+    if (blob_put(R->tj->bs, fp, sizeof(float) * (size_t)n * (size_t)R->nclass, key) != URSA_OK)
+        return -1;
+    snprintf(field, sizeof field, "fold%d", f);
+    const char *kv[] = {field, key, NULL};
+    return job_update(R->r, R->tj->id, kv) == URSA_OK ? 0 : -1;
+}
+
+static void learner_down(run *R) {
+    if (R->have_learner) nn_learner_free(&R->L);
+    R->have_learner = 0;
+    nn_loader_free(R->tr);
+    nn_loader_free(R->va);
+    R->tr = R->va = NULL;
+}
+
+tjob_outcome audit_run(run *R) {
+    const Ursa__TrainJob *s = R->spec;
+    int K = s->folds ? (int)s->folds : 4;
+    double thr = s->dup_threshold > 0 ? s->dup_threshold : 0.97;
+    if (K < 2 || K > 20) {
+        snprintf(R->why, sizeof R->why, "folds must be within 2..20, not %d", K);
+        return run_fail(R);
+    }
+    if (run_classes(R)) return run_fail(R);
+    size_t n = R->nim;
+    int C = R->nclass, *label = malloc(sizeof(int) * n), *fold = malloc(sizeof(int) * n);
+    int *idx = malloc(sizeof(int) * n), *dup = malloc(sizeof(int) * n);
+    float *probs = calloc(n * (size_t)C, sizeof(float)), *fp = NULL, *feat = NULL;
+    float *sim = malloc(sizeof(float) * n);
+    li_result *res = calloc(n, sizeof *res);
+    li_row *rows = calloc(n, sizeof *rows);
+    long *per_class = calloc((size_t)C, sizeof(long));
+    tjob_outcome o = TJ_DONE;
+    char *tsv = NULL;
+    if (!label || !fold || !idx || !dup || !probs || !sim || !res || !rows || !per_class) {
+        snprintf(R->why, sizeof R->why, "out of memory auditing %zu images", n);
+        o = run_fail(R);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        label[i] = run_class_of(R, R->im[i].label);
+        fold[i] = fold_of(R->im[i].src, s->seed, K);
+        per_class[label[i]]++;
+    }
+    for (int c = 0; c < C; c++)
+        if (per_class[c] < K) {
+            snprintf(R->why, sizeof R->why,
+                     "class \"%s\" has %ld images; an audit of %d folds needs at least %d",
+                     R->classes[c], per_class[c], K, K);
+            o = run_fail(R);
+            goto out;
+        }
+    uint32_t per_fold = 0;
+    for (size_t i = 0; i < s->n_stages; i++) per_fold += s->stages[i]->epochs;
+    R->total_epochs = (int)per_fold * K;
+    R->audit = 1;
+    char kfolds[16];
+    snprintf(kfolds, sizeof kfolds, "%d", K);
+    int trained_last = 0;
+    for (int f = 0; f < K; f++) {
+        int nf = 0;
+        R->ntr = R->nva = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (fold[i] == f) {
+                idx[nf++] = (int)i;
+                R->va_idx[R->nva] = (int)i;
+                R->va_lab[R->nva++] = label[i];
+            } else {
+                R->tr_idx[R->ntr] = (int)i;
+                R->tr_lab[R->ntr++] = label[i];
+            }
+        }
+        R->fold = f;
+        R->epoch_base = per_fold * (uint32_t)f;
+        snprintf(R->ckpt, sizeof R->ckpt, "%s/%s.f%d.ckpt", R->tj->ckpt_dir, R->tj->id, f);
+        int have = nf ? fold_load(R, f, idx, nf, probs) : 1;
+        if (have < 0) {
+            o = run_redis_down(R, "reading the folds");
+            goto out;
+        }
+        if (have && f < K - 1) continue;
+        char kf[16];
+        snprintf(kf, sizeof kf, "%d", f + 1);
+        const char *kv[] = {"fold", kf, "folds", kfolds, NULL};
+        job_update(R->r, R->tj->id, kv);
+        ULOG_INFO("event=audit_fold job=%s fold=%d/%d train=%d held_out=%d%s", R->tj->id, f + 1,
+                  K, R->ntr, R->nva, have ? " note=\"done before: the model for features\"" : "");
+        if (!R->nva || !R->ntr) continue; /* a tiny dataset: nothing to hold out */
+        learner_down(R);
+        nn_model_free(&R->m);
+        nn_model_init(&R->m, 3);
+        if (run_build_model(R)) {
+            o = run_fail(R);
+            goto out;
+        }
+        if (run_fit_stages(R, &o)) goto out;
+        trained_last = f == K - 1;
+        if (have) continue;
+        free(fp);
+        if (!(fp = malloc(sizeof(float) * (size_t)nf * C)) || predict(R, idx, nf, fp, NULL, NULL)) {
+            snprintf(R->why, sizeof R->why, "out of memory predicting fold %d", f + 1);
+            o = run_fail(R);
+            goto out;
+        }
+        if (R->tj->stop) {
+            o = R->cancelled ? run_cancelled(R) : TJ_STOPPED;
+            goto out;
+        }
+        for (int i = 0; i < nf; i++)
+            memcpy(probs + (size_t)idx[i] * C, fp + (size_t)i * C, sizeof(float) * (size_t)C);
+        if (fold_store(R, f, fp, nf)) {
+            snprintf(R->tj->reason, sizeof R->tj->reason, "cannot store fold %d's results", f + 1);
+            o = TJ_RETRY;
+            goto out;
+        }
+        if (f < K - 1) unlink(R->ckpt);
+    }
+    /* confident learning over the out-of-sample probabilities */
+    long issues = li_find(probs, label, n, C, res, NULL);
+    long wrong = 0;
+    for (size_t i = 0; i < n; i++) {
+        const float *p = probs + i * (size_t)C;
+        int best = 0;
+        for (int c = 1; c < C; c++)
+            if (p[c] > p[best]) best = c;
+        wrong += best != label[i];
+    }
+    /* near-duplicates in the last fold's feature space */
+    int fdim = 0;
+    long ndup = 0;
+    for (size_t i = 0; i < n; i++) idx[i] = (int)i, dup[i] = -1;
+    if (trained_last && n > 1) {
+        float *junk = malloc(sizeof(float) * n * (size_t)C);
+        int bad = !junk || predict(R, idx, (int)n, junk, &feat, &fdim) ||
+                  duplicates(feat, (int)n, fdim, thr, dup, sim);
+        free(junk);
+        if (bad) {
+            snprintf(R->why, sizeof R->why, "out of memory comparing %zu images", n);
+            o = run_fail(R);
+            goto out;
+        }
+        if (R->tj->stop) {
+            o = R->cancelled ? run_cancelled(R) : TJ_STOPPED;
+            goto out;
+        }
+    }
+    size_t nrows = 0;
+    long nout = 0;
+    for (size_t i = 0; i < n; i++) {
+        li_row *w = &rows[nrows];
+        const ds_image *d = &R->im[i];
+        snprintf(w->image, sizeof w->image, "%.32s", d->src);
+        snprintf(w->jpeg, sizeof w->jpeg, "%s", d->jpeg);
+        snprintf(w->given, sizeof w->given, "%s", d->label);
+        if (dup[i] >= 0) {
+            const ds_image *p = &R->im[dup[i]];
+            snprintf(w->suggested, sizeof w->suggested, "%s", p->label);
+            snprintf(w->kind, sizeof w->kind, "duplicate");
+            snprintf(w->partner, sizeof w->partner, "%.32s", p->src);
+            w->score = sim[i] > 1 ? 1 : sim[i];
+            ndup++;
+        } else if (res[i].kind == LI_LABEL) {
+            snprintf(w->suggested, sizeof w->suggested, "%s", R->classes[res[i].suggested]);
+            snprintf(w->kind, sizeof w->kind, "label");
+            w->score = 1 - res[i].quality;
+        } else if (res[i].kind == LI_OUTLIER) {
+            const float *p = probs + i * (size_t)C;
+            float top = 0;
+            for (int c = 0; c < C; c++) top = p[c] > top ? p[c] : top;
+            snprintf(w->suggested, sizeof w->suggested, "%s", d->label);
+            snprintf(w->kind, sizeof w->kind, "outlier");
+            w->score = 1 - top;
+            nout++;
+        } else {
+            continue;
+        }
+        nrows++;
+    }
+    li_rows_sort(rows, nrows);
+    redisReply *rep = NULL;
+    char manifest[65] = "", seq[24] = "0";
+    if (job_get_field(R->r, R->tj->id, "manifest", &rep) == URSA_OK) {
+        if (rep->type == REDIS_REPLY_STRING) snprintf(manifest, sizeof manifest, "%s", rep->str);
+        freeReplyObject(rep);
+    }
+    if (job_get_field(R->r, R->tj->id, "edit_seq", &rep) == URSA_OK) {
+        if (rep->type == REDIS_REPLY_STRING) snprintf(seq, sizeof seq, "%s", rep->str);
+        freeReplyObject(rep);
+    }
+    char head[512], key[65];
+    long nlabel = 0;
+    for (size_t i = 0; i < nrows; i++) nlabel += !strcmp(rows[i].kind, "label");
+    snprintf(head, sizeof head,
+             "ursa audit v1 dataset=%s job=%s images=%zu classes=%d folds=%d edit_seq=%s "
+             "manifest=%s label=%ld duplicate=%ld outlier=%ld oof_error=%.6f",
+             s->dataset, R->tj->id, n, C, K, seq, manifest, nlabel, ndup, nout,
+             n ? (double)wrong / (double)n : 0.0);
+    size_t len = 0;
+    if (!(tsv = li_rows_tsv(rows, nrows, head, &len)) ||
+        blob_put(R->tj->bs, tsv, len, key) != URSA_OK) {
+        snprintf(R->tj->reason, sizeof R->tj->reason, "cannot store the audit's result");
+        o = TJ_RETRY;
+        goto out;
+    }
+    char nl[24], nd[24], no[24], oe[32];
+    snprintf(nl, sizeof nl, "%ld", nlabel);
+    snprintf(nd, sizeof nd, "%ld", ndup);
+    snprintf(no, sizeof no, "%ld", nout);
+    snprintf(oe, sizeof oe, "%.6f", n ? (double)wrong / (double)n : 0.0);
+    if (manifest[0] && ds_audit_record(R->r, s->dataset, R->tj->id, manifest)) {
+        o = run_redis_down(R, "recording the audit");
+        goto out;
+    }
+    const char *kv[] = {"audit", key, "n_label", nl, "n_duplicate", nd, "n_outlier", no,
+                        "error_rate", oe, NULL};
+    int moved = 0;
+    if (job_set_state(R->r, R->tj->id, JOB_DONE, kv, &moved)) {
+        o = run_redis_down(R, "ending the job");
+        goto out;
+    }
+    if (moved) run_progress(R, "done", NULL, NULL);
+    unlink(R->ckpt);
+    ULOG_INFO("event=audit_done job=%s dataset=%s images=%zu label_issues=%ld (li_find %ld) "
+              "duplicates=%ld outliers=%ld oof_error=%s blob=%.12s",
+              R->tj->id, s->dataset, n, nlabel, issues, ndup, nout, oe, key);
+    snprintf(R->tj->reason, sizeof R->tj->reason,
+             "done: %ld label issues, %ld duplicates, %ld outliers", nlabel, ndup, nout);
+    o = TJ_DONE;
+out:
+    free(tsv);
+    free(label), free(fold), free(idx), free(dup), free(probs), free(fp), free(feat), free(sim);
+    free(res), free(rows), free(per_class);
+    return o;
+}

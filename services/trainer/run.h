@@ -1,0 +1,72 @@
+/* run.h: the state of one job as its thread runs it, shared by the kinds
+ * of job: training and lr_find (job.c) and the audit (audit.c). */
+#ifndef URSA_TRAINER_RUN_H
+#define URSA_TRAINER_RUN_H
+
+#include <stdint.h>
+
+#include "dataset.h"
+#include "job.h"
+#include "learner.h"
+#include "rstore.h"
+
+/* Where a run is: written into every checkpoint. */
+typedef struct {
+    uint32_t magic, stage, epoch; /* next epoch to run: stage, epoch within it */
+    uint32_t done;                /* epochs finished over all stages */
+} position;
+
+#define POS_MAGIC 0x55544b31u /* "UTK1" */
+
+typedef struct {
+    tjob *tj;
+    const Ursa__TrainJob *spec;
+    rstore *r;
+    ds_image *im; /* the snapshot, sorted by image id */
+    size_t nim;
+    char **classes; /* sorted */
+    int nclass;
+    int *tr_idx, *tr_lab, ntr, *va_idx, *va_lab, nva;
+    int pretrained;
+    nn_model m;
+    nn_loader *tr, *va;
+    nn_learner L;
+    int have_learner;
+    int cancelled;
+    int64_t last_beat;
+    position pos;
+    int total_epochs;
+    int audit, fold;     /* an audit's fold being trained (audit.c) */
+    uint32_t epoch_base; /* epochs of the job before this fit (earlier folds) */
+    char ckpt[4200];
+    char why[512]; /* the reason a job failed */
+} run;
+
+/* Progress news on ursa.train.progress (at most once). */
+void run_progress(run *R, const char *state, const nn_epoch_row *row, const char *error);
+/* Ends the job as failed with R->why. */
+tjob_outcome run_fail(run *R);
+/* Redis failed: try the job again later. */
+tjob_outcome run_redis_down(run *R, const char *what);
+/* Ends the job as cancelled. */
+tjob_outcome run_cancelled(run *R);
+/* Reads (or takes, on the first start) the dataset's snapshot into R->im;
+ * TJ_DONE with R->why empty when it is there. */
+tjob_outcome run_snapshot(run *R);
+/* The sorted class list of R->im (and room for the index arrays); -1 with
+ * R->why set when there are fewer than two classes or no memory. */
+int run_classes(run *R);
+int run_class_of(run *R, const char *label);
+/* An image of the snapshot, decoded (an nn_image_fn). */
+int run_load_image(void *ctx, int i, img_rgb *out);
+/* The job's model with fresh weights (or the pretrained body) and a head
+ * of R->nclass. */
+int run_build_model(run *R);
+/* Loaders over tr_idx/va_idx and the learner. */
+int run_learner_up(run *R, uint64_t seed);
+/* Runs the spec's stages, resuming from R->ckpt when it holds a checkpoint
+ * and writing one after every epoch. 0 when every stage ran; 1 when the
+ * job must end now with *out (stopped, cancelled or failed). */
+int run_fit_stages(run *R, tjob_outcome *out);
+
+#endif
