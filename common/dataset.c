@@ -722,6 +722,10 @@ ursa_err ds_urls_find(rstore *r, blob_store *bs, const char *ds, size_t n,
 
 /* ---- manifests ------------------------------------------------------------------- */
 
+ursa_err ds_list(rstore *r, redisReply **out) {
+    return rstore_cmd(r, out, "SMEMBERS ursa:datasets");
+}
+
 ursa_err ds_exists(rstore *r, const char *ds, int *exists) {
     redisReply *rep = NULL;
     ursa_err e = rstore_cmd(r, &rep, "SISMEMBER ursa:datasets %s", ds);

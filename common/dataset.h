@@ -197,6 +197,9 @@ typedef struct {
                            (only from ds_manifest_read_ex with keep_deleted) */
 } ds_image;
 
+/* Every dataset's name (a set reply: an array of strings). */
+ursa_err ds_list(rstore *r, redisReply **names);
+
 /* 1 if the dataset was ever ingested into. */
 ursa_err ds_exists(rstore *r, const char *ds, int *exists);
 

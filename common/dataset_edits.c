@@ -6,6 +6,9 @@
 #include <string.h>
 
 #include "dataset.h"
+#include "kq.h"
+#include "msg.h"
+#include "topics.h"
 
 static const char *const op_names[] = {"", "delete", "relabel", "restore"};
 
@@ -36,6 +39,30 @@ const char *ds_edit_problem(const char *ds, const ds_edit *e) {
     if (e->from[0] && !ds_label_valid(e->from)) return "the label it had is not a valid label";
     if (e->op == ED_RELABEL && !ds_label_valid(e->to)) return "the new label is not a valid label";
     return NULL;
+}
+
+ursa_err ds_edit_send(struct kq_producer *p, const char *ds, ds_edit *e) {
+    Ursa__Header h;
+    msg_header_init(&h, e->msg_id, ds, NULL);
+    e->ts_ms = h.ts_ms;
+    if (ds_edit_problem(ds, e)) return URSA_ERR_INVALID;
+    Ursa__DatasetEdit m = URSA__DATASET_EDIT__INIT;
+    m.header = &h;
+    m.op = (char *)ed_op_name(e->op);
+    m.image = e->image;
+    m.label = e->from;
+    m.new_label = e->to;
+    m.author = e->author;
+    m.reason = e->reason;
+    void *buf;
+    size_t len;
+    char key[128];
+    snprintf(key, sizeof key, "%s/%s", ds, e->image);
+    ursa_err err = msg_pack(&m.base, &buf, &len);
+    if (err) return err;
+    err = kq_produce(p, TOPIC_DATASET_EDITS, key, strlen(key), buf, len, NULL, 0, NULL, NULL);
+    free(buf);
+    return err;
 }
 
 /* Free text goes into tab-separated records: controls become spaces. */

@@ -50,6 +50,13 @@ typedef struct {
 /* Checks an edit before it is sent or applied: NULL, or why it is refused. */
 const char *ds_edit_problem(const char *ds, const ds_edit *e);
 
+/* Sends an edit to ursa.dataset.edits (keyed by dataset and image, so one
+ * image's edits stay in order), with a new message id written into
+ * e->msg_id and e->ts_ms set to now. Checked first: URSA_ERR_INVALID with
+ * the reason from ds_edit_problem. Flushing is the caller's. */
+struct kq_producer;
+ursa_err ds_edit_send(struct kq_producer *p, const char *ds, ds_edit *e);
+
 /* Applies one edit (checked) unless its msg_id was applied before.
  * *applied is 1 when it changed something now, *seq gets its number (or
  * the log's length for a replay). */

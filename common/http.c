@@ -359,6 +359,25 @@ void http_defer(http_req *r) {
     pthread_mutex_unlock(&r->mu);
 }
 
+/* Queues a deferred answer (under r->mu). An answer that could not be made
+ * (no memory for the response) becomes an empty 500; when even that fails,
+ * MHD_NO closes the connection: a client is never left waiting. */
+static enum MHD_Result queue_ready(http_req *r) {
+    enum MHD_Result res = MHD_YES;
+    if (!r->resp) {
+        r->status = 500;
+        r->resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    }
+    if (!r->resp || MHD_queue_response(r->c, (unsigned)r->status, r->resp) != MHD_YES) {
+        r->status = 500;
+        res = MHD_NO;
+    }
+    if (r->resp) MHD_destroy_response(r->resp);
+    r->resp = NULL;
+    atomic_store(&r->state, RQ_DONE);
+    return res;
+}
+
 /* After the handler: a deferred request's connection is suspended, unless
  * its answer came already, which is queued now. On the event thread. */
 static void after_handler(http_req *r) {
@@ -368,11 +387,7 @@ static void after_handler(http_req *r) {
         r->suspended = 1;
         MHD_suspend_connection(r->c);
     } else if (st == RQ_READY) {
-        if (!r->resp || MHD_queue_response(r->c, (unsigned)r->status, r->resp) != MHD_YES)
-            r->status = 500;
-        if (r->resp) MHD_destroy_response(r->resp);
-        r->resp = NULL;
-        atomic_store(&r->state, RQ_DONE);
+        queue_ready(r);
     }
     pthread_mutex_unlock(&r->mu);
 }
@@ -541,13 +556,9 @@ static enum MHD_Result ahc(void *cls, struct MHD_Connection *c, const char *url,
     }
     if (st == RQ_READY) { /* resumed with the deferred answer */
         pthread_mutex_lock(&r->mu);
-        if (!r->resp || MHD_queue_response(c, (unsigned)r->status, r->resp) != MHD_YES)
-            r->status = 500;
-        if (r->resp) MHD_destroy_response(r->resp);
-        r->resp = NULL;
-        atomic_store(&r->state, RQ_DONE);
+        enum MHD_Result res = queue_ready(r);
         pthread_mutex_unlock(&r->mu);
-        return MHD_YES;
+        return res;
     }
     return MHD_YES;
 }

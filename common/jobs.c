@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kq.h"
 #include "msg.h"
+#include "registry.h"
+#include "topics.h"
 #include "util.h"
 
 static const char *const state_names[JOB__COUNT] = {"queued", "running", "done", "failed",
@@ -258,4 +261,44 @@ ursa_err job_rows_read(rstore *r, const char *id, job_row **out, int *n) {
     *out = rows;
     *n = k;
     return URSA_OK;
+}
+
+ursa_err job_queue(rstore *r, struct kq_producer *p, const char *id, const char *kind,
+                   const char *dataset, const char *arch, const struct ProtobufCMessage *spec) {
+    void *buf;
+    size_t len;
+    ursa_err e = msg_pack(spec, &buf, &len);
+    if (e) return e;
+    if ((e = job_create(r, id, kind, dataset, arch, buf, len, NULL))) {
+        free(buf);
+        return e;
+    }
+    if (kq_produce(p, TOPIC_TRAIN_JOBS, id, strlen(id), buf, len, NULL, 0, NULL, NULL) ||
+        kq_producer_flush(p, 15000) != URSA_OK) {
+        const char *kv[] = {"error", "could not be queued: Kafka did not take it", NULL};
+        job_set_state(r, id, JOB_FAILED, kv, NULL);
+        e = URSA_ERR_KAFKA;
+    }
+    free(buf);
+    return e;
+}
+
+Ursa__TrainJob *job_last_recipe(rstore *r, const char *ds, char *model) {
+    redisReply *ids = NULL, *f = NULL, *spec = NULL;
+    Ursa__TrainJob *j = NULL;
+    if (registry_list(r, ds, 1, 1, &ids) || ids->type != REDIS_REPLY_ARRAY || !ids->elements)
+        goto out;
+    const char *fields[] = {"job", NULL};
+    if (registry_fields(r, ids->element[0]->str, fields, &f) || f->type != REDIS_REPLY_ARRAY ||
+        f->elements != 1 || f->element[0]->type != REDIS_REPLY_STRING)
+        goto out;
+    if (job_get_field(r, f->element[0]->str, "spec", &spec) == URSA_OK &&
+        spec->type == REDIS_REPLY_STRING)
+        j = ursa__train_job__unpack(NULL, spec->len, (const uint8_t *)spec->str);
+    if (j && model) snprintf(model, 160, "%s", ids->element[0]->str);
+out:
+    if (ids) freeReplyObject(ids);
+    if (f) freeReplyObject(f);
+    if (spec) freeReplyObject(spec);
+    return j;
 }

@@ -50,6 +50,22 @@ void job_model_id(const char *dataset, const char *job_id, char *out, size_t siz
 ursa_err job_create(rstore *r, const char *id, const char *kind, const char *dataset,
                     const char *arch, const void *spec, size_t spec_len, int *created);
 
+/* Records a job (state queued) and queues its message on ursa.train.jobs,
+ * acknowledged by Kafka: a job is never accepted and then lost. When Kafka
+ * does not take it, the job is recorded as failed with the reason. Returns
+ * URSA_ERR_UNAVAILABLE (Redis), URSA_ERR_KAFKA, or OK. */
+struct kq_producer;
+struct ProtobufCMessage;
+ursa_err job_queue(rstore *r, struct kq_producer *p, const char *id, const char *kind,
+                   const char *dataset, const char *arch, const struct ProtobufCMessage *spec);
+
+/* The spec of the job that made the dataset's newest model (registry.h),
+ * or NULL (none, or Redis failed); the caller frees it with
+ * ursa__train_job__free_unpacked. *model (may be NULL, 160 bytes) gets
+ * that model's id. */
+struct Ursa__TrainJob;
+struct Ursa__TrainJob *job_last_recipe(rstore *r, const char *dataset, char *model);
+
 /* The job's state; URSA_ERR_NOT_FOUND when there is no such job. */
 ursa_err job_get_state(rstore *r, const char *id, job_state *s);
 

@@ -83,8 +83,9 @@ char *li_rows_tsv(const li_row *rows, size_t n, const char *header, size_t *len)
     fprintf(f, "# %s\n", header ? header : "");
     for (size_t i = 0; i < n; i++) {
         const li_row *r = &rows[i];
-        fprintf(f, "%s\t%s\t%s\t%s\t%.6f\t%s\t%s\n", r->image, r->jpeg, r->given, r->suggested,
-                r->score, r->kind, r->partner[0] ? r->partner : "-");
+        fprintf(f, "%s\t%s\t%s\t%s\t%.6f\t%s\t%s\t%s\n", r->image, r->jpeg, r->given,
+                r->suggested, r->score, r->kind, r->partner[0] ? r->partner : "-",
+                r->partner_jpeg[0] ? r->partner_jpeg : "-");
     }
     if (fclose(f)) {
         free(buf);
@@ -129,8 +130,11 @@ int li_rows_parse(const char *tsv, size_t len, li_row **out, size_t *n, size_t *
                  field(&q, r->jpeg, sizeof r->jpeg) == 0 &&
                  field(&q, r->given, sizeof r->given) == 0 &&
                  field(&q, r->suggested, sizeof r->suggested) == 0 &&
-                 field(&q, score, sizeof score) == 0 && field(&q, r->kind, sizeof r->kind) == 0 &&
-                 field(&q, r->partner, sizeof r->partner) == 1;
+                 field(&q, score, sizeof score) == 0 && field(&q, r->kind, sizeof r->kind) == 0;
+        if (ok) { /* the partner's jpeg came later: a line may end at the partner */
+            int last = field(&q, r->partner, sizeof r->partner);
+            ok = last == 1 || (last == 0 && field(&q, r->partner_jpeg, sizeof r->partner_jpeg) == 1);
+        }
         char *e = NULL;
         if (ok) r->score = strtod(score, &e);
         if (!ok || !e || *e || strlen(r->image) != 32 || !r->given[0] ||
@@ -141,6 +145,7 @@ int li_rows_parse(const char *tsv, size_t len, li_row **out, size_t *n, size_t *
             continue;
         }
         if (!strcmp(r->partner, "-")) r->partner[0] = '\0';
+        if (!strcmp(r->partner_jpeg, "-")) r->partner_jpeg[0] = '\0';
         k++;
     }
     free(line);

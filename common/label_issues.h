@@ -54,12 +54,12 @@ typedef struct {
     char given[72], suggested[72];
     double score;
     char kind[12]; /* "label", "duplicate" or "outlier" */
-    char partner[33];
+    char partner[33], partner_jpeg[65];
 } li_row;
 
 /* The rows as TSV after a "# " header line (header: one line, no newline),
- * one row a line: image, jpeg, given, suggested, score, kind, partner ("-"
- * when none). NULL when out of memory; the caller frees. */
+ * one row a line: image, jpeg, given, suggested, score, kind, partner and
+ * its jpeg ("-" when none). NULL when out of memory; the caller frees. */
 char *li_rows_tsv(const li_row *rows, size_t n, const char *header, size_t *len);
 /* Parses li_rows_tsv's text; lines that are not rows are skipped (counted
  * in *bad, may be NULL). The caller frees *out. Returns 0, or -1 when out of

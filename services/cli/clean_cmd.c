@@ -217,30 +217,12 @@ static int send_edits(const cfg *c, rstore *r, const char *ds, const char *cmd, 
     if (!p) return 1;
     int rc = 1;
     for (size_t i = 0; i < l->n; i++) {
-        ds_edit *e = &l->e[i];
-        Ursa__Header h;
-        msg_header_init(&h, e->msg_id, ds, NULL);
-        const char *why = ds_edit_problem(ds, e);
-        if (why) {
-            fprintf(stderr, "ursa %s: edit of %s: %s\n", cmd, e->image, why);
+        ursa_err err = ds_edit_send(p, ds, &l->e[i]);
+        if (err == URSA_ERR_INVALID) {
+            fprintf(stderr, "ursa %s: edit of %s: %s\n", cmd, l->e[i].image,
+                    ds_edit_problem(ds, &l->e[i]));
             goto out;
         }
-        Ursa__DatasetEdit m = URSA__DATASET_EDIT__INIT;
-        m.header = &h;
-        m.op = (char *)ed_op_name(e->op);
-        m.image = e->image;
-        m.label = e->from;
-        m.new_label = e->to;
-        m.author = e->author;
-        m.reason = e->reason;
-        void *buf;
-        size_t len;
-        char key[128];
-        snprintf(key, sizeof key, "%s/%s", ds, e->image); /* one image's edits stay in order */
-        if (msg_pack(&m.base, &buf, &len)) goto out;
-        ursa_err err = kq_produce(p, TOPIC_DATASET_EDITS, key, strlen(key), buf, len, NULL, 0,
-                                  NULL, NULL);
-        free(buf);
         if (err) {
             fprintf(stderr, "ursa %s: Kafka: %s\n", cmd, ursa_err2str(err));
             goto out;

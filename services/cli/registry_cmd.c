@@ -9,6 +9,7 @@
 
 #include "conn.h"
 #include "jobs.h"
+#include "interp.h"
 #include "plot.h"
 #include "registry.h"
 #include "util.h"
@@ -136,27 +137,6 @@ int export_model_cmd(const cfg *c, int argc, char **argv) {
     return rc;
 }
 
-typedef struct {
-    char jpeg[65], actual[72], pred[72];
-    double loss, p;
-} irow;
-
-typedef struct {
-    int a, p;
-    long n;
-} pair;
-
-static int by_count(const void *x, const void *y) {
-    const pair *a = x, *b = y;
-    return a->n < b->n ? 1 : a->n > b->n ? -1 : a->a != b->a ? a->a - b->a : a->p - b->p;
-}
-
-static int class_index(char **cls, int n, const char *name) {
-    for (int i = 0; i < n; i++)
-        if (!strcmp(cls[i], name)) return i;
-    return -1;
-}
-
 int interp_cmd(const cfg *c, int argc, char **argv) {
     if (argc != 1) {
         fprintf(stderr, "usage: ursa interp MODEL [--top-losses K] [--plot FILE.svg]\n");
@@ -170,12 +150,10 @@ int interp_cmd(const cfg *c, int argc, char **argv) {
     model_info m;
     rstore *r = open_model(c, "interp", argv[0], &m);
     if (!r) return 1;
-    int rc = 1, nc = 0, nrows = 0;
+    int rc = 1, nc = 0;
     char *data = NULL, **cls = NULL;
     size_t len = 0;
-    irow *rows = NULL;
-    long *cm = NULL;
-    pair *pairs = NULL;
+    interp it = {0};
     blob_store *bs = cli_blobs(c);
     if (!bs) goto out;
     ursa_err e = blob_get(bs, m.interp, (size_t)1 << 30, &data, &len);
@@ -188,26 +166,11 @@ int interp_cmd(const cfg *c, int argc, char **argv) {
     if (!cls) goto out;
     for (char *save = NULL, *t = strtok_r(m.classes, "\t", &save); t; t = strtok_r(NULL, "\t", &save))
         cls[nc++] = t;
-    size_t lines = 0;
-    for (size_t i = 0; i < len; i++) lines += data[i] == '\n';
-    rows = calloc(lines + 1, sizeof *rows);
-    cm = calloc((size_t)nc * nc + 1, sizeof *cm);
-    pairs = calloc((size_t)nc * nc + 1, sizeof *pairs);
-    if (!rows || !cm || !pairs) goto out;
-    for (char *save = NULL, *l = strtok_r(data, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
-        irow *w = &rows[nrows];
-        if (sscanf(l, "%64[0-9a-f]\t%71[^\t]\t%71[^\t]\t%lf\t%lf", w->jpeg, w->actual, w->pred,
-                   &w->loss, &w->p) != 5)
-            continue;
-        int a = class_index(cls, nc, w->actual), p = class_index(cls, nc, w->pred);
-        if (a < 0 || p < 0) continue;
-        cm[a * nc + p]++;
-        nrows++;
-    }
-    long right = 0;
-    for (int i = 0; i < nc; i++) right += cm[i * nc + i];
+    if (interp_parse(data, len, (const char *const *)cls, nc, &it)) goto out;
+    long *cm = it.cm;
+    int nrows = it.nrows;
     printf("model %s: %d validation images, accuracy %.4f (error_rate %.4f)\n\n", argv[0], nrows,
-           nrows ? (double)right / nrows : 0, nrows ? 1 - (double)right / nrows : 0);
+           nrows ? (double)it.right / nrows : 0, nrows ? 1 - (double)it.right / nrows : 0);
     /* the confusion matrix: actual down, predicted across */
     int w = 9;
     for (int i = 0; i < nc; i++)
@@ -221,22 +184,18 @@ int interp_cmd(const cfg *c, int argc, char **argv) {
         printf("\n");
     }
     /* most confused: fast.ai's most_confused(min_val=1) */
-    int np = 0;
-    for (int a = 0; a < nc; a++)
-        for (int p = 0; p < nc; p++)
-            if (a != p && cm[a * nc + p] > 0) pairs[np++] = (pair){a, p, cm[a * nc + p]};
-    qsort(pairs, (size_t)np, sizeof *pairs, by_count);
     printf("\nmost confused (actual, predicted, count)\n");
-    for (int k = 0; k < np; k++) printf("%s\t%s\t%ld\n", cls[pairs[k].a], cls[pairs[k].p], pairs[k].n);
-    if (!np) printf("(none: every validation image is right)\n");
+    for (int k = 0; k < it.npairs; k++)
+        printf("%s\t%s\t%ld\n", cls[it.pairs[k].a], cls[it.pairs[k].p], it.pairs[k].n);
+    if (!it.npairs) printf("(none: every validation image is right)\n");
     long top = (long)cfg_int(c, "top-losses");
     if (top > 0) {
         printf("\ntop losses (image, actual, predicted, loss, probability of actual)\n");
         for (long k = 0; k < top && k < nrows; k++) {
             char path[4300];
-            blob_path(bs, rows[k].jpeg, path, sizeof path);
-            printf("%s\t%s\t%s\t%.4f\t%.4f\n", path, rows[k].actual, rows[k].pred, rows[k].loss,
-                   rows[k].p);
+            const interp_row *x = &it.rows[k];
+            blob_path(bs, x->jpeg, path, sizeof path);
+            printf("%s\t%s\t%s\t%.4f\t%.4f\n", path, x->actual, x->pred, x->loss, x->p);
         }
     }
     if (*plot) {
@@ -252,9 +211,7 @@ int interp_cmd(const cfg *c, int argc, char **argv) {
 out:
     free(data);
     free(cls);
-    free(rows);
-    free(cm);
-    free(pairs);
+    interp_free(&it);
     free(m.classes);
     blob_store_destroy(bs);
     rstore_destroy(r);

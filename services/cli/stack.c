@@ -38,7 +38,7 @@ const cfg_def stack_defs[] = {
 
 /* The daemons `ursa up` runs when their binary exists beside `ursa`. */
 static const char *const daemons[] = {"crawler", "verifier", "trainer",
-                                      "inference", NULL};
+                                      "inference", "console", NULL};
 
 typedef struct {
     char root[PATH_MAX]; /* absolute state dir */
@@ -390,6 +390,19 @@ static int lock_state(const stack *s) {
     return fd;
 }
 
+/* Where the console is and how to log in, once it wrote its port. */
+static void print_console(const stack *s) {
+    char pf[PATH_MAX + 32], *port = NULL;
+    size_t len;
+    snprintf(pf, sizeof pf, "%s/run/console.port", s->root);
+    for (int i = 0; i < 20 && util_read_file(pf, 64, &port, &len) != URSA_OK; i++)
+        util_sleep_ms(100);
+    if (port && atoi(port) > 0)
+        printf("console          http://127.0.0.1:%d/ (log in with the token in %s/run/console.token)\n",
+               atoi(port), s->root);
+    free(port);
+}
+
 int stack_up(const cfg *c, int argc, char **argv) {
     (void)argc; /* no positional arguments */
     (void)argv;
@@ -447,6 +460,7 @@ int stack_up(const cfg *c, int argc, char **argv) {
         changed = 1;
     }
     if (!changed) printf("the stack in %s is already running; nothing changed\n", s.root);
+    print_console(&s);
 out:
     if (lock >= 0) close(lock);
     return rc;
@@ -493,6 +507,11 @@ int stack_env(const cfg *c, int argc, char **argv) {
     if (statedir_path(c, "run/inference.port", pf, sizeof pf) == URSA_OK &&
         util_read_file(pf, 64, &port, &len) == URSA_OK && atoi(port) > 0)
         printf("URSA_INFERENCE_URL=http://127.0.0.1:%d/\n", atoi(port));
+    free(port);
+    port = NULL;
+    if (statedir_path(c, "run/console.port", pf, sizeof pf) == URSA_OK &&
+        util_read_file(pf, 64, &port, &len) == URSA_OK && atoi(port) > 0)
+        printf("URSA_CONSOLE_URL=http://127.0.0.1:%d/\n", atoi(port));
     free(port);
     return 0;
 }

@@ -20,7 +20,6 @@
 #include "jobs.h"
 #include "msg.h"
 #include "plot.h"
-#include "registry.h"
 #include "topics.h"
 #include "util.h"
 
@@ -421,7 +420,6 @@ static int submit(const cfg *c, const char *cmd, const char *kind, const Ursa__T
     rstore *r = NULL;
     kq_producer *p = NULL;
     blob_store *bs = NULL;
-    void *buf = NULL;
     char pkey[65] = "";
     if (FROM_BASE("pretrained")) snprintf(pkey, sizeof pkey, "%s", base->pretrained_blob);
     if (*pre) {
@@ -463,19 +461,14 @@ static int submit(const cfg *c, const char *cmd, const char *kind, const Ursa__T
         j.dup_threshold = cfg_double(c, "dup-threshold");
     }
 #undef FROM_BASE
-    size_t len;
-    if (msg_pack(&j.base, &buf, &len) != URSA_OK) goto out;
-    if (!(r = cli_redis(c))) goto out;
-    if (job_create(r, id, kind, ds, arch, buf, len, NULL)) {
-        fprintf(stderr, "ursa %s: cannot record the job: %s\n", cmd, rstore_last_error(r));
+    if (!(r = cli_redis(c)) || !(p = cli_kafka(c))) goto out;
+    ursa_err qe = job_queue(r, p, id, kind, ds, arch, &j.base);
+    if (qe == URSA_ERR_KAFKA) {
+        fprintf(stderr, "ursa %s: Kafka did not take the job; it is recorded as failed\n", cmd);
         goto out;
     }
-    if (!(p = cli_kafka(c)) ||
-        kq_produce(p, TOPIC_TRAIN_JOBS, id, strlen(id), buf, len, NULL, 0, NULL, NULL) ||
-        kq_producer_flush(p, 15000) != URSA_OK) {
-        const char *kv[] = {"error", "could not be queued: Kafka did not take it", NULL};
-        job_set_state(r, id, JOB_FAILED, kv, NULL);
-        fprintf(stderr, "ursa %s: Kafka did not take the job; it is recorded as failed\n", cmd);
+    if (qe) {
+        fprintf(stderr, "ursa %s: cannot record the job: %s\n", cmd, rstore_last_error(r));
         goto out;
     }
     int epochs = 0;
@@ -495,7 +488,6 @@ static int submit(const cfg *c, const char *cmd, const char *kind, const Ursa__T
     rc = 0;
 out:
     for (size_t i = 0; i < nst; i++) free(stages[i]);
-    free(buf);
     kq_producer_destroy(p);
     blob_store_destroy(bs);
     if (rc == 0) *rout = r;
@@ -518,26 +510,6 @@ int train_cmd(const cfg *c, int argc, char **argv) {
     return rc;
 }
 
-/* The spec of the job that made the dataset's newest model, or NULL. */
-static Ursa__TrainJob *last_recipe(rstore *r, const char *ds) {
-    redisReply *ids = NULL, *f = NULL, *spec = NULL;
-    Ursa__TrainJob *j = NULL;
-    if (registry_list(r, ds, 1, 1, &ids) || ids->type != REDIS_REPLY_ARRAY || !ids->elements)
-        goto out;
-    const char *fields[] = {"job", NULL};
-    if (registry_fields(r, ids->element[0]->str, fields, &f) || f->type != REDIS_REPLY_ARRAY ||
-        f->elements != 1 || f->element[0]->type != REDIS_REPLY_STRING)
-        goto out;
-    if (job_get_field(r, f->element[0]->str, "spec", &spec) == URSA_OK &&
-        spec->type == REDIS_REPLY_STRING)
-        j = ursa__train_job__unpack(NULL, spec->len, (const uint8_t *)spec->str);
-out:
-    if (ids) freeReplyObject(ids);
-    if (f) freeReplyObject(f);
-    if (spec) freeReplyObject(spec);
-    return j;
-}
-
 int audit_cmd(const cfg *c, int argc, char **argv) {
     if (argc) {
         fprintf(stderr, "ursa audit: unexpected argument \"%s\"\n", argv[0]);
@@ -553,7 +525,7 @@ int audit_cmd(const cfg *c, int argc, char **argv) {
     if (!strcmp(recipe, "last")) {
         rstore *r0 = cli_redis(c);
         if (!r0) return 1;
-        base = last_recipe(r0, ds);
+        base = job_last_recipe(r0, ds, NULL);
         rstore_destroy(r0);
         if (!base)
             fprintf(stderr, "ursa audit: dataset %s has no model yet: the recipe is the flags' "

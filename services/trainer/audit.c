@@ -336,6 +336,7 @@ tjob_outcome audit_run(run *R) {
             snprintf(w->suggested, sizeof w->suggested, "%s", p->label);
             snprintf(w->kind, sizeof w->kind, "duplicate");
             snprintf(w->partner, sizeof w->partner, "%.32s", p->src);
+            snprintf(w->partner_jpeg, sizeof w->partner_jpeg, "%s", p->jpeg);
             w->score = sim[i] > 1 ? 1 : sim[i];
             ndup++;
         } else if (res[i].kind == LI_LABEL) {

@@ -118,6 +118,7 @@ static void rows_round_trip(void **state) {
     in[1].score = 0.875;
     snprintf(in[1].kind, sizeof in[1].kind, "duplicate");
     snprintf(in[1].partner, sizeof in[1].partner, "%032d", 1);
+    snprintf(in[1].partner_jpeg, sizeof in[1].partner_jpeg, "%064d", 7);
     in[2] = in[0];
     in[2].image[31] = '3';
     in[2].score = 0.5;
@@ -129,7 +130,7 @@ static void rows_round_trip(void **state) {
     /* a damaged line and a line with a bad kind in the middle */
     char *mixed = malloc(len + 200);
     int o = snprintf(mixed, len + 200, "%s", tsv);
-    o += snprintf(mixed + o, (size_t)(len + 200 - (size_t)o), "garbage\tline\n%032d\t-\ta\tb\t1\tevil\t-\n", 9);
+    o += snprintf(mixed + o, (size_t)(len + 200 - (size_t)o), "garbage\tline\n%032d\t-\ta\tb\t1\tevil\t-\t-\n", 9);
     li_row *out = NULL;
     size_t n = 0, bad = 0;
     assert_int_equal(li_rows_parse(mixed, (size_t)o, &out, &n, &bad), 0);
@@ -141,6 +142,7 @@ static void rows_round_trip(void **state) {
         assert_string_equal(out[i].suggested, "coat, long");
         assert_string_equal(out[i].kind, in[i].kind);
         assert_string_equal(out[i].partner, in[i].partner);
+        assert_string_equal(out[i].partner_jpeg, in[i].partner_jpeg);
         assert_true(out[i].score == in[i].score);
     }
     li_rows_sort(out, n);

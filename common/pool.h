@@ -7,8 +7,8 @@
  * Retry-After: many large images at once cannot take the process's
  * memory. A job gives its bytes back with pool_release when its pixels are
  * freed. */
-#ifndef URSA_INFERENCE_POOL_H
-#define URSA_INFERENCE_POOL_H
+#ifndef URSA_POOL_H
+#define URSA_POOL_H
 
 #include <stddef.h>
 #include <stdint.h>
