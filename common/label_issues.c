@@ -1,32 +1,43 @@
 /* label_issues.c: confident learning; see label_issues.h. */
 #include "label_issues.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+typedef struct {
+    double m; /* margin p_b - p_a */
+    size_t i;
+} pick;
+
+static int by_margin(const void *x, const void *y) {
+    const pick *a = x, *b = y;
+    if (a->m != b->m) return a->m > b->m ? -1 : 1;
+    return a->i < b->i ? -1 : 1;
+}
 
 long li_find(const float *probs, const int *labels, size_t n, int k, li_result *out,
              long **joint) {
     if (joint) *joint = NULL;
     if (!probs || !labels || !out || k < 2) return -1;
-    double *sum = calloc((size_t)k, sizeof *sum);
+    double *t = calloc((size_t)k, sizeof *t), *best_m = calloc(n ? n : 1, sizeof *best_m);
     long *cnt = calloc((size_t)k, sizeof *cnt);
     long *cj = calloc((size_t)k * (size_t)k, sizeof *cj);
-    if (!sum || !cnt || !cj) {
-        free(sum);
-        free(cnt);
-        free(cj);
+    pick *pk = malloc(sizeof *pk * (n ? n : 1));
+    if (!t || !best_m || !cnt || !cj || !pk) {
+        free(t), free(best_m), free(cnt), free(cj), free(pk);
         return -1;
     }
     /* per-class thresholds: the mean self-confidence */
     for (size_t i = 0; i < n; i++) {
         int y = labels[i];
         if (y < 0 || y >= k) continue;
-        sum[y] += probs[i * (size_t)k + (size_t)y];
+        t[y] += probs[i * (size_t)k + (size_t)y];
         cnt[y]++;
     }
-    for (int j = 0; j < k; j++) sum[j] = cnt[j] ? sum[j] / (double)cnt[j] : 1.0; /* t_j */
-    long issues = 0;
+    for (int j = 0; j < k; j++) t[j] = cnt[j] ? t[j] / (double)cnt[j] : 1.0;
+    /* the confident joint */
     for (size_t i = 0; i < n; i++) {
         const float *p = probs + i * (size_t)k;
         int y = labels[i];
@@ -35,26 +46,57 @@ long li_find(const float *probs, const int *labels, size_t n, int k, li_result *
         r->kind = LI_NONE;
         r->quality = 1.0;
         if (y < 0 || y >= k) continue;
-        double other = 0;
-        for (int j = 0; j < k; j++)
-            if (j != y && p[j] > other) other = p[j];
-        r->quality = ((double)p[y] - other + 1.0) / 2.0;
+        r->quality = p[y]; /* self-confidence */
         int best = -1;
         for (int j = 0; j < k; j++) /* the most probable class over its threshold */
-            if (p[j] >= sum[j] && (best < 0 || p[j] > p[best])) best = j;
-        if (best < 0) {
-            r->kind = LI_OUTLIER;
-            continue;
-        }
-        cj[(size_t)y * (size_t)k + (size_t)best]++;
-        if (best != y) {
-            r->kind = LI_LABEL;
-            r->suggested = best;
-            issues++;
+            if (p[j] >= t[j] && (best < 0 || p[j] > p[best])) best = j;
+        if (best >= 0) cj[(size_t)y * (size_t)k + (size_t)best]++;
+    }
+    /* prune by noise rate: the joint's row a, calibrated to the n_a images
+     * labelled a, says how many of them belong to each b; those are the
+     * ones most in favour of b over a */
+    for (int a = 0; a < k; a++) {
+        long row = 0;
+        for (int b = 0; b < k; b++) row += cj[(size_t)a * (size_t)k + (size_t)b];
+        if (!row) continue;
+        for (int b = 0; b < k; b++) {
+            if (b == a) continue;
+            long want = lround((double)cj[(size_t)a * (size_t)k + (size_t)b] / (double)row *
+                               (double)cnt[a]);
+            if (want <= 0) continue;
+            size_t m = 0;
+            for (size_t i = 0; i < n; i++)
+                if (labels[i] == a)
+                    pk[m++] = (pick){(double)probs[i * (size_t)k + (size_t)b] -
+                                         (double)probs[i * (size_t)k + (size_t)a], i};
+            qsort(pk, m, sizeof *pk, by_margin);
+            for (size_t q = 0; q < m && q < (size_t)want; q++) {
+                li_result *r = &out[pk[q].i];
+                if (r->kind != LI_LABEL || pk[q].m > best_m[pk[q].i]) {
+                    r->kind = LI_LABEL;
+                    r->suggested = b;
+                    best_m[pk[q].i] = pk[q].m;
+                }
+            }
         }
     }
-    free(sum);
-    free(cnt);
+    long issues = 0;
+    for (size_t i = 0; i < n; i++) {
+        li_result *r = &out[i];
+        if (r->kind == LI_LABEL) {
+            issues++;
+            continue;
+        }
+        int y = labels[i];
+        if (y < 0 || y >= k) continue;
+        double top = 0; /* how near its threshold the likeliest class comes */
+        for (int j = 0; j < k; j++) {
+            double v = probs[i * (size_t)k + (size_t)j] / (t[j] > 0 ? t[j] : 1);
+            if (v > top) top = v;
+        }
+        if (top < 0.5) r->kind = LI_OUTLIER;
+    }
+    free(t), free(best_m), free(cnt), free(pk);
     if (joint) *joint = cj;
     else free(cj);
     return issues;

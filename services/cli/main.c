@@ -144,8 +144,9 @@ static const command commands[] = {
      "Finds the images of a dataset that are likely mislabeled, near-duplicates or of\n"
      "something else, as a job on ursa-trainer. K models are trained, each on all but\n"
      "one fold (chosen by content hash), so every image is judged by a model that never\n"
-     "saw it; confident learning (per-class thresholds, the confident joint) names the\n"
-     "label issues with a suggested label, and penultimate-layer features name the\n"
+     "saw it; confident learning (per-class thresholds, the confident joint, pruning by\n"
+     "noise rate) names the label issues with a suggested label, ranked by how little\n"
+     "the model believes the given label, and penultimate-layer features name the\n"
      "near-duplicates. The recipe is the one that made the dataset's newest model unless\n"
      "flags change it. Then: ursa clean --dataset NAME.\n\n",
      audit_defs, 0, 0},

@@ -57,7 +57,7 @@ const cfg_def audit_defs[] = {
      "each fold's recipe, as ursa train's --stage flags (default: the recipe of the job that "
      "made the dataset's newest model)"},
     {"folds", CFG_INT, "4", 2, 20, "K: K models, each trained on K-1 folds, judge the K-th"},
-    {"dup-threshold", CFG_DOUBLE, "0.97", 0.5, 1,
+    {"dup-threshold", CFG_DOUBLE, "0.98", 0.5, 1,
      "cosine similarity of penultimate-layer features (centred) that makes two images "
      "near-duplicates"},
     {"recipe", CFG_STR, "last", 1, 0,

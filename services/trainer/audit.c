@@ -195,7 +195,7 @@ static void learner_down(run *R) {
 tjob_outcome audit_run(run *R) {
     const Ursa__TrainJob *s = R->spec;
     int K = s->folds ? (int)s->folds : 4;
-    double thr = s->dup_threshold > 0 ? s->dup_threshold : 0.97;
+    double thr = s->dup_threshold > 0 ? s->dup_threshold : 0.98;
     if (K < 2 || K > 20) {
         snprintf(R->why, sizeof R->why, "folds must be within 2..20, not %d", K);
         return run_fail(R);
@@ -207,7 +207,7 @@ tjob_outcome audit_run(run *R) {
     float *probs = calloc(n * (size_t)C, sizeof(float)), *fp = NULL, *feat = NULL;
     float *sim = malloc(sizeof(float) * n);
     li_result *res = calloc(n, sizeof *res);
-    li_row *rows = calloc(n, sizeof *rows);
+    li_row *rows = calloc(2 * n + 1, sizeof *rows); /* a label issue may also be a duplicate */
     long *per_class = calloc((size_t)C, sizeof(long));
     tjob_outcome o = TJ_DONE;
     char *tsv = NULL;
@@ -326,35 +326,37 @@ tjob_outcome audit_run(run *R) {
     size_t nrows = 0;
     long nout = 0;
     for (size_t i = 0; i < n; i++) {
-        li_row *w = &rows[nrows];
         const ds_image *d = &R->im[i];
-        snprintf(w->image, sizeof w->image, "%.32s", d->src);
-        snprintf(w->jpeg, sizeof w->jpeg, "%s", d->jpeg);
-        snprintf(w->given, sizeof w->given, "%s", d->label);
-        if (dup[i] >= 0) {
-            const ds_image *p = &R->im[dup[i]];
-            snprintf(w->suggested, sizeof w->suggested, "%s", p->label);
-            snprintf(w->kind, sizeof w->kind, "duplicate");
-            snprintf(w->partner, sizeof w->partner, "%.32s", p->src);
-            snprintf(w->partner_jpeg, sizeof w->partner_jpeg, "%s", p->jpeg);
-            w->score = sim[i] > 1 ? 1 : sim[i];
-            ndup++;
-        } else if (res[i].kind == LI_LABEL) {
-            snprintf(w->suggested, sizeof w->suggested, "%s", R->classes[res[i].suggested]);
-            snprintf(w->kind, sizeof w->kind, "label");
-            w->score = 1 - res[i].quality;
-        } else if (res[i].kind == LI_OUTLIER) {
-            const float *p = probs + i * (size_t)C;
-            float top = 0;
-            for (int c = 0; c < C; c++) top = p[c] > top ? p[c] : top;
-            snprintf(w->suggested, sizeof w->suggested, "%s", d->label);
-            snprintf(w->kind, sizeof w->kind, "outlier");
-            w->score = 1 - top;
-            nout++;
-        } else {
-            continue;
+        for (int pass = 0; pass < 2; pass++) {
+            li_row *w = &rows[nrows];
+            snprintf(w->image, sizeof w->image, "%.32s", d->src);
+            snprintf(w->jpeg, sizeof w->jpeg, "%s", d->jpeg);
+            snprintf(w->given, sizeof w->given, "%s", d->label);
+            if (pass == 0 && res[i].kind == LI_LABEL) {
+                snprintf(w->suggested, sizeof w->suggested, "%s", R->classes[res[i].suggested]);
+                snprintf(w->kind, sizeof w->kind, "label");
+                w->score = 1 - res[i].quality;
+            } else if (pass == 0 && res[i].kind == LI_OUTLIER && dup[i] < 0) {
+                const float *p = probs + i * (size_t)C;
+                float top = 0;
+                for (int c = 0; c < C; c++) top = p[c] > top ? p[c] : top;
+                snprintf(w->suggested, sizeof w->suggested, "%s", d->label);
+                snprintf(w->kind, sizeof w->kind, "outlier");
+                w->score = 1 - top;
+                nout++;
+            } else if (pass == 1 && dup[i] >= 0) { /* its own row, beside a label issue */
+                const ds_image *p = &R->im[dup[i]];
+                snprintf(w->suggested, sizeof w->suggested, "%s", p->label);
+                snprintf(w->kind, sizeof w->kind, "duplicate");
+                snprintf(w->partner, sizeof w->partner, "%.32s", p->src);
+                snprintf(w->partner_jpeg, sizeof w->partner_jpeg, "%s", p->jpeg);
+                w->score = sim[i] > 1 ? 1 : sim[i];
+                ndup++;
+            } else {
+                continue;
+            }
+            nrows++;
         }
-        nrows++;
     }
     li_rows_sort(rows, nrows);
     redisReply *rep = NULL;

@@ -45,9 +45,9 @@ static void planted_flips(void **state) {
     for (int i = 0; i < K; i++)
         for (int j = 0; j < K; j++) assert_int_equal(joint[i * K + j], want[i][j]);
     free(joint);
-    /* quality: the normalised margin, (0.1 - 0.8 + 1) / 2 for a flip */
-    assert_true(r[2].quality > 0.149 && r[2].quality < 0.151);
-    assert_true(r[0].quality > 0.849 && r[0].quality < 0.851);
+    /* quality: the self-confidence, 0.1 for a flip */
+    assert_true(r[2].quality > 0.099 && r[2].quality < 0.101);
+    assert_true(r[0].quality > 0.799 && r[0].quality < 0.801);
     size_t idx[N];
     for (size_t i = 0; i < N; i++) idx[i] = i;
     li_rank(r, idx, N);
@@ -60,7 +60,8 @@ static void planted_flips(void **state) {
  * 0.55) keeps them; an image labelled with the easy class but leaning to
  * the hard one past its threshold is flagged; an image labelled with the
  * hard class that argmax would call easy (0.52) is not, since 0.52 is far
- * below what the easy class's own images get. */
+ * below what the easy class's own images get (the hard class's row of the
+ * joint holds no other class, so pruning takes none of its images). */
 static void per_class_thresholds(void **state) {
     (void)state;
     enum { K = 2, N = 22 };
@@ -86,9 +87,52 @@ static void per_class_thresholds(void **state) {
     assert_int_equal(li_find(p, label, N, K, r, NULL), 1);
     assert_int_equal(r[20].kind, LI_LABEL);
     assert_int_equal(r[20].suggested, 1);
-    assert_int_equal(r[21].kind, LI_OUTLIER);
+    assert_int_equal(r[21].kind, LI_NONE);
     assert_int_equal(r[21].suggested, 1);
     for (int i = 10; i < 20; i++) assert_int_equal(r[i].kind, LI_NONE);
+}
+
+/* Pruning by noise rate finds flips the joint does not count: images
+ * labelled 0 whose probability of 1 stays under class 1's threshold are
+ * still the ones most in favour of 1, and the joint's row says how many to
+ * take. Here class 1's own images are sure (0.95), so a flipped image at
+ * 0.7 for class 1 misses the threshold; two more of class 0 lean to 1 at
+ * 0.96 and are counted. The row (9 at 0, 2 at 1) scaled to the 12 images says 2:
+ * the two counted are taken, and the ranking by self-confidence puts them
+ * first; the one under the threshold is not taken (CL does not overreach). */
+static void prune_takes_the_count(void **state) {
+    (void)state;
+    enum { K = 2, N = 22 };
+    float p[N * K];
+    int label[N];
+    for (int i = 0; i < 10; i++) { /* class 1, sure */
+        p[i * K] = 0.05f;
+        p[i * K + 1] = 0.95f;
+        label[i] = 1;
+    }
+    for (int i = 10; i < 19; i++) { /* class 0 */
+        p[i * K] = 0.9f;
+        p[i * K + 1] = 0.1f;
+        label[i] = 0;
+    }
+    p[19 * K] = 0.3f; /* labelled 0, leaning to 1 but under its threshold */
+    p[19 * K + 1] = 0.7f;
+    label[19] = 0;
+    for (int i = 20; i < 22; i++) { /* labelled 0, sure of 1 */
+        p[i * K] = 0.04f;
+        p[i * K + 1] = 0.96f;
+        label[i] = 0;
+    }
+    li_result r[N];
+    long *joint = NULL;
+    assert_int_equal(li_find(p, label, N, K, r, &joint), 2);
+    assert_int_equal(joint[0 * K + 1], 2);
+    free(joint);
+    assert_int_equal(r[20].kind, LI_LABEL);
+    assert_int_equal(r[21].kind, LI_LABEL);
+    assert_int_equal(r[20].suggested, 1);
+    assert_int_equal(r[19].kind, LI_NONE);
+    for (int i = 0; i < 19; i++) assert_int_equal(r[i].kind, LI_NONE);
 }
 
 static void bad_arguments(void **state) {
@@ -158,6 +202,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(planted_flips),
         cmocka_unit_test(per_class_thresholds),
+        cmocka_unit_test(prune_takes_the_count),
         cmocka_unit_test(bad_arguments),
         cmocka_unit_test(rows_round_trip),
     };

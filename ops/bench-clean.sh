@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# bench-clean.sh: how well the cleaning loop works, a benchmark command (not
+# a test). Takes N Fashion-MNIST training images (Debian
+# dataset-fashion-mnist), served as JPEGs over local HTTP, flips a share of
+# their labels at random (seeded), and runs the lesson's loop on the
+# embedded stack:
+#   1. trains on the clean labels and on the noisy ones (the same recipe);
+#   2. audits the noisy dataset (K folds) and scores its label suspects,
+#      cut at the number of flipped images, against the planted flips;
+#   3. accepts the suggestions (ursa clean --accept-suggestions) and
+#      retrains;
+#   4. times the console's gallery page of the suspects.
+# Accuracy is on the 10,000 official test images (ursa predict).
+#
+#   ops/bench-clean.sh [--n N] [--noise P] [--folds K] [--epochs E] [--audit-epochs E]
+#                      [--min-score S] [--seed S]
+# (defaults: 10,000 images, 0.08, 4 folds, 10 epochs for the models compared,
+# 6 for each fold of the audit, accepting suggestions of score 0.95 or more)
+# Targets: precision and recall of the label suspects >= 0.80; the cleaned
+# retrain recovers >= 80% of the gap between noisy and clean; the audit of
+# 10,000 images under 5 minutes on 2 cores; the gallery page under 300 ms.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=10000 NOISE=0.08 FOLDS=4 EPOCHS=10 AUDIT_EPOCHS=6 SEED=7 MIN_SCORE=0.95
+while [ $# -gt 0 ]; do
+    case $1 in
+    --n) N=$2; shift 2 ;;
+    --noise) NOISE=$2; shift 2 ;;
+    --folds) FOLDS=$2; shift 2 ;;
+    --epochs) EPOCHS=$2; shift 2 ;;
+    --audit-epochs) AUDIT_EPOCHS=$2; shift 2 ;;
+    --min-score) MIN_SCORE=$2; shift 2 ;;
+    --seed) SEED=$2; shift 2 ;;
+    *) echo "usage: $0 [--n N] [--noise P] [--folds K] [--epochs E] [--audit-epochs E] [--min-score S] [--seed S]" >&2; exit 2 ;;
+    esac
+done
+ops/install-deps.sh >/dev/null
+dpkg-query -W -f='${Status}' dataset-fashion-mnist 2>/dev/null | grep -q "install ok installed" ||
+    { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null; }
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$(nproc)" >/dev/null
+BIN=$PWD/build/bin
+U="$BIN/ursa"
+W=${TMPDIR:-/tmp}/ursa-bench-clean
+F=/usr/share/datasets/fashion-mnist
+"$U" down --state-dir "$W/state" >/dev/null 2>&1 || true
+rm -rf "$W"
+mkdir -p "$W/www" "$W/test"
+export URSA_STATE_DIR=$W/state URSA_FETCH_ALLOW=127.0.0.1/32 URSA_IMG_MIN_SIDE=16
+"$BIN/fault-server" "$W/www" "$W/port" >"$W/www.log" 2>&1 &
+SRV=$!
+trap '"$U" down >/dev/null 2>&1 || true; kill $SRV 2>/dev/null || true' EXIT
+for i in $(seq 50); do [ -s "$W/port" ] && break; sleep 0.1; done
+BASE=http://127.0.0.1:$(cat "$W/port")
+CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+ISA=$([ "$(grep -c avx512f /proc/cpuinfo)" -gt 0 ] && echo "AVX-512" || echo "AVX2")
+echo "== $N Fashion-MNIST training images, ${NOISE} of the labels flipped (seed $SEED); $CPU, $ISA, $(nproc) cores"
+"$BIN/idx2jpeg" $F/train-images-idx3-ubyte.gz $F/train-labels-idx1-ubyte.gz "$W/www" "$BASE/ds" --limit "$N" >/dev/null
+"$BIN/idx2jpeg" $F/t10k-images-idx3-ubyte.gz $F/t10k-labels-idx1-ubyte.gz "$W/test" "$BASE/test" >/dev/null
+python3 - "$W" "$NOISE" "$SEED" <<'EOF'
+import glob, os, random, sys
+w, noise, seed = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+files = sorted(glob.glob(w + "/www/urls_*.txt"))
+classes = [os.path.basename(f)[5:-4] for f in files]
+rows = sorted((u, c) for f, c in zip(files, classes) for u in open(f).read().split())
+rng = random.Random(seed)
+with open(w + "/clean.csv", "w") as cl, open(w + "/noisy.csv", "w") as no, open(w + "/flipped.txt", "w") as fl:
+    cl.write("url,label\n")
+    no.write("url,label\n")
+    for u, c in rows:
+        cl.write(f"{u},{c}\n")
+        if rng.random() < noise:
+            c = rng.choice([x for x in classes if x != c])
+            fl.write(u + "\n")
+        no.write(f"{u},{c}\n")
+EOF
+NF=$(wc -l <"$W/flipped.txt")
+echo "flipped: $NF labels"
+"$U" up >"$W/up.log"
+"$U" ingest --dataset clean "$W/clean.csv" >/dev/null
+"$U" ingest --dataset noisy "$W/noisy.csv" >/dev/null
+
+RECIPE=(--arch small --size 28 --bs 64 --stage "$EPOCHS:1e-2")
+accuracy() { # MODEL: accuracy on the 10,000 test images
+    "$U" export "$1" "$W/$1.onnx" >/dev/null
+    find "$W/test" -name '*.jpg' | sort | xargs "$U" predict --model "$W/$1.onnx" 2>/dev/null |
+        awk -F'\t' '{n = split($1, p, "/"); if (p[n - 1] == $2) r++} END {printf "%.4f", r / NR}'
+}
+train() { # DATASET: trains, prints the model id
+    "$U" train --dataset "$1" "${RECIPE[@]}" >"$W/train-$1.out" 2>&1
+    sed -n 's/^model \([^:]*\):.*/\1/p' "$W/train-$1.out" | tail -1
+}
+echo "== training on the clean and on the noisy labels ($EPOCHS epochs of the small resnet each)"
+MC=$(train clean); AC=$(accuracy "$MC")
+MN=$(train noisy); AN=$(accuracy "$MN")
+echo "clean labels: test accuracy $AC; noisy labels: $AN"
+
+echo "== the audit of the noisy dataset, $FOLDS folds of $AUDIT_EPOCHS epochs"
+T0=$(date +%s.%N)
+"$U" audit --dataset noisy --folds "$FOLDS" --stage "$AUDIT_EPOCHS:1e-2" >"$W/audit.out" 2>&1
+TA=$(echo "$(date +%s.%N) - $T0" | bc)
+grep -A1 '^audit of' "$W/audit.out"
+"$U" clean --dataset noisy --kinds label >"$W/suspects.tsv"
+NS=$(($(wc -l <"$W/suspects.tsv") - 1))
+sort "$W/flipped.txt" >"$W/flipped.sorted"
+awk -F'\t' -v n="$NF" 'NR > 1 && NR <= n + 1 {print $1}' "$W/suspects.tsv" | sort >"$W/top.txt"
+HIT=$(comm -12 "$W/flipped.sorted" "$W/top.txt" | wc -l)
+awk -F'\t' 'NR > 1 {print $1}' "$W/suspects.tsv" | sort >"$W/all.txt"
+HITALL=$(comm -12 "$W/flipped.sorted" "$W/all.txt" | wc -l)
+# suggestions right: the suggested label is the true one
+RIGHT=$(awk -F'\t' -v n="$NF" 'NR > 1 && NR <= n + 1 {split($1, p, "/"); if (p[5] == $4) r++} END {print r + 0}' "$W/suspects.tsv")
+CUT=$((NS < NF ? NS : NF))
+PREC=$(echo "scale=4; $HIT / ($CUT + ($CUT == 0))" | bc)
+RCL=$(echo "scale=4; $HIT / $NF" | bc)
+echo "label suspects: $NS; of the top $CUT, $HIT are planted flips: precision $PREC, recall $RCL at the cut;"
+echo "  all suspects hold $HITALL of the $NF flips; $RIGHT of the top $NF suggest the true label"
+
+echo "== accepting the suggestions and retraining"
+"$U" clean --dataset noisy --accept-suggestions --kinds label --min-score "$MIN_SCORE" >"$W/accept.out"
+cat "$W/accept.out"
+MR=$(train noisy); AR=$(accuracy "$MR")
+REC=$(echo "scale=4; ($AR - $AN) / ($AC - $AN)" | bc 2>/dev/null || echo "n/a")
+echo "after cleaning: test accuracy $AR (noisy $AN, clean $AC): recovered $REC of the gap"
+
+echo "== the console's gallery with $N images"
+P=$(cat "$W/state/run/console.port")
+TOKEN=$(cat "$W/state/run/console.token")
+curl -s -c "$W/cj" -X POST -H 'X-Ursa: 1' --data "token=$TOKEN" "http://127.0.0.1:$P/api/login" >/dev/null
+for i in 1 2 3 4 5 6 7; do
+    curl -s -b "$W/cj" -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$P/api/suspects?dataset=noisy&per=48&page=$i"
+done | sort -n | sed -n 4p >"$W/gallery.s"
+GMS=$(echo "$(cat "$W/gallery.s") * 1000" | bc | cut -d. -f1)
+echo "gallery page (48 suspects with their source URLs), median of 7: ${GMS} ms"
+
+echo
+echo "| measure | result | target |"
+echo "| --- | --- | --- |"
+echo "| precision / recall of the label suspects at the cut of $NF | $PREC / $RCL | >= 0.80 each |"
+echo "| test accuracy clean / noisy / cleaned | $AC / $AN / $AR | |"
+echo "| share of the gap recovered | $REC | >= 0.80 |"
+echo "| audit of $N images, $FOLDS folds | $(printf '%.0f' "$TA") s | < 300 s |"
+echo "| console gallery page | $GMS ms | < 300 ms |"
+echo "($CPU, $ISA, $(nproc) cores)"
