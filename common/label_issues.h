@@ -20,7 +20,8 @@
  *  - quality is the self-confidence p_given in [0, 1]: the lower, the more
  *    likely the label is wrong. Issues are ranked by it, lowest first (on
  *    Fashion-MNIST with 8% flipped labels it put more flips in the top
- *    than the normalised margin did: 0.86 against 0.76 at the cut; see
+ *    than ranking the joint's own off-diagonal by normalised margin did:
+ *    0.86 against 0.72 at the cut; see
  *    ops/bench-clean.sh). */
 #ifndef URSA_LABEL_ISSUES_H
 #define URSA_LABEL_ISSUES_H

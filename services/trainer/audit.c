@@ -266,8 +266,6 @@ tjob_outcome audit_run(run *R) {
                   K, R->ntr, R->nva, have ? " note=\"done before: the model for features\"" : "");
         if (!R->nva || !R->ntr) continue; /* a tiny dataset: nothing to hold out */
         learner_down(R);
-        nn_model_free(&R->m);
-        nn_model_init(&R->m, 3);
         if (run_build_model(R)) {
             o = run_fail(R);
             goto out;

@@ -362,6 +362,7 @@ static int pretrained_body(run *R) {
 
 int run_build_model(run *R) {
     const Ursa__TrainJob *s = R->spec;
+    nn_model_free(&R->m); /* each builder below makes the model anew */
     int depth = arch_depth(s->arch);
     R->pretrained = s->pretrained_blob && s->pretrained_blob[0];
     if (R->pretrained) {
