@@ -29,13 +29,13 @@ if [ $# -eq 0 ]; then
     cmake --build build-asan -j"$jobs"
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --output-on-failure) | tee -a "$LOG"
-    echo "== the HTTP layer, inference and trainer tests again under ThreadSanitizer"
+    echo "== the HTTP layer, inference, trainer and console tests again under ThreadSanitizer"
     # the daemons with the most threads; the engine's arithmetic is not
     # instrumented and runs on one OpenMP thread (CMakeLists.txt, URSA_TSAN)
     cmake -S . -B build-tsan -DURSA_TSAN=ON -DCMAKE_BUILD_TYPE=Debug \
         -DCMAKE_C_FLAGS_DEBUG="-O1 -g" >/dev/null
     cmake --build build-tsan -j"$jobs" --target ursa ursa-broker ursa-crawler ursa-verifier \
-        ursa-trainer ursa-inference nn-export-demo fault-server kq-probe idx2jpeg test_http
+        ursa-trainer ursa-inference ursa-console nn-export-demo fault-server kq-probe idx2jpeg test_http
     tsan_dir="$PWD/build-tsan/tsan" tsan_supp="$PWD/tests/tsan/suppressions.txt"
     rm -rf "$tsan_dir" && mkdir -p "$tsan_dir"
     (cd build-tsan && TSAN_OPTIONS="log_path=$tsan_dir/report second_deadlock_stack=1 suppressions=$tsan_supp" \

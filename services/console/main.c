@@ -239,12 +239,12 @@ static int h_health(void *ctx, http_req *r) {
 }
 
 static int h_metrics(void *ctx, http_req *r) {
-    console *s = ctx;
+    (void)ctx; /* its http is written by main after the server starts: ask the request */
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (!f) return http_error(r, 503, "Retry-After: 1\r\n", "out of memory");
-    http_write_metrics(s->http ? s->http : http_req_server(r), f, "ursa_console");
+    http_write_metrics(http_req_server(r), f, "ursa_console");
     fclose(f);
     int st = http_reply(r, 200, "text/plain; version=0.0.4", NULL, buf, len);
     free(buf);
