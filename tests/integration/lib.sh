@@ -99,8 +99,9 @@ export URSA_FETCH_ALLOW=127.0.0.1/32
 export URSA_FETCH_TIMEOUT_MS=3000
 export URSA_FETCH_LOW_SPEED_SECS=2
 export URSA_CRAWLER_RETRY_MS=100
-# ursa-inference on a free port (written to run/inference.port), never 8080
-export URSA_INFERENCE_PORT=0
+# ursa-inference and ursa-console on free ports (written to run/*.port),
+# never 8080 and 8090, which a running stack may hold
+export URSA_INFERENCE_PORT=0 URSA_CONSOLE_PORT=0
 
 # counts_of DATASET: its raw counters, "label|state[|reason] TAB n" lines
 # (ursa status --counts; Redis holds them per hash tag, in binary).

@@ -15,8 +15,9 @@ check_eq "redis pid after second up" "$(cat "$URSA_STATE_DIR/run/redis.pid")" "$
 check_eq "broker pid after second up" "$(cat "$URSA_STATE_DIR/run/broker.pid")" "$broker_pid"
 
 env_out=$("$URSA" env)
-check_eq "env lines" "$(echo "$env_out" | wc -l)" 3
+check_eq "env lines" "$(echo "$env_out" | wc -l)" 4
 echo "$env_out" | grep -Eq '^URSA_INFERENCE_URL=http://127\.0\.0\.1:[0-9]+/$' || fail "env: $env_out"
+echo "$env_out" | grep -Eq '^URSA_CONSOLE_URL=http://127\.0\.0\.1:[0-9]+/$' || fail "env: $env_out"
 echo "$env_out" | grep -Eq '^URSA_KAFKA_BOOTSTRAP=127\.0\.0\.1:[0-9]+$' || fail "env: $env_out"
 echo "$env_out" | grep -Eq '^URSA_REDIS_URL=redis://127\.0\.0\.1:[0-9]+$' || fail "env: $env_out"
 
