@@ -762,6 +762,38 @@ static int add_verified(void *opaque, const ds_record *rec) {
     return 0;
 }
 
+ursa_err ds_image_get(rstore *r, const char *ds, const char *image, ds_record *rec) {
+    uint8_t src[SRC_BYTES], key[KEY_BYTES];
+    if (!image || strlen(image) < 2 * SRC_BYTES || unhex(image, src, SRC_BYTES))
+        return URSA_ERR_NOT_FOUND;
+    /* the source index names the URL that brought these bytes */
+    char k[160];
+    bucket_key(k, sizeof k, ds, 's', (unsigned)src[0] << 8 | src[1]);
+    redisReply *rep = NULL;
+    ursa_err err = rstore_cmd(r, &rep, "HGET %s %b", k, (const char *)src + FIELD_OFF,
+                              (size_t)(KEY_BYTES - FIELD_OFF));
+    if (err) return err;
+    int found = rep->type == REDIS_REPLY_STRING && rep->len == KEY_BYTES;
+    if (found) memcpy(key, rep->str, KEY_BYTES);
+    freeReplyObject(rep);
+    if (!found) return URSA_ERR_NOT_FOUND;
+    unsigned bucket = (unsigned)key[0] << 8 | key[1];
+    bucket_key(k, sizeof k, ds, 'u', bucket);
+    if ((err = rstore_cmd(r, &rep, "HGET %s %b", k, (const char *)key + FIELD_OFF,
+                          (size_t)(KEY_BYTES - FIELD_OFF))))
+        return err;
+    label_table t = {0};
+    redisReply f = {.type = REDIS_REPLY_STRING, .str = (char *)key + FIELD_OFF,
+                    .len = KEY_BYTES - FIELD_OFF};
+    if (rep->type != REDIS_REPLY_STRING || (err = labels_read(r, ds, &t)) ||
+        decode(bucket, &f, rep, &t, rec) || rec->state != DS_VERIFIED ||
+        strncmp(rec->src, image, 2 * SRC_BYTES))
+        err = err ? err : URSA_ERR_NOT_FOUND;
+    freeReplyObject(rep);
+    free(t.name);
+    return err;
+}
+
 typedef struct {
     ds_image_url *v;
     size_t n, cap;

@@ -184,6 +184,12 @@ ursa_err ds_image_urls(rstore *r, const char *ds, ds_image_url **out, size_t *n)
 /* The pair of an image id in ds_image_urls' result, or NULL. */
 const ds_image_url *ds_image_url_find(const ds_image_url *v, size_t n, const char *src);
 
+/* One verified image by its id (32 hex digits of its source hash), found
+ * through the source index in two round trips: its URL's record, with the
+ * label the URL was ingested under. URSA_ERR_NOT_FOUND when the dataset
+ * has no such verified image. */
+ursa_err ds_image_get(rstore *r, const char *ds, const char *image, ds_record *rec);
+
 /* ---- manifests: what a training job reads ---------------------------------- */
 
 /* One verified image. */

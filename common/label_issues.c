@@ -148,6 +148,14 @@ static int field(char **p, char *out, size_t n) {
     return t ? 0 : 1;
 }
 
+/* 1 if s is exactly n lowercase hex digits. */
+static int hexn(const char *s, size_t n) {
+    if (strlen(s) != n) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+    return 1;
+}
+
 int li_rows_parse(const char *tsv, size_t len, li_row **out, size_t *n, size_t *bad) {
     size_t lines = 1, k = 0, nbad = 0;
     for (size_t i = 0; i < len; i++) lines += tsv[i] == '\n';
@@ -179,7 +187,9 @@ int li_rows_parse(const char *tsv, size_t len, li_row **out, size_t *n, size_t *
         }
         char *e = NULL;
         if (ok) r->score = strtod(score, &e);
-        if (!ok || !e || *e || strlen(r->image) != 32 || !r->given[0] ||
+        if (!ok || !e || *e || !hexn(r->image, 32) || !hexn(r->jpeg, 64) || !r->given[0] ||
+            (strcmp(r->partner, "-") && !hexn(r->partner, 32)) ||
+            (r->partner_jpeg[0] && strcmp(r->partner_jpeg, "-") && !hexn(r->partner_jpeg, 64)) ||
             (strcmp(r->kind, "label") && strcmp(r->kind, "duplicate") &&
              strcmp(r->kind, "outlier"))) {
             memset(r, 0, sizeof *r);

@@ -472,24 +472,47 @@ static int accept_suggestions(const cfg *c, rstore *r, const char *ds) {
         goto out;
     double min = cfg_double(c, "min-score");
     const char *kinds = cfg_str(c, "kinds");
+    /* one decision an image (an image may be a label issue and a duplicate):
+     * a delete wins over a relabel; of a duplicate pair one copy stays */
+    unsigned char *want = calloc(v.n + 1, 1); /* 0 none, 1 relabel, 2 delete */
+    const char **to = calloc(v.n + 1, sizeof *to);
+    if (!want || !to) {
+        free(want);
+        free(to);
+        fprintf(stderr, "ursa clean: out of memory\n");
+        goto out;
+    }
     for (size_t i = 0; i < n; i++) {
         const li_row *w = &rows[i];
         ds_image *d;
         if (w->score < min || !kind_wanted(kinds, w->kind) || !still_open(&v, w, seen, &d))
             continue;
-        if (d->edit == ED_DELETE) continue; /* already out */
-        int bad;
+        size_t at = (size_t)(d - v.im);
+        if (d->edit == ED_DELETE || want[at] == 2) continue; /* already out */
         if (!strcmp(w->kind, "label")) {
-            if (!strcmp(d->label, w->suggested)) continue;
-            bad = edit_add(&l, d->src, ED_RELABEL, given_label(&v, d), w->suggested, c);
+            if (!strcmp(d->label, w->suggested) || want[at]) continue;
+            want[at] = 1;
+            to[at] = w->suggested;
+        } else if (!strcmp(w->kind, "duplicate")) {
+            ds_image *p = by_src(&v, w->partner);
+            if (p && (p->edit == ED_DELETE || want[p - v.im] == 2)) continue; /* the other copy goes */
+            want[at] = 2;
         } else {
-            bad = edit_add(&l, d->src, ED_DELETE, given_label(&v, d), NULL, c);
+            want[at] = 2;
         }
-        if (bad) {
+    }
+    for (size_t i = 0; i < v.n; i++) {
+        ds_image *d = &v.im[i];
+        if (want[i] && edit_add(&l, d->src, want[i] == 2 ? ED_DELETE : ED_RELABEL,
+                                given_label(&v, d), want[i] == 1 ? to[i] : NULL, c)) {
+            free(want);
+            free(to);
             fprintf(stderr, "ursa clean: out of memory\n");
             goto out;
         }
     }
+    free(want);
+    free(to);
     printf("audit %s: %zu suspects, %zu to act on (score >= %g, kinds %s)\n", job, n, l.n, min,
            kinds);
     rc = send_edits(c, r, ds, "clean", &l);
@@ -588,7 +611,8 @@ static int apply_file(const cfg *c, rstore *r, const char *ds) {
             continue;
         }
         size_t at = (size_t)(d - v.im);
-        if (listed[at]++) continue; /* listed twice: the first line counts */
+        if (listed[at]) continue; /* listed twice: the first line counts */
+        listed[at] = 1;
         int bad = 0;
         if (strcmp(f[label_col], d->label) != 0)
             bad = edit_add(&l, d->src, ED_RELABEL, given_label(&v, d), f[label_col], c);

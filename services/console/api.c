@@ -1,6 +1,7 @@
 /* api.c: the console's JSON API, run on the worker threads (console.h).
  * Every string that came from outside (labels, URLs, reasons, errors) goes
  * out through util_json_str; the page puts it in the DOM as text. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,12 @@ int form_get(const char *body, size_t len, const char *name, char *out, size_t n
     }
     if (n) out[0] = '\0';
     return -1;
+}
+
+/* A number as JSON: null for what JSON cannot hold (inf, nan). */
+static void jnum(FILE *f, double v) {
+    if (isfinite(v)) fprintf(f, "%.6g", v);
+    else fprintf(f, "null");
 }
 
 /* Sends what f holds as JSON, or 503 when it could not be written. */
@@ -236,7 +243,8 @@ static int job_json(FILE *f, rstore *redis, const char *id, int full) {
             int k = 0;
             for (const char *p = rep->element[i + 1]->str; p && *p; p = strchr(p, '\n')) {
                 if (*p == '\n') p++;
-                if (sscanf(p, "%lf\t%lf", &lr, &loss) == 2)
+                /* lr_find records the loss that diverged: JSON has no inf */
+                if (sscanf(p, "%lf\t%lf", &lr, &loss) == 2 && isfinite(lr) && isfinite(loss))
                     fprintf(f, "%s[%.6g,%.6g]", k++ ? "," : "", lr, loss);
             }
             fputc(']', f);
@@ -245,10 +253,16 @@ static int job_json(FILE *f, rstore *redis, const char *id, int full) {
         int nr = 0;
         if (job_rows_read(redis, id, &rows, &nr) == URSA_OK) {
             fprintf(f, ",\"rows\":[");
-            for (int i = 0; i < nr; i++)
-                fprintf(f, "%s[%d,%d,%.6f,%.6f,%.6f,%.2f]", i ? "," : "", rows[i].stage,
-                        rows[i].epoch, rows[i].train_loss, rows[i].valid_loss,
-                        rows[i].error_rate, rows[i].seconds);
+            for (int i = 0; i < nr; i++) {
+                fprintf(f, "%s[%d,%d", i ? "," : "", rows[i].stage, rows[i].epoch);
+                double v[4] = {rows[i].train_loss, rows[i].valid_loss, rows[i].error_rate,
+                               rows[i].seconds};
+                for (int q = 0; q < 4; q++) {
+                    fputc(',', f);
+                    jnum(f, v[q]);
+                }
+                fputc(']', f);
+            }
             fputc(']', f);
             free(rows);
         }
@@ -312,10 +326,12 @@ void api_models(console *s, http_req *r, rstore *redis) {
     fputc('[', f);
     const char *fields[] = {"dataset", "arch", "error_rate", "n_valid", "n_train", "job",
                             "created_ms", "size", NULL};
+    int first = 1;
     for (size_t i = 0; ids->type == REDIS_REPLY_ARRAY && i < ids->elements; i++) {
         redisReply *v = NULL;
         if (registry_fields(redis, ids->element[i]->str, fields, &v)) continue;
-        fprintf(f, "%s{\"id\":", i ? "," : "");
+        fprintf(f, "%s{\"id\":", first ? "" : ",");
+        first = 0;
         J(f, ids->element[i]->str);
         for (int k = 0; fields[k] && (size_t)k < v->elements; k++) {
             fputc(',', f);
@@ -341,7 +357,7 @@ void api_model(console *s, http_req *r, rstore *redis) {
                             "job", "classes", "interp", "size", NULL};
     redisReply *v = NULL;
     if (registry_fields(redis, id, fields, &v)) return redis_error(r, redis);
-    if (v->elements < 9 || v->element[7]->type != REDIS_REPLY_STRING) {
+    if (v->elements < 10 || v->element[7]->type != REDIS_REPLY_STRING) {
         freeReplyObject(v);
         http_error(r, 404, NULL, "no model %s", id);
         return;
@@ -387,11 +403,17 @@ void api_model(console *s, http_req *r, rstore *redis) {
         fprintf(f, "],\"top_losses\":[");
         for (int k = 0; k < it.nrows && k < 24; k++) {
             const interp_row *w = &it.rows[k];
-            fprintf(f, "%s{\"jpeg\":\"%s\",\"actual\":", k ? "," : "", w->jpeg);
+            fprintf(f, "%s{\"jpeg\":", k ? "," : "");
+            J(f, w->jpeg);
+            fprintf(f, ",\"actual\":");
             J(f, w->actual);
             fprintf(f, ",\"pred\":");
             J(f, w->pred);
-            fprintf(f, ",\"loss\":%.4f,\"p\":%.4f}", w->loss, w->p);
+            fprintf(f, ",\"loss\":");
+            jnum(f, w->loss);
+            fprintf(f, ",\"p\":");
+            jnum(f, w->p);
+            fputc('}', f);
         }
         fprintf(f, "]}");
         reply_json(r, f, &jbuf, &jlen);
@@ -424,17 +446,17 @@ static int audit_rows(console *s, rstore *redis, const char *ds, li_row **out, s
     freeReplyObject(a);
     freeReplyObject(q);
     if (!key[0]) return 1;
-    pthread_mutex_lock(&s->mu);
+    pthread_mutex_lock(&s->cache_mu);
     for (int i = 0; i < 4; i++) {
         audit_cache *c = &s->audits[i];
         if (c->rows && !strcmp(c->key, key) && !strcmp(c->ds, ds)) {
             *out = malloc(sizeof **out * (c->n ? c->n : 1));
             if (*out) memcpy(*out, c->rows, sizeof **out * c->n), *n = c->n;
-            pthread_mutex_unlock(&s->mu);
+            pthread_mutex_unlock(&s->cache_mu);
             return *out ? 0 : -1;
         }
     }
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->cache_mu);
     char *data = NULL;
     size_t len = 0;
     li_row *rows = NULL;
@@ -452,14 +474,14 @@ static int audit_rows(console *s, rstore *redis, const char *ds, li_row **out, s
     }
     memcpy(*out, rows, sizeof **out * nr);
     *n = nr;
-    pthread_mutex_lock(&s->mu);
+    pthread_mutex_lock(&s->cache_mu);
     audit_cache *c = &s->audits[s->audit_next++ % 4];
     free(c->rows);
     snprintf(c->ds, sizeof c->ds, "%s", ds);
     snprintf(c->key, sizeof c->key, "%s", key);
     c->rows = rows;
     c->n = nr;
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->cache_mu);
     return 0;
 }
 
@@ -547,17 +569,21 @@ void api_suspects(console *s, http_req *r, rstore *redis) {
         if (label[0] && strcmp(rows[i].given, label)) continue;
         rows[m++] = rows[i];
     }
-    size_t from = (size_t)page * (size_t)per, to = from + (size_t)per > m ? m : from + (size_t)per;
-    if (from > m) from = m;
+    size_t from = m, to = m; /* a page past the end (however far) is empty */
+    if ((size_t)page <= m / (size_t)per) {
+        from = (size_t)page * (size_t)per;
+        to = m - from < (size_t)per ? m : from + (size_t)per;
+    }
     /* the source URLs of the page's images */
     char **urls = calloc(to - from + 1, sizeof *urls);
     const char **keys = calloc(to - from + 1, sizeof *keys);
-    ds_image_url *iu = NULL;
-    size_t niu = 0;
-    if (urls && keys && to > from && ds_image_urls(redis, ds, &iu, &niu) == URSA_OK) {
+    char (*kbuf)[DS_KEY_HEX + 1] = calloc(to - from + 1, sizeof *kbuf);
+    if (urls && keys && kbuf && to > from) { /* two round trips an image, no scan */
         for (size_t i = from; i < to; i++) {
-            const ds_image_url *u = ds_image_url_find(iu, niu, rows[i].image);
-            keys[i - from] = u ? u->key : "-";
+            ds_record rec;
+            snprintf(kbuf[i - from], sizeof kbuf[0], "%s",
+                     ds_image_get(redis, ds, rows[i].image, &rec) == URSA_OK ? rec.key : "-");
+            keys[i - from] = kbuf[i - from];
         }
         ds_urls_find(redis, s->sc.bs, ds, to - from, keys, urls);
     }
@@ -585,8 +611,11 @@ void api_suspects(console *s, http_req *r, rstore *redis) {
         for (size_t i = from; i < to; i++) {
             const li_row *w = &rows[i];
             const ds_edit_cur *c = ds_edits_find(cur, ncur, w->image);
-            fprintf(f, "%s{\"image\":\"%s\",\"jpeg\":\"%s\",\"url\":", i > from ? "," : "",
-                    w->image, w->jpeg);
+            fprintf(f, "%s{\"image\":", i > from ? "," : "");
+            J(f, w->image);
+            fprintf(f, ",\"jpeg\":");
+            J(f, w->jpeg);
+            fprintf(f, ",\"url\":");
             J(f, urls && urls[i - from] ? urls[i - from] : "");
             fprintf(f, ",\"given\":");
             J(f, c && c->from[0] ? c->from : w->given);
@@ -594,10 +623,15 @@ void api_suspects(console *s, http_req *r, rstore *redis) {
             J(f, c && c->op == ED_RELABEL ? c->to : (c && c->from[0] ? c->from : w->given));
             fprintf(f, ",\"suggested\":");
             J(f, w->suggested);
-            fprintf(f, ",\"score\":%.4f,\"kind\":", w->score);
+            fprintf(f, ",\"score\":");
+            jnum(f, w->score);
+            fprintf(f, ",\"kind\":");
             J(f, w->kind);
-            fprintf(f, ",\"decision\":\"%s\",\"partner\":\"%s\",\"partner_jpeg\":\"%s\"}",
-                    c ? ed_op_name(c->op) : "none", w->partner, w->partner_jpeg);
+            fprintf(f, ",\"decision\":\"%s\",\"partner\":", c ? ed_op_name(c->op) : "none");
+            J(f, w->partner);
+            fprintf(f, ",\"partner_jpeg\":");
+            J(f, w->partner_jpeg);
+            fputc('}', f);
         }
         fprintf(f, "]}");
         reply_json(r, f, &jbuf, &jlen);
@@ -607,7 +641,7 @@ void api_suspects(console *s, http_req *r, rstore *redis) {
     for (size_t i = 0; urls && i < to - from; i++) free(urls[i]);
     free(urls);
     free(keys);
-    free(iu);
+    free(kbuf);
     free(rows);
     free(cur);
     free(k);
@@ -660,27 +694,32 @@ void api_edit(console *s, http_req *r, rstore *redis) {
     ds_edit e = {0};
     e.op = ed_op_parse(op);
     snprintf(e.image, sizeof e.image, "%s", image);
-    snprintf(e.from, sizeof e.from, "%s", from);
     snprintf(e.to, sizeof e.to, "%s", e.op == ED_RELABEL ? label : "");
     snprintf(e.author, sizeof e.author, "console");
     snprintf(e.reason, sizeof e.reason, "%s", reason);
+    (void)from; /* the label before is the server's to know: the URL's, or the
+                   one recorded by the decision in force */
     ds_count *k = NULL;
     size_t nk = 0;
     long long total = 0;
-    ds_image_url *iu = NULL;
-    size_t niu = 0;
-    if (ds_counts_read(redis, ds, &k, &nk, &total) || ds_image_urls(redis, ds, &iu, &niu)) {
+    ds_record rec;
+    ds_edit_cur *cur = NULL;
+    size_t ncur = 0;
+    ursa_err ge = ds_image_get(redis, ds, image, &rec);
+    if ((ge && ge != URSA_ERR_NOT_FOUND) || ds_counts_read(redis, ds, &k, &nk, &total) ||
+        ds_edits_current(redis, ds, &cur, &ncur)) {
         free(k);
-        free(iu);
+        free(cur);
         return redis_error(r, redis);
     }
-    const char *why = !ds_image_url_find(iu, niu, image) ? "no such image in the dataset"
+    const ds_edit_cur *c = ge ? NULL : ds_edits_find(cur, ncur, image);
+    snprintf(e.from, sizeof e.from, "%s", c && c->from[0] ? c->from : ge ? "" : rec.label);
+    const char *why = ge ? "no such image in the dataset"
                       : e.op == ED_RELABEL && !label_known(k, nk, label)
                           ? "the new label is no class of the dataset"
                           : NULL;
     free(k);
-    free(iu);
-    if (!why && e.from[0] && !ds_label_valid(e.from)) why = "from is not a valid label";
+    free(cur);
     if (why) {
         http_error(r, 400, NULL, "%s", why);
         return;

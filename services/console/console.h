@@ -38,8 +38,10 @@ typedef struct {
     pool *work;
     char token[128];
     size_t token_len;
-    int session_ms, cookie_secure;
-    pthread_mutex_t mu; /* sessions, login failures, caches */
+    int64_t session_ms;
+    int cookie_secure;
+    pthread_mutex_t mu;       /* sessions and login failures (the event threads wait on it) */
+    pthread_mutex_t cache_mu; /* the audit cache (workers only) */
     session sessions[CONSOLE_SESSIONS];
     int64_t fail_window_ms;
     int fails;

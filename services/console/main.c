@@ -145,7 +145,7 @@ static int h_login(void *ctx, http_req *r) {
     char hdr[300], json[120];
     snprintf(hdr, sizeof hdr,
              "Set-Cookie: ursa_console=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%d%s\r\n",
-             x.sid, s->session_ms / 1000, s->cookie_secure ? "; Secure" : "");
+             x.sid, (int)(s->session_ms / 1000), s->cookie_secure ? "; Secure" : "");
     int n = snprintf(json, sizeof json, "{\"csrf\":\"%s\"}", x.csrf);
     ULOG_INFO("event=login");
     return http_reply(r, 200, "application/json", hdr, json, (size_t)n);
@@ -368,7 +368,8 @@ int main(int argc, char **argv) {
     static console s;
     s.c = c;
     pthread_mutex_init(&s.mu, NULL);
-    s.session_ms = (int)cfg_int(c, "console.session-hours") * 3600 * 1000;
+    pthread_mutex_init(&s.cache_mu, NULL);
+    s.session_ms = cfg_int(c, "console.session-hours") * 3600000LL;
     s.cookie_secure = cfg_bool(c, "console.cookie-secure");
     char err[512];
     if (service_connect(c, "ursa-console", &s.sc, &rc)) goto out;

@@ -62,6 +62,7 @@ function table(head, rows) {
 
 function link(href, text) { return el('a', {href}, text); }
 function pct(x) { return x === '' || x === undefined ? '-' : (100 * Number(x)).toFixed(2) + '%'; }
+function fx(x, d) { return x === null || x === undefined ? '-' : Number(x).toFixed(d); }
 function when(ms) { return ms ? new Date(Number(ms)).toLocaleString() : '-'; }
 
 // ---- login -------------------------------------------------------------------------------
@@ -144,7 +145,8 @@ function plot(series, {logx = false, xlabel = '', ylabel = ''} = {}) {
   const svg = document.createElementNS(ns, 'svg');
   svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
   svg.setAttribute('width', W);
-  const pts = series.flatMap(s => s.points).filter(p => isFinite(p[0]) && isFinite(p[1]));
+  const ok = p => Number.isFinite(p[0]) && Number.isFinite(p[1]);
+  const pts = series.flatMap(s => s.points).filter(ok);
   if (!pts.length) return svg;
   const fx = logx ? (x => Math.log10(x)) : (x => x);
   let x0 = Math.min(...pts.map(p => fx(p[0]))), x1 = Math.max(...pts.map(p => fx(p[0])));
@@ -169,7 +171,7 @@ function plot(series, {logx = false, xlabel = '', ylabel = ''} = {}) {
   add('text', {x: W / 2 - 20, y: H - 8, 'font-size': 11}, xlabel);
   add('text', {x: L + 4, y: 22, 'font-size': 11}, ylabel);
   series.forEach((s, i) => {
-    const d = s.points.filter(p => isFinite(p[0]) && isFinite(p[1]))
+    const d = s.points.filter(ok)
       .map((p, k) => (k ? 'L' : 'M') + sx(p[0]).toFixed(1) + ',' + sy(p[1]).toFixed(1)).join('');
     add('path', {d, fill: 'none', stroke: colors[i % 3], 'stroke-width': 2});
     add('text', {x: W - 120, y: 20 + 14 * i, 'font-size': 11, fill: colors[i % 3]}, s.name);
@@ -180,7 +182,7 @@ function plot(series, {logx = false, xlabel = '', ylabel = ''} = {}) {
 async function jobView(id) {
   const j = await api('/api/job?id=' + encodeURIComponent(id));
   const rows = (j.rows || []).map((r, i) => [i + 1, (j.kind === 'audit' ? 'fold ' : 'stage ') + r[0],
-    r[1], r[2].toFixed(4), r[3].toFixed(4), r[4].toFixed(4), r[5].toFixed(1) + ' s']);
+    r[1], fx(r[2], 4), fx(r[3], 4), fx(r[4], 4), fx(r[5], 1) + ' s']);
   const parts = [el('h1', {}, 'Job ', id),
     el('p', {}, (j.kind || '') + ' on ' + (j.dataset || '') + ' (' + (j.arch || '') + '): ' +
        (j.state || '') + (j.error ? ': ' + j.error : '') +
@@ -244,7 +246,7 @@ async function modelView(id) {
     el('div', {class: 'gallery'}, m.top_losses.map(t => el('div', {class: 'card'},
       el('div', {class: 'imgs'}, el('img', {src: '/api/thumb?blob=' + t.jpeg, alt: '', loading: 'lazy'})),
       el('div', {class: 't'}, t.actual + ' → ' + t.pred),
-      el('div', {class: 'muted'}, 'loss ' + t.loss.toFixed(2) + ', p ' + t.p.toFixed(2))))),
+      el('div', {class: 'muted'}, 'loss ' + fx(t.loss, 2) + ', p ' + fx(t.p, 2))))),
     el('p', {}, link('#/clean/' + encodeURIComponent(m.dataset) + '?kind=loss', 'Clean the top losses')));
   return 0;
 }
@@ -303,7 +305,7 @@ function card(ds, item, i, rerender) {
   const c = el('div', {class: 'card d-' + item.decision, tabindex: 0, 'data-image': item.image,
                        'data-index': i},
     imgs,
-    el('div', {class: 't'}, el('span', {class: 'badge'}, item.kind), ' ', item.score.toFixed(2)),
+    el('div', {class: 't'}, el('span', {class: 'badge'}, item.kind), ' ', fx(item.score, 2)),
     el('div', {class: 't given'}, item.given, item.label !== item.given ? ' → ' + item.label : ''),
     item.kind === 'duplicate' ? el('div', {class: 't'}, 'same as an image of ', item.suggested)
                               : el('div', {class: 't'}, 'suggests ', el('b', {class: 'suggested'}, item.suggested)),
@@ -403,7 +405,7 @@ document.addEventListener('keydown', async (e) => {
 async function retrainView(id, q) {
   const p = new URLSearchParams(q);
   const j = await api('/api/job?id=' + encodeURIComponent(id));
-  const rows = (j.rows || []).map((r, i) => [i + 1, r[1], r[2].toFixed(4), r[3].toFixed(4), r[4].toFixed(4)]);
+  const rows = (j.rows || []).map((r, i) => [i + 1, r[1], fx(r[2], 4), fx(r[3], 4), fx(r[4], 4)]);
   const done = j.state === 'done';
   show(el('h1', {}, 'Retrain ', id),
     el('p', {id: 'retrainstate'}, 'state: ' + (j.state || '') + (j.error ? ': ' + j.error : '')),
