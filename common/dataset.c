@@ -722,6 +722,15 @@ ursa_err ds_urls_find(rstore *r, blob_store *bs, const char *ds, size_t n,
 
 /* ---- manifests ------------------------------------------------------------------- */
 
+ursa_err ds_label_exists(rstore *r, const char *ds, const char *label, int *exists) {
+    redisReply *rep = NULL;
+    ursa_err err = rstore_cmd(r, &rep, "HEXISTS ursa:ds:%s:labels l:%s", ds, label);
+    if (err) return err;
+    *exists = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+    freeReplyObject(rep);
+    return URSA_OK;
+}
+
 ursa_err ds_list(rstore *r, redisReply **out) {
     return rstore_cmd(r, out, "SMEMBERS ursa:datasets");
 }

@@ -203,6 +203,9 @@ typedef struct {
                            (only from ds_manifest_read_ex with keep_deleted) */
 } ds_image;
 
+/* 1 in *exists if some URL of the dataset was ingested under the label. */
+ursa_err ds_label_exists(rstore *r, const char *ds, const char *label, int *exists);
+
 /* Every dataset's name (a set reply: an array of strings). */
 ursa_err ds_list(rstore *r, redisReply **names);
 

@@ -155,6 +155,32 @@ static int by_image(const void *a, const void *b) {
     return strcmp(((const ds_edit_cur *)a)->image, ((const ds_edit_cur *)b)->image);
 }
 
+/* One field of the cur hash: 0 for a delete or relabel in force. */
+static int parse_cur(const char *image, const char *value, ds_edit_cur *c) {
+    char buf[256], *f[4];
+    snprintf(buf, sizeof buf, "%s", value);
+    if (split_tabs(buf, f, 4) != 4 || !ed_image_valid(image)) return -1;
+    memset(c, 0, sizeof *c);
+    snprintf(c->image, sizeof c->image, "%s", image);
+    c->op = ed_op_parse(f[0]);
+    snprintf(c->from, sizeof c->from, "%s", f[1]);
+    snprintf(c->to, sizeof c->to, "%s", f[2]);
+    c->seq = atoll(f[3]);
+    return c->op == ED_DELETE || c->op == ED_RELABEL ? 0 : -1;
+}
+
+ursa_err ds_edit_current(rstore *r, const char *ds, const char *image, ds_edit_cur *out,
+                         int *found) {
+    char cur[128], log[128], seen[128];
+    keys(ds, cur, log, seen);
+    redisReply *rep = NULL;
+    ursa_err err = rstore_cmd(r, &rep, "HGET %s %s", cur, image);
+    if (err) return err;
+    *found = rep->type == REDIS_REPLY_STRING && parse_cur(image, rep->str, out) == 0;
+    freeReplyObject(rep);
+    return URSA_OK;
+}
+
 ursa_err ds_edits_current(rstore *r, const char *ds, ds_edit_cur **out, size_t *n) {
     char cur[128], log[128], seen[128];
     keys(ds, cur, log, seen);
@@ -190,17 +216,7 @@ ursa_err ds_edits_current(rstore *r, const char *ds, ds_edit_cur **out, size_t *
                 v = nv;
                 cap = nc;
             }
-            char buf[256], *f[4];
-            snprintf(buf, sizeof buf, "%s", a->element[i + 1]->str);
-            if (split_tabs(buf, f, 4) != 4 || !ed_image_valid(a->element[i]->str)) continue;
-            ds_edit_cur *c = &v[k];
-            memset(c, 0, sizeof *c);
-            snprintf(c->image, sizeof c->image, "%s", a->element[i]->str);
-            c->op = ed_op_parse(f[0]);
-            snprintf(c->from, sizeof c->from, "%s", f[1]);
-            snprintf(c->to, sizeof c->to, "%s", f[2]);
-            c->seq = atoll(f[3]);
-            if (c->op == ED_DELETE || c->op == ED_RELABEL) k++;
+            if (parse_cur(a->element[i]->str, a->element[i + 1]->str, &v[k]) == 0) k++;
         }
         freeReplyObject(rep);
     } while (strcmp(cursor, "0") != 0);
@@ -218,6 +234,15 @@ const ds_edit_cur *ds_edits_find(const ds_edit_cur *cur, size_t n, const char *i
     ds_edit_cur key;
     snprintf(key.image, sizeof key.image, "%s", image);
     return n ? bsearch(&key, cur, n, sizeof *cur, by_image) : NULL;
+}
+
+long long ds_edits_label_delta(const ds_edit_cur *cur, size_t n, const char *label) {
+    long long d = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(cur[i].from, label)) d--;
+        if (cur[i].op == ED_RELABEL && !strcmp(cur[i].to, label)) d++;
+    }
+    return d;
 }
 
 ursa_err ds_edits_log(rstore *r, const char *ds, long long first, size_t max, ds_edit **out,

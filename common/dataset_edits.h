@@ -77,8 +77,15 @@ typedef struct {
     long long seq;
 } ds_edit_cur;
 ursa_err ds_edits_current(rstore *r, const char *ds, ds_edit_cur **out, size_t *n);
-/* The one in force for an image, or NULL. */
+/* The decision in force for one image (one HGET): *found is 0 when none. */
+ursa_err ds_edit_current(rstore *r, const char *ds, const char *image, ds_edit_cur *out,
+                         int *found);
+/* The one in force for an image in ds_edits_current's result, or NULL. */
 const ds_edit_cur *ds_edits_find(const ds_edit_cur *cur, size_t n, const char *image);
+
+/* How the decisions in force change a label's verified images: minus those
+ * that had it (deleted or relabelled away), plus those relabelled to it. */
+long long ds_edits_label_delta(const ds_edit_cur *cur, size_t n, const char *label);
 
 /* The log from edit #first (1-based) on, at most max entries; the caller
  * frees *out. */

@@ -518,12 +518,8 @@ static void edited_counts(rstore *r, const char *ds, const ds_counts *k) {
            "force\n", seq, ds, del, rel);
     printf("%-20s %9s  (as training sees them)\n", "label", "verified");
     for (size_t i = 0; i < k->nlabels; i++) {
-        long long v = k->labels[i].n[DS_VERIFIED];
-        for (size_t j = 0; j < n; j++) {
-            if (!strcmp(cur[j].from, k->labels[i].label)) v--;
-            if (cur[j].op == ED_RELABEL && !strcmp(cur[j].to, k->labels[i].label)) v++;
-        }
-        printf("%-20s %9lld\n", k->labels[i].label, v);
+        printf("%-20s %9lld\n", k->labels[i].label,
+               k->labels[i].n[DS_VERIFIED] + ds_edits_label_delta(cur, n, k->labels[i].label));
     }
     for (size_t j = 0; j < n; j++) { /* labels only edits gave */
         if (cur[j].op != ED_RELABEL) continue;
@@ -532,9 +528,7 @@ static void edited_counts(rstore *r, const char *ds, const ds_counts *k) {
         for (size_t q = 0; q < j && first; q++)
             first = !(cur[q].op == ED_RELABEL && !strcmp(cur[q].to, cur[j].to));
         if (known || !first) continue;
-        long long v = 0;
-        for (size_t q = 0; q < n; q++) v += cur[q].op == ED_RELABEL && !strcmp(cur[q].to, cur[j].to);
-        printf("%-20s %9lld\n", cur[j].to, v);
+        printf("%-20s %9lld\n", cur[j].to, ds_edits_label_delta(cur, n, cur[j].to));
     }
     free(cur);
 }

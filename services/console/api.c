@@ -178,11 +178,7 @@ void api_dataset(console *s, http_req *r, rstore *redis) {
         for (size_t j = i; j < n; j++)
             if (!k[j].reason[0] && !strcmp(k[j].label, k[i].label) && k[j].state < DS__COUNT)
                 st[k[j].state] += k[j].n;
-        long long edited = st[DS_VERIFIED];
-        for (size_t j = 0; j < ncur; j++) {
-            if (!strcmp(cur[j].from, k[i].label)) edited--;
-            if (cur[j].op == ED_RELABEL && !strcmp(cur[j].to, k[i].label)) edited++;
-        }
+        long long edited = st[DS_VERIFIED] + ds_edits_label_delta(cur, ncur, k[i].label);
         fprintf(f, "%s{\"label\":", first ? "" : ",");
         J(f, k[i].label);
         fprintf(f, ",\"verified\":%lld,\"duplicate\":%lld,\"rejected\":%lld,\"failed\":%lld,"
@@ -347,6 +343,15 @@ void api_models(console *s, http_req *r, rstore *redis) {
     reply_json(r, f, &jbuf, &jlen);
 }
 
+/* A model's classes field ("a\tb\t...", split in place): how many. */
+static int split_classes(char *classes, char **cls, int max) {
+    int nc = 0;
+    for (char *save = NULL, *t = classes ? strtok_r(classes, "\t", &save) : NULL; t && nc < max;
+         t = strtok_r(NULL, "\t", &save))
+        cls[nc++] = t;
+    return nc;
+}
+
 void api_model(console *s, http_req *r, rstore *redis) {
     char id[200];
     if (http_query(r, "id", id, sizeof id) <= 0) {
@@ -363,10 +368,7 @@ void api_model(console *s, http_req *r, rstore *redis) {
         return;
     }
     char *classes = strdup(v->element[7]->str), *data = NULL, *cls[1024];
-    int nc = 0;
-    for (char *save = NULL, *t = classes ? strtok_r(classes, "\t", &save) : NULL; t && nc < 1024;
-         t = strtok_r(NULL, "\t", &save))
-        cls[nc++] = t;
+    int nc = split_classes(classes, cls, 1024);
     size_t len = 0;
     interp it = {0};
     if (v->element[8]->type == REDIS_REPLY_STRING &&
@@ -502,9 +504,7 @@ static int loss_rows(console *s, rstore *redis, const char *ds, li_row **out, si
         v->element[0]->type != REDIS_REPLY_STRING || v->element[1]->type != REDIS_REPLY_STRING)
         goto out;
     if (!(classes = strdup(v->element[1]->str))) goto out;
-    for (char *save = NULL, *t = strtok_r(classes, "\t", &save); t && nc < 1024;
-         t = strtok_r(NULL, "\t", &save))
-        cls[nc++] = t;
+    nc = split_classes(classes, cls, 1024);
     size_t len = 0;
     if (blob_get(s->sc.bs, v->element[0]->str, (size_t)1 << 30, &data, &len) ||
         interp_parse(data, len, (const char *const *)cls, nc, &it))
@@ -670,13 +670,6 @@ void api_thumb(console *s, http_req *r, rstore *redis) {
 
 /* ---- changes -------------------------------------------------------------------------------- */
 
-/* 1 if some image of the dataset has (or had) the label. */
-static int label_known(const ds_count *k, size_t n, const char *label) {
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(k[i].label, label)) return 1;
-    return 0;
-}
-
 void api_edit(console *s, http_req *r, rstore *redis) {
     size_t len = 0;
     const char *body = http_body(r, &len);
@@ -699,27 +692,18 @@ void api_edit(console *s, http_req *r, rstore *redis) {
     snprintf(e.reason, sizeof e.reason, "%s", reason);
     (void)from; /* the label before is the server's to know: the URL's, or the
                    one recorded by the decision in force */
-    ds_count *k = NULL;
-    size_t nk = 0;
-    long long total = 0;
     ds_record rec;
-    ds_edit_cur *cur = NULL;
-    size_t ncur = 0;
+    ds_edit_cur c;
+    int known = 1, decided = 0;
     ursa_err ge = ds_image_get(redis, ds, image, &rec);
-    if ((ge && ge != URSA_ERR_NOT_FOUND) || ds_counts_read(redis, ds, &k, &nk, &total) ||
-        ds_edits_current(redis, ds, &cur, &ncur)) {
-        free(k);
-        free(cur);
+    if ((ge && ge != URSA_ERR_NOT_FOUND) ||
+        (e.op == ED_RELABEL && ds_label_exists(redis, ds, label, &known)) ||
+        ds_edit_current(redis, ds, image, &c, &decided))
         return redis_error(r, redis);
-    }
-    const ds_edit_cur *c = ge ? NULL : ds_edits_find(cur, ncur, image);
-    snprintf(e.from, sizeof e.from, "%s", c && c->from[0] ? c->from : ge ? "" : rec.label);
+    snprintf(e.from, sizeof e.from, "%s", decided && c.from[0] ? c.from : ge ? "" : rec.label);
     const char *why = ge ? "no such image in the dataset"
-                      : e.op == ED_RELABEL && !label_known(k, nk, label)
-                          ? "the new label is no class of the dataset"
-                          : NULL;
-    free(k);
-    free(cur);
+                      : !known ? "the new label is no class of the dataset"
+                               : NULL;
     if (why) {
         http_error(r, 400, NULL, "%s", why);
         return;
