@@ -16,6 +16,8 @@ missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# the browser tests run puppeteer-core on Node.js: Debian's when the machine has none
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install-deps: all ${#PKGS[@]} packages present"
     exit 0
