@@ -244,6 +244,7 @@ typedef struct {
 
 struct nn_loader {
     nn_image_fn fn;
+    nn_tensor_fn tfn; /* a loader of tensors (fn unused) */
     void *ctx;
     int *idx, *lab, n, bs, train, in_c;
     int *order; /* this epoch's order of the items (the worker's) */
@@ -267,6 +268,13 @@ static void fill(nn_loader *l, slot *s, const int *order, int from, int count) {
     for (int j = from; j < from + count; j++) {
         img_rgb im = {0};
         int i = order[j];
+        if (l->tfn) {
+            if (l->tfn(l->ctx, l->idx[i], s->x + per * k))
+                __atomic_add_fetch(&l->failed, 1, __ATOMIC_RELAXED);
+            else
+                s->y[k++] = l->lab[i];
+            continue;
+        }
         if (l->fn(l->ctx, l->idx[i], &im)) {
             __atomic_add_fetch(&l->failed, 1, __ATOMIC_RELAXED);
             continue;
@@ -315,14 +323,14 @@ static void *worker(void *arg) {
     }
 }
 
-ursa_err nn_loader_new(nn_image_fn fn, void *ctx, const int *idx, const int *lab, int n, int bs,
-                       int train, const nn_aug *aug, const nn_meta *mt, int in_c, uint64_t seed,
-                       nn_loader **out) {
+static ursa_err loader_new(nn_image_fn fn, nn_tensor_fn tfn, void *ctx, const int *idx,
+                           const int *lab, int n, int bs, int train, const nn_aug *aug,
+                           const nn_meta *mt, int in_c, uint64_t seed, nn_loader **out) {
     *out = NULL;
-    if (n < 1 || bs < 1 || (in_c != 1 && in_c != 3)) return URSA_ERR_INVALID;
     nn_loader *l = calloc(1, sizeof *l);
     if (!l) return URSA_ERR_NOMEM;
     l->fn = fn;
+    l->tfn = tfn;
     l->ctx = ctx;
     l->n = n;
     l->bs = bs;
@@ -362,6 +370,26 @@ nomem:
     nn_meta_free(&l->mt);
     free(l);
     return URSA_ERR_NOMEM;
+}
+
+ursa_err nn_loader_new(nn_image_fn fn, void *ctx, const int *idx, const int *lab, int n, int bs,
+                       int train, const nn_aug *aug, const nn_meta *mt, int in_c, uint64_t seed,
+                       nn_loader **out) {
+    *out = NULL;
+    if (n < 1 || bs < 1 || (in_c != 1 && in_c != 3)) return URSA_ERR_INVALID;
+    return loader_new(fn, NULL, ctx, idx, lab, n, bs, train, aug, mt, in_c, seed, out);
+}
+
+ursa_err nn_loader_new_tensors(nn_tensor_fn fn, void *ctx, const int *idx, const int *lab, int n,
+                               int bs, int train, int dim, uint64_t seed, nn_loader **out) {
+    *out = NULL;
+    if (n < 1 || bs < 1 || dim < 1) return URSA_ERR_INVALID;
+    nn_meta mt;
+    nn_meta_default(&mt);
+    mt.size = 1; /* a tensor is dim x 1 x 1 */
+    ursa_err e = loader_new(NULL, fn, ctx, idx, lab, n, bs, train, NULL, &mt, dim, seed, out);
+    nn_meta_free(&mt);
+    return e;
 }
 
 int nn_loader_next(nn_loader *l, const float **x, const int **y) {

@@ -53,6 +53,12 @@ typedef struct nn_loader nn_loader;
 ursa_err nn_loader_new(nn_image_fn fn, void *ctx, const int *idx, const int *lab, int n, int bs,
                        int train, const nn_aug *aug, const nn_meta *mt, int in_c, uint64_t seed,
                        nn_loader **out);
+/* A loader of ready tensors (features of a frozen body, say): fn writes
+ * item i's dim floats and returns 0, or -1 to skip it. Batches are
+ * bs x dim x 1 x 1, shuffled each epoch when train; no augmentation. */
+typedef int (*nn_tensor_fn)(void *ctx, int i, float *out);
+ursa_err nn_loader_new_tensors(nn_tensor_fn fn, void *ctx, const int *idx, const int *lab, int n,
+                               int bs, int train, int dim, uint64_t seed, nn_loader **out);
 /* The next batch of this epoch: x (bs x C x s x s) and targets; returns the
  * batch size, 0 at the end of the epoch (the next call starts another). */
 int nn_loader_next(nn_loader *l, const float **x, const int **y);

@@ -158,6 +158,10 @@ ursa_err nn_small_resnet(nn_model *m, int in_c, int width, int nclass);
  * [BN, dropout 0.25, linear 512, ReLU], [BN, dropout 0.5, linear nclass].
  * Sets groups: the head is the last group. */
 void nn_add_head(nn_model *m, int nclass, int hidden, float p1, float p2);
+/* The same head without its pool, on an input that is the pool's output
+ * (the concat pool's 2C features as C x 1 x 1): the head a frozen body's
+ * cached features train. */
+void nn_add_head_pooled(nn_model *m, int nclass, int hidden, float p1, float p2);
 /* Assigns layer groups to a resnet body by parameter name: stem to layer2,
  * layer3 and layer4, and the rest (head). */
 void nn_resnet_groups(nn_model *m);

@@ -102,14 +102,14 @@ void nn_resnet_groups(nn_model *m) {
     m->group = 2;
 }
 
-void nn_add_head(nn_model *m, int nclass, int hidden, float p1, float p2) {
+static void head(nn_model *m, int pool, int nclass, int hidden, float p1, float p2) {
     /* the head's group is after every body group */
-    int maxg = 0;
+    int maxg = -1;
     for (int i = 0; i < m->nparam; i++)
         if (m->param[i].group > maxg) maxg = m->param[i].group;
     m->group = maxg + 1;
     int x = m->out;
-    x = nn_concat(m, nn_gmp(m, x), nn_gap(m, x));
+    if (pool) x = nn_concat(m, nn_gmp(m, x), nn_gap(m, x));
     x = nn_flatten(m, x);
     x = nn_bn(m, "head.2", x, 0);
     x = nn_dropout(m, x, p1);
@@ -131,4 +131,12 @@ void nn_add_head(nn_model *m, int nclass, int hidden, float p1, float p2) {
             nn_init_weights(&one, seed++);
         }
     }
+}
+
+void nn_add_head(nn_model *m, int nclass, int hidden, float p1, float p2) {
+    head(m, 1, nclass, hidden, p1, p2);
+}
+
+void nn_add_head_pooled(nn_model *m, int nclass, int hidden, float p1, float p2) {
+    head(m, 0, nclass, hidden, p1, p2);
 }

@@ -46,6 +46,10 @@ const cfg_def clean_defs[] = {
      "act on the last audit's suspects in bulk: relabel label issues to their suggestion, "
      "delete near-duplicates (the first of a pair is kept) and outliers"},
     {"min-score", CFG_DOUBLE, "0.5", 0, 1, "with --accept-suggestions: only suspects this sure"},
+    {"delete-score", CFG_DOUBLE, "1", 0, 1,
+     "with --accept-suggestions: label issues scoring at least this but under --min-score "
+     "are deleted instead of relabelled (the given label is likely wrong, the right one "
+     "unclear); 1: none"},
     {"kinds", CFG_STR, "label,duplicate", 1, 0,
      "the kinds of suspect --accept-suggestions acts on, or the listing shows "
      "(label, duplicate, outlier)"},
@@ -470,7 +474,7 @@ static int accept_suggestions(const cfg *c, rstore *r, const char *ds) {
     int rc = 1;
     if (audit_read(c, r, ds, &rows, &n, &seen, job, sizeof job) || view_read(r, ds, "clean", &v))
         goto out;
-    double min = cfg_double(c, "min-score");
+    double min = cfg_double(c, "min-score"), del = cfg_double(c, "delete-score");
     const char *kinds = cfg_str(c, "kinds");
     /* one decision an image (an image may be a label issue and a duplicate):
      * a delete wins over a relabel; of a duplicate pair one copy stays */
@@ -485,11 +489,15 @@ static int accept_suggestions(const cfg *c, rstore *r, const char *ds) {
     for (size_t i = 0; i < n; i++) {
         const li_row *w = &rows[i];
         ds_image *d;
-        if (w->score < min || !kind_wanted(kinds, w->kind) || !still_open(&v, w, seen, &d))
+        int label = !strcmp(w->kind, "label"), unsure = label && w->score < min;
+        if ((w->score < min && !(unsure && w->score >= del)) || !kind_wanted(kinds, w->kind) ||
+            !still_open(&v, w, seen, &d))
             continue;
         size_t at = (size_t)(d - v.im);
         if (d->edit == ED_DELETE || want[at] == 2) continue; /* already out */
-        if (!strcmp(w->kind, "label")) {
+        if (unsure) {
+            want[at] = 2;
+        } else if (label) {
             if (!strcmp(d->label, w->suggested) || want[at]) continue;
             want[at] = 1;
             to[at] = w->suggested;
@@ -513,8 +521,12 @@ static int accept_suggestions(const cfg *c, rstore *r, const char *ds) {
     }
     free(want);
     free(to);
-    printf("audit %s: %zu suspects, %zu to act on (score >= %g, kinds %s)\n", job, n, l.n, min,
-           kinds);
+    if (del < min)
+        printf("audit %s: %zu suspects, %zu to act on (score >= %g, kinds %s; label issues of "
+               "score %g to %g deleted)\n", job, n, l.n, min, kinds, del, min);
+    else
+        printf("audit %s: %zu suspects, %zu to act on (score >= %g, kinds %s)\n", job, n, l.n,
+               min, kinds);
     rc = send_edits(c, r, ds, "clean", &l);
 out:
     free(l.e);

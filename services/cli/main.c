@@ -148,12 +148,17 @@ static const command commands[] = {
      "noise rate) names the label issues with a suggested label, ranked by how little\n"
      "the model believes the given label, and penultimate-layer features name the\n"
      "near-duplicates. The recipe is the one that made the dataset's newest model unless\n"
-     "flags change it. Then: ursa clean --dataset NAME.\n\n",
+     "flags change it. With a pretrained body (--pretrained FILE.onnx, or a recipe that\n"
+     "had one) the folds are cheap: the frozen body's features of every image are\n"
+     "computed once and each fold fits only the head on them (every stage, no\n"
+     "augmentation); near-duplicates then come from the body's features.\n"
+     "Then: ursa clean --dataset NAME.\n\n",
      audit_defs, 0, 0},
     {"clean", clean_cmd,
      "usage: ursa clean --dataset NAME [--kinds K,...] [--limit N]\n"
      "       ursa clean --dataset NAME --apply cleaned.csv [--delete-missing]\n"
-     "       ursa clean --dataset NAME --accept-suggestions [--min-score S] [--kinds K,...]\n"
+     "       ursa clean --dataset NAME --accept-suggestions [--min-score S] [--delete-score S]\n"
+     "                  [--kinds K,...]\n"
      "The lesson's cleaning step. Alone: the last audit's suspects as TSV, most likely\n"
      "first (url, blob, given, suggestion, score, kind, image, partner), leaving out the\n"
      "images decided since. --apply takes decisions in fast.ai's cleaned.csv form;\n"

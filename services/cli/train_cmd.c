@@ -479,8 +479,11 @@ static int submit(const cfg *c, const char *cmd, const char *kind, const Ursa__T
                j.batch_size);
     else if (!strcmp(kind, "audit"))
         printf("job %s queued: audit of %s in %u folds, each %s for %d epoch%s in %zu stage%s, "
-               "%u px, batch %u%s\n", id, ds, j.folds, arch, epochs, epochs == 1 ? "" : "s", nst,
-               nst == 1 ? "" : "s", j.size, j.batch_size, base ? " (the recipe of its last model)" : "");
+               "%u px, batch %u%s%s\n", id, ds, j.folds, arch, epochs, epochs == 1 ? "" : "s", nst,
+               nst == 1 ? "" : "s", j.size, j.batch_size,
+               base ? " (the recipe of its last model)" : "",
+               j.pretrained_blob[0] ? "; a pretrained body: the folds fit the head alone on its "
+                                      "features, computed once" : "");
     else
         printf("job %s queued: lr_find for %s on %s, %u px, batch %u\n", id, arch, ds, j.size,
                j.batch_size);

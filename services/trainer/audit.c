@@ -10,6 +10,12 @@
  * layer, centred) have a cosine similarity over the job's threshold, within
  * and across labels; features come from the last fold's model.
  *
+ * With a pretrained body (--pretrained, or the recipe of a model that had
+ * one) the folds are cheap: the body is frozen, so its pooled features of
+ * every image are computed once, and each fold fits only the head on them
+ * (every stage of the recipe, without augmentation); near-duplicates are
+ * then found in the body's features.
+ *
  * Restartable as a training job is: each fold's probabilities go to a blob
  * named in the job (fold<k>) once the fold is done, the fold being trained
  * checkpoints every epoch, and the last fold's checkpoint stays until the
@@ -46,26 +52,30 @@ static int fold_of(const char *src, uint64_t seed, int k) {
     return (int)(h % (uint64_t)k);
 }
 
-/* The input of the model's last linear layer: the penultimate features. */
-static int penultimate(const nn_model *m) {
-    for (int i = m->nnode - 1; i >= 0; i--)
-        if (m->node[i].op == NN_LINEAR) return m->node[i].in[0];
+/* The value features are read at: the input of the model's flatten (the
+ * concat pool's output, a body's features) when pooled, else the input of
+ * its last linear layer (the penultimate features). */
+static int feature_value(const nn_model *m, int pooled) {
+    for (int i = pooled ? 0 : m->nnode - 1; i >= 0 && i < m->nnode; i += pooled ? 1 : -1)
+        if (m->node[i].op == (pooled ? NN_FLATTEN : NN_LINEAR)) return m->node[i].in[0];
     return -1;
 }
 
-/* Runs images idx[0..n) through the model as served (BN folded): class
- * probabilities into probs (n x nclass) and, when feat is not NULL, the
- * penultimate features into a new *feat (n x *fdim). An image that cannot
- * be read gets uniform probabilities and zero features. 0, or -1 when out
- * of memory. */
-static int predict(run *R, const int *idx, int n, float *probs, float **feat, int *fdim) {
+/* Runs items idx[0..n) through the model as served (BN folded): images, or
+ * their rows of R->feat when the model is a head on a body's features.
+ * Class probabilities go into probs (n x nclass) and, when feat is not
+ * NULL, the features (feature_value) into a new *feat (n x *fdim). An image
+ * that cannot be read gets uniform probabilities and zero features. 0, or
+ * -1 when out of memory. */
+static int predict(run *R, const int *idx, int n, float *probs, int pooled, float **feat,
+                   int *fdim) {
     nn_model f;
     nn_exec *e = NULL;
     int bs = 64, size = R->m.meta.size, c = R->nclass, rc = -1;
     if (nn_fuse_for_inference(&R->m, &f) != URSA_OK) return -1;
-    size_t per = (size_t)3 * size * size;
+    size_t per = (size_t)f.in_c * size * size;
     float *x = malloc(sizeof(float) * per * (size_t)bs);
-    int *which = malloc(sizeof(int) * (size_t)bs), pv = penultimate(&f), d = 0;
+    int *which = malloc(sizeof(int) * (size_t)bs), pv = feature_value(&f, pooled), d = 0;
     if (!x || !which || pv < 0 || nn_exec_new(&f, bs, size, size, 0, &e) != URSA_OK) goto out;
     if (feat) {
         d = f.vc[pv];
@@ -76,12 +86,15 @@ static int predict(run *R, const int *idx, int n, float *probs, float **feat, in
         int k = 0;
         for (; v < n && k < bs; v++) {
             img_rgb im;
-            if (run_load_image(R, idx[v], &im)) {
+            if (R->feat) {
+                memcpy(x + per * k, R->feat + (size_t)idx[v] * per, sizeof(float) * per);
+            } else if (run_load_image(R, idx[v], &im)) {
                 for (int j = 0; j < c; j++) probs[(size_t)v * c + j] = 1.0f / (float)c;
                 continue;
+            } else {
+                nn_preprocess(&im, &f.meta, 3, x + per * k);
+                img_free(&im);
             }
-            nn_preprocess(&im, &f.meta, 3, x + per * k);
-            img_free(&im);
             which[k++] = v;
         }
         if (!k) continue;
@@ -103,6 +116,64 @@ out:
     free(x);
     free(which);
     return rc;
+}
+
+/* An audit of a pretrained body: the pooled features of every image through
+ * the frozen body, computed once (validation transform) and kept in a blob
+ * named in the job (features, fdim) so a restart does not compute them
+ * again. Sets R->feat and R->fdim. TJ_DONE, or the job's outcome. */
+static tjob_outcome body_features(run *R, int *idx) {
+    size_t n = R->nim;
+    redisReply *rep = NULL;
+    char key[65] = "";
+    int fdim = 0;
+    if (job_get_field(R->r, R->tj->id, "features", &rep)) return run_redis_down(R, "reading the job");
+    if (rep->type == REDIS_REPLY_STRING) snprintf(key, sizeof key, "%s", rep->str);
+    freeReplyObject(rep);
+    if (job_get_field(R->r, R->tj->id, "fdim", &rep)) return run_redis_down(R, "reading the job");
+    if (rep->type == REDIS_REPLY_STRING) fdim = atoi(rep->str);
+    freeReplyObject(rep);
+    if (key[0] && fdim > 0 && fdim <= 65536) {
+        char *data = NULL;
+        size_t len = 0, want = sizeof(float) * n * (size_t)fdim;
+        if (blob_get(R->tj->bs, key, want + 1, &data, &len) == URSA_OK && len == want) {
+            R->feat = (float *)(void *)data; /* malloc'd: float-aligned */
+            R->fdim = fdim;
+            ULOG_INFO("event=audit_features job=%s images=%zu dim=%d note=\"computed before\"",
+                      R->tj->id, n, fdim);
+            return TJ_DONE;
+        }
+        free(data); /* lost: computed again */
+    }
+    if (run_build_model(R)) return run_fail(R);
+    float *junk = malloc(sizeof(float) * n * (size_t)R->nclass), *feat = NULL;
+    for (size_t i = 0; i < n; i++) idx[i] = (int)i;
+    int64_t t0 = util_mono_ms();
+    int bad = !junk || predict(R, idx, (int)n, junk, 1, &feat, &fdim);
+    free(junk);
+    if (bad) {
+        free(feat);
+        snprintf(R->why, sizeof R->why, "out of memory computing the body's features");
+        return run_fail(R);
+    }
+    if (R->tj->stop) {
+        free(feat);
+        return R->cancelled ? run_cancelled(R) : TJ_STOPPED;
+    }
+    char fd[16];
+    snprintf(fd, sizeof fd, "%d", fdim);
+    const char *kv[] = {"features", key, "fdim", fd, NULL};
+    if (blob_put(R->tj->bs, feat, sizeof(float) * n * (size_t)fdim, key) != URSA_OK ||
+        job_update(R->r, R->tj->id, kv) != URSA_OK) {
+        free(feat);
+        snprintf(R->tj->reason, sizeof R->tj->reason, "cannot store the body's features");
+        return TJ_RETRY;
+    }
+    R->feat = feat;
+    R->fdim = fdim;
+    ULOG_INFO("event=audit_features job=%s images=%zu dim=%d ms=%lld blob=%.12s", R->tj->id, n,
+              fdim, (long long)(util_mono_ms() - t0), key);
+    return TJ_DONE;
 }
 
 /* Near-duplicates: for every image the most similar earlier image (by
@@ -236,6 +307,10 @@ tjob_outcome audit_run(run *R) {
     char kfolds[16];
     snprintf(kfolds, sizeof kfolds, "%d", K);
     int trained_last = 0;
+    if (s->pretrained_blob && s->pretrained_blob[0]) { /* the folds fit the head alone */
+        if ((o = body_features(R, idx)) != TJ_DONE) goto out;
+        learner_down(R);
+    }
     for (int f = 0; f < K; f++) {
         int nf = 0;
         R->ntr = R->nva = 0;
@@ -257,7 +332,7 @@ tjob_outcome audit_run(run *R) {
             o = run_redis_down(R, "reading the folds");
             goto out;
         }
-        if (have && f < K - 1) continue;
+        if (have && (R->feat || f < K - 1)) continue; /* else its model gives the features */
         char kf[16];
         snprintf(kf, sizeof kf, "%d", f + 1);
         const char *kv[] = {"fold", kf, "folds", kfolds, NULL};
@@ -274,7 +349,7 @@ tjob_outcome audit_run(run *R) {
         trained_last = f == K - 1;
         if (have) continue;
         free(fp);
-        if (!(fp = malloc(sizeof(float) * (size_t)nf * C)) || predict(R, idx, nf, fp, NULL, NULL)) {
+        if (!(fp = malloc(sizeof(float) * (size_t)nf * C)) || predict(R, idx, nf, fp, 0, NULL, NULL)) {
             snprintf(R->why, sizeof R->why, "out of memory predicting fold %d", f + 1);
             o = run_fail(R);
             goto out;
@@ -306,9 +381,15 @@ tjob_outcome audit_run(run *R) {
     int fdim = 0;
     long ndup = 0;
     for (size_t i = 0; i < n; i++) idx[i] = (int)i, dup[i] = -1;
-    if (trained_last && n > 1) {
+    if (R->feat && n > 1) { /* the frozen body's features */
+        if (duplicates(R->feat, (int)n, R->fdim, thr, dup, sim)) {
+            snprintf(R->why, sizeof R->why, "out of memory comparing %zu images", n);
+            o = run_fail(R);
+            goto out;
+        }
+    } else if (trained_last && n > 1) {
         float *junk = malloc(sizeof(float) * n * (size_t)C);
-        int bad = !junk || predict(R, idx, (int)n, junk, &feat, &fdim) ||
+        int bad = !junk || predict(R, idx, (int)n, junk, 0, &feat, &fdim) ||
                   duplicates(feat, (int)n, fdim, thr, dup, sim);
         free(junk);
         if (bad) {
@@ -410,5 +491,7 @@ out:
     free(tsv);
     free(label), free(fold), free(idx), free(dup), free(probs), free(fp), free(feat), free(sim);
     free(res), free(rows), free(per_class);
+    free(R->feat);
+    R->feat = NULL;
     return o;
 }

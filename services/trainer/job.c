@@ -365,7 +365,10 @@ int run_build_model(run *R) {
     nn_model_free(&R->m); /* each builder below makes the model anew */
     int depth = arch_depth(s->arch);
     R->pretrained = s->pretrained_blob && s->pretrained_blob[0];
-    if (R->pretrained) {
+    if (R->feat) { /* an audit's head on a frozen body's features (audit.c) */
+        nn_model_init(&R->m, R->fdim);
+        nn_add_head_pooled(&R->m, R->nclass, 512, 0.25f, 0.5f);
+    } else if (R->pretrained) {
         if (pretrained_body(R)) return -1;
         nn_add_head(&R->m, R->nclass, 512, 0.25f, 0.5f);
     } else if (depth) {
@@ -380,7 +383,7 @@ int run_build_model(run *R) {
     nn_meta *mt = &R->m.meta;
     nn_meta_free(mt);
     nn_meta_default(mt);
-    mt->size = (int)s->size;
+    mt->size = R->feat ? 1 : (int)s->size;
     mt->classes = calloc((size_t)R->nclass, sizeof(char *));
     if (!mt->classes) goto nomem;
     for (int i = 0; i < R->nclass; i++)
@@ -452,16 +455,32 @@ static void on_epoch(void *ctx, const nn_epoch_row *row) {
 }
 
 /* Sets up loaders and the learner; seed shuffles the epochs. */
+/* An image's row of R->feat (an nn_tensor_fn). */
+static int feature_row(void *ctx, int i, float *out) {
+    run *R = ctx;
+    memcpy(out, R->feat + (size_t)i * (size_t)R->fdim, sizeof(float) * (size_t)R->fdim);
+    return 0;
+}
+
 int run_learner_up(run *R, uint64_t seed) {
     const Ursa__TrainJob *s = R->spec;
     nn_aug aug = nn_aug_fastai();
     int bs = (int)s->batch_size;
     if (bs > R->ntr) bs = R->ntr; /* a last partial batch is dropped in training */
-    if (nn_loader_new(run_load_image, R, R->tr_idx, R->tr_lab, R->ntr, bs, 1, s->augment ? &aug : NULL,
-                      &R->m.meta, 3, seed, &R->tr) ||
-        nn_loader_new(run_load_image, R, R->va_idx, R->va_lab, R->nva, bs, 0, NULL, &R->m.meta, 3,
-                      seed, &R->va) ||
-        nn_learner_init(&R->L, &R->m, R->tr, R->va, bs)) {
+    ursa_err e;
+    if (R->feat)
+        e = nn_loader_new_tensors(feature_row, R, R->tr_idx, R->tr_lab, R->ntr, bs, 1, R->fdim,
+                                  seed, &R->tr);
+    else
+        e = nn_loader_new(run_load_image, R, R->tr_idx, R->tr_lab, R->ntr, bs, 1,
+                          s->augment ? &aug : NULL, &R->m.meta, 3, seed, &R->tr);
+    if (!e && R->feat)
+        e = nn_loader_new_tensors(feature_row, R, R->va_idx, R->va_lab, R->nva, bs, 0, R->fdim,
+                                  seed, &R->va);
+    else if (!e)
+        e = nn_loader_new(run_load_image, R, R->va_idx, R->va_lab, R->nva, bs, 0, NULL,
+                          &R->m.meta, 3, seed, &R->va);
+    if (e || nn_learner_init(&R->L, &R->m, R->tr, R->va, bs)) {
         snprintf(R->why, sizeof R->why, "out of memory for %s at %u px, batch %d", s->arch,
                  s->size, bs);
         return -1;

@@ -37,6 +37,9 @@ typedef struct {
     position pos;
     int total_epochs;
     int audit, fold;     /* an audit's fold being trained (audit.c) */
+    float *feat;         /* an audit of a pretrained body: its pooled features of
+                          * every image (n x fdim); the model is then the head alone */
+    int fdim;
     uint32_t epoch_base; /* epochs of the job before this fit (earlier folds) */
     char ckpt[4200];
     char why[512]; /* the reason a job failed */
@@ -60,9 +63,10 @@ int run_class_of(run *R, const char *label);
 /* An image of the snapshot, decoded (an nn_image_fn). */
 int run_load_image(void *ctx, int i, img_rgb *out);
 /* The job's model with fresh weights (or the pretrained body) and a head
- * of R->nclass. */
+ * of R->nclass; the head alone, on features of R->fdim, when R->feat is set. */
 int run_build_model(run *R);
-/* Loaders over tr_idx/va_idx and the learner. */
+/* Loaders over tr_idx/va_idx (images, or the rows of R->feat when it is
+ * set) and the learner. */
 int run_learner_up(run *R, uint64_t seed);
 /* Runs the spec's stages, resuming from R->ckpt when it holds a checkpoint
  * and writing one after every epoch. 0 when every stage ran; 1 when the

@@ -5,10 +5,13 @@
 # source URLs; decisions (cleaned.csv with --apply, bulk
 # --accept-suggestions, `ursa edit`) go through ursa.dataset.edits and are
 # applied once: a redelivered message and a SIGKILLed verifier change
-# nothing twice; a bad decisions file changes nothing; the retrained job
+# nothing twice; a bad decisions file changes nothing; an audit on a
+# pretrained body computes the body's features once (and not again after a
+# SIGKILL) and fits only the head in each fold; the retrained job
 # sees the dataset as edited and records the last edit it saw; a restore
 # undoes a delete.
 . "$(dirname "$0")/lib.sh"
+export URSA_TRAINER_LEASE_MS=3000 # a killed trainer's lease lapses in 3 s
 start_fmnist_server 400
 # 24 label flips: every 16th URL gets the next class's label
 python3 - "$FM" "$T/all.csv" "$T/flipped.txt" <<'EOF'
@@ -71,6 +74,52 @@ grep -P '\tlabel\t' "$T/clean.tsv" | head -n "$NF" | cut -f1 | sort >"$T/top.txt
 HIT=$(sort "$T/flipped.txt" | comm -12 - "$T/top.txt" | wc -l)
 log "label issues: $HIT of the top $NF are planted flips (chance: $((NF * NF / 403)))"
 [ "$HIT" -ge $((NF / 4)) ] || fail "only $HIT of the top $NF suspects are planted flips"
+
+# ---- the audit on a pretrained body: features once, the folds fit the head ----
+# the trained model is the body; the trainer is SIGKILLed once the features
+# are stored, and the restarted job uses them instead of computing them again
+M=$(sed -n 's/^model \([^:]*\):.*/\1/p' "$T/train.out" | tail -1)
+"$URSA" export "$M" "$T/body.onnx" >/dev/null || fail "export $M"
+"$URSA" audit --dataset fm --recipe flags --arch small --size 28 --bs 32 --pretrained "$T/body.onnx" \
+    --folds 3 --stage 400:1e-2 --dup-threshold 0.96 --no-wait >"$T/pre.out" 2>&1 || fail "audit --pretrained: $(cat "$T/pre.out")"
+grep -q "a pretrained body: the folds fit the head alone on its features, computed once" "$T/pre.out" ||
+    fail "audit --pretrained: $(cat "$T/pre.out")"
+P=$(job_id_of "$T/pre.out")
+wait_for 120 "the body's features stored" bash -c "[ -n \"\$(redis-cli -p $REDIS_PORT HGET ursa:job:$P features)\" ]"
+TP=$(cat "$URSA_STATE_DIR/run/trainer.pid")
+kill -9 "$TP"
+wait_for 10 "the trainer to die" dead "$TP"
+check_eq "the audit after the kill" "$(job_state "$P")" running
+grep -q "event=audit_features job=$P images=403 dim=256 ms=" "$URSA_STATE_DIR/log/trainer.log" ||
+    fail "features not logged: $(grep "job=$P" "$URSA_STATE_DIR/log/trainer.log" | head -5)"
+"$URSA" up >"$T/up-pre.log" 2>&1 || fail "ursa up: $(cat "$T/up-pre.log")"
+pre_ended() { case "$(job_state "$P")" in done | failed | cancelled) return 0 ;; esac; return 1; }
+wait_for 300 "the pretrained audit to end" pre_ended
+check_eq "pretrained audit state" "$(job_state "$P")" done
+grep -q "event=audit_features job=$P images=403 dim=256 note=\"computed before\"" "$URSA_STATE_DIR/log/trainer.log" ||
+    fail "the restarted audit did not reuse the features: $(grep "job=$P" "$URSA_STATE_DIR/log/trainer.log" | head -9)"
+check_eq "the dataset's latest audit" "$(rcli HGET 'ursa:ds:{fm:ed}:audit' latest | tr -d '\n')" "$P"
+"$URSA" clean --dataset fm >"$T/pre.tsv" 2>"$T/clean.err" || fail "clean: $(cat "$T/clean.err")"
+grep -P '\tduplicate\t' "$T/pre.tsv" >"$T/predups.tsv" || true
+for n in 1 2 3; do
+    o=$(sed -n "${n}p" "$T/dup_orig.txt")
+    grep -q -e "/dup/sneaker$n.jpg" -e "^$o	" "$T/predups.tsv" || fail "pretrained audit: planted duplicate $n not found"
+done
+grep -P '\tlabel\t' "$T/pre.tsv" | head -n "$NF" | cut -f1 | sort >"$T/pretop.txt"
+HIT=$(sort "$T/flipped.txt" | comm -12 - "$T/pretop.txt" | wc -l)
+log "pretrained audit: $HIT of the top $NF are planted flips, $(wc -l <"$T/predups.tsv") duplicates"
+[ "$HIT" -ge $((NF / 4)) ] || fail "pretrained audit: only $HIT of the top $NF suspects are planted flips"
+# bulk decisions with a band of deletes (a dry run): label issues of 0.9 or
+# more relabelled, of 0.5 to 0.9 deleted, the rest left alone
+"$URSA" clean --dataset fm --accept-suggestions --kinds label --min-score 0.9 --delete-score 0.5 \
+    --dry-run >"$T/dry.out" 2>&1 || fail "dry run: $(cat "$T/dry.out")"
+awk -F'\t' 'FNR == NR {if (FNR > 1 && $6 == "label") want[$7] = $5 >= 0.9 ? "relabel" : $5 >= 0.5 ? "delete" : "-"; next}
+    $1 == "relabel" || $1 == "delete" {got[$2] = $1; n[$1]++}
+    END {for (i in want) if (want[i] != (i in got ? got[i] : "-")) bad++
+         for (i in got) if (!(i in want)) bad++
+         exit bad > 0 || !n["relabel"] || !n["delete"]}' "$T/pre.tsv" "$T/dry.out" ||
+    fail "--delete-score: $(head -20 "$T/dry.out")"
+grep -q "label issues of score 0.5 to 0.9 deleted" "$T/dry.out" || fail "dry run: $(head -3 "$T/dry.out")"
 
 # ---- decisions in fast.ai's cleaned.csv form ----
 "$URSA" export-dataset --dataset fm "$T/exp" >/dev/null || fail "export-dataset"

@@ -640,6 +640,53 @@ static void learner_finds_lr_and_fits(void **state) {
     nn_model_free(&m);
 }
 
+/* The audit's head on a frozen body's features: a tensor loader hands the
+ * rows out as they are (in order when not training), and fast.ai's head
+ * without its pool learns two clusters of 16-dim features. */
+static float clusters[120][16];
+
+static int cluster_row(void *ctx, int i, float *out) {
+    (void)ctx;
+    memcpy(out, clusters[i], sizeof clusters[i]);
+    return 0;
+}
+
+static void head_fits_cached_features(void **state) {
+    (void)state;
+    int n = 120, idx[120], lab[120];
+    for (int i = 0; i < n; i++) {
+        idx[i] = i, lab[i] = i % 2;
+        for (int k = 0; k < 16; k++)
+            clusters[i][k] = frand() + (k < 4 ? (lab[i] ? 2.0f : -2.0f) : 0);
+    }
+    nn_loader *tr, *va;
+    assert_int_equal(nn_loader_new_tensors(cluster_row, NULL, idx, lab, 80, 16, 1, 16, 1, &tr), URSA_OK);
+    assert_int_equal(nn_loader_new_tensors(cluster_row, NULL, idx + 80, lab + 80, 40, 16, 0, 16, 1, &va),
+                     URSA_OK);
+    const float *x;
+    const int *y;
+    assert_int_equal(nn_loader_next(va, &x, &y), 16);
+    assert_memory_equal(x, clusters[80], sizeof(float) * 16 * 16);
+    assert_int_equal(y[3], lab[83]);
+    while (nn_loader_next(va, &x, &y)) {} /* the rest of the epoch */
+    nn_model m;
+    nn_model_init(&m, 16);
+    nn_add_head_pooled(&m, 2, 32, 0.25f, 0.5f);
+    assert_false(m.oom);
+    assert_int_equal(m.ngroups, 1);
+    m.meta.size = 1;
+    nn_learner L;
+    assert_int_equal(nn_learner_init(&L, &m, tr, va, 16), URSA_OK);
+    assert_int_equal(nn_fit_one_cycle(&L, 6, 1e-2f, 1e-2f), URSA_OK);
+    float vl, err;
+    assert_int_equal(nn_validate(&L, &vl, &err), URSA_OK);
+    if (err > 0.05f) fail_msg("error rate %g on two clusters", err);
+    nn_learner_free(&L);
+    nn_loader_free(tr);
+    nn_loader_free(va);
+    nn_model_free(&m);
+}
+
 /* The trainer's resume: a checkpoint after epoch 0 of a 3-epoch cycle,
  * loaded into a fresh model and continued with nn_fit_one_cycle_from(..., 1)
  * ends where the uninterrupted cycle ends (one batch an epoch, so only the
@@ -917,6 +964,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(loader_covers_each_item_once),
         cmocka_unit_test(flip_mirrors_the_image),
         cmocka_unit_test(learner_finds_lr_and_fits),
+        cmocka_unit_test(head_fits_cached_features),
         cmocka_unit_test(onnx_round_trip_and_damage),
         cmocka_unit_test(dropout_masks_and_scales),
         cmocka_unit_test(checkpoint_resumes_exactly),
