@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "conn.h"
+#include "dataset.h"
 #include "jobs.h"
 #include "interp.h"
 #include "plot.h"
@@ -21,6 +22,7 @@ const cfg_def interp_defs[] = {
     {"top-losses", CFG_INT, "0", 0, 1e6,
      "also list the K validation images with the highest loss"},
     {"plot", CFG_STR, "", 1, 0, "write the confusion matrix to this .svg file"},
+    {"most-confused", CFG_INT, "0", 0, 1e6, "list at most K most confused pairs (0: every one)"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 typedef struct {
@@ -185,18 +187,38 @@ int interp_cmd(const cfg *c, int argc, char **argv) {
     }
     /* most confused: fast.ai's most_confused(min_val=1) */
     printf("\nmost confused (actual, predicted, count)\n");
-    for (int k = 0; k < it.npairs; k++)
+    long mc = (long)cfg_int(c, "most-confused");
+    for (int k = 0; k < it.npairs && (!mc || k < mc); k++)
         printf("%s\t%s\t%ld\n", cls[it.pairs[k].a], cls[it.pairs[k].p], it.pairs[k].n);
     if (!it.npairs) printf("(none: every validation image is right)\n");
     long top = (long)cfg_int(c, "top-losses");
-    if (top > 0) {
-        printf("\ntop losses (image, actual, predicted, loss, probability of actual)\n");
-        for (long k = 0; k < top && k < nrows; k++) {
+    if (top > nrows) top = nrows;
+    if (top > 0) { /* with the URLs the images came from: two round trips an image */
+        char **urls = calloc((size_t)top, sizeof *urls), (*keys)[DS_KEY_HEX + 1] =
+                                                             calloc((size_t)top, sizeof *keys);
+        const char **kp = calloc((size_t)top, sizeof *kp);
+        if (urls && keys && kp) {
+            for (long k = 0; k < top; k++) {
+                ds_record rec;
+                if (ds_image_get(r, m.dataset, it.rows[k].src, &rec) == URSA_OK)
+                    snprintf(keys[k], sizeof keys[k], "%s", rec.key);
+                kp[k] = keys[k];
+            }
+            ds_urls_find(r, bs, m.dataset, (size_t)top, kp, urls);
+        }
+        printf("\ntop losses (source URL, actual, predicted, loss, probability of actual, "
+               "file)\n");
+        for (long k = 0; k < top; k++) {
             char path[4300];
             const interp_row *x = &it.rows[k];
             blob_path(bs, x->jpeg, path, sizeof path);
-            printf("%s\t%s\t%s\t%.4f\t%.4f\n", path, x->actual, x->pred, x->loss, x->p);
+            printf("%s\t%s\t%s\t%.4f\t%.4f\t%s\n", urls && urls[k] ? urls[k] : "-", x->actual,
+                   x->pred, x->loss, x->p, path);
         }
+        for (long k = 0; urls && k < top; k++) free(urls[k]);
+        free(urls);
+        free(keys);
+        free(kp);
     }
     if (*plot) {
         char title[300];

@@ -47,10 +47,13 @@ grep -q "no model nope-model" "$T/export2.err" || fail "unknown model: $(cat "$T
 grep -q "^confusion matrix (rows: actual, columns: predicted)" "$T/interp.out" || fail "no confusion matrix"
 grep -q "^most confused (actual, predicted, count)" "$T/interp.out" || fail "no most confused"
 grep -q "<svg" "$T/cm.svg" || fail "no confusion plot"
-awk -F'\t' 'NF == 5 && $1 ~ /^\//' "$T/interp.out" >"$T/top.tsv"
+awk -F'\t' 'NF == 6 && $6 ~ /^\//' "$T/interp.out" >"$T/top.tsv"
 check_eq "top losses listed" "$(wc -l <"$T/top.tsv")" "$NV"
 sort -s -t$'\t' -k4,4gr -c "$T/top.tsv" 2>/dev/null || fail "top losses not sorted by loss"
-cut -f1 "$T/top.tsv" | xargs "$URSA" predict --model "$T/m.onnx" >"$T/pred.tsv" 2>/dev/null || fail "predict"
+# each with the URL it came from (.../ds/<class>/<n>.jpg: the class it was ingested under)
+awk -F'\t' '{n = split($1, p, "/"); if ($1 !~ /^http:\/\/127\.0\.0\.1:/ || p[n - 1] != $2) bad++} END {exit bad > 0}' \
+    "$T/top.tsv" || fail "top losses without their source URLs: $(head -3 "$T/top.tsv")"
+cut -f6 "$T/top.tsv" | xargs "$URSA" predict --model "$T/m.onnx" >"$T/pred.tsv" 2>/dev/null || fail "predict"
 paste <(cut -f2,3 "$T/pred.tsv") <(cut -f3 "$T/top.tsv") | awk -F'\t' '$1 != $3' >"$T/disagree"
 check_eq "predictions that differ from the trainer's" "$(wc -l <"$T/disagree")" 0
 ERR=$(job_field "$J" error_rate)
