@@ -36,6 +36,8 @@
      "share of the images held out for validation (chosen by content hash and seed)"},         \
     {"seed", CFG_INT, "42", 0, 4e15, "seeds the split, the weights and the shuffling"},         \
     {"wd", CFG_DOUBLE, "0.01", 0, 0.99, "weight decay (decoupled, AdamW)"},                     \
+    {"label-smoothing", CFG_DOUBLE, "0", 0, 0.5,                                               \
+     "eps of label-smoothing cross-entropy (fast.ai's LabelSmoothingCrossEntropy; 0: plain)"}, \
     {"no-augment", CFG_BOOL, "false", 1, 0, "train without get_transforms() augmentation"},     \
     {"no-wait", CFG_BOOL, "false", 1, 0, "print the job id and return at once"}
 
@@ -453,6 +455,8 @@ static int submit(const cfg *c, const char *cmd, const char *kind, const Ursa__T
     j.valid_pct = FROM_BASE("valid-pct") ? base->valid_pct : cfg_double(c, "valid-pct");
     j.seed = FROM_BASE("seed") ? base->seed : (uint64_t)cfg_int(c, "seed");
     j.weight_decay = FROM_BASE("wd") ? base->weight_decay : cfg_double(c, "wd");
+    j.label_smoothing = FROM_BASE("label-smoothing") ? base->label_smoothing
+                                                     : cfg_double(c, "label-smoothing");
     j.augment = FROM_BASE("no-augment") ? base->augment : !cfg_bool(c, "no-augment");
     j.n_stages = nst;
     j.stages = stages;
@@ -669,9 +673,10 @@ static int job_show(rstore *r, const char *id) {
                                           j.starts, j.resumes);
     printf("\n");
     if (j.spec)
-        printf("settings: %u px, batch %u, valid_pct %g, seed %llu, wd %g, augment %s%s%.12s\n",
+        printf("settings: %u px, batch %u, valid_pct %g, seed %llu, wd %g, label smoothing %g, "
+               "augment %s%s%.12s\n",
                j.spec->size, j.spec->batch_size, j.spec->valid_pct,
-               (unsigned long long)j.spec->seed, j.spec->weight_decay,
+               (unsigned long long)j.spec->seed, j.spec->weight_decay, j.spec->label_smoothing,
                j.spec->augment ? "on" : "off", j.spec->pretrained_blob[0] ? ", pretrained " : "",
                j.spec->pretrained_blob);
     if (j.n_train)

@@ -87,6 +87,8 @@ static const char *job_problem(const Ursa__TrainJob *j) {
     if (j->batch_size < 1 || j->batch_size > 4096) return "batch size is not within 1..4096";
     if (!(j->valid_pct > 0 && j->valid_pct < 1)) return "valid_pct is not between 0 and 1";
     if (!(j->weight_decay >= 0 && j->weight_decay < 1)) return "weight decay is not within [0, 1)";
+    if (!(j->label_smoothing >= 0 && j->label_smoothing < 1))
+        return "label smoothing is not within [0, 1)";
     if (j->pretrained_blob[0] && !blob_key_valid(j->pretrained_blob)) return "bad pretrained blob key";
     if (strcmp(j->kind, "lr_find") && (j->n_stages < 1 || j->n_stages > 16))
         return "a training or audit job needs 1 to 16 stages";
