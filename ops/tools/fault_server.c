@@ -1,5 +1,6 @@
 /* fault-server: an HTTP server on 127.0.0.1 that serves good images and the
- * bad cases a crawler meets, for the integration tests.
+ * bad cases a crawler meets, for the integration tests, the benchmarks and
+ * `ursa demo`.
  *
  *   fault-server DIR PORTFILE     serves DIR, writes its port to PORTFILE
  *
