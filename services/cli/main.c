@@ -11,6 +11,7 @@
 #include "blas.h"
 #include "dataset_cmd.h"
 #include "classify_cmd.h"
+#include "demo_cmd.h"
 #include "clean_cmd.h"
 #include "model_cmd.h"
 #include "registry_cmd.h"
@@ -32,6 +33,19 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"demo", demo_cmd,
+     "usage: ursa demo [--out DIR] [--full | --quick] [--n N] [--noise P]\n"
+     "fast.ai's lesson 2 end to end on this machine: Fashion-MNIST served as JPEG files\n"
+     "by a local web server, with the web's mess planted (404s, a slow host, HTML sent\n"
+     "as image/jpeg, truncated files, exact and near-duplicates, a share of the images\n"
+     "under a wrong label); then ursa up, ingest, lr-find, train in two stages, interp,\n"
+     "audit, clean --accept-suggestions, the retrain, and the model served over HTTP,\n"
+     "each shown as the command a user would type. It ends with a summary (verified\n"
+     "and rejected images by reason, label issues found against planted, test accuracy\n"
+     "before and after cleaning, the time of each stage), written to DIR/summary.md\n"
+     "beside the model (DIR/model.onnx) and the plots. Needs a built tree (it runs the\n"
+     "fault-server and idx2jpeg beside this binary) and dataset-fashion-mnist.\n\n",
+     demo_defs, 0, 0},
     {"up", stack_up,
      "usage: ursa up [--state-dir DIR]\n"
      "Starts the embedded stack in the background (a private redis-server, ursa-broker,\n"
@@ -215,6 +229,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: ursa COMMAND [settings] [args]\n\n"
             "Commands:\n"
+            "  demo     the lesson end to end on Fashion-MNIST with dirty data (start here)\n"
             "  up       start the embedded stack (redis, broker, daemons)\n"
             "  down     stop it\n"
             "  status   processes, health and topic backlog\n"
