@@ -593,8 +593,9 @@ int demo_cmd(const cfg *c, int argc, char **argv) {
     if (URSA("export", m1, before)) goto out;
 
     stage("ursa interp: what the model gets wrong");
-    printf("$ ursa interp %s --top-losses 8 --plot %s\n", m1, cm);
-    if (URSA("interp", m1, "--top-losses", "8", "--plot", cm)) goto out;
+    l.n = 0;
+    CL(&l, "interp", m1, "--most-confused", "12", "--top-losses", "8", "--plot", cm);
+    if (cl_run(&l, NULL)) goto out;
 
     /* ---- the audit: the trained model's body, frozen; the folds fit the head ---- */
     stage("ursa audit: which images look mislabeled or duplicated");
