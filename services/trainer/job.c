@@ -454,7 +454,6 @@ static void on_epoch(void *ctx, const nn_epoch_row *row) {
     run_progress(R, "running", row, NULL);
 }
 
-/* Sets up loaders and the learner; seed shuffles the epochs. */
 /* An image's row of R->feat (an nn_tensor_fn). */
 static int feature_row(void *ctx, int i, float *out) {
     run *R = ctx;
@@ -462,6 +461,7 @@ static int feature_row(void *ctx, int i, float *out) {
     return 0;
 }
 
+/* Sets up loaders and the learner; seed shuffles the epochs. */
 int run_learner_up(run *R, uint64_t seed) {
     const Ursa__TrainJob *s = R->spec;
     nn_aug aug = nn_aug_fastai();
