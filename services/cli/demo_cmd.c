@@ -129,7 +129,8 @@ static int runv(int echo, char **out, const char *prog, const char *const *args)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-/* `ursa ARGS...` with its output shown; 0 or its status. */
+/* `ursa ARGS...` with its output shown but not its command line (cl_run
+ * shows both); 0 or its status. */
 #define URSA(...) runv(1, NULL, NULL, (const char *const[]){__VA_ARGS__, NULL})
 #define URSA_OUT(out, ...) runv(1, out, NULL, (const char *const[]){__VA_ARGS__, NULL})
 
@@ -207,6 +208,8 @@ static int line_field(const char *text, const char *prefix, char *out, size_t n)
 typedef struct {
     char url[256];
     int label, truth; /* truth -1: not a Fashion-MNIST image (a mess case) */
+    char kind;        /* 'i' an image, 'c' an exact copy, 'n' a near-duplicate, 'm' mess */
+    char near_orig;   /* an image a near-duplicate was made of */
 } row;
 
 typedef struct {
@@ -214,7 +217,7 @@ typedef struct {
     size_t n, cap;
 } rows;
 
-static int add_row(rows *v, const char *url, int label, int truth) {
+static int add_row(rows *v, const char *url, int label, int truth, char kind) {
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 1024;
         row *t = realloc(v->r, cap * sizeof *t);
@@ -225,7 +228,17 @@ static int add_row(rows *v, const char *url, int label, int truth) {
     snprintf(w->url, sizeof w->url, "%s", url);
     w->label = label;
     w->truth = truth;
+    w->kind = kind;
+    w->near_orig = 0;
     return 0;
+}
+
+static const rows *by_url_rows; /* qsort and bsearch have no context argument */
+static int by_url(const void *a, const void *b) {
+    return strcmp(by_url_rows->r[*(const int *)a].url, by_url_rows->r[*(const int *)b].url);
+}
+static int url_cmp(const void *key, const void *b) {
+    return strcmp(key, by_url_rows->r[*(const int *)b].url);
 }
 
 /* Writes DIR/<class>/<i>.jpg for images [0, n) of a Fashion-MNIST set by
@@ -471,7 +484,7 @@ int demo_cmd(const cfg *c, int argc, char **argv) {
         char u[256];
         snprintf(u, sizeof u, "%s/ds/%s/%d.jpg", base, classes[truth[i]], i);
         if (lab != truth[i]) fprintf(pl, "label\t%s\t%s\t%s\n", u, classes[lab], classes[truth[i]]);
-        if (add_row(&v, u, lab, truth[i])) goto out;
+        if (add_row(&v, u, lab, truth[i], 'i')) goto out;
     }
     /* exact duplicates (the same bytes at a second URL) and near-duplicates
      * (re-encoded at quality 60), under the original's label */
@@ -491,7 +504,8 @@ int demo_cmd(const cfg *c, int argc, char **argv) {
         }
         fprintf(pl, "%s\t%s\t%s\t%s/ds/%s/%d.jpg\n", k < ndup ? "copy" : "near", u,
                 classes[v.r[i].label], base, classes[truth[i]], i);
-        if (add_row(&v, u, v.r[i].label, truth[i])) goto out;
+        if (k >= ndup) v.r[i].near_orig = 1;
+        if (add_row(&v, u, v.r[i].label, truth[i], k < ndup ? 'c' : 'n')) goto out;
     }
     /* what is not an image at all: 404s, HTML sent as image/jpeg, truncated
      * files, and a host that sends one byte a second */
@@ -506,14 +520,14 @@ int demo_cmd(const cfg *c, int argc, char **argv) {
             if (j == 0) snprintf(u, sizeof u, "%s/404?%ld", base, k);
             else snprintf(u, sizeof u, "%s/%s/cut%ld.jpg", base, kind[j], k);
             fprintf(pl, "%s\t%s\t%s\t-\n", kind[j], u, classes[truth[i]]);
-            if (add_row(&v, u, truth[i], -1)) goto out;
+            if (add_row(&v, u, truth[i], -1, 'm')) goto out;
         }
     }
     for (int k = 0; k < 2; k++) {
         char u[256];
         snprintf(u, sizeof u, "%s/slow?%d", base, k);
         fprintf(pl, "slow\t%s\t%s\t-\n", u, classes[k]);
-        if (add_row(&v, u, k, -1)) goto out;
+        if (add_row(&v, u, k, -1, 'm')) goto out;
     }
     fclose(pl);
     snprintf(p, sizeof p, "%s/urls.csv", out);
@@ -543,8 +557,9 @@ int demo_cmd(const cfg *c, int argc, char **argv) {
 
     stage("ursa ingest: download and verify every URL");
     snprintf(p, sizeof p, "%s/urls.csv", out);
-    printf("$ ursa ingest --dataset %s %s\n", ds, p);
-    if (URSA("ingest", "--dataset", ds, p)) goto out;
+    cmdline l = {.n = 0};
+    CL(&l, "ingest", "--dataset", ds, p);
+    if (cl_run(&l, NULL)) goto out;
     if (URSA_OUT(&status, "status", "--dataset", ds)) goto out;
 
     /* ---- lr_find ---- */
@@ -558,7 +573,7 @@ int demo_cmd(const cfg *c, int argc, char **argv) {
                                   "--wd", "0.05", "--label-smoothing", "0.1", "--no-augment",
                                   "--valid-pct", quick ? "0.2" : "0.1"};
     enum { NRECIPE = sizeof recipe / sizeof *recipe };
-    cmdline l = {.n = 0};
+    l.n = 0;
     CL(&l, "lr-find", "--dataset", ds);
     cl_add(&l, recipe, NRECIPE);
     CL(&l, "--plot", plot);
@@ -619,15 +634,16 @@ int demo_cmd(const cfg *c, int argc, char **argv) {
     }
     snprintf(p, sizeof p, "%s/suspects.tsv", out);
     util_write_file_atomic(p, sus, strlen(sus));
-    /* against what was planted: the suspects' URLs in planted.tsv */
+    /* against what was planted: each suspect's URL looked up in the list */
     long lab_found = 0, lab_true = 0, dup_found = 0, dup_true = 0, lab_right = 0;
-    char *plt = NULL;
-    size_t pn = 0;
-    snprintf(q, sizeof q, "%s/planted.tsv", out);
-    if (util_read_file(q, (size_t)1 << 30, &plt, &pn) != URSA_OK) {
+    int *order = malloc(sizeof(int) * (v.n + 1));
+    if (!order) {
         free(sus);
         goto out;
     }
+    for (size_t i = 0; i < v.n; i++) order[i] = (int)i;
+    by_url_rows = &v;
+    qsort(order, v.n, sizeof *order, by_url);
     for (char *line = sus, *nl; line && *line; line = nl ? nl + 1 : NULL) {
         nl = strchr(line, '\n');
         if (nl) *nl = '\0';
@@ -641,25 +657,17 @@ int demo_cmd(const cfg *c, int argc, char **argv) {
         int label = !strcmp(col[5], "label");
         if (!label && strcmp(col[5], "duplicate")) continue;
         label ? lab_found++ : dup_found++;
-        char key[300];
-        /* a label issue: its URL on a "label" line; a duplicate: either copy
-         * of a planted pair (the copy's URL after "near", the original's at
-         * a line's end) */
-        snprintf(key, sizeof key, "\n%s\t%s\t", label ? "label" : "near", col[0]);
-        char *hit = strstr(plt, key);
-        if (!label && !hit) {
-            snprintf(key, sizeof key, "\t%s\n", col[0]);
-            hit = strstr(plt, key);
-        }
-        if (!hit) continue;
-        label ? lab_true++ : dup_true++;
-        if (label) { /* the suggestion is the true class, the line's last field */
-            char *e = strchr(hit + 1, '\n'), *t = e;
-            while (t && t > hit && t[-1] != '\t') t--;
-            lab_right += t && e && (size_t)(e - t) == strlen(col[3]) && !strncmp(t, col[3], (size_t)(e - t));
+        const int *at = bsearch(col[0], order, v.n, sizeof *order, url_cmp);
+        if (!at) continue;
+        const row *w = &v.r[*at];
+        if (label && w->kind == 'i' && w->label != w->truth) {
+            lab_true++;
+            lab_right += !strcmp(col[3], classes[w->truth]);
+        } else if (!label && (w->kind == 'n' || w->near_orig)) {
+            dup_true++; /* either copy of a planted pair */
         }
     }
-    free(plt);
+    free(order);
     free(sus);
     printf("\nlabel issues: %ld found, %ld of them planted (of %ld planted; %ld suggest the true "
            "class)\nnear-duplicates: %ld pairs found, %ld of them planted (of %ld planted); "

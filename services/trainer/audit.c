@@ -56,8 +56,13 @@ static int fold_of(const char *src, uint64_t seed, int k) {
  * concat pool's output, a body's features) when pooled, else the input of
  * its last linear layer (the penultimate features). */
 static int feature_value(const nn_model *m, int pooled) {
-    for (int i = pooled ? 0 : m->nnode - 1; i >= 0 && i < m->nnode; i += pooled ? 1 : -1)
-        if (m->node[i].op == (pooled ? NN_FLATTEN : NN_LINEAR)) return m->node[i].in[0];
+    if (pooled) {
+        for (int i = 0; i < m->nnode; i++)
+            if (m->node[i].op == NN_FLATTEN) return m->node[i].in[0];
+    } else {
+        for (int i = m->nnode - 1; i >= 0; i--)
+            if (m->node[i].op == NN_LINEAR) return m->node[i].in[0];
+    }
     return -1;
 }
 
@@ -124,15 +129,10 @@ out:
  * again. Sets R->feat and R->fdim. TJ_DONE, or the job's outcome. */
 static tjob_outcome body_features(run *R, int *idx) {
     size_t n = R->nim;
-    redisReply *rep = NULL;
-    char key[65] = "";
-    int fdim = 0;
-    if (job_get_field(R->r, R->tj->id, "features", &rep)) return run_redis_down(R, "reading the job");
-    if (rep->type == REDIS_REPLY_STRING) snprintf(key, sizeof key, "%s", rep->str);
-    freeReplyObject(rep);
-    if (job_get_field(R->r, R->tj->id, "fdim", &rep)) return run_redis_down(R, "reading the job");
-    if (rep->type == REDIS_REPLY_STRING) fdim = atoi(rep->str);
-    freeReplyObject(rep);
+    char key[65], fd[16];
+    if (run_field(R, "features", key, sizeof key) || run_field(R, "fdim", fd, sizeof fd))
+        return run_redis_down(R, "reading the job");
+    int fdim = atoi(fd);
     if (key[0] && fdim > 0 && fdim <= 65536) {
         char *data = NULL;
         size_t len = 0, want = sizeof(float) * n * (size_t)fdim;
@@ -160,7 +160,6 @@ static tjob_outcome body_features(run *R, int *idx) {
         free(feat);
         return R->cancelled ? run_cancelled(R) : TJ_STOPPED;
     }
-    char fd[16];
     snprintf(fd, sizeof fd, "%d", fdim);
     const char *kv[] = {"features", key, "fdim", fd, NULL};
     if (blob_put(R->tj->bs, feat, sizeof(float) * n * (size_t)fdim, key) != URSA_OK ||
@@ -227,11 +226,8 @@ static int duplicates(float *feat, int n, int d, double thr, int *dup, float *si
 static int fold_load(run *R, int f, const int *idx, int n, float *probs) {
     char field[16];
     snprintf(field, sizeof field, "fold%d", f);
-    redisReply *rep = NULL;
-    if (job_get_field(R->r, R->tj->id, field, &rep)) return -1;
-    char key[65] = "";
-    if (rep->type == REDIS_REPLY_STRING) snprintf(key, sizeof key, "%s", rep->str);
-    freeReplyObject(rep);
+    char key[65];
+    if (run_field(R, field, key, sizeof key)) return -1;
     if (!key[0]) return 0;
     char *data = NULL;
     size_t len = 0, want = sizeof(float) * (size_t)n * (size_t)R->nclass;
@@ -438,16 +434,10 @@ tjob_outcome audit_run(run *R) {
         }
     }
     li_rows_sort(rows, nrows);
-    redisReply *rep = NULL;
-    char manifest[65] = "", seq[24] = "0";
-    if (job_get_field(R->r, R->tj->id, "manifest", &rep) == URSA_OK) {
-        if (rep->type == REDIS_REPLY_STRING) snprintf(manifest, sizeof manifest, "%s", rep->str);
-        freeReplyObject(rep);
-    }
-    if (job_get_field(R->r, R->tj->id, "edit_seq", &rep) == URSA_OK) {
-        if (rep->type == REDIS_REPLY_STRING) snprintf(seq, sizeof seq, "%s", rep->str);
-        freeReplyObject(rep);
-    }
+    char manifest[65] = "", seq[24] = "";
+    run_field(R, "manifest", manifest, sizeof manifest); /* "" when Redis fails: the row says so */
+    run_field(R, "edit_seq", seq, sizeof seq);
+    if (!seq[0]) snprintf(seq, sizeof seq, "0");
     char head[512], key[65];
     long nlabel = 0;
     for (size_t i = 0; i < nrows; i++) nlabel += !strcmp(rows[i].kind, "label");

@@ -143,15 +143,20 @@ int run_class_of(run *R, const char *label) {
     return f ? (int)(f - R->classes) : -1;
 }
 
+int run_field(run *R, const char *field, char *out, size_t n) {
+    redisReply *rep = NULL;
+    out[0] = '\0';
+    if (job_get_field(R->r, R->tj->id, field, &rep)) return -1;
+    if (rep->type == REDIS_REPLY_STRING) snprintf(out, n, "%s", rep->str);
+    freeReplyObject(rep);
+    return 0;
+}
+
 /* Reads (or takes, on the first start) the dataset's snapshot. */
 tjob_outcome run_snapshot(run *R) {
     const Ursa__TrainJob *s = R->spec;
-    redisReply *rep = NULL;
-    if (job_get_field(R->r, R->tj->id, "manifest", &rep))
-        return run_redis_down(R, "reading the job");
-    char key[65] = "";
-    if (rep->type == REDIS_REPLY_STRING) snprintf(key, sizeof key, "%s", rep->str);
-    freeReplyObject(rep);
+    char key[65];
+    if (run_field(R, "manifest", key, sizeof key)) return run_redis_down(R, "reading the job");
     if (!key[0]) {
         int exists = 0;
         if (ds_exists(R->r, s->dataset, &exists)) return run_redis_down(R, "reading the dataset");

@@ -45,6 +45,9 @@ typedef struct {
     char why[512]; /* the reason a job failed */
 } run;
 
+/* A field of the job's hash into out ("" when it has none); -1 when
+ * Redis fails. */
+int run_field(run *R, const char *field, char *out, size_t n);
 /* Progress news on ursa.train.progress (at most once). */
 void run_progress(run *R, const char *state, const nn_epoch_row *row, const char *error);
 /* Ends the job as failed with R->why. */
