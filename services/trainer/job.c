@@ -121,8 +121,33 @@ static ursa_err produce_acked(run *R, const char *topic, const char *key,
 
 /* ---- data ---------------------------------------------------------------------------- */
 
+static int cache_get(run *R, int i, img_rgb *out) {
+    int hit = 0;
+    pthread_mutex_lock(&R->cache_mu);
+    const img_rgb *c = &R->cache[i];
+    if (c->px) {
+        size_t n = (size_t)c->w * (size_t)c->h * 3;
+        *out = *c;
+        if ((out->px = malloc(n))) memcpy(out->px, c->px, n), hit = 1;
+    }
+    pthread_mutex_unlock(&R->cache_mu);
+    return hit;
+}
+
+static void cache_put(run *R, int i, const img_rgb *im) {
+    size_t n = (size_t)im->w * (size_t)im->h * 3;
+    pthread_mutex_lock(&R->cache_mu);
+    img_rgb *c = &R->cache[i];
+    if (!c->px && R->cache_bytes + n <= R->cache_max) {
+        *c = *im;
+        if ((c->px = malloc(n))) memcpy(c->px, im->px, n), R->cache_bytes += n;
+    }
+    pthread_mutex_unlock(&R->cache_mu);
+}
+
 int run_load_image(void *ctx, int i, img_rgb *out) {
     run *R = ctx;
+    if (R->cache && cache_get(R, i, out)) return 0;
     char *data = NULL;
     size_t len = 0;
     if (blob_get(R->tj->bs, R->im[i].jpeg, (size_t)64 << 20, &data, &len) != URSA_OK) return -1;
@@ -130,7 +155,9 @@ int run_load_image(void *ctx, int i, img_rgb *out) {
     /* verified images (JPEG, 500 px at most): the default limits */
     ursa_err e = nn_decode_image((const uint8_t *)data, len, &R->m.meta, NULL, out, &rej);
     free(data);
-    return e == URSA_OK ? 0 : -1;
+    if (e != URSA_OK) return -1;
+    if (R->cache) cache_put(R, i, out);
+    return 0;
 }
 
 static int cmp_str(const void *a, const void *b) {
@@ -792,6 +819,11 @@ static tjob_outcome run_job(run *R) {
               R->spec->dataset, R->spec->arch);
     tjob_outcome o = run_snapshot(R);
     if (o != TJ_DONE || R->why[0]) return o;
+    R->cache_max = tj->image_cache_bytes;
+    if (R->cache_max && !(R->cache = calloc(R->nim, sizeof *R->cache))) {
+        snprintf(tj->reason, sizeof tj->reason, "out of memory");
+        return TJ_RETRY;
+    }
     if (!strcmp(R->spec->kind, "audit")) return audit_run(R);
     if (split(R) || run_build_model(R)) return run_fail(R);
     char n_tr[16], n_va[16], ncls[16];
@@ -815,6 +847,7 @@ void *tjob_run(void *arg) {
     }
     R->tj = tj;
     R->spec = tj->spec;
+    pthread_mutex_init(&R->cache_mu, NULL);
     nn_model_init(&R->m, 3);
     snprintf(R->ckpt, sizeof R->ckpt, "%s/%s.ckpt", tj->ckpt_dir, tj->id);
     if (!(R->r = rstore_new(tj->redis_url, 5000, err, sizeof err))) {
@@ -830,6 +863,10 @@ void *tjob_run(void *arg) {
     for (int i = 0; i < R->nclass; i++) free(R->classes[i]);
     free(R->classes);
     free(R->tr_idx), free(R->tr_lab), free(R->va_idx), free(R->va_lab);
+    if (R->cache)
+        for (size_t i = 0; i < R->nim; i++) free(R->cache[i].px);
+    free(R->cache);
+    pthread_mutex_destroy(&R->cache_mu);
     free(R->im);
     rstore_destroy(R->r);
     free(R);

@@ -34,6 +34,7 @@ typedef struct {
     const char *ckpt_dir;
     const char *worker;
     int min_per_class;
+    size_t image_cache_bytes; /* decoded images kept in memory (0: none) */
     /* control: 1 stops the job after the current batch (set by the daemon
      * for a shutdown, or by the job itself when it sees a cancel) */
     atomic_int stop;

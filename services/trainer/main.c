@@ -58,6 +58,7 @@ typedef struct {
     service_conns sc;
     char worker[160], ckpt_dir[PATH_MAX];
     int lease_ms, min_per_class;
+    size_t image_cache_bytes;
     pend *waiting;
     pend *cur; /* running on the thread */
     tjob tj;
@@ -169,6 +170,7 @@ static void start(trainer *t, pend *p) {
     t->tj.ckpt_dir = t->ckpt_dir;
     t->tj.worker = t->worker;
     t->tj.min_per_class = t->min_per_class;
+    t->tj.image_cache_bytes = t->image_cache_bytes;
     if (pthread_create(&t->th, NULL, tjob_run, &t->tj) != 0) {
         ULOG_ERROR("event=thread_failed job=%s", p->id);
         job_lease_release(t->sc.r, p->id, t->worker);
@@ -290,6 +292,9 @@ int main(int argc, char **argv) {
         {"trainer.checkpoint-dir", CFG_STR, "", 1, 0,
          "where running jobs keep their checkpoints; shared by every worker "
          "(default: checkpoints/ beside the blob store)"},
+        {"trainer.image-cache-mb", CFG_INT, "1024", 0, 1 << 20,
+         "decoded images a job keeps in memory for its later epochs and folds "
+         "(0: decode every image every epoch)"},
         {"trainer.lease-ms", CFG_INT, "15000", 1000, 3600000,
          "a job's lease: another worker may take over a job this long after its worker "
          "stopped renewing it"},
@@ -312,6 +317,7 @@ int main(int argc, char **argv) {
     rc = 1;
     t.lease_ms = (int)cfg_int(c, "trainer.lease-ms");
     t.min_per_class = (int)cfg_int(c, "trainer.min-images-per-class");
+    t.image_cache_bytes = (size_t)cfg_int(c, "trainer.image-cache-mb") << 20;
     t.retry_ms = cfg_int(c, "trainer.retry-ms");
     char host[64] = "host";
     gethostname(host, sizeof host - 1);

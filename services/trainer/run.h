@@ -3,6 +3,7 @@
 #ifndef URSA_TRAINER_RUN_H
 #define URSA_TRAINER_RUN_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "dataset.h"
@@ -41,6 +42,13 @@ typedef struct {
                           * every image (n x fdim); the model is then the head alone */
     int fdim;
     uint32_t epoch_base; /* epochs of the job before this fit (earlier folds) */
+    /* decoded images kept for the job's later epochs, stages and folds
+     * (by snapshot index), up to cache_max bytes of pixels: reading and
+     * decoding each image again every epoch took a third core's worth of
+     * the two the math runs on */
+    img_rgb *cache;
+    size_t cache_bytes, cache_max;
+    pthread_mutex_t cache_mu;
     char ckpt[4200];
     char why[512]; /* the reason a job failed */
 } run;
