@@ -374,6 +374,31 @@ static void rename_value(nn_model *m, int from, int to) {
     if (m->out == from) m->out = to;
 }
 
+void nn_fuse_relu(nn_model *m) {
+    int *dead = calloc((size_t)m->nnode + 1, sizeof(int));
+    if (!dead) return; /* the model stays as it was: correct, only slower */
+    int k = 0;
+    for (int i = 0; i < m->nnode; i++) {
+        nn_node *n = &m->node[i];
+        if (dead[i] || n->relu || n->out == m->out ||
+            (n->op != NN_CONV && n->op != NN_BN && n->op != NN_ADD) ||
+            readers(m, dead, n->out) != 1)
+            continue;
+        for (int j = i + 1; j < m->nnode; j++) {
+            nn_node *nx = &m->node[j];
+            if (dead[j] || nx->op != NN_RELU || nx->in[0] != n->out) continue;
+            n->relu = 1;
+            rename_value(m, nx->out, n->out);
+            dead[j] = 1;
+            break;
+        }
+    }
+    for (int i = 0; i < m->nnode; i++)
+        if (!dead[i]) m->node[k++] = m->node[i];
+    m->nnode = k;
+    free(dead);
+}
+
 ursa_err nn_fuse_for_inference(const nn_model *src, nn_model *d) {
     ursa_err e = nn_model_copy(src, d);
     if (e != URSA_OK) return e;

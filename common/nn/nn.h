@@ -133,6 +133,11 @@ void nn_unfreeze(nn_model *m);
 /* For inference: folds every BN that follows a conv into the conv's weight
  * and bias, and fuses ReLUs into the node before them. Makes a new model. */
 ursa_err nn_fuse_for_inference(const nn_model *src, nn_model *dst);
+/* A ReLU that is the only reader of a conv's, batch norm's or add's output
+ * becomes that node's relu flag, in place: the same function and gradients,
+ * so it holds for training too, with a pass over the values fewer each way
+ * (an imported ONNX graph has its ReLUs apart). */
+void nn_fuse_relu(nn_model *m);
 
 /* Imported models with BN folded into conv biases: turns every conv with a
  * bias that is not followed by BN into conv + BN whose parameters are set on

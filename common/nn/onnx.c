@@ -434,7 +434,7 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
     if (e == URSA_OK) {
         int out = vmap_get(&vm, g->output[0]->name);
         if (out < 1) e = ERR("graph output %s is not computed by any node", g->output[0]->name);
-        else nn_cut(m, out);
+        else nn_cut(m, out), nn_fuse_relu(m);
     }
     vmap_free(&vm);
     free(aliases);

@@ -427,6 +427,73 @@ static void fused_inference_keeps_outputs(void **state) {
     nn_model_free(&f);
 }
 
+/* small_net with its ReLUs as nodes of their own, as an ONNX import has
+ * them; a BN read twice keeps its ReLU apart */
+static void small_net_relus_apart(nn_model *m) {
+    nn_model_init(m, 3);
+    int x = nn_conv(m, "c1", 0, 4, 3, 1, 1, 1);
+    x = nn_bn(m, "b1", x, 0);
+    x = nn_relu(m, nn_maxpool(m, x, 3, 2, 1));
+    int a = nn_conv(m, "l.conv1", x, 6, 3, 2, 1, 0);
+    a = nn_relu(m, nn_bn(m, "l.bn1", a, 0));
+    a = nn_conv(m, "l.conv2", a, 6, 3, 1, 1, 0);
+    a = nn_bn(m, "l.bn2", a, 0);
+    int sc = nn_bn(m, "l.ds.1", nn_conv(m, "l.ds.0", x, 6, 1, 2, 0, 0), 0);
+    x = nn_relu(m, nn_add(m, a, sc, 0));
+    m->out = x;
+    nn_add_head(m, 3, 5, 0.0f, 0.0f);
+}
+
+static void relu_fusion_trains_the_same(void **state) {
+    (void)state;
+    nn_model m, s;
+    small_net(&m, 0.0f);
+    small_net_relus_apart(&s);
+    assert_int_equal(s.nparam, m.nparam);
+    for (int i = 0; i < m.nparam; i++) {
+        assert_int_equal(s.param[i].n, m.param[i].n);
+        memcpy(s.param[i].w, m.param[i].w, m.param[i].n * sizeof(float));
+    }
+    int before = s.nnode;
+    nn_fuse_relu(&s);
+    /* l.bn1's and the add's ReLUs fold in; the one after the max pool and
+     * the head's after its linear layer stay, as small_net has them */
+    assert_true(s.nnode < before);
+    assert_int_equal(s.nnode, m.nnode);
+    int relus = 0;
+    for (int i = 0; i < s.nnode; i++) relus += s.node[i].op == NN_RELU;
+    int relus_m = 0;
+    for (int i = 0; i < m.nnode; i++) relus_m += m.node[i].op == NN_RELU;
+    assert_int_equal(relus, relus_m);
+    int n = 4, t[4] = {2, 0, 1, 1};
+    float x[4 * 3 * 8 * 8];
+    fill(x, sizeof x / 4);
+    nn_exec *a, *b;
+    assert_int_equal(nn_exec_new(&m, n, 8, 8, 1, &a), URSA_OK);
+    assert_int_equal(nn_exec_new(&s, n, 8, 8, 1, &b), URSA_OK);
+    nn_zero_grad(&m);
+    nn_zero_grad(&s);
+    const float *ya = nn_forward(a, x, n), *yb = nn_forward(b, x, n);
+    assert_true(max_rel(yb, ya, (size_t)n * 3) < 1e-6);
+    nn_backward_ce(a, t);
+    nn_backward_ce(b, t);
+    for (int i = 0; i < m.nparam; i++)
+        if (m.param[i].g) assert_true(max_rel(s.param[i].g, m.param[i].g, m.param[i].n) < 1e-5);
+    nn_exec_free(a);
+    nn_exec_free(b);
+    /* a ReLU on a value something else reads too stays a node */
+    nn_model d;
+    nn_model_init(&d, 3);
+    int c = nn_bn(&d, "b", nn_conv(&d, "c", 0, 4, 3, 1, 1, 0), 0);
+    d.out = nn_add(&d, nn_relu(&d, c), c, 0);
+    int nd = d.nnode;
+    nn_fuse_relu(&d);
+    assert_int_equal(d.nnode, nd);
+    nn_model_free(&d);
+    nn_model_free(&m);
+    nn_model_free(&s);
+}
+
 static void freeze_keeps_body_but_trains_bn(void **state) {
     (void)state;
     nn_model m;
@@ -959,6 +1026,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(gradients_match_finite_differences),
         cmocka_unit_test(label_smoothing_loss_and_gradient),
         cmocka_unit_test(fused_inference_keeps_outputs),
+        cmocka_unit_test(relu_fusion_trains_the_same),
         cmocka_unit_test(freeze_keeps_body_but_trains_bn),
         cmocka_unit_test(schedules_follow_fastai),
         cmocka_unit_test(loader_covers_each_item_once),
