@@ -32,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conn.h"
+#include "dataset.h"
 #include "image.h"
 #include "statedir.h"
 #include "util.h"
@@ -545,15 +547,24 @@ int demo_cmd(const cfg *c, int argc, char **argv) {
     /* ---- the stack ---- */
     stage("ursa up: the embedded stack (redis-server, Kafka broker, the daemons)");
     if (URSA("up")) goto out;
-    /* a new dataset every run: an earlier run's edits stay, as edits do */
+    /* a new dataset every run, whatever --out says: the stack keeps the
+     * earlier runs' datasets (the same images under them, and their edits) */
     char ds[64];
-    snprintf(p, sizeof p, "%s/.runs", out);
-    int runno = read_int_file(p);
-    runno = runno < 0 ? 1 : runno + 1;
-    snprintf(ds, sizeof ds, runno == 1 ? "fashion" : "fashion-%d", runno);
-    int k = snprintf(q, sizeof q, "%d\n", runno);
-    util_write_file_atomic(p, q, (size_t)k);
-    if (runno > 1) printf("run %d in %s: the dataset is %s (the earlier runs' datasets stay)\n", runno, out, ds);
+    int runno = 0, exists = 1;
+    rstore *rs = cli_redis(c);
+    if (!rs) goto out;
+    while (exists && ++runno < 1000) {
+        snprintf(ds, sizeof ds, runno == 1 ? "fashion" : "fashion-%d", runno);
+        if (ds_exists(rs, ds, &exists) != URSA_OK) {
+            fprintf(stderr, "ursa demo: cannot read the datasets from Redis\n");
+            rstore_destroy(rs);
+            goto out;
+        }
+    }
+    rstore_destroy(rs);
+    if (runno > 1)
+        printf("run %d on this stack: the dataset is %s (the earlier runs' datasets stay)\n", runno,
+               ds);
 
     stage("ursa ingest: download and verify every URL");
     snprintf(p, sizeof p, "%s/urls.csv", out);

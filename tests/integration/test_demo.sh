@@ -3,7 +3,8 @@
 # lr-find, two-stage training, interp with source URLs, the audit scored
 # against what was planted, the suggestions accepted, the retrain, test
 # accuracy, the model served; summary.md, the plots and the model file
-# written. A second run reuses the images, says so, and works.
+# written. A second run reuses the images, says so, and works on a dataset
+# of its own.
 . "$(dirname "$0")/lib.sh"
 O="$T/demo-out"
 "$URSA" demo --quick --out "$O" >"$T/demo1.out" 2>&1 || fail "demo: $(tail -40 "$T/demo1.out")"
@@ -58,8 +59,17 @@ if [ -n "${ASAN_OPTIONS:-}" ]; then
     echo "test_demo: ok (the second run is left to the plain pass)"
     exit 0
 fi
-"$URSA" demo --quick --out "$O" >"$T/demo2.out" 2>&1 || fail "second demo: $(tail -40 "$T/demo2.out")"
+# another --out holding the same images (linked): the images are reused, and
+# the dataset is named from the stack, not from what --out remembers
+O2="$T/demo-out-2"
+mkdir -p "$O2"
+cp -al "$O/www" "$O/test" "$O2/"
+"$URSA" demo --quick --out "$O2" >"$T/demo2.out" 2>&1 || fail "second demo: $(tail -40 "$T/demo2.out")"
 grep -q "reusing the 1500 training images" "$T/demo2.out" || fail "the second run did not reuse the images"
-grep -q "the dataset is fashion-2" "$T/demo2.out" || fail "the second run's dataset"
+grep -q "the dataset is fashion-2" "$T/demo2.out" || fail "the second run's dataset: $(grep -m3 dataset "$T/demo2.out")"
+# its images verified under it, not taken for duplicates of the first run's
+"$URSA" status --dataset fashion-2 --counts >"$T/counts2" || fail "status --counts fashion-2"
+awk -F'\t' '$1 ~ /^[^|]*\|verified$/ {n += $2} END {exit !(n >= 1490)}' "$T/counts2" ||
+    fail "fashion-2's states: $(cat "$T/counts2")"
 grep -q "^test accuracy on 1000 images" "$T/demo2.out" || fail "the second run did not finish"
 echo "test_demo: ok"
