@@ -280,7 +280,8 @@ static void print_rows(FILE *f, const jobinfo *j, const job_row *rows, int n, in
         if (rows[i].stage != *last_stage) {
             if (*last_stage) fputc('\n', f);
             if (!strcmp(j->kind, "audit"))
-                fprintf(f, "fold %d of %u: trained on the other folds, validated on this one\n",
+                fprintf(f, "fold %d of %u: trained on the other folds, validated on (up to 2,000 of) "
+                        "this one's images\n",
                         rows[i].stage, j->spec && j->spec->folds ? j->spec->folds : 4);
             else
                 stage_line(f, j->spec, rows[i].stage);
