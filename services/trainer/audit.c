@@ -206,17 +206,18 @@ static int duplicates(float *feat, int n, int d, double thr, int *dup, float *si
         dup[i] = -1;
         sim[i] = 0;
     }
-    /* row block [i0, i0 + B) against the images after each row */
+    /* row block [i0, i0 + B) against the images from i0 on (the pairs
+     * before it were seen from the other side) */
     for (int i0 = 0; i0 < n; i0 += B) {
-        int m = n - i0 < B ? n - i0 : B;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f,
-                    feat + (size_t)i0 * d, d, feat, d, 0.0f, s, n);
+        int m = n - i0 < B ? n - i0 : B, w = n - i0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, w, d, 1.0f,
+                    feat + (size_t)i0 * d, d, feat + (size_t)i0 * d, d, 0.0f, s, w);
         for (int a = 0; a < m; a++) {
             int i = i0 + a;
-            const float *row = s + (size_t)a * n;
+            const float *row = s + (size_t)a * w; /* row[j - i0]: i against j */
             for (int j = i + 1; j < n; j++)
-                if (row[j] >= thr && row[j] > sim[j]) {
-                    sim[j] = row[j];
+                if (row[j - i0] >= thr && row[j - i0] > sim[j]) {
+                    sim[j] = row[j - i0];
                     dup[j] = i;
                 }
         }
@@ -306,7 +307,7 @@ tjob_outcome audit_run(run *R) {
     R->audit = 1;
     char kfolds[16];
     snprintf(kfolds, sizeof kfolds, "%d", K);
-    int trained_last = 0;
+    int trained_last = 0, fdim = 0;
     if (s->pretrained_blob && s->pretrained_blob[0]) { /* the folds fit the head alone */
         if ((o = body_features(R, idx)) != TJ_DONE) goto out;
         learner_down(R);
@@ -353,7 +354,23 @@ tjob_outcome audit_run(run *R) {
         trained_last = f == K - 1;
         if (have) continue;
         free(fp);
-        if (!(fp = malloc(sizeof(float) * (size_t)nf * C)) || predict(R, idx, nf, fp, 0, NULL, NULL)) {
+        int bad = !(fp = malloc(sizeof(float) * (size_t)nf * C));
+        if (!bad && f == K - 1 && !R->feat && n > 1) {
+            /* the last model sees every image once: its held-out fold's
+             * probabilities, and everyone's features for the near-duplicates */
+            float *all = malloc(sizeof(float) * n * (size_t)C);
+            int *every = malloc(sizeof(int) * n);
+            bad = !all || !every;
+            for (size_t i = 0; !bad && i < n; i++) every[i] = (int)i;
+            bad = bad || predict(R, every, (int)n, all, 0, &feat, &fdim);
+            for (int i = 0; !bad && i < nf; i++)
+                memcpy(fp + (size_t)i * C, all + (size_t)idx[i] * C, sizeof(float) * (size_t)C);
+            free(all);
+            free(every);
+        } else if (!bad) {
+            bad = predict(R, idx, nf, fp, 0, NULL, NULL);
+        }
+        if (bad) {
             snprintf(R->why, sizeof R->why, "out of memory predicting fold %d", f + 1);
             o = run_fail(R);
             goto out;
@@ -382,7 +399,6 @@ tjob_outcome audit_run(run *R) {
         wrong += best != label[i];
     }
     /* near-duplicates in the last fold's feature space */
-    int fdim = 0;
     long ndup = 0;
     for (size_t i = 0; i < n; i++) idx[i] = (int)i, dup[i] = -1;
     if (R->feat && n > 1) { /* the frozen body's features */
@@ -392,8 +408,8 @@ tjob_outcome audit_run(run *R) {
             goto out;
         }
     } else if (trained_last && n > 1) {
-        float *junk = malloc(sizeof(float) * n * (size_t)C);
-        int bad = !junk || predict(R, idx, (int)n, junk, 0, &feat, &fdim) ||
+        float *junk = feat ? NULL : malloc(sizeof(float) * n * (size_t)C);
+        int bad = (!feat && (!junk || predict(R, idx, (int)n, junk, 0, &feat, &fdim))) ||
                   duplicates(feat, (int)n, fdim, thr, dup, sim);
         free(junk);
         if (bad) {

@@ -13,7 +13,7 @@ for f in model.onnx model-before-cleaning.onnx summary.md lr_find.svg confusion.
 done
 # every step shown, in the lesson's order
 grep '^== ' "$T/demo1.out" | cut -c4-14 >"$T/steps"
-printf '%s\n' "the data: F" "ursa up: th" "ursa ingest" "ursa lr-fin" "ursa train:" "ursa interp" \
+printf '%s\n' "ursa up: th" "the data: F" "ursa ingest" "ursa lr-fin" "ursa train:" "ursa interp" \
     "ursa audit:" "ursa clean " "the test se" "ursa-infere" "summary (al" | cmp -s - "$T/steps" ||
     fail "steps: $(cat "$T/steps")"
 # the mess became the right states: 404s and the slow host failed, HTML and
