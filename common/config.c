@@ -24,7 +24,8 @@ const cfg_def cfg_defs_kafka[] = {
      "first retry delay; doubles each attempt"},
     {"kq.backoff-max-ms", CFG_INT, "5000", 1, 600000, "longest retry delay"},
     {"kq.max-inflight", CFG_INT, "1000", 1, 1000000,
-     "consumed messages whose effects may be pending at once"},
+     "consumed messages whose effects may be pending at once (finished ones waiting "
+     "behind a slower one for their offset may be 16 times as many)"},
     {"kq.max-message-bytes", CFG_INT, "1000000", 1024, 100000000,
      "a consumed message bigger than this is dead-lettered (as a summary) unread"},
     {"kq.drain-ms", CFG_INT, "5000", 0, 600000,

@@ -297,7 +297,10 @@ struct kq_consumer {
     kq_tick *tick;
     void *tick_opaque;
     int nresend; /* outputs waiting to be sent again; 0 skips the scan */
-    int paused;  /* the assignment is paused: we hold max_inflight messages */
+    int paused;  /* the assignment is paused: over_bound() */
+    int open;    /* messages not finished: over_bound()'s last count, and one
+                  * more for each message taken since */
+    int64_t open_at;
     int revoke_wait_ms; /* how long a revoke waits for the jobs it takes away */
 };
 
@@ -843,6 +846,7 @@ static void handle(kq_consumer *kc, const rd_kafka_message_t *m,
     else pt->head = j;
     pt->tail = j;
     kc->inflight++;
+    kc->open++;
 
     if (m->key_len + m->len > kc->max_msg_bytes) { /* refused before parsing */
         char why[160];
@@ -896,6 +900,28 @@ static void handle(kq_consumer *kc, const rd_kafka_message_t *m,
     j->handled = 1;
 }
 
+/* Whether to stop taking messages: max_inflight of them are still being
+ * worked on (in the handler, held, or with outputs unsent), or KQ_BACKLOG
+ * times that wait for their offsets behind one that is. A slow message at
+ * a partition's head so holds its own place, not every place: counting all
+ * that waited for an offset let one slow host stall every download. Open
+ * ones are counted again every 10 ms. */
+#define KQ_BACKLOG 16
+static int over_bound(kq_consumer *kc) {
+    if (kc->inflight < kc->max_inflight) return 0;
+    if (kc->inflight >= kc->max_inflight * KQ_BACKLOG) return 1;
+    int64_t now = util_mono_ms();
+    if (now - kc->open_at >= 10) {
+        int open = 0;
+        for (size_t i = 0; i < kc->nparts; i++)
+            for (kq_job *j = kc->parts[i].head; j; j = j->next)
+                open += !(j->handled && j->pending == 0 && j->held == 0 && !j->abandoned);
+        kc->open = open;
+        kc->open_at = now;
+    }
+    return kc->open >= kc->max_inflight;
+}
+
 /* Leaves the group, waiting at most ms: with the coordinator down,
  * librdkafka's own close waits about session.timeout.ms, and longer when the
  * final commit hangs. Past ms the group notices our absence by itself. */
@@ -925,7 +951,7 @@ ursa_err kq_consumer_run(kq_consumer *kc, atomic_int *run) {
         resend_due(kc);
         store_done(kc);
         /* bound what we hold, and take nothing while the daemon cannot */
-        int full = kc->inflight >= kc->max_inflight || atomic_load(&kc->intake_paused);
+        int full = atomic_load(&kc->intake_paused) || over_bound(kc);
         if (full != kc->paused) pause_all(kc, full);
         if (full) idle(kc, 20);
         /* poll even when full: a rebalance or a long job must not cost us

@@ -4,13 +4,16 @@
  *   kq-probe produce --topic T --count N [--prefix P] [--poison I,J,...]
  *   kq-probe consume --group G --topic T --worker W [--fail-on S]
  *                    [--crash-after N] [--sleep-ms M] [--forward TOPIC]
+ *                    [--hold-key K --hold-ms M]
  *
  * consume applies each message's effect to Redis exactly once (a SET NX
  * marker per message key, then HINCRBY probe:stats applied), counts every
  * handler call in probe:stats handled (which grows on redelivery), and
  * records the partitions it owned in probe:parts:<worker>. --crash-after N
  * SIGKILLs the process right after the Nth effect, before its offset is
- * stored. Messages containing --fail-on always fail transiently. */
+ * stored. Messages containing --fail-on always fail transiently. The
+ * message keyed --hold-key is held (kq_job_hold) for --hold-ms before its
+ * effect, as a download from a slow host is. */
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -36,6 +39,8 @@ static const cfg_def probe_defs[] = {
     {"crash-after", CFG_INT, "0", 0, 10000000, "SIGKILL self after N effects"},
     {"sleep-ms", CFG_INT, "0", 0, 60000, "pause per message"},
     {"forward", CFG_STR, "", 1, 0, "also produce each message to this topic"},
+    {"hold-key", CFG_STR, "", 1, 0, "the key of a message held before its effect"},
+    {"hold-ms", CFG_INT, "0", 0, 600000, "how long that message is held"},
     {"busy-tick", CFG_BOOL, "false", 1, 0,
      "install background work that returns at once, as the verifier's does"},
     {NULL, 0, NULL, 0, 0, NULL}};
@@ -54,7 +59,30 @@ typedef struct {
     const cfg *c;
     rstore *r;
     long effects;
+    kq_job *held; /* --hold-key's message, until its time */
+    int64_t held_until;
+    char held_val[256];
 } probe;
+
+static ursa_err effect(probe *p, const kq_msg *m, kq_job *job, const char *key,
+                       const char *val, char *reason, size_t rs);
+
+/* Ends the held message's hold when its time comes. */
+static int hold_tick(void *opaque, int timeout_ms) {
+    (void)timeout_ms;
+    probe *p = opaque;
+    if (!p->held || util_mono_ms() < p->held_until) return 0;
+    char reason[256];
+    const char *key = cfg_str(p->c, "hold-key");
+    if (effect(p, NULL, p->held, key, p->held_val, reason, sizeof reason) != URSA_OK) {
+        p->held_until = util_mono_ms() + 100; /* Redis away: again soon */
+        return 0;
+    }
+    ULOG_INFO("event=released key=%s", key);
+    kq_job_done(p->held);
+    p->held = NULL;
+    return 0;
+}
 
 /* Apply once per key; count every call. */
 static const char *lua =
@@ -80,6 +108,21 @@ static ursa_err handler(void *opaque, const kq_msg *m, kq_job *job, char *reason
         return URSA_ERR_TRANSIENT;
     }
     if (cfg_int(p->c, "sleep-ms")) util_sleep_ms(cfg_int(p->c, "sleep-ms"));
+    if (!p->held && *cfg_str(p->c, "hold-key") && !strcmp(key, cfg_str(p->c, "hold-key"))) {
+        ULOG_INFO("event=holding key=%s ms=%lld", key, (long long)cfg_int(p->c, "hold-ms"));
+        kq_job_hold(job);
+        p->held = job;
+        p->held_until = util_mono_ms() + cfg_int(p->c, "hold-ms");
+        snprintf(p->held_val, sizeof p->held_val, "%s", val);
+        return URSA_OK;
+    }
+    return effect(p, m, job, key, val, reason, rs);
+}
+
+/* The message's effect, once per key (and its forward) */
+static ursa_err effect(probe *p, const kq_msg *m, kq_job *job, const char *key,
+                       const char *val, char *reason, size_t rs) {
+    ursa_err err;
     char marker[300];
     snprintf(marker, sizeof marker, "probe:done:%s", key);
     err = rstore_cmd(p->r, NULL, "EVAL %s 3 %s probe:stats probe:log %s", lua, marker,
@@ -90,7 +133,7 @@ static ursa_err handler(void *opaque, const kq_msg *m, kq_job *job, char *reason
     }
     if (err) return err;
     const char *fwd = cfg_str(p->c, "forward");
-    if (*fwd && (err = kq_job_produce(job, fwd, m->key, m->key_len, m->value, m->len)))
+    if (*fwd && m && (err = kq_job_produce(job, fwd, m->key, m->key_len, m->value, m->len)))
         return err;
     if (++p->effects == cfg_int(p->c, "crash-after")) {
         ULOG_INFO("event=crashing_on_purpose key=%s", key);
@@ -152,7 +195,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "kq-probe: %s\n", err);
             return 2;
         }
-        probe p = {c, rstore_new(url, (int)cfg_int(c, "redis.timeout-ms"), err, sizeof err), 0};
+        probe p = {c, rstore_new(url, (int)cfg_int(c, "redis.timeout-ms"), err, sizeof err), 0,
+                   NULL, 0, ""};
         if (!p.r) {
             fprintf(stderr, "kq-probe: %s\n", err);
             return 2;
@@ -165,6 +209,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         if (cfg_bool(c, "busy-tick")) kq_consumer_set_tick(kc, quick_tick, NULL);
+        else if (*cfg_str(c, "hold-key")) kq_consumer_set_tick(kc, hold_tick, &p);
         rc = kq_consumer_run(kc, &run) == URSA_OK ? 0 : 1;
         kq_consumer_destroy(kc);
         rstore_destroy(p.r);
