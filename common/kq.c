@@ -688,7 +688,10 @@ kq_consumer *kq_consumer_new(const cfg *c, const char *bootstrap,
                              kq_producer *producer, kq_handler *handler,
                              void *opaque, char *errstr, size_t n) {
     kq_consumer *kc = calloc(1, sizeof *kc);
-    if (!kc) return NULL;
+    if (!kc) {
+        snprintf(errstr, n, "out of memory");
+        return NULL;
+    }
     kc->producer = producer;
     kc->handler = handler;
     kc->opaque = opaque;

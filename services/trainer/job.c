@@ -620,9 +620,11 @@ static tjob_outcome publish(run *R) {
     R->m.meta.extra = strdup(extra);
     uint8_t *onnx = NULL;
     size_t olen = 0;
-    char err[512];
+    char err[512] = "";
+    ursa_err pe = URSA_OK;
     if (nn_onnx_save_mem(&R->m, &onnx, &olen, err, sizeof err) != URSA_OK ||
-        blob_put(R->tj->bs, onnx, olen, blob) != URSA_OK) {
+        (pe = blob_put(R->tj->bs, onnx, olen, blob)) != URSA_OK) {
+        if (pe != URSA_OK) snprintf(err, sizeof err, "blob store: %s", ursa_err2str(pe));
         free(onnx);
         snprintf(R->tj->reason, sizeof R->tj->reason, "cannot export the model: %s", err);
         return TJ_RETRY;

@@ -143,7 +143,7 @@ job_field() { rcli HGET "ursa:job:$1" "$2" | tr -d '\n'; }
 job_state() { job_field "$1" state; }
 job_rows() { rcli HLEN "ursa:job:$1:rows" | tr -d '\n'; }
 # the job id in `ursa train` output ("job jXXXX queued: ...")
-job_id_of() { sed -n 's/^job \(j[0-9a-f]*\) queued.*/\1/p' "$1" | head -1; }
+job_id_of() { sed -n '/^job j[0-9a-f]* queued/{s/^job \(j[0-9a-f]*\) queued.*/\1/p;q}' "$1"; }
 
 # metrics_to URL FILE: a /metrics page into FILE. A failed fetch is logged
 # with curl's exit status and HTTP code, then tried once more a second later

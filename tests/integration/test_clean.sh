@@ -70,7 +70,8 @@ done
 log "duplicates reported: $(wc -l <"$T/dups.tsv") (3 planted)"
 # label issues: better than chance at the cut of the planted count
 NF=$(wc -l <"$T/flipped.txt")
-grep -P '\tlabel\t' "$T/clean.tsv" | head -n "$NF" | cut -f1 | sort >"$T/top.txt"
+# (awk reads to the end: head would leave grep a SIGPIPE, fatal under pipefail)
+awk -F'\t' -v n="$NF" '$6 == "label" && ++k <= n {print $1}' "$T/clean.tsv" | sort >"$T/top.txt"
 HIT=$(sort "$T/flipped.txt" | comm -12 - "$T/top.txt" | wc -l)
 log "label issues: $HIT of the top $NF are planted flips (chance: $((NF * NF / 403)))"
 [ "$HIT" -ge $((NF / 4)) ] || fail "only $HIT of the top $NF suspects are planted flips"
@@ -105,7 +106,7 @@ for n in 1 2 3; do
     o=$(sed -n "${n}p" "$T/dup_orig.txt")
     grep -q -e "/dup/sneaker$n.jpg" -e "^$o	" "$T/predups.tsv" || fail "pretrained audit: planted duplicate $n not found"
 done
-grep -P '\tlabel\t' "$T/pre.tsv" | head -n "$NF" | cut -f1 | sort >"$T/pretop.txt"
+awk -F'\t' -v n="$NF" '$6 == "label" && ++k <= n {print $1}' "$T/pre.tsv" | sort >"$T/pretop.txt"
 HIT=$(sort "$T/flipped.txt" | comm -12 - "$T/pretop.txt" | wc -l)
 log "pretrained audit: $HIT of the top $NF are planted flips, $(wc -l <"$T/predups.tsv") duplicates"
 [ "$HIT" -ge $((NF / 4)) ] || fail "pretrained audit: only $HIT of the top $NF suspects are planted flips"
