@@ -7,9 +7,9 @@
 stack_up
 
 "$PROBE" produce --topic ursa.probe --count 60 >"$T/produce.log" 2>&1 || fail "produce"
-start_consumer c1 --topic ursa.probe --worker w1 --hold-key m-0 --hold-ms 20000 --kq.max-inflight 4
+start_consumer c1 --topic ursa.probe --worker w1 --hold-key m-0 --hold-ms 12000 --kq.max-inflight 4
 wait_for 60 "m-0 held" grep -q "event=holding key=m-0" "$T/consumer-c1.log"
-wait_for 18 "the other 59 applied while m-0 is held" stat_at_least applied 59
+wait_for 10 "the other 59 applied while m-0 is held" stat_at_least applied 59
 check_eq "m-0 applied already" "$(rcli EXISTS probe:done:m-0)" 0
 grep -q "event=released" "$T/consumer-c1.log" && fail "m-0 released before the others were done"
 wait_for 30 "m-0 applied after its hold" stat_at_least applied 60
