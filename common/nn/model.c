@@ -449,12 +449,6 @@ ursa_err nn_fuse_for_inference(const nn_model *src, nn_model *d) {
             n->relu = nx->relu;
             rename_value(d, nx->out, n->out);
             dead[r] = 1;
-            i--; /* a ReLU may follow */
-        } else if (nx->op == NN_RELU && !n->relu &&
-                   (n->op == NN_CONV || n->op == NN_BN || n->op == NN_ADD)) {
-            n->relu = 1;
-            rename_value(d, nx->out, n->out);
-            dead[r] = 1;
         }
     }
     int k = 0;
@@ -462,6 +456,7 @@ ursa_err nn_fuse_for_inference(const nn_model *src, nn_model *d) {
         if (!dead[i]) d->node[k++] = d->node[i];
     d->nnode = k;
     free(dead);
+    nn_fuse_relu(d);
     /* drop the BN parameters no node uses any more */
     nn_cut(d, d->out);
     if (d->oom) {

@@ -131,7 +131,8 @@ void nn_freeze(nn_model *m);
 void nn_unfreeze(nn_model *m);
 
 /* For inference: folds every BN that follows a conv into the conv's weight
- * and bias, and fuses ReLUs into the node before them. Makes a new model. */
+ * and bias, then fuses ReLUs into the node before them (nn_fuse_relu).
+ * Makes a new model. */
 ursa_err nn_fuse_for_inference(const nn_model *src, nn_model *dst);
 /* A ReLU that is the only reader of a conv's, batch norm's or add's output
  * becomes that node's relu flag, in place: the same function and gradients,

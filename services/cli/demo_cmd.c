@@ -43,7 +43,7 @@ const cfg_def demo_defs[] = {
     {"n", CFG_INT, "0", 0, 60000,
      "training images taken from Fashion-MNIST's 60,000 (0: 20,000, or all with --full)"},
     {"full", CFG_BOOL, "false", 1, 0,
-     "all 60,000 training images and a longer recipe (17 minutes on 2 AVX-512 cores)"},
+     "all 60,000 training images and a longer recipe (14 minutes on 2 AVX-512 cores)"},
     {"quick", CFG_BOOL, "false", 1, 0,
      "1,500 images and short stages: checks that every step runs (CI), not the accuracy"},
     {"noise", CFG_DOUBLE, "0.05", 0, 0.5, "share of the images put under a wrong label"},

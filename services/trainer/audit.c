@@ -37,12 +37,12 @@
 #include "run.h"
 #include "util.h"
 
-/* The fold of an image: from its content hash and the seed only, so an
- * image keeps its fold when the audit runs again. */
 /* held-out images a fold's training validates on after each epoch: all of
  * them cost a third of the fold's time at 10,000 */
 #define AUDIT_VALID_MAX 2000
 
+/* The fold of an image: from its content hash and the seed only, so an
+ * image keeps its fold when the audit runs again. */
 static int fold_of(const char *src, uint64_t seed, int k) {
     uint64_t h = 0;
     for (int i = 0; i < 16 && src[i]; i++) {
