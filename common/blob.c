@@ -1,31 +1,121 @@
-/* blob.c: content-addressed files; see blob.h. */
-#include "blob.h"
+/* blob.c: the blob store's one API over its backends (blob_local.c,
+ * blob_s3.c); see blob.h. Hashing, the key check and the reserve live here,
+ * so every backend is content-addressed the same way. */
+#include "blob_impl.h"
 
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
-#include <unistd.h>
-#include <sys/statvfs.h>
 
+#include "log.h"
 #include "sha256.h"
 #include "util.h"
 
-struct blob_store {
-    char *dir;
-    uint64_t reserve;
-    uint64_t free_seen;   /* free bytes at the last look */
-    int64_t free_seen_ms; /* when: looked at most every 200 ms */
-};
+static blob_store *store_alloc(void) {
+    blob_store *bs = calloc(1, sizeof *bs);
+    pthread_mutex_t *mu = malloc(sizeof *mu);
+    if (!bs || !mu) {
+        free(bs);
+        free(mu);
+        return NULL;
+    }
+    pthread_mutex_init(mu, NULL);
+    bs->err_mu = mu;
+    return bs;
+}
 
-void blob_store_set_reserve(blob_store *bs, uint64_t reserve) { bs->reserve = reserve; }
+static void store_free(blob_store *bs) {
+    if (!bs) return;
+    if (bs->err_mu) pthread_mutex_destroy(bs->err_mu);
+    free(bs->err_mu);
+    free(bs);
+}
+
+blob_store *blob_store_new(const char *dir, char *errstr, size_t n) {
+    blob_store *bs = store_alloc();
+    if (!bs) {
+        if (errstr) snprintf(errstr, n, "out of memory");
+        return NULL;
+    }
+    if (blob_local_open(bs, dir, errstr, n) != URSA_OK) {
+        store_free(bs);
+        return NULL;
+    }
+    return bs;
+}
+
+blob_store *blob_store_new_s3(const blob_s3_opts *o, char *errstr, size_t n) {
+    blob_store *bs = store_alloc();
+    if (!bs) {
+        if (errstr) snprintf(errstr, n, "out of memory");
+        return NULL;
+    }
+    if (blob_s3_open(bs, o, errstr, n) != URSA_OK) {
+        store_free(bs);
+        return NULL;
+    }
+    bs->remote = 1;
+    return bs;
+}
+
+void blob_store_destroy(blob_store *bs) {
+    if (!bs) return;
+    if (bs->be) bs->be->destroy(bs->self);
+    store_free(bs);
+}
+
+int blob_store_remote(const blob_store *bs) { return bs->remote; }
+const char *blob_store_where(const blob_store *bs) { return bs->where; }
+
+void blob_note_error(blob_store *bs, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(bs->err_mu);
+    snprintf(bs->last_err, sizeof bs->last_err, "%s", msg);
+    pthread_mutex_unlock(bs->err_mu);
+    atomic_fetch_add(&bs->err_seq, 1);
+}
+
+void blob_store_last_error(blob_store *bs, char *out, size_t size) {
+    pthread_mutex_lock(bs->err_mu);
+    snprintf(out, size, "%s", bs->last_err);
+    pthread_mutex_unlock(bs->err_mu);
+}
+
+void blob_unwritable_why(blob_store *bs, ursa_err err, char *out, size_t size) {
+    if (!bs->remote) {
+        snprintf(out, size, "blob store unwritable (%s)", ursa_err2str(err));
+        return;
+    }
+    char last[512];
+    blob_store_last_error(bs, last, sizeof last);
+    snprintf(out, size, "blob store %s unreachable: %s", bs->where, last[0] ? last : ursa_err2str(err));
+}
+
+void blob_store_stats(const blob_store *bs, blob_stats *o) {
+    o->requests = __atomic_load_n(&bs->st.requests, __ATOMIC_RELAXED);
+    o->errors = __atomic_load_n(&bs->st.errors, __ATOMIC_RELAXED);
+    o->retries = __atomic_load_n(&bs->st.retries, __ATOMIC_RELAXED);
+    o->corrupt = __atomic_load_n(&bs->st.corrupt, __ATOMIC_RELAXED);
+    o->bytes_in = __atomic_load_n(&bs->st.bytes_in, __ATOMIC_RELAXED);
+    o->bytes_out = __atomic_load_n(&bs->st.bytes_out, __ATOMIC_RELAXED);
+    o->latency_us = __atomic_load_n(&bs->st.latency_us, __ATOMIC_RELAXED);
+}
+
+void blob_store_set_reserve(blob_store *bs, uint64_t reserve) {
+    if (!bs->remote) bs->reserve = reserve;
+}
 
 uint64_t blob_store_free_bytes(blob_store *bs) {
-    struct statvfs v;
-    if (statvfs(bs->dir, &v) != 0) return UINT64_MAX;
-    bs->free_seen = (uint64_t)v.f_bavail * v.f_frsize;
+    uint64_t f = bs->be->free_bytes(bs->self);
+    bs->free_seen = f;
     bs->free_seen_ms = util_mono_ms();
-    return bs->free_seen;
+    return f;
 }
 
 /* 1 when writing len more bytes would eat into the reserve. */
@@ -39,26 +129,6 @@ static int under_reserve(blob_store *bs, size_t len) {
     return 0;
 }
 
-blob_store *blob_store_new(const char *dir, char *errstr, size_t n) {
-    if (util_mkdirs(dir) != URSA_OK) {
-        if (errstr) snprintf(errstr, n, "cannot create blob store %s", dir);
-        return NULL;
-    }
-    blob_store *bs = calloc(1, sizeof *bs);
-    if (!bs || !(bs->dir = strdup(dir))) {
-        free(bs);
-        if (errstr) snprintf(errstr, n, "out of memory");
-        return NULL;
-    }
-    return bs;
-}
-
-void blob_store_destroy(blob_store *bs) {
-    if (!bs) return;
-    free(bs->dir);
-    free(bs);
-}
-
 int blob_key_valid(const char *key) {
     if (!key || strlen(key) != 64) return 0;
     for (int i = 0; i < 64; i++)
@@ -69,33 +139,19 @@ int blob_key_valid(const char *key) {
 
 ursa_err blob_path(blob_store *bs, const char *key, char *out, size_t size) {
     if (!blob_key_valid(key)) return URSA_ERR_INVALID;
-    if (snprintf(out, size, "%s/%.2s/%s", bs->dir, key, key) >=
-        (int)size)
-        return URSA_ERR_INVALID;
-    return URSA_OK;
+    return bs->be->locate(bs->self, key, out, size);
 }
 
 int blob_exists(blob_store *bs, const char *key) {
-    char path[4096];
-    return blob_path(bs, key, path, sizeof path) == URSA_OK &&
-           access(path, F_OK) == 0;
+    return blob_key_valid(key) && bs->be->exists(bs->self, key);
 }
 
 static ursa_err put(blob_store *bs, const void *data, size_t len, char key[65], int durable) {
-    char path[4096], dir[4096];
     sha256_hex(data, len, key);
-    ursa_err err = blob_path(bs, key, path, sizeof path);
-    if (err) return err;
-    if (access(path, F_OK) == 0) return URSA_OK; /* immutable: already there */
+    /* a blob already there is no write: it succeeds on a full disk too */
+    if (bs->reserve && bs->be->exists(bs->self, key)) return URSA_OK;
     if (under_reserve(bs, len)) return URSA_ERR_NO_SPACE;
-    err = durable ? util_write_file_atomic(path, data, len)
-                  : util_write_file_renamed(path, data, len);
-    if (err != URSA_ERR_IO) return err;
-    /* most likely its directory does not exist yet: make it, then again */
-    snprintf(dir, sizeof dir, "%s/%.2s", bs->dir, key);
-    if ((err = util_mkdirs(dir))) return err;
-    return durable ? util_write_file_atomic(path, data, len)
-                   : util_write_file_renamed(path, data, len);
+    return bs->be->put(bs->self, key, data, len, durable);
 }
 
 ursa_err blob_put(blob_store *bs, const void *data, size_t len, char key[65]) {
@@ -106,26 +162,32 @@ ursa_err blob_put_lazy(blob_store *bs, const void *data, size_t len, char key[65
     return put(bs, data, len, key, 0);
 }
 
-ursa_err blob_store_sync(blob_store *bs) {
-    int fd = open(bs->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return URSA_ERR_IO;
-    int rc = syncfs(fd);
-    close(fd);
-    return rc == 0 ? URSA_OK : URSA_ERR_IO;
+ursa_err blob_store_sync(blob_store *bs) { return bs->be->sync(bs->self); }
+
+ursa_err blob_delete(blob_store *bs, const char *key) {
+    if (!blob_key_valid(key)) return URSA_ERR_INVALID;
+    return bs->be->del(bs->self, key);
 }
 
 ursa_err blob_get(blob_store *bs, const char *key, size_t max, char **data,
                   size_t *len) {
-    char path[4096], got[65];
     *data = NULL;
-    ursa_err err = blob_path(bs, key, path, sizeof path);
+    if (!blob_key_valid(key)) return URSA_ERR_INVALID;
+    size_t n = 0;
+    ursa_err err = bs->be->get(bs->self, key, max, data, &n);
     if (err) return err;
-    size_t n;
-    if ((err = util_read_file(path, max, data, &n))) return err;
+    char got[65];
     sha256_hex(*data, n, got);
     if (strcmp(got, key) != 0) {
         free(*data);
         *data = NULL;
+        char where[700];
+        bs->be->locate(bs->self, key, where, sizeof where);
+        __atomic_fetch_add(&bs->st.corrupt, 1, __ATOMIC_RELAXED);
+        blob_note_error(bs, "%s: corrupt: its %zu bytes hash to %.16s..., not to its key", where,
+                        n, got);
+        ULOG_ERROR("event=blob_corrupt blob=%s bytes=%zu sha256=%s note=\"refused: its bytes "
+                   "do not hash to its key\"", where, n, got);
         return URSA_ERR_CORRUPT;
     }
     if (len) *len = n;

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 static int64_t last_beat;
-static char degraded[256]; /* why this daemon cannot do its work; "" when it can */
+static char degraded[400]; /* why this daemon cannot do its work; "" when it can */
 
 void service_degraded(const char *why) {
     snprintf(degraded, sizeof degraded, "%s", why ? why : "");
@@ -64,14 +64,13 @@ int service_connect(const cfg *c, const char *prog, service_conns *s, int *rc) {
     if (service_addrs_resolve(c, prog, &s->a)) return -1;
     *rc = 1;
     if (!(s->r = rstore_new(s->a.redis, (int)cfg_int(c, "redis.timeout-ms"), err, sizeof err)) ||
-        !(s->bs = blob_store_new(s->a.blobs, err, sizeof err)) ||
+        !(s->bs = statedir_blob_store(c, err, sizeof err)) ||
         !(s->p = kq_producer_new(c, s->a.kafka, err, sizeof err))) {
         char q[600];
         ULOG_ERROR("event=start_failed err=%s", ulog_quote(q, sizeof q, err));
         fprintf(stderr, "%s: %s\n", prog, err);
         return -1;
     }
-    blob_store_set_reserve(s->bs, (uint64_t)cfg_int(c, "blob.min-free-mb") << 20);
     return 0;
 }
 

@@ -5,11 +5,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blob.h"
 #include "util.h"
 
 const cfg_def cfg_defs_blob[] = {
+    {"blob.url", CFG_STR, "", 1, 0,
+     "where blobs live: s3://BUCKET[/PREFIX] for an S3-compatible object store (hosts that "
+     "share no disk), or a directory; empty: blob.dir"},
     {"blob.dir", CFG_STR, "", 1, 0,
      "content-addressed blob store directory; empty: <state-dir>/blobs"},
+    {"blob.s3-endpoint", CFG_STR, "", 1, 0,
+     "the object store's http(s)://HOST[:PORT] (Ceph RGW, MinIO); empty: AWS's of the region"},
+    {"blob.s3-region", CFG_STR, "us-east-1", 1, 0, "the region signed into S3 requests"},
+    {"blob.s3-credentials-file", CFG_STR, "", 1, 0,
+     "a 0600 file with aws_access_key_id and aws_secret_access_key; empty: the environment's "
+     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"},
+    {"blob.s3-timeout-ms", CFG_INT, "30000", 100, 3600000, "one S3 request, whole"},
+    {"blob.s3-retries", CFG_INT, "4", 0, 100,
+     "tries after the first for S3 requests that fail with 5xx, 429 or a network error"},
+    {"blob.s3-max-inflight", CFG_INT, "16", 1, 1024, "concurrent S3 uploads per process"},
     {"blob.min-free-mb", CFG_INT, "64", 0, 1000000,
      "daemons stop writing blobs (and fetching) while less than this is free on its disk"},
     {NULL, 0, NULL, 0, 0, NULL}};
@@ -74,10 +88,47 @@ ursa_err statedir_redis_url(const cfg *c, char *out, size_t size, char *errstr,
 }
 
 ursa_err statedir_blob_dir(const cfg *c, char *out, size_t size) {
+    const char *u = cfg_str(c, "blob.url");
+    if (*u) {
+        snprintf(out, size, "%s", u);
+        return URSA_OK;
+    }
     const char *d = cfg_str(c, "blob.dir");
     if (*d) {
         snprintf(out, size, "%s", d);
         return URSA_OK;
     }
     return statedir_path(c, "blobs", out, size);
+}
+
+blob_store *statedir_blob_store(const cfg *c, char *errstr, size_t n) {
+    char where[4096];
+    if (statedir_blob_dir(c, where, sizeof where)) {
+        snprintf(errstr, n, "blob.dir is too long");
+        return NULL;
+    }
+    blob_store *bs;
+    if (strncmp(where, "s3://", 5) == 0) {
+        blob_s3_opts o = {.url = where,
+                          .endpoint = cfg_str(c, "blob.s3-endpoint"),
+                          .region = cfg_str(c, "blob.s3-region"),
+                          .timeout_ms = (int)cfg_int(c, "blob.s3-timeout-ms"),
+                          .retries = (int)cfg_int(c, "blob.s3-retries"),
+                          .max_inflight = (int)cfg_int(c, "blob.s3-max-inflight")};
+        char secrets[8192];
+        if (blob_s3_credentials(&o, cfg_str(c, "blob.s3-credentials-file"), secrets,
+                                sizeof secrets, errstr, n))
+            return NULL;
+        bs = blob_store_new_s3(&o, errstr, n);
+        explicit_bzero(secrets, sizeof secrets);
+    } else {
+        if (strstr(where, "://") && strncmp(where, "file://", 7) != 0) {
+            snprintf(errstr, n, "blob.url %s: expected s3://BUCKET[/PREFIX] or a directory",
+                     where);
+            return NULL;
+        }
+        bs = blob_store_new(strncmp(where, "file://", 7) ? where : where + 7, errstr, n);
+    }
+    if (bs) blob_store_set_reserve(bs, (uint64_t)cfg_int(c, "blob.min-free-mb") << 20);
+    return bs;
 }

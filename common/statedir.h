@@ -17,7 +17,7 @@
 #include "config.h"
 #include "err.h"
 
-/* blob.dir */
+/* blob.url, blob.dir, blob.min-free-mb and blob.s3-* */
 extern const cfg_def cfg_defs_blob[];
 
 /* The state dir: the state-dir setting (default ".ursa"). Borrowed. */
@@ -32,7 +32,15 @@ ursa_err statedir_kafka_bootstrap(const cfg *c, char *out, size_t size,
 /* redis.url, else redis://127.0.0.1:<port in <state-dir>/redis.port>. */
 ursa_err statedir_redis_url(const cfg *c, char *out, size_t size,
                             char *errstr, size_t errstr_size);
-/* blob.dir, else <state-dir>/blobs. */
+/* blob.url, else blob.dir, else <state-dir>/blobs. */
 ursa_err statedir_blob_dir(const cfg *c, char *out, size_t size);
+
+/* Opens the blob store the settings name: an S3 bucket for blob.url
+ * s3://..., with blob.s3-* and the credentials (blob.h), else the local
+ * directory of statedir_blob_dir(), with blob.min-free-mb kept free. NULL
+ * with one line in errstr when it cannot (for S3: unreachable, no bucket,
+ * refused credentials). The caller destroys it. */
+struct blob_store;
+struct blob_store *statedir_blob_store(const cfg *c, char *errstr, size_t errstr_size);
 
 #endif

@@ -30,9 +30,8 @@ kq_producer *cli_kafka(const cfg *c) {
 }
 
 blob_store *cli_blobs(const cfg *c) {
-    char dir[4096], err[512];
-    statedir_blob_dir(c, dir, sizeof dir);
-    blob_store *bs = blob_store_new(dir, err, sizeof err);
+    char err[512];
+    blob_store *bs = statedir_blob_store(c, err, sizeof err);
     if (!bs) fprintf(stderr, "ursa: %s\n", err);
     return bs;
 }

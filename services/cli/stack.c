@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "blob.h"
 #include "dataset_cmd.h"
 #include "rstore.h"
 #include "service.h"
@@ -408,6 +409,15 @@ int stack_up(const cfg *c, int argc, char **argv) {
     (void)argv;
     stack s;
     if (stack_init(c, &s)) return 1;
+    /* an object store that refuses (wrong key, no bucket, unreachable) is
+     * named here, before anything starts, not by daemons dying in a loop */
+    char berr[600];
+    blob_store *blobs = statedir_blob_store(c, berr, sizeof berr);
+    if (!blobs) {
+        fprintf(stderr, "ursa up: %s\n", berr);
+        return 1;
+    }
+    blob_store_destroy(blobs);
     int lock = lock_state(&s);
     int changed = 0, rc = 0;
     int port = read_port(&s);

@@ -85,11 +85,32 @@ static void no_temp_files_left_behind(void **state) {
     test_rmdir(dir);
 }
 
+static void delete_and_describe(void **state) {
+    (void)state;
+    char *dir = test_mkdtemp();
+    char err[256], key[65];
+    blob_store *bs = blob_store_new(dir, err, sizeof err);
+    assert_false(blob_store_remote(bs));
+    assert_non_null(strstr(blob_store_where(bs), dir));
+    assert_int_equal(blob_put(bs, "gone soon", 9, key), URSA_OK);
+    assert_int_equal(blob_delete(bs, key), URSA_OK);
+    assert_false(blob_exists(bs, key));
+    assert_int_equal(blob_delete(bs, key), URSA_OK); /* twice: no error */
+    assert_int_equal(blob_delete(bs, "../x"), URSA_ERR_INVALID);
+    /* lazy puts are visible at once and sync does not fail */
+    assert_int_equal(blob_put_lazy(bs, "lazy", 4, key), URSA_OK);
+    assert_true(blob_exists(bs, key));
+    assert_int_equal(blob_store_sync(bs), URSA_OK);
+    blob_store_destroy(bs);
+    test_rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(put_get_roundtrip_under_its_hash),
         cmocka_unit_test(missing_corrupt_oversized_and_bad_keys),
         cmocka_unit_test(no_temp_files_left_behind),
+        cmocka_unit_test(delete_and_describe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
