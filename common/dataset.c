@@ -489,10 +489,16 @@ int ds_batch_due(const ds_batch *g) {
 
 ursa_err ds_batch_commit(ds_batch *g, rstore *r, blob_store *bs, ds_op *ops, size_t n) {
     if (g->blobs_unsynced && blob_store_sync(bs) != URSA_OK) {
-        ULOG_ERROR("event=blob_sync_failed items=%d", g->n);
-        g->retry_at = util_mono_ms() + 1000;
+        int64_t now = util_mono_ms();
+        if (now - g->sync_logged_ms >= 30000) { /* an outage: once, then every 30 s */
+            ULOG_ERROR("event=blob_sync_failed items=%d store=\"%s\" note=\"the batch waits "
+                       "and is tried every second\"", g->n, blob_store_where(bs));
+            g->sync_logged_ms = now;
+        }
+        g->retry_at = now + 1000;
         return URSA_ERR_IO;
     }
+    g->sync_logged_ms = 0;
     g->blobs_unsynced = 0;
     ursa_err err = ds_apply(r, ops, n);
     if (err) {

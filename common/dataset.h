@@ -130,6 +130,7 @@ typedef struct {
     int blobs_unsynced; /* a blob was written since the last sync */
     int64_t first_ms;   /* when the oldest waiting item came */
     int64_t retry_at;   /* after a failure: not before this */
+    int64_t sync_logged_ms; /* when a failed blob sync was last logged */
 } ds_batch;
 
 /* One more item (wrote_blob: it wrote a blob lazily). */
@@ -138,7 +139,9 @@ void ds_batch_add(ds_batch *g, int wrote_blob);
 int ds_batch_due(const ds_batch *g);
 /* Syncs the blobs and applies ops (the batch's items that still count).
  * On OK the batch is empty and each op has its result; else nothing is
- * known to be recorded, the failure is logged, and the batch waits. */
+ * known to be recorded, the failure is logged, and the batch waits:
+ * URSA_ERR_IO when the blob store did not take the blobs (a disk or an
+ * object store down: the daemon says it is degraded), else Redis's error. */
 ursa_err ds_batch_commit(ds_batch *g, rstore *r, struct blob_store *bs, ds_op *ops, size_t n);
 
 /* ---- whole-dataset reads ------------------------------------------------------- */

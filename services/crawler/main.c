@@ -20,6 +20,7 @@
 #include "msg.h"
 #include "rstore.h"
 #include "service.h"
+#include "sha256.h"
 #include "statedir.h"
 #include "topics.h"
 #include "util.h"
@@ -29,6 +30,9 @@ static const cfg_def crawler_defs[] = {
      "downloads of a URL that fails transiently (timeout, 429, 5xx) before it fails"},
     {"crawler.retry-ms", CFG_INT, "1000", 1, 3600000,
      "first wait before downloading again; doubles each attempt"},
+    {"crawler.inline-max-bytes", CFG_INT, "-1", -1, 900000,
+     "downloads up to this size go to the verifier inside their Kafka message instead of "
+     "through the blob store; -1: 524288 when the blob store is an object store, else 0"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 static const char usage[] =
@@ -48,7 +52,8 @@ typedef struct task {
     int64_t due;  /* >0: waiting to start again at this time */
     struct task *next;
     int ok, transient; /* the download's outcome */
-    char *body;        /* downloaded bytes not yet written (disk full) */
+    int inlined;       /* body goes in the message, not to the blob store */
+    char *body;        /* downloaded bytes not yet written (disk full), or inlined */
     size_t body_len;
     char blob[65], reason[32], detail[256], content_type[128], final_url[1024];
     long status;
@@ -63,6 +68,7 @@ struct crawl {
     blob_store *bs;
     int max_attempts;
     int64_t retry_ms;
+    size_t inline_max; /* crawler.inline-max-bytes as resolved */
     int stopping;  /* after the loop: park every task, record nothing */
     task *waiting; /* downloads waiting to be tried again */
     int nwaiting;
@@ -73,6 +79,7 @@ struct crawl {
     task *unwritten;
     int nunwritten;
     ursa_err degraded; /* OK, or why writes fail */
+    int sync_degraded; /* the group commit's blob sync fails */
     int64_t degraded_since, write_retry_at, degraded_logged;
 };
 
@@ -109,6 +116,10 @@ static void announce(crawl *cr, task *t, const ds_op *o) {
         m.size = t->size;
         m.http_status = (uint32_t)t->status;
         m.final_url = t->final_url;
+        if (t->inlined) {
+            m.data.data = (uint8_t *)t->body;
+            m.data.len = t->body_len;
+        }
         msg_job_produce(t->job, TOPIC_IMAGES_DOWNLOADED, t->blob, &m.base);
         cr->ok++;
     } else {
@@ -150,9 +161,22 @@ static void flush(crawl *cr) {
         o->detail = t->ok ? "" : t->detail;
         o->transient = !t->ok && t->transient;
     }
-    if (ds_batch_commit(&cr->batch, cr->r, cr->bs, ops, i)) {
+    ursa_err err = ds_batch_commit(&cr->batch, cr->r, cr->bs, ops, i);
+    if (err == URSA_ERR_IO && !cr->degraded) { /* blobs not stored yet: say so */
+        char why[400];
+        blob_unwritable_why(cr->bs, URSA_ERR_UNAVAILABLE, why, sizeof why);
+        if (!cr->sync_degraded) ULOG_ERROR("event=degraded why=\"%s\"", why);
+        cr->sync_degraded = 1;
+        service_degraded(why);
+    }
+    if (err) {
         free(ops);
         return;
+    }
+    if (cr->sync_degraded) {
+        ULOG_INFO("event=degraded_over");
+        cr->sync_degraded = 0;
+        if (!cr->degraded) service_degraded(NULL);
     }
     task *t = cr->done;
     cr->done = cr->done_tail = NULL;
@@ -207,6 +231,21 @@ static void on_fetched(void *opaque, const fetch_result *r) {
     snprintf(t->detail, sizeof t->detail, "%s", r->ok ? "" : r->detail);
     snprintf(t->content_type, sizeof t->content_type, "%s", r->content_type ? r->content_type : "");
     snprintf(t->final_url, sizeof t->final_url, "%s", r->final_url ? r->final_url : "");
+    if (r->ok && r->len && r->len <= cr->inline_max) {
+        /* an object store costs a request a blob each way: small bytes ride
+         * in the message, and the verifier stores only what it keeps */
+        t->size = r->len;
+        if (!(t->body = malloc(r->len ? r->len : 1))) {
+            wait_later(cr, t, 1000);
+            return;
+        }
+        memcpy(t->body, r->body, r->len);
+        t->body_len = r->len;
+        t->inlined = 1;
+        sha256_hex(r->body, r->len, t->blob);
+        done_push(cr, t, 0);
+        return;
+    }
     if (r->ok) {
         t->size = r->len;
         ursa_err err = cr->degraded ? cr->degraded
@@ -232,12 +271,12 @@ static void on_fetched(void *opaque, const fetch_result *r) {
  * again every second (write_held). Logs once, then every 30 s. */
 static void degrade(crawl *cr, ursa_err err) {
     uint64_t free_b = blob_store_free_bytes(cr->bs);
-    char why[160];
+    char why[400];
     if (err == URSA_ERR_NO_SPACE)
         snprintf(why, sizeof why, "blob store full (%llu bytes free)",
                  (unsigned long long)free_b);
     else
-        snprintf(why, sizeof why, "blob store unwritable (%s)", ursa_err2str(err));
+        blob_unwritable_why(cr->bs, err, why, sizeof why);
     int64_t now = util_mono_ms();
     if (!cr->degraded) {
         cr->degraded = err;
@@ -382,6 +421,8 @@ int main(int argc, char **argv) {
     cr.bs = sc.bs;
     cr.max_attempts = (int)cfg_int(c, "crawler.max-attempts");
     cr.retry_ms = cfg_int(c, "crawler.retry-ms");
+    long long im = cfg_int(c, "crawler.inline-max-bytes");
+    cr.inline_max = im >= 0 ? (size_t)im : blob_store_remote(sc.bs) ? 524288 : 0;
     rc = 1;
     if (!(cr.f = fetch_new(&fo, err, sizeof err))) {
         fprintf(stderr, "ursa-crawler: %s\n", err);
@@ -395,8 +436,9 @@ int main(int argc, char **argv) {
     }
     cr.kc = kc;
     kq_consumer_set_tick(kc, tick, &cr);
-    ULOG_INFO("event=started kafka=%s redis=%s blobs=%s max_inflight=%d allow=\"%s\"",
-              sc.a.kafka, sc.a.redis, sc.a.blobs, fo.max_total, fo.allow);
+    ULOG_INFO("event=started kafka=%s redis=%s blobs=\"%s\" inline_max=%zu max_inflight=%d "
+              "allow=\"%s\"", sc.a.kafka, sc.a.redis, blob_store_where(sc.bs), cr.inline_max,
+              fo.max_total, fo.allow);
     rc = kq_consumer_run(kc, &run) == URSA_OK ? 0 : 1;
     ULOG_INFO("event=stopped downloaded=%llu failed=%llu retried=%llu",
               (unsigned long long)cr.ok, (unsigned long long)cr.failed,

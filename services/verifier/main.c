@@ -17,6 +17,7 @@
 #include "msg.h"
 #include "rstore.h"
 #include "service.h"
+#include "sha256.h"
 #include "statedir.h"
 #include "topics.h"
 #include "util.h"
@@ -71,10 +72,24 @@ static ursa_err verify_one(verifier *v, Ursa__ImageDownloaded *d, kq_job *job, c
                            size_t rn) {
     char *data = NULL;
     size_t len = 0;
-    ursa_err err = blob_get(v->bs, d->blob, v->max_bytes, &data, &len);
     pending *p = &v->batch[v->g.n];
     int wrote = 0; /* a blob written lazily: the batch must sync */
     memset(p, 0, sizeof *p);
+    int inlined = d->data.len > 0; /* the bytes came in the message */
+    ursa_err err = URSA_OK;
+    if (inlined) {
+        char got[65];
+        sha256_hex(d->data.data, d->data.len, got);
+        if (strcmp(got, d->blob) != 0) {
+            snprintf(reason, rn, "the message's bytes do not hash to its blob %.12s", d->blob);
+            return URSA_ERR_PERMANENT;
+        }
+        data = (char *)d->data.data;
+        len = d->data.len;
+        if (len > v->max_bytes) err = URSA_ERR_TOO_LARGE;
+    } else {
+        err = blob_get(v->bs, d->blob, v->max_bytes, &data, &len);
+    }
     if (err == URSA_ERR_TOO_LARGE) { /* bigger than verifier.max-bytes: a verdict */
         p->rejected = 1;
         snprintf(p->reason, sizeof p->reason, "too_large");
@@ -87,13 +102,17 @@ static ursa_err verify_one(verifier *v, Ursa__ImageDownloaded *d, kq_job *job, c
          * errors wait for the disk, the rest are retried and then
          * dead-lettered (`ursa retry --pending` downloads them again) */
         snprintf(reason, rn, "source blob %.12s: %s", d->blob, ursa_err2str(err));
-        return err == URSA_ERR_IO ? URSA_ERR_UNAVAILABLE : URSA_ERR_TRANSIENT;
+        return err == URSA_ERR_IO || err == URSA_ERR_UNAVAILABLE ? URSA_ERR_UNAVAILABLE
+                                                                 : URSA_ERR_TRANSIENT;
     }
     uint8_t *jpeg = NULL;
     size_t jl = 0;
     img_reject rej;
     err = img_verify((const uint8_t *)data, len, &v->o, &jpeg, &jl, &p->w, &p->h, &rej);
-    free(data);
+    if (!inlined) { /* else they are the message's, and may be stored below */
+        free(data);
+        data = NULL;
+    }
     if (err == URSA_ERR_INVALID) {
         p->rejected = 1;
         snprintf(p->reason, sizeof p->reason, "%s", rej.reason);
@@ -102,30 +121,28 @@ static ursa_err verify_one(verifier *v, Ursa__ImageDownloaded *d, kq_job *job, c
         snprintf(reason, rn, "verify: %s", ursa_err2str(err));
         return URSA_ERR_TRANSIENT; /* out of memory: maybe better next time */
     } else {
-        /* no jpeg: the downloaded file is already normalised, and stored */
+        /* no jpeg: the downloaded file is already normalised, and stored
+         * unless it came in the message */
         if (jpeg) err = blob_put_lazy(v->bs, jpeg, jl, p->key), wrote = err == URSA_OK;
+        else if (inlined) err = blob_put_lazy(v->bs, data, len, p->key), wrote = err == URSA_OK;
         else snprintf(p->key, sizeof p->key, "%s", d->blob);
         free(jpeg);
         if (err) {
             /* an outage: the loop retries this message (sleeping, taking
              * nothing new) until the disk takes it; the heartbeat says why */
-            char why[160];
+            char why[400];
             if (err == URSA_ERR_NO_SPACE)
                 snprintf(why, sizeof why, "blob store full (%llu bytes free)",
                          (unsigned long long)blob_store_free_bytes(v->bs));
             else
-                snprintf(why, sizeof why, "blob store unwritable (%s)", ursa_err2str(err));
+                blob_unwritable_why(v->bs, err, why, sizeof why);
             if (!v->degraded) ULOG_ERROR("event=degraded why=\"%s\"", why);
             v->degraded = 1;
             service_degraded(why);
             snprintf(reason, rn, "cannot write blob: %s", ursa_err2str(err));
             return err == URSA_ERR_NO_SPACE ? err : URSA_ERR_UNAVAILABLE;
         }
-        if (v->degraded) {
-            ULOG_INFO("event=degraded_over");
-            v->degraded = 0;
-            service_degraded(NULL);
-        }
+        /* degraded until the batch's blobs are stored: flush() says when */
     }
 queue:
     p->job = job;
@@ -196,7 +213,20 @@ static void flush(verifier *v) {
             o->jpeg_blob = p->key;
         }
     }
-    if (ds_batch_commit(&v->g, v->r, v->bs, ops, (size_t)nops)) return;
+    ursa_err err = ds_batch_commit(&v->g, v->r, v->bs, ops, (size_t)nops);
+    if (err == URSA_ERR_IO) { /* the blobs are not stored yet: say so, keep the batch */
+        char why[400];
+        blob_unwritable_why(v->bs, URSA_ERR_UNAVAILABLE, why, sizeof why);
+        if (!v->degraded) ULOG_ERROR("event=degraded why=\"%s\"", why);
+        v->degraded = 1;
+        service_degraded(why);
+    }
+    if (err) return;
+    if (v->degraded) {
+        ULOG_INFO("event=degraded_over");
+        v->degraded = 0;
+        service_degraded(NULL);
+    }
     for (int i = 0, k = 0; i < n; i++)
         announce(v, &v->batch[i], kq_job_orphaned(v->batch[i].job) ? NULL : &ops[k++]);
 }
