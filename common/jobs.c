@@ -212,6 +212,10 @@ ursa_err job_get_field(rstore *r, const char *id, const char *field, redisReply 
     return rstore_cmd(r, rep, "HGET ursa:job:%s %s", id, field);
 }
 
+ursa_err job_del_field(rstore *r, const char *id, const char *field) {
+    return rstore_cmd(r, NULL, "HDEL ursa:job:%s %s", id, field);
+}
+
 ursa_err job_incr(rstore *r, const char *id, const char *field) {
     return rstore_cmd(r, NULL, "HINCRBY ursa:job:%s %s 1", id, field);
 }

@@ -91,6 +91,9 @@ ursa_err job_lease_release(rstore *r, const char *id, const char *worker);
 ursa_err job_get_all(rstore *r, const char *id, redisReply **rep);
 /* One field (a nil reply when unset). */
 ursa_err job_get_field(rstore *r, const char *id, const char *field, redisReply **rep);
+/* HDEL: forgets a field whatever the job's state (a dropped checkpoint's
+ * blob key, which outlives the job's end by a moment). */
+ursa_err job_del_field(rstore *r, const char *id, const char *field);
 /* HINCRBY field 1 (starts, resumes). */
 ursa_err job_incr(rstore *r, const char *id, const char *field);
 /* HSETNX: sets field unless it is set (started_ms). */

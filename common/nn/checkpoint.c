@@ -45,8 +45,8 @@ static uint32_t fnv(const uint8_t *p, size_t n) {
     return h;
 }
 
-ursa_err nn_checkpoint_save(const nn_model *m, const void *user, uint32_t ulen, const char *path,
-                            char *err, size_t errlen) {
+ursa_err nn_checkpoint_encode(const nn_model *m, const void *user, uint32_t ulen, uint8_t **out,
+                              size_t *outlen) {
     wbuf b = {0};
     put(&b, "URSACKP1", 8);
     put(&b, &ulen, 4);
@@ -74,6 +74,18 @@ ursa_err nn_checkpoint_save(const nn_model *m, const void *user, uint32_t ulen, 
     put(&b, &h, 4);
     if (b.oom) {
         free(b.p);
+        return URSA_ERR_NOMEM;
+    }
+    *out = b.p;
+    *outlen = b.n;
+    return URSA_OK;
+}
+
+ursa_err nn_checkpoint_save(const nn_model *m, const void *user, uint32_t ulen, const char *path,
+                            char *err, size_t errlen) {
+    wbuf b = {0};
+    if (nn_checkpoint_encode(m, user, ulen, &b.p, &b.n) != URSA_OK) {
+        snprintf(err, errlen, "%s: out of memory", path);
         return URSA_ERR_NOMEM;
     }
     char tmp[4200];
@@ -104,6 +116,8 @@ ursa_err nn_checkpoint_save(const nn_model *m, const void *user, uint32_t ulen, 
 ursa_err nn_checkpoint_load(nn_model *m, void *user, uint32_t ulen, const char *path, char *err,
                             size_t errlen) {
     FILE *f = fopen(path, "rb");
+    uint8_t *p = NULL;
+    size_t len = 0;
     if (!f) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return errno == ENOENT ? URSA_ERR_NOT_FOUND : URSA_ERR_IO;
@@ -111,8 +125,8 @@ ursa_err nn_checkpoint_load(nn_model *m, void *user, uint32_t ulen, const char *
     fseek(f, 0, SEEK_END);
     long fl = ftell(f);
     fseek(f, 0, SEEK_SET);
-    uint8_t *p = fl > 0 ? malloc((size_t)fl) : NULL;
-    size_t len = fl > 0 ? (size_t)fl : 0, off = 0;
+    p = fl > 0 ? malloc((size_t)fl) : NULL;
+    len = fl > 0 ? (size_t)fl : 0;
     if (!p || fread(p, 1, len, f) != len) {
         fclose(f);
         free(p);
@@ -120,6 +134,18 @@ ursa_err nn_checkpoint_load(nn_model *m, void *user, uint32_t ulen, const char *
         return URSA_ERR_IO;
     }
     fclose(f);
+    ursa_err e = nn_checkpoint_decode(m, user, ulen, p, len);
+    free(p);
+    if (e == URSA_ERR_CORRUPT)
+        snprintf(err, errlen, "%s: not a checkpoint of this model (or damaged)", path);
+    else if (e)
+        snprintf(err, errlen, "%s: %s", path, ursa_err2str(e));
+    return e;
+}
+
+ursa_err nn_checkpoint_decode(nn_model *m, void *user, uint32_t ulen, const uint8_t *p,
+                              size_t len) {
+    size_t off = 0;
     uint32_t h, u, np;
     if (len < 20 || memcmp(p, "URSACKP1", 8)) goto bad;
     memcpy(&h, p + len - 4, 4);
@@ -171,17 +197,13 @@ ursa_err nn_checkpoint_load(nn_model *m, void *user, uint32_t ulen, const char *
             if (fl1) {
                 if (!q->m) q->m = malloc(n * sizeof(float));
                 if (!q->v) q->v = malloc(n * sizeof(float));
-                if (!q->m || !q->v) {
-                    free(p);
-                    return URSA_ERR_NOMEM;
-                }
+                if (!q->m || !q->v) return URSA_ERR_NOMEM;
                 memcpy(q->m, p + off, n * sizeof(float));
                 memcpy(q->v, p + off + n * sizeof(float), n * sizeof(float));
                 off += 2 * n * sizeof(float);
             }
         }
     }
-    free(p);
     /* trained weights are past nn_unfold_bn's calibration: it must not
      * reset them on the next batch */
     int trained = 0;
@@ -191,7 +213,5 @@ ursa_err nn_checkpoint_load(nn_model *m, void *user, uint32_t ulen, const char *
     m->wver++;
     return URSA_OK;
 bad:
-    free(p);
-    snprintf(err, errlen, "%s: not a checkpoint of this model (or damaged)", path);
     return URSA_ERR_CORRUPT;
 }

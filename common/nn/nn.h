@@ -267,6 +267,13 @@ ursa_err nn_checkpoint_save(const nn_model *m, const void *user, uint32_t ulen, 
  * damaged one, is refused (URSA_ERR_CORRUPT) and the model left as it was. */
 ursa_err nn_checkpoint_load(nn_model *m, void *user, uint32_t ulen, const char *path, char *err,
                             size_t errlen);
+/* The same in memory (for an object store): encode into a new buffer the
+ * caller frees; decode refuses another model's or damaged bytes with
+ * URSA_ERR_CORRUPT, leaving the model as it was. */
+ursa_err nn_checkpoint_encode(const nn_model *m, const void *user, uint32_t ulen, uint8_t **out,
+                              size_t *outlen);
+ursa_err nn_checkpoint_decode(nn_model *m, void *user, uint32_t ulen, const uint8_t *buf,
+                              size_t len);
 
 /* ---- ONNX (onnx.c) ---------------------------------------------------- */
 ursa_err nn_onnx_save(const nn_model *m, const char *path, char *err, size_t errlen);

@@ -386,7 +386,7 @@ tjob_outcome audit_run(run *R) {
             o = TJ_RETRY;
             goto out;
         }
-        if (f < K - 1) unlink(R->ckpt);
+        if (f < K - 1) run_ckpt_drop(R);
     }
     /* confident learning over the out-of-sample probabilities */
     long issues = li_find(probs, label, n, C, res, NULL);
@@ -494,7 +494,7 @@ tjob_outcome audit_run(run *R) {
         goto out;
     }
     if (moved) run_progress(R, "done", NULL, NULL);
-    unlink(R->ckpt);
+    run_ckpt_drop(R);
     ULOG_INFO("event=audit_done job=%s dataset=%s images=%zu label_issues=%ld (li_find %ld) "
               "duplicates=%ld outliers=%ld oof_error=%s blob=%.12s",
               R->tj->id, s->dataset, n, nlabel, issues, ndup, nout, oe, key);

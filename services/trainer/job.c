@@ -49,6 +49,73 @@ void run_progress(run *R, const char *state, const nn_epoch_row *row, const char
     free(buf);
 }
 
+static int ckpt_in_blobs(const run *R) { return !R->tj->ckpt_dir || !*R->tj->ckpt_dir; }
+
+static void ckpt_field(const run *R, char *out, size_t n) {
+    const char *b = strrchr(R->ckpt, '/');
+    snprintf(out, n, "ckpt:%s", b ? b + 1 : R->ckpt);
+}
+
+ursa_err run_ckpt_save(run *R, char *err, size_t n) {
+    if (!ckpt_in_blobs(R))
+        return nn_checkpoint_save(&R->m, &R->pos, sizeof R->pos, R->ckpt, err, n);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char field[300], old[80], key[65];
+    ursa_err e = nn_checkpoint_encode(&R->m, &R->pos, sizeof R->pos, &buf, &len);
+    if (e) {
+        snprintf(err, n, "%s: %s", R->ckpt, ursa_err2str(e));
+        return e;
+    }
+    e = blob_put(R->tj->bs, buf, len, key);
+    free(buf);
+    if (e) {
+        blob_unwritable_why(R->tj->bs, e, err, n);
+        return e;
+    }
+    ckpt_field(R, field, sizeof field);
+    if (run_field(R, field, old, sizeof old)) old[0] = '\0';
+    const char *kv[] = {field, key, NULL};
+    if (job_update(R->r, R->tj->id, kv)) {
+        snprintf(err, n, "recording checkpoint %.12s: Redis: %s", key, rstore_last_error(R->r));
+        return URSA_ERR_UNAVAILABLE;
+    }
+    if (old[0] && strcmp(old, key) != 0) blob_delete(R->tj->bs, old);
+    return URSA_OK;
+}
+
+ursa_err run_ckpt_load(run *R, void *pos, uint32_t poslen, char *err, size_t n) {
+    if (!ckpt_in_blobs(R)) {
+        if (access(R->ckpt, F_OK) != 0) return URSA_ERR_NOT_FOUND;
+        return nn_checkpoint_load(&R->m, pos, poslen, R->ckpt, err, n);
+    }
+    char field[300], key[80];
+    ckpt_field(R, field, sizeof field);
+    if (run_field(R, field, key, sizeof key)) {
+        snprintf(err, n, "reading the job: Redis: %s", rstore_last_error(R->r));
+        return URSA_ERR_UNAVAILABLE;
+    }
+    if (!key[0]) return URSA_ERR_NOT_FOUND;
+    char *data = NULL;
+    size_t len = 0;
+    ursa_err e = blob_get(R->tj->bs, key, (size_t)1 << 36, &data, &len);
+    if (!e) e = nn_checkpoint_decode(&R->m, pos, poslen, (const uint8_t *)data, len);
+    free(data);
+    if (e) snprintf(err, n, "checkpoint blob %.12s: %s", key, ursa_err2str(e));
+    return e;
+}
+
+void run_ckpt_drop(run *R) {
+    if (!ckpt_in_blobs(R)) {
+        unlink(R->ckpt);
+        return;
+    }
+    char field[300], key[80];
+    ckpt_field(R, field, sizeof field);
+    if (run_field(R, field, key, sizeof key) || !key[0]) return;
+    if (job_del_field(R->r, R->tj->id, field) == URSA_OK) blob_delete(R->tj->bs, key);
+}
+
 /* Ends the job as failed with R->why. */
 tjob_outcome run_fail(run *R) {
     const char *kv[] = {"error", R->why, NULL};
@@ -61,7 +128,7 @@ tjob_outcome run_fail(run *R) {
     char q[600];
     ULOG_WARN("event=job_failed job=%s reason=%s", R->tj->id, ulog_quote(q, sizeof q, R->why));
     if (moved) run_progress(R, "failed", NULL, R->why);
-    unlink(R->ckpt);
+    run_ckpt_drop(R);
     snprintf(R->tj->reason, sizeof R->tj->reason, "failed: %s", R->why);
     return TJ_DONE;
 }
@@ -150,7 +217,20 @@ int run_load_image(void *ctx, int i, img_rgb *out) {
     if (R->cache && cache_get(R, i, out)) return 0;
     char *data = NULL;
     size_t len = 0;
-    if (blob_get(R->tj->bs, R->im[i].jpeg, (size_t)64 << 20, &data, &len) != URSA_OK) return -1;
+    ursa_err be;
+    /* an object store that does not answer is waited for, not skipped past:
+     * a job never trains on part of its images for an outage; a corrupt
+     * blob is skipped (blob_get named it) and never trained on */
+    for (int attempt = 1;
+         (be = blob_get(R->tj->bs, R->im[i].jpeg, (size_t)64 << 20, &data, &len)) ==
+             URSA_ERR_UNAVAILABLE && !atomic_load(&R->tj->stop);
+         attempt++) {
+        if (attempt == 1)
+            ULOG_WARN("event=blob_store_unavailable job=%s blob=%.12s note=\"waiting for it\"",
+                      R->tj->id, R->im[i].jpeg);
+        util_sleep_ms(util_backoff_ms(attempt, 200, 5000));
+    }
+    if (be != URSA_OK) return -1;
     img_reject rej;
     /* verified images (JPEG, 500 px at most): the default limits */
     ursa_err e = nn_decode_image((const uint8_t *)data, len, &R->m.meta, NULL, out, &rej);
@@ -472,7 +552,7 @@ static void on_epoch(void *ctx, const nn_epoch_row *row) {
     }
     char err[512];
     R->pos.magic = POS_MAGIC;
-    if (nn_checkpoint_save(&R->m, &R->pos, sizeof R->pos, R->ckpt, err, sizeof err))
+    if (run_ckpt_save(R, err, sizeof err))
         ULOG_ERROR("event=checkpoint_failed job=%s err=\"%s\"", R->tj->id, err);
     char ep[16], beat[24];
     snprintf(ep, sizeof ep, "%u", R->epoch_base + R->pos.done);
@@ -686,7 +766,7 @@ static tjob_outcome publish(run *R) {
         nn_epoch_row row = {0, 0, (float)vloss, (float)err_rate, 0};
         run_progress(R, "done", &row, NULL);
     }
-    unlink(R->ckpt);
+    run_ckpt_drop(R);
     ULOG_INFO("event=model_published job=%s model=%s blob=%.12s error_rate=%.4f valid=%d",
               R->tj->id, model_id, blob, err_rate, R->nva);
     snprintf(R->tj->reason, sizeof R->tj->reason, "done: model %s", model_id);
@@ -699,7 +779,7 @@ tjob_outcome run_cancelled(run *R) {
     if (job_set_state(R->r, R->tj->id, JOB_CANCELLED, kv, &moved))
         return run_redis_down(R, "recording the cancel");
     if (moved) run_progress(R, "cancelled", NULL, NULL);
-    unlink(R->ckpt);
+    run_ckpt_drop(R);
     snprintf(R->tj->reason, sizeof R->tj->reason, "cancelled");
     return TJ_DONE;
 }
@@ -707,11 +787,16 @@ tjob_outcome run_cancelled(run *R) {
 int run_fit_stages(run *R, tjob_outcome *out) {
     const Ursa__TrainJob *s = R->spec;
     R->pos = (position){POS_MAGIC, 0, 0, 0};
-    if (access(R->ckpt, F_OK) == 0) {
-        char err[512];
-        position p;
-        if (nn_checkpoint_load(&R->m, &p, sizeof p, R->ckpt, err, sizeof err) == URSA_OK &&
-            p.magic == POS_MAGIC && p.stage <= s->n_stages) {
+    char err[512] = "";
+    position p;
+    ursa_err ce = run_ckpt_load(R, &p, sizeof p, err, sizeof err);
+    if (ce == URSA_ERR_UNAVAILABLE) { /* never start over for an outage */
+        snprintf(R->tj->reason, sizeof R->tj->reason, "reading the checkpoint: %s", err);
+        *out = TJ_RETRY;
+        return 1;
+    }
+    if (ce != URSA_ERR_NOT_FOUND) {
+        if (ce == URSA_OK && p.magic == POS_MAGIC && p.stage <= s->n_stages) {
             R->pos = p;
             ULOG_INFO("event=resumed job=%s stage=%u epoch=%u epochs_done=%u", R->tj->id,
                       p.stage + 1, p.epoch, p.done);

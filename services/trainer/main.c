@@ -291,7 +291,8 @@ int main(int argc, char **argv) {
     static const cfg_def trainer_defs[] = {
         {"trainer.checkpoint-dir", CFG_STR, "", 1, 0,
          "where running jobs keep their checkpoints; shared by every worker "
-         "(default: checkpoints/ beside the blob store)"},
+         "(default: checkpoints/ beside a local blob store; in an object store's blobs when "
+         "blob.url is s3://)"},
         {"trainer.image-cache-mb", CFG_INT, "1024", 0, 1 << 20,
          "decoded images a job keeps in memory for its later epochs and folds "
          "(0: decode every image every epoch)"},
@@ -324,12 +325,14 @@ int main(int argc, char **argv) {
     snprintf(t.worker, sizeof t.worker, "%s:%d", host, (int)getpid());
     if (*cfg_str(c, "trainer.checkpoint-dir")) {
         snprintf(t.ckpt_dir, sizeof t.ckpt_dir, "%s", cfg_str(c, "trainer.checkpoint-dir"));
+    } else if (blob_store_remote(t.sc.bs)) {
+        t.ckpt_dir[0] = '\0'; /* in the blob store: any worker on any host resumes it */
     } else {
         char b[PATH_MAX];
         snprintf(b, sizeof b, "%s", t.sc.a.blobs);
         snprintf(t.ckpt_dir, sizeof t.ckpt_dir, "%s/checkpoints", dirname(b));
     }
-    if (util_mkdirs(t.ckpt_dir) != URSA_OK) {
+    if (t.ckpt_dir[0] && util_mkdirs(t.ckpt_dir) != URSA_OK) {
         fprintf(stderr, "ursa-trainer: cannot create %s\n", t.ckpt_dir);
         goto out;
     }
@@ -341,8 +344,9 @@ int main(int argc, char **argv) {
     }
     kq_consumer_set_tick(kc, tick, &t);
     kq_consumer_set_revoke_wait_ms(kc, 2000); /* the lease guards a job that moves */
-    ULOG_INFO("event=started worker=%s kafka=%s redis=%s blobs=%s checkpoints=%s blas=%s",
-              t.worker, t.sc.a.kafka, t.sc.a.redis, t.sc.a.blobs, t.ckpt_dir, nn_blas_core());
+    ULOG_INFO("event=started worker=%s kafka=%s redis=%s blobs=\"%s\" checkpoints=%s blas=%s",
+              t.worker, t.sc.a.kafka, t.sc.a.redis, blob_store_where(t.sc.bs),
+              t.ckpt_dir[0] ? t.ckpt_dir : "blobs", nn_blas_core());
     rc = kq_consumer_run(kc, &run) == URSA_OK ? 0 : 1;
     if (t.cur) { /* the drain gave up waiting: stop it now */
         t.tj.stop = 1;

@@ -79,6 +79,16 @@ int run_build_model(run *R);
 /* Loaders over tr_idx/va_idx (images, or the rows of R->feat when it is
  * set) and the learner. */
 int run_learner_up(run *R, uint64_t seed);
+/* The job's checkpoint named R->ckpt: a file in trainer.checkpoint-dir,
+ * or, when the trainer has none (an object store that hosts share, no
+ * shared disk), a blob whose key the job's hash keeps under
+ * ckpt:<name of R->ckpt>, the one it supersedes deleted. Save writes the
+ * model and R->pos; load reads them into R->m and *pos (NOT_FOUND when
+ * there is none; CORRUPT when unusable); drop removes it. */
+ursa_err run_ckpt_save(run *R, char *err, size_t n);
+ursa_err run_ckpt_load(run *R, void *pos, uint32_t poslen, char *err, size_t n);
+void run_ckpt_drop(run *R);
+
 /* Runs the spec's stages, resuming from R->ckpt when it holds a checkpoint
  * and writing one after every epoch. 0 when every stage ran; 1 when the
  * job must end now with *out (stopped, cancelled or failed). */
