@@ -6,8 +6,12 @@
 # same with photo-sized (640x480) JPEGs. Prints images/s and the CPU seconds
 # each process used, so the bottleneck shows.
 #
-#   ops/bench-ingest.sh [--small N] [--photo N] [--cluster]   (defaults: 70000, 3000)
+#   ops/bench-ingest.sh [--small N] [--photo N] [--cluster] [--s3]   (defaults: 70000, 3000)
 # Targets on a 2-core machine: 3,000 images/s small, 300 images/s photo.
+# --s3 runs one instance of each with the blobs in a real S3 server on the
+# same cores (Ceph RGW on bluestore, ops/s3-server.sh) instead of the local
+# directory: images/s, the ratio to the directory's, and S3 requests an
+# image as the gateway logged them (targets: 1,500/s small, 150/s photo).
 # --cluster adds the small runs again on a local 3-master Redis Cluster
 # (redis-server --cluster-enabled yes), with the ratio to one Redis.
 set -euo pipefail
@@ -15,12 +19,14 @@ cd "$(dirname "$0")/.."
 SMALL=70000
 PHOTO=3000
 CLUSTER=0
+S3=0
 while [ $# -gt 0 ]; do
     case $1 in
     --small) SMALL=$2; shift 2 ;;
     --photo) PHOTO=$2; shift 2 ;;
     --cluster) CLUSTER=1; shift ;;
-    *) echo "usage: $0 [--small N] [--photo N] [--cluster]" >&2; exit 2 ;;
+    --s3) S3=1; shift ;;
+    *) echo "usage: $0 [--small N] [--photo N] [--cluster] [--s3]" >&2; exit 2 ;;
     esac
 done
 
@@ -75,9 +81,10 @@ http {
 NGINX
 nginx -c "$W/nginx/nginx.conf"
 RC_PIDS=()
-trap 'nginx -c "$W/nginx/nginx.conf" -s stop 2>/dev/null || true; "$BIN/ursa" down --state-dir "$W/state" >/dev/null 2>&1 || true; for p in "${RC_PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done' EXIT
+trap 'nginx -c "$W/nginx/nginx.conf" -s stop 2>/dev/null || true; "$BIN/ursa" down --state-dir "$W/state" >/dev/null 2>&1 || true; for p in "${RC_PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done; [ -f "$W/s3/env" ] && ops/s3-server.sh stop "$W/s3" >/dev/null 2>&1 || true' EXIT
 
 export URSA_FETCH_ALLOW=127.0.0.1/32
+export URSA_INFERENCE_PORT=0 URSA_CONSOLE_PORT=0 # free ports: never a running stack's
 export URSA_IMG_MIN_SIDE=8 # Fashion-MNIST is 28x28
 export URSA_LOG_LEVEL=warn
 TCK=$(getconf CLK_TCK)
@@ -105,6 +112,9 @@ run() {
         pid[redis]=$(cat "$S/run/redis.pid")
     fi
     [ "$inst" -eq 2 ] && pid[crawler2]=${extra[0]} && pid[verifier2]=${extra[1]}
+    [ -n "${URSA_BLOB_URL:-}" ] && pid[rgw]=$(cat "$W/s3/rgw.pid") && pid[osd]=$(cat "$W/s3/osd.pid")
+    local rq0=0
+    [ -n "${URSA_BLOB_URL:-}" ] && rq0=$(grep -c ' beast: ' "$W/s3/rgw.log" || true)
     declare -A c0
     for k in "${!pid[@]}"; do c0[$k]=$(cpu_of "${pid[$k]}"); done
     local nginx_w
@@ -118,25 +128,57 @@ run() {
     local secs; secs=$(echo "$t1 - $t0" | bc -l)
     local cpus=""
     local pw=$(cpu_of "$nginx_w")
-    for k in crawler crawler2 verifier verifier2 redis redis1 redis2 redis3 broker; do
+    for k in crawler crawler2 verifier verifier2 redis redis1 redis2 redis3 broker rgw osd; do
         [ -n "${pid[$k]:-}" ] || continue
         cpus+=$(printf "%s=%.1fs " "$k" "$(echo "$(cpu_of "${pid[$k]}") - ${c0[$k]}" | bc -l)")
     done
     cpus+=$(printf "nginx=%.1fs" "$(echo "$pw - $nw0" | bc -l)")
     printf "%-22s %7s %9s %8.1f %10.0f   %s\n" "$name" "$n" "$ok" "$secs" "$(echo "$n / $secs" | bc -l)" "$cpus"
     RATE[$name]=$(echo "$n / $secs" | bc -l)
+    if [ -n "${URSA_BLOB_URL:-}" ]; then
+        local rq1; rq1=$(grep -c ' beast: ' "$W/s3/rgw.log" || true)
+        REQS[$name]=$(echo "($rq1 - $rq0) / $n" | bc -l)
+    fi
     for p in "${extra[@]}"; do kill -TERM "$p"; wait "$p" || true; done
+    if [ "$S3" = 1 ] && [ "$kind" = small ]; then # the trainer's epochs on these blobs
+        "$BIN/ursa" train --state-dir "$S" --dataset small --arch small --size 28 --bs 128 \
+            --stage 3:1e-2 >"$S/train.out" 2>&1
+        local j rport
+        j=$(sed -n 's/^job \(j[0-9a-f]*\) queued.*/\1/p' "$S/train.out")
+        rport=$(cat "$S/redis.port")
+        # seconds of each epoch (rows: stage epoch train valid error seconds)
+        EPOCHS[$name]=$(redis-cli -p "$rport" --raw HGETALL "ursa:job:$j:rows" | paste - - |
+            sort -n | awk -F'\t' '{printf "%s%s", (NR > 1 ? " " : ""), $7}')
+    fi
     "$BIN/ursa" down --state-dir "$S" >/dev/null
 }
 
-declare -A RATE
+declare -A RATE REQS EPOCHS
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, avx512f: $(grep -c avx512f /proc/cpuinfo || true)"
 echo
 printf "%-22s %7s %9s %8s %10s   %s\n" "run" "urls" "verified" "seconds" "images/s" "CPU seconds by process"
 run small-1-instance small 1
-run small-2-instances small 2
+[ "$S3" = 1 ] || run small-2-instances small 2
 run photo-1-instance photo 1
-run photo-2-instances photo 2
+[ "$S3" = 1 ] || run photo-2-instances photo 2
+if [ "$S3" = 1 ]; then
+    ops/s3-server.sh start "$W/s3" --store "${URSA_BENCH_S3_STORE:-bluestore}" >/dev/null
+    set -a
+    . "$W/s3/env"
+    set +a
+    export URSA_BLOB_URL="s3://$S3_BUCKET/bench" URSA_BLOB_S3_ENDPOINT="$S3_ENDPOINT"
+    run small-1-s3 small 1
+    run photo-1-s3 photo 1
+    unset URSA_BLOB_URL URSA_BLOB_S3_ENDPOINT
+    echo
+    for k in small photo; do
+        awk -v a="${RATE[$k-1-s3]}" -v b="${RATE[$k-1-instance]}" -v r="${REQS[$k-1-s3]}" -v k="$k" \
+            'BEGIN {printf "%s: S3 / local directory %.2f, %.2f S3 requests an image (gateway log)\n", k, a / b, r}'
+    done
+    echo "trainer, 3 epochs on the small images (seconds each): local ${EPOCHS[small-1-instance]}; S3 ${EPOCHS[small-1-s3]}"
+    echo "${EPOCHS[small-1-instance]} ${EPOCHS[small-1-s3]}" | awk '{printf "trainer epochs 2-3, S3 / local directory: %.2f (first epoch %.2f)\n", ($5 + $6) / ($2 + $3), $4 / $1}'
+    echo "targets with S3 (2 cores, the gateway on them too): small >= 1500 images/s, photo >= 150 images/s; epochs after the first within 10% of the directory's"
+fi
 if [ "$CLUSTER" = 1 ]; then
     ports=()
     for i in 1 2 3; do
