@@ -22,11 +22,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "dataset_cmd.h"
 #include "rstore.h"
 #include "service.h"
 #include "statedir.h"
-#include "topics.h"
 #include "util.h"
 
 const cfg_def stack_defs[] = {
@@ -36,9 +34,8 @@ const cfg_def stack_defs[] = {
      "how long up waits for health and down waits for a clean exit"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
-/* The daemons `ursa up` runs when their binary exists beside `ursa`. */
-static const char *const daemons[] = {"crawler", "verifier", "trainer",
-                                      "inference", "console", NULL};
+const char *const stack_daemons[] = {"crawler", "verifier", "trainer", "inference", "console",
+                                     NULL};
 
 typedef struct {
     char root[PATH_MAX]; /* absolute state dir */
@@ -47,9 +44,11 @@ typedef struct {
     const char *redis_url; /* redis.url: the user's Redis, passed on to the daemons */
 } stack;
 
-static int stack_init(const cfg *c, stack *s) {
+/* Fills s for the state dir; create: make it and its subdirectories
+ * (up, down), else only find it (status). */
+static int stack_locate(const cfg *c, stack *s, int create) {
     const char *root = statedir_root(c);
-    if (util_mkdirs(root) != URSA_OK) {
+    if (create && util_mkdirs(root) != URSA_OK) {
         fprintf(stderr, "ursa: cannot create state dir %s: %s\n", root, strerror(errno));
         return -1;
     }
@@ -66,7 +65,7 @@ static int stack_init(const cfg *c, stack *s) {
     s->redis_url = cfg_str(c, "redis.url");
     char d[PATH_MAX + 16];
     const char *subs[] = {"run", "log", "redis", NULL};
-    for (int i = 0; subs[i]; i++) {
+    for (int i = 0; create && subs[i]; i++) {
         snprintf(d, sizeof d, "%s/%s", s->root, subs[i]);
         if (util_mkdirs(d) != URSA_OK) {
             fprintf(stderr, "ursa: cannot create %s\n", d);
@@ -75,6 +74,8 @@ static int stack_init(const cfg *c, stack *s) {
     }
     return 0;
 }
+
+static int stack_init(const cfg *c, stack *s) { return stack_locate(c, s, 1); }
 
 static void path_of(const stack *s, char *out, size_t n, const char *fmt,
                     const char *name) {
@@ -179,38 +180,6 @@ static int redis_ping(int port, double *ms) {
     return ok;
 }
 
-/* The daemon's last heartbeat (service_beat) as "ok: 1 s ago, k=v ...". */
-/* The daemon's heartbeat as one line; returns 1 when it says degraded. */
-static int beat_of(rstore *r, const char *name, pid_t pid, char *out, size_t n) {
-    int degraded = 0;
-    snprintf(out, n, "no heartbeat yet");
-    redisReply *rep = NULL;
-    if (r && service_beat_get(r, name, (int)pid, &rep) == URSA_OK &&
-        rep->type == REDIS_REPLY_ARRAY && rep->elements) {
-        size_t o = 0;
-        long long ts = 0;
-        const char *why = NULL;
-        for (size_t i = 0; i + 1 < rep->elements; i += 2) {
-            if (!strcmp(rep->element[i]->str, "ts_ms")) ts = atoll(rep->element[i + 1]->str);
-            if (!strcmp(rep->element[i]->str, "degraded")) why = rep->element[i + 1]->str;
-        }
-        degraded = why != NULL;
-        if (why)
-            o += (size_t)snprintf(out, n, "DEGRADED: %s; heartbeat %.0f s ago", why,
-                                  (double)(util_now_ms() - ts) / 1000);
-        else
-            o += (size_t)snprintf(out, n, "ok: heartbeat %.0f s ago",
-                                  (double)(util_now_ms() - ts) / 1000);
-        for (size_t i = 0; i + 1 < rep->elements && o < n; i += 2)
-            if (strcmp(rep->element[i]->str, "ts_ms") &&
-                strcmp(rep->element[i]->str, "degraded"))
-                o += (size_t)snprintf(out + o, n - o, ", %s %s", rep->element[i]->str,
-                                      rep->element[i + 1]->str);
-    }
-    if (rep) freeReplyObject(rep);
-    return degraded;
-}
-
 static int read_bootstrap(const stack *s, char *out, size_t n) {
     char path[PATH_MAX + 64], *data = NULL;
     snprintf(path, sizeof path, "%s/broker.bootstrap", s->root);
@@ -221,9 +190,8 @@ static int read_bootstrap(const stack *s, char *out, size_t n) {
     return out[0] != '\0';
 }
 
-/* A quiet librdkafka handle for metadata and offset queries. */
-static rd_kafka_t *kafka_handle(const char *bootstrap, rd_kafka_type_t type,
-                                const char *group) {
+rd_kafka_t *stack_kafka_handle(const char *bootstrap, rd_kafka_type_t type,
+                               const char *group) {
     char es[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, es, sizeof es);
@@ -237,9 +205,8 @@ static rd_kafka_t *kafka_handle(const char *bootstrap, rd_kafka_type_t type,
     return rk;
 }
 
-/* Number of topics the broker reports, or -1 if it does not answer. */
-static int broker_topics(const char *bootstrap, int timeout_ms) {
-    rd_kafka_t *rk = kafka_handle(bootstrap, RD_KAFKA_PRODUCER, NULL);
+int stack_broker_topics(const char *bootstrap, int timeout_ms) {
+    rd_kafka_t *rk = stack_kafka_handle(bootstrap, RD_KAFKA_PRODUCER, NULL);
     if (!rk) return -1;
     const struct rd_kafka_metadata *md = NULL;
     int n = -1;
@@ -306,7 +273,7 @@ static int start_broker(const stack *s) {
     if (pid < 0) return -1;
     int64_t deadline = util_mono_ms() + s->timeout_ms;
     while (util_mono_ms() < deadline) {
-        if (read_bootstrap(s, bs, sizeof bs) && broker_topics(bs, 1000) > 0) {
+        if (read_bootstrap(s, bs, sizeof bs) && stack_broker_topics(bs, 1000) > 0) {
             printf("started broker   pid=%d bootstrap=%s (in memory only)\n", (int)pid, bs);
             return 0;
         }
@@ -428,7 +395,7 @@ int stack_up(const cfg *c, int argc, char **argv) {
     snprintf(bexe, sizeof bexe, "%s/ursa-broker", s.bindir);
     int broker_new = 0;
     if (!(alive_pid(&s, "broker", bexe) && read_bootstrap(&s, bs, sizeof bs) &&
-          broker_topics(bs, 2000) > 0)) {
+          stack_broker_topics(bs, 2000) > 0)) {
         pid_t old = alive_pid(&s, "broker", bexe);
         if (old) kill(old, SIGKILL); /* alive but not answering */
         if (start_broker(&s)) {
@@ -445,13 +412,13 @@ int stack_up(const cfg *c, int argc, char **argv) {
     char exes[8][PATH_MAX + 32];
     const char *exep[8];
     int n = 0, ntodo = 0;
-    for (int i = 0; daemons[i]; i++) {
-        snprintf(exes[n], sizeof exes[n], "%s/ursa-%s", s.bindir, daemons[i]);
+    for (int i = 0; stack_daemons[i]; i++) {
+        snprintf(exes[n], sizeof exes[n], "%s/ursa-%s", s.bindir, stack_daemons[i]);
         if (access(exes[n], X_OK) != 0) continue;
-        names[n] = daemons[i];
+        names[n] = stack_daemons[i];
         exep[n] = exes[n];
-        pid_t pid = alive_pid(&s, daemons[i], exes[n]);
-        if (!pid || broker_new) todo[ntodo++] = daemons[i];
+        pid_t pid = alive_pid(&s, stack_daemons[i], exes[n]);
+        if (!pid || broker_new) todo[ntodo++] = stack_daemons[i];
         n++;
     }
     if (broker_new) stop_all(&s, names, exep, n, SIGKILL, s.timeout_ms);
@@ -477,9 +444,9 @@ int stack_down(const cfg *c, int argc, char **argv) {
     const char *names[8], *exep[8];
     char exes[8][PATH_MAX + 32];
     int n = 0;
-    for (int i = 0; daemons[i]; i++, n++) {
-        snprintf(exes[n], sizeof exes[n], "%s/ursa-%s", s.bindir, daemons[i]);
-        names[n] = daemons[i];
+    for (int i = 0; stack_daemons[i]; i++, n++) {
+        snprintf(exes[n], sizeof exes[n], "%s/ursa-%s", s.bindir, stack_daemons[i]);
+        names[n] = stack_daemons[i];
         exep[n] = exes[n];
     }
     stop_all(&s, names, exep, n, SIGTERM, s.timeout_ms);
@@ -516,130 +483,58 @@ int stack_env(const cfg *c, int argc, char **argv) {
     return 0;
 }
 
-/* Prints each topic's size and, for topics a group works off, its lag. */
-static void print_backlog(const char *bootstrap) {
-    rd_kafka_t *rk = kafka_handle(bootstrap, RD_KAFKA_PRODUCER, NULL);
-    if (!rk) return;
-    const struct rd_kafka_metadata *md = NULL;
-    if (rd_kafka_metadata(rk, 1, NULL, &md, 3000)) {
-        rd_kafka_destroy(rk);
-        return;
-    }
-    printf("\n%-24s %5s %9s  %-15s %7s\n", "topic", "parts", "messages", "group", "backlog");
-    for (const topic_info *t = topics_all; t->name; t++) {
-        const struct rd_kafka_metadata_topic *mt = NULL;
-        for (int i = 0; i < md->topic_cnt; i++)
-            if (strcmp(md->topics[i].topic, t->name) == 0) mt = &md->topics[i];
-        if (!mt) {
-            printf("%-24s %5s\n", t->name, "missing");
-            continue;
-        }
-        int np = mt->partition_cnt;
-        int64_t total = 0, lag = 0;
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
-        int64_t *high = calloc((size_t)np, sizeof *high);
-        for (int p = 0; p < np && high; p++) {
-            int64_t lo = 0, hi = 0;
-            rd_kafka_query_watermark_offsets(rk, t->name, mt->partitions[p].id, &lo,
-                                             &hi, 2000);
-            total += hi - lo;
-            high[p] = hi;
-            rd_kafka_topic_partition_list_add(l, t->name, mt->partitions[p].id);
-        }
-        if (t->group && high) {
-            rd_kafka_t *gc = kafka_handle(bootstrap, RD_KAFKA_CONSUMER, t->group);
-            if (gc && rd_kafka_committed(gc, l, 3000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-                for (int p = 0; p < l->cnt; p++) {
-                    int64_t lo = 0, hi = high[p];
-                    int64_t committed = l->elems[p].offset;
-                    if (committed < 0) { /* nothing committed: all unread */
-                        rd_kafka_query_watermark_offsets(rk, t->name, l->elems[p].partition,
-                                                         &lo, &hi, 2000);
-                        committed = lo;
-                    }
-                    lag += high[p] - committed;
-                }
-                printf("%-24s %5d %9lld  %-15s %7lld\n", t->name, np, (long long)total,
-                       t->group, (long long)lag);
-            } else {
-                printf("%-24s %5d %9lld  %-15s %7s\n", t->name, np, (long long)total,
-                       t->group, "?");
-            }
-            if (gc) {
-                rd_kafka_consumer_close(gc);
-                rd_kafka_destroy(gc);
-            }
-        } else {
-            printf("%-24s %5d %9lld  %-15s %7s\n", t->name, np, (long long)total, "-", "-");
-        }
-        free(high);
-        rd_kafka_topic_partition_list_destroy(l);
-    }
-    rd_kafka_metadata_destroy(md);
-    rd_kafka_destroy(rk);
+int stack_exists(const cfg *c) {
+    static const char *const marks[] = {"redis.port", "broker.bootstrap", "run", NULL};
+    char p[4200];
+    for (int i = 0; marks[i]; i++)
+        if (statedir_path(c, marks[i], p, sizeof p) == URSA_OK && access(p, F_OK) == 0) return 1;
+    return 0;
 }
 
-int stack_status(const cfg *c, int argc, char **argv) {
-    (void)argc; /* no positional arguments */
-    (void)argv;
-    if (*cfg_str(c, "dataset")) return dataset_status(c);
+int stack_inspect(const cfg *c, stack_view *v) {
     stack s;
-    if (stack_init(c, &s)) return 1;
-    int healthy = 1;
-    printf("state dir %s\n%-10s %8s  %-8s %s\n", s.root, "process", "pid", "state", "health");
-    int port = read_port(&s);
-    pid_t pid = alive_pid(&s, "redis", cfg_str(c, "redis.server"));
-    double ms = 0;
-    const char *ext = cfg_str(c, "redis.url");
-    rstore *r = NULL;
-    if (*ext || (pid && port)) {
-        char url[600], err[512];
-        if (statedir_redis_url(c, url, sizeof url, err, sizeof err) == URSA_OK &&
-            (r = rstore_new(url, 1000, err, sizeof err)))
-            rstore_set_retry_ms(r, 1000);
+    memset(v, 0, sizeof *v);
+    if (stack_locate(c, &s, 0)) return -1;
+    snprintf(v->root, sizeof v->root, "%s", s.root);
+    stack_proc *p = &v->procs[v->n++];
+    p->name = "redis";
+    p->state = "external";
+    if (!*s.redis_url) {
+        int port = read_port(&s);
+        double ms = 0;
+        p->pid = alive_pid(&s, "redis", cfg_str(c, "redis.server"));
+        p->state = p->pid ? "running" : "down";
+        p->ok = p->pid && port && redis_ping(port, &ms);
+        if (p->ok)
+            snprintf(p->health, sizeof p->health, "ok: PING %.0f ms, redis://127.0.0.1:%d, AOF on",
+                     ms, port);
+        else snprintf(p->health, sizeof p->health, "%s", p->pid ? "not answering PING" : "-");
     }
-    if (*ext) {
-        int ok = r && rstore_cmd(r, NULL, "PING") == URSA_OK;
-        printf("%-10s %8s  %-8s %s: %s%s\n", "redis", "-", "external", ok ? "ok" : "not answering",
-               ext, r && rstore_is_cluster(r) ? " (Redis Cluster)" : "");
-        healthy &= ok;
-    } else if (pid && port && redis_ping(port, &ms))
-        printf("%-10s %8d  %-8s ok: PING %.0f ms, redis://127.0.0.1:%d, AOF on\n", "redis",
-               (int)pid, "running", ms, port);
-    else {
-        printf("%-10s %8s  %-8s %s\n", "redis", pid ? "?" : "-", pid ? "running" : "down",
-               pid ? "not answering PING" : "-");
-        healthy = 0;
-    }
-    char bexe[PATH_MAX + 32], bs[512];
-    snprintf(bexe, sizeof bexe, "%s/ursa-broker", s.bindir);
-    pid = alive_pid(&s, "broker", bexe);
-    int nt = pid && read_bootstrap(&s, bs, sizeof bs) ? broker_topics(bs, 2000) : -1;
-    if (nt > 0)
-        printf("%-10s %8d  %-8s ok: %s, %d topics, in memory only\n", "broker", (int)pid,
-               "running", bs, nt);
-    else {
-        printf("%-10s %8s  %-8s %s\n", "broker", pid ? "?" : "-", pid ? "running" : "down",
-               pid ? "not answering metadata requests" : "-");
-        healthy = 0;
-    }
-    for (int i = 0; daemons[i]; i++) {
-        char exe[PATH_MAX + 32];
-        snprintf(exe, sizeof exe, "%s/ursa-%s", s.bindir, daemons[i]);
+    char exe[PATH_MAX + 32], bs[512];
+    snprintf(exe, sizeof exe, "%s/ursa-broker", s.bindir);
+    p = &v->procs[v->n++];
+    p->name = "broker";
+    p->pid = alive_pid(&s, "broker", exe);
+    p->state = p->pid ? "running" : "down";
+    int nt = p->pid && read_bootstrap(&s, bs, sizeof bs) ? stack_broker_topics(bs, 2000) : -1;
+    p->ok = nt > 0;
+    if (p->ok)
+        snprintf(p->health, sizeof p->health, "ok: %s, %d topics, in memory only", bs, nt);
+    else
+        snprintf(p->health, sizeof p->health, "%s",
+                 p->pid ? "not answering metadata requests" : "-");
+    for (int i = 0; stack_daemons[i]; i++) {
+        p = &v->procs[v->n++];
+        p->name = stack_daemons[i];
+        snprintf(exe, sizeof exe, "%s/ursa-%s", s.bindir, stack_daemons[i]);
         if (access(exe, X_OK) != 0) {
-            printf("%-10s %8s  %-8s\n", daemons[i], "-", "not built");
+            p->state = "not built";
             continue;
         }
-        pid = alive_pid(&s, daemons[i], exe);
-        char pids[16] = "-", health[256] = "-";
-        if (pid) snprintf(pids, sizeof pids, "%d", (int)pid);
-        else healthy = 0;
-        if (pid && r && beat_of(r, daemons[i], pid, health, sizeof health)) healthy = 0;
-        printf("%-10s %8s  %-8s %s\n", daemons[i], pids, pid ? "running" : "down", health);
+        p->pid = alive_pid(&s, stack_daemons[i], exe);
+        p->state = p->pid ? "running" : "down";
     }
-    if (nt > 0) print_backlog(bs);
-    rstore_destroy(r);
-    return healthy ? 0 : 1;
+    return 0;
 }
 
 int stack_broker(const cfg *c, int argc, char **argv) {

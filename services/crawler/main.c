@@ -326,7 +326,7 @@ static int tick(void *opaque, int timeout_ms) {
         snprintf(held, sizeof held, "%d", cr->nunwritten);
         const char *kv[] = {"downloaded", ok, "failed", failed, "in_flight", inflight,
                             "held_for_disk", held, NULL};
-        service_beat(cr->r, "crawler", kv);
+        service_beat(cr->r, kv);
     }
     if (cr->degraded && timeout_ms > 0 && !active && !cr->batch.n)
         util_sleep_ms(timeout_ms > 100 ? 100 : timeout_ms); /* nothing to do but wait */
@@ -368,7 +368,7 @@ int main(int argc, char **argv) {
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis,
                                      cfg_defs_blob, fetch_cfg_defs, crawler_defs, NULL};
     cfg *c;
-    int argi, rc = service_setup("crawler", usage, tables, argc, argv, &c, &argi);
+    int argi, rc = service_setup("crawler", 0, usage, tables, argc, argv, &c, &argi);
     if (rc >= 0) return rc;
     service_signals(&run);
     service_conns sc;

@@ -219,7 +219,7 @@ static int tick(void *opaque, int timeout_ms) {
         snprintf(waiting, sizeof waiting, "%d", nw);
         const char *kv[] = {"job", t->cur ? t->cur->id : "-", "jobs_ended", ended, "waiting",
                             waiting, NULL};
-        service_beat(t->sc.r, "trainer", kv);
+        service_beat(t->sc.r, kv);
     }
     if (t->cur) {
         if (atomic_load(&t->tj.finished)) {
@@ -306,7 +306,7 @@ int main(int argc, char **argv) {
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis, cfg_defs_blob,
                                      trainer_defs, NULL};
     cfg *c;
-    int argi, rc = service_setup("trainer", usage, tables, argc, argv, &c, &argi);
+    int argi, rc = service_setup("trainer", 0, usage, tables, argc, argv, &c, &argi);
     if (rc >= 0) return rc;
     service_signals(&run);
     char err[512];

@@ -209,7 +209,7 @@ static int tick(void *opaque, int timeout_ms) {
         snprintf(rej, sizeof rej, "%llu", (unsigned long long)v->rejected);
         snprintf(dup, sizeof dup, "%llu", (unsigned long long)v->duplicates);
         const char *kv[] = {"verified", ok, "rejected", rej, "duplicates", dup, NULL};
-        service_beat(v->r, "verifier", kv);
+        service_beat(v->r, kv);
     }
     if (ds_batch_due(&v->g)) flush(v);
     else if (v->g.n && timeout_ms > 0)
@@ -305,7 +305,7 @@ int main(int argc, char **argv) {
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis, cfg_defs_blob,
                                      img_cfg_defs, verifier_defs, NULL};
     cfg *c;
-    int argi, rc = service_setup("verifier", usage, tables, argc, argv, &c, &argi);
+    int argi, rc = service_setup("verifier", 0, usage, tables, argc, argv, &c, &argi);
     if (rc >= 0) return rc;
     service_signals(&run);
     static verifier v; /* holds a batch of FLUSH_ITEMS: keep it off the stack */
