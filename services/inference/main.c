@@ -190,7 +190,7 @@ int main(int argc, char **argv) {
     s.dop.max_pixels = io.max_pixels;
     s.dop.max_scans = io.max_scans;
     pthread_mutex_init(&s.load_mu, NULL);
-    pthread_mutex_init(&s.mmu, NULL);
+    register_metrics(&s);
     const char *file = cfg_str(c, "inference.model");
     char err[512];
     service_conns sc;
