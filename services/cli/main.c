@@ -50,8 +50,12 @@ static const command commands[] = {
     {"up", stack_up,
      "usage: ursa up [--state-dir DIR]\n"
      "Starts the embedded stack in the background (a private redis-server, ursa-broker,\n"
-     "then every daemon that is built) and returns once it is healthy. On a running\n"
-     "stack it changes nothing; parts that died are started again.\n\n", NULL, 0, 0},
+     "then every daemon that is built) and returns once every daemon has sent its first\n"
+     "heartbeat. On a running stack it changes nothing; parts that died are started\n"
+     "again. The daemons get free metrics ports (run/<daemon>.metrics-port); the\n"
+     "inference server and the console move off a default port another process holds.\n"
+     "When a daemon cannot start, up stops what it started and exits 1 with the reason.\n\n",
+     stack_up_defs, 0, 0},
     {"down", stack_down,
      "usage: ursa down [--state-dir DIR]\n"
      "Stops the stack cleanly: daemons, then the broker, then Redis (SIGTERM, then\n"

@@ -13,6 +13,8 @@
 
 /* Settings of the stack commands (redis-server binary, timeouts). */
 extern const cfg_def stack_defs[];
+/* `ursa up`'s own: the ports of ursa-inference and ursa-console. */
+extern const cfg_def stack_up_defs[];
 
 /* Each returns the process exit code and prints for a person. */
 int stack_up(const cfg *c, int argc, char **argv);
