@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs the Debian packages ursa builds, tests and runs
 # with, when any is missing. Needs root (or sudo) on Debian 12.
-#   ops/install-deps.sh          build + test dependencies
+#   ops/install-deps.sh          build + test dependencies (prometheus: the
+#                                tests check /metrics with its promtool)
 set -euo pipefail
 
 PKGS=(
@@ -10,6 +11,7 @@ PKGS=(
   libcmocka-dev clang libclang-rt-14-dev libomp-dev libopenblas-dev zlib1g-dev
   libjpeg62-turbo-dev libpng-dev libgif-dev libwebp-dev libcurl4-openssl-dev libmicrohttpd-dev
   redis-server redis-tools kcat curl bc imagemagick webp python3 dataset-fashion-mnist chromium wrk
+  prometheus
 )
 
 missing=()
