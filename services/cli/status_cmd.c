@@ -201,7 +201,7 @@ static void gather_kafka(const cfg *c, report *r) {
         return;
     }
     const stack_proc *b = proc_of(r, "broker");
-    if (b && !*cfg_str(c, "kafka.bootstrap") && !b->ok) { /* asked already: it did not answer */
+    if (b && !b->ok) { /* asked already: it did not answer */
         problem(r, "the embedded broker is %s", b->pid ? "not answering" : "down");
         return;
     }
@@ -474,7 +474,9 @@ int status_cmd(const cfg *c, int argc, char **argv) {
     memset(&r, 0, sizeof r);
     r.now = util_now_ms();
     gethostname(r.host, sizeof r.host - 1);
-    r.embedded = stack_exists(c);
+    /* an embedded stack runs its own broker and never kafka.bootstrap: with
+     * one given, the deployment is elsewhere, whatever this state dir holds */
+    r.embedded = !*cfg_str(c, "kafka.bootstrap") && stack_exists(c);
     if (!r.embedded && !*cfg_str(c, "redis.url") && !*cfg_str(c, "kafka.bootstrap")) {
         fprintf(stderr,
                 "ursa status: no stack in %s and no addresses to look elsewhere: give "

@@ -80,6 +80,9 @@ for want in "^redis +ok: $REDIS_URL, PING" "^kafka +ok: $BOOTSTRAP, 14 topics$" 
     grep -Eq "$want" "$T/st.txt" || fail "status from anywhere lacks /$want/: $(cat "$T/st.txt")"
 done
 [ ! -e "$E/run" ] || fail "status created files in the empty state dir"
+# the addresses win over a stack's state dir (a local stack never uses kafka.bootstrap)
+"$URSA" status --redis.url "$REDIS_URL" --kafka.bootstrap "$BOOTSTRAP" 2>&1 | head -1 | grep -q '^redis  *ok' ||
+    fail "status with addresses and the stack's state dir: $("$URSA" status --redis.url "$REDIS_URL" --kafka.bootstrap "$BOOTSTRAP" 2>&1)"
 anywhere -o json >"$T/st.json" || fail "status -o json exit code"
 python3 - "$T/st.json" "$CA" "$CB" <<'PY' || fail "status -o json: $(cat "$T/st.json")"
 import json, sys
