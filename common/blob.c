@@ -81,6 +81,11 @@ void blob_note_error(blob_store *bs, const char *fmt, ...) {
     atomic_fetch_add(&bs->err_seq, 1);
 }
 
+ursa_err blob_store_ping(blob_store *bs, char *why, size_t size) {
+    why[0] = '\0';
+    return bs->be->ping(bs->self, why, size);
+}
+
 void blob_store_last_error(blob_store *bs, char *out, size_t size) {
     pthread_mutex_lock(bs->err_mu);
     snprintf(out, size, "%s", bs->last_err);

@@ -113,6 +113,11 @@ ursa_err blob_path(blob_store *bs, const char *key, char *out, size_t size);
 /* 1 if key is 64 lowercase hex characters. */
 int blob_key_valid(const char *key);
 
+/* Whether the store answers now, for /readyz: a local directory's file
+ * system can be read; an object store's bucket answers one listing (one
+ * try) and no upload is failing. Else the reason in why. */
+ursa_err blob_store_ping(blob_store *bs, char *why, size_t size);
+
 /* The last failed request (thread-safe copy into out; "" if none). */
 void blob_store_last_error(blob_store *bs, char *out, size_t size);
 

@@ -19,6 +19,7 @@ typedef struct {
     /* "<dir>/ab/<key>" or "s3://bucket/prefix/ab/<key>" */
     ursa_err (*locate)(void *self, const char *key, char *out, size_t size);
     uint64_t (*free_bytes)(void *self);
+    ursa_err (*ping)(void *self, char *why, size_t n);
     void (*destroy)(void *self);
 } blob_backend;
 

@@ -29,6 +29,13 @@ static uint64_t free_bytes(void *self) {
     return (uint64_t)v.f_bavail * v.f_frsize;
 }
 
+static ursa_err ping(void *self, char *why, size_t n) {
+    local *l = self;
+    if (free_bytes(self) != UINT64_MAX) return URSA_OK;
+    snprintf(why, n, "cannot read %s", l->dir);
+    return URSA_ERR_IO;
+}
+
 static int exists(void *self, const char *key) {
     char path[4096];
     return locate(self, key, path, sizeof path) == URSA_OK && access(path, F_OK) == 0;
@@ -79,8 +86,8 @@ static void destroy(void *self) {
     free(l);
 }
 
-static const blob_backend local_backend = {put, get, exists, sync_all, del, locate,
-                                           free_bytes, destroy};
+static const blob_backend local_backend = {put,    get,        exists, sync_all, del,
+                                           locate, free_bytes, ping,   destroy};
 
 ursa_err blob_local_open(blob_store *bs, const char *dir, char *errstr, size_t n) {
     if (util_mkdirs(dir) != URSA_OK) {

@@ -567,8 +567,24 @@ static ursa_err del(void *self, const char *key) {
     return err == URSA_ERR_NOT_FOUND ? URSA_OK : err;
 }
 
-static const blob_backend s3_backend = {put,  get,    exists,     sync_all,
-                                        del,  locate, free_bytes, destroy};
+static int check_bucket(s3 *s, int tries, char *errstr, size_t n);
+
+static ursa_err ping(void *self, char *why, size_t n) {
+    s3 *s = self;
+    pthread_mutex_lock(&s->mu);
+    int failing = s->failing;
+    pthread_mutex_unlock(&s->mu);
+    if (failing) {
+        char last[400];
+        blob_store_last_error(s->bs, last, sizeof last);
+        snprintf(why, n, "uploads failing: %s", last);
+        return URSA_ERR_UNAVAILABLE;
+    }
+    return check_bucket(s, 0, why, n) ? URSA_ERR_UNAVAILABLE : URSA_OK;
+}
+
+static const blob_backend s3_backend = {put,    get,        exists, sync_all, del,
+                                        locate, free_bytes, ping,   destroy};
 
 /* ---- opening ---------------------------------------------------------------------- */
 
@@ -617,11 +633,11 @@ static int parse_url(s3 *s, const char *url, char *errstr, size_t n) {
 }
 
 /* Checks that the bucket answers: one listing of at most one key. */
-static int check_bucket(s3 *s, char *errstr, size_t n) {
+static int check_bucket(s3 *s, int tries, char *errstr, size_t n) {
     sink k = {.max = 1 << 20};
     long st = 0;
     /* already in canonical order: libcurl 7.88 signs the query as given */
-    ursa_err err = request(s, "GET", NULL, "list-type=2&max-keys=1", NULL, 0, &k, &st, 1);
+    ursa_err err = request(s, "GET", NULL, "list-type=2&max-keys=1", NULL, 0, &k, &st, tries);
     char code[64];
     error_code(k.buf, k.len, code, sizeof code);
     free(k.buf);
@@ -704,7 +720,7 @@ ursa_err blob_s3_open(blob_store *bs, const blob_s3_opts *o, char *errstr, size_
     bs->self = s;
     snprintf(bs->where, sizeof bs->where, "s3://%s/%s at %s", s->bucket, s->prefix, s->endpoint);
     err = URSA_ERR_UNAVAILABLE;
-    if (check_bucket(s, errstr, n)) goto fail;
+    if (check_bucket(s, 1, errstr, n)) goto fail;
     err = URSA_ERR_NOMEM;
     if (!(s->multi = curl_multi_init())) goto fail;
     curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)s->max_inflight);

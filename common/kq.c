@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "sha256.h"
 #include "topics.h"
 #include "util.h"
@@ -268,6 +269,7 @@ typedef struct part {
     int32_t partition;
     kq_job *head, *tail;
     int revoked;
+    metrics_series *handled, *dead; /* its topic's counters */
 } part;
 
 /* Counters logged when the loop stops. */
@@ -302,6 +304,17 @@ struct kq_consumer {
                   * more for each message taken since */
     int64_t open_at;
     int revoke_wait_ms; /* how long a revoke waits for the jobs it takes away */
+    /* metrics (metrics.h): messages handled and dead-lettered by topic (the
+     * series hang on each part), failed attempts by error class, what is in
+     * flight, and the lag of the assigned partitions by subscribed topic */
+    metrics_family *m_handled, *m_dead, *m_failed;
+    metrics_series *m_inflight;
+    struct {
+        char *topic;
+        metrics_series *s;
+    } lag[8];
+    int nlag;
+    int64_t lag_at;
 };
 
 static part *part_get(kq_consumer *kc, const char *topic, int32_t partition) {
@@ -323,6 +336,8 @@ static part *part_get(kq_consumer *kc, const char *topic, int32_t partition) {
     memset(pt, 0, sizeof *pt);
     if (!(pt->topic = strdup(topic))) return NULL;
     pt->partition = partition;
+    pt->handled = metrics_with(kc->m_handled, topic);
+    pt->dead = metrics_with(kc->m_dead, topic);
     kc->nparts++;
     return pt;
 }
@@ -704,6 +719,33 @@ kq_consumer *kq_consumer_new(const cfg *c, const char *bootstrap,
     kc->revoke_wait_ms = 30000;
     kc->max_msg_bytes = c ? (size_t)cfg_int(c, "kq.max-message-bytes") : 1000000;
     kc->drain_ms = c ? (int)cfg_int(c, "kq.drain-ms") : 5000;
+    kc->m_handled = metrics_counter("messages_handled_total",
+                                    "Consumed messages whose handler succeeded, by topic.",
+                                    "topic");
+    kc->m_dead = metrics_counter("messages_dead_lettered_total",
+                                 "Consumed messages sent to the dead-letter topic, by topic.",
+                                 "topic");
+    kc->m_failed = metrics_counter("message_failures_total",
+                                   "Handler attempts that failed, by error class (every retry "
+                                   "counts; see the log for each reason).",
+                                   "reason");
+    kc->m_inflight = metrics_with(
+        metrics_gauge("messages_in_flight",
+                      "Consumed messages being worked on or waiting for their offsets, by group.",
+                      "group"),
+        group);
+    metrics_family *lag = metrics_gauge(
+        "consumer_lag",
+        "Messages of this instance's partitions not consumed yet (last high watermark minus "
+        "position), by topic.",
+        "topic");
+    for (size_t i = 0; topics[i] && kc->nlag < (int)(sizeof kc->lag / sizeof kc->lag[0]); i++) {
+        if (!(kc->lag[kc->nlag].topic = strdup(topics[i]))) {
+            snprintf(errstr, n, "out of memory");
+            goto fail;
+        }
+        kc->lag[kc->nlag++].s = metrics_with(lag, topics[i]);
+    }
 
     /* session.timeout.ms 6000 (the smallest a real broker allows by
      * default): a SIGKILLed worker's partitions move on after 6 s, and the
@@ -748,6 +790,7 @@ fail:
 
 void kq_consumer_destroy(kq_consumer *kc) {
     if (!kc) return;
+    for (int i = 0; i < kc->nlag; i++) free(kc->lag[i].topic);
     /* after a close that timed out, destroy must not try again and block */
     if (kc->rk)
         rd_kafka_destroy_flags(kc->rk, kc->closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
@@ -817,6 +860,7 @@ static ursa_err dead_letter(kq_consumer *kc, kq_job *j, const rd_kafka_message_t
               topic, m->partition, (long long)m->offset, attempts, kc->dlq,
               m->key_len + m->len, whole, ulog_quote(q, sizeof q, reason));
     kc->stats.dead_letters++;
+    metrics_add(j->part ? j->part->dead : NULL, 1);
     kq_out *o = out_new(j, kc->dlq, m->key, m->key_len, m->payload, m->len, h, 6);
     if (!o) return URSA_ERR_NOMEM;
     if (!whole) summarize(o, reason);
@@ -870,8 +914,10 @@ static void handle(kq_consumer *kc, const rd_kafka_message_t *m,
         ursa_err err = kc->handler(kc->opaque, &km, j, reason, sizeof reason);
         if (err == URSA_OK) {
             kc->stats.handled++;
+            metrics_add(pt->handled, 1);
             break;
         }
+        metrics_add(metrics_with(kc->m_failed, ursa_err2str(err)), 1);
         if (!reason[0]) snprintf(reason, sizeof reason, "%s", ursa_err2str(err));
         int outage = err == URSA_ERR_UNAVAILABLE || err == URSA_ERR_NO_SPACE;
         if (!outage) failures++;
@@ -944,6 +990,31 @@ static void close_bounded(kq_consumer *kc, int ms) {
     if (!kc->closed) ULOG_WARN("event=consumer_close_timeout waited_ms=%d", ms);
 }
 
+/* The lag of the partitions assigned to this consumer, by topic, every
+ * 2 s: the high watermark of the last fetch and the position are both
+ * known locally, so this asks the broker nothing. */
+static void update_lag(kq_consumer *kc) {
+    int64_t now = util_mono_ms();
+    if (now - kc->lag_at < 2000) return;
+    kc->lag_at = now;
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(kc->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || !a) return;
+    rd_kafka_position(kc->rk, a);
+    for (int t = 0; t < kc->nlag; t++) {
+        int64_t sum = 0, lo, hi;
+        for (int i = 0; i < a->cnt; i++) {
+            const rd_kafka_topic_partition_t *e = &a->elems[i];
+            if (strcmp(e->topic, kc->lag[t].topic) || e->offset < 0 ||
+                rd_kafka_get_watermark_offsets(kc->rk, e->topic, e->partition, &lo, &hi) ||
+                hi <= e->offset)
+                continue; /* nothing consumed or fetched yet: unknown, not counted */
+            sum += hi - e->offset;
+        }
+        metrics_set(kc->lag[t].s, (double)sum);
+    }
+    rd_kafka_topic_partition_list_destroy(a);
+}
+
 ursa_err kq_consumer_run(kq_consumer *kc, atomic_int *run) {
     ursa_err ret = URSA_OK;
     ULOG_INFO("event=consumer_started group=%s dlq=%s", kc->group, kc->dlq);
@@ -953,6 +1024,8 @@ ursa_err kq_consumer_run(kq_consumer *kc, atomic_int *run) {
         int busy = kc->tick ? kc->tick(kc->tick_opaque, 0) : 0;
         resend_due(kc);
         store_done(kc);
+        metrics_set(kc->m_inflight, kc->inflight);
+        update_lag(kc);
         /* bound what we hold, and take nothing while the daemon cannot */
         int full = atomic_load(&kc->intake_paused) || over_bound(kc);
         if (full != kc->paused) pause_all(kc, full);

@@ -1,5 +1,6 @@
 /* service.h: what every ursa daemon does before and around its loop:
- * settings with --help, the log level, stop signals. */
+ * settings with --help, the log level, its instance id and heartbeat, its
+ * health and metrics endpoints, stop signals. */
 #ifndef URSA_SERVICE_H
 #define URSA_SERVICE_H
 
@@ -8,35 +9,48 @@
 #include "config.h"
 #include "err.h"
 
-/* Loads the settings of a daemon named name (also its log svc= value) from
- * tables (NULL-terminated; "kafka." pass-through on). On --help prints usage
- * and the settings to stdout and returns 0 with *out NULL; on a bad setting
- * prints the reason to stderr and returns 2; else returns -1 and *out holds
- * the config (caller destroys it) and *argi the first positional argument. */
-int service_setup(const char *name, const char *usage,
+/* A daemon that serves /metrics, /healthz and /readyz on an HTTP port of
+ * its own (ursa-inference, ursa-console) rather than on
+ * <name>.metrics-port. */
+#define SERVICE_OWN_HTTP 1
+/* Not a stage of the pipeline (ursa-broker): no instance id, no heartbeat,
+ * no metrics port. */
+#define SERVICE_NO_BEAT 2
+
+/* The ports ursa-inference and ursa-console listen on unless told; `ursa
+ * up` moves a daemon off its default when another process holds it. */
+#define SERVICE_INFERENCE_PORT "8080"
+#define SERVICE_CONSOLE_PORT "8090"
+
+/* Loads the settings of a daemon named name (also its log svc= value and
+ * its metrics' prefix ursa_<name>) from tables (NULL-terminated; "kafka."
+ * pass-through on), adding the settings every daemon has (unless
+ * SERVICE_NO_BEAT): <name>.instance and, without SERVICE_OWN_HTTP,
+ * <name>.metrics-port and <name>.metrics-bind. On --help prints usage and the settings to stdout
+ * and returns 0 with *out NULL; on a bad setting prints the reason to
+ * stderr and returns 2; else returns -1 and *out holds the config (caller
+ * destroys it) and *argi the first positional argument. */
+int service_setup(const char *name, int flags, const char *usage,
                   const cfg_def *const *tables, int argc, char **argv,
                   cfg **out, int *argi);
 
-/* 1 when the next heartbeat is due (every 2 s); callers format their
- * counters only then. */
+/* 1 when the next heartbeat is due (every HB_INTERVAL_MS); callers format
+ * their counters only then. Call it on every turn of the daemon's loop: it
+ * also tells /healthz the loop turns. */
 int service_beat_due(void);
 
-/* Records that this daemon is alive: the hash
- * ursa:svc:<name>:<pid> gets ts_ms and the given counters (NULL-terminated
- * name/value pairs) and expires after 15 s. Call it when service_beat_due(). `ursa status` reads it. Redis
- * being down is not an error here (the next beat tries again). */
+/* Records that this instance is alive (common/heartbeats.h): its identity,
+ * whether it is degraded, and the given counters (NULL-terminated
+ * name/value pairs), expiring after HB_TTL_MS (15 s). Call it when
+ * service_beat_due(). `ursa status` reads it. Redis being down is not an
+ * error here (the next beat tries again). */
 struct rstore;
-void service_beat(struct rstore *r, const char *name, const char *const *kv);
-/* A daemon's last heartbeat (HGETALL: an array reply, empty when it has
- * none or it expired). */
-struct redisReply;
-ursa_err service_beat_get(struct rstore *r, const char *name, int pid,
-                          struct redisReply **rep);
+void service_beat(struct rstore *r, const char *const *kv);
 
 /* Says why this daemon cannot do its work now ("blob store full (N bytes
  * free)"), or that it can again (NULL). The heartbeat carries it as the
- * field degraded, and `ursa status` shows it; the next beat is sent at
- * once. */
+ * field degraded, `ursa status` shows it and /readyz answers 503; the next
+ * beat is sent at once. */
 void service_degraded(const char *why);
 
 /* Where a daemon finds Kafka, Redis and the blob store: the settings
@@ -62,10 +76,15 @@ typedef struct {
     struct kq_producer *p;
 } service_conns;
 
-/* Resolves the addresses and opens all three; on failure prints the reason
- * and returns -1 (2 for a bad address setting, 1 for the rest in *rc). */
+/* Resolves the addresses and opens all three, then starts the readiness
+ * checks of common/health.h on them and, when <name>.metrics-port is set,
+ * the server of /metrics, /healthz and /readyz. On failure prints the
+ * reason and returns -1 (2 for a bad address setting, 1 for the rest in
+ * *rc). */
 int service_connect(const cfg *c, const char *prog, service_conns *s, int *rc);
-/* Flushes the producer and closes everything; fine on a partial connect. */
+/* Takes this instance's heartbeat out of Redis (a clean stop), stops the
+ * checks and the metrics server, flushes the producer and closes
+ * everything; fine on a partial connect. */
 void service_disconnect(service_conns *s);
 
 /* SIGTERM and SIGINT set *run to 0, and the process exits (status 3) 14 s

@@ -2,7 +2,8 @@
 # install-deps.sh: installs the Debian packages ursa builds, tests and runs
 # with, when any is missing. Needs root (or sudo) on Debian 12.
 #   ops/install-deps.sh          build + test dependencies (the Ceph packages are
-#                                the real S3 server of the tests: ops/s3-server.sh)
+#                                the real S3 server of the tests, ops/s3-server.sh;
+#                                prometheus: the tests check /metrics with promtool)
 set -euo pipefail
 
 PKGS=(
@@ -11,7 +12,7 @@ PKGS=(
   libcmocka-dev clang libclang-rt-14-dev libomp-dev libopenblas-dev zlib1g-dev
   libjpeg62-turbo-dev libpng-dev libgif-dev libwebp-dev libcurl4-openssl-dev libmicrohttpd-dev
   redis-server redis-tools kcat curl bc imagemagick webp python3 dataset-fashion-mnist chromium wrk
-  radosgw ceph-mon ceph-osd ceph-common
+  radosgw ceph-mon ceph-osd ceph-common prometheus
 )
 
 missing=()

@@ -226,7 +226,8 @@ static void control_serve(cluster *cl, int lfd) {
 int main(int argc, char **argv) {
     const cfg_def *const tables[] = {cfg_defs_base, broker_defs, NULL};
     cfg *c;
-    int argi, rc = service_setup("broker", usage, tables, argc, argv, &c, &argi);
+    int argi,
+        rc = service_setup("broker", SERVICE_NO_BEAT, usage, tables, argc, argv, &c, &argi);
     if (rc >= 0) return rc;
     if (argi < argc) {
         fprintf(stderr, "ursa-broker: unexpected argument \"%s\"\n", argv[argi]);

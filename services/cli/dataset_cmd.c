@@ -34,13 +34,6 @@ const cfg_def ingest_defs[] = {
     {"no-wait", CFG_BOOL, "false", 1, 0, "return once the URLs are queued"},
     {"wait-timeout-s", CFG_INT, "0", 0, 1e7, "give up waiting after this long (0: never)"},
     {NULL, 0, NULL, 0, 0, NULL}};
-const cfg_def dstatus_defs[] = {
-    {"dataset", CFG_STR, "", 1, 0, "show this dataset instead of the stack"},
-    {"failed", CFG_BOOL, "false", 1, 0, "with --dataset: list every URL that failed or was "
-                                        "rejected, with its reason"},
-    {"counts", CFG_BOOL, "false", 1, 0,
-     "with --dataset: print the raw counters (label|state[|reason] TAB n)"},
-    {NULL, 0, NULL, 0, 0, NULL}};
 const cfg_def retry_defs[] = {
     {"dataset", CFG_STR, "", 1, 0, "dataset name (required)"},
     {"pending", CFG_BOOL, "false", 1, 0,

@@ -5,10 +5,10 @@
 
 #include "config.h"
 
-extern const cfg_def ingest_defs[], dstatus_defs[], retry_defs[], export_defs[];
+extern const cfg_def ingest_defs[], retry_defs[], export_defs[];
 
 int ingest_cmd(const cfg *c, int argc, char **argv);
-/* `ursa status --dataset NAME [--failed]`; called by stack_status. */
+/* `ursa status --dataset NAME [--failed]`; called by status_cmd. */
 int dataset_status(const cfg *c);
 int retry_cmd(const cfg *c, int argc, char **argv);
 int export_cmd(const cfg *c, int argc, char **argv);

@@ -8,6 +8,7 @@
 #include "image.h"
 #include "log.h"
 #include "stack.h"
+#include "status_cmd.h"
 #include "blas.h"
 #include "dataset_cmd.h"
 #include "classify_cmd.h"
@@ -49,20 +50,29 @@ static const command commands[] = {
     {"up", stack_up,
      "usage: ursa up [--state-dir DIR]\n"
      "Starts the embedded stack in the background (a private redis-server, ursa-broker,\n"
-     "then every daemon that is built) and returns once it is healthy. On a running\n"
-     "stack it changes nothing; parts that died are started again.\n\n", NULL, 0, 0},
+     "then every daemon that is built) and returns once every daemon has sent its first\n"
+     "heartbeat. On a running stack it changes nothing; parts that died are started\n"
+     "again. The daemons get free metrics ports (run/<daemon>.metrics-port); the\n"
+     "inference server and the console move off a default port another process holds.\n"
+     "When a daemon cannot start, up stops what it started and exits 1 with the reason.\n\n",
+     stack_up_defs, 0, 0},
     {"down", stack_down,
      "usage: ursa down [--state-dir DIR]\n"
      "Stops the stack cleanly: daemons, then the broker, then Redis (SIGTERM, then\n"
      "SIGKILL after stack.timeout-ms).\n\n", NULL, 0, 0},
-    {"status", stack_status,
-     "usage: ursa status [--state-dir DIR]\n"
+    {"status", status_cmd,
+     "usage: ursa status [--state-dir DIR] [-o text|json]\n"
+     "       ursa status --redis.url URL --kafka.bootstrap HOSTS [-o text|json]\n"
      "       ursa status --dataset NAME [--failed]\n"
-     "Shows each process of the stack, its health, and each topic's size and backlog.\n"
-     "Exits 0 when everything is healthy, 1 otherwise. With --dataset: per label the\n"
-     "verified, duplicate, rejected, failed and pending counts and every reason;\n"
-     "--failed lists the URLs that did not become images, with their reasons.\n\n",
-     dstatus_defs, 0, 0},
+     "Shows the embedded stack's processes (when the state dir holds one), every\n"
+     "instance of every daemon on any host from its heartbeat in Redis (live, or stale:\n"
+     "seen in the last 5 minutes but expired), and each topic's size and consumer-group\n"
+     "lag from Kafka. Exits 0 when healthy (Redis and Kafka answer; crawler, verifier,\n"
+     "trainer and inference each have a live instance; none is degraded), 1 otherwise.\n"
+     "-o json gives the same for scripts. With --dataset: per label the verified,\n"
+     "duplicate, rejected, failed and pending counts and every reason; --failed lists\n"
+     "the URLs that did not become images, with their reasons.\n\n",
+     status_defs, 0, 0},
     {"ingest", ingest_cmd,
      "usage: ursa ingest --dataset NAME [--label L] [--max-per-label N] [--no-wait] FILE...\n"
      "Queues the URLs of each FILE for download and verification. One URL a line\n"
@@ -232,7 +242,7 @@ static void usage(FILE *out) {
             "  demo     the lesson end to end on Fashion-MNIST with dirty data (start here)\n"
             "  up       start the embedded stack (redis, broker, daemons)\n"
             "  down     stop it\n"
-            "  status   processes, health and topic backlog\n"
+            "  status   instances, health and topic backlog, from any host\n"
             "  env      print URSA_KAFKA_BOOTSTRAP and URSA_REDIS_URL for eval\n"
             "  topics   list ursa's topics on a cluster; --create the missing ones\n"
             "  verify   check local image files as the verifier would\n"
@@ -251,6 +261,18 @@ static void usage(FILE *out) {
             "  bench-model  time a model's forward pass or training step on this CPU\n\n"
             "`ursa COMMAND --help` lists a command's settings. Settings come from\n"
             "defaults < --config FILE < URSA_* environment < --flags.\n");
+}
+
+/* Short flags, spelled out before the settings are read (a flag table,
+ * not a setting: settings are --name). */
+static const struct {
+    const char *flag, *setting;
+} short_flags[] = {{"-o", "--output"}, {NULL, NULL}};
+
+static void spell_out(int argc, char **argv) {
+    for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
+        for (int k = 0; short_flags[k].flag; k++)
+            if (!strcmp(argv[i], short_flags[k].flag)) argv[i] = (char *)short_flags[k].setting;
 }
 
 /* Moves flags before the positional arguments (`ursa interp MODEL
@@ -319,6 +341,7 @@ int main(int argc, char **argv) {
         argc = n + 1;
         argv = targv;
     }
+    spell_out(argc, argv);
     for (const command *cmd = commands; cmd->name; cmd++) {
         if (strcmp(cmd->name, argv[1]) != 0) continue;
         char nerr[200];

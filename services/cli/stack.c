@@ -3,7 +3,14 @@
  * Order matters: Redis first (the daemons keep state there), then the broker
  * (its address changes every start, as the mock cluster picks its own port),
  * then the daemons. A daemon started before the current broker would talk to
- * a dead address, so starting a broker restarts the daemons too. */
+ * a dead address, so starting a broker restarts the daemons too.
+ *
+ * `ursa up` never half-starts: a daemon counts as started once its
+ * heartbeat is in Redis, and when one exits or stays silent instead, up
+ * stops everything it started itself and says why. The inference server
+ * and the console move off their default ports when another process holds
+ * them (a second stack on the same host); a port set explicitly stays, and
+ * up fails when it is taken. */
 #include "stack.h"
 
 #include <errno.h>
@@ -20,14 +27,15 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include "blob.h"
-#include "dataset_cmd.h"
+#include "heartbeats.h"
 #include "rstore.h"
 #include "service.h"
 #include "statedir.h"
-#include "topics.h"
 #include "util.h"
 
 const cfg_def stack_defs[] = {
@@ -37,9 +45,16 @@ const cfg_def stack_defs[] = {
      "how long up waits for health and down waits for a clean exit"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
-/* The daemons `ursa up` runs when their binary exists beside `ursa`. */
-static const char *const daemons[] = {"crawler", "verifier", "trainer",
-                                      "inference", "console", NULL};
+const cfg_def stack_up_defs[] = {
+    {"inference.port", CFG_INT, SERVICE_INFERENCE_PORT, 0, 65535,
+     "ursa-inference's port; the default moves to a free port when another process holds it, "
+     "a port set here does not (up fails); 0: any free port"},
+    {"console.port", CFG_INT, SERVICE_CONSOLE_PORT, 0, 65535,
+     "ursa-console's port, moved or not as inference.port"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+const char *const stack_daemons[] = {"crawler", "verifier", "trainer", "inference", "console",
+                                     NULL};
 
 typedef struct {
     char root[PATH_MAX]; /* absolute state dir */
@@ -48,9 +63,11 @@ typedef struct {
     const char *redis_url; /* redis.url: the user's Redis, passed on to the daemons */
 } stack;
 
-static int stack_init(const cfg *c, stack *s) {
+/* Fills s for the state dir; create: make it and its subdirectories
+ * (up, down), else only find it (status). */
+static int stack_locate(const cfg *c, stack *s, int create) {
     const char *root = statedir_root(c);
-    if (util_mkdirs(root) != URSA_OK) {
+    if (create && util_mkdirs(root) != URSA_OK) {
         fprintf(stderr, "ursa: cannot create state dir %s: %s\n", root, strerror(errno));
         return -1;
     }
@@ -67,7 +84,7 @@ static int stack_init(const cfg *c, stack *s) {
     s->redis_url = cfg_str(c, "redis.url");
     char d[PATH_MAX + 16];
     const char *subs[] = {"run", "log", "redis", NULL};
-    for (int i = 0; subs[i]; i++) {
+    for (int i = 0; create && subs[i]; i++) {
         snprintf(d, sizeof d, "%s/%s", s->root, subs[i]);
         if (util_mkdirs(d) != URSA_OK) {
             fprintf(stderr, "ursa: cannot create %s\n", d);
@@ -76,6 +93,8 @@ static int stack_init(const cfg *c, stack *s) {
     }
     return 0;
 }
+
+static int stack_init(const cfg *c, stack *s) { return stack_locate(c, s, 1); }
 
 static void path_of(const stack *s, char *out, size_t n, const char *fmt,
                     const char *name) {
@@ -180,38 +199,6 @@ static int redis_ping(int port, double *ms) {
     return ok;
 }
 
-/* The daemon's last heartbeat (service_beat) as "ok: 1 s ago, k=v ...". */
-/* The daemon's heartbeat as one line; returns 1 when it says degraded. */
-static int beat_of(rstore *r, const char *name, pid_t pid, char *out, size_t n) {
-    int degraded = 0;
-    snprintf(out, n, "no heartbeat yet");
-    redisReply *rep = NULL;
-    if (r && service_beat_get(r, name, (int)pid, &rep) == URSA_OK &&
-        rep->type == REDIS_REPLY_ARRAY && rep->elements) {
-        size_t o = 0;
-        long long ts = 0;
-        const char *why = NULL;
-        for (size_t i = 0; i + 1 < rep->elements; i += 2) {
-            if (!strcmp(rep->element[i]->str, "ts_ms")) ts = atoll(rep->element[i + 1]->str);
-            if (!strcmp(rep->element[i]->str, "degraded")) why = rep->element[i + 1]->str;
-        }
-        degraded = why != NULL;
-        if (why)
-            o += (size_t)snprintf(out, n, "DEGRADED: %s; heartbeat %.0f s ago", why,
-                                  (double)(util_now_ms() - ts) / 1000);
-        else
-            o += (size_t)snprintf(out, n, "ok: heartbeat %.0f s ago",
-                                  (double)(util_now_ms() - ts) / 1000);
-        for (size_t i = 0; i + 1 < rep->elements && o < n; i += 2)
-            if (strcmp(rep->element[i]->str, "ts_ms") &&
-                strcmp(rep->element[i]->str, "degraded"))
-                o += (size_t)snprintf(out + o, n - o, ", %s %s", rep->element[i]->str,
-                                      rep->element[i + 1]->str);
-    }
-    if (rep) freeReplyObject(rep);
-    return degraded;
-}
-
 static int read_bootstrap(const stack *s, char *out, size_t n) {
     char path[PATH_MAX + 64], *data = NULL;
     snprintf(path, sizeof path, "%s/broker.bootstrap", s->root);
@@ -222,9 +209,8 @@ static int read_bootstrap(const stack *s, char *out, size_t n) {
     return out[0] != '\0';
 }
 
-/* A quiet librdkafka handle for metadata and offset queries. */
-static rd_kafka_t *kafka_handle(const char *bootstrap, rd_kafka_type_t type,
-                                const char *group) {
+rd_kafka_t *stack_kafka_handle(const char *bootstrap, rd_kafka_type_t type,
+                               const char *group) {
     char es[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, es, sizeof es);
@@ -238,9 +224,8 @@ static rd_kafka_t *kafka_handle(const char *bootstrap, rd_kafka_type_t type,
     return rk;
 }
 
-/* Number of topics the broker reports, or -1 if it does not answer. */
-static int broker_topics(const char *bootstrap, int timeout_ms) {
-    rd_kafka_t *rk = kafka_handle(bootstrap, RD_KAFKA_PRODUCER, NULL);
+int stack_broker_topics(const char *bootstrap, int timeout_ms) {
+    rd_kafka_t *rk = stack_kafka_handle(bootstrap, RD_KAFKA_PRODUCER, NULL);
     if (!rk) return -1;
     const struct rd_kafka_metadata *md = NULL;
     int n = -1;
@@ -307,7 +292,7 @@ static int start_broker(const stack *s) {
     if (pid < 0) return -1;
     int64_t deadline = util_mono_ms() + s->timeout_ms;
     while (util_mono_ms() < deadline) {
-        if (read_bootstrap(s, bs, sizeof bs) && broker_topics(bs, 1000) > 0) {
+        if (read_bootstrap(s, bs, sizeof bs) && stack_broker_topics(bs, 1000) > 0) {
             printf("started broker   pid=%d bootstrap=%s (in memory only)\n", (int)pid, bs);
             return 0;
         }
@@ -320,32 +305,180 @@ static int start_broker(const stack *s) {
     return -1;
 }
 
-/* Starts the named daemons together and checks each is still running
- * 300 ms later (a daemon that cannot start exits at once). */
-static int start_daemons(const stack *s, const char *const *names, int n) {
-    pid_t pids[8];
-    int rc = 0;
-    for (int i = 0; i < n; i++) {
-        char exe[PATH_MAX + 32];
-        snprintf(exe, sizeof exe, "%s/ursa-%s", s->bindir, names[i]);
-        char *argv[] = {exe, "--state-dir", (char *)s->root, NULL, NULL, NULL};
-        if (*s->redis_url) { /* spawn() clears the environment's address */
-            argv[3] = "--redis.url";
-            argv[4] = (char *)s->redis_url;
+/* How `ursa up` gives a daemon its port: the inference server and the
+ * console have their own (own_port names the setting); the rest get a
+ * metrics port picked here. */
+static const struct {
+    const char *name, *own_port;
+} port_of[] = {{"inference", "inference.port"}, {"console", "console.port"}, {NULL, NULL}};
+
+/* One daemon `ursa up` starts. */
+typedef struct {
+    const char *name;
+    char exe[PATH_MAX + 32];
+    char flag[64], port[16]; /* the port flag it gets, or "" */
+    int metrics_port;        /* written to run/<name>.metrics-port once it runs */
+    off_t log_at;            /* its log's size before it started */
+    pid_t pid;
+    int up;                  /* its heartbeat is in Redis */
+} plan;
+
+/* 1 when nothing listens on port, at any address. */
+static int port_free(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    int one = 1; /* a closed connection in TIME_WAIT holds nothing */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_ANY);
+    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Decides p's port flag. -1 with why when its port was set explicitly
+ * and another process holds it. */
+static int plan_port(const cfg *c, plan *p, char *why, size_t wn) {
+    const char *own = NULL;
+    for (int i = 0; port_of[i].name; i++)
+        if (!strcmp(port_of[i].name, p->name)) own = port_of[i].own_port;
+    if (!own) {
+        p->metrics_port = util_free_port();
+        if (p->metrics_port <= 0) {
+            snprintf(why, wn, "no free port for %s's metrics", p->name);
+            return -1;
         }
-        pids[i] = spawn(s, names[i], argv);
+        snprintf(p->flag, sizeof p->flag, "--%s.metrics-port", p->name);
+        snprintf(p->port, sizeof p->port, "%d", p->metrics_port);
+        return 0;
     }
-    util_sleep_ms(300);
+    int port = (int)cfg_int(c, own), taken = port && !port_free(port);
+    if (taken && cfg_given(c, own)) {
+        snprintf(why, wn, "%s %d is taken by another process (set explicitly, so not moved): "
+                          "free it or choose another", own, port);
+        return -1;
+    }
+    if (taken) {
+        int moved = util_free_port();
+        if (moved <= 0) {
+            snprintf(why, wn, "%s %d is taken and no free port is left", own, port);
+            return -1;
+        }
+        printf("%-16s port %d is taken; using %d\n", p->name, port, moved);
+        port = moved;
+    }
+    if (taken || cfg_given(c, own)) { /* a flag to `ursa up` reaches the daemon only so */
+        snprintf(p->flag, sizeof p->flag, "--%s", own);
+        snprintf(p->port, sizeof p->port, "%d", port);
+    }
+    return 0;
+}
+
+/* The last line p wrote to its log since it started (its reason for
+ * exiting), or "" when it wrote none. */
+static void last_words(const stack *s, const plan *p, char *out, size_t n) {
+    char logp[PATH_MAX + 64], *data = NULL;
+    size_t len = 0;
+    out[0] = '\0';
+    path_of(s, logp, sizeof logp, "log/%s.log", p->name);
+    if (util_read_file(logp, 1 << 24, &data, &len) != URSA_OK) return;
+    size_t from = (size_t)p->log_at <= len ? (size_t)p->log_at : 0;
+    while (len > from && (data[len - 1] == '\n' || data[len - 1] == '\r')) len--;
+    data[len] = '\0';
+    const char *nl = strrchr(data + from, '\n');
+    snprintf(out, n, "%s", nl ? nl + 1 : data + from);
+    free(data);
+}
+
+/* Starts the daemons of ps together and waits until each has sent its
+ * first heartbeat (it has its settings, its ports, Redis, and runs its
+ * loop). -1 with why when one was refused its port, exited at start or
+ * stayed silent for stack.timeout-ms; *nstarted says how many of ps were
+ * started (to be stopped again). */
+static int start_daemons(const stack *s, const cfg *c, plan *ps, int n, int *nstarted,
+                         char *why, size_t wn) {
+    *nstarted = 0;
     for (int i = 0; i < n; i++) {
-        if (pids[i] < 0 || gone(pids[i])) {
-            fprintf(stderr, "ursa: %s exited at start; see %s/log/%s.log\n", names[i],
-                    s->root, names[i]);
-            rc = -1;
+        snprintf(ps[i].exe, sizeof ps[i].exe, "%s/ursa-%s", s->bindir, ps[i].name);
+        if (plan_port(c, &ps[i], why, wn)) return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        plan *p = &ps[i];
+        char *argv[10] = {p->exe, "--state-dir", (char *)s->root}, logp[PATH_MAX + 64];
+        int k = 3;
+        if (*s->redis_url) { /* spawn() clears the environment's address */
+            argv[k++] = "--redis.url";
+            argv[k++] = (char *)s->redis_url;
+        }
+        if (p->flag[0]) {
+            argv[k++] = p->flag;
+            argv[k++] = p->port;
+        }
+        char stale[PATH_MAX + 64]; /* a port file from before must not pass for this run's */
+        path_of(s, stale, sizeof stale, "run/%s.port", p->name);
+        unlink(stale);
+        path_of(s, logp, sizeof logp, "log/%s.log", p->name);
+        struct stat st;
+        p->log_at = stat(logp, &st) == 0 ? st.st_size : 0;
+        if ((p->pid = spawn(s, p->name, argv)) < 0) {
+            snprintf(why, wn, "cannot start %s: %s", p->name, strerror(errno));
+            return -1;
+        }
+        (*nstarted)++;
+    }
+    char url[600], err[512], host[256] = "";
+    gethostname(host, sizeof host - 1);
+    rstore *r = NULL;
+    if (statedir_redis_url(c, url, sizeof url, err, sizeof err) == URSA_OK &&
+        (r = rstore_new(url, 1000, err, sizeof err)))
+        rstore_set_retry_ms(r, 500);
+    int64_t deadline = util_mono_ms() + s->timeout_ms;
+    for (int left = n; left;) {
+        for (int i = 0; i < n; i++) {
+            if (ps[i].up || !gone(ps[i].pid)) continue;
+            char words[400];
+            last_words(s, &ps[i], words, sizeof words);
+            snprintf(why, wn, "%s exited at start: %s (%s/log/%s.log)", ps[i].name,
+                     words[0] ? words : "no message", s->root, ps[i].name);
+            rstore_destroy(r);
+            return -1;
+        }
+        hb_instance *in = NULL;
+        size_t ni = 0;
+        if (r && hb_list(r, util_now_ms(), &in, &ni) == URSA_OK)
+            for (int i = 0; i < n; i++)
+                for (size_t k = 0; k < ni && !ps[i].up; k++)
+                    if (in[k].live && in[k].pid == ps[i].pid && !strcmp(in[k].host, host) &&
+                        !strcmp(in[k].service, ps[i].name))
+                        ps[i].up = 1, left--;
+        hb_list_free(in, ni);
+        if (!left) break;
+        if (util_mono_ms() >= deadline) {
+            int i = 0;
+            while (ps[i].up) i++;
+            snprintf(why, wn, "%s sent no heartbeat within %d ms (stack.timeout-ms; Redis: %s); "
+                              "see %s/log/%s.log",
+                     ps[i].name, s->timeout_ms, r ? rstore_last_error(r) : err, s->root,
+                     ps[i].name);
+            rstore_destroy(r);
+            return -1;
+        }
+        util_sleep_ms(50);
+    }
+    rstore_destroy(r);
+    for (int i = 0; i < n; i++) {
+        const plan *p = &ps[i];
+        if (!p->metrics_port) {
+            printf("started %-8s pid=%d\n", p->name, (int)p->pid);
             continue;
         }
-        printf("started %-8s pid=%d\n", names[i], (int)pids[i]);
+        char pf[PATH_MAX + 64], buf[16];
+        path_of(s, pf, sizeof pf, "run/%s.metrics-port", p->name);
+        util_write_file_atomic(pf, buf, (size_t)snprintf(buf, sizeof buf, "%d\n", p->metrics_port));
+        printf("started %-8s pid=%d metrics=http://127.0.0.1:%d/metrics\n", p->name, (int)p->pid,
+               p->metrics_port);
     }
-    return rc;
+    return 0;
 }
 
 /* Stops processes together: sig to each, then waits for all of them up to
@@ -404,6 +537,20 @@ static void print_console(const stack *s) {
     free(port);
 }
 
+/* Stops what one `ursa up` started, daemons first, after it failed. */
+static void roll_back(const stack *s, const cfg *c, const plan *ps, int n, int redis,
+                      int broker) {
+    const char *names[8], *exes[8];
+    for (int i = 0; i < n; i++) names[i] = ps[i].name, exes[i] = ps[i].exe;
+    stop_all(s, names, exes, n, SIGTERM, s->timeout_ms);
+    char bexe[PATH_MAX + 32];
+    snprintf(bexe, sizeof bexe, "%s/ursa-broker", s->bindir);
+    if (broker) stop_all(s, (const char *[]){"broker"}, (const char *[]){bexe}, 1, SIGTERM,
+                         s->timeout_ms);
+    if (redis) stop_all(s, (const char *[]){"redis"}, (const char *[]){cfg_str(c, "redis.server")},
+                        1, SIGTERM, s->timeout_ms);
+}
+
 int stack_up(const cfg *c, int argc, char **argv) {
     (void)argc; /* no positional arguments */
     (void)argv;
@@ -419,7 +566,7 @@ int stack_up(const cfg *c, int argc, char **argv) {
     }
     blob_store_destroy(blobs);
     int lock = lock_state(&s);
-    int changed = 0, rc = 0;
+    int changed = 0, rc = 0, redis_new = 0, broker_new = 0;
     int port = read_port(&s);
     char bs[512];
     const char *ext = cfg_str(c, "redis.url");
@@ -432,16 +579,16 @@ int stack_up(const cfg *c, int argc, char **argv) {
             rc = 1;
             goto out;
         }
-        changed = 1;
+        changed = redis_new = 1;
     }
     char bexe[PATH_MAX + 32];
     snprintf(bexe, sizeof bexe, "%s/ursa-broker", s.bindir);
-    int broker_new = 0;
     if (!(alive_pid(&s, "broker", bexe) && read_bootstrap(&s, bs, sizeof bs) &&
-          broker_topics(bs, 2000) > 0)) {
+          stack_broker_topics(bs, 2000) > 0)) {
         pid_t old = alive_pid(&s, "broker", bexe);
         if (old) kill(old, SIGKILL); /* alive but not answering */
         if (start_broker(&s)) {
+            roll_back(&s, c, NULL, 0, redis_new, 0);
             rc = 1;
             goto out;
         }
@@ -451,22 +598,32 @@ int stack_up(const cfg *c, int argc, char **argv) {
      * address, whose topics and offsets died with it: nothing they hold can
      * be committed there, so they are SIGKILLed (which each survives by
      * design) all at once, not stopped one by one. */
-    const char *names[8], *todo[8];
+    const char *names[8];
     char exes[8][PATH_MAX + 32];
     const char *exep[8];
+    plan todo[8];
     int n = 0, ntodo = 0;
-    for (int i = 0; daemons[i]; i++) {
-        snprintf(exes[n], sizeof exes[n], "%s/ursa-%s", s.bindir, daemons[i]);
+    memset(todo, 0, sizeof todo);
+    for (int i = 0; stack_daemons[i]; i++) {
+        snprintf(exes[n], sizeof exes[n], "%s/ursa-%s", s.bindir, stack_daemons[i]);
         if (access(exes[n], X_OK) != 0) continue;
-        names[n] = daemons[i];
+        names[n] = stack_daemons[i];
         exep[n] = exes[n];
-        pid_t pid = alive_pid(&s, daemons[i], exes[n]);
-        if (!pid || broker_new) todo[ntodo++] = daemons[i];
+        pid_t pid = alive_pid(&s, stack_daemons[i], exes[n]);
+        if (!pid || broker_new) todo[ntodo++].name = stack_daemons[i];
         n++;
     }
     if (broker_new) stop_all(&s, names, exep, n, SIGKILL, s.timeout_ms);
     if (ntodo) {
-        if (start_daemons(&s, todo, ntodo)) rc = 1;
+        char why[1024];
+        int started = 0;
+        if (start_daemons(&s, c, todo, ntodo, &started, why, sizeof why)) {
+            fprintf(stderr, "ursa: %s\n", why);
+            roll_back(&s, c, todo, started, redis_new, broker_new);
+            fprintf(stderr, "ursa: up failed; stopped what it had started\n");
+            rc = 1;
+            goto out;
+        }
         changed = 1;
     }
     if (!changed) printf("the stack in %s is already running; nothing changed\n", s.root);
@@ -487,12 +644,17 @@ int stack_down(const cfg *c, int argc, char **argv) {
     const char *names[8], *exep[8];
     char exes[8][PATH_MAX + 32];
     int n = 0;
-    for (int i = 0; daemons[i]; i++, n++) {
-        snprintf(exes[n], sizeof exes[n], "%s/ursa-%s", s.bindir, daemons[i]);
-        names[n] = daemons[i];
+    for (int i = 0; stack_daemons[i]; i++, n++) {
+        snprintf(exes[n], sizeof exes[n], "%s/ursa-%s", s.bindir, stack_daemons[i]);
+        names[n] = stack_daemons[i];
         exep[n] = exes[n];
     }
     stop_all(&s, names, exep, n, SIGTERM, s.timeout_ms);
+    for (int i = 0; i < n; i++) { /* up wrote them; `ursa env` must not show dead ports */
+        char pf[PATH_MAX + 64];
+        path_of(&s, pf, sizeof pf, "run/%s.metrics-port", names[i]);
+        unlink(pf);
+    }
     char bexe[PATH_MAX + 32];
     snprintf(bexe, sizeof bexe, "%s/ursa-broker", s.bindir);
     const char *last[] = {"broker", "redis"}, *lastexe[] = {bexe, cfg_str(c, "redis.server")};
@@ -512,144 +674,79 @@ int stack_env(const cfg *c, int argc, char **argv) {
         return 1;
     }
     printf("URSA_KAFKA_BOOTSTRAP=%s\nURSA_REDIS_URL=%s\n", bs, url);
-    char pf[4200], *port = NULL;
-    size_t len;
-    if (statedir_path(c, "run/inference.port", pf, sizeof pf) == URSA_OK &&
-        util_read_file(pf, 64, &port, &len) == URSA_OK && atoi(port) > 0)
-        printf("URSA_INFERENCE_URL=http://127.0.0.1:%d/\n", atoi(port));
-    free(port);
-    port = NULL;
-    if (statedir_path(c, "run/console.port", pf, sizeof pf) == URSA_OK &&
-        util_read_file(pf, 64, &port, &len) == URSA_OK && atoi(port) > 0)
-        printf("URSA_CONSOLE_URL=http://127.0.0.1:%d/\n", atoi(port));
-    free(port);
+    /* the daemons' HTTP ports, from the files they (or up) wrote; not named
+     * like settings (URSA_CRAWLER_METRICS_PORT would be read as one by a
+     * daemon started from that shell) */
+    static const struct {
+        const char *file, *var, *path;
+    } urls[] = {{"run/inference.port", "URSA_INFERENCE_URL", "/"},
+                {"run/console.port", "URSA_CONSOLE_URL", "/"},
+                {"run/crawler.metrics-port", "URSA_CRAWLER_METRICS_URL", "/metrics"},
+                {"run/verifier.metrics-port", "URSA_VERIFIER_METRICS_URL", "/metrics"},
+                {"run/trainer.metrics-port", "URSA_TRAINER_METRICS_URL", "/metrics"},
+                {NULL, NULL, NULL}};
+    for (int i = 0; urls[i].file; i++) {
+        char pf[4200], *port = NULL;
+        if (statedir_path(c, urls[i].file, pf, sizeof pf) == URSA_OK &&
+            util_read_file(pf, 64, &port, NULL) == URSA_OK && atoi(port) > 0)
+            printf("%s=http://127.0.0.1:%d%s\n", urls[i].var, atoi(port), urls[i].path);
+        free(port);
+    }
     return 0;
 }
 
-/* Prints each topic's size and, for topics a group works off, its lag. */
-static void print_backlog(const char *bootstrap) {
-    rd_kafka_t *rk = kafka_handle(bootstrap, RD_KAFKA_PRODUCER, NULL);
-    if (!rk) return;
-    const struct rd_kafka_metadata *md = NULL;
-    if (rd_kafka_metadata(rk, 1, NULL, &md, 3000)) {
-        rd_kafka_destroy(rk);
-        return;
-    }
-    printf("\n%-24s %5s %9s  %-15s %7s\n", "topic", "parts", "messages", "group", "backlog");
-    for (const topic_info *t = topics_all; t->name; t++) {
-        const struct rd_kafka_metadata_topic *mt = NULL;
-        for (int i = 0; i < md->topic_cnt; i++)
-            if (strcmp(md->topics[i].topic, t->name) == 0) mt = &md->topics[i];
-        if (!mt) {
-            printf("%-24s %5s\n", t->name, "missing");
-            continue;
-        }
-        int np = mt->partition_cnt;
-        int64_t total = 0, lag = 0;
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
-        int64_t *high = calloc((size_t)np, sizeof *high);
-        for (int p = 0; p < np && high; p++) {
-            int64_t lo = 0, hi = 0;
-            rd_kafka_query_watermark_offsets(rk, t->name, mt->partitions[p].id, &lo,
-                                             &hi, 2000);
-            total += hi - lo;
-            high[p] = hi;
-            rd_kafka_topic_partition_list_add(l, t->name, mt->partitions[p].id);
-        }
-        if (t->group && high) {
-            rd_kafka_t *gc = kafka_handle(bootstrap, RD_KAFKA_CONSUMER, t->group);
-            if (gc && rd_kafka_committed(gc, l, 3000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-                for (int p = 0; p < l->cnt; p++) {
-                    int64_t lo = 0, hi = high[p];
-                    int64_t committed = l->elems[p].offset;
-                    if (committed < 0) { /* nothing committed: all unread */
-                        rd_kafka_query_watermark_offsets(rk, t->name, l->elems[p].partition,
-                                                         &lo, &hi, 2000);
-                        committed = lo;
-                    }
-                    lag += high[p] - committed;
-                }
-                printf("%-24s %5d %9lld  %-15s %7lld\n", t->name, np, (long long)total,
-                       t->group, (long long)lag);
-            } else {
-                printf("%-24s %5d %9lld  %-15s %7s\n", t->name, np, (long long)total,
-                       t->group, "?");
-            }
-            if (gc) {
-                rd_kafka_consumer_close(gc);
-                rd_kafka_destroy(gc);
-            }
-        } else {
-            printf("%-24s %5d %9lld  %-15s %7s\n", t->name, np, (long long)total, "-", "-");
-        }
-        free(high);
-        rd_kafka_topic_partition_list_destroy(l);
-    }
-    rd_kafka_metadata_destroy(md);
-    rd_kafka_destroy(rk);
+int stack_exists(const cfg *c) {
+    static const char *const marks[] = {"redis.port", "broker.bootstrap", "run", NULL};
+    char p[4200];
+    for (int i = 0; marks[i]; i++)
+        if (statedir_path(c, marks[i], p, sizeof p) == URSA_OK && access(p, F_OK) == 0) return 1;
+    return 0;
 }
 
-int stack_status(const cfg *c, int argc, char **argv) {
-    (void)argc; /* no positional arguments */
-    (void)argv;
-    if (*cfg_str(c, "dataset")) return dataset_status(c);
+int stack_inspect(const cfg *c, stack_view *v) {
     stack s;
-    if (stack_init(c, &s)) return 1;
-    int healthy = 1;
-    printf("state dir %s\n%-10s %8s  %-8s %s\n", s.root, "process", "pid", "state", "health");
-    int port = read_port(&s);
-    pid_t pid = alive_pid(&s, "redis", cfg_str(c, "redis.server"));
-    double ms = 0;
-    const char *ext = cfg_str(c, "redis.url");
-    rstore *r = NULL;
-    if (*ext || (pid && port)) {
-        char url[600], err[512];
-        if (statedir_redis_url(c, url, sizeof url, err, sizeof err) == URSA_OK &&
-            (r = rstore_new(url, 1000, err, sizeof err)))
-            rstore_set_retry_ms(r, 1000);
+    memset(v, 0, sizeof *v);
+    if (stack_locate(c, &s, 0)) return -1;
+    snprintf(v->root, sizeof v->root, "%s", s.root);
+    stack_proc *p = &v->procs[v->n++];
+    p->name = "redis";
+    p->state = "external";
+    if (!*s.redis_url) {
+        int port = read_port(&s);
+        double ms = 0;
+        p->pid = alive_pid(&s, "redis", cfg_str(c, "redis.server"));
+        p->state = p->pid ? "running" : "down";
+        p->ok = p->pid && port && redis_ping(port, &ms);
+        if (p->ok)
+            snprintf(p->health, sizeof p->health, "ok: PING %.0f ms, redis://127.0.0.1:%d, AOF on",
+                     ms, port);
+        else snprintf(p->health, sizeof p->health, "%s", p->pid ? "not answering PING" : "-");
     }
-    if (*ext) {
-        int ok = r && rstore_cmd(r, NULL, "PING") == URSA_OK;
-        printf("%-10s %8s  %-8s %s: %s%s\n", "redis", "-", "external", ok ? "ok" : "not answering",
-               ext, r && rstore_is_cluster(r) ? " (Redis Cluster)" : "");
-        healthy &= ok;
-    } else if (pid && port && redis_ping(port, &ms))
-        printf("%-10s %8d  %-8s ok: PING %.0f ms, redis://127.0.0.1:%d, AOF on\n", "redis",
-               (int)pid, "running", ms, port);
-    else {
-        printf("%-10s %8s  %-8s %s\n", "redis", pid ? "?" : "-", pid ? "running" : "down",
-               pid ? "not answering PING" : "-");
-        healthy = 0;
-    }
-    char bexe[PATH_MAX + 32], bs[512];
-    snprintf(bexe, sizeof bexe, "%s/ursa-broker", s.bindir);
-    pid = alive_pid(&s, "broker", bexe);
-    int nt = pid && read_bootstrap(&s, bs, sizeof bs) ? broker_topics(bs, 2000) : -1;
-    if (nt > 0)
-        printf("%-10s %8d  %-8s ok: %s, %d topics, in memory only\n", "broker", (int)pid,
-               "running", bs, nt);
-    else {
-        printf("%-10s %8s  %-8s %s\n", "broker", pid ? "?" : "-", pid ? "running" : "down",
-               pid ? "not answering metadata requests" : "-");
-        healthy = 0;
-    }
-    for (int i = 0; daemons[i]; i++) {
-        char exe[PATH_MAX + 32];
-        snprintf(exe, sizeof exe, "%s/ursa-%s", s.bindir, daemons[i]);
+    char exe[PATH_MAX + 32], bs[512];
+    snprintf(exe, sizeof exe, "%s/ursa-broker", s.bindir);
+    p = &v->procs[v->n++];
+    p->name = "broker";
+    p->pid = alive_pid(&s, "broker", exe);
+    p->state = p->pid ? "running" : "down";
+    int nt = p->pid && read_bootstrap(&s, bs, sizeof bs) ? stack_broker_topics(bs, 2000) : -1;
+    p->ok = nt > 0;
+    if (p->ok)
+        snprintf(p->health, sizeof p->health, "ok: %s, %d topics, in memory only", bs, nt);
+    else
+        snprintf(p->health, sizeof p->health, "%s",
+                 p->pid ? "not answering metadata requests" : "-");
+    for (int i = 0; stack_daemons[i]; i++) {
+        p = &v->procs[v->n++];
+        p->name = stack_daemons[i];
+        snprintf(exe, sizeof exe, "%s/ursa-%s", s.bindir, stack_daemons[i]);
         if (access(exe, X_OK) != 0) {
-            printf("%-10s %8s  %-8s\n", daemons[i], "-", "not built");
+            p->state = "not built";
             continue;
         }
-        pid = alive_pid(&s, daemons[i], exe);
-        char pids[16] = "-", health[256] = "-";
-        if (pid) snprintf(pids, sizeof pids, "%d", (int)pid);
-        else healthy = 0;
-        if (pid && r && beat_of(r, daemons[i], pid, health, sizeof health)) healthy = 0;
-        printf("%-10s %8s  %-8s %s\n", daemons[i], pids, pid ? "running" : "down", health);
+        p->pid = alive_pid(&s, stack_daemons[i], exe);
+        p->state = p->pid ? "running" : "down";
     }
-    if (nt > 0) print_backlog(bs);
-    rstore_destroy(r);
-    return healthy ? 0 : 1;
+    return 0;
 }
 
 int stack_broker(const cfg *c, int argc, char **argv) {

@@ -26,6 +26,8 @@
 #include <unistd.h>
 
 #include "console.h"
+#include "health.h"
+#include "metrics.h"
 #include "log.h"
 #include "console_www.h"
 #include "rstore.h"
@@ -44,7 +46,8 @@ static const cfg_def console_defs[] = {
     {"console.bind", CFG_STR, "127.0.0.1", 1, 0,
      "address to listen on; the console changes data: keep it on loopback unless a proxy "
      "with TLS is in front"},
-    {"console.port", CFG_INT, "8090", 0, 65535, "port (0: any free one, see console.port-file)"},
+    {"console.port", CFG_INT, SERVICE_CONSOLE_PORT, 0, 65535,
+     "port (0: any free one, see console.port-file)"},
     {"console.port-file", CFG_STR, "", 1, 0,
      "write the port here (default: run/console.port in the state dir)"},
     {"console.token", CFG_STR, "", 1, 0,
@@ -233,11 +236,6 @@ static int h_page(void *ctx, http_req *r) {
                       www_index_html_len);
 }
 
-static int h_health(void *ctx, http_req *r) {
-    (void)ctx;
-    return http_reply(r, 200, "text/plain", NULL, "ok\n", 3);
-}
-
 static int h_metrics(void *ctx, http_req *r) {
     (void)ctx; /* its http is written by main after the server starts: ask the request */
     char *buf = NULL;
@@ -245,6 +243,7 @@ static int h_metrics(void *ctx, http_req *r) {
     FILE *f = open_memstream(&buf, &len);
     if (!f) return http_error(r, 503, "Retry-After: 1\r\n", "out of memory");
     http_write_metrics(http_req_server(r), f, "ursa_console");
+    metrics_write(f); /* the registry: readiness, start time, version */
     fclose(f);
     int st = http_reply(r, 200, "text/plain; version=0.0.4", NULL, buf, len);
     free(buf);
@@ -297,7 +296,8 @@ const http_route console_routes[] = {
     {"/api/thumb", "GET,HEAD", h_thumb, "thumb", 0},
     {"/api/edit", "POST", h_edit, "edit", 1},
     {"/api/retrain", "POST", h_retrain, "retrain", 1},
-    {"/healthz", "GET,HEAD", h_health, "healthz", 0},
+    {"/healthz", "GET,HEAD", health_healthz, "healthz", 0},
+    {"/readyz", "GET,HEAD", health_readyz, "readyz", 0},
     {"/metrics", "GET,HEAD", h_metrics, "metrics", 0},
     {"/", "GET,HEAD", h_page, "page", 0},
     {"/index.html", "GET,HEAD", h_page, "page", 0},
@@ -362,7 +362,8 @@ int main(int argc, char **argv) {
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis, cfg_defs_blob,
                                      console_defs, NULL};
     cfg *c;
-    int argi, rc = service_setup("console", usage, tables, argc, argv, &c, &argi);
+    int argi, rc = service_setup("console", SERVICE_OWN_HTTP, usage, tables, argc, argv, &c,
+                                 &argi);
     if (rc >= 0) return rc;
     service_signals(&run);
     static console s;
@@ -404,7 +405,7 @@ int main(int argc, char **argv) {
     while (run) {
         if (service_beat_due()) {
             const char *kv[] = {"url", addr, NULL};
-            service_beat(s.sc.r, "console", kv);
+            service_beat(s.sc.r, kv);
         }
         util_sleep_ms(200);
     }

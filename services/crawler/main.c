@@ -17,6 +17,7 @@
 #include "fetch.h"
 #include "kq.h"
 #include "log.h"
+#include "metrics.h"
 #include "msg.h"
 #include "rstore.h"
 #include "service.h"
@@ -83,6 +84,29 @@ struct crawl {
     int64_t degraded_since, write_retry_at, degraded_logged;
 };
 
+/* the crawler's own metrics (metrics.h), beside kq's */
+static struct {
+    metrics_series *downloaded, *retries, *active, *waiting, *held;
+    metrics_family *failed;
+} met;
+
+static void register_metrics(void) {
+    met.downloaded =
+        metrics_plain_counter("urls_downloaded_total", "URLs downloaded and stored as blobs.");
+    met.failed = metrics_counter(
+        "urls_failed_total",
+        "URLs that ended without a download, by reason (http_404, timeout, blocked_address, ...).",
+        "reason");
+    met.retries = metrics_plain_counter("download_retries_total",
+                                        "Downloads tried again after a transient failure.");
+    met.active = metrics_plain_gauge("downloads_active", "Downloads in progress.");
+    met.waiting =
+        metrics_plain_gauge("downloads_waiting", "Downloads waiting to be tried (again).");
+    met.held = metrics_plain_gauge(
+        "downloads_held_for_disk",
+        "Downloaded bytes held in memory while the blob store cannot be written.");
+}
+
 static void task_free(task *t) {
     ursa__crawl_request__free_unpacked(t->req, NULL);
     free(t->body);
@@ -122,6 +146,7 @@ static void announce(crawl *cr, task *t, const ds_op *o) {
         }
         msg_job_produce(t->job, TOPIC_IMAGES_DOWNLOADED, t->blob, &m.base);
         cr->ok++;
+        metrics_add(met.downloaded, 1);
     } else {
         Ursa__ImageRejected m = URSA__IMAGE_REJECTED__INIT;
         m.header = &h;
@@ -134,6 +159,7 @@ static void announce(crawl *cr, task *t, const ds_op *o) {
         m.transient = t->transient;
         msg_job_produce(t->job, TOPIC_IMAGES_REJECTED, q->url_hash, &m.base);
         cr->failed++;
+        metrics_add(metrics_with(met.failed, t->reason), 1);
     }
     if (o && o->err && o->err != URSA_ERR_NOT_FOUND)
         ULOG_WARN("event=state_not_recorded url_hash=%.12s err=\"%s\"", q->url_hash,
@@ -221,6 +247,7 @@ static void on_fetched(void *opaque, const fetch_result *r) {
     }
     if (!r->ok && r->transient && t->attempt < cr->max_attempts) {
         cr->retried++;
+        metrics_add(met.retries, 1);
         wait_later(cr, t, util_backoff_ms(t->attempt, cr->retry_ms, cr->retry_ms * 60));
         return;
     }
@@ -356,6 +383,9 @@ static int tick(void *opaque, int timeout_ms) {
     if (cr->nwaiting && timeout_ms > 50) timeout_ms = 50;
     int active = fetch_run(cr->f, timeout_ms);
     if (ds_batch_due(&cr->batch)) flush(cr);
+    metrics_set(met.active, active);
+    metrics_set(met.waiting, cr->nwaiting);
+    metrics_set(met.held, cr->nunwritten);
     if (service_beat_due()) {
         char ok[24], failed[24], inflight[16];
         snprintf(ok, sizeof ok, "%llu", (unsigned long long)cr->ok);
@@ -365,7 +395,7 @@ static int tick(void *opaque, int timeout_ms) {
         snprintf(held, sizeof held, "%d", cr->nunwritten);
         const char *kv[] = {"downloaded", ok, "failed", failed, "in_flight", inflight,
                             "held_for_disk", held, NULL};
-        service_beat(cr->r, "crawler", kv);
+        service_beat(cr->r, kv);
     }
     if (cr->degraded && timeout_ms > 0 && !active && !cr->batch.n)
         util_sleep_ms(timeout_ms > 100 ? 100 : timeout_ms); /* nothing to do but wait */
@@ -407,8 +437,9 @@ int main(int argc, char **argv) {
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis,
                                      cfg_defs_blob, fetch_cfg_defs, crawler_defs, NULL};
     cfg *c;
-    int argi, rc = service_setup("crawler", usage, tables, argc, argv, &c, &argi);
+    int argi, rc = service_setup("crawler", 0, usage, tables, argc, argv, &c, &argi);
     if (rc >= 0) return rc;
+    register_metrics();
     service_signals(&run);
     service_conns sc;
     crawl cr = {0};

@@ -130,7 +130,7 @@ int bulk_tick(void *opaque, int timeout_ms) {
     if (service_beat_due()) {
         served *m = batcher_current(bk->s->b);
         const char *kv[] = {"model", m ? served_id(m) : "-", NULL};
-        service_beat(bk->r, "inference", kv);
+        service_beat(bk->r, kv);
         served_release(m);
     }
     if (timeout_ms > 0) util_sleep_ms(timeout_ms < 50 ? timeout_ms : 50);

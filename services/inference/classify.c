@@ -167,7 +167,8 @@ static void answer(cjob *j, int status, const char *why) {
     } else {
         http_error(j->r, status, status == 503 ? "Retry-After: 1\r\n" : NULL, "%s", why);
     }
-    if (status == 200 || status == 415 || status == 422) metrics_latency(j->s, now_s() - j->t0);
+    if (status == 200 || status == 415 || status == 422)
+        metrics_observe(j->s->latency, now_s() - j->t0);
     cjob_free(j);
 }
 

@@ -49,7 +49,7 @@ static const char usage[] =
     "cleanly on SIGTERM: requests in progress are answered (inference.drain-ms).\n\n";
 
 static const cfg_def inference_defs[] = {
-    {"inference.port", CFG_INT, "8080", 0, 65535, "HTTP port (0: any free port)"},
+    {"inference.port", CFG_INT, SERVICE_INFERENCE_PORT, 0, 65535, "HTTP port (0: any free port)"},
     {"inference.bind", CFG_STR, "127.0.0.1", 1, 0,
      "address to listen on (an IPv4 or IPv6 address; 0.0.0.0 or :: for every interface)"},
     {"inference.port-file", CFG_STR, "", 1, 0,
@@ -175,7 +175,8 @@ int main(int argc, char **argv) {
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis, cfg_defs_blob,
                                      fetch_cfg_defs, img_cfg_defs, inference_defs, NULL};
     cfg *c;
-    int argi, rc = service_setup("inference", usage, tables, argc, argv, &c, &argi);
+    int argi, rc = service_setup("inference", SERVICE_OWN_HTTP, usage, tables, argc, argv, &c,
+                                 &argi);
     if (rc >= 0) return rc;
     service_signals(&run);
     static server s;
@@ -189,7 +190,7 @@ int main(int argc, char **argv) {
     s.dop.max_pixels = io.max_pixels;
     s.dop.max_scans = io.max_scans;
     pthread_mutex_init(&s.load_mu, NULL);
-    pthread_mutex_init(&s.mmu, NULL);
+    register_metrics(&s);
     const char *file = cfg_str(c, "inference.model");
     char err[512];
     service_conns sc;

@@ -117,11 +117,11 @@ int models_reload(server *s, int force, char *err, size_t n) {
                   ulog_quote(q, sizeof q, cur ? served_id(cur) : "none"));
         s->cur_created = created;
         batcher_swap(s->b, m);
-        atomic_fetch_add(&s->reloads, 1);
+        metrics_add(s->reloads, 1);
         rc = 0;
     }
 out:
-    if (rc) atomic_fetch_add(&s->reload_failures, 1);
+    if (rc) metrics_add(s->reload_failures, 1);
     served_release(cur);
     rstore_destroy(r);
     pthread_mutex_unlock(&s->load_mu);

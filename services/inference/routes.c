@@ -5,18 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "health.h"
 #include "page.h"
 #include "server.h"
 
-static int h_health(void *ctx, http_req *r) {
-    (void)ctx;
-    return http_reply(r, 200, "text/plain", NULL, "ok\n", 3);
-}
-
+/* Ready: what every daemon needs (common/health.h), and a model. */
 static int h_ready(void *ctx, http_req *r) {
     server *s = ctx;
     served *m = batcher_current(s->b);
-    int st = m ? http_reply(r, 200, "text/plain", NULL, "ready\n", 6)
+    int st = m ? health_readyz(ctx, r)
                : http_reply(r, 503, "text/plain", "Retry-After: 1\r\n", "no model loaded\n", 16);
     served_release(m);
     return st;
@@ -40,7 +37,7 @@ const http_route inference_routes[] = {
     {"/v1/classify-url", "GET,HEAD", h_classify_url, "classify_url", 0},
     {"/v1/models", "GET,HEAD", h_models, "models", 0},
     {"/v1/admin/*", "POST", h_admin, "admin", 0},
-    {"/healthz", "GET,HEAD", h_health, "healthz", 0},
+    {"/healthz", "GET,HEAD", health_healthz, "healthz", 0},
     {"/readyz", "GET,HEAD", h_ready, "readyz", 0},
     {"/metrics", "GET,HEAD", h_metrics, "metrics", 0},
     {"/", "GET,HEAD", h_page, "page", 0},

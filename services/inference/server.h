@@ -27,7 +27,6 @@
 #define URSA_INFERENCE_SERVER_H
 
 #include <pthread.h>
-#include <stdatomic.h>
 
 #include "batcher.h"
 #include "blob.h"
@@ -36,11 +35,10 @@
 #include "http.h"
 #include "image.h"
 #include "kq.h"
+#include "metrics.h"
 #include "pool.h"
 #include "rstore.h"
 #include "service.h"
-
-#define NLAT 11
 
 typedef struct server {
     const cfg *c;
@@ -61,12 +59,8 @@ typedef struct server {
     size_t max_body;
     char token[512];      /* the admin token (a file's or the environment's), or "" */
     size_t token_len;
-    /* metrics */
-    pthread_mutex_t mmu;
-    uint64_t lat[NLAT + 1];
-    double lat_sum;
-    uint64_t lat_n;
-    atomic_ullong reloads, reload_failures;
+    /* metrics (metrics.h), registered by register_metrics */
+    metrics_series *latency, *reloads, *reload_failures;
 } server;
 
 /* ---- classify.c ---- */
@@ -105,7 +99,8 @@ kq_handler on_published;
 int models_read_token(server *s, char *err, size_t n);
 
 /* ---- metrics.c ---- */
-void metrics_latency(server *s, double secs);
+/* Registers latency and reloads in the registry (once, at start). */
+void register_metrics(server *s);
 int h_metrics(void *ctx, http_req *r);
 
 /* ---- bulk.c ---- */

@@ -13,6 +13,7 @@
 #include "dataset.h"
 #include "learner.h"
 #include "log.h"
+#include "metrics.h"
 #include "msg.h"
 #include "registry.h"
 #include "rstore.h"
@@ -20,6 +21,33 @@
 #include "util.h"
 
 /* ---- small helpers ------------------------------------------------------------------ */
+
+/* the running job's progress on /metrics */
+static struct {
+    metrics_series *epoch, *epochs, *step, *steps, *progress;
+} met;
+
+void tjob_register_metrics(void) {
+    met.epoch = metrics_plain_gauge("job_epoch", "Epochs the running (or last) job has finished.");
+    met.epochs = metrics_plain_gauge(
+        "job_epochs", "Epochs of the running (or last) job in all (an audit: of every fold).");
+    met.step = metrics_plain_gauge("job_step", "Batches done in the running job's epoch.");
+    met.steps = metrics_plain_gauge("job_steps", "Batches in the running job's epoch.");
+    met.progress = metrics_plain_gauge(
+        "job_progress_ratio",
+        "The share of the running (or last) job's epochs done, the current one in part (0 to 1).");
+}
+
+/* Sets the progress gauges: plain atomic stores, so every batch may. */
+static void show_progress(run *R, int step, int steps) {
+    double done = (double)(R->epoch_base + R->pos.done);
+    metrics_set(met.epoch, done);
+    metrics_set(met.epochs, R->total_epochs);
+    metrics_set(met.step, step);
+    metrics_set(met.steps, steps);
+    if (R->total_epochs > 0 && steps > 0)
+        metrics_set(met.progress, (done + (double)step / steps) / R->total_epochs);
+}
 
 void run_progress(run *R, const char *state, const nn_epoch_row *row, const char *error) {
     const Ursa__TrainJob *s = R->spec;
@@ -513,6 +541,7 @@ static void on_batch(void *ctx, int epoch, int it, int n_it, float smooth, float
     (void)epoch;
     (void)lr;
     run *R = ctx;
+    show_progress(R, it + 1, n_it);
     int64_t now = util_mono_ms();
     if (now - R->last_beat < 1000 && it + 1 < n_it) return;
     R->last_beat = now;
@@ -545,6 +574,7 @@ static void on_epoch(void *ctx, const nn_epoch_row *row) {
     if (job_row_put(R->r, R->tj->id, &w))
         ULOG_WARN("event=row_not_recorded job=%s epoch=%d", R->tj->id, w.n);
     R->pos.done++;
+    show_progress(R, 0, 1);
     R->pos.epoch = (uint32_t)row->epoch + 1;
     if (R->pos.epoch >= st->epochs) {
         R->pos.stage++;

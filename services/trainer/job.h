@@ -47,4 +47,8 @@ typedef struct {
 /* The thread's body; arg is a tjob. */
 void *tjob_run(void *arg);
 
+/* Registers the running job's progress gauges (metrics.h): job_epoch,
+ * job_epochs, job_step, job_steps, job_progress_ratio. Once, at start. */
+void tjob_register_metrics(void);
+
 #endif

@@ -28,6 +28,7 @@
 #include "jobs.h"
 #include "kq.h"
 #include "log.h"
+#include "metrics.h"
 #include "msg.h"
 #include "rstore.h"
 #include "service.h"
@@ -68,6 +69,22 @@ typedef struct {
 } trainer;
 
 static atomic_int run = 1;
+
+/* the trainer's own metrics (metrics.h); job.c shows the running job's progress */
+static struct {
+    metrics_series *ended, *retries, *waiting, *running;
+} met;
+
+static void register_metrics(void) {
+    met.ended =
+        metrics_plain_counter("jobs_ended_total", "Jobs run to an end: done, failed or cancelled.");
+    met.retries = metrics_plain_counter(
+        "job_retries_total", "Jobs put back to try again later (Redis, Kafka or the disk failed).");
+    met.waiting =
+        metrics_plain_gauge("jobs_waiting", "Jobs held by this worker, waiting for their turn.");
+    met.running = metrics_plain_gauge("job_running", "1 while a job runs.");
+    tjob_register_metrics();
+}
 
 static void pend_free(pend *p) {
     if (!p) return;
@@ -181,6 +198,7 @@ static void start(trainer *t, pend *p) {
     }
     t->cur = p;
     t->renewed = util_mono_ms();
+    metrics_set(met.running, 1);
 }
 
 /* The running job's thread ended: let its message go accordingly. */
@@ -188,6 +206,7 @@ static void finish(trainer *t) {
     pthread_join(t->th, NULL);
     pend *p = t->cur;
     t->cur = NULL;
+    metrics_set(met.running, 0);
     job_lease_release(t->sc.r, p->id, t->worker);
     char q[600];
     ULOG_INFO("event=job_ended job=%s outcome=%s detail=%s", p->id,
@@ -195,6 +214,7 @@ static void finish(trainer *t) {
               ulog_quote(q, sizeof q, t->tj.reason));
     if (t->tj.outcome == TJ_DONE) {
         t->ended++;
+        metrics_add(met.ended, 1);
         kq_job_done(p->job); /* now its offset may be stored */
         pend_free(p);
     } else if (t->tj.outcome == TJ_STOPPED && !run) {
@@ -202,6 +222,7 @@ static void finish(trainer *t) {
         pend_free(p);
     } else { /* try again later, from the checkpoint */
         t->retries++;
+        metrics_add(met.retries, 1);
         p->next_try = util_mono_ms() + t->retry_ms;
         p->next = t->waiting;
         t->waiting = p;
@@ -219,7 +240,7 @@ static int tick(void *opaque, int timeout_ms) {
         snprintf(waiting, sizeof waiting, "%d", nw);
         const char *kv[] = {"job", t->cur ? t->cur->id : "-", "jobs_ended", ended, "waiting",
                             waiting, NULL};
-        service_beat(t->sc.r, "trainer", kv);
+        service_beat(t->sc.r, kv);
     }
     if (t->cur) {
         if (atomic_load(&t->tj.finished)) {
@@ -278,6 +299,7 @@ static int tick(void *opaque, int timeout_ms) {
     }
     int n = t->cur != NULL;
     for (pend *p = t->waiting; p; p = p->next) n++;
+    metrics_set(met.waiting, n - (t->cur != NULL));
     if (timeout_ms > 0) util_sleep_ms(timeout_ms < 50 ? timeout_ms : 50);
     return n;
 }
@@ -307,8 +329,9 @@ int main(int argc, char **argv) {
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis, cfg_defs_blob,
                                      trainer_defs, NULL};
     cfg *c;
-    int argi, rc = service_setup("trainer", usage, tables, argc, argv, &c, &argi);
+    int argi, rc = service_setup("trainer", 0, usage, tables, argc, argv, &c, &argi);
     if (rc >= 0) return rc;
+    register_metrics();
     service_signals(&run);
     char err[512];
     cfg_set(c, "kq.max-inflight", "1", err, sizeof err); /* one job at a time */

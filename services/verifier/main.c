@@ -14,6 +14,7 @@
 #include "image.h"
 #include "kq.h"
 #include "log.h"
+#include "metrics.h"
 #include "msg.h"
 #include "rstore.h"
 #include "service.h"
@@ -49,6 +50,25 @@ typedef struct {
     pending batch[DS_BATCH_ITEMS];
     ds_batch g; /* the group commit of batch[0..g.n) */
 } verifier;
+
+/* the verifier's own metrics (metrics.h), beside kq's */
+static struct {
+    metrics_series *verified, *edits, *pending;
+    metrics_family *rejected;
+} met;
+
+static void register_metrics(void) {
+    met.verified = metrics_plain_counter("images_verified_total",
+                                         "Images verified, normalised and added to their dataset.");
+    met.rejected = metrics_counter("images_rejected_total",
+                                   "Images rejected, by reason (not_an_image, truncated, "
+                                   "duplicate, label_conflict, ...).",
+                                   "reason");
+    met.edits =
+        metrics_plain_counter("edits_total", "Cleaning decisions of ursa.dataset.edits handled.");
+    met.pending =
+        metrics_plain_gauge("images_pending", "Checked images waiting for the group commit.");
+}
 
 static ursa_err send_rejected(kq_job *job, const Ursa__ImageDownloaded *d, const char *reason,
                               const char *detail) {
@@ -162,13 +182,16 @@ static void announce(verifier *v, pending *p, const ds_op *o) {
                   ursa_err2str(o->err));
     } else if (p->rejected) {
         v->rejected++;
+        metrics_add(metrics_with(met.rejected, p->reason), 1);
         send_rejected(p->job, d, p->reason, p->detail);
     } else if (o->outcome != DS_VERIFIED) {
+        const char *why = o->outcome == DS_DUPLICATE ? "duplicate" : "label_conflict";
         v->duplicates++;
-        send_rejected(p->job, d, o->outcome == DS_DUPLICATE ? "duplicate" : "label_conflict",
-                      "same bytes as another URL of the dataset");
+        metrics_add(metrics_with(met.rejected, why), 1);
+        send_rejected(p->job, d, why, "same bytes as another URL of the dataset");
     } else {
         v->verified++;
+        metrics_add(met.verified, 1);
         Ursa__Header hd;
         char id[33];
         msg_header_init(&hd, id, d->header->dataset, NULL);
@@ -239,8 +262,9 @@ static int tick(void *opaque, int timeout_ms) {
         snprintf(rej, sizeof rej, "%llu", (unsigned long long)v->rejected);
         snprintf(dup, sizeof dup, "%llu", (unsigned long long)v->duplicates);
         const char *kv[] = {"verified", ok, "rejected", rej, "duplicates", dup, NULL};
-        service_beat(v->r, "verifier", kv);
+        service_beat(v->r, kv);
     }
+    metrics_set(met.pending, v->g.n);
     if (ds_batch_due(&v->g)) flush(v);
     else if (v->g.n && timeout_ms > 0)
         util_sleep_ms(timeout_ms < DS_BATCH_MS ? timeout_ms : DS_BATCH_MS);
@@ -283,6 +307,7 @@ static ursa_err apply_edit(verifier *v, const kq_msg *m, char *reason, size_t rn
                 err = URSA_ERR_UNAVAILABLE;
             } else {
                 char q[300];
+                metrics_add(met.edits, 1);
                 ULOG_INFO("event=edit dataset=%s seq=%lld image=%s op=%s to=%s applied=%d",
                           d->header->dataset, seq, e.image, ed_op_name(e.op),
                           ulog_quote(q, sizeof q, e.to), applied);
@@ -335,8 +360,9 @@ int main(int argc, char **argv) {
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis, cfg_defs_blob,
                                      img_cfg_defs, verifier_defs, NULL};
     cfg *c;
-    int argi, rc = service_setup("verifier", usage, tables, argc, argv, &c, &argi);
+    int argi, rc = service_setup("verifier", 0, usage, tables, argc, argv, &c, &argi);
     if (rc >= 0) return rc;
+    register_metrics();
     service_signals(&run);
     static verifier v; /* holds a batch of FLUSH_ITEMS: keep it off the stack */
     service_conns sc;

@@ -15,7 +15,10 @@ check_eq "redis pid after second up" "$(cat "$URSA_STATE_DIR/run/redis.pid")" "$
 check_eq "broker pid after second up" "$(cat "$URSA_STATE_DIR/run/broker.pid")" "$broker_pid"
 
 env_out=$("$URSA" env)
-check_eq "env lines" "$(echo "$env_out" | wc -l)" 4
+check_eq "env lines" "$(echo "$env_out" | wc -l)" 7
+for d in CRAWLER VERIFIER TRAINER; do
+    echo "$env_out" | grep -Eq "^URSA_${d}_METRICS_URL=http://127\.0\.0\.1:[0-9]+/metrics$" || fail "env: $env_out"
+done
 echo "$env_out" | grep -Eq '^URSA_INFERENCE_URL=http://127\.0\.0\.1:[0-9]+/$' || fail "env: $env_out"
 echo "$env_out" | grep -Eq '^URSA_CONSOLE_URL=http://127\.0\.0\.1:[0-9]+/$' || fail "env: $env_out"
 echo "$env_out" | grep -Eq '^URSA_KAFKA_BOOTSTRAP=127\.0\.0\.1:[0-9]+$' || fail "env: $env_out"
@@ -41,7 +44,8 @@ set +e
 set -e
 check_eq "bad setting exit" "$rc" 2
 grep -q 'stack.timeout-ms: expected a number' "$T/err" || fail "bad setting message: $(cat "$T/err")"
-"$URSA" up --help | grep -q -- '--state-dir' || fail "up --help does not list --state-dir"
+"$URSA" up --help >"$T/up-help.out"
+grep -q -- '--state-dir' "$T/up-help.out" || fail "up --help does not list --state-dir"
 
 # backlog: 3 messages nobody consumed yet
 printf 'a\nb\nc\n' | kcat -b "$BOOTSTRAP" -P -t ursa.crawl.requests
@@ -62,6 +66,7 @@ echo "$out" | grep -q "started broker" && fail "up restarted a healthy broker: $
 check_eq "key kept across redis restart (AOF)" "$(rcli GET ursa:test:kept)" yes
 
 "$URSA" down >"$T/down.log"
+check_eq "env lines after down (no metrics ports)" "$("$URSA" env | grep -c METRICS_URL)" 0
 grep -q "stopped redis" "$T/down.log" || fail "down: $(cat "$T/down.log")"
 grep -q "stopped broker" "$T/down.log" || fail "down: $(cat "$T/down.log")"
 [ ! -e "$URSA_STATE_DIR/run/redis.pid" ] || fail "redis pid file left after down"

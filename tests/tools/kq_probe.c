@@ -174,8 +174,9 @@ int main(int argc, char **argv) {
                                      probe_defs, NULL};
     cfg *c;
     int argi;
-    int rc = service_setup("kq-probe", "usage: kq-probe produce|consume [settings]\n",
-                           tables, argc - 1, argv + 1, &c, &argi);
+    int rc = service_setup("kq-probe", SERVICE_NO_BEAT,
+                           "usage: kq-probe produce|consume [settings]\n", tables, argc - 1,
+                           argv + 1, &c, &argi);
     if (rc >= 0) return rc;
     service_signals(&run);
     char bs[512], url[600], err[512];
