@@ -21,6 +21,7 @@
  *   /big-chunked       64 MB with no Content-Length
  *   /noai/NAME         the file with X-Robots-Tag: noai
  *   /gen/N.jpg         a 64x64 JPEG made for N: distinct bytes for every N
+ *   /delay/MS/PATH     PATH, answered MS milliseconds late (at most 10 s)
  * A query string is ignored, so /img/a.jpg?1 and /img/a.jpg?2 are two URLs
  * with the same bytes.
  * One thread per connection; every response closes the connection. */
@@ -134,6 +135,14 @@ static void *conn(void *arg) {
     fflush(stdout);
     char *q = strchr(path, '?');
     if (q) *q = '\0';
+    if (!strncmp(path, "/delay/", 7)) { /* a slow server: the rest of the path, late */
+        char *end;
+        long ms = strtol(path + 7, &end, 10);
+        if (*end == '/' && ms >= 0 && ms <= 10000) {
+            util_sleep_ms(ms);
+            memmove(path, end, strlen(end) + 1);
+        }
+    }
     const char *name = strrchr(path, '/') + 1;
     static char zeros[65536];
     if (!strncmp(path, "/gen/", 5)) {
