@@ -1,7 +1,7 @@
 /* dataset.h: a dataset's state in Redis: what became of each URL, the
  * counts per label and state, and the manifest of verified images.
  *
- * Built to fit Redis Cluster and to stay small (design.md, "State"): a
+ * Built to fit Redis Cluster and to stay small (docs/operations.md, "Scale"): a
  * URL's id in Redis is the first 10 bytes of the SHA-256 of its text (20
  * hex digits, ds_url_key); its first byte picks one of 256 hash tags, its
  * first two bytes one of 65,536 buckets, so every hash stays small enough

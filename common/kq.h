@@ -2,7 +2,7 @@
  * reports, and a consumer-group loop with at-least-once, effects-first
  * offset storage and dead-lettering.
  *
- * The delivery rules of design.md live here:
+ * The delivery rules (docs/operations.md, "Delivery rules, as built") live here:
  *  - a consumed message's offset is stored only after its handler returned OK
  *    AND every message the handler produced through kq_job_produce() has been
  *    acknowledged by the broker; offsets of a partition are stored in order,

@@ -1,7 +1,9 @@
 /* topics.h: the Kafka topics of ursa and who consumes them.
  *
  * One table, used by the broker (to create them), the CLI (to show backlog)
- * and the daemons (to subscribe and to dead-letter). */
+ * and the daemons (to subscribe and to dead-letter), with each topic's
+ * message type and key; docs/development.md lists them beside the Redis key
+ * families and their owners. */
 #ifndef URSA_TOPICS_H
 #define URSA_TOPICS_H
 
@@ -20,7 +22,9 @@
 
 typedef struct {
     const char *name;
-    const char *group; /* consumer group that works it off; NULL: none */
+    const char *group;   /* consumer group that works it off; NULL: none */
+    const char *message; /* its protobuf message (proto/ursa.proto) */
+    const char *key;     /* what a message's key is: the partitioning */
     const char *about;
 } topic_info;
 

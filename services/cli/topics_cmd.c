@@ -58,7 +58,7 @@ int topics_cmd(const cfg *c, int argc, char **argv) {
             if (nmissing < 64) missing[nmissing++] = t->name;
             printf("%-24s missing\n", t->name);
         } else {
-            printf("%-24s %d partitions\n", t->name, parts);
+            printf("%-24s %d partitions  %s, keyed by %s\n", t->name, parts, t->message, t->key);
         }
     }
     rd_kafka_metadata_destroy(md);

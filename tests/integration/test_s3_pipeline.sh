@@ -56,10 +56,14 @@ seq 0 199 | sed "s|^|$FS/gen/|; s|\$|.jpg|" >"$T/urls_gen.txt"
 "$S3SH" stop-gateway "$T/s3" >/dev/null 2>&1 || fail "stop-gateway"
 # (status exits 1 while a daemon is degraded: no pipe under pipefail)
 degraded() { "$URSA" status >"$T/st.log" 2>&1; grep -q 'DEGRADED: blob store s3://' "$T/st.log"; }
+T0=$SECONDS
 wait_for 30 "ursa status to say DEGRADED" degraded
 log "$(grep DEGRADED "$T/st.log")"
-sleep 5
+# the gateway stays away 20 s in all, is started, and SIGKILLed again at once
+sleep $((20 - (SECONDS - T0) > 0 ? 20 - (SECONDS - T0) : 0))
 "$S3SH" start-gateway "$T/s3" >/dev/null 2>&1 || fail "start-gateway"
+"$S3SH" stop-gateway "$T/s3" >/dev/null 2>&1 || fail "stop-gateway, again"
+"$S3SH" start-gateway "$T/s3" >/dev/null 2>&1 || fail "start-gateway, again"
 wait_for 90 "every URL of gen final after the outage" all_final gen
 check_eq "gen verified" "$(state_sum gen verified)" 200
 check_eq "gen total" "$(count_of gen total)" 200
@@ -87,12 +91,13 @@ J=$(job_id_of "$T/train.out")
 rows_at_least() { [ "$(job_rows "$J")" -ge "$1" ] || [ "$(job_state "$J")" = failed ]; }
 wait_for 300 "two epochs" rows_at_least 2
 check_eq "state after two epochs" "$(job_state "$J")" running
-CK=$(job_field "$J" "ckpt:$J.ckpt")
-[ ${#CK} = 64 ] || fail "no checkpoint blob recorded in the job: '$CK'"
-s3get "it/${CK:0:2}/$CK" -o /dev/null || fail "checkpoint $CK not in the bucket"
 PID=$(cat "$URSA_STATE_DIR/run/trainer.pid")
 kill -9 "$PID"
 wait_for 10 "the trainer to die" dead "$PID"
+# (read after the kill: a running job replaces its checkpoint every epoch)
+CK=$(job_field "$J" "ckpt:$J.ckpt")
+[ ${#CK} = 64 ] || fail "no checkpoint blob recorded in the job: '$CK'"
+s3get "it/${CK:0:2}/$CK" -o /dev/null || fail "checkpoint $CK not in the bucket"
 [ "$(job_rows "$J")" -lt 6 ] || fail "the job ended before the kill; make it longer"
 "$URSA" up >"$T/up2.log" 2>&1 || fail "ursa up after the kill: $(cat "$T/up2.log")"
 done_or_failed() { case "$(job_state "$J")" in done | failed | cancelled) return 0 ;; esac; return 1; }

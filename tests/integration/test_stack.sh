@@ -31,7 +31,9 @@ grep -q "storage=memory-only" "$URSA_STATE_DIR/log/broker.log" || fail "broker l
 
 # ursa topics reads the same from the cluster
 topics_out=$("$URSA" topics) || fail "ursa topics exit code: $topics_out"
-check_eq "topics with 4 partitions" "$(echo "$topics_out" | grep -c ' 4 partitions$')" 14
+check_eq "topics with 4 partitions" "$(echo "$topics_out" | grep -c ' 4 partitions  ')" 14
+echo "$topics_out" | grep -q '^ursa.crawl.requests *4 partitions  CrawlRequest, keyed by URL hash$' ||
+    fail "ursa topics does not give the message and key: $topics_out"
 
 # usage errors are exit 2 with a reason; --help is exit 0
 set +e
