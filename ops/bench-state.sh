@@ -4,7 +4,7 @@
 #
 #   ops/bench-state.sh [N]          (default 1000000 URLs)
 #
-# Fills one dataset of N URLs through common/dataset (bench-state: 88%
+# Fills one dataset of N URLs through common/state/dataset (bench-state: 88%
 # verified, 3% duplicates, 1% label conflicts, 5% failed, 3% queued), then
 # times `ursa status`, `ursa status --failed` and `ursa retry --pending`
 # over it on the embedded stack (its daemons stopped, so nothing competes).

@@ -2,7 +2,7 @@
 # bench-status.sh: how long `ursa status` takes against a deployment of 20
 # daemon instances, asked from a host with no state dir (an empty one and
 # the addresses only). A private redis-server holds 20 heartbeats written
-# with redis-cli in the layout of common/heartbeats.h (8 crawlers, 6
+# with redis-cli in the layout of common/state/heartbeats.h (8 crawlers, 6
 # verifiers, 3 trainers, 3 inference servers over 5 hosts), and ursa-broker
 # is the Kafka whose topics, watermarks and committed offsets it reads.
 # Prints every run's time and the median, for text and for -o json.

@@ -1,5 +1,5 @@
 /* bench-state: fills a dataset's Redis state as an ingest of N URLs would
- * leave it, through common/dataset (the code the daemons run), and prints
+ * leave it, through common/state/dataset (the code the daemons run), and prints
  * the Redis memory it took per URL. The mix: 88% verified, 3% duplicates,
  * 1% label conflicts, 5% failed (a third of them transient), 3% still
  * queued; 10 labels; URLs of a realistic length (about 90 characters).

@@ -3,7 +3,7 @@
  *
  * Decisions never change Redis directly: each is a DatasetEdit on
  * ursa.dataset.edits, which ursa-verifier applies once per message id
- * (common/dataset_edits.h); the CLI then waits until they are applied, so
+ * (common/state/dataset_edits.h); the CLI then waits until they are applied, so
  * what it reports is what the dataset now is. */
 #include "clean_cmd.h"
 

@@ -1,6 +1,6 @@
 /* dataset_cmd.c: ingest, dataset status, retry, export-dataset.
  *
- * Redis is the source of truth for a dataset (common/dataset.h): ingest
+ * Redis is the source of truth for a dataset (common/state/dataset.h): ingest
  * records every new URL there before it queues a crawl request, so a URL is
  * never accepted and then lost; if the queue itself is lost (the embedded
  * broker keeps nothing across a restart) `ursa retry --pending` queues again

@@ -1,5 +1,5 @@
 /* registry_cmd.c: ursa models, export and interp: the published models in
- * Redis (common/jobs.h) and their files in the blob store. */
+ * Redis (common/state/jobs.h) and their files in the blob store. */
 #include "registry_cmd.h"
 
 #include <stdio.h>

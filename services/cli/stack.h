@@ -1,7 +1,7 @@
 /* stack.h: the embedded stack of `ursa up/down/env`: a private
  * redis-server, ursa-broker and whichever daemons are installed beside the
  * `ursa` binary, each a detached process with a pid file and a log under the
- * state dir (see common/statedir.h for the layout); and what `ursa status`
+ * state dir (see common/daemon/statedir.h for the layout); and what `ursa status`
  * reads of it. */
 #ifndef URSA_CLI_STACK_H
 #define URSA_CLI_STACK_H

@@ -3,7 +3,7 @@
  *
  * It reads: with an embedded stack in the state dir, its processes
  * (stack.h); from Redis, the heartbeat of every instance of every daemon,
- * on whatever host it runs (common/heartbeats.h); from Kafka, each topic's
+ * on whatever host it runs (common/state/heartbeats.h); from Kafka, each topic's
  * size and each consumer group's lag from its committed offsets and the
  * watermarks, which any Kafka answers. Neither of the last two needs a pid
  * file or a local port, so `ursa status --redis.url URL --kafka.bootstrap

@@ -2,7 +2,7 @@
  *
  * A job is recorded in Redis (state queued) before its message goes to
  * ursa.train.jobs, so it is never accepted and then lost; the CLI then
- * follows it through Redis (common/jobs.h), where the worker writes its
+ * follows it through Redis (common/state/jobs.h), where the worker writes its
  * progress, and Ctrl-C only stops the following. */
 #include "train_cmd.h"
 

@@ -1,6 +1,6 @@
 /* console.h: ursa-console's shared state: the settings, the sessions, the
  * worker pool that does what needs Redis or the blob store (HTTP handlers
- * must not block: common/http.h), and the caches that make the cleaner's
+ * must not block: common/io/http.h), and the caches that make the cleaner's
  * gallery fast. */
 #ifndef URSA_CONSOLE_H
 #define URSA_CONSOLE_H

@@ -3,7 +3,7 @@
  * a reason. When the blob store cannot be written (a full disk), the bytes
  * already downloaded are held in memory, fetching stops (the partitions are
  * paused, nothing is downloaded twice), the heartbeat says "degraded", and
- * the crawler goes on by itself once a write succeeds again. Downloads run concurrently through common/net/fetch (libcurl
+ * the crawler goes on by itself once a write succeeds again. Downloads run concurrently through common/io/fetch (libcurl
  * multi); each consumed message is held until its URL has its state in
  * Redis and its output is acknowledged, so a kill at any point loses
  * nothing and, since states only move forward, counts nothing twice. */

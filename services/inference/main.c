@@ -1,4 +1,4 @@
-/* ursa-inference: classification over HTTP (libmicrohttpd, common/http.h)
+/* ursa-inference: classification over HTTP (libmicrohttpd, common/io/http.h)
  * and Kafka, on CPU.
  *
  *   POST /v1/classify[?top=K]       the image as the body, or the multipart field "file"

@@ -1,6 +1,6 @@
 /* routes.c: ursa-inference's route table, like redis's command table: the
  * path, the methods, the handler, the name its metrics carry, and whether
- * it takes a body. The HTTP layer (common/http.h) answers 404, 405 and 413
+ * it takes a body. The HTTP layer (common/io/http.h) answers 404, 405 and 413
  * from it before a handler runs. The small handlers live here too. */
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +9,7 @@
 #include "page.h"
 #include "server.h"
 
-/* Ready: what every daemon needs (common/health.h), and a model. */
+/* Ready: what every daemon needs (common/daemon/health.h), and a model. */
 static int h_ready(void *ctx, http_req *r) {
     server *s = ctx;
     served *m = batcher_current(s->b);

@@ -4,7 +4,7 @@
  * A model never judges an image it trained on: the images are split into
  * K folds by content hash and seed, and K models are trained with the job's
  * recipe, each on the other folds, so every image gets out-of-sample class
- * probabilities. Confident learning (common/label_issues.h) turns them into
+ * probabilities. Confident learning (common/learn/label_issues.h) turns them into
  * label issues (with a suggested label) and outliers. Near-duplicates are
  * pairs whose penultimate-layer features (the input of the last linear
  * layer, centred) have a cosine similarity over the job's threshold, within

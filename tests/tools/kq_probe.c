@@ -1,4 +1,4 @@
-/* kq-probe: a real Kafka/Redis process built on common/kq and common/rstore,
+/* kq-probe: a real Kafka/Redis process built on common/io/kq and common/io/rstore,
  * for the integration tests. It is a tiny ursa stage:
  *
  *   kq-probe produce --topic T --count N [--prefix P] [--poison I,J,...]

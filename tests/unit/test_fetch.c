@@ -1,4 +1,4 @@
-/* Unit tests of the SSRF guard in common/net/fetch.c: which addresses may
+/* Unit tests of the SSRF guard in common/io/fetch.c: which addresses may
  * be connected to, with and without an allow-list. The guard on a real
  * redirect is shown by tests/integration/test_ingest.sh. */
 #include <arpa/inet.h>

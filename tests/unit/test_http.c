@@ -1,4 +1,4 @@
-/* Unit tests of common/http (libmicrohttpd underneath, real sockets on
+/* Unit tests of common/io/http (libmicrohttpd underneath, real sockets on
  * 127.0.0.1): routing and the layer's own answers, deferred answers from
  * another thread, a client that leaves while its answer is deferred, the
  * drain at stop, the header deadline, and the metrics. */

@@ -1,6 +1,7 @@
 /* Unit tests of topics.c: names are unique; every consuming group has its
  * dead-letter topic in the table, so the broker creates it. */
 #include "test.h"
+#include "kq.h"
 #include "topics.h"
 
 static void table_is_consistent(void **state) {
@@ -13,15 +14,15 @@ static void table_is_consistent(void **state) {
             assert_string_not_equal(topics_all[i].name, topics_all[j].name);
         if (!topics_all[i].group) continue;
         char dlq[128];
-        topics_dlq_name(topics_all[i].group, dlq, sizeof dlq);
+        kq_dlq_name(topics_all[i].group, dlq, sizeof dlq);
         int found = 0;
         for (size_t k = 0; k < n; k++) found |= strcmp(topics_all[k].name, dlq) == 0;
         assert_true(found);
     }
     char dlq[64];
-    topics_dlq_name("ursa-crawler", dlq, sizeof dlq);
+    kq_dlq_name("ursa-crawler", dlq, sizeof dlq);
     assert_string_equal(dlq, "ursa.dlq.crawler");
-    topics_dlq_name("custom", dlq, sizeof dlq);
+    kq_dlq_name("custom", dlq, sizeof dlq);
     assert_string_equal(dlq, "ursa.dlq.custom");
 }
 

@@ -13,7 +13,7 @@
  *  - other retriable failures (URSA_ERR_TRANSIENT, URSA_ERR_TIMEOUT) are
  *    retried up to kq.max-attempts times, with exponential backoff;
  *  - then, or at once for a permanent failure, the message goes to the
- *    group's dead-letter topic (topics_dlq_name()) with headers
+ *    group's dead-letter topic (kq_dlq_name()) with headers
  *    ursa.dlq.reason, ursa.dlq.attempts, ursa.dlq.topic, ursa.dlq.partition,
  *    ursa.dlq.offset and ursa.dlq.group; its key and value are unchanged, so
  *    it can be replayed as is;
@@ -170,5 +170,8 @@ void kq_consumer_pause_intake(kq_consumer *kc, int pause);
 /* Frees the consumer; call after kq_consumer_run() returned. */
 void kq_consumer_destroy(kq_consumer *kc);
 
+
+/* The dead-letter topic of a consumer group: "ursa-crawler" -> "ursa.dlq.crawler". */
+void kq_dlq_name(const char *group, char *out, size_t size);
 
 #endif

@@ -1,7 +1,7 @@
 /* metrics.h: the process's Prometheus metrics: a registry of counters,
  * gauges and histograms that a daemon and the common modules it runs (kq,
  * the blob store, ...) register into, written as text format 0.0.4 on
- * /metrics (common/health.h serves it).
+ * /metrics (common/daemon/health.h serves it).
  *
  * Names: a family registered as "messages_handled_total" is shown as
  * <prefix>_messages_handled_total, the prefix being the daemon's

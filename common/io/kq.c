@@ -15,7 +15,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "sha256.h"
-#include "topics.h"
 #include "util.h"
 
 /* ---- shared configuration ---------------------------------------------- */
@@ -711,7 +710,7 @@ kq_consumer *kq_consumer_new(const cfg *c, const char *bootstrap,
     kc->handler = handler;
     kc->opaque = opaque;
     snprintf(kc->group, sizeof kc->group, "%s", group);
-    topics_dlq_name(group, kc->dlq, sizeof kc->dlq);
+    kq_dlq_name(group, kc->dlq, sizeof kc->dlq);
     kc->max_attempts = c ? (int)cfg_int(c, "kq.max-attempts") : 5;
     kc->max_inflight = c ? (int)cfg_int(c, "kq.max-inflight") : 1000;
     kc->backoff_ms = c ? cfg_int(c, "kq.backoff-ms") : 100;
@@ -1069,4 +1068,9 @@ ursa_err kq_consumer_run(kq_consumer *kc, atomic_int *run) {
               (unsigned long long)kc->stats.retries,
               (unsigned long long)kc->stats.dead_letters);
     return ret;
+}
+
+void kq_dlq_name(const char *group, char *out, size_t size) {
+    const char *stage = strncmp(group, "ursa-", 5) == 0 ? group + 5 : group;
+    snprintf(out, size, "ursa.dlq.%s", stage);
 }

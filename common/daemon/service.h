@@ -39,7 +39,7 @@ int service_setup(const char *name, int flags, const char *usage,
  * also tells /healthz the loop turns. */
 int service_beat_due(void);
 
-/* Records that this instance is alive (common/heartbeats.h): its identity,
+/* Records that this instance is alive (common/state/heartbeats.h): its identity,
  * whether it is degraded, and the given counters (NULL-terminated
  * name/value pairs), expiring after HB_TTL_MS (15 s). Call it when
  * service_beat_due(). `ursa status` reads it. Redis being down is not an
@@ -55,7 +55,7 @@ void service_degraded(const char *why);
 
 /* Where a daemon finds Kafka, Redis and the blob store: the settings
  * kafka.bootstrap, redis.url and blob.dir, or the embedded stack's files in
- * the state dir (common/statedir.h). */
+ * the state dir (common/daemon/statedir.h). */
 typedef struct {
     char kafka[512];
     char redis[600];
@@ -77,7 +77,7 @@ typedef struct {
 } service_conns;
 
 /* Resolves the addresses and opens all three, then starts the readiness
- * checks of common/health.h on them and, when <name>.metrics-port is set,
+ * checks of common/daemon/health.h on them and, when <name>.metrics-port is set,
  * the server of /metrics, /healthz and /readyz. On failure prints the
  * reason and returns -1 (2 for a bad address setting, 1 for the rest in
  * *rc). */

@@ -1,5 +1,5 @@
 /* health.h: a daemon's liveness and readiness, and the small HTTP server
- * (common/http.h) that shows them beside its metrics on
+ * (common/io/http.h) that shows them beside its metrics on
  * <daemon>.metrics-port, for the daemons with no HTTP port of their own;
  * ursa-inference and ursa-console put the same handlers in their tables.
  *

@@ -1,5 +1,5 @@
 /* blob_impl.h: what a blob store backend provides (blob.c dispatches to it).
- * Private to common/blob*.c; callers use blob.h. */
+ * Private to common/io/blob*.c; callers use blob.h. */
 #ifndef URSA_BLOB_IMPL_H
 #define URSA_BLOB_IMPL_H
 

@@ -28,8 +28,3 @@ const topic_info topics_all[] = {
     {NULL, NULL, NULL, NULL, NULL}};
 
 size_t topics_count(void) { return sizeof topics_all / sizeof topics_all[0] - 1; }
-
-void topics_dlq_name(const char *group, char *out, size_t size) {
-    const char *stage = strncmp(group, "ursa-", 5) == 0 ? group + 5 : group;
-    snprintf(out, size, "ursa.dlq.%s", stage);
-}

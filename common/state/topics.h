@@ -32,7 +32,4 @@ typedef struct {
 extern const topic_info topics_all[];
 size_t topics_count(void);
 
-/* The dead-letter topic of a consumer group: "ursa-crawler" -> "ursa.dlq.crawler". */
-void topics_dlq_name(const char *group, char *out, size_t size);
-
 #endif
