@@ -141,8 +141,14 @@ run() {
     fi
     for p in "${extra[@]}"; do kill -TERM "$p"; wait "$p" || true; done
     if [ "$S3" = 1 ] && [ "$kind" = small ]; then # the trainer's epochs on these blobs
+        local tr0 g0=0
+        tr0=$(cpu_of "$(cat "$S/run/trainer.pid")")
+        [ -n "${URSA_BLOB_URL:-}" ] && g0=$(echo "$(cpu_of "${pid[rgw]}") + $(cpu_of "${pid[osd]}")" | bc -l)
         "$BIN/ursa" train --state-dir "$S" --dataset small --arch small --size 28 --bs 128 \
             --stage 3:1e-2 >"$S/train.out" 2>&1
+        TRAINCPU[$name]=$(printf "trainer %.1f s" "$(echo "$(cpu_of "$(cat "$S/run/trainer.pid")") - $tr0" | bc -l)")
+        [ -n "${URSA_BLOB_URL:-}" ] && TRAINCPU[$name]+=$(printf ", rgw+osd %.1f s" \
+            "$(echo "$(cpu_of "${pid[rgw]}") + $(cpu_of "${pid[osd]}") - $g0" | bc -l)")
         local j rport
         j=$(sed -n 's/^job \(j[0-9a-f]*\) queued.*/\1/p' "$S/train.out")
         rport=$(cat "$S/redis.port")
@@ -153,7 +159,7 @@ run() {
     "$BIN/ursa" down --state-dir "$S" >/dev/null
 }
 
-declare -A RATE REQS EPOCHS
+declare -A RATE REQS EPOCHS TRAINCPU
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, avx512f: $(grep -c avx512f /proc/cpuinfo || true)"
 echo
 printf "%-22s %7s %9s %8s %10s   %s\n" "run" "urls" "verified" "seconds" "images/s" "CPU seconds by process"
@@ -176,6 +182,7 @@ if [ "$S3" = 1 ]; then
             'BEGIN {printf "%s: S3 / local directory %.2f, %.2f S3 requests an image (gateway log)\n", k, a / b, r}'
     done
     echo "trainer, 3 epochs on the small images (seconds each): local ${EPOCHS[small-1-instance]}; S3 ${EPOCHS[small-1-s3]}"
+    echo "CPU during the training: local ${TRAINCPU[small-1-instance]}; S3 ${TRAINCPU[small-1-s3]}"
     echo "${EPOCHS[small-1-instance]} ${EPOCHS[small-1-s3]}" | awk '{printf "trainer epochs 2-3, S3 / local directory: %.2f (first epoch %.2f)\n", ($5 + $6) / ($2 + $3), $4 / $1}'
     echo "targets with S3 (2 cores, the gateway on them too): small >= 1500 images/s, photo >= 150 images/s; epochs after the first within 10% of the directory's"
 fi

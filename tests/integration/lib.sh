@@ -94,6 +94,20 @@ start_fault_server() {
     FS="http://127.0.0.1:$(cat "$T/fs.port")"
 }
 
+# A real S3 server (a one-node Ceph RGW, ops/s3-server.sh) in $T/s3, stopped
+# after the test; exports S3_ENDPOINT, S3_BUCKET and the AWS_* keys, sets
+# S3SH (the script, for stop-gateway and start-gateway) and points the
+# blob store of every ursa process at s3://$S3_BUCKET/PREFIX.
+start_s3_server() {
+    S3SH="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/ops/s3-server.sh"
+    "$S3SH" start "$T/s3" >"$T/s3.env" 2>"$T/s3.log" || fail "s3 server: $(tail -5 "$T/s3.log")"
+    on_cleanup "'$S3SH' stop '$T/s3' >/dev/null 2>&1"
+    set -a
+    . "$T/s3.env"
+    set +a
+    export URSA_BLOB_URL="s3://$S3_BUCKET/$1" URSA_BLOB_S3_ENDPOINT="$S3_ENDPOINT"
+}
+
 # Daemon settings for tests: let the crawler reach 127.0.0.1, fail fast.
 export URSA_FETCH_ALLOW=127.0.0.1/32
 export URSA_FETCH_TIMEOUT_MS=3000

@@ -27,12 +27,7 @@ while True:
     except OSError: pass'; }
 
 # ---- infrastructure (on the test's own host) ------------------------------
-S3SH="$(cd "$(dirname "$0")/../.." && pwd)/ops/s3-server.sh"
-"$S3SH" start "$T/s3" >"$T/s3.env" 2>"$T/s3.log" || fail "s3 server: $(tail -5 "$T/s3.log")"
-on_cleanup "'$S3SH' stop '$T/s3' >/dev/null 2>&1"
-set -a
-. "$T/s3.env"
-set +a
+start_s3_server drill
 ports=()
 for i in 1 2 3; do
     p=$(free_port)
@@ -56,7 +51,6 @@ start_fault_server
 start_fmnist_server "$N"
 export URSA_REDIS_URL="redis://127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
 export URSA_KAFKA_BOOTSTRAP=$(cat "$T/infra/broker.bootstrap")
-export URSA_BLOB_URL="s3://$S3_BUCKET/drill" URSA_BLOB_S3_ENDPOINT="$S3_ENDPOINT"
 export URSA_TRAINER_LEASE_MS=3000 URSA_FETCH_MAX_INFLIGHT=4 URSA_LOG_LEVEL=info
 export URSA_FETCH_TIMEOUT_MS=10000 # the 2 cores also run the gateway, 3 Redis and 3 brokers
 INF_PORT=$(free_port)

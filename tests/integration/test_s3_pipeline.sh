@@ -6,13 +6,7 @@
 # mid-job that resumes from a checkpoint kept in the bucket, and the model
 # read back from the bucket.
 . "$(dirname "$0")/lib.sh"
-S3SH="$(cd "$(dirname "$0")/../.." && pwd)/ops/s3-server.sh"
-"$S3SH" start "$T/s3" >"$T/s3.env" 2>"$T/s3.log" || fail "s3 server: $(tail -5 "$T/s3.log")"
-on_cleanup "'$S3SH' stop '$T/s3' >/dev/null 2>&1"
-set -a
-. "$T/s3.env"
-set +a
-export URSA_BLOB_URL="s3://$S3_BUCKET/it" URSA_BLOB_S3_ENDPOINT="$S3_ENDPOINT"
+start_s3_server it
 export URSA_TRAINER_LEASE_MS=3000 # a killed worker's lease lapses in 3 s
 s3get() { # s3get OBJECT [curl args]: a signed GET of s3://bucket/OBJECT
     local o=$1
