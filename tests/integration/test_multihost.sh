@@ -60,6 +60,7 @@ export URSA_STATE_DIR="$T/observer"
 
 # ---- hosts -------------------------------------------------------------------
 declare -A HOST # name -> the pid holding its namespaces
+HOSTNS=()       # the mount namespaces of every host started
 # host_up NAME: a new machine: a tmpfs over $T (so it sees none of the test's
 # files, nor another host's) with an empty state dir, and its own host name
 host_up() {
@@ -69,6 +70,16 @@ host_up() {
     HOST[$name]=$!
     PIDS+=("$!")
     wait_for 10 "host $name" nsenter -t "${HOST[$name]}" -m test -d "$T/state"
+    HOSTNS+=("$(readlink "/proc/${HOST[$name]}/ns/mnt")")
+}
+# every process left in a host's namespace, killed (the test's end)
+hosts_gone() {
+    local pid ns
+    for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+        ns=$(readlink "/proc/$pid/ns/mnt" 2>/dev/null) || continue
+        for h in "${HOSTNS[@]:-}"; do [ "$ns" = "$h" ] && kill -9 "$pid" 2>/dev/null; done
+    done
+    return 0
 }
 # on NAME CMD...: runs CMD on that host (its files, its name; the loopback is shared)
 on() {
@@ -80,7 +91,10 @@ on() {
 # shipped to $T/logs/NAME.DAEMON.log by an open file, as journald would
 daemon() {
     mkdir -p "$T/logs"
-    on "$1" "$URSA_BIN/ursa-$2" >>"$T/logs/$1.$2.log" 2>&1 &
+    # a plain command in the background (not the function on): $! is then
+    # the daemon itself, which nsenter and env exec in turn
+    nsenter -t "${HOST[$1]}" -m -u -- env URSA_STATE_DIR="$T/state" "$URSA_BIN/ursa-$2" \
+        >>"$T/logs/$1.$2.log" 2>&1 &
     PIDS+=("$!")
 }
 # host_kill NAME: SIGKILL every process of the host, then it is gone
@@ -93,7 +107,7 @@ host_kill() {
     wait_for 10 "host $1 to die" dead "${HOST[$1]}"
 }
 fail_logs() { for f in "$T"/logs/*.log; do echo "--- $f" >&2; grep -v 'level=debug' "$f" | tail -n 8 >&2; done; }
-trap 'rc=$?; set +e; [ $rc -ne 0 ] && fail_logs; (exit $rc); cleanup' EXIT
+trap 'rc=$?; set +e; [ $rc -ne 0 ] && fail_logs; hosts_gone; (exit $rc); cleanup' EXIT
 
 for h in hosta hostb hostc hostd hoste; do host_up "$h"; done
 on hoste test ! -e "$T/s3.env" || fail "a host sees the test's files"
