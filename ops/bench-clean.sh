@@ -132,7 +132,7 @@ echo "pretrained audit: $(printf '%.0f' "$TP") s; precision $PPREC, recall $PRCL
 
 echo "== the audit of the noisy dataset, $FOLDS folds of $AUDIT_EPOCHS epochs"
 T0=$(date +%s.%N)
-"$U" audit --dataset noisy --folds "$FOLDS" --stage "$AUDIT_EPOCHS:1e-2" >"$W/audit.out" 2>&1
+"$U" audit --dataset noisy --recipe scratch --folds "$FOLDS" --stage "$AUDIT_EPOCHS:1e-2" >"$W/audit.out" 2>&1
 TA=$(echo "$(date +%s.%N) - $T0" | bc)
 grep -A1 '^audit of' "$W/audit.out"
 "$U" clean --dataset noisy --kinds label >"$W/suspects.tsv"

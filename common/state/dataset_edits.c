@@ -293,6 +293,20 @@ ursa_err ds_audit_record(rstore *r, const char *ds, const char *job_id, const ch
     return rstore_cmd(r, NULL, "HSET %s latest %s m:%s %s", key, job_id, manifest, job_id);
 }
 
+/* Confident learning flags the images whose out-of-fold prediction
+ * confidently disagrees with the label, so its suggestions are about as
+ * good as the share of those disagreements that are label errors. Datasets
+ * carry a few percent of wrong labels, rarely more than 10%: above an error
+ * of 25% at least three disagreements in five are the models' own
+ * mistakes, and most suggestions would break correct labels. The bound is
+ * fixed, not relative to chance (1 - 1/nclass): that share depends on the
+ * error, not on how many classes there are, and for two classes 25% is
+ * already half of chance. With fewer than two classes there is nothing to
+ * judge; NaN is unreliable too. */
+int ds_audit_unreliable(double oof_error, int nclass) {
+    return nclass < 2 || !(oof_error <= 0.25);
+}
+
 ursa_err ds_audit_latest(rstore *r, const char *ds, char *job_id, size_t size) {
     char key[128];
     snprintf(key, sizeof key, "ursa:ds:{%s:ed}:audit", ds);

@@ -97,4 +97,10 @@ ursa_err ds_audit_record(rstore *r, const char *ds, const char *job_id, const ch
 /* The last audit job of a dataset ("" when none); job_id has room for 41. */
 ursa_err ds_audit_latest(rstore *r, const char *ds, char *job_id, size_t size);
 
+/* 1 when an audit's out-of-fold error rate (0..1) over nclass classes
+ * makes its suggestions unreliable: its models' own mistakes would
+ * outnumber the label errors they find. The one rule the trainer, `ursa
+ * job`, `ursa clean` and the console apply. */
+int ds_audit_unreliable(double oof_error, int nclass);
+
 #endif

@@ -163,7 +163,8 @@ static const command commands[] = {
      "the learning rate on a log scale.\n\n",
      lrfind_defs, 0, 0},
     {"audit", audit_cmd,
-     "usage: ursa audit --dataset NAME [--folds K] [--dup-threshold C] [--recipe last|flags]\n"
+     "usage: ursa audit --dataset NAME [--folds K] [--dup-threshold C]\n"
+     "                  [--recipe last|scratch|flags] [--min-steps N]\n"
      "                  [--arch ...] [--size PX] [--stage ...]... [--no-wait]\n"
      "Finds the images of a dataset that are likely mislabeled, near-duplicates or of\n"
      "something else, as a job on ursa-trainer. K models are trained, each on all but\n"
@@ -171,11 +172,15 @@ static const command commands[] = {
      "saw it; confident learning (per-class thresholds, the confident joint, pruning by\n"
      "noise rate) names the label issues with a suggested label, ranked by how little\n"
      "the model believes the given label, and penultimate-layer features name the\n"
-     "near-duplicates. The recipe is the one that made the dataset's newest model unless\n"
-     "flags change it. With a pretrained body (--pretrained FILE.onnx, or a recipe that\n"
-     "had one) the folds are cheap: the frozen body's features of every image are\n"
-     "computed once and each fold fits only the head on them (every stage, no\n"
-     "augmentation); near-duplicates then come from the body's features.\n"
+     "near-duplicates. By default the folds start from the dataset's newest model: its\n"
+     "body, frozen, whose features of every image are computed once, each fold fitting\n"
+     "only a new head on them (no augmentation; near-duplicates then come from the\n"
+     "body's features); --pretrained FILE.onnx does the same with another body.\n"
+     "--recipe scratch trains each fold as the newest model was trained, --recipe flags\n"
+     "as the flags say. A fold trains at least --min-steps optimizer steps: on a small\n"
+     "dataset the recipe's epochs are scaled up (ursa job JOB says so). When the models\n"
+     "get more than a quarter of the images wrong out of fold, the job says that its\n"
+     "suggestions are unreliable.\n"
      "Then: ursa clean --dataset NAME.\n\n",
      audit_defs, 0, 0},
     {"clean", clean_cmd,

@@ -17,11 +17,21 @@
 
 #include "conn.h"
 #include "dataset.h"
+#include "dataset_edits.h"
 #include "jobs.h"
 #include "msg.h"
 #include "plot.h"
+#include "registry.h"
 #include "topics.h"
 #include "util.h"
+
+/* The recipe of an audit's head-only folds on the newest model's body
+ * (--recipe last): the head alone on fixed features, so a high rate and
+ * no unfreezing; the epochs of ops/bench-clean.sh's pretrained audit
+ * (--min-steps scales them up on a small dataset). */
+#define AUDIT_HEAD_EPOCHS 6
+#define AUDIT_HEAD_LR 1e-2
+#define AUDIT_HEAD_STAGE_TEXT "6 epochs at max_lr 1e-2"
 
 #define COMMON_DEFS                                                                              \
     {"dataset", CFG_STR, "", 1, 0, "dataset to train on (required)"},                            \
@@ -56,15 +66,22 @@ const cfg_def lrfind_defs[] = {
 const cfg_def audit_defs[] = {
     COMMON_DEFS,
     {"stages", CFG_STR, "4", 1, 0,
-     "each fold's recipe, as ursa train's --stage flags (default: the recipe of the job that "
-     "made the dataset's newest model)"},
+     "each fold's recipe, as ursa train's --stage flags (default: see --recipe)"},
     {"folds", CFG_INT, "4", 2, 20, "K: K models, each trained on K-1 folds, judge the K-th"},
     {"dup-threshold", CFG_DOUBLE, "0.98", 0.5, 1,
      "cosine similarity of penultimate-layer features (centred) that makes two images "
      "near-duplicates"},
     {"recipe", CFG_STR, "last", 1, 0,
-     "last: start from the recipe of the dataset's newest model (flags given change it); "
-     "flags: the flags and their defaults alone"},
+     "last: the body of the dataset's newest model, frozen: its features of every image are "
+     "computed once and each fold fits a new head on them (one stage of " AUDIT_HEAD_STAGE_TEXT
+     " unless --stage is given; its other settings are the model's, flags change them); "
+     "scratch: each fold trains as the newest model did, from its start (its recipe; flags "
+     "change it); flags: the flags and their defaults alone. Without a model, last and "
+     "scratch are flags"},
+    {"min-steps", CFG_INT, "300", 0, 1e6,
+     "optimizer steps each fold trains at least: on a small dataset the recipe's epochs are "
+     "scaled up to reach them (each stage in proportion, at most 50 epochs a fold); 0: the "
+     "recipe as given"},
     {NULL, 0, NULL, 0, 0, NULL}};
 const cfg_def jobs_defs[] = {
     {"dataset", CFG_STR, "", 1, 0, "only this dataset's jobs"},
@@ -184,7 +201,7 @@ typedef struct {
     char error[1024], suggestion[32], audit[65], edit_seq[24];
     char *lr_curve;
     int stage, epoch, step, steps, n_train, n_valid, n_classes, starts, resumes, cancel;
-    int fold, folds, n_label, n_duplicate, n_outlier;
+    int fold, folds, n_label, n_duplicate, n_outlier, fold_epochs, fold_steps, fdim;
     double loss, error_rate, valid_loss;
     long long created, started, ended, beat;
     Ursa__TrainJob *spec;
@@ -217,6 +234,7 @@ static ursa_err job_read(rstore *r, const char *id, jobinfo *j) {
         S("edit_seq", j->edit_seq);
         I("fold", j->fold); I("folds", j->folds); I("n_label", j->n_label);
         I("n_duplicate", j->n_duplicate); I("n_outlier", j->n_outlier);
+        I("fold_epochs", j->fold_epochs); I("fold_steps", j->fold_steps); I("fdim", j->fdim);
         I("stage", j->stage); I("epoch", j->epoch); I("step", j->step); I("steps", j->steps);
         I("n_train", j->n_train); I("n_valid", j->n_valid); I("n_classes", j->n_classes);
         I("starts", j->starts); I("resumes", j->resumes); I("cancel", j->cancel);
@@ -230,6 +248,42 @@ static ursa_err job_read(rstore *r, const char *id, jobinfo *j) {
     }
     freeReplyObject(rep);
     return URSA_OK;
+}
+
+/* The recipe's epochs: one fold's for an audit. */
+static int recipe_epochs(const jobinfo *j) {
+    int n = 0;
+    for (size_t i = 0; j->spec && i < j->spec->n_stages; i++) n += (int)j->spec->stages[i]->epochs;
+    return n;
+}
+
+/* Epochs the job trains in all: an audit's folds each train the epochs its
+ * trainer chose (fold_epochs: the recipe's, or more for --min-steps). */
+static int total_epochs(const jobinfo *j) {
+    if (strcmp(j->kind, "audit")) return recipe_epochs(j);
+    int folds = j->spec && j->spec->folds ? (int)j->spec->folds : 4;
+    return (j->fold_epochs ? j->fold_epochs : recipe_epochs(j)) * folds;
+}
+
+/* An audit's folds: what they train when the trainer sized them to the
+ * data (--min-steps), and on what when on a pretrained body. */
+static void audit_lines(FILE *f, const jobinfo *j) {
+    int e = recipe_epochs(j);
+    if (j->fold_epochs > e && e > 0 && j->spec) {
+        int per = j->fold_steps / j->fold_epochs; /* steps an epoch */
+        fprintf(f, "each fold trains %d epochs (%d steps): the recipe's %d epoch%s (%d steps) %s "
+                   "fewer than --min-steps %u", j->fold_epochs, j->fold_steps, e,
+                e == 1 ? "" : "s", e * per, e == 1 ? "is" : "are", j->spec->min_steps);
+        if (j->fold_steps < (int)j->spec->min_steps)
+            fprintf(f, " (capped at %d epochs a fold)", j->fold_epochs);
+        fputc('\n', f);
+    }
+    if (j->spec && j->spec->pretrained_blob[0]) {
+        fprintf(f, "folds: the head alone, on the features of the pretrained body %.12s",
+                j->spec->pretrained_blob);
+        if (j->fdim) fprintf(f, " (%d an image, computed once)", j->fdim);
+        fputc('\n', f);
+    }
 }
 
 static void fmt_clock(double secs, char *out, size_t n) {
@@ -302,6 +356,10 @@ static void print_end(const jobinfo *j) {
         printf("\naudit of %s: %d label issues, %d near-duplicates, %d outliers; out-of-fold "
                "error_rate %.4f\n  ursa clean --dataset %s    (lists them, most likely first)\n",
                j->dataset, j->n_label, j->n_duplicate, j->n_outlier, j->error_rate, j->dataset);
+        /* n_classes: from trainers that record it in the audit */
+        if (j->n_classes && ds_audit_unreliable(j->error_rate, j->n_classes))
+            printf("out-of-fold error %.0f%%: the suggestions are unreliable (train longer, or a "
+                   "better model first)\n", 100 * j->error_rate);
     } else if (!strcmp(j->state, "done")) {
         printf("suggested lr: %s (steepest descent of the smoothed loss)\n", j->suggestion);
     } else if (!strcmp(j->state, "failed")) {
@@ -322,7 +380,7 @@ static void on_int(int sig) {
 /* Follows a job until it ends: a progress bar within each epoch, a table
  * row after each. Returns 0 done, 1 failed or cancelled, 0 on detach. */
 static int follow(rstore *r, const char *id) {
-    int tty = isatty(2), shown = 0, last_stage = 0, hinted = 0;
+    int tty = isatty(2), shown = 0, last_stage = 0, hinted = 0, told = 0;
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_int;
@@ -340,6 +398,10 @@ static int follow(rstore *r, const char *id) {
             break;
         }
         if (tty) fprintf(stderr, "\r\033[K");
+        if (!told && j.fold_epochs) { /* the audit's trainer has sized its folds */
+            audit_lines(stdout, &j);
+            told = 1;
+        }
         print_rows(stdout, &j, rows, n, &shown, &last_stage);
         fflush(stdout);
         free(rows);
@@ -362,10 +424,7 @@ static int follow(rstore *r, const char *id) {
             for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '-';
             bar[w] = '\0';
             fmt_clock(secs, t, sizeof t);
-            int total = 0;
-            for (size_t i = 0; j.spec && i < j.spec->n_stages; i++)
-                total += (int)j.spec->stages[i]->epochs;
-            if (!strcmp(j.kind, "audit") && j.spec) total *= j.spec->folds ? (int)j.spec->folds : 4;
+            int total = total_epochs(&j);
             if (state == JOB_RUNNING && j.steps)
                 fprintf(stderr, "epoch %d/%d [%s] %d/%d  loss %.4f  %s", j.epoch + 1, total, bar,
                         j.step, j.steps, j.loss, t);
@@ -388,12 +447,21 @@ static int follow(rstore *r, const char *id) {
 
 /* ---- submitting ------------------------------------------------------------------- */
 
+/* What a job starts from besides its flags: the recipe of the dataset's
+ * newest model (job, NULL for none) and, for an audit whose folds fit a
+ * head on that model's body, the model (its id and blob; "" otherwise). */
+typedef struct {
+    const Ursa__TrainJob *job;
+    char model[160], body[65];
+} start_from;
+
 /* Makes the job from the settings, records it and queues it; follows it
  * unless --no-wait. *id gets its id. */
-static int submit(const cfg *c, const char *cmd, const char *kind, const Ursa__TrainJob *base,
+static int submit(const cfg *c, const char *cmd, const char *kind, const start_from *from,
                   char id[JOB_ID_MAX + 1], rstore **rout) {
     const char *ds = cli_dataset(c, cmd);
     if (!ds) return 2;
+    const Ursa__TrainJob *base = from ? from->job : NULL;
 /* a setting: the flag when given, else the base recipe's, else the default */
 #define FROM_BASE(name) (base && !cfg_given(c, name))
     const char *arch = FROM_BASE("arch") ? base->arch : cfg_str(c, "arch");
@@ -402,10 +470,22 @@ static int submit(const cfg *c, const char *cmd, const char *kind, const Ursa__T
         fprintf(stderr, "ursa %s: --arch must be resnet18, resnet34 or small\n", cmd);
         return 2;
     }
+    /* the folds fit a head on the newest model's body: never its own
+     * stages, which may unfreeze the body they would train from its start */
+    int head_only = FROM_BASE("pretrained") && from->body[0];
     Ursa__TrainStage *stages[16];
     size_t nst = 0;
-    int from_base_stages = strcmp(kind, "lr_find") && FROM_BASE("stages");
-    if (from_base_stages) {
+    int from_base_stages = strcmp(kind, "lr_find") && FROM_BASE("stages") && !head_only;
+    if (head_only && !cfg_given(c, "stages")) {
+        if (!(stages[0] = malloc(sizeof **stages))) {
+            fprintf(stderr, "ursa %s: out of memory\n", cmd);
+            return 1;
+        }
+        ursa__train_stage__init(stages[0]);
+        stages[0]->epochs = AUDIT_HEAD_EPOCHS;
+        stages[0]->lr_min = stages[0]->lr_max = AUDIT_HEAD_LR;
+        nst = 1;
+    } else if (from_base_stages) {
         for (size_t i = 0; i < base->n_stages && i < 16; i++) {
             if (!(stages[nst] = malloc(sizeof **stages))) {
                 while (nst) free(stages[--nst]);
@@ -416,7 +496,8 @@ static int submit(const cfg *c, const char *cmd, const char *kind, const Ursa__T
         }
     } else if (strcmp(kind, "lr_find") &&
                parse_stages(cfg_str(c, "stages"), stages, &nst,
-                            *pre != 0 || (FROM_BASE("pretrained") && base->pretrained_blob[0]))) {
+                            *pre != 0 || head_only ||
+                                (FROM_BASE("pretrained") && base->pretrained_blob[0]))) {
         return 2;
     }
     int rc = 1;
@@ -424,7 +505,8 @@ static int submit(const cfg *c, const char *cmd, const char *kind, const Ursa__T
     kq_producer *p = NULL;
     blob_store *bs = NULL;
     char pkey[65] = "";
-    if (FROM_BASE("pretrained")) snprintf(pkey, sizeof pkey, "%s", base->pretrained_blob);
+    if (FROM_BASE("pretrained"))
+        snprintf(pkey, sizeof pkey, "%s", head_only ? from->body : base->pretrained_blob);
     if (*pre) {
         char *data = NULL;
         size_t len = 0;
@@ -464,6 +546,7 @@ static int submit(const cfg *c, const char *cmd, const char *kind, const Ursa__T
     if (!strcmp(kind, "audit")) {
         j.folds = (uint32_t)cfg_int(c, "folds");
         j.dup_threshold = cfg_double(c, "dup-threshold");
+        j.min_steps = (uint32_t)cfg_int(c, "min-steps");
     }
 #undef FROM_BASE
     if (!(r = cli_redis(c)) || !(p = cli_kafka(c))) goto out;
@@ -484,9 +567,11 @@ static int submit(const cfg *c, const char *cmd, const char *kind, const Ursa__T
                j.batch_size);
     else if (!strcmp(kind, "audit"))
         printf("job %s queued: audit of %s in %u folds, each %s for %d epoch%s in %zu stage%s, "
-               "%u px, batch %u%s%s\n", id, ds, j.folds, arch, epochs, epochs == 1 ? "" : "s", nst,
-               nst == 1 ? "" : "s", j.size, j.batch_size,
-               base ? " (the recipe of its last model)" : "",
+               "%u px, batch %u%s%s%s%s\n", id, ds, j.folds, arch, epochs, epochs == 1 ? "" : "s",
+               nst, nst == 1 ? "" : "s", j.size, j.batch_size,
+               head_only ? " (the body of its newest model " : base ? " (the recipe of its last "
+                                                                      "model)" : "",
+               head_only ? from->model : "", head_only ? ")" : "",
                j.pretrained_blob[0] ? "; a pretrained body: the folds fit the head alone on its "
                                       "features, computed once" : "");
     else
@@ -518,6 +603,19 @@ int train_cmd(const cfg *c, int argc, char **argv) {
     return rc;
 }
 
+/* A registered model's blob into body (65 bytes); 0, or -1 when it has
+ * none or Redis failed. */
+static int model_blob(rstore *r, const char *model, char *body) {
+    const char *fields[] = {"blob", NULL};
+    redisReply *v = NULL;
+    body[0] = '\0';
+    if (registry_fields(r, model, fields, &v)) return -1;
+    if (v->elements == 1 && v->element[0]->type == REDIS_REPLY_STRING)
+        snprintf(body, 65, "%s", v->element[0]->str);
+    freeReplyObject(v);
+    return body[0] ? 0 : -1;
+}
+
 int audit_cmd(const cfg *c, int argc, char **argv) {
     if (argc) {
         fprintf(stderr, "ursa audit: unexpected argument \"%s\"\n", argv[0]);
@@ -525,23 +623,29 @@ int audit_cmd(const cfg *c, int argc, char **argv) {
     }
     const char *ds = cli_dataset(c, "audit"), *recipe = cfg_str(c, "recipe");
     if (!ds) return 2;
-    if (strcmp(recipe, "last") && strcmp(recipe, "flags")) {
-        fprintf(stderr, "ursa audit: --recipe is last or flags\n");
+    int last = !strcmp(recipe, "last");
+    if (!last && strcmp(recipe, "scratch") && strcmp(recipe, "flags")) {
+        fprintf(stderr, "ursa audit: --recipe is last, scratch or flags\n");
         return 2;
     }
     Ursa__TrainJob *base = NULL;
-    if (!strcmp(recipe, "last")) {
+    start_from from = {0};
+    if (strcmp(recipe, "flags")) {
         rstore *r0 = cli_redis(c);
         if (!r0) return 1;
-        base = job_last_recipe(r0, ds, NULL);
+        base = job_last_recipe(r0, ds, from.model);
+        if (base && last && model_blob(r0, from.model, from.body))
+            fprintf(stderr, "ursa audit: model %s has no blob: the folds train as it did (see "
+                            "--recipe scratch)\n", from.model);
         rstore_destroy(r0);
         if (!base)
             fprintf(stderr, "ursa audit: dataset %s has no model yet: the recipe is the flags' "
                             "(see --help)\n", ds);
     }
+    from.job = base;
     char id[JOB_ID_MAX + 1];
     rstore *r = NULL;
-    int rc = submit(c, "audit", "audit", base, id, &r);
+    int rc = submit(c, "audit", "audit", &from, id, &r);
     if (base) ursa__train_job__free_unpacked(base, NULL);
     if (rc) return rc;
     if (!cfg_bool(c, "no-wait")) rc = follow(r, id);
@@ -600,9 +704,7 @@ int lrfind_cmd(const cfg *c, int argc, char **argv) {
 /* ---- jobs and job ----------------------------------------------------------------- */
 
 static void progress_text(const jobinfo *j, char *out, size_t n) {
-    int total = 0;
-    if (j->spec)
-        for (size_t i = 0; i < j->spec->n_stages; i++) total += (int)j->spec->stages[i]->epochs;
+    int total = total_epochs(j);
     if (!strcmp(j->state, "running") && strcmp(j->kind, "lr_find"))
         snprintf(out, n, "epoch %d/%d", j->epoch, total);
     else if (!strcmp(j->state, "done") && !strcmp(j->kind, "lr_find"))
@@ -683,6 +785,7 @@ static int job_show(rstore *r, const char *id) {
     if (j.n_train)
         printf("data: %d classes, %d training and %d validation images\n", j.n_classes,
                j.n_train, j.n_valid);
+    if (!strcmp(j.kind, "audit")) audit_lines(stdout, &j);
     if (j.manifest[0])
         printf("snapshot %.12s: the dataset as edited up to edit #%s (ursa edits)\n", j.manifest,
                j.edit_seq[0] ? j.edit_seq : "0");

@@ -41,6 +41,10 @@
  * them cost a third of the fold's time at 10,000 */
 #define AUDIT_VALID_MAX 2000
 
+/* the most epochs a fold trains when --min-steps scales its recipe up: a
+ * dataset of a few dozen images gets a long fold, not an endless one */
+#define AUDIT_FOLD_EPOCHS_MAX 50
+
 /* The fold of an image: from its content hash and the seed only, so an
  * image keeps its fold when the audit runs again. */
 static int fold_of(const char *src, uint64_t seed, int k) {
@@ -256,255 +260,400 @@ static int fold_store(run *R, int f, const float *fp, int n) {
     return job_update(R->r, R->tj->id, kv) == URSA_OK ? 0 : -1;
 }
 
-static void learner_down(run *R) {
-    if (R->have_learner) nn_learner_free(&R->L);
-    R->have_learner = 0;
-    nn_loader_free(R->tr);
-    nn_loader_free(R->va);
-    R->tr = R->va = NULL;
+/* An audit's working set, over the images of the snapshot (n of them, C
+ * classes); audit_free frees it. */
+typedef struct {
+    int K;          /* folds */
+    double thr;     /* near-duplicate threshold */
+    size_t n;
+    int C;
+    int *label, *fold; /* each image's class and fold */
+    int *idx;          /* scratch: a fold's images, or every image */
+    float *probs;      /* n x C out-of-sample class probabilities */
+    float *fp;         /* a fold's predictions, before they are stored */
+    float *feat;       /* the last fold's model's features of every image (n x fdim) */
+    int fdim;
+    int *dup;          /* each image's near-duplicate (or -1), and its similarity */
+    float *sim;
+    li_result *res;
+    li_row *rows;
+    size_t nrows;
+    long *per_class;
+    uint32_t per_fold; /* epochs of one fold */
+    uint32_t recipe_epochs, steps_per_epoch; /* the spec's, and a fold's steps in one */
+    int trained_last;  /* the last fold's model was trained in this run */
+    long wrong, issues, nlabel, ndup, nout;
+} audit;
+
+static void audit_free(audit *A) {
+    free(A->label), free(A->fold), free(A->idx), free(A->dup), free(A->probs), free(A->fp);
+    free(A->feat), free(A->sim), free(A->res), free(A->rows), free(A->per_class);
 }
 
-tjob_outcome audit_run(run *R) {
+/* An audit sized to its data: when a fold would train fewer than the
+ * job's min_steps optimizer steps, the stages' epochs (R->epochs) are
+ * scaled up in proportion, each stage keeping at least its own and the
+ * fold at most AUDIT_FOLD_EPOCHS_MAX; A->per_fold gets the fold's epochs.
+ * Steps are counted as training takes them, floor(n_train / batch) an
+ * epoch (the last partial batch is dropped), on the fold with the fewest
+ * images to train on, so that every fold reaches the minimum. */
+static void fold_budget(run *R, audit *A) {
     const Ursa__TrainJob *s = R->spec;
-    int K = s->folds ? (int)s->folds : 4;
-    double thr = s->dup_threshold > 0 ? s->dup_threshold : 0.98;
-    if (K < 2 || K > 20) {
-        snprintf(R->why, sizeof R->why, "folds must be within 2..20, not %d", K);
-        return run_fail(R);
+    int held[20] = {0}, ntr = (int)A->n; /* K <= 20 */
+    for (size_t i = 0; i < A->n; i++) held[A->fold[i]]++;
+    for (int f = 0; f < A->K; f++)
+        if (held[f] && (int)A->n - held[f] < ntr) ntr = (int)A->n - held[f];
+    int bs = (int)s->batch_size < ntr ? (int)s->batch_size : ntr;
+    A->steps_per_epoch = (uint32_t)(ntr / (bs > 0 ? bs : 1));
+    uint32_t E = 0, spe = A->steps_per_epoch ? A->steps_per_epoch : 1;
+    for (size_t i = 0; i < s->n_stages; i++) E += R->epochs[i];
+    A->recipe_epochs = A->per_fold = E;
+    if (!s->min_steps || (uint64_t)E * spe >= s->min_steps || E >= AUDIT_FOLD_EPOCHS_MAX)
+        return;
+    uint32_t T = (s->min_steps + spe - 1) / spe, sum = 0;
+    if (T > AUDIT_FOLD_EPOCHS_MAX) T = AUDIT_FOLD_EPOCHS_MAX;
+    double left[RUN_STAGES_MAX];
+    for (size_t i = 0; i < s->n_stages; i++) { /* T > E: each gets at least its own */
+        double exact = (double)R->epochs[i] * T / E;
+        R->epochs[i] = (uint32_t)exact;
+        left[i] = exact - R->epochs[i];
+        sum += R->epochs[i];
     }
-    if (run_classes(R)) return run_fail(R);
-    size_t n = R->nim;
-    int C = R->nclass, *label = malloc(sizeof(int) * n), *fold = malloc(sizeof(int) * n);
-    int *idx = malloc(sizeof(int) * n), *dup = malloc(sizeof(int) * n);
-    float *probs = calloc(n * (size_t)C, sizeof(float)), *fp = NULL, *feat = NULL;
-    float *sim = malloc(sizeof(float) * n);
-    li_result *res = calloc(n, sizeof *res);
-    li_row *rows = calloc(2 * n + 1, sizeof *rows); /* a label issue may also be a duplicate */
-    long *per_class = calloc((size_t)C, sizeof(long));
-    tjob_outcome o = TJ_DONE;
-    char *tsv = NULL;
-    if (!label || !fold || !idx || !dup || !probs || !sim || !res || !rows || !per_class) {
+    while (sum < T) { /* the largest remainders, one epoch each */
+        size_t best = 0;
+        for (size_t i = 1; i < s->n_stages; i++)
+            if (left[i] > left[best]) best = i;
+        R->epochs[best]++;
+        left[best] = -1;
+        sum++;
+    }
+    A->per_fold = T;
+}
+
+/* Ends the job for a stop or a cancel. */
+static tjob_outcome stopped(run *R) { return R->cancelled ? run_cancelled(R) : TJ_STOPPED; }
+
+/* The checks the job and the dataset must pass, the working set, each
+ * image's fold and the job's epochs. 0, or 1 when the job must end now
+ * with *o. */
+static int audit_setup(run *R, audit *A, tjob_outcome *o) {
+    const Ursa__TrainJob *s = R->spec;
+    A->K = s->folds ? (int)s->folds : 4;
+    A->thr = s->dup_threshold > 0 ? s->dup_threshold : 0.98;
+    if (A->K < 2 || A->K > 20) {
+        snprintf(R->why, sizeof R->why, "folds must be within 2..20, not %d", A->K);
+        *o = run_fail(R);
+        return 1;
+    }
+    if (run_classes(R)) {
+        *o = run_fail(R);
+        return 1;
+    }
+    size_t n = A->n = R->nim;
+    int C = A->C = R->nclass, K = A->K;
+    A->label = malloc(sizeof(int) * n);
+    A->fold = malloc(sizeof(int) * n);
+    A->idx = malloc(sizeof(int) * n);
+    A->dup = malloc(sizeof(int) * n);
+    A->probs = calloc(n * (size_t)C, sizeof(float));
+    A->sim = malloc(sizeof(float) * n);
+    A->res = calloc(n, sizeof *A->res);
+    A->rows = calloc(2 * n + 1, sizeof *A->rows); /* a label issue may also be a duplicate */
+    A->per_class = calloc((size_t)C, sizeof(long));
+    if (!A->label || !A->fold || !A->idx || !A->dup || !A->probs || !A->sim || !A->res ||
+        !A->rows || !A->per_class) {
         snprintf(R->why, sizeof R->why, "out of memory auditing %zu images", n);
-        o = run_fail(R);
-        goto out;
+        *o = run_fail(R);
+        return 1;
     }
     for (size_t i = 0; i < n; i++) {
-        label[i] = run_class_of(R, R->im[i].label);
-        fold[i] = fold_of(R->im[i].src, s->seed, K);
-        per_class[label[i]]++;
+        A->label[i] = run_class_of(R, R->im[i].label);
+        A->fold[i] = fold_of(R->im[i].src, s->seed, K);
+        A->per_class[A->label[i]]++;
     }
     for (int c = 0; c < C; c++)
-        if (per_class[c] < K) {
+        if (A->per_class[c] < K) {
             snprintf(R->why, sizeof R->why,
                      "class \"%s\" has %ld images; an audit of %d folds needs at least %d",
-                     R->classes[c], per_class[c], K, K);
-            o = run_fail(R);
-            goto out;
+                     R->classes[c], A->per_class[c], K, K);
+            *o = run_fail(R);
+            return 1;
         }
-    uint32_t per_fold = 0;
-    for (size_t i = 0; i < s->n_stages; i++) per_fold += s->stages[i]->epochs;
-    R->total_epochs = (int)per_fold * K;
+    fold_budget(R, A);
+    R->total_epochs = (int)A->per_fold * K;
     R->audit = 1;
-    char kfolds[16];
+    char fe[16], fs[16], nc[16];
+    snprintf(fe, sizeof fe, "%u", A->per_fold);
+    snprintf(fs, sizeof fs, "%u", A->per_fold * A->steps_per_epoch);
+    snprintf(nc, sizeof nc, "%d", C);
+    /* what `ursa job` shows: the folds' budget and (with the error) reliability */
+    const char *kv[] = {"fold_epochs", fe, "fold_steps", fs, "n_classes", nc, NULL};
+    if (job_update(R->r, R->tj->id, kv)) {
+        *o = run_redis_down(R, "recording the folds' budget");
+        return 1;
+    }
+    uint32_t re = A->recipe_epochs, rs = re * A->steps_per_epoch;
+    if (A->per_fold > re)
+        ULOG_INFO("event=audit_budget job=%s fold_epochs=%u fold_steps=%s recipe_epochs=%u "
+                  "recipe_steps=%u min_steps=%u note=\"each fold trains %u epochs (%s steps): the "
+                  "recipe's %u epoch%s (%u steps) %s fewer than --min-steps %u\"",
+                  R->tj->id, A->per_fold, fs, re, rs, s->min_steps, A->per_fold, fs, re,
+                  re == 1 ? "" : "s", rs, re == 1 ? "is" : "are", s->min_steps);
+    return 0;
+}
+
+/* Fold f's split: its images held out (A->idx and R->va_*, the latter cut
+ * to AUDIT_VALID_MAX), the others to train on (R->tr_*). Returns the
+ * number held out. */
+static int fold_split(run *R, audit *A, int f) {
+    int nf = 0;
+    R->ntr = R->nva = 0;
+    for (size_t i = 0; i < A->n; i++) {
+        if (A->fold[i] == f) {
+            A->idx[nf++] = (int)i;
+            R->va_idx[R->nva] = (int)i;
+            R->va_lab[R->nva++] = A->label[i];
+        } else {
+            R->tr_idx[R->ntr] = (int)i;
+            R->tr_lab[R->ntr++] = A->label[i];
+        }
+    }
+    /* the epoch table's valid columns from a sample of the held-out fold
+     * (the images are in id order: content hashes, so any run of them is
+     * a fair sample); the out-of-fold predictions take all of it */
+    if (R->nva > AUDIT_VALID_MAX) R->nva = AUDIT_VALID_MAX;
+    return nf;
+}
+
+/* The out-of-fold pass: fold f's model on its nf held-out images (A->idx)
+ * into A->fp. The last fold's model sees every image instead (unless the
+ * folds are heads on a body's features): its held-out fold's probabilities,
+ * and everyone's features for the near-duplicates. 0, or -1 when out of
+ * memory. */
+static int fold_predict(run *R, audit *A, int f, int nf) {
+    size_t n = A->n;
+    int C = A->C;
+    free(A->fp);
+    if (!(A->fp = malloc(sizeof(float) * (size_t)nf * C))) return -1;
+    if (!(f == A->K - 1 && !R->feat && n > 1)) return predict(R, A->idx, nf, A->fp, 0, NULL, NULL);
+    float *all = malloc(sizeof(float) * n * (size_t)C);
+    int *every = malloc(sizeof(int) * n);
+    int bad = !all || !every;
+    for (size_t i = 0; !bad && i < n; i++) every[i] = (int)i;
+    bad = bad || predict(R, every, (int)n, all, 0, &A->feat, &A->fdim);
+    for (int i = 0; !bad && i < nf; i++)
+        memcpy(A->fp + (size_t)i * C, all + (size_t)A->idx[i] * C, sizeof(float) * (size_t)C);
+    free(all);
+    free(every);
+    return bad ? -1 : 0;
+}
+
+/* One fold: its model trained on the other folds (resuming from its
+ * checkpoint), its held-out images' probabilities into A->probs and a blob.
+ * A fold done before is skipped, but for the last one when its model must
+ * give the features. 0, or 1 when the job must end now with *o. */
+static int audit_fold(run *R, audit *A, int f, tjob_outcome *o) {
+    int K = A->K, C = A->C;
+    int nf = fold_split(R, A, f);
+    R->fold = f;
+    R->epoch_base = A->per_fold * (uint32_t)f;
+    snprintf(R->ckpt, sizeof R->ckpt, "%s/%s.f%d.ckpt", R->tj->ckpt_dir, R->tj->id, f);
+    int have = nf ? fold_load(R, f, A->idx, nf, A->probs) : 1;
+    if (have < 0) {
+        *o = run_redis_down(R, "reading the folds");
+        return 1;
+    }
+    if (have && (R->feat || f < K - 1)) return 0; /* else its model gives the features */
+    char kf[16], kfolds[16];
+    snprintf(kf, sizeof kf, "%d", f + 1);
     snprintf(kfolds, sizeof kfolds, "%d", K);
-    int trained_last = 0, fdim = 0;
-    if (s->pretrained_blob && s->pretrained_blob[0]) { /* the folds fit the head alone */
-        if ((o = body_features(R, idx)) != TJ_DONE) goto out;
-        learner_down(R);
+    const char *kv[] = {"fold", kf, "folds", kfolds, NULL};
+    job_update(R->r, R->tj->id, kv);
+    ULOG_INFO("event=audit_fold job=%s fold=%d/%d train=%d held_out=%d%s", R->tj->id, f + 1,
+              K, R->ntr, R->nva, have ? " note=\"done before: the model for features\"" : "");
+    if (!R->nva || !R->ntr) return 0; /* a tiny dataset: nothing to hold out */
+    run_learner_down(R);
+    if (run_build_model(R)) {
+        *o = run_fail(R);
+        return 1;
     }
-    for (int f = 0; f < K; f++) {
-        int nf = 0;
-        R->ntr = R->nva = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (fold[i] == f) {
-                idx[nf++] = (int)i;
-                R->va_idx[R->nva] = (int)i;
-                R->va_lab[R->nva++] = label[i];
-            } else {
-                R->tr_idx[R->ntr] = (int)i;
-                R->tr_lab[R->ntr++] = label[i];
-            }
-        }
-        /* the epoch table's valid columns from a sample of the held-out fold
-         * (the images are in id order: content hashes, so any run of them is
-         * a fair sample); the out-of-fold predictions below take all of it */
-        if (R->nva > AUDIT_VALID_MAX) R->nva = AUDIT_VALID_MAX;
-        R->fold = f;
-        R->epoch_base = per_fold * (uint32_t)f;
-        snprintf(R->ckpt, sizeof R->ckpt, "%s/%s.f%d.ckpt", R->tj->ckpt_dir, R->tj->id, f);
-        int have = nf ? fold_load(R, f, idx, nf, probs) : 1;
-        if (have < 0) {
-            o = run_redis_down(R, "reading the folds");
-            goto out;
-        }
-        if (have && (R->feat || f < K - 1)) continue; /* else its model gives the features */
-        char kf[16];
-        snprintf(kf, sizeof kf, "%d", f + 1);
-        const char *kv[] = {"fold", kf, "folds", kfolds, NULL};
-        job_update(R->r, R->tj->id, kv);
-        ULOG_INFO("event=audit_fold job=%s fold=%d/%d train=%d held_out=%d%s", R->tj->id, f + 1,
-                  K, R->ntr, R->nva, have ? " note=\"done before: the model for features\"" : "");
-        if (!R->nva || !R->ntr) continue; /* a tiny dataset: nothing to hold out */
-        learner_down(R);
-        if (run_build_model(R)) {
-            o = run_fail(R);
-            goto out;
-        }
-        if (run_fit_stages(R, &o)) goto out;
-        trained_last = f == K - 1;
-        if (have) continue;
-        free(fp);
-        int bad = !(fp = malloc(sizeof(float) * (size_t)nf * C));
-        if (!bad && f == K - 1 && !R->feat && n > 1) {
-            /* the last model sees every image once: its held-out fold's
-             * probabilities, and everyone's features for the near-duplicates */
-            float *all = malloc(sizeof(float) * n * (size_t)C);
-            int *every = malloc(sizeof(int) * n);
-            bad = !all || !every;
-            for (size_t i = 0; !bad && i < n; i++) every[i] = (int)i;
-            bad = bad || predict(R, every, (int)n, all, 0, &feat, &fdim);
-            for (int i = 0; !bad && i < nf; i++)
-                memcpy(fp + (size_t)i * C, all + (size_t)idx[i] * C, sizeof(float) * (size_t)C);
-            free(all);
-            free(every);
-        } else if (!bad) {
-            bad = predict(R, idx, nf, fp, 0, NULL, NULL);
-        }
-        if (bad) {
-            snprintf(R->why, sizeof R->why, "out of memory predicting fold %d", f + 1);
-            o = run_fail(R);
-            goto out;
-        }
-        if (R->tj->stop) {
-            o = R->cancelled ? run_cancelled(R) : TJ_STOPPED;
-            goto out;
-        }
-        for (int i = 0; i < nf; i++)
-            memcpy(probs + (size_t)idx[i] * C, fp + (size_t)i * C, sizeof(float) * (size_t)C);
-        if (fold_store(R, f, fp, nf)) {
-            snprintf(R->tj->reason, sizeof R->tj->reason, "cannot store fold %d's results", f + 1);
-            o = TJ_RETRY;
-            goto out;
-        }
-        if (f < K - 1) run_ckpt_drop(R);
+    if (run_fit_stages(R, o)) return 1;
+    A->trained_last = f == K - 1;
+    if (have) return 0;
+    if (fold_predict(R, A, f, nf)) {
+        snprintf(R->why, sizeof R->why, "out of memory predicting fold %d", f + 1);
+        *o = run_fail(R);
+        return 1;
     }
-    /* confident learning over the out-of-sample probabilities */
-    long issues = li_find(probs, label, n, C, res, NULL);
-    long wrong = 0;
-    for (size_t i = 0; i < n; i++) {
-        const float *p = probs + i * (size_t)C;
-        int best = 0;
-        for (int c = 1; c < C; c++)
-            if (p[c] > p[best]) best = c;
-        wrong += best != label[i];
+    if (R->tj->stop) {
+        *o = stopped(R);
+        return 1;
     }
-    /* near-duplicates in the last fold's feature space */
-    long ndup = 0;
-    for (size_t i = 0; i < n; i++) idx[i] = (int)i, dup[i] = -1;
-    if (R->feat && n > 1) { /* the frozen body's features */
-        if (duplicates(R->feat, (int)n, R->fdim, thr, dup, sim)) {
+    for (int i = 0; i < nf; i++)
+        memcpy(A->probs + (size_t)A->idx[i] * C, A->fp + (size_t)i * C, sizeof(float) * (size_t)C);
+    if (fold_store(R, f, A->fp, nf)) {
+        snprintf(R->tj->reason, sizeof R->tj->reason, "cannot store fold %d's results", f + 1);
+        *o = TJ_RETRY;
+        return 1;
+    }
+    if (f < K - 1) run_ckpt_drop(R);
+    return 0;
+}
+
+/* Near-duplicates in the frozen body's features, or in the last fold's
+ * model's (computed now when they were not in its out-of-fold pass). 0, or
+ * 1 when the job must end now with *o. */
+static int audit_duplicates(run *R, audit *A, tjob_outcome *o) {
+    size_t n = A->n;
+    for (size_t i = 0; i < n; i++) A->idx[i] = (int)i, A->dup[i] = -1;
+    if (R->feat && n > 1) {
+        if (duplicates(R->feat, (int)n, R->fdim, A->thr, A->dup, A->sim)) {
             snprintf(R->why, sizeof R->why, "out of memory comparing %zu images", n);
-            o = run_fail(R);
-            goto out;
+            *o = run_fail(R);
+            return 1;
         }
-    } else if (trained_last && n > 1) {
-        float *junk = feat ? NULL : malloc(sizeof(float) * n * (size_t)C);
-        int bad = (!feat && (!junk || predict(R, idx, (int)n, junk, 0, &feat, &fdim))) ||
-                  duplicates(feat, (int)n, fdim, thr, dup, sim);
+    } else if (A->trained_last && n > 1) {
+        float *junk = A->feat ? NULL : malloc(sizeof(float) * n * (size_t)A->C);
+        int bad = (!A->feat &&
+                   (!junk || predict(R, A->idx, (int)n, junk, 0, &A->feat, &A->fdim))) ||
+                  duplicates(A->feat, (int)n, A->fdim, A->thr, A->dup, A->sim);
         free(junk);
         if (bad) {
             snprintf(R->why, sizeof R->why, "out of memory comparing %zu images", n);
-            o = run_fail(R);
-            goto out;
+            *o = run_fail(R);
+            return 1;
         }
         if (R->tj->stop) {
-            o = R->cancelled ? run_cancelled(R) : TJ_STOPPED;
-            goto out;
+            *o = stopped(R);
+            return 1;
         }
     }
-    size_t nrows = 0;
-    long nout = 0;
+    return 0;
+}
+
+/* Confident learning over the out-of-sample probabilities, and the
+ * out-of-fold error; label issues (with their suggestion), outliers and
+ * near-duplicates become A->rows, sorted. */
+static void audit_rows(run *R, audit *A) {
+    size_t n = A->n;
+    int C = A->C;
+    A->issues = li_find(A->probs, A->label, n, C, A->res, NULL);
+    for (size_t i = 0; i < n; i++) {
+        const float *p = A->probs + i * (size_t)C;
+        int best = 0;
+        for (int c = 1; c < C; c++)
+            if (p[c] > p[best]) best = c;
+        A->wrong += best != A->label[i];
+    }
     for (size_t i = 0; i < n; i++) {
         const ds_image *d = &R->im[i];
         for (int pass = 0; pass < 2; pass++) {
-            li_row *w = &rows[nrows];
+            li_row *w = &A->rows[A->nrows];
             snprintf(w->image, sizeof w->image, "%.32s", d->src);
             snprintf(w->jpeg, sizeof w->jpeg, "%s", d->jpeg);
             snprintf(w->given, sizeof w->given, "%s", d->label);
-            if (pass == 0 && res[i].kind == LI_LABEL) {
-                snprintf(w->suggested, sizeof w->suggested, "%s", R->classes[res[i].suggested]);
+            if (pass == 0 && A->res[i].kind == LI_LABEL) {
+                snprintf(w->suggested, sizeof w->suggested, "%s", R->classes[A->res[i].suggested]);
                 snprintf(w->kind, sizeof w->kind, "label");
-                w->score = 1 - res[i].quality;
-            } else if (pass == 0 && res[i].kind == LI_OUTLIER && dup[i] < 0) {
-                const float *p = probs + i * (size_t)C;
+                w->score = 1 - A->res[i].quality;
+                A->nlabel++;
+            } else if (pass == 0 && A->res[i].kind == LI_OUTLIER && A->dup[i] < 0) {
+                const float *p = A->probs + i * (size_t)C;
                 float top = 0;
                 for (int c = 0; c < C; c++) top = p[c] > top ? p[c] : top;
                 snprintf(w->suggested, sizeof w->suggested, "%s", d->label);
                 snprintf(w->kind, sizeof w->kind, "outlier");
                 w->score = 1 - top;
-                nout++;
-            } else if (pass == 1 && dup[i] >= 0) { /* its own row, beside a label issue */
-                const ds_image *p = &R->im[dup[i]];
+                A->nout++;
+            } else if (pass == 1 && A->dup[i] >= 0) { /* its own row, beside a label issue */
+                const ds_image *p = &R->im[A->dup[i]];
                 snprintf(w->suggested, sizeof w->suggested, "%s", p->label);
                 snprintf(w->kind, sizeof w->kind, "duplicate");
                 snprintf(w->partner, sizeof w->partner, "%.32s", p->src);
                 snprintf(w->partner_jpeg, sizeof w->partner_jpeg, "%s", p->jpeg);
-                w->score = sim[i] > 1 ? 1 : sim[i];
-                ndup++;
+                w->score = A->sim[i] > 1 ? 1 : A->sim[i];
+                A->ndup++;
             } else {
                 continue;
             }
-            nrows++;
+            A->nrows++;
         }
     }
-    li_rows_sort(rows, nrows);
+    li_rows_sort(A->rows, A->nrows);
+}
+
+/* The rows into a blob, the audit recorded for the dataset version it
+ * audited, and the job done. */
+static tjob_outcome audit_store(run *R, audit *A) {
+    const Ursa__TrainJob *s = R->spec;
+    size_t n = A->n;
     char manifest[65] = "", seq[24] = "";
     run_field(R, "manifest", manifest, sizeof manifest); /* "" when Redis fails: the row says so */
     run_field(R, "edit_seq", seq, sizeof seq);
     if (!seq[0]) snprintf(seq, sizeof seq, "0");
-    char head[512], key[65];
-    long nlabel = 0;
-    for (size_t i = 0; i < nrows; i++) nlabel += !strcmp(rows[i].kind, "label");
+    char head[512], key[65], oe[32];
+    double err = n ? (double)A->wrong / (double)n : 0.0;
+    snprintf(oe, sizeof oe, "%.6f", err);
     snprintf(head, sizeof head,
              "ursa audit v1 dataset=%s job=%s images=%zu classes=%d folds=%d edit_seq=%s "
-             "manifest=%s label=%ld duplicate=%ld outlier=%ld oof_error=%.6f",
-             s->dataset, R->tj->id, n, C, K, seq, manifest, nlabel, ndup, nout,
-             n ? (double)wrong / (double)n : 0.0);
+             "manifest=%s label=%ld duplicate=%ld outlier=%ld oof_error=%s",
+             s->dataset, R->tj->id, n, A->C, A->K, seq, manifest, A->nlabel, A->ndup, A->nout,
+             oe);
     size_t len = 0;
-    if (!(tsv = li_rows_tsv(rows, nrows, head, &len)) ||
-        blob_put(R->tj->bs, tsv, len, key) != URSA_OK) {
+    char *tsv = li_rows_tsv(A->rows, A->nrows, head, &len);
+    if (!tsv || blob_put(R->tj->bs, tsv, len, key) != URSA_OK) {
+        free(tsv);
         snprintf(R->tj->reason, sizeof R->tj->reason, "cannot store the audit's result");
-        o = TJ_RETRY;
-        goto out;
+        return TJ_RETRY;
     }
-    char nl[24], nd[24], no[24], oe[32];
-    snprintf(nl, sizeof nl, "%ld", nlabel);
-    snprintf(nd, sizeof nd, "%ld", ndup);
-    snprintf(no, sizeof no, "%ld", nout);
-    snprintf(oe, sizeof oe, "%.6f", n ? (double)wrong / (double)n : 0.0);
-    if (manifest[0] && ds_audit_record(R->r, s->dataset, R->tj->id, manifest)) {
-        o = run_redis_down(R, "recording the audit");
-        goto out;
-    }
+    free(tsv);
+    char nl[24], nd[24], no[24];
+    snprintf(nl, sizeof nl, "%ld", A->nlabel);
+    snprintf(nd, sizeof nd, "%ld", A->ndup);
+    snprintf(no, sizeof no, "%ld", A->nout);
+    if (manifest[0] && ds_audit_record(R->r, s->dataset, R->tj->id, manifest))
+        return run_redis_down(R, "recording the audit");
     const char *kv[] = {"audit", key, "n_label", nl, "n_duplicate", nd, "n_outlier", no,
                         "error_rate", oe, NULL};
     int moved = 0;
-    if (job_set_state(R->r, R->tj->id, JOB_DONE, kv, &moved)) {
-        o = run_redis_down(R, "ending the job");
-        goto out;
-    }
+    if (job_set_state(R->r, R->tj->id, JOB_DONE, kv, &moved))
+        return run_redis_down(R, "ending the job");
     if (moved) run_progress(R, "done", NULL, NULL);
     run_ckpt_drop(R);
     ULOG_INFO("event=audit_done job=%s dataset=%s images=%zu label_issues=%ld (li_find %ld) "
               "duplicates=%ld outliers=%ld oof_error=%s blob=%.12s",
-              R->tj->id, s->dataset, n, nlabel, issues, ndup, nout, oe, key);
-    snprintf(R->tj->reason, sizeof R->tj->reason,
-             "done: %ld label issues, %ld duplicates, %ld outliers", nlabel, ndup, nout);
-    o = TJ_DONE;
+              R->tj->id, s->dataset, n, A->nlabel, A->issues, A->ndup, A->nout, oe, key);
+    int k = snprintf(R->tj->reason, sizeof R->tj->reason,
+                     "done: %ld label issues, %ld duplicates, %ld outliers", A->nlabel, A->ndup,
+                     A->nout);
+    if (ds_audit_unreliable(err, A->C)) {
+        char why[160];
+        snprintf(why, sizeof why,
+                 "out-of-fold error %.0f%%: the suggestions are unreliable (train longer, or a "
+                 "better model first)", 100 * err);
+        ULOG_WARN("event=audit_unreliable job=%s oof_error=%s classes=%d note=\"%s\"", R->tj->id,
+                  oe, A->C, why);
+        snprintf(R->tj->reason + k, sizeof R->tj->reason - (size_t)k, "; %s", why);
+    }
+    return TJ_DONE;
+}
+
+tjob_outcome audit_run(run *R) {
+    audit A = {0};
+    tjob_outcome o = TJ_DONE;
+    if (audit_setup(R, &A, &o)) goto out;
+    const char *body = R->spec->pretrained_blob;
+    if (body && body[0]) { /* the folds fit the head alone */
+        if ((o = body_features(R, A.idx)) != TJ_DONE || R->why[0]) goto out; /* or it failed */
+        run_learner_down(R);
+    }
+    for (int f = 0; f < A.K; f++)
+        if (audit_fold(R, &A, f, &o)) goto out;
+    if (audit_duplicates(R, &A, &o)) goto out;
+    audit_rows(R, &A);
+    o = audit_store(R, &A);
 out:
-    free(tsv);
-    free(label), free(fold), free(idx), free(dup), free(probs), free(fp), free(feat), free(sim);
-    free(res), free(rows), free(per_class);
+    audit_free(&A);
     free(R->feat);
     R->feat = NULL;
     return o;

@@ -1,5 +1,5 @@
-/* job.h: one training or lr_find job, run on its own thread by
- * ursa-trainer (main.c), which holds the job's lease meanwhile.
+/* job.h: one job (training, lr_find or an audit), run on its own thread
+ * by ursa-trainer (main.c), which holds the job's lease meanwhile.
  *
  * The run is restartable at every step: the dataset's manifest is
  * snapshotted into a blob on the first start and read from it afterwards;

@@ -1,5 +1,6 @@
-/* run.h: the state of one job as its thread runs it, shared by the kinds
- * of job: training and lr_find (job.c) and the audit (audit.c). */
+/* run.h: the state of one job as its thread runs it, and the helpers the
+ * kinds of job share (run.c): training and lr_find (train.c) and the audit
+ * (audit.c) sit on it; job.c takes the job and dispatches by kind. */
 #ifndef URSA_TRAINER_RUN_H
 #define URSA_TRAINER_RUN_H
 
@@ -19,6 +20,8 @@ typedef struct {
 
 #define POS_MAGIC 0x55544b31u /* "UTK1" */
 
+#define RUN_STAGES_MAX 16 /* a job's stages at most (main.c checks it) */
+
 typedef struct {
     tjob *tj;
     const Ursa__TrainJob *spec;
@@ -36,6 +39,8 @@ typedef struct {
     int cancelled;
     int64_t last_beat;
     position pos;
+    uint32_t epochs[RUN_STAGES_MAX]; /* each stage's: the spec's, or an audit's
+                                      * scaled to its --min-steps (audit.c) */
     int total_epochs;
     int audit, fold;     /* an audit's fold being trained (audit.c) */
     float *feat;         /* an audit of a pretrained body: its pooled features of
@@ -52,6 +57,16 @@ typedef struct {
     char ckpt[4200];
     char why[512]; /* the reason a job failed */
 } run;
+
+/* A context for the job, its model empty, no Redis connection yet (the
+ * caller opens R->r); NULL when out of memory. run_free frees everything
+ * it holds, R->r included, and R. */
+run *run_new(tjob *tj);
+void run_free(run *R);
+
+/* Registers the running job's progress gauges (job.h's
+ * tjob_register_metrics). */
+void run_register_metrics(void);
 
 /* A field of the job's hash into out ("" when it has none); -1 when
  * Redis fails. */
@@ -79,6 +94,8 @@ int run_build_model(run *R);
 /* Loaders over tr_idx/va_idx (images, or the rows of R->feat when it is
  * set) and the learner. */
 int run_learner_up(run *R, uint64_t seed);
+/* Frees the learner and the loaders (a fold's, before the next). */
+void run_learner_down(run *R);
 /* The job's checkpoint named R->ckpt: a file in trainer.checkpoint-dir,
  * or, when the trainer has none (an object store that hosts share, no
  * shared disk), a blob whose key the job's hash keeps under
@@ -89,7 +106,7 @@ ursa_err run_ckpt_save(run *R, char *err, size_t n);
 ursa_err run_ckpt_load(run *R, void *pos, uint32_t poslen, char *err, size_t n);
 void run_ckpt_drop(run *R);
 
-/* Runs the spec's stages, resuming from R->ckpt when it holds a checkpoint
+/* Runs the spec's stages for R->epochs each, resuming from R->ckpt when it holds a checkpoint
  * and writing one after every epoch. 0 when every stage ran; 1 when the
  * job must end now with *out (stopped, cancelled or failed). */
 int run_fit_stages(run *R, tjob_outcome *out);
