@@ -35,6 +35,7 @@
 #include "heartbeats.h"
 #include "rstore.h"
 #include "service.h"
+#include "spawn.h"
 #include "statedir.h"
 #include "util.h"
 
@@ -144,27 +145,13 @@ static pid_t spawn(const stack *s, const char *name, char *const argv[]) {
     char logp[PATH_MAX + 64], pidp[PATH_MAX + 64];
     path_of(s, logp, sizeof logp, "log/%s.log", name);
     path_of(s, pidp, sizeof pidp, "run/%s.pid", name);
-    pid_t pid = fork();
+    /* The embedded stack's processes find each other through the state
+     * dir; addresses exported from `ursa env` would be stale after a
+     * broker restart. */
+    static const char *const unset[] = {"URSA_KAFKA_BOOTSTRAP", "URSA_REDIS_URL", NULL};
+    pid_t pid = spawn_exec(argv[0], argv, &(spawn_opts){.detach = 1, .log = logp, .unset = unset},
+                           NULL);
     if (pid < 0) return -1;
-    if (pid == 0) {
-        setsid();
-        int in = open("/dev/null", O_RDONLY);
-        int out = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (in >= 0) dup2(in, 0);
-        if (out >= 0) {
-            dup2(out, 1);
-            dup2(out, 2);
-        }
-        for (int fd = 3; fd < 1024; fd++) close(fd);
-        /* The embedded stack's processes find each other through the state
-         * dir; addresses exported from `ursa env` would be stale after a
-         * broker restart. */
-        unsetenv("URSA_KAFKA_BOOTSTRAP");
-        unsetenv("URSA_REDIS_URL");
-        execvp(argv[0], argv);
-        fprintf(stderr, "ursa: cannot run %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
     char buf[32];
     snprintf(buf, sizeof buf, "%d\n", (int)pid);
     if (util_write_file_atomic(pidp, buf, strlen(buf)) != URSA_OK)
