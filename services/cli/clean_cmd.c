@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "audits.h"
 #include "conn.h"
 #include "dataset.h"
 #include "dataset_edits.h"
@@ -344,47 +345,32 @@ out:
 
 /* ---- ursa clean ----------------------------------------------------------------------- */
 
-/* The dataset's last audit: its rows and the edit sequence it saw. */
+/* The dataset's last audit: its rows and the edit sequence it saw; an
+ * unreliable audit is said on stderr. */
 static int audit_read(const cfg *c, rstore *r, const char *ds, li_row **rows, size_t *n,
                       long long *seen_seq, char *job, size_t jn) {
-    *rows = NULL;
-    *n = 0;
-    if (ds_audit_latest(r, ds, job, jn)) {
+    audit_latest a;
+    if (audit_latest_read(r, ds, &a)) {
         fprintf(stderr, "ursa clean: %s\n", rstore_last_error(r));
         return 1;
     }
-    if (!job[0]) {
+    snprintf(job, jn, "%s", a.job);
+    *seen_seq = a.edit_seq;
+    if (!a.job[0]) {
         fprintf(stderr, "ursa clean: dataset %s has no audit yet: ursa audit --dataset %s\n", ds,
                 ds);
         return 1;
     }
-    redisReply *a = NULL, *s = NULL;
-    if (job_get_field(r, job, "audit", &a) || job_get_field(r, job, "edit_seq", &s)) {
-        if (a) freeReplyObject(a);
-        fprintf(stderr, "ursa clean: %s\n", rstore_last_error(r));
-        return 1;
-    }
-    *seen_seq = s->type == REDIS_REPLY_STRING ? atoll(s->str) : 0;
-    char key[65] = "";
-    if (a->type == REDIS_REPLY_STRING) snprintf(key, sizeof key, "%s", a->str);
-    freeReplyObject(a);
-    freeReplyObject(s);
     blob_store *bs = cli_blobs(c);
-    char *data = NULL;
-    size_t len = 0;
-    ursa_err e = bs && key[0] ? blob_get(bs, key, (size_t)1 << 32, &data, &len) : URSA_ERR_NOT_FOUND;
+    ursa_err e = bs ? audit_rows_read(bs, &a, rows, n) : URSA_ERR_UNAVAILABLE;
     blob_store_destroy(bs);
     if (e) {
-        fprintf(stderr, "ursa clean: the result of audit %s (blob %.12s): %s\n", job, key,
-                ursa_err2str(e));
+        fprintf(stderr, "ursa clean: the result of audit %s (blob %.12s): %s\n", a.job,
+                a.rows_key[0] ? a.rows_key : "none yet", ursa_err2str(e));
         return 1;
     }
-    int bad = li_rows_parse(data, len, rows, n, NULL);
-    free(data);
-    if (bad) {
-        fprintf(stderr, "ursa clean: out of memory\n");
-        return 1;
-    }
+    char warn[320];
+    if (audit_warning(&a, warn, sizeof warn)[0]) fprintf(stderr, "ursa clean: warning: %s\n", warn);
     return 0;
 }
 
@@ -400,9 +386,7 @@ static int kind_wanted(const char *kinds, const char *kind) {
  * decided on it since the audit. */
 static int still_open(dsview *v, const li_row *w, long long seen_seq, ds_image **d) {
     *d = by_src(v, w->image);
-    if (!*d) return 0;
-    const ds_edit_cur *c = ds_edits_find(v->cur, v->ncur, w->image);
-    return !(c && c->seq > seen_seq);
+    return *d && audit_row_open(v->cur, v->ncur, w, seen_seq);
 }
 
 static int list_suspects(const cfg *c, rstore *r, const char *ds) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audits.h"
 #include "console.h"
 #include "dataset.h"
 #include "dataset_edits.h"
@@ -432,22 +433,12 @@ void api_model(console *s, http_req *r, rstore *redis) {
 /* The rows of the dataset's latest audit, from the cache or the blob store;
  * a copy the caller frees. 0, 1 when there is no audit, -1 on a failure. */
 static int audit_rows(console *s, rstore *redis, const char *ds, li_row **out, size_t *n,
-                      char *job, long long *seen) {
+                      audit_latest *a) {
     *out = NULL;
     *n = 0;
-    if (ds_audit_latest(redis, ds, job, 48)) return -1;
-    if (!job[0]) return 1;
-    redisReply *a = NULL, *q = NULL;
-    if (job_get_field(redis, job, "audit", &a) || job_get_field(redis, job, "edit_seq", &q)) {
-        if (a) freeReplyObject(a);
-        return -1;
-    }
-    char key[65] = "";
-    if (a->type == REDIS_REPLY_STRING) snprintf(key, sizeof key, "%s", a->str);
-    *seen = q->type == REDIS_REPLY_STRING ? atoll(q->str) : 0;
-    freeReplyObject(a);
-    freeReplyObject(q);
-    if (!key[0]) return 1;
+    if (audit_latest_read(redis, ds, a)) return -1;
+    if (!a->job[0] || !a->rows_key[0]) return 1;
+    const char *key = a->rows_key;
     pthread_mutex_lock(&s->cache_mu);
     for (int i = 0; i < 4; i++) {
         audit_cache *c = &s->audits[i];
@@ -459,16 +450,9 @@ static int audit_rows(console *s, rstore *redis, const char *ds, li_row **out, s
         }
     }
     pthread_mutex_unlock(&s->cache_mu);
-    char *data = NULL;
-    size_t len = 0;
     li_row *rows = NULL;
     size_t nr = 0;
-    if (blob_get(s->sc.bs, key, (size_t)1 << 32, &data, &len) ||
-        li_rows_parse(data, len, &rows, &nr, NULL)) {
-        free(data);
-        return -1;
-    }
-    free(data);
+    if (audit_rows_read(s->sc.bs, a, &rows, &nr)) return -1;
     *out = malloc(sizeof **out * (nr ? nr : 1));
     if (!*out) {
         free(rows);
@@ -547,9 +531,8 @@ void api_suspects(console *s, http_req *r, rstore *redis) {
     int loss = !strcmp(kind, "loss");
     li_row *rows = NULL;
     size_t n = 0;
-    char job[48] = "";
-    long long seen = 0;
-    int got = loss ? loss_rows(s, redis, ds, &rows, &n) : audit_rows(s, redis, ds, &rows, &n, job, &seen);
+    audit_latest a = {.error_rate = NAN};
+    int got = loss ? loss_rows(s, redis, ds, &rows, &n) : audit_rows(s, redis, ds, &rows, &n, &a);
     ds_edit_cur *cur = NULL;
     size_t ncur = 0;
     ds_count *k = NULL;
@@ -594,9 +577,14 @@ void api_suspects(console *s, http_req *r, rstore *redis) {
         fprintf(f, "{\"dataset\":");
         J(f, ds);
         fprintf(f, ",\"audit\":");
-        J(f, job);
-        fprintf(f, ",\"audit_edit_seq\":%lld,\"total\":%zu,\"page\":%ld,\"per\":%ld,\"classes\":[",
-                seen, m, page, per);
+        J(f, a.job);
+        fprintf(f, ",\"audit_edit_seq\":%lld", a.edit_seq);
+        /* an unreliable audit: the cleaner shows why above its suggestions */
+        if (isfinite(a.error_rate)) fprintf(f, ",\"audit_error_rate\":%.4f", a.error_rate);
+        char warn[320];
+        fprintf(f, ",\"audit_unreliable\":%s,\"audit_warning\":", a.unreliable ? "true" : "false");
+        J(f, audit_warning(&a, warn, sizeof warn));
+        fprintf(f, ",\"total\":%zu,\"page\":%ld,\"per\":%ld,\"classes\":[", m, page, per);
         int first = 1;
         for (size_t i = 0; i < nk; i++) {
             if (!k[i].label[0] || k[i].reason[0]) continue;

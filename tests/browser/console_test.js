@@ -70,6 +70,8 @@ const overflow = (page) => page.evaluate(() => document.documentElement.scrollWi
     let cs = await cards(page);
     out.cardsShown = cs.length;
     out.overflow.cleaner = await overflow(page);
+    // an unreliable audit says so above its suggestions (the test marks it so)
+    out.unreliable = await page.$eval('#unreliable', e => e.textContent).catch(() => null);
     const [a, b, c] = cs;
     // 1. relabel by click: a class that is not its label
     const classes = await page.$$eval(cardSel(0, 'select.relabel option'), os => os.map(o => o.value).filter(Boolean));

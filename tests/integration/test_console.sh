@@ -70,6 +70,21 @@ d = json.load(open(sys.argv[1]))
 assert sys.argv[2] in [l["label"] for l in d["labels"]], d["labels"]
 EOF
 
+# ---- an unreliable audit says so: out-of-fold error above 25% ----
+AJ=$(rcli HGET 'ursa:ds:{fm:ed}:audit' latest | tr -d '\n')
+unreliable() { curl -s -b "$T/cj" "$U/api/suspects?dataset=fm&per=1" |
+    python3 -c 'import json,sys; j = json.load(sys.stdin); print(j["audit_unreliable"], j["audit_warning"])'; }
+rcli HSET "ursa:job:$AJ" error_rate 0.1 n_classes 3 >/dev/null
+check_eq "a reliable audit" "$(unreliable)" "False "
+rcli HSET "ursa:job:$AJ" error_rate 0.6 >/dev/null
+case "$(unreliable)" in
+"True audit $AJ got 60% of the images wrong out of fold: its suggestions are unreliable"*) ;;
+*) fail "an unreliable audit in the API: $(unreliable)" ;;
+esac
+"$URSA" clean --dataset fm >/dev/null 2>"$T/clean.err" || fail "ursa clean: $(cat "$T/clean.err")"
+grep -q "^ursa clean: warning: audit $AJ got 60% of the images wrong out of fold" "$T/clean.err" ||
+    fail "ursa clean does not warn: $(cat "$T/clean.err")"
+
 # ---- the page in Chromium ----
 apt_ok() { dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; }
 apt_ok || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; } >"$T/apt.log" 2>&1 ||
@@ -93,6 +108,7 @@ assert p["hostileOption"] and p["datasetHasHostile"], p
 assert p["cmCells"] >= 100 and p["lossPaths"] >= 2, p
 assert not p["xss"], "a hostile label or URL ran as HTML"
 assert not any(p["overflow"].values()), p["overflow"]
+assert p["unreliable"] and "suggestions are unreliable" in p["unreliable"], p["unreliable"]
 assert "after: 0." in p["beforeAfter"] or "after: 1." in p["beforeAfter"], p["beforeAfter"]
 EOF
 # the page's decisions, in Redis: two relabels, a delete, and its undo

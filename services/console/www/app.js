@@ -51,7 +51,7 @@ async function post(path, params) {
 
 function show(...nodes) {
   const m = $('#main');
-  m.replaceChildren(...nodes);
+  m.replaceChildren(...nodes.filter(n => n !== null && n !== undefined));
 }
 
 function table(head, rows) {
@@ -360,6 +360,8 @@ async function cleanView(ds, q) {
     el('p', {class: 'muted'}, kind === 'loss' ? 'Top losses of the newest model.' :
        r.audit ? 'Suspects of audit ' + r.audit + ' (it saw edits up to #' + r.audit_edit_seq + ').'
                : 'No audit yet: ursa audit --dataset ' + ds),
+    kind !== 'loss' && r.audit_unreliable ? el('p', {class: 'warn', id: 'unreliable', role: 'alert'},
+      r.audit_warning) : null,
     el('div', {class: 'filters'}, kindSel, labelSel, el('button', {id: 'undo', onclick: async () => {
       try { await undo(); } catch (x) { toast(String(x.message || x)); } render(); }}, 'Undo'), retrain),
     el('p', {class: 'keys'}, 'Keys: ←/→ move, k keep, d delete, a accept the suggestion, 1-9 relabel to the n-th class, u undo.'),
