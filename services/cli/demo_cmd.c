@@ -47,7 +47,7 @@
 const cfg_def demo_defs[] = {
     {"out", CFG_STR, "demo-out", 1, 0, "where the demo writes its files"},
     {"n", CFG_INT, "0", 0, 60000,
-     "training images taken from Fashion-MNIST's 60,000 (0: 30,000; all with --full; 1,500 "
+     "training images taken from Fashion-MNIST's 60,000 (0: 28,000; all with --full; 1,500 "
      "with --quick)"},
     {"epochs", CFG_INT, "0", 0, 100,
      "epochs of each training (0: 4; 12 with --full; 2 with --quick)"},
@@ -170,15 +170,6 @@ static void on_signal(int sig) {
     raise(sig);
 }
 
-static int read_int_file(const char *path) {
-    char *d = NULL;
-    size_t n = 0;
-    if (util_read_file(path, 64, &d, &n) != URSA_OK) return -1;
-    int v = atoi(d);
-    free(d);
-    return v;
-}
-
 /* The word after prefix on a line of text starting with it, into out. */
 static int line_field(const char *text, const char *prefix, char *out, size_t n) {
     for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
@@ -232,7 +223,14 @@ static double test_accuracy(demo *d, const char *model) {
         args[k++] = names[i];
     }
     char *out = NULL;
+    /* the engine's start-up lines would sit between the results */
+    const char *lvl = getenv("URSA_LOG_LEVEL");
+    char *keep = lvl ? strdup(lvl) : NULL;
+    setenv("URSA_LOG_LEVEL", "warn", 1);
     int rc = bad ? -1 : (args[k] = NULL, ursa_run(0, &out, args));
+    if (keep) setenv("URSA_LOG_LEVEL", keep, 1);
+    else unsetenv("URSA_LOG_LEVEL");
+    free(keep);
     long right = 0, seen = 0;
     for (char *line = out, *nl; rc == 0 && line && *line; line = nl ? nl + 1 : NULL) {
         nl = strchr(line, '\n');
@@ -320,7 +318,7 @@ static int step_data(demo *d) {
     server = spawn_exec(prog, (char *const[]){"fault-server", d->www, portf, NULL},
                         &(spawn_opts){.log = logf}, NULL);
     int port = -1;
-    for (int i = 0; server > 0 && i < 100 && (port = read_int_file(portf)) <= 0; i++) usleep(50000);
+    for (int i = 0; server > 0 && i < 100 && (port = demo_read_int(portf)) <= 0; i++) usleep(50000);
     if (port <= 0) {
         fprintf(stderr, "ursa demo: the image server did not start (see %s)\n", logf);
         return -1;
@@ -601,7 +599,7 @@ static int step_arms(demo *d) {
 static int step_serve(demo *d) {
     char pf[4300];
     int iport = statedir_path(d->c, "run/inference.port", pf, sizeof pf) == URSA_OK
-                    ? read_int_file(pf) : -1;
+                    ? demo_read_int(pf) : -1;
     if (iport <= 0) {
         fprintf(stderr, "ursa demo: ursa-inference is not running (ursa status)\n");
         return -1;
@@ -693,10 +691,10 @@ static void summary_arms(demo *d, FILE *m) {
 
 static int summary(demo *d, double times[], int ntimes) {
     char con[300] = "(not running)", pf[4300];
-    if (statedir_path(d->c, "run/console.port", pf, sizeof pf) == URSA_OK && read_int_file(pf) > 0) {
+    if (statedir_path(d->c, "run/console.port", pf, sizeof pf) == URSA_OK && demo_read_int(pf) > 0) {
         char tok[4300];
         statedir_path(d->c, "run/console.token", tok, sizeof tok);
-        snprintf(con, sizeof con, "http://127.0.0.1:%d/ (the token: %.120s)", read_int_file(pf),
+        snprintf(con, sizeof con, "http://127.0.0.1:%d/ (the token: %.120s)", demo_read_int(pf),
                  tok);
     }
     char *sum = NULL;
@@ -763,7 +761,7 @@ static int setup(demo *d, const cfg *c) {
     d->quick = cfg_bool(c, "quick");
     d->seeds = (int)cfg_int(c, "seeds");
     d->n = (int)cfg_int(c, "n");
-    if (!d->n) d->n = d->full ? 60000 : d->quick ? 1500 : 30000;
+    if (!d->n) d->n = d->full ? 60000 : d->quick ? 1500 : 28000;
     d->epochs = (int)cfg_int(c, "epochs");
     if (!d->epochs) d->epochs = d->full ? 12 : d->quick ? 2 : 4;
     d->ntest = d->quick ? 1000 : 10000;

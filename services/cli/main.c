@@ -354,6 +354,10 @@ int main(int argc, char **argv) {
     for (const command *cmd = commands; cmd->name; cmd++) {
         if (strcmp(cmd->name, argv[1]) != 0) continue;
         char nerr[200];
+        /* the engine starts before the settings are read (its BLAS check
+         * may restart the program): its lines follow URSA_LOG_LEVEL alone */
+        const char *envl = getenv("URSA_LOG_LEVEL");
+        if (envl && ulog_level_parse(envl) >= 0) ulog_level = ulog_level_parse(envl);
         if (cmd->nn && nn_engine_init(argv, nerr, sizeof nerr) != URSA_OK) {
             fprintf(stderr, "ursa %s: %s\n", cmd->name, nerr);
             return 2;
