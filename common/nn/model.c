@@ -8,6 +8,13 @@
 
 #include "util.h"
 
+const char *nn_op_name(nn_op op) {
+    static const char *const names[NN_OP_COUNT] = {"conv", "bn", "relu", "maxpool", "avgpool",
+                                                   "gap", "gmp", "concat", "flatten", "linear",
+                                                   "dropout", "add"};
+    return op >= 0 && op < NN_OP_COUNT ? names[op] : "?";
+}
+
 /* Makes room for need items in *p; on failure leaves *p as it was, marks
  * the model (m->oom: building goes on as no-ops, executors and the
  * architecture functions then report URSA_ERR_NOMEM) and returns 0. */
@@ -217,7 +224,10 @@ int nn_avgpool(nn_model *m, int x, int k, int stride) {
 int nn_gap(nn_model *m, int x) { return out_of(node_new(m, NN_GAP, x, -1, m->vc[x])); }
 int nn_gmp(nn_model *m, int x) { return out_of(node_new(m, NN_GMP, x, -1, m->vc[x])); }
 int nn_concat(nn_model *m, int a, int b) {
-    return out_of(node_new(m, NN_CONCAT, a, b, m->vc[a] + m->vc[b]));
+    /* saturated, not wrapped: importers refuse more than NN_MAX_CHANNELS,
+     * and the plan computes the real count */
+    long long c = (long long)m->vc[a] + m->vc[b];
+    return out_of(node_new(m, NN_CONCAT, a, b, c > NN_MAX_CHANNELS ? NN_MAX_CHANNELS + 1 : (int)c));
 }
 /* channels after flatten are known only for 1x1 inputs at build time; the
  * executor computes the real count */

@@ -20,6 +20,13 @@
 
 #include "err.h"
 
+/* Hard bounds on shapes, whatever the budgets below: every product of
+ * them the engine computes in int stays far from overflowing. Imports and
+ * plans refuse a model beyond them, naming the node. */
+#define NN_MAX_CHANNELS (1 << 24) /* a value's channels (a flatten's too) */
+#define NN_MAX_SIDE (1 << 16)     /* a value's height or width */
+#define NN_MAX_VALUE (1 << 30)    /* a value's floats, one image */
+
 typedef enum {
     NN_CONV,     /* k x k, stride, pad, optional bias; optional fused ReLU */
     NN_BN,       /* batch norm over channels; optional fused ReLU */
@@ -117,6 +124,9 @@ int nn_param_add(nn_model *m, const char *name, nn_pkind kind, int ndim, const i
 int nn_param_find(const nn_model *m, const char *name);
 size_t nn_param_count(const nn_model *m); /* trainable numbers */
 
+/* "conv" for NN_CONV: the operator's name in profiles and errors. */
+const char *nn_op_name(nn_op op);
+
 /* Cuts the graph so value v is the output: nodes after it go. */
 void nn_cut(nn_model *m, int v);
 
@@ -178,6 +188,10 @@ typedef struct nn_exec nn_exec;
 /* An executor for batches of up to n images of h x w. train makes it keep
  * what backward needs. */
 ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out);
+/* The same, saying in err why a model cannot be planned: the node whose
+ * shape does not fit its input or the bounds above (URSA_ERR_INVALID). */
+ursa_err nn_exec_new_err(nn_model *m, int n, int h, int w, int train, nn_exec **out, char *err,
+                         size_t errlen);
 void nn_exec_free(nn_exec *e);
 /* Runs forward on x (n x C x h x w, n <= the planned batch); returns the
  * output (n x nclass), owned by the executor. */

@@ -109,9 +109,10 @@ static int tensor_floats(const Onnx__TensorProto *t, float *dst, size_t n) {
     if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
         return -1;
     size_t have = 1;
-    for (size_t i = 0; i < t->n_dims; i++) {
+    for (size_t i = 0; i < t->n_dims; i++) { /* checked at each step: no wrap to n */
         if (t->dims[i] < 0 || t->dims[i] > (1 << 30)) return -1;
         have *= (size_t)t->dims[i];
+        if (have > ((size_t)1 << 30)) return -1;
     }
     if (have != n) return -1;
     if (t->has_raw_data) {
@@ -241,13 +242,18 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
         in->type->tensor_type->shape) {
         const Onnx__TensorShapeProto *s = in->type->tensor_type->shape;
         if (s->n_dim != 4) return ERR("input %s must be 4-D (N,C,H,W), has %zu dims", in->name, s->n_dim);
+        /* compared as int64: 2^32 + 3 is not 3 channels */
+        int64_t dc = 3, ds = 0;
         if (s->dim[1]->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE)
-            in_c = (int)s->dim[1]->dim_value;
+            dc = s->dim[1]->dim_value;
         if (s->dim[2]->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE)
-            in_size = (int)s->dim[2]->dim_value;
+            ds = s->dim[2]->dim_value;
+        in_c = dc == 1 || dc == 3 ? (int)dc : 0;
+        in_size = ds >= 8 && ds <= 4096 ? (int)ds : 0;
     }
     if (in_c != 1 && in_c != 3)
-        return ERR("input has %d channels; ursa's models take images: 1 (gray) or 3 (RGB)", in_c);
+        return ERR("input has %lld channels; ursa's models take images: 1 (gray) or 3 (RGB)",
+                   (long long)in->type->tensor_type->shape->dim[1]->dim_value);
     nn_model_init(m, in_c);
     if (in_size >= 8 && in_size <= 4096) m->meta.size = in_size;
     vmap vm = {0};
@@ -277,7 +283,7 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
                     n->n_input ? n->input[0] : "(none)");
             break;
         }
-        int y = -1;
+        int y = -1, before = m->nnode;
         char base[96];
         m->group = group_of(nname);
         if (!strcmp(op, "Conv")) {
@@ -332,6 +338,11 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             nn_node *nd = &m->node[m->nnode - 1];
             nd->eps = attr_f(n, "epsilon", 1e-5f);
             nd->momentum = 1.0f - attr_f(n, "momentum", 0.9f);
+            if (!(nd->eps > 0 && nd->eps < 1) || !(nd->momentum >= 0 && nd->momentum <= 1)) {
+                e = ERR("BatchNormalization %s: epsilon %g or momentum %g out of range", nname,
+                        (double)nd->eps, 1.0 - nd->momentum);
+                break;
+            }
             int ps[4] = {nd->w, nd->b, nd->rm, nd->rv};
             for (int j = 0; j < 4 && e == URSA_OK; j++)
                 e = load_param(m, ps[j], g, n->input[1 + j], err, errlen);
@@ -362,6 +373,11 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             int b = n->n_input == 2 ? vmap_get(&vm, n->input[1]) : -1;
             if (attr_i(n, "axis", 0) != 1 || b < 0) {
                 e = ERR("Concat %s: only two inputs along channels (axis 1)", nname);
+                break;
+            }
+            if ((long long)m->vc[x] + m->vc[b] > NN_MAX_CHANNELS) {
+                e = ERR("Concat %s: %lld channels, more than %d", nname,
+                        (long long)m->vc[x] + m->vc[b], NN_MAX_CHANNELS);
                 break;
             }
             y = nn_concat(m, x, b);
@@ -429,6 +445,12 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             break;
         }
         if (e == URSA_OK && m->oom) e = URSA_ERR_NOMEM;
+        if (e == URSA_OK && m->nnode > before) {
+            nn_node *nd = &m->node[m->nnode - 1];
+            if (!nd->name[0]) snprintf(nd->name, sizeof nd->name, "%s", nname);
+            if (m->vc[y] < 1 || m->vc[y] > NN_MAX_CHANNELS)
+                e = ERR("%s %s: %d channels, not 1 to %d", op, nname, m->vc[y], NN_MAX_CHANNELS);
+        }
         if (e == URSA_OK && vmap_put(&vm, n->output[0], y)) e = URSA_ERR_NOMEM;
     }
     if (e == URSA_OK) {

@@ -1,0 +1,112 @@
+/* Unit tests of the NN engine against hostile models (issue 27): ONNX
+ * files from tests/tools/onnx_gen.c that a real exporter never writes, and
+ * hand-built graphs that ask for the same, must be refused at import or at
+ * plan time with an error naming the problem; none may crash, wrap a size
+ * or take the memory first and fail after. */
+#include "blas.h"
+#include "nn.h"
+#include "onnx_gen.h"
+#include "test.h"
+
+static char err[512];
+
+/* loads buf (freed) of *len bytes (read after the generator that wrote it
+ * has run); returns the import's result, err set */
+static ursa_err load(uint8_t *buf, const size_t *len, nn_model *m) {
+    assert_non_null(buf);
+    err[0] = 0;
+    ursa_err e = nn_onnx_load_mem(buf, *len, m, err, sizeof err);
+    free(buf);
+    return e;
+}
+
+static void refused(uint8_t *buf, const size_t *len, const char *want) {
+    nn_model m;
+    ursa_err e = load(buf, len, &m);
+    if (e == URSA_OK) {
+        nn_model_free(&m);
+        fail_msg("accepted; wanted an error with \"%s\"", want);
+    }
+    if (!strstr(err, want)) fail_msg("error \"%s\" does not say \"%s\"", err, want);
+}
+
+/* 32 Concats doubling one channel make 2^32 channels, and one more 2^32 +
+ * 1: an int wrapped it to 1 and the arena with it (a 1.7 KB file overflowed
+ * the heap in ursa predict) */
+static void concat_channel_wrap(void **state) {
+    (void)state;
+    size_t len;
+    refused(onnx_gen_concat(1, 8, 32, &len), &len, "Concat concat24: 33554432 channels");
+    refused(onnx_gen_concat(3, 8, 33, &len), &len, "channels, more than");
+    /* the same graph built by hand reaches the plan, which refuses it */
+    nn_model m;
+    nn_model_init(&m, 1);
+    int x = nn_gap(&m, 0), p = x;
+    for (int i = 0; i < 32; i++) x = nn_concat(&m, x, x);
+    nn_concat(&m, x, p);
+    nn_exec *e = NULL;
+    assert_int_equal(nn_exec_new_err(&m, 1, 8, 8, 0, &e, err, sizeof err), URSA_ERR_INVALID);
+    assert_null(e);
+    assert_non_null(strstr(err, "(concat): output"));
+    nn_model_free(&m);
+    /* ... and a value too large for the engine's ints, channels times area */
+    nn_model_init(&m, 3);
+    nn_conv(&m, "big", 0, 1 << 16, 1, 1, 0, 0);
+    assert_int_equal(nn_exec_new_err(&m, 1, 4096, 4096, 0, &e, err, sizeof err),
+                     URSA_ERR_INVALID);
+    assert_non_null(strstr(err, "big (conv): output 65536x4096x4096"));
+    nn_model_free(&m);
+}
+
+/* attributes out of range are refused by the node's name; the ordinary
+ * values load */
+static void conv_attributes_bounded(void **state) {
+    (void)state;
+    size_t len;
+    nn_model m;
+    assert_int_equal(load(onnx_gen_conv_attr("pads", 1, &len), &len, &m), URSA_OK);
+    nn_exec *e = NULL;
+    assert_int_equal(nn_exec_new_err(&m, 1, 8, 8, 0, &e, err, sizeof err), URSA_OK);
+    nn_exec_free(e);
+    nn_model_free(&m);
+    const struct {
+        const char *name;
+        int64_t v;
+    } bad[] = {{"kernel_shape", 0},   {"kernel_shape", -3}, {"kernel_shape", 1LL << 32},
+               {"strides", 0},        {"strides", -1},      {"strides", 1LL << 33},
+               {"pads", -1},          {"pads", 65},         {"pads", (1LL << 32) + 1},
+               {"dilations", 0},      {"dilations", 2},     {"dilations", -1},
+               {"group", 0},          {"group", -1},        {"group", 3},
+               {"group", 1LL << 32}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        nn_model r;
+        if (load(onnx_gen_conv_attr(bad[i].name, bad[i].v, &len), &len, &r) == URSA_OK) {
+            nn_model_free(&r);
+            fail_msg("%s = %lld accepted", bad[i].name, (long long)bad[i].v);
+        }
+        if (!strstr(err, "Conv c")) fail_msg("%s = %lld: \"%s\"", bad[i].name, (long long)bad[i].v, err);
+    }
+}
+
+/* an initializer's data must hold exactly what its dims say */
+static void initializer_matches_dims(void **state) {
+    (void)state;
+    size_t len;
+    nn_model m;
+    refused(onnx_gen_short_weight(107, &len), &len, "weight");
+    refused(onnx_gen_short_weight(109, &len), &len, "weight");
+    refused(onnx_gen_short_weight(0, &len), &len, "weight");
+    assert_int_equal(load(onnx_gen_short_weight(108, &len), &len, &m), URSA_OK);
+    nn_model_free(&m);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    nn_blas_init(argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(concat_channel_wrap),
+        cmocka_unit_test(conv_attributes_bounded),
+        cmocka_unit_test(initializer_matches_dims),
+    };
+    return cmocka_run_group_tests_name("nn_hostile", tests, NULL, NULL);
+}
