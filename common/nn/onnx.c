@@ -473,8 +473,74 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
     return e;
 }
 
+/* a varint at *at, below end; 0 when it runs past end or 10 bytes */
+static int wire_varint(const uint8_t *b, size_t end, size_t *at, uint64_t *v) {
+    *v = 0;
+    for (int sh = 0; sh < 70 && *at < end; sh += 7) {
+        uint8_t c = b[(*at)++];
+        *v |= (uint64_t)(c & 0x7f) << sh;
+        if (!(c & 0x80)) return 1;
+    }
+    return 0;
+}
+
+/* Whether the messages in buf nest deeper than limit (the ModelProto is
+ * level 1), found by walking the wire format along onnx.proto's
+ * descriptors with a stack of limit entries, before anything is unpacked:
+ * protobuf-c's unpack recurses once a level without a bound, so 5,000
+ * graphs nested through node attributes (54 KB) overflowed the stack of
+ * every program reading models. Bytes that do not parse end the walk;
+ * the unpacker refuses them. */
+static int wire_too_deep(const uint8_t *b, size_t len, int limit) {
+    struct {
+        const ProtobufCMessageDescriptor *d;
+        size_t end;
+    } st[NN_ONNX_MAX_DEPTH];
+    if (limit > NN_ONNX_MAX_DEPTH) limit = NN_ONNX_MAX_DEPTH;
+    int sp = 0;
+    size_t at = 0;
+    st[0].d = &onnx__model_proto__descriptor;
+    st[0].end = len;
+    for (;;) {
+        if (at >= st[sp].end) {
+            if (at > st[sp].end || sp == 0) return 0;
+            sp--;
+            continue;
+        }
+        uint64_t key, l;
+        if (!wire_varint(b, st[sp].end, &at, &key)) return 0;
+        switch (key & 7) {
+        case 0:
+            if (!wire_varint(b, st[sp].end, &at, &l)) return 0;
+            break;
+        case 1: at += 8; break;
+        case 5: at += 4; break;
+        case 2: {
+            if (!wire_varint(b, st[sp].end, &at, &l) || l > st[sp].end - at) return 0;
+            const ProtobufCFieldDescriptor *f =
+                key >> 3 <= 0x1fffffff
+                    ? protobuf_c_message_descriptor_get_field(st[sp].d, (unsigned)(key >> 3))
+                    : NULL;
+            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+                if (sp + 1 >= limit) return 1;
+                sp++;
+                st[sp].d = f->descriptor;
+                st[sp].end = at + l;
+            } else {
+                at += l;
+            }
+            break;
+        }
+        default: return 0; /* groups: protobuf-c refuses them */
+        }
+    }
+}
+
 ursa_err nn_onnx_load_mem(const uint8_t *buf, size_t len, nn_model *m, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
+    if (wire_too_deep(buf, len, NN_ONNX_MAX_DEPTH))
+        return ERR("messages nested more than %d deep (graphs inside node attributes, or "
+                   "types inside types): no model ursa runs needs that", NN_ONNX_MAX_DEPTH);
     Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, len, buf);
     if (!mp) return ERR("not an ONNX model (protobuf does not parse)");
     ursa_err e = import_graph(mp, m, err, errlen);

@@ -100,6 +100,20 @@ static void initializer_matches_dims(void **state) {
     nn_model_free(&m);
 }
 
+/* graphs nested in node attributes, types in types: refused by depth
+ * before protobuf-c's recursive unpack sees them (5,000 levels overflowed
+ * its stack); a shallow nesting still gets as far as the operator */
+static void deep_nesting_refused(void **state) {
+    (void)state;
+    size_t len;
+    refused(onnx_gen_deep(5000, &len), &len, "nested more than 16 deep");
+    refused(onnx_gen_deep(100000, &len), &len, "nested more than 16 deep");
+    refused(onnx_gen_deep_type(5000, &len), &len, "nested more than 16 deep");
+    refused(onnx_gen_deep(6, &len), &len, "nested more than 16 deep"); /* 2 + 3 x 6 levels */
+    refused(onnx_gen_deep(2, &len), &len, "the graph has no data input");
+    refused(onnx_gen_deep_type(3, &len), &len, "the graph has no output");
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     nn_blas_init(argv);
@@ -107,6 +121,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(concat_channel_wrap),
         cmocka_unit_test(conv_attributes_bounded),
         cmocka_unit_test(initializer_matches_dims),
+        cmocka_unit_test(deep_nesting_refused),
     };
     return cmocka_run_group_tests_name("nn_hostile", tests, NULL, NULL);
 }
