@@ -26,6 +26,7 @@
 #define NN_MAX_CHANNELS (1 << 24) /* a value's channels (a flatten's too) */
 #define NN_MAX_SIDE (1 << 16)     /* a value's height or width */
 #define NN_MAX_VALUE (1 << 30)    /* a value's floats, one image */
+#define NN_ONNX_MAX_NODES 20000   /* nodes of an imported graph (resnet152's export: ~500) */
 #define NN_ONNX_MAX_DEPTH 16      /* protobuf message nesting of an ONNX file (a model
                                      needs 7: model, graph, value, type, tensor, shape, dim) */
 

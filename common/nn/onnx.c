@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nn.h"
@@ -26,54 +27,76 @@
 
 /* ---- import -------------------------------------------------------------- */
 
+/* Names to values and to initializers: an open-addressing hash table over
+ * names borrowed from the unpacked model (a linear scan a lookup made an
+ * 80,000-node file take 30 s). The hash is seeded per table, so names
+ * chosen to collide in one run do not in another. */
 typedef struct {
-    char **name;
-    int *val;
-    int n, cap;
-} vmap;
+    const char *k;
+    int v;                        /* a value (-1: none) */
+    const Onnx__TensorProto *t;   /* an initializer, or what an Identity over one names */
+} nent;
 
-static int vmap_get(const vmap *v, const char *name) {
-    for (int i = v->n - 1; i >= 0; i--)
-        if (!strcmp(v->name[i], name)) return v->val[i];
-    return -1;
+typedef struct {
+    nent *e;
+    size_t n, cap; /* cap a power of two, at most half full */
+    uint64_t seed;
+} nmap;
+
+static uint64_t nhash(const nmap *m, const char *s) {
+    uint64_t h = 1469598103934665603ull ^ m->seed;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h ^ (h >> 29);
 }
 
-static int vmap_put(vmap *v, const char *name, int val) {
-    if (v->n == v->cap) {
-        int c = v->cap ? v->cap * 2 : 64;
-        char **nn = realloc(v->name, sizeof(char *) * (size_t)c);
-        if (nn) v->name = nn;
-        int *nv = nn ? realloc(v->val, sizeof(int) * (size_t)c) : NULL;
-        if (!nv) return -1;
-        v->val = nv;
-        v->cap = c;
+static nent *nmap_slot(const nmap *m, const char *k) {
+    size_t i = (size_t)nhash(m, k) & (m->cap - 1);
+    while (m->e[i].k && strcmp(m->e[i].k, k)) i = (i + 1) & (m->cap - 1);
+    return &m->e[i];
+}
+
+static const nent *nmap_get(const nmap *m, const char *k) {
+    if (!m->cap || !k) return NULL;
+    const nent *s = nmap_slot(m, k);
+    return s->k ? s : NULL;
+}
+
+/* the entry of k, made empty (v -1, t NULL) when new; NULL when out of memory */
+static nent *nmap_put(nmap *m, const char *k) {
+    if (2 * (m->n + 1) > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 256;
+        nent *old = m->e;
+        size_t ocap = m->cap;
+        if (!(m->e = calloc(cap, sizeof(nent)))) {
+            m->e = old;
+            return NULL;
+        }
+        if (!m->seed) m->seed = ((uint64_t)(uintptr_t)m->e * 0x9E3779B97F4A7C15ull) ^ (uint64_t)clock();
+        m->cap = cap;
+        for (size_t i = 0; i < ocap; i++)
+            if (old[i].k) *nmap_slot(m, old[i].k) = old[i];
+        free(old);
     }
-    if (!(v->name[v->n] = strdup(name))) return -1;
-    v->val[v->n++] = val;
-    return 0;
+    nent *s = nmap_slot(m, k);
+    if (!s->k) {
+        s->k = k;
+        s->v = -1;
+        s->t = NULL;
+        m->n++;
+    }
+    return s;
 }
 
-static void vmap_free(vmap *v) {
-    for (int i = 0; i < v->n; i++) free(v->name[i]);
-    free(v->name);
-    free(v->val);
+static int vmap_get(const nmap *m, const char *name) {
+    const nent *s = nmap_get(m, name);
+    return s ? s->v : -1;
 }
 
-/* torch's exporter puts Identity nodes over initializers it deduplicated:
- * their outputs name the same tensor */
-typedef struct {
-    const char *name[4096];
-    const Onnx__TensorProto *t[4096];
-    int n;
-} alias_tab;
-static _Thread_local alias_tab *aliases; /* the import running on this thread */
-
-static const Onnx__TensorProto *find_init(const Onnx__GraphProto *g, const char *name) {
-    for (size_t i = 0; i < g->n_initializer; i++)
-        if (g->initializer[i]->name && !strcmp(g->initializer[i]->name, name)) return g->initializer[i];
-    for (int i = 0; aliases && i < aliases->n; i++)
-        if (!strcmp(aliases->name[i], name)) return aliases->t[i];
-    return NULL;
+/* the tensor a name stands for: an initializer, or an Identity's output
+ * over one (torch's exporter puts those over initializers it deduplicated) */
+static const Onnx__TensorProto *find_init(const nmap *im, const char *name) {
+    const nent *s = nmap_get(im, name);
+    return s ? s->t : NULL;
 }
 
 static const Onnx__AttributeProto *attr(const Onnx__NodeProto *n, const char *name) {
@@ -153,8 +176,8 @@ static void base_name(const char *init, char *out, size_t len) {
 }
 
 /* the weight and bias tensors of a conv, gemm or BN node, checked */
-static ursa_err load_param(nn_model *m, int p, const Onnx__GraphProto *g, const char *iname,
-                           char *err, size_t errlen) {
+static ursa_err load_param(nn_model *m, int p, const nmap *g, const char *iname, char *err,
+                           size_t errlen) {
     const Onnx__TensorProto *t = find_init(g, iname);
     if (!t) return ERR("initializer %s is missing (weights must be initializers)", iname);
     if (tensor_floats(t, m->param[p].w, m->param[p].n))
@@ -231,17 +254,39 @@ static int group_of(const char *name) {
 static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err, size_t errlen) {
     const Onnx__GraphProto *g = mp->graph;
     if (!g) return ERR("the model has no graph");
+    if (g->n_node > NN_ONNX_MAX_NODES)
+        return ERR("the graph has %zu nodes, more than %d", g->n_node, NN_ONNX_MAX_NODES);
+    /* initializers by name, the first of a name winning */
+    nmap im = {0}, vm = {0};
+    for (size_t i = 0; i < g->n_initializer; i++) {
+        if (!g->initializer[i]->name) continue;
+        nent *s = nmap_put(&im, g->initializer[i]->name);
+        if (!s) {
+            free(im.e);
+            return URSA_ERR_NOMEM;
+        }
+        if (!s->t) s->t = g->initializer[i];
+    }
     /* the data input: the first graph input that is not an initializer */
     const Onnx__ValueInfoProto *in = NULL;
     for (size_t i = 0; i < g->n_input && !in; i++)
-        if (g->input[i]->name && !find_init(g, g->input[i]->name)) in = g->input[i];
-    if (!in) return ERR("the graph has no data input");
-    if (g->n_output < 1 || !g->output[0]->name) return ERR("the graph has no output");
+        if (g->input[i]->name && !find_init(&im, g->input[i]->name)) in = g->input[i];
+    if (!in) {
+        free(im.e);
+        return ERR("the graph has no data input");
+    }
+    if (g->n_output < 1 || !g->output[0]->name) {
+        free(im.e);
+        return ERR("the graph has no output");
+    }
     int in_c = 3, in_size = 0;
     if (in->type && in->type->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE &&
         in->type->tensor_type->shape) {
         const Onnx__TensorShapeProto *s = in->type->tensor_type->shape;
-        if (s->n_dim != 4) return ERR("input %s must be 4-D (N,C,H,W), has %zu dims", in->name, s->n_dim);
+        if (s->n_dim != 4) {
+            free(im.e);
+            return ERR("input %s must be 4-D (N,C,H,W), has %zu dims", in->name, s->n_dim);
+        }
         /* compared as int64: 2^32 + 3 is not 3 channels */
         int64_t dc = 3, ds = 0;
         if (s->dim[1]->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE)
@@ -251,14 +296,17 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
         in_c = dc == 1 || dc == 3 ? (int)dc : 0;
         in_size = ds >= 8 && ds <= 4096 ? (int)ds : 0;
     }
-    if (in_c != 1 && in_c != 3)
+    if (in_c != 1 && in_c != 3) {
+        free(im.e);
         return ERR("input has %lld channels; ursa's models take images: 1 (gray) or 3 (RGB)",
                    (long long)in->type->tensor_type->shape->dim[1]->dim_value);
+    }
     nn_model_init(m, in_c);
     if (in_size >= 8 && in_size <= 4096) m->meta.size = in_size;
-    vmap vm = {0};
     ursa_err e = URSA_OK;
-    if (vmap_put(&vm, in->name, 0) || !(aliases = calloc(1, sizeof *aliases))) e = URSA_ERR_NOMEM;
+    nent *v0 = nmap_put(&vm, in->name);
+    if (v0) v0->v = 0;
+    else e = URSA_ERR_NOMEM;
     for (size_t i = 0; i < g->n_node && e == URSA_OK; i++) {
         const Onnx__NodeProto *n = g->node[i];
         const char *op = n->op_type ? n->op_type : "";
@@ -267,14 +315,14 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             e = ERR("node %s (%s) has no output", nname, op);
             break;
         }
-        if (!strcmp(op, "Identity") && n->n_input == 1 && find_init(g, n->input[0])) {
-            if (aliases->n == 4096) {
-                e = ERR("more than 4096 Identity nodes over initializers");
+        if (!strcmp(op, "Identity") && n->n_input == 1 && find_init(&im, n->input[0])) {
+            const Onnx__TensorProto *t = find_init(&im, n->input[0]);
+            nent *a = nmap_put(&im, n->output[0]);
+            if (!a) {
+                e = URSA_ERR_NOMEM;
                 break;
             }
-            const Onnx__TensorProto *t = find_init(g, n->input[0]);
-            aliases->name[aliases->n] = n->output[0];
-            aliases->t[aliases->n++] = t;
+            if (!a->t) a->t = t;
             continue;
         }
         int x = n->n_input > 0 ? vmap_get(&vm, n->input[0]) : -1;
@@ -287,7 +335,7 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
         char base[96];
         m->group = group_of(nname);
         if (!strcmp(op, "Conv")) {
-            const Onnx__TensorProto *w = n->n_input > 1 ? find_init(g, n->input[1]) : NULL;
+            const Onnx__TensorProto *w = n->n_input > 1 ? find_init(&im, n->input[1]) : NULL;
             long k, s, p;
             if (!w || w->n_dims != 4 || !tensor_ok(w)) {
                 e = ERR("Conv %s: weight must be a 4-D float initializer", nname);
@@ -318,15 +366,19 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             base_name(n->input[1], base, sizeof base);
             m->group = group_of(strstr(base, "onnx::") ? nname : base);
             int bias = n->n_input > 2 && *n->input[2];
-            y = nn_conv(m, base, x, (int)w->dims[0], (int)k, (int)s, (int)p, bias);
-            nn_node *nd = &m->node[m->nnode - 1];
-            if (m->param[nd->w].shape[1] != m->vc[x]) {
-                e = ERR("Conv %s: weight has %d input channels, its input has %d", nname,
-                        m->param[nd->w].shape[1], m->vc[x]);
+            if (w->dims[1] != m->vc[x]) { /* before the parameters are made from vc */
+                e = ERR("Conv %s: weight has %lld input channels, its input has %d", nname,
+                        (long long)w->dims[1], m->vc[x]);
                 break;
             }
-            e = load_param(m, nd->w, g, n->input[1], err, errlen);
-            if (e == URSA_OK && bias) e = load_param(m, nd->b, g, n->input[2], err, errlen);
+            y = nn_conv(m, base, x, (int)w->dims[0], (int)k, (int)s, (int)p, bias);
+            if (m->oom) {
+                e = URSA_ERR_NOMEM;
+                break;
+            }
+            nn_node *nd = &m->node[m->nnode - 1];
+            e = load_param(m, nd->w, &im, n->input[1], err, errlen);
+            if (e == URSA_OK && bias) e = load_param(m, nd->b, &im, n->input[2], err, errlen);
         } else if (!strcmp(op, "BatchNormalization")) {
             if (n->n_input < 5) {
                 e = ERR("BatchNormalization %s needs 5 inputs", nname);
@@ -335,6 +387,10 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             base_name(n->input[1], base, sizeof base);
             m->group = group_of(strstr(base, "onnx::") ? nname : base);
             y = nn_bn(m, base, x, 0);
+            if (m->oom) {
+                e = URSA_ERR_NOMEM;
+                break;
+            }
             nn_node *nd = &m->node[m->nnode - 1];
             nd->eps = attr_f(n, "epsilon", 1e-5f);
             nd->momentum = 1.0f - attr_f(n, "momentum", 0.9f);
@@ -345,7 +401,7 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             }
             int ps[4] = {nd->w, nd->b, nd->rm, nd->rv};
             for (int j = 0; j < 4 && e == URSA_OK; j++)
-                e = load_param(m, ps[j], g, n->input[1 + j], err, errlen);
+                e = load_param(m, ps[j], &im, n->input[1 + j], err, errlen);
         } else if (!strcmp(op, "Relu")) {
             y = nn_relu(m, x);
         } else if (!strcmp(op, "MaxPool") || !strcmp(op, "AveragePool")) {
@@ -388,14 +444,14 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             }
             y = nn_flatten(m, x);
         } else if (!strcmp(op, "Reshape")) {
-            const Onnx__TensorProto *s = n->n_input > 1 ? find_init(g, n->input[1]) : NULL;
+            const Onnx__TensorProto *s = n->n_input > 1 ? find_init(&im, n->input[1]) : NULL;
             if (!s || s->n_int64_data + (s->has_raw_data ? s->raw_data.len / 8 : 0) != 2) {
                 e = ERR("Reshape %s: only a flatten to 2-D is supported", nname);
                 break;
             }
             y = nn_flatten(m, x);
         } else if (!strcmp(op, "Gemm")) {
-            const Onnx__TensorProto *w = n->n_input > 1 ? find_init(g, n->input[1]) : NULL;
+            const Onnx__TensorProto *w = n->n_input > 1 ? find_init(&im, n->input[1]) : NULL;
             if (!w || w->n_dims != 2 || !tensor_ok(w) || attr_i(n, "transA", 0) ||
                 attr_f(n, "alpha", 1) != 1 ||
                 attr_f(n, "beta", 1) != 1) {
@@ -411,24 +467,28 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
              * the executor checks it against the real shape */
             m->vc[x] = (int)(tb ? w->dims[1] : w->dims[0]);
             y = nn_linear(m, base, x, out, bias);
+            if (m->oom) {
+                e = URSA_ERR_NOMEM;
+                break;
+            }
             nn_node *nd = &m->node[m->nnode - 1];
             nn_param *P = &m->param[nd->w];
             if (tb) {
-                e = load_param(m, nd->w, g, n->input[1], err, errlen);
+                e = load_param(m, nd->w, &im, n->input[1], err, errlen);
             } else { /* stored [in, out]: transpose */
                 float *t = malloc(P->n * sizeof(float));
                 if (!t) {
                     e = URSA_ERR_NOMEM;
                     break;
                 }
-                e = load_param(m, nd->w, g, n->input[1], err, errlen);
+                e = load_param(m, nd->w, &im, n->input[1], err, errlen);
                 memcpy(t, P->w, P->n * sizeof(float));
                 int rows = P->shape[1];
                 for (int r = 0; r < rows; r++)
                     for (int c = 0; c < out; c++) P->w[(size_t)c * rows + r] = t[(size_t)r * out + c];
                 free(t);
             }
-            if (e == URSA_OK && bias) e = load_param(m, nd->b, g, n->input[2], err, errlen);
+            if (e == URSA_OK && bias) e = load_param(m, nd->b, &im, n->input[2], err, errlen);
         } else if (!strcmp(op, "Add")) {
             int b = n->n_input == 2 ? vmap_get(&vm, n->input[1]) : -1;
             if (b < 0) {
@@ -451,16 +511,23 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             if (m->vc[y] < 1 || m->vc[y] > NN_MAX_CHANNELS)
                 e = ERR("%s %s: %d channels, not 1 to %d", op, nname, m->vc[y], NN_MAX_CHANNELS);
         }
-        if (e == URSA_OK && vmap_put(&vm, n->output[0], y)) e = URSA_ERR_NOMEM;
+        if (e == URSA_OK) {
+            nent *o = nmap_put(&vm, n->output[0]);
+            if (o) o->v = y;
+            else e = URSA_ERR_NOMEM;
+        }
     }
     if (e == URSA_OK) {
         int out = vmap_get(&vm, g->output[0]->name);
-        if (out < 1) e = ERR("graph output %s is not computed by any node", g->output[0]->name);
-        else nn_cut(m, out), nn_fuse_relu(m);
+        if (out < 1) {
+            e = ERR("graph output %s is not computed by any node", g->output[0]->name);
+        } else {
+            nn_cut(m, out);
+            nn_fuse_relu(m);
+        }
     }
-    vmap_free(&vm);
-    free(aliases);
-    aliases = NULL;
+    free(vm.e);
+    free(im.e);
     if (e == URSA_OK) {
         int maxg = 0;
         for (int i = 0; i < m->nparam; i++)
