@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "err.h"
 
 /* Hard bounds on shapes, whatever the budgets below: every product of
@@ -103,6 +104,26 @@ typedef struct {
     int oom;           /* an allocation failed while building: unusable */
     nn_meta meta;
 } nn_model;
+
+/* ---- limits (limits.c) -------------------------------------------------- */
+/* What a model from outside may ask of the process, checked before the
+ * memory is taken: nn_onnx_load* refuses a model whose parameters (weights
+ * and their gradients) would exceed model_bytes, and nn_exec_new* a plan
+ * whose arena (values, scratch, packed weights) would exceed exec_bytes,
+ * each naming the node that crosses the line. Process-wide: set once at
+ * start-up, before any thread loads a model. 0 is no limit (the default,
+ * for the library and its tests). */
+typedef struct {
+    size_t model_bytes;
+    size_t exec_bytes;
+} nn_limits;
+void nn_limits_set(const nn_limits *l);
+nn_limits nn_limits_get(void);
+/* nn.max-model-mb and nn.max-exec-mb, for the tables of the programs that
+ * load models (ursa predict and bench-model, ursa-inference, ursa-trainer) */
+extern const cfg_def nn_cfg_defs[];
+/* nn_limits_set from those settings */
+void nn_limits_from_cfg(const cfg *c);
 
 /* ---- building ---------------------------------------------------------- */
 void nn_model_init(nn_model *m, int in_c);
@@ -192,7 +213,8 @@ typedef struct nn_exec nn_exec;
  * what backward needs. */
 ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out);
 /* The same, saying in err why a model cannot be planned: the node whose
- * shape does not fit its input or the bounds above (URSA_ERR_INVALID). */
+ * shape does not fit its input or the bounds above (URSA_ERR_INVALID), or
+ * that takes the arena past nn_limits' exec_bytes (URSA_ERR_TOO_LARGE). */
 ursa_err nn_exec_new_err(nn_model *m, int n, int h, int w, int train, nn_exec **out, char *err,
                          size_t errlen);
 void nn_exec_free(nn_exec *e);

@@ -251,6 +251,36 @@ static int group_of(const char *name) {
     return 0;
 }
 
+/* Counts floats more parameter values into *used (bytes); past
+ * nn.max-model-mb the node is refused by name, before they are made. */
+static ursa_err budget(size_t *used, size_t floats, const char *op, const char *nname, char *err,
+                       size_t errlen) {
+    size_t max = nn_limits_get().model_bytes;
+    *used += floats * sizeof(float);
+    if (!max || *used <= max) return URSA_OK;
+    snprintf(err, errlen,
+             "%s %s: its parameters take the model to %.1f MB, over nn.max-model-mb (%zu)", op,
+             nname, (double)*used / (1 << 20), max >> 20);
+    return URSA_ERR_TOO_LARGE;
+}
+
+/* Drops the nodes whose values the output does not need: an unread branch
+ * ran in every pass and kept its buffer (180 unread convolutions in a
+ * 25 KB file took 2.3 GB and 9 s a pass). */
+static void prune_dead(nn_model *m) {
+    char *need = calloc((size_t)m->nvalue + 1, 1);
+    if (!need) return; /* kept: slower, not wrong */
+    need[m->out] = 1;
+    for (int i = m->nnode - 1; i >= 0; i--)
+        if (need[m->node[i].out])
+            for (int j = 0; j < m->node[i].nin; j++) need[m->node[i].in[j]] = 1;
+    int k = 0;
+    for (int i = 0; i < m->nnode; i++)
+        if (need[m->node[i].out]) m->node[k++] = m->node[i];
+    m->nnode = k;
+    free(need);
+}
+
 static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err, size_t errlen) {
     const Onnx__GraphProto *g = mp->graph;
     if (!g) return ERR("the model has no graph");
@@ -304,6 +334,7 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
     nn_model_init(m, in_c);
     if (in_size >= 8 && in_size <= 4096) m->meta.size = in_size;
     ursa_err e = URSA_OK;
+    size_t pbytes = 0; /* parameters made so far, against nn.max-model-mb */
     nent *v0 = nmap_put(&vm, in->name);
     if (v0) v0->v = 0;
     else e = URSA_ERR_NOMEM;
@@ -371,6 +402,10 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
                         (long long)w->dims[1], m->vc[x]);
                 break;
             }
+            size_t wn = (size_t)w->dims[0] * (size_t)w->dims[1] * (size_t)(k * k);
+            if ((e = budget(&pbytes, 2 * (wn + (bias ? (size_t)w->dims[0] : 0)), op, nname, err,
+                            errlen)) != URSA_OK)
+                break;
             y = nn_conv(m, base, x, (int)w->dims[0], (int)k, (int)s, (int)p, bias);
             if (m->oom) {
                 e = URSA_ERR_NOMEM;
@@ -386,6 +421,8 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             }
             base_name(n->input[1], base, sizeof base);
             m->group = group_of(strstr(base, "onnx::") ? nname : base);
+            if ((e = budget(&pbytes, 6 * (size_t)m->vc[x], op, nname, err, errlen)) != URSA_OK)
+                break;
             y = nn_bn(m, base, x, 0);
             if (m->oom) {
                 e = URSA_ERR_NOMEM;
@@ -466,6 +503,11 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             /* after a flatten of a feature map, the width is the weight's;
              * the executor checks it against the real shape */
             m->vc[x] = (int)(tb ? w->dims[1] : w->dims[0]);
+            size_t wn = (size_t)w->dims[0] * (size_t)w->dims[1]; /* and a transposing copy */
+            if ((e = budget(&pbytes, 3 * wn + 2 * (bias ? (size_t)out : 0), op, nname, err,
+                            errlen)) != URSA_OK)
+                break;
+            pbytes -= wn * sizeof(float);
             y = nn_linear(m, base, x, out, bias);
             if (m->oom) {
                 e = URSA_ERR_NOMEM;
@@ -522,6 +564,8 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
         if (out < 1) {
             e = ERR("graph output %s is not computed by any node", g->output[0]->name);
         } else {
+            m->out = out;
+            prune_dead(m);
             nn_cut(m, out);
             nn_fuse_relu(m);
         }
@@ -603,15 +647,47 @@ static int wire_too_deep(const uint8_t *b, size_t len, int limit) {
     }
 }
 
+/* protobuf-c's allocations for one unpack, held to nn.max-model-mb: a
+ * small file of many empty messages unpacks to many times its size */
+typedef struct {
+    size_t used, max;
+    int over;
+} pb_budget;
+
+static void *pb_alloc(void *data, size_t size) {
+    pb_budget *b = data;
+    if (b->max && (size > b->max || b->used > b->max - size)) {
+        b->over = 1;
+        return NULL;
+    }
+    size_t *p = malloc(size + 16); /* the size, keeping malloc's alignment */
+    if (!p) return NULL;
+    p[0] = size;
+    b->used += size;
+    return (char *)p + 16;
+}
+
+static void pb_free(void *data, void *ptr) {
+    if (!ptr) return;
+    size_t *p = (size_t *)(void *)((char *)ptr - 16);
+    ((pb_budget *)data)->used -= p[0];
+    free(p);
+}
+
 ursa_err nn_onnx_load_mem(const uint8_t *buf, size_t len, nn_model *m, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     if (wire_too_deep(buf, len, NN_ONNX_MAX_DEPTH))
         return ERR("messages nested more than %d deep (graphs inside node attributes, or "
                    "types inside types): no model ursa runs needs that", NN_ONNX_MAX_DEPTH);
-    Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, len, buf);
+    pb_budget bud = {0, nn_limits_get().model_bytes, 0};
+    ProtobufCAllocator al = {pb_alloc, pb_free, &bud};
+    Onnx__ModelProto *mp = onnx__model_proto__unpack(&al, len, buf);
+    if (!mp && bud.over)
+        return snprintf(err, errlen, "unpacked, the file takes more than nn.max-model-mb (%zu)",
+                        bud.max >> 20), URSA_ERR_TOO_LARGE;
     if (!mp) return ERR("not an ONNX model (protobuf does not parse)");
     ursa_err e = import_graph(mp, m, err, errlen);
-    onnx__model_proto__free_unpacked(mp, NULL);
+    onnx__model_proto__free_unpacked(mp, &al);
     return e;
 }
 

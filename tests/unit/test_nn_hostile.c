@@ -145,6 +145,72 @@ static void many_nodes_linear(void **state) {
     if (dt > 0.5) fail_msg("%d nodes took %.2f s", NN_ONNX_MAX_NODES, dt);
 }
 
+/* nn.max-model-mb: parameters are counted before they are made, and the
+ * node that passes the limit is named; protobuf-c's unpacking is held to
+ * it too */
+static void model_budget(void **state) {
+    (void)state;
+    size_t len;
+    nn_limits l = {1 << 20, 0};
+    nn_limits_set(&l);
+    /* 180 convs each with its own copy of a 64 x 3 x 3 x 3 weight: 2.5 MB */
+    refused(onnx_gen_fanout(224, 180, 64, &len), &len, "over nn.max-model-mb (1)");
+    assert_non_null(strstr(err, "Conv conv"));
+    l.model_bytes = 16 << 10;
+    nn_limits_set(&l);
+    refused(onnx_gen_big_value(224, 4096, &len), &len,
+            "unpacked, the file takes more than nn.max-model-mb");
+    l.model_bytes = 0;
+    nn_limits_set(&l);
+}
+
+/* nn.max-exec-mb: checked as the plan grows, naming the node, before the
+ * arena is taken */
+static void exec_budget(void **state) {
+    (void)state;
+    size_t len;
+    nn_model m;
+    nn_exec *e = NULL;
+    assert_int_equal(load(onnx_gen_big_value(224, 4096, &len), &len, &m), URSA_OK);
+    nn_limits l = {0, 256 << 20};
+    nn_limits_set(&l);
+    assert_int_equal(nn_exec_new_err(&m, 1, 224, 224, 0, &e, err, sizeof err),
+                     URSA_ERR_TOO_LARGE);
+    assert_null(e);
+    if (!strstr(err, "node wide (conv): its output (784 MB)") ||
+        !strstr(err, "over nn.max-exec-mb (256)"))
+        fail_msg("%s", err);
+    l.exec_bytes = 0;
+    nn_limits_set(&l);
+    nn_model_free(&m);
+}
+
+/* values nobody reads neither run nor keep memory: an imported graph's
+ * dead branches are dropped, and a plan gives an unread output's buffer
+ * back at once (180 unread convs of a 25 KB file took 2.3 GB) */
+static void unread_values_share(void **state) {
+    (void)state;
+    size_t len;
+    nn_model m;
+    nn_exec *e = NULL;
+    assert_int_equal(load(onnx_gen_fanout(224, 180, 64, &len), &len, &m), URSA_OK);
+    assert_int_equal(m.nnode, 2); /* the last conv and the pool */
+    assert_int_equal(nn_exec_new_err(&m, 1, 224, 224, 0, &e, err, sizeof err), URSA_OK);
+    if (nn_exec_bytes(e) > (64u << 20)) fail_msg("%zu MB", nn_exec_bytes(e) >> 20);
+    nn_exec_free(e);
+    nn_model_free(&m);
+    /* by hand: 20 convs of the input, only the last read */
+    nn_model_init(&m, 3);
+    int y = 0;
+    for (int i = 0; i < 20; i++) y = nn_conv(&m, "c", 0, 64, 3, 1, 1, 0);
+    nn_gap(&m, y);
+    assert_int_equal(nn_exec_new_err(&m, 1, 64, 64, 0, &e, err, sizeof err), URSA_OK);
+    /* each output is 1 MB: two buffers and the packed weights, not twenty */
+    if (nn_exec_bytes(e) > (6u << 20)) fail_msg("%zu MB", nn_exec_bytes(e) >> 20);
+    nn_exec_free(e);
+    nn_model_free(&m);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     nn_blas_init(argv);
@@ -154,6 +220,9 @@ int main(int argc, char **argv) {
         cmocka_unit_test(initializer_matches_dims),
         cmocka_unit_test(deep_nesting_refused),
         cmocka_unit_test(many_nodes_linear),
+        cmocka_unit_test(model_budget),
+        cmocka_unit_test(exec_budget),
+        cmocka_unit_test(unread_values_share),
     };
     return cmocka_run_group_tests_name("nn_hostile", tests, NULL, NULL);
 }
