@@ -23,10 +23,6 @@ static double now_s(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-static const char *const op_names[NN_OP_COUNT] = {"conv", "bn", "relu", "maxpool", "avgpool",
-                                                  "gap", "gmp", "concat", "flatten", "linear",
-                                                  "dropout", "add"};
-
 static void print_profile(const nn_exec *e) {
     double tot = 0;
     for (int d = 0; d < 2; d++)
@@ -36,7 +32,7 @@ static void print_profile(const nn_exec *e) {
     for (int d = 0; d < 2; d++)
         for (int o = 0; o < NN_OP_COUNT; o++)
             if (e->ptime[d][o] > 0)
-                fprintf(stderr, "  %-8s %-8s %8.2f ms %5.1f%%\n", op_names[o],
+                fprintf(stderr, "  %-8s %-8s %8.2f ms %5.1f%%\n", nn_op_name((nn_op)o),
                         d ? "backward" : "forward", e->ptime[d][o] * 1e3 / e->pcalls,
                         100 * e->ptime[d][o] / tot);
     for (int i = 0; e->pnode && i < e->m->nnode; i++) {
@@ -44,7 +40,7 @@ static void print_profile(const nn_exec *e) {
         const nn_val *y = &e->v[nd->out];
         double f = e->pnode[i], b = e->pnode[e->m->nnode + i];
         fprintf(stderr, "  node %3d %-8s %-24s -> %4dx%-3dx%-3d fwd %7.3f ms bwd %7.3f ms %5.1f%%%s\n",
-                i, op_names[nd->op], nd->w >= 0 ? e->m->param[nd->w].name : "", y->c, y->h, y->w,
+                i, nn_op_name(nd->op), nd->w >= 0 ? e->m->param[nd->w].name : "", y->c, y->h, y->w,
                 f * 1e3 / e->pcalls, b * 1e3 / e->pcalls, 100 * (f + b) / tot,
                 e->np[i].wino ? " winograd" : "");
     }

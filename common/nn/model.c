@@ -8,6 +8,13 @@
 
 #include "util.h"
 
+const char *nn_op_name(nn_op op) {
+    static const char *const names[NN_OP_COUNT] = {"conv", "bn", "relu", "maxpool", "avgpool",
+                                                   "gap", "gmp", "concat", "flatten", "linear",
+                                                   "dropout", "add"};
+    return op >= 0 && op < NN_OP_COUNT ? names[op] : "?";
+}
+
 /* Makes room for need items in *p; on failure leaves *p as it was, marks
  * the model (m->oom: building goes on as no-ops, executors and the
  * architecture functions then report URSA_ERR_NOMEM) and returns 0. */
@@ -217,7 +224,10 @@ int nn_avgpool(nn_model *m, int x, int k, int stride) {
 int nn_gap(nn_model *m, int x) { return out_of(node_new(m, NN_GAP, x, -1, m->vc[x])); }
 int nn_gmp(nn_model *m, int x) { return out_of(node_new(m, NN_GMP, x, -1, m->vc[x])); }
 int nn_concat(nn_model *m, int a, int b) {
-    return out_of(node_new(m, NN_CONCAT, a, b, m->vc[a] + m->vc[b]));
+    /* saturated, not wrapped: importers refuse more than NN_MAX_CHANNELS,
+     * and the plan computes the real count */
+    long long c = (long long)m->vc[a] + m->vc[b];
+    return out_of(node_new(m, NN_CONCAT, a, b, c > NN_MAX_CHANNELS ? NN_MAX_CHANNELS + 1 : (int)c));
 }
 /* channels after flatten are known only for 1x1 inputs at build time; the
  * executor computes the real count */
@@ -359,63 +369,91 @@ void nn_unfreeze(nn_model *m) {
 
 /* ---- rewriting ----------------------------------------------------------- */
 
-/* how many nodes read value v */
-static int readers(const nn_model *m, const int *dead, int v) {
-    int r = 0;
-    for (int i = 0; i < m->nnode; i++)
-        for (int j = 0; j < m->node[i].nin && !dead[i]; j++) r += m->node[i].in[j] == v;
-    return r;
+/* The graph passes below run in time linear in the nodes (an imported
+ * graph may have tens of thousands): each value's reader count and a
+ * reader are found once, and a value a pass makes redundant is renamed at
+ * the end in one sweep. */
+typedef struct {
+    int *cnt;  /* per value: node inputs reading it */
+    int *rd;   /* per value: the last node reading it (-1: none) */
+    int *ren;  /* per value: what it becomes (itself unless renamed) */
+    char *dead; /* per node: dropped by the pass */
+} pass_tabs;
+
+static void tabs_free(pass_tabs *t) {
+    free(t->cnt);
+    free(t->rd);
+    free(t->ren);
+    free(t->dead);
 }
 
-static void rename_value(nn_model *m, int from, int to) {
+static int tabs_new(const nn_model *m, pass_tabs *t) {
+    size_t nv = (size_t)m->nvalue + 1;
+    t->cnt = calloc(nv, sizeof(int));
+    t->rd = malloc(nv * sizeof(int));
+    t->ren = malloc(nv * sizeof(int));
+    t->dead = calloc((size_t)m->nnode + 1, 1);
+    if (!t->cnt || !t->rd || !t->ren || !t->dead) {
+        tabs_free(t);
+        return -1;
+    }
+    for (size_t v = 0; v < nv; v++) t->rd[v] = -1, t->ren[v] = (int)v;
     for (int i = 0; i < m->nnode; i++)
-        for (int j = 0; j < m->node[i].nin; j++)
-            if (m->node[i].in[j] == from) m->node[i].in[j] = to;
-    if (m->out == from) m->out = to;
+        for (int j = 0; j < m->node[i].nin; j++) {
+            int v = m->node[i].in[j];
+            if (v >= 0 && v < m->nvalue) t->cnt[v]++, t->rd[v] = i;
+        }
+    return 0;
+}
+
+/* applies the renames, drops the dead nodes; frees the tables */
+static void tabs_apply(nn_model *m, pass_tabs *t) {
+    int k = 0;
+    for (int i = 0; i < m->nnode; i++) {
+        if (t->dead[i]) continue;
+        nn_node *n = &m->node[i];
+        for (int j = 0; j < n->nin; j++) /* chains end: a value is renamed to an earlier one */
+            while (n->in[j] >= 0 && n->in[j] < m->nvalue && t->ren[n->in[j]] != n->in[j])
+                n->in[j] = t->ren[n->in[j]];
+        m->node[k++] = *n;
+    }
+    m->nnode = k;
+    while (m->out >= 0 && m->out < m->nvalue && t->ren[m->out] != m->out) m->out = t->ren[m->out];
+    tabs_free(t);
 }
 
 void nn_fuse_relu(nn_model *m) {
-    int *dead = calloc((size_t)m->nnode + 1, sizeof(int));
-    if (!dead) return; /* the model stays as it was: correct, only slower */
-    int k = 0;
+    pass_tabs t;
+    if (tabs_new(m, &t)) return; /* the model stays as it was: correct, only slower */
     for (int i = 0; i < m->nnode; i++) {
         nn_node *n = &m->node[i];
-        if (dead[i] || n->relu || n->out == m->out ||
-            (n->op != NN_CONV && n->op != NN_BN && n->op != NN_ADD) ||
-            readers(m, dead, n->out) != 1)
+        if (t.dead[i] || n->relu || n->out == m->out ||
+            (n->op != NN_CONV && n->op != NN_BN && n->op != NN_ADD) || t.cnt[n->out] != 1)
             continue;
-        for (int j = i + 1; j < m->nnode; j++) {
-            nn_node *nx = &m->node[j];
-            if (dead[j] || nx->op != NN_RELU || nx->in[0] != n->out) continue;
-            n->relu = 1;
-            rename_value(m, nx->out, n->out);
-            dead[j] = 1;
-            break;
-        }
+        int j = t.rd[n->out];
+        nn_node *nx = &m->node[j];
+        if (j <= i || t.dead[j] || nx->op != NN_RELU || nx->in[0] != n->out) continue;
+        n->relu = 1;
+        t.ren[nx->out] = n->out;
+        t.dead[j] = 1;
     }
-    for (int i = 0; i < m->nnode; i++)
-        if (!dead[i]) m->node[k++] = m->node[i];
-    m->nnode = k;
-    free(dead);
+    tabs_apply(m, &t);
 }
 
 ursa_err nn_fuse_for_inference(const nn_model *src, nn_model *d) {
     ursa_err e = nn_model_copy(src, d);
     if (e != URSA_OK) return e;
-    int *dead = calloc((size_t)d->nnode + 1, sizeof(int));
-    if (!dead) {
+    pass_tabs t;
+    if (tabs_new(d, &t)) {
         nn_model_free(d);
         return URSA_ERR_NOMEM;
     }
     for (int i = 0; i < d->nnode; i++) {
         nn_node *n = &d->node[i];
-        if (dead[i]) continue;
+        if (t.dead[i] || t.cnt[n->out] != 1 || n->out == d->out) continue;
         /* the single reader of this node's output */
-        int r = -1;
-        if (readers(d, dead, n->out) == 1 && n->out != d->out)
-            for (int j = i + 1; j < d->nnode; j++)
-                if (!dead[j] && d->node[j].in[0] == n->out && d->node[j].nin == 1) r = j;
-        if (r < 0) continue;
+        int r = t.rd[n->out];
+        if (r <= i || t.dead[r] || d->node[r].in[0] != n->out || d->node[r].nin != 1) continue;
         nn_node *nx = &d->node[r];
         if (n->op == NN_CONV && nx->op == NN_BN && !n->relu) {
             /* w' = w * g / sqrt(var + eps); b' = (b - mean) * g / sqrt(var + eps) + beta */
@@ -428,7 +466,7 @@ ursa_err nn_fuse_for_inference(const nn_model *src, nn_model *d) {
                 int shp = n->cout;
                 int bi = nn_param_add(d, pn, NN_P_BIAS, 1, &shp);
                 if (bi < 0) {
-                    free(dead);
+                    tabs_free(&t);
                     nn_model_free(d);
                     return URSA_ERR_NOMEM;
                 }
@@ -447,15 +485,11 @@ ursa_err nn_fuse_for_inference(const nn_model *src, nn_model *d) {
                 b[c] = (b[c] - mu[c]) * s + be[c];
             }
             n->relu = nx->relu;
-            rename_value(d, nx->out, n->out);
-            dead[r] = 1;
+            t.ren[nx->out] = n->out;
+            t.dead[r] = 1;
         }
     }
-    int k = 0;
-    for (int i = 0; i < d->nnode; i++)
-        if (!dead[i]) d->node[k++] = d->node[i];
-    d->nnode = k;
-    free(dead);
+    tabs_apply(d, &t);
     nn_fuse_relu(d);
     /* drop the BN parameters no node uses any more */
     nn_cut(d, d->out);
@@ -467,47 +501,71 @@ ursa_err nn_fuse_for_inference(const nn_model *src, nn_model *d) {
 }
 
 void nn_unfold_bn(nn_model *m) {
-    for (int i = 0; i < m->nnode; i++) {
+    int n0 = m->nnode, nv0 = m->nvalue;
+    int *first = malloc(sizeof(int) * ((size_t)nv0 + 1)), *bn_of = malloc(sizeof(int) * ((size_t)n0 + 1));
+    int *ren = malloc(sizeof(int) * ((size_t)nv0 + 1));
+    if (!first || !bn_of || !ren) {
+        free(first);
+        free(bn_of);
+        free(ren);
+        m->oom = 1;
+        return;
+    }
+    /* each value's first reader, on the graph as it is: an insertion below
+     * changes only its own conv's readers */
+    for (int v = 0; v <= nv0; v++) first[v] = -1, ren[v] = v;
+    for (int i = n0 - 1; i >= 0; i--)
+        for (int j = 0; j < m->node[i].nin; j++)
+            if (m->node[i].in[j] >= 0 && m->node[i].in[j] < nv0) first[m->node[i].in[j]] = i;
+    for (int i = 0; i < n0; i++) {
+        bn_of[i] = -1;
         nn_node *n = &m->node[i];
         if (n->op != NN_CONV || n->b < 0) continue;
-        int r = -1;
-        for (int j = i + 1; j < m->nnode; j++)
-            if (m->node[j].in[0] == n->out || (m->node[j].nin > 1 && m->node[j].in[1] == n->out)) {
-                r = j;
-                break;
-            }
+        int r = first[n->out];
         if (r >= 0 && m->node[r].op == NN_BN) continue;
-        /* insert a BN after node i that takes over the bias */
+        /* a BN after node i that takes over the bias (appended, moved below) */
         char base[96];
         snprintf(base, sizeof base, "%s_bn", n->name[0] ? n->name : m->param[n->w].name);
         int grp = m->group;
         m->group = m->param[n->w].group;
-        int relu = n->relu;
-        int old_out = n->out;
-        int out = m->out;
-        int v = nn_bn(m, base, old_out, relu); /* appended at the end */
+        int relu = n->relu, old_out = n->out, out = m->out;
+        int v = nn_bn(m, base, old_out, relu);
         m->out = out;
-        if (m->oom) return;
         m->group = grp;
+        if (m->oom) break;
         n = &m->node[i];
         n->relu = 0;
-        nn_node bn = m->node[m->nnode - 1];
-        bn.calib = 1;
+        nn_node *bn = &m->node[m->nnode - 1];
+        bn->calib = 1;
         /* the bias moves into the BN's beta, applied after calibration */
-        memcpy(m->param[bn.b].w, m->param[n->b].w, sizeof(float) * (size_t)n->cout);
+        memcpy(m->param[bn->b].w, m->param[n->b].w, sizeof(float) * (size_t)n->cout);
         n->b = -1; /* the bias parameter stays unused until the cut below */
-        /* move the BN node right after node i and reroute readers */
-        m->nnode--;
-        for (int j = i + 1; j < m->nnode; j++)
-            for (int q = 0; q < m->node[j].nin; q++)
-                if (m->node[j].in[q] == old_out) m->node[j].in[q] = v;
-        if (m->out == old_out) m->out = v;
-        memmove(&m->node[i + 2], &m->node[i + 1], sizeof(nn_node) * (size_t)(m->nnode - i - 1));
-        m->node[i + 1] = bn;
-        m->nnode++;
-        i++;
+        bn_of[i] = m->nnode - 1;
+        ren[old_out] = v;
     }
-    nn_cut(m, m->out);
+    nn_node *nodes = m->oom ? NULL : malloc(sizeof(nn_node) * ((size_t)m->nnode + 1));
+    if (!nodes) {
+        m->oom = 1;
+    } else {
+        /* every node in its place, each new BN right after its conv, the
+         * conv's readers reading the BN */
+        int k = 0;
+        for (int i = 0; i < n0; i++) {
+            nodes[k] = m->node[i];
+            for (int j = 0; j < nodes[k].nin; j++)
+                if (nodes[k].in[j] >= 0 && nodes[k].in[j] < nv0) nodes[k].in[j] = ren[nodes[k].in[j]];
+            k++;
+            if (bn_of[i] >= 0) nodes[k++] = m->node[bn_of[i]];
+        }
+        if (m->out >= 0 && m->out < nv0) m->out = ren[m->out];
+        memcpy(m->node, nodes, sizeof(nn_node) * (size_t)k);
+        m->nnode = k;
+        free(nodes);
+    }
+    free(first);
+    free(bn_of);
+    free(ren);
+    if (!m->oom) nn_cut(m, m->out);
 }
 
 /* ---- metadata ------------------------------------------------------------ */

@@ -18,7 +18,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "err.h"
+
+/* Hard bounds on shapes, whatever the budgets below: every product of
+ * them the engine computes in int stays far from overflowing. Imports and
+ * plans refuse a model beyond them, naming the node. */
+#define NN_MAX_CHANNELS (1 << 24) /* a value's channels (a flatten's too) */
+#define NN_MAX_SIDE (1 << 16)     /* a value's height or width */
+#define NN_MAX_VALUE (1 << 30)    /* a value's floats, one image */
+#define NN_ONNX_MAX_NODES 20000   /* nodes of an imported graph (resnet152's export: ~500) */
+#define NN_ONNX_MAX_DEPTH 16      /* protobuf message nesting of an ONNX file (a model
+                                     needs 7: model, graph, value, type, tensor, shape, dim) */
 
 typedef enum {
     NN_CONV,     /* k x k, stride, pad, optional bias; optional fused ReLU */
@@ -94,6 +105,26 @@ typedef struct {
     nn_meta meta;
 } nn_model;
 
+/* ---- limits (limits.c) -------------------------------------------------- */
+/* What a model from outside may ask of the process, checked before the
+ * memory is taken: nn_onnx_load* refuses a model whose parameters (weights
+ * and their gradients) would exceed model_bytes, and nn_exec_new* a plan
+ * whose arena (values, scratch, packed weights) would exceed exec_bytes,
+ * each naming the node that crosses the line. Process-wide: set once at
+ * start-up, before any thread loads a model. 0 is no limit (the default,
+ * for the library and its tests). */
+typedef struct {
+    size_t model_bytes;
+    size_t exec_bytes;
+} nn_limits;
+void nn_limits_set(const nn_limits *l);
+nn_limits nn_limits_get(void);
+/* nn.max-model-mb and nn.max-exec-mb, for the tables of the programs that
+ * load models (ursa predict and bench-model, ursa-inference, ursa-trainer) */
+extern const cfg_def nn_cfg_defs[];
+/* nn_limits_set from those settings */
+void nn_limits_from_cfg(const cfg *c);
+
 /* ---- building ---------------------------------------------------------- */
 void nn_model_init(nn_model *m, int in_c);
 void nn_model_free(nn_model *m);
@@ -116,6 +147,9 @@ int nn_add(nn_model *m, int a, int b, int relu);
 int nn_param_add(nn_model *m, const char *name, nn_pkind kind, int ndim, const int *shape);
 int nn_param_find(const nn_model *m, const char *name);
 size_t nn_param_count(const nn_model *m); /* trainable numbers */
+
+/* "conv" for NN_CONV: the operator's name in profiles and errors. */
+const char *nn_op_name(nn_op op);
 
 /* Cuts the graph so value v is the output: nodes after it go. */
 void nn_cut(nn_model *m, int v);
@@ -178,6 +212,11 @@ typedef struct nn_exec nn_exec;
 /* An executor for batches of up to n images of h x w. train makes it keep
  * what backward needs. */
 ursa_err nn_exec_new(nn_model *m, int n, int h, int w, int train, nn_exec **out);
+/* The same, saying in err why a model cannot be planned: the node whose
+ * shape does not fit its input or the bounds above (URSA_ERR_INVALID), or
+ * that takes the arena past nn_limits' exec_bytes (URSA_ERR_TOO_LARGE). */
+ursa_err nn_exec_new_err(nn_model *m, int n, int h, int w, int train, nn_exec **out, char *err,
+                         size_t errlen);
 void nn_exec_free(nn_exec *e);
 /* Runs forward on x (n x C x h x w, n <= the planned batch); returns the
  * output (n x nclass), owned by the executor. */

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nn.h"
@@ -26,54 +27,76 @@
 
 /* ---- import -------------------------------------------------------------- */
 
+/* Names to values and to initializers: an open-addressing hash table over
+ * names borrowed from the unpacked model (a linear scan a lookup made an
+ * 80,000-node file take 30 s). The hash is seeded per table, so names
+ * chosen to collide in one run do not in another. */
 typedef struct {
-    char **name;
-    int *val;
-    int n, cap;
-} vmap;
+    const char *k;
+    int v;                        /* a value (-1: none) */
+    const Onnx__TensorProto *t;   /* an initializer, or what an Identity over one names */
+} nent;
 
-static int vmap_get(const vmap *v, const char *name) {
-    for (int i = v->n - 1; i >= 0; i--)
-        if (!strcmp(v->name[i], name)) return v->val[i];
-    return -1;
+typedef struct {
+    nent *e;
+    size_t n, cap; /* cap a power of two, at most half full */
+    uint64_t seed;
+} nmap;
+
+static uint64_t nhash(const nmap *m, const char *s) {
+    uint64_t h = 1469598103934665603ull ^ m->seed;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h ^ (h >> 29);
 }
 
-static int vmap_put(vmap *v, const char *name, int val) {
-    if (v->n == v->cap) {
-        int c = v->cap ? v->cap * 2 : 64;
-        char **nn = realloc(v->name, sizeof(char *) * (size_t)c);
-        if (nn) v->name = nn;
-        int *nv = nn ? realloc(v->val, sizeof(int) * (size_t)c) : NULL;
-        if (!nv) return -1;
-        v->val = nv;
-        v->cap = c;
+static nent *nmap_slot(const nmap *m, const char *k) {
+    size_t i = (size_t)nhash(m, k) & (m->cap - 1);
+    while (m->e[i].k && strcmp(m->e[i].k, k)) i = (i + 1) & (m->cap - 1);
+    return &m->e[i];
+}
+
+static const nent *nmap_get(const nmap *m, const char *k) {
+    if (!m->cap || !k) return NULL;
+    const nent *s = nmap_slot(m, k);
+    return s->k ? s : NULL;
+}
+
+/* the entry of k, made empty (v -1, t NULL) when new; NULL when out of memory */
+static nent *nmap_put(nmap *m, const char *k) {
+    if (2 * (m->n + 1) > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 256;
+        nent *old = m->e;
+        size_t ocap = m->cap;
+        if (!(m->e = calloc(cap, sizeof(nent)))) {
+            m->e = old;
+            return NULL;
+        }
+        if (!m->seed) m->seed = ((uint64_t)(uintptr_t)m->e * 0x9E3779B97F4A7C15ull) ^ (uint64_t)clock();
+        m->cap = cap;
+        for (size_t i = 0; i < ocap; i++)
+            if (old[i].k) *nmap_slot(m, old[i].k) = old[i];
+        free(old);
     }
-    if (!(v->name[v->n] = strdup(name))) return -1;
-    v->val[v->n++] = val;
-    return 0;
+    nent *s = nmap_slot(m, k);
+    if (!s->k) {
+        s->k = k;
+        s->v = -1;
+        s->t = NULL;
+        m->n++;
+    }
+    return s;
 }
 
-static void vmap_free(vmap *v) {
-    for (int i = 0; i < v->n; i++) free(v->name[i]);
-    free(v->name);
-    free(v->val);
+static int vmap_get(const nmap *m, const char *name) {
+    const nent *s = nmap_get(m, name);
+    return s ? s->v : -1;
 }
 
-/* torch's exporter puts Identity nodes over initializers it deduplicated:
- * their outputs name the same tensor */
-typedef struct {
-    const char *name[4096];
-    const Onnx__TensorProto *t[4096];
-    int n;
-} alias_tab;
-static _Thread_local alias_tab *aliases; /* the import running on this thread */
-
-static const Onnx__TensorProto *find_init(const Onnx__GraphProto *g, const char *name) {
-    for (size_t i = 0; i < g->n_initializer; i++)
-        if (g->initializer[i]->name && !strcmp(g->initializer[i]->name, name)) return g->initializer[i];
-    for (int i = 0; aliases && i < aliases->n; i++)
-        if (!strcmp(aliases->name[i], name)) return aliases->t[i];
-    return NULL;
+/* the tensor a name stands for: an initializer, or an Identity's output
+ * over one (torch's exporter puts those over initializers it deduplicated) */
+static const Onnx__TensorProto *find_init(const nmap *im, const char *name) {
+    const nent *s = nmap_get(im, name);
+    return s ? s->t : NULL;
 }
 
 static const Onnx__AttributeProto *attr(const Onnx__NodeProto *n, const char *name) {
@@ -109,9 +132,10 @@ static int tensor_floats(const Onnx__TensorProto *t, float *dst, size_t n) {
     if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
         return -1;
     size_t have = 1;
-    for (size_t i = 0; i < t->n_dims; i++) {
+    for (size_t i = 0; i < t->n_dims; i++) { /* checked at each step: no wrap to n */
         if (t->dims[i] < 0 || t->dims[i] > (1 << 30)) return -1;
         have *= (size_t)t->dims[i];
+        if (have > ((size_t)1 << 30)) return -1;
     }
     if (have != n) return -1;
     if (t->has_raw_data) {
@@ -152,8 +176,8 @@ static void base_name(const char *init, char *out, size_t len) {
 }
 
 /* the weight and bias tensors of a conv, gemm or BN node, checked */
-static ursa_err load_param(nn_model *m, int p, const Onnx__GraphProto *g, const char *iname,
-                           char *err, size_t errlen) {
+static ursa_err load_param(nn_model *m, int p, const nmap *g, const char *iname, char *err,
+                           size_t errlen) {
     const Onnx__TensorProto *t = find_init(g, iname);
     if (!t) return ERR("initializer %s is missing (weights must be initializers)", iname);
     if (tensor_floats(t, m->param[p].w, m->param[p].n))
@@ -227,32 +251,93 @@ static int group_of(const char *name) {
     return 0;
 }
 
+/* Counts floats more parameter values into *used (bytes); past
+ * nn.max-model-mb the node is refused by name, before they are made. */
+static ursa_err budget(size_t *used, size_t floats, const char *op, const char *nname, char *err,
+                       size_t errlen) {
+    size_t max = nn_limits_get().model_bytes;
+    *used += floats * sizeof(float);
+    if (!max || *used <= max) return URSA_OK;
+    snprintf(err, errlen,
+             "%s %s: its parameters take the model to %.1f MB, over nn.max-model-mb (%zu)", op,
+             nname, (double)*used / (1 << 20), max >> 20);
+    return URSA_ERR_TOO_LARGE;
+}
+
+/* Drops the nodes whose values the output does not need: an unread branch
+ * ran in every pass and kept its buffer (180 unread convolutions in a
+ * 25 KB file took 2.3 GB and 9 s a pass). */
+static void prune_dead(nn_model *m) {
+    char *need = calloc((size_t)m->nvalue + 1, 1);
+    if (!need) return; /* kept: slower, not wrong */
+    need[m->out] = 1;
+    for (int i = m->nnode - 1; i >= 0; i--)
+        if (need[m->node[i].out])
+            for (int j = 0; j < m->node[i].nin; j++) need[m->node[i].in[j]] = 1;
+    int k = 0;
+    for (int i = 0; i < m->nnode; i++)
+        if (need[m->node[i].out]) m->node[k++] = m->node[i];
+    m->nnode = k;
+    free(need);
+}
+
 static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err, size_t errlen) {
     const Onnx__GraphProto *g = mp->graph;
     if (!g) return ERR("the model has no graph");
+    if (g->n_node > NN_ONNX_MAX_NODES)
+        return ERR("the graph has %zu nodes, more than %d", g->n_node, NN_ONNX_MAX_NODES);
+    /* initializers by name, the first of a name winning */
+    nmap im = {0}, vm = {0};
+    for (size_t i = 0; i < g->n_initializer; i++) {
+        if (!g->initializer[i]->name) continue;
+        nent *s = nmap_put(&im, g->initializer[i]->name);
+        if (!s) {
+            free(im.e);
+            return URSA_ERR_NOMEM;
+        }
+        if (!s->t) s->t = g->initializer[i];
+    }
     /* the data input: the first graph input that is not an initializer */
     const Onnx__ValueInfoProto *in = NULL;
     for (size_t i = 0; i < g->n_input && !in; i++)
-        if (g->input[i]->name && !find_init(g, g->input[i]->name)) in = g->input[i];
-    if (!in) return ERR("the graph has no data input");
-    if (g->n_output < 1 || !g->output[0]->name) return ERR("the graph has no output");
+        if (g->input[i]->name && !find_init(&im, g->input[i]->name)) in = g->input[i];
+    if (!in) {
+        free(im.e);
+        return ERR("the graph has no data input");
+    }
+    if (g->n_output < 1 || !g->output[0]->name) {
+        free(im.e);
+        return ERR("the graph has no output");
+    }
     int in_c = 3, in_size = 0;
     if (in->type && in->type->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE &&
         in->type->tensor_type->shape) {
         const Onnx__TensorShapeProto *s = in->type->tensor_type->shape;
-        if (s->n_dim != 4) return ERR("input %s must be 4-D (N,C,H,W), has %zu dims", in->name, s->n_dim);
+        if (s->n_dim != 4) {
+            free(im.e);
+            return ERR("input %s must be 4-D (N,C,H,W), has %zu dims", in->name, s->n_dim);
+        }
+        /* compared as int64: 2^32 + 3 is not 3 channels */
+        int64_t dc = 3, ds = 0;
         if (s->dim[1]->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE)
-            in_c = (int)s->dim[1]->dim_value;
+            dc = s->dim[1]->dim_value;
         if (s->dim[2]->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE)
-            in_size = (int)s->dim[2]->dim_value;
+            ds = s->dim[2]->dim_value;
+        in_c = dc == 1 || dc == 3 ? (int)dc : 0;
+        in_size = ds >= 8 && ds <= 4096 ? (int)ds : 0;
     }
-    if (in_c != 1 && in_c != 3)
-        return ERR("input has %d channels; ursa's models take images: 1 (gray) or 3 (RGB)", in_c);
+    if (in_c != 1 && in_c != 3) {
+        free(im.e);
+        return ERR("input has %lld channels; ursa's models take images: 1 (gray) or 3 (RGB)",
+                   (long long)in->type->tensor_type->shape->dim[1]->dim_value);
+    }
     nn_model_init(m, in_c);
     if (in_size >= 8 && in_size <= 4096) m->meta.size = in_size;
-    vmap vm = {0};
     ursa_err e = URSA_OK;
-    if (vmap_put(&vm, in->name, 0) || !(aliases = calloc(1, sizeof *aliases))) e = URSA_ERR_NOMEM;
+    size_t pbytes = 0; /* parameters made so far, against nn.max-model-mb */
+    nent *v0 = nmap_put(&vm, in->name);
+    if (v0) v0->v = 0;
+    else e = URSA_ERR_NOMEM;
     for (size_t i = 0; i < g->n_node && e == URSA_OK; i++) {
         const Onnx__NodeProto *n = g->node[i];
         const char *op = n->op_type ? n->op_type : "";
@@ -261,14 +346,14 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             e = ERR("node %s (%s) has no output", nname, op);
             break;
         }
-        if (!strcmp(op, "Identity") && n->n_input == 1 && find_init(g, n->input[0])) {
-            if (aliases->n == 4096) {
-                e = ERR("more than 4096 Identity nodes over initializers");
+        if (!strcmp(op, "Identity") && n->n_input == 1 && find_init(&im, n->input[0])) {
+            const Onnx__TensorProto *t = find_init(&im, n->input[0]);
+            nent *a = nmap_put(&im, n->output[0]);
+            if (!a) {
+                e = URSA_ERR_NOMEM;
                 break;
             }
-            const Onnx__TensorProto *t = find_init(g, n->input[0]);
-            aliases->name[aliases->n] = n->output[0];
-            aliases->t[aliases->n++] = t;
+            if (!a->t) a->t = t;
             continue;
         }
         int x = n->n_input > 0 ? vmap_get(&vm, n->input[0]) : -1;
@@ -277,11 +362,11 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
                     n->n_input ? n->input[0] : "(none)");
             break;
         }
-        int y = -1;
+        int y = -1, before = m->nnode;
         char base[96];
         m->group = group_of(nname);
         if (!strcmp(op, "Conv")) {
-            const Onnx__TensorProto *w = n->n_input > 1 ? find_init(g, n->input[1]) : NULL;
+            const Onnx__TensorProto *w = n->n_input > 1 ? find_init(&im, n->input[1]) : NULL;
             long k, s, p;
             if (!w || w->n_dims != 4 || !tensor_ok(w)) {
                 e = ERR("Conv %s: weight must be a 4-D float initializer", nname);
@@ -312,15 +397,23 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             base_name(n->input[1], base, sizeof base);
             m->group = group_of(strstr(base, "onnx::") ? nname : base);
             int bias = n->n_input > 2 && *n->input[2];
-            y = nn_conv(m, base, x, (int)w->dims[0], (int)k, (int)s, (int)p, bias);
-            nn_node *nd = &m->node[m->nnode - 1];
-            if (m->param[nd->w].shape[1] != m->vc[x]) {
-                e = ERR("Conv %s: weight has %d input channels, its input has %d", nname,
-                        m->param[nd->w].shape[1], m->vc[x]);
+            if (w->dims[1] != m->vc[x]) { /* before the parameters are made from vc */
+                e = ERR("Conv %s: weight has %lld input channels, its input has %d", nname,
+                        (long long)w->dims[1], m->vc[x]);
                 break;
             }
-            e = load_param(m, nd->w, g, n->input[1], err, errlen);
-            if (e == URSA_OK && bias) e = load_param(m, nd->b, g, n->input[2], err, errlen);
+            size_t wn = (size_t)w->dims[0] * (size_t)w->dims[1] * (size_t)(k * k);
+            if ((e = budget(&pbytes, 2 * (wn + (bias ? (size_t)w->dims[0] : 0)), op, nname, err,
+                            errlen)) != URSA_OK)
+                break;
+            y = nn_conv(m, base, x, (int)w->dims[0], (int)k, (int)s, (int)p, bias);
+            if (m->oom) {
+                e = URSA_ERR_NOMEM;
+                break;
+            }
+            nn_node *nd = &m->node[m->nnode - 1];
+            e = load_param(m, nd->w, &im, n->input[1], err, errlen);
+            if (e == URSA_OK && bias) e = load_param(m, nd->b, &im, n->input[2], err, errlen);
         } else if (!strcmp(op, "BatchNormalization")) {
             if (n->n_input < 5) {
                 e = ERR("BatchNormalization %s needs 5 inputs", nname);
@@ -328,13 +421,24 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             }
             base_name(n->input[1], base, sizeof base);
             m->group = group_of(strstr(base, "onnx::") ? nname : base);
+            if ((e = budget(&pbytes, 6 * (size_t)m->vc[x], op, nname, err, errlen)) != URSA_OK)
+                break;
             y = nn_bn(m, base, x, 0);
+            if (m->oom) {
+                e = URSA_ERR_NOMEM;
+                break;
+            }
             nn_node *nd = &m->node[m->nnode - 1];
             nd->eps = attr_f(n, "epsilon", 1e-5f);
             nd->momentum = 1.0f - attr_f(n, "momentum", 0.9f);
+            if (!(nd->eps > 0 && nd->eps < 1) || !(nd->momentum >= 0 && nd->momentum <= 1)) {
+                e = ERR("BatchNormalization %s: epsilon %g or momentum %g out of range", nname,
+                        (double)nd->eps, 1.0 - nd->momentum);
+                break;
+            }
             int ps[4] = {nd->w, nd->b, nd->rm, nd->rv};
             for (int j = 0; j < 4 && e == URSA_OK; j++)
-                e = load_param(m, ps[j], g, n->input[1 + j], err, errlen);
+                e = load_param(m, ps[j], &im, n->input[1 + j], err, errlen);
         } else if (!strcmp(op, "Relu")) {
             y = nn_relu(m, x);
         } else if (!strcmp(op, "MaxPool") || !strcmp(op, "AveragePool")) {
@@ -364,6 +468,11 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
                 e = ERR("Concat %s: only two inputs along channels (axis 1)", nname);
                 break;
             }
+            if ((long long)m->vc[x] + m->vc[b] > NN_MAX_CHANNELS) {
+                e = ERR("Concat %s: %lld channels, more than %d", nname,
+                        (long long)m->vc[x] + m->vc[b], NN_MAX_CHANNELS);
+                break;
+            }
             y = nn_concat(m, x, b);
         } else if (!strcmp(op, "Flatten")) {
             if (attr_i(n, "axis", 1) != 1) {
@@ -372,14 +481,14 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             }
             y = nn_flatten(m, x);
         } else if (!strcmp(op, "Reshape")) {
-            const Onnx__TensorProto *s = n->n_input > 1 ? find_init(g, n->input[1]) : NULL;
+            const Onnx__TensorProto *s = n->n_input > 1 ? find_init(&im, n->input[1]) : NULL;
             if (!s || s->n_int64_data + (s->has_raw_data ? s->raw_data.len / 8 : 0) != 2) {
                 e = ERR("Reshape %s: only a flatten to 2-D is supported", nname);
                 break;
             }
             y = nn_flatten(m, x);
         } else if (!strcmp(op, "Gemm")) {
-            const Onnx__TensorProto *w = n->n_input > 1 ? find_init(g, n->input[1]) : NULL;
+            const Onnx__TensorProto *w = n->n_input > 1 ? find_init(&im, n->input[1]) : NULL;
             if (!w || w->n_dims != 2 || !tensor_ok(w) || attr_i(n, "transA", 0) ||
                 attr_f(n, "alpha", 1) != 1 ||
                 attr_f(n, "beta", 1) != 1) {
@@ -394,25 +503,34 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             /* after a flatten of a feature map, the width is the weight's;
              * the executor checks it against the real shape */
             m->vc[x] = (int)(tb ? w->dims[1] : w->dims[0]);
+            size_t wn = (size_t)w->dims[0] * (size_t)w->dims[1]; /* and a transposing copy */
+            if ((e = budget(&pbytes, 3 * wn + 2 * (bias ? (size_t)out : 0), op, nname, err,
+                            errlen)) != URSA_OK)
+                break;
+            pbytes -= wn * sizeof(float);
             y = nn_linear(m, base, x, out, bias);
+            if (m->oom) {
+                e = URSA_ERR_NOMEM;
+                break;
+            }
             nn_node *nd = &m->node[m->nnode - 1];
             nn_param *P = &m->param[nd->w];
             if (tb) {
-                e = load_param(m, nd->w, g, n->input[1], err, errlen);
+                e = load_param(m, nd->w, &im, n->input[1], err, errlen);
             } else { /* stored [in, out]: transpose */
                 float *t = malloc(P->n * sizeof(float));
                 if (!t) {
                     e = URSA_ERR_NOMEM;
                     break;
                 }
-                e = load_param(m, nd->w, g, n->input[1], err, errlen);
+                e = load_param(m, nd->w, &im, n->input[1], err, errlen);
                 memcpy(t, P->w, P->n * sizeof(float));
                 int rows = P->shape[1];
                 for (int r = 0; r < rows; r++)
                     for (int c = 0; c < out; c++) P->w[(size_t)c * rows + r] = t[(size_t)r * out + c];
                 free(t);
             }
-            if (e == URSA_OK && bias) e = load_param(m, nd->b, g, n->input[2], err, errlen);
+            if (e == URSA_OK && bias) e = load_param(m, nd->b, &im, n->input[2], err, errlen);
         } else if (!strcmp(op, "Add")) {
             int b = n->n_input == 2 ? vmap_get(&vm, n->input[1]) : -1;
             if (b < 0) {
@@ -429,16 +547,31 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
             break;
         }
         if (e == URSA_OK && m->oom) e = URSA_ERR_NOMEM;
-        if (e == URSA_OK && vmap_put(&vm, n->output[0], y)) e = URSA_ERR_NOMEM;
+        if (e == URSA_OK && m->nnode > before) {
+            nn_node *nd = &m->node[m->nnode - 1];
+            if (!nd->name[0]) snprintf(nd->name, sizeof nd->name, "%s", nname);
+            if (m->vc[y] < 1 || m->vc[y] > NN_MAX_CHANNELS)
+                e = ERR("%s %s: %d channels, not 1 to %d", op, nname, m->vc[y], NN_MAX_CHANNELS);
+        }
+        if (e == URSA_OK) {
+            nent *o = nmap_put(&vm, n->output[0]);
+            if (o) o->v = y;
+            else e = URSA_ERR_NOMEM;
+        }
     }
     if (e == URSA_OK) {
         int out = vmap_get(&vm, g->output[0]->name);
-        if (out < 1) e = ERR("graph output %s is not computed by any node", g->output[0]->name);
-        else nn_cut(m, out), nn_fuse_relu(m);
+        if (out < 1) {
+            e = ERR("graph output %s is not computed by any node", g->output[0]->name);
+        } else {
+            m->out = out;
+            prune_dead(m);
+            nn_cut(m, out);
+            nn_fuse_relu(m);
+        }
     }
-    vmap_free(&vm);
-    free(aliases);
-    aliases = NULL;
+    free(vm.e);
+    free(im.e);
     if (e == URSA_OK) {
         int maxg = 0;
         for (int i = 0; i < m->nparam; i++)
@@ -451,12 +584,110 @@ static ursa_err import_graph(const Onnx__ModelProto *mp, nn_model *m, char *err,
     return e;
 }
 
+/* a varint at *at, below end; 0 when it runs past end or 10 bytes */
+static int wire_varint(const uint8_t *b, size_t end, size_t *at, uint64_t *v) {
+    *v = 0;
+    for (int sh = 0; sh < 70 && *at < end; sh += 7) {
+        uint8_t c = b[(*at)++];
+        *v |= (uint64_t)(c & 0x7f) << sh;
+        if (!(c & 0x80)) return 1;
+    }
+    return 0;
+}
+
+/* Whether the messages in buf nest deeper than limit (the ModelProto is
+ * level 1), found by walking the wire format along onnx.proto's
+ * descriptors with a stack of limit entries, before anything is unpacked:
+ * protobuf-c's unpack recurses once a level without a bound, so 5,000
+ * graphs nested through node attributes (54 KB) overflowed the stack of
+ * every program reading models. Bytes that do not parse end the walk;
+ * the unpacker refuses them. */
+static int wire_too_deep(const uint8_t *b, size_t len, int limit) {
+    struct {
+        const ProtobufCMessageDescriptor *d;
+        size_t end;
+    } st[NN_ONNX_MAX_DEPTH];
+    if (limit > NN_ONNX_MAX_DEPTH) limit = NN_ONNX_MAX_DEPTH;
+    int sp = 0;
+    size_t at = 0;
+    st[0].d = &onnx__model_proto__descriptor;
+    st[0].end = len;
+    for (;;) {
+        if (at >= st[sp].end) {
+            if (at > st[sp].end || sp == 0) return 0;
+            sp--;
+            continue;
+        }
+        uint64_t key, l;
+        if (!wire_varint(b, st[sp].end, &at, &key)) return 0;
+        switch (key & 7) {
+        case 0:
+            if (!wire_varint(b, st[sp].end, &at, &l)) return 0;
+            break;
+        case 1: at += 8; break;
+        case 5: at += 4; break;
+        case 2: {
+            if (!wire_varint(b, st[sp].end, &at, &l) || l > st[sp].end - at) return 0;
+            const ProtobufCFieldDescriptor *f =
+                key >> 3 <= 0x1fffffff
+                    ? protobuf_c_message_descriptor_get_field(st[sp].d, (unsigned)(key >> 3))
+                    : NULL;
+            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+                if (sp + 1 >= limit) return 1;
+                sp++;
+                st[sp].d = f->descriptor;
+                st[sp].end = at + l;
+            } else {
+                at += l;
+            }
+            break;
+        }
+        default: return 0; /* groups: protobuf-c refuses them */
+        }
+    }
+}
+
+/* protobuf-c's allocations for one unpack, held to nn.max-model-mb: a
+ * small file of many empty messages unpacks to many times its size */
+typedef struct {
+    size_t used, max;
+    int over;
+} pb_budget;
+
+static void *pb_alloc(void *data, size_t size) {
+    pb_budget *b = data;
+    if (b->max && (size > b->max || b->used > b->max - size)) {
+        b->over = 1;
+        return NULL;
+    }
+    size_t *p = malloc(size + 16); /* the size, keeping malloc's alignment */
+    if (!p) return NULL;
+    p[0] = size;
+    b->used += size;
+    return (char *)p + 16;
+}
+
+static void pb_free(void *data, void *ptr) {
+    if (!ptr) return;
+    size_t *p = (size_t *)(void *)((char *)ptr - 16);
+    ((pb_budget *)data)->used -= p[0];
+    free(p);
+}
+
 ursa_err nn_onnx_load_mem(const uint8_t *buf, size_t len, nn_model *m, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
-    Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, len, buf);
+    if (wire_too_deep(buf, len, NN_ONNX_MAX_DEPTH))
+        return ERR("messages nested more than %d deep (graphs inside node attributes, or "
+                   "types inside types): no model ursa runs needs that", NN_ONNX_MAX_DEPTH);
+    pb_budget bud = {0, nn_limits_get().model_bytes, 0};
+    ProtobufCAllocator al = {pb_alloc, pb_free, &bud};
+    Onnx__ModelProto *mp = onnx__model_proto__unpack(&al, len, buf);
+    if (!mp && bud.over)
+        return snprintf(err, errlen, "unpacked, the file takes more than nn.max-model-mb (%zu)",
+                        bud.max >> 20), URSA_ERR_TOO_LARGE;
     if (!mp) return ERR("not an ONNX model (protobuf does not parse)");
     ursa_err e = import_graph(mp, m, err, errlen);
-    onnx__model_proto__free_unpacked(mp, NULL);
+    onnx__model_proto__free_unpacked(mp, &al);
     return e;
 }
 

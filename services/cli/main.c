@@ -10,6 +10,7 @@
 #include "stack.h"
 #include "status_cmd.h"
 #include "blas.h"
+#include "nn.h"
 #include "dataset_cmd.h"
 #include "classify_cmd.h"
 #include "demo_cmd.h"
@@ -362,9 +363,18 @@ int main(int argc, char **argv) {
             fprintf(stderr, "ursa %s: %s\n", cmd->name, nerr);
             return 2;
         }
-        const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis,
-                                         cfg_defs_blob, stack_defs, img_cfg_defs, cmd->defs,
-                                         NULL};
+        /* the commands running the engine take nn.* (what a model file may ask for) */
+        const cfg_def *tables[9];
+        int nt = 0;
+        tables[nt++] = cfg_defs_base;
+        tables[nt++] = cfg_defs_kafka;
+        tables[nt++] = cfg_defs_redis;
+        tables[nt++] = cfg_defs_blob;
+        tables[nt++] = stack_defs;
+        tables[nt++] = img_cfg_defs;
+        if (cmd->nn) tables[nt++] = nn_cfg_defs;
+        tables[nt++] = cmd->defs;
+        tables[nt] = NULL;
         cfg *c = cfg_new(tables, "kafka.");
         if (!c) return 1;
         char err[512];
@@ -390,6 +400,7 @@ int main(int argc, char **argv) {
         }
         int lvl = ulog_level_parse(cfg_str(c, "log.level"));
         if (lvl >= 0) ulog_level = lvl;
+        if (cmd->nn) nn_limits_from_cfg(c);
         int rc = cmd->fn(c, argc - 1 - argi, argv + 1 + argi);
         cfg_destroy(c);
         free(targv);

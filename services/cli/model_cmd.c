@@ -117,8 +117,10 @@ int predict_cmd(const cfg *c, int argc, char **argv) {
     int top = (int)cfg_int(c, "top"), json = cfg_bool(c, "json");
     nn_exec *e;
     int oh = 0, ow = 0;
-    if (nn_exec_new(&f, bs, size, size, 0, &e) != URSA_OK) {
-        fprintf(stderr, "ursa predict: the model does not run on %dx%d inputs\n", size, size);
+    char why[512];
+    if (nn_exec_new_err(&f, bs, size, size, 0, &e, why, sizeof why) != URSA_OK) {
+        fprintf(stderr, "ursa predict: the model does not run on %dx%d inputs: %s\n", size, size,
+                why);
         nn_model_free(&f);
         return 1;
     }
@@ -240,8 +242,10 @@ int bench_model_cmd(const cfg *c, int argc, char **argv) {
         nn_model_free(&m);
     }
     nn_exec *e;
-    if (nn_exec_new(&run, bs, size, size, train, &e) != URSA_OK) {
-        fprintf(stderr, "ursa bench-model: the model does not run on %dx%d inputs\n", size, size);
+    char err[512];
+    if (nn_exec_new_err(&run, bs, size, size, train, &e, err, sizeof err) != URSA_OK) {
+        fprintf(stderr, "ursa bench-model: the model does not run on %dx%d inputs: %s\n", size,
+                size, err);
         nn_model_free(&run);
         return 1;
     }

@@ -39,10 +39,11 @@ served *served_load(const uint8_t *onnx, size_t len, const char *id, int max_bat
         return NULL;
     }
     for (int i = 0; i < s->ninst; i++) {
-        ursa_err e = nn_exec_new(&s->m, max_batch, size, size, 0, &s->e[i]);
+        char why[400];
+        ursa_err e = nn_exec_new_err(&s->m, max_batch, size, size, 0, &s->e[i], why, sizeof why);
         if (e != URSA_OK) {
             if (e == URSA_ERR_NOMEM) snprintf(err, errlen, "out of memory");
-            else snprintf(err, errlen, "the model does not run on %dx%d inputs", size, size);
+            else snprintf(err, errlen, "the model does not run on %dx%d inputs: %s", size, size, why);
             served_release(s);
             return NULL;
         }

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "blas.h"
+#include "nn.h"
 #include "kern.h"
 #include "dataset.h"
 #include "log.h"
@@ -173,11 +174,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis, cfg_defs_blob,
-                                     fetch_cfg_defs, img_cfg_defs, inference_defs, NULL};
+                                     fetch_cfg_defs, img_cfg_defs, nn_cfg_defs, inference_defs,
+                                     NULL};
     cfg *c;
     int argi, rc = service_setup("inference", SERVICE_OWN_HTTP, usage, tables, argc, argv, &c,
                                  &argi);
     if (rc >= 0) return rc;
+    nn_limits_from_cfg(c); /* before the first model loads */
     service_signals(&run);
     static server s;
     s.c = c;

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "blas.h"
+#include "nn.h"
 #include "blob.h"
 #include "dataset.h"
 #include "job.h"
@@ -327,10 +328,11 @@ int main(int argc, char **argv) {
          "wait before trying again a job that failed for want of Redis, Kafka or the disk"},
         {NULL, 0, NULL, 0, 0, NULL}};
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis, cfg_defs_blob,
-                                     trainer_defs, NULL};
+                                     nn_cfg_defs, trainer_defs, NULL};
     cfg *c;
     int argi, rc = service_setup("trainer", 0, usage, tables, argc, argv, &c, &argi);
     if (rc >= 0) return rc;
+    nn_limits_from_cfg(c); /* what a --pretrained file may ask for */
     register_metrics();
     service_signals(&run);
     char err[512];

@@ -534,7 +534,19 @@ int run_learner_up(run *R, uint64_t seed) {
     else if (!e)
         e = nn_loader_new(run_load_image, R, R->va_idx, R->va_lab, R->nva, bs, 0, NULL,
                           &R->m.meta, 3, seed, &R->va);
-    if (e || nn_learner_init(&R->L, &R->m, R->tr, R->va, bs)) {
+    ursa_err le = e ? URSA_ERR_NOMEM : nn_learner_init(&R->L, &R->m, R->tr, R->va, bs);
+    if (le == URSA_ERR_TOO_LARGE) {
+        snprintf(R->why, sizeof R->why,
+                 "%s at %u px, batch %d, needs more memory than nn.max-exec-mb (%zu) allows: "
+                 "a smaller batch, or raise it", s->arch, s->size, bs,
+                 nn_limits_get().exec_bytes >> 20);
+        return -1;
+    }
+    if (le == URSA_ERR_INVALID) {
+        snprintf(R->why, sizeof R->why, "the model does not run on %u px images", s->size);
+        return -1;
+    }
+    if (le) {
         snprintf(R->why, sizeof R->why, "out of memory for %s at %u px, batch %d", s->arch,
                  s->size, bs);
         return -1;

@@ -101,6 +101,12 @@ bad 'unknown dataset "nope"' --dataset nope --arch small --size 28
 printf 'not a model' >"$T/junk.onnx"
 bad "the pretrained file is not a model ursa can read" --dataset fm --arch resnet18 --pretrained "$T/junk.onnx"
 bad "the pretrained model is not a resnet18 body" --dataset fm --arch resnet18 --size 28 --pretrained "$T/m.onnx"
+# hostile files (issue 27) fail the job once, with the reason; they crashed
+# the worker, which took the job up again after each restart
+"$URSA_BIN/onnx-hostile" deep "$T/deep.onnx"
+bad "messages nested more than 16 deep" --dataset fm --arch small --size 28 --pretrained "$T/deep.onnx"
+"$URSA_BIN/onnx-hostile" concat "$T/concat.onnx"
+bad "Concat concat24: 33554432 channels" --dataset fm --arch small --size 28 --pretrained "$T/concat.onnx"
 head -3 "$FM/urls_bag.txt" >"$T/bag.txt"
 head -8 "$FM/urls_coat.txt" >"$T/coat.txt"
 "$URSA" ingest --dataset tiny "$T/bag.txt" "$T/coat.txt" >/dev/null 2>&1 || fail "ingest tiny"
