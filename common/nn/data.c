@@ -97,6 +97,70 @@ void nn_preprocess(const img_rgb *im, const nn_meta *mt, int in_c, float *out) {
     nn_augment(im, mt, in_c, &none, NULL, out);
 }
 
+/* ---- test-time augmentation ---- */
+
+int nn_tta_parse(const char *s, unsigned *mode) {
+    static const struct {
+        const char *name;
+        unsigned mode;
+    } t[] = {{"off", NN_TTA_OFF}, {"", NN_TTA_OFF}, {"flip", NN_TTA_FLIP}, {"shift", NN_TTA_SHIFT},
+             {"flip+shift", NN_TTA_FLIP | NN_TTA_SHIFT}, {"flip,shift", NN_TTA_FLIP | NN_TTA_SHIFT},
+             {"shift+flip", NN_TTA_FLIP | NN_TTA_SHIFT}, {"shift,flip", NN_TTA_FLIP | NN_TTA_SHIFT}};
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++)
+        if (!strcmp(s, t[i].name)) return *mode = t[i].mode, 0;
+    return -1;
+}
+
+const char *nn_tta_name(unsigned mode) {
+    static const char *const n[] = {"off", "flip", "shift", "flip+shift"};
+    return n[mode & 3];
+}
+
+int nn_tta_views(unsigned mode) {
+    return (mode & NN_TTA_SHIFT ? 5 : 1) * (mode & NN_TTA_FLIP ? 2 : 1);
+}
+
+/* x moved by (dx, dy), its edges reflected, mirrored when mir */
+static void tta_view(const float *x, int c, int h, int w, int dx, int dy, int mir, float *out) {
+    for (int ch = 0; ch < c; ch++)
+        for (int y = 0; y < h; y++) {
+            int sy = y - dy;
+            sy = sy < 0 ? -sy : sy >= h ? 2 * h - 2 - sy : sy;
+            sy = sy < 0 ? 0 : sy >= h ? h - 1 : sy; /* images of a pixel or two */
+            const float *row = x + ((size_t)ch * h + (size_t)sy) * w;
+            float *o = out + ((size_t)ch * h + (size_t)y) * w;
+            for (int xx = 0; xx < w; xx++) {
+                int sx = (mir ? w - 1 - xx : xx) - dx;
+                sx = sx < 0 ? -sx : sx >= w ? 2 * w - 2 - sx : sx;
+                sx = sx < 0 ? 0 : sx >= w ? w - 1 : sx;
+                o[xx] = row[sx];
+            }
+        }
+}
+
+void nn_tta_expand(const float *x, int c, int h, int w, unsigned mode, float *out) {
+    int d = h / 28 > 1 ? h / 28 : 1;
+    const int sh[5][2] = {{0, 0}, {d, 0}, {-d, 0}, {0, d}, {0, -d}};
+    int ns = mode & NN_TTA_SHIFT ? 5 : 1, nm = mode & NN_TTA_FLIP ? 2 : 1, v = 0;
+    size_t per = (size_t)c * h * w;
+    for (int m = 0; m < nm; m++)
+        for (int s = 0; s < ns; s++, v++)
+            tta_view(x, c, h, w, sh[s][0], sh[s][1], m, out + per * (size_t)v);
+}
+
+void nn_tta_mean(float *p, int n, int k, int c) {
+    for (int i = 0; i < n; i++) {
+        float acc[1024];
+        for (int j0 = 0; j0 < c; j0 += 1024) { /* in chunks: any number of classes */
+            int m = c - j0 < 1024 ? c - j0 : 1024;
+            for (int j = 0; j < m; j++) acc[j] = 0;
+            for (int v = 0; v < k; v++)
+                for (int j = 0; j < m; j++) acc[j] += p[((size_t)i * k + v) * c + j0 + j];
+            for (int j = 0; j < m; j++) p[(size_t)i * c + j0 + j] = acc[j] / (float)k;
+        }
+    }
+}
+
 /* solve the 8x8 system of a perspective map taking src corners to dst */
 static void perspective_coeffs(const float src[4][2], const float dst[4][2], double c[8]) {
     double a[8][9];

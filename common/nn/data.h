@@ -42,6 +42,26 @@ void nn_preprocess(const img_rgb *im, const nn_meta *mt, int in_c, float *out);
 void nn_augment(const img_rgb *im, const nn_meta *mt, int in_c, const nn_aug *a, uint64_t *rng,
                 float *out);
 
+/* Test-time augmentation, fast.ai's TTA made deterministic: a prediction
+ * averages the class probabilities of views of the image. NN_TTA_FLIP adds
+ * its mirror image, NN_TTA_SHIFT its copies moved by max(1, size/28)
+ * pixels left, right, up and down (edges reflected, as the training's
+ * shifts); both together also mirror the shifted copies. */
+enum { NN_TTA_OFF = 0, NN_TTA_FLIP = 1, NN_TTA_SHIFT = 2 };
+#define NN_TTA_MAX_VIEWS 10
+/* "off", "flip", "shift" or "flip+shift" (also "flip,shift") into *mode;
+ * -1 when s is none of them. */
+int nn_tta_parse(const char *s, unsigned *mode);
+const char *nn_tta_name(unsigned mode);
+/* Views a prediction takes under mode: 1, 2, 5 or 10. */
+int nn_tta_views(unsigned mode);
+/* The views of one preprocessed image x (c x h x w) into out, one after
+ * the other (the first is x itself). */
+void nn_tta_expand(const float *x, int c, int h, int w, unsigned mode, float *out);
+/* p holds n x k rows of c probabilities (k views an image, in order): their
+ * means, n rows, are written to the start of p. */
+void nn_tta_mean(float *p, int n, int k, int c);
+
 /* Where a loader gets image i: fills *im (the loader frees it) and returns
  * 0, or -1 when the image cannot be read (it is skipped and counted). */
 typedef int (*nn_image_fn)(void *ctx, int i, img_rgb *im);

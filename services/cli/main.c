@@ -130,14 +130,16 @@ static const command commands[] = {
      "Exits 0 if all are ok, 1 if any is rejected, 2 on a usage error.\n\n",
      verify_cmd_defs, 1, 0},
     {"predict", predict_cmd,
-     "usage: ursa predict --model FILE.onnx [--top K] [--json] IMAGE...\n"
+     "usage: ursa predict --model FILE.onnx [--top K] [--json] [--tta MODE] IMAGE...\n"
      "Classifies local images with a model on this CPU; no services needed. One line an\n"
      "image, IMAGE<TAB>LABEL<TAB>PROB for the top class (and the next K-1 pairs with\n"
      "--top K); with --json, {\"file\": ..., \"predictions\": [[label, prob], ...]} sorted by\n"
      "probability, every class when K is 0. Images are resized and cropped as the model's\n"
      "metadata says (224 px, centre crop, ImageNet statistics when it has none); a model\n"
      "without class names uses 0, 1, ... Unreadable images are reported on stderr and\n"
-     "make the exit status 1.\n\n",
+     "make the exit status 1. --tta flip|shift|flip+shift averages the probabilities of\n"
+     "views of each image (fast.ai's TTA): it helps a model trained on such views\n"
+     "(augmented), and costs one this accuracy when it never saw them (docs/training.md).\n\n",
      predict_defs, 1, 1},
     {"bench-model", bench_model_cmd,
      "usage: ursa bench-model (--model FILE.onnx | --arch resnet18|resnet34) [--batch B]\n"

@@ -24,6 +24,10 @@ const cfg_def predict_defs[] = {
     {"save-input", CFG_STR, "", 1, 0,
      "also write the preprocessed input tensors (float32, N x C x S x S) to FILE, to check "
      "the model in another runtime"},
+    {"tta", CFG_STR, "off", 1, 0,
+     "test-time augmentation: average the probabilities of views of each image: flip (it and "
+     "its mirror image), shift (it and copies moved a pixel each way, at 28 px), flip+shift "
+     "(both, 10 views), off"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 const cfg_def bench_model_defs[] = {
@@ -112,13 +116,20 @@ int predict_cmd(const cfg *c, int argc, char **argv) {
         return 1;
     }
     nn_model_free(&m);
-    int bs = (int)cfg_int(c, "batch"), size = f.meta.size, in_c = f.in_c;
+    unsigned tta;
+    if (nn_tta_parse(cfg_str(c, "tta"), &tta)) {
+        fprintf(stderr, "ursa predict: --tta %s: off, flip, shift or flip+shift\n",
+                cfg_str(c, "tta"));
+        nn_model_free(&f);
+        return 2;
+    }
+    int bs = (int)cfg_int(c, "batch"), size = f.meta.size, in_c = f.in_c, k = nn_tta_views(tta);
     if (bs > argc) bs = argc;
     int top = (int)cfg_int(c, "top"), json = cfg_bool(c, "json");
     nn_exec *e;
     int oh = 0, ow = 0;
     char why[512];
-    if (nn_exec_new_err(&f, bs, size, size, 0, &e, why, sizeof why) != URSA_OK) {
+    if (nn_exec_new_err(&f, bs * k, size, size, 0, &e, why, sizeof why) != URSA_OK) {
         fprintf(stderr, "ursa predict: the model does not run on %dx%d inputs: %s\n", size, size,
                 why);
         nn_model_free(&f);
@@ -137,9 +148,10 @@ int predict_cmd(const cfg *c, int argc, char **argv) {
         rc = 1;
     }
     size_t per = (size_t)in_c * size * size;
-    float *x = malloc(sizeof(float) * per * (size_t)bs);
+    float *x = malloc(sizeof(float) * per * (size_t)bs * (size_t)k);
+    float *one = k > 1 ? malloc(sizeof(float) * per) : NULL; /* an image, before its views */
     const char **names = malloc(sizeof(char *) * (size_t)bs);
-    if (!x || !names) abort();
+    if (!x || !names || (k > 1 && !one)) abort();
     int failed = 0;
     img_opts io = img_opts_from_cfg(c); /* img.max-pixels, img.max-scans */
     img_decode_opts dop = img_decode_opts_default();
@@ -166,20 +178,27 @@ int predict_cmd(const cfg *c, int argc, char **argv) {
                 failed++;
                 continue;
             }
-            nn_preprocess(&im, &f.meta, in_c, x + per * n);
+            if (k > 1) {
+                nn_preprocess(&im, &f.meta, in_c, one);
+                nn_tta_expand(one, in_c, size, size, tta, x + per * k * n);
+            } else {
+                nn_preprocess(&im, &f.meta, in_c, x + per * n);
+            }
             img_free(&im);
             names[n++] = argv[i];
         }
         if (!n) continue;
-        if (save && fwrite(x, sizeof(float), per * n, save) != per * n) rc = 1;
-        float *out = (float *)nn_forward(e, x, n);
-        nn_softmax(out, n, nn_out_size(&f));
+        if (save && fwrite(x, sizeof(float), per * n * k, save) != per * n * k) rc = 1;
+        float *out = (float *)nn_forward(e, x, n * k);
+        nn_softmax(out, n * k, nn_out_size(&f));
+        nn_tta_mean(out, n, k, nn_out_size(&f));
         for (int j = 0; j < n; j++)
             print_result(&f, names[j], out + (size_t)j * nn_out_size(&f), top, json);
         fflush(stdout);
     }
     if (save && fclose(save)) rc = 1;
     free(x);
+    free(one);
     free(names);
     nn_exec_free(e);
     nn_model_free(&f);

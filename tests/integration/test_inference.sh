@@ -31,6 +31,26 @@ done
 curl -sf -F "file=@$T/img1.jpg" "$B/v1/classify?top=2" >"$T/multi.json" || fail "multipart"
 "$URSA" predict --model "$T/demo.onnx" --json --top 0 --save-input "$T/in.f32" \
     "$T/img1.jpg" "$T/img2.jpg" "$T/img3.jpg" "$T/img4.png" >"$T/pred.json" 2>/dev/null || fail "predict"
+# test-time augmentation: flip averages an image's and its mirror's probabilities
+/usr/bin/convert "$T/img1.jpg" "$T/img1.png"
+/usr/bin/convert "$T/img1.png" -flop "$T/img1m.png"
+"$URSA" predict --model "$T/demo.onnx" --json --top 0 "$T/img1.png" "$T/img1m.png" >"$T/mirror.json" 2>/dev/null ||
+    fail "predict an image and its mirror"
+"$URSA" predict --model "$T/demo.onnx" --json --top 0 --tta flip "$T/img1.png" >"$T/tta.json" 2>/dev/null ||
+    fail "predict --tta flip"
+python3 - "$T" <<'EOF2' || fail "--tta flip is not the mean of the image and its mirror"
+import json, sys
+T = sys.argv[1]
+one, mir = ({p[0]: p[1] for p in json.loads(l)["predictions"]} for l in open(T + "/mirror.json"))
+tta = {p[0]: p[1] for p in json.loads(open(T + "/tta.json").read())["predictions"]}
+assert max(abs(one[k] - mir[k]) for k in one) > 1e-3, "the mirror changes nothing: no test"
+for k in one:
+    assert abs(tta[k] - (one[k] + mir[k]) / 2) < 1e-4, (k, tta[k], one[k], mir[k])
+EOF2
+rc=0
+"$URSA" predict --model "$T/demo.onnx" --tta sideways "$T/img4.png" >/dev/null 2>"$T/tta.err" || rc=$?
+check_eq "--tta sideways" "$rc" 2
+grep -q "off, flip, shift or flip+shift" "$T/tta.err" || fail "--tta sideways: $(cat "$T/tta.err")"
 (cd "$PEERS" && node ort_run.js --model "$T/demo.onnx" --input "$T/in.f32" --shape 4,3,64,64) \
     >"$T/ort.json" 2>"$T/ort.err" || fail "onnxruntime: $(cat "$T/ort.err")"
 python3 - "$T" <<'EOF' || fail "server, predict and onnxruntime disagree"

@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "blas.h"
+#include "data.h"
 #include "gemm.h"
 #include "kern.h"
 #include "learner.h"
@@ -1016,6 +1017,43 @@ static void bad_shapes_and_labels(void **state) {
     assert_true(isnan(nn_softmax_ce(logits, neg, 2, 3, NULL)));
 }
 
+/* TTA's views: the image first, its mirror, shifts with reflected edges;
+ * the mean of k rows an image */
+static void tta_views_and_mean(void **state) {
+    (void)state;
+    unsigned m = 99;
+    assert_int_equal(nn_tta_parse("flip+shift", &m), 0);
+    assert_int_equal(m, NN_TTA_FLIP | NN_TTA_SHIFT);
+    assert_int_equal(nn_tta_parse("shift", &m), 0);
+    assert_int_equal(m, NN_TTA_SHIFT);
+    assert_int_equal(nn_tta_parse("mirror", &m), -1);
+    assert_int_equal(nn_tta_views(NN_TTA_OFF), 1);
+    assert_int_equal(nn_tta_views(NN_TTA_FLIP), 2);
+    assert_int_equal(nn_tta_views(NN_TTA_SHIFT), 5);
+    assert_int_equal(nn_tta_views(NN_TTA_FLIP | NN_TTA_SHIFT), 10);
+    /* one channel, 2 x 3: 0 1 2 / 3 4 5 */
+    const float x[6] = {0, 1, 2, 3, 4, 5};
+    float v[10 * 6];
+    nn_tta_expand(x, 1, 2, 3, NN_TTA_FLIP, v);
+    const float flip[12] = {0, 1, 2, 3, 4, 5, 2, 1, 0, 5, 4, 3};
+    for (int i = 0; i < 12; i++) assert_float_equal(v[i], flip[i], 0);
+    nn_tta_expand(x, 1, 2, 3, NN_TTA_SHIFT, v);
+    const float shift[30] = {0, 1, 2, 3, 4, 5,  /* itself */
+                             1, 0, 1, 4, 3, 4,  /* right by 1: column -1 reflects to 1 */
+                             1, 2, 1, 4, 5, 4,  /* left by 1: column 3 reflects to 1 */
+                             3, 4, 5, 0, 1, 2,  /* down by 1: row -1 reflects to 1 */
+                             3, 4, 5, 0, 1, 2}; /* up by 1: row 2 reflects to 0 */
+    for (int i = 0; i < 30; i++) assert_float_equal(v[i], shift[i], 0);
+    nn_tta_expand(x, 1, 2, 3, NN_TTA_FLIP | NN_TTA_SHIFT, v);
+    for (int i = 0; i < 30; i++) assert_float_equal(v[i], shift[i], 0);
+    for (int i = 0; i < 6; i++) assert_float_equal(v[30 + i], flip[6 + i], 0); /* then mirrored */
+    /* 2 images, 2 views, 3 classes */
+    float p[12] = {0.1f, 0.2f, 0.7f, 0.3f, 0.4f, 0.3f, 1, 0, 0, 0, 0, 1};
+    nn_tta_mean(p, 2, 2, 3);
+    const float mean[6] = {0.2f, 0.3f, 0.5f, 0.5f, 0, 0.5f};
+    for (int i = 0; i < 6; i++) assert_float_equal(p[i], mean[i], 1e-6);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     nn_blas_init(argv);
@@ -1038,6 +1076,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(checkpoint_resumes_exactly),
         cmocka_unit_test(fit_resumes_from_checkpoint),
         cmocka_unit_test(bad_shapes_and_labels),
+        cmocka_unit_test(tta_views_and_mean),
     };
     return cmocka_run_group_tests(once, NULL, NULL) +
            test_each_isa("nn", tests, sizeof tests / sizeof tests[0]);
