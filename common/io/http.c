@@ -215,6 +215,19 @@ const char *http_route_name(const http_req *r) { return r->rt ? r->rt->name : "n
 
 http_server *http_req_server(const http_req *r) { return r->s; }
 
+int http_client_addr(const http_req *r, char *out, size_t n) {
+    out[0] = '\0';
+    const union MHD_ConnectionInfo *ci =
+        r->c ? MHD_get_connection_info(r->c, MHD_CONNECTION_INFO_CLIENT_ADDRESS) : NULL;
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    if (!sa) return -1;
+    const void *a = sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
+                    : sa->sa_family == AF_INET6
+                        ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                        : NULL;
+    return a && inet_ntop(sa->sa_family, a, out, (socklen_t)n) ? 0 : -1;
+}
+
 const char *http_header(const http_req *r, const char *name) {
     return MHD_lookup_connection_value(r->c, MHD_HEADER_KIND, name);
 }

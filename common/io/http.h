@@ -106,6 +106,9 @@ const char *http_header(const http_req *r, const char *name);
 int http_query(const http_req *r, const char *name, char *out, size_t n);
 /* The body; borrowed until the request is answered. */
 const void *http_body(const http_req *r, size_t *len);
+/* The client's address as text ("127.0.0.1", "::1") into out (n >= 46):
+ * 0, or -1 when unknown (out is then ""). In the handler only. */
+int http_client_addr(const http_req *r, char *out, size_t n);
 /* The route the request took (its name), for the caller's own metrics. */
 const char *http_route_name(const http_req *r);
 /* The server a request came to (for handlers that run before the caller of

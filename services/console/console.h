@@ -23,6 +23,18 @@ typedef struct {
     int64_t expires_ms;
 } session;
 
+/* Failed logins of one client address: after CONSOLE_FREE_FAILS in a row
+ * it waits 1 s, then twice as long after each further failure (at most
+ * 15 min); a login from it clears them. Other addresses are not held up. */
+#define CONSOLE_GUARDS 256
+#define CONSOLE_FREE_FAILS 5
+typedef struct {
+    char addr[48];
+    int fails;        /* failed logins in a row */
+    int64_t until_ms; /* no login from it before */
+    int64_t last_ms;  /* its last failure */
+} login_guard;
+
 /* A parsed audit, kept while it is the dataset's latest. */
 typedef struct {
     char ds[72], key[65], job[48];
@@ -43,8 +55,7 @@ typedef struct {
     pthread_mutex_t mu;       /* sessions and login failures (the event threads wait on it) */
     pthread_mutex_t cache_mu; /* the audit cache (workers only) */
     session sessions[CONSOLE_SESSIONS];
-    int64_t fail_window_ms;
-    int fails;
+    login_guard guards[CONSOLE_GUARDS]; /* failed logins by client address */
     audit_cache audits[4];
     int audit_next;
 } console;

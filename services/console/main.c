@@ -8,6 +8,8 @@
  *  - every POST but the login carries the session's CSRF token in the
  *    X-CSRF-Token header (403 without it), and every POST carries X-Ursa,
  *    which a cross-site form cannot send;
+ *  - failed logins hold up their own client address, with a backoff
+ *    (console.h), never everyone's;
  *  - the page is static HTML, CSS and JavaScript with no inline script and
  *    a strict Content-Security-Policy; everything that came from the web
  *    (labels, URLs, reasons) is put in the page as text, never as HTML;
@@ -115,24 +117,57 @@ int console_session(console *s, http_req *r, char *csrf) {
     return ok;
 }
 
+/* The guard of a client address (under s->mu): its own, a free one, or
+ * the one idle longest (an address nobody has failed from for the longest
+ * time), so a flood from many addresses forgets the oldest first. */
+static login_guard *guard_of(console *s, const char *addr) {
+    login_guard *g = NULL;
+    for (int i = 0; i < CONSOLE_GUARDS; i++) {
+        login_guard *x = &s->guards[i];
+        if (x->addr[0] && !strcmp(x->addr, addr)) return x;
+        if (!g || (g->addr[0] && (!x->addr[0] || x->last_ms < g->last_ms))) g = x;
+    }
+    memset(g, 0, sizeof *g);
+    snprintf(g->addr, sizeof g->addr, "%s", addr);
+    return g;
+}
+
 static int h_login(void *ctx, http_req *r) {
     console *s = ctx;
     if (!http_header(r, "X-Ursa")) return http_error(r, 403, NULL, "missing X-Ursa header");
     size_t len = 0;
     const char *body = http_body(r, &len);
-    char tok[256];
+    char tok[256], addr[48];
+    if (http_client_addr(r, addr, sizeof addr)) snprintf(addr, sizeof addr, "?");
     int tl = form_get(body ? body : "", body ? len : 0, "token", tok, sizeof tok);
-    int64_t now = util_now_ms();
+    int64_t now = util_now_ms(), wait_ms = 0;
     pthread_mutex_lock(&s->mu);
-    if (now - s->fail_window_ms > 60000) s->fail_window_ms = now, s->fails = 0;
-    int locked = s->fails >= 10;
+    login_guard *g = guard_of(s, addr);
+    if (g->until_ms > now) wait_ms = g->until_ms - now;
     pthread_mutex_unlock(&s->mu);
-    if (locked) return http_error(r, 429, "Retry-After: 60\r\n", "too many failed logins");
-    if (tl <= 0 || !same(tok, (size_t)tl, s->token, s->token_len)) {
-        pthread_mutex_lock(&s->mu);
-        s->fails++;
-        pthread_mutex_unlock(&s->mu);
-        ULOG_WARN("event=login_failed");
+    if (wait_ms) {
+        char hdr[48];
+        snprintf(hdr, sizeof hdr, "Retry-After: %lld\r\n", (long long)(wait_ms + 999) / 1000);
+        return http_error(r, 429, hdr, "too many failed logins from this address");
+    }
+    int ok = tl > 0 && same(tok, (size_t)tl, s->token, s->token_len);
+    pthread_mutex_lock(&s->mu);
+    g = guard_of(s, addr); /* the slot may have been taken meanwhile */
+    int fails = 0;
+    if (ok) {
+        memset(g, 0, sizeof *g);
+    } else {
+        fails = ++g->fails;
+        g->last_ms = now;
+        if (fails >= CONSOLE_FREE_FAILS) {
+            int sh = fails - CONSOLE_FREE_FAILS;
+            int64_t d = sh >= 10 ? 900000 : (int64_t)1000 << sh;
+            g->until_ms = now + (d > 900000 ? 900000 : d);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!ok) {
+        ULOG_WARN("event=login_failed addr=%s fails=%d", addr, fails);
         return http_error(r, 401, NULL, "wrong token");
     }
     session x;
@@ -154,9 +189,15 @@ static int h_login(void *ctx, http_req *r) {
     return http_reply(r, 200, "application/json", hdr, json, (size_t)n);
 }
 
+/* A state change like every other POST: X-Ursa and the session's CSRF
+ * token, so another site cannot log a user out. */
 static int h_logout(void *ctx, http_req *r) {
     console *s = ctx;
-    char sid[80];
+    char sid[80], csrf[65];
+    const char *t = http_header(r, "X-CSRF-Token");
+    if (console_session(s, r, csrf) &&
+        (!t || !http_header(r, "X-Ursa") || !same(t, strlen(t), csrf, 64)))
+        return http_error(r, 403, NULL, "missing or wrong CSRF token");
     if (cookie_sid(r, sid, sizeof sid)) {
         pthread_mutex_lock(&s->mu);
         for (int i = 0; i < CONSOLE_SESSIONS; i++)

@@ -40,6 +40,23 @@ grep -qi '^Set-Cookie: ursa_console=[0-9a-f]\{64\}; Path=/; HttpOnly; SameSite=S
     fail "session cookie: $(grep -i set-cookie "$T/login.h")"
 CSRF=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["csrf"])' "$T/login.json")
 check_eq "API with the session" "$(code -b "$T/cj" "$U/api/datasets")" 200
+# failed logins hold up their own address only: ten from 127.0.0.2, then
+# that address waits (429, Retry-After) while 127.0.0.1 logs in
+for i in $(seq 10); do
+    code --interface 127.0.0.2 -X POST -H 'X-Ursa: 1' --data 'token=nope' "$U/api/login" >/dev/null
+done
+check_eq "the failing address, right token" "$(code --interface 127.0.0.2 -D "$T/lock.h" -X POST -H 'X-Ursa: 1' \
+    --data "token=$TOKEN" "$U/api/login")" 429
+grep -qi '^Retry-After: [1-9][0-9]*' "$T/lock.h" || fail "no Retry-After: $(cat "$T/lock.h")"
+check_eq "another address meanwhile" "$(code -c "$T/cj2" -X POST -H 'X-Ursa: 1' \
+    --data "token=$TOKEN" "$U/api/login")" 200
+cp "$T/body" "$T/login2.json"
+# logout is a state change like every other POST: X-Ursa and the CSRF token
+CSRF2=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["csrf"])' "$T/login2.json")
+check_eq "logout without the CSRF token" "$(code -b "$T/cj2" -X POST -H 'X-Ursa: 1' "$U/api/logout")" 403
+check_eq "still logged in" "$(code -b "$T/cj2" "$U/api/datasets")" 200
+check_eq "logout" "$(code -b "$T/cj2" -X POST -H 'X-Ursa: 1' -H "X-CSRF-Token: $CSRF2" "$U/api/logout")" 200
+check_eq "logged out" "$(code -b "$T/cj2" "$U/api/datasets")" 401
 curl -s -b "$T/cj" "$U/api/suspects?dataset=fm&per=1&kind=loss" >"$T/one.json"
 IMG=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["items"][0]["image"])' "$T/one.json")
 JPEG=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["items"][0]["jpeg"])' "$T/one.json")
