@@ -14,6 +14,7 @@
  * convs or kept. Anything else is refused with the operator's name. */
 #include <errno.h>
 #include <setjmp.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,6 +243,13 @@ static ursa_err read_meta(const Onnx__ModelProto *mp, nn_meta *mt, char *err, si
             mt->extra = x;
         }
     }
+    /* normalisation divides by std: 0 (or NaN, or a denormal) made every
+     * prediction NaN */
+    for (int c = 0; c < 3; c++)
+        if (!isfinite(mt->mean[c]) || !isfinite(mt->std[c]) || !(fabsf(mt->std[c]) >= 1e-6f) ||
+            fabsf(mt->mean[c]) > 1e6f || fabsf(mt->std[c]) > 1e6f)
+            return ERR("metadata mean %g and std %g (channel %d): std must be a number other "
+                       "than 0, both finite", mt->mean[c], mt->std[c], c);
     return URSA_OK;
 }
 

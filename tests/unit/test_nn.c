@@ -1017,6 +1017,28 @@ static void bad_shapes_and_labels(void **state) {
     assert_true(isnan(nn_softmax_ce(logits, neg, 2, 3, NULL)));
 }
 
+/* A model whose metadata says std 0 (or NaN) would predict NaN for every
+ * image: it is refused at load, naming the channel. */
+static void onnx_zero_std_refused(void **state) {
+    (void)state;
+    const float bad[3] = {0.0f, NAN, 1e-9f};
+    for (int k = 0; k < 3; k++) {
+        nn_model m, r;
+        small_net(&m, 0.25f);
+        m.meta.size = 8;
+        m.meta.std[2] = bad[k];
+        uint8_t *buf;
+        size_t len;
+        char err[256];
+        assert_int_equal(nn_onnx_save_mem(&m, &buf, &len, err, sizeof err), URSA_OK);
+        assert_int_not_equal(nn_onnx_load_mem(buf, len, &r, err, sizeof err), URSA_OK);
+        assert_non_null(strstr(err, "std must be a number other than 0"));
+        assert_non_null(strstr(err, "channel 2"));
+        free(buf);
+        nn_model_free(&m);
+    }
+}
+
 /* TTA's views: the image first, its mirror, shifts with reflected edges;
  * the mean of k rows an image */
 static void tta_views_and_mean(void **state) {
@@ -1077,6 +1099,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(fit_resumes_from_checkpoint),
         cmocka_unit_test(bad_shapes_and_labels),
         cmocka_unit_test(tta_views_and_mean),
+        cmocka_unit_test(onnx_zero_std_refused),
     };
     return cmocka_run_group_tests(once, NULL, NULL) +
            test_each_isa("nn", tests, sizeof tests / sizeof tests[0]);
