@@ -205,3 +205,10 @@ void util_json_str(void *file, const char *s) {
     }
     fputc('"', f);
 }
+
+void util_env_scrub(const char *name) {
+    size_t nl = strlen(name);
+    for (char **e = environ; e && *e; e++)
+        if (!strncmp(*e, name, nl) && (*e)[nl] == '=') explicit_bzero(*e + nl + 1, strlen(*e + nl + 1));
+    unsetenv(name);
+}

@@ -44,4 +44,10 @@ int util_free_port(void);
  * SIGPIPE: 0, or -1 when the peer is gone or the socket failed. */
 int util_send_all(int fd, const void *data, size_t len);
 
+/* Removes a secret from the environment: its value's bytes are zeroed
+ * where they are (for the initial environment, the memory
+ * /proc/PID/environ shows, which unsetenv leaves as it was), then the
+ * variable is unset. Copy the value first; pointers to it see zeros. */
+void util_env_scrub(const char *name);
+
 #endif

@@ -356,6 +356,9 @@ static int load_token(console *s) {
     if (*t) {
         snprintf(s->token, sizeof s->token, "%s", t);
         s->token_len = strlen(s->token);
+        /* copied: neither in /proc/PID/environ nor in children's (the
+         * setting's text may be that memory: it is not read again) */
+        util_env_scrub("URSA_CONSOLE_TOKEN");
         if (s->token_len < 16) {
             fprintf(stderr, "ursa-console: console.token must be 16 characters or more\n");
             return -1;

@@ -280,7 +280,8 @@ int models_read_token(server *s, char *err, size_t n) {
     } else {
         const char *e = getenv("URSA_INFERENCE_ADMIN_TOKEN");
         if (e) data = strdup(e), len = data ? strlen(data) : 0;
-        unsetenv("URSA_INFERENCE_ADMIN_TOKEN"); /* not in /proc/PID/environ of children */
+        /* copied: neither in /proc/PID/environ nor in children's */
+        util_env_scrub("URSA_INFERENCE_ADMIN_TOKEN");
     }
     while (len && (data[len - 1] == '\n' || data[len - 1] == '\r' || data[len - 1] == ' '))
         len--;

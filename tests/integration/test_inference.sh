@@ -22,6 +22,8 @@ wait_for 10 "the server" test -s "$T/inf.port"
 B="http://127.0.0.1:$(cat "$T/inf.port")"
 wait_for 10 "readyz" curl -sf "$B/readyz"
 curl -sf "$B/healthz" | grep -qx ok || fail "healthz"
+# the admin token left the environment, /proc/PID/environ included
+check_eq "the admin token in /proc/PID/environ" "$(tr '\0' '\n' <"/proc/$INF/environ" | grep -c s3cret || true)" 0
 
 # the same probabilities as ursa predict and onnxruntime
 for i in 1 2 3 4; do
