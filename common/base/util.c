@@ -194,16 +194,87 @@ int util_free_port(void) {
     return port;
 }
 
+/* JSON text is UTF-8: a byte that is not part of a valid character is
+ * written as U+FFFD, never as itself. */
 void util_json_str(void *file, const char *s) {
     FILE *f = file;
     fputc('"', f);
-    for (; *s; s++) {
+    while (*s) {
         unsigned char ch = (unsigned char)*s;
+        int l = ch < 0x80 ? 1 : util_utf8_len(s);
         if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
+        else if (ch < 0x20 || ch == 0x7f) fprintf(f, "\\u%04x", ch);
+        else if (!l) fputs("\\ufffd", f);
+        else fwrite(s, 1, (size_t)l, f);
+        s += l ? l : 1;
     }
     fputc('"', f);
+}
+
+int util_utf8_len(const char *p) {
+    const unsigned char *s = (const unsigned char *)p;
+    if (s[0] < 0x80) return 1;
+    int n = s[0] >= 0xc2 && s[0] <= 0xdf ? 2 : s[0] >= 0xe0 && s[0] <= 0xef ? 3
+            : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : 0;
+    for (int i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0; /* also a NUL: cut short */
+    if (n == 3 && ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0))) return 0;
+    if (n == 4 && ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90))) return 0;
+    return n; /* overlong 2-byte forms start with 0xc0 or 0xc1: refused above */
+}
+
+/* a control character: C0, DEL, or C1 (U+0080..U+009F, 0xc2 0x80..0x9f) */
+static int is_control(const unsigned char *s) {
+    return s[0] < 0x20 || s[0] == 0x7f || (s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f);
+}
+
+int util_text_clean(const char *s) {
+    while (*s) {
+        int l = util_utf8_len(s);
+        if (!l || is_control((const unsigned char *)s)) return 0;
+        s += l;
+    }
+    return 1;
+}
+
+const char *util_shown(const char *s, char *buf, size_t n) {
+    size_t k = 0;
+    while (*s && n) {
+        int l = util_utf8_len(s);
+        if (!l || is_control((const unsigned char *)s)) {
+            if (k + 5 > n) break;
+            snprintf(buf + k, 5, "\\x%02x", (unsigned char)*s);
+            k += 4, s++;
+        } else {
+            if (k + (size_t)l + 1 > n) break;
+            memcpy(buf + k, s, (size_t)l);
+            k += (size_t)l, s += l;
+        }
+    }
+    if (n) buf[k < n ? k : n - 1] = '\0';
+    return buf;
+}
+
+void util_cell(void *file, const char *s, char sep) {
+    FILE *f = file;
+    int quote = sep == ',' && strpbrk(s, ",\"\r\n") != NULL;
+    if (quote) fputc('"', f);
+    if (*s && s[1] && strchr("=+-@\t\r", *s)) fputc('\'', f); /* a lone "-" is no formula */
+    while (*s) {
+        int l = util_utf8_len(s);
+        if (sep != ',' && (!l || is_control((const unsigned char *)s))) { /* one line, shown as is */
+            fprintf(f, "\\x%02x", (unsigned char)*s);
+            s++;
+            continue;
+        }
+        if (quote && *s == '"') fputc('"', f);
+        fputc(*s++, f);
+    }
+    if (quote) fputc('"', f);
+}
+
+void util_cell_unescape(char *s) {
+    if (s[0] == '\'' && s[1] && s[2] && strchr("=+-@\t\r", s[1])) memmove(s, s + 1, strlen(s));
 }
 
 void util_env_scrub(const char *name) {
@@ -211,4 +282,12 @@ void util_env_scrub(const char *name) {
     for (char **e = environ; e && *e; e++)
         if (!strncmp(*e, name, nl) && (*e)[nl] == '=') explicit_bzero(*e + nl + 1, strlen(*e + nl + 1));
     unsetenv(name);
+}
+
+void util_tsv_row(void *file, const char *const *cells, int n) {
+    for (int i = 0; i < n; i++) {
+        if (i) fputc('\t', (FILE *)file);
+        util_cell(file, cells[i] ? cells[i] : "-", '\t');
+    }
+    fputc('\n', (FILE *)file);
 }

@@ -50,4 +50,26 @@ int util_send_all(int fd, const void *data, size_t len);
  * variable is unset. Copy the value first; pointers to it see zeros. */
 void util_env_scrub(const char *name);
 
+/* ---- text from outside (labels, URLs, file contents) ---- */
+
+/* The length of the UTF-8 character at s (1..4), or 0 when the bytes
+ * there are not one (overlong, a surrogate, past U+10FFFF, cut short). */
+int util_utf8_len(const char *s);
+/* 1 when s is valid UTF-8 without control characters (C0, DEL, C1). */
+int util_text_clean(const char *s);
+/* s made safe to show on a terminal, into buf (n bytes, cut there):
+ * control characters and bytes that are not UTF-8 as \xNN. Returns buf. */
+const char *util_shown(const char *s, char *buf, size_t n);
+/* One cell of a CSV (sep ',') or TSV (sep '\t') file a spreadsheet may
+ * open: a cell of two characters or more starting with =, +, -, @, tab or
+ * CR gets a leading ' (OWASP's advice against CSV injection); with sep ',' a cell holding a comma,
+ * quote or line end is quoted as RFC 4180 says, and with '\t' control
+ * characters and bytes that are not UTF-8 are written as \xNN (a TSV line
+ * stays one line, and a terminal shows it as text). util_cell_unescape
+ * undoes the ' in place when it reads one back. */
+void util_cell(void *f, const char *s, char sep);
+/* util_cell's TSV cells of a row, tab-separated, and a newline. */
+void util_tsv_row(void *f, const char *const *cells, int n);
+void util_cell_unescape(char *s);
+
 #endif

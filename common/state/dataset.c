@@ -34,7 +34,7 @@ int ds_name_valid(const char *n) {
 
 int ds_label_valid(const char *l) {
     size_t n = strlen(l);
-    if (n == 0 || n > 64 || l[0] == '.') return 0;
+    if (n == 0 || n > 64 || l[0] == '.' || !util_text_clean(l)) return 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)l[i];
         if (c < 0x20 || c == 0x7f || c == '|' || c == '/' || c == '\\') return 0;

@@ -64,8 +64,8 @@ int ds_state_final(ds_state s);
 
 /* 1 if name is 1..64 of [A-Za-z0-9._-]. */
 int ds_name_valid(const char *name);
-/* 1 if a label is 1..64 printable characters without '|', '/', tab or
- * leading '.'. */
+/* 1 if a label is 1..64 bytes of valid UTF-8 without control characters
+ * (C0, DEL, C1), '|', '/', '\\' or a leading '.'. */
 int ds_label_valid(const char *label);
 /* sha256 hex of a URL, its key everywhere. */
 void ds_url_hash(const char *url, char out[65]);

@@ -165,8 +165,8 @@ static int label_known(const dsview *v, const char *label) {
  * --new-label. NULL, or why not. */
 static const char *label_problem(const cfg *c, const dsview *v, const char *label) {
     if (!ds_label_valid(label))
-        return "is not a valid label (1..64 printable characters, no '|', '/' or '\\', no "
-               "leading '.')";
+        return "is not a valid label (1..64 bytes of UTF-8, no control character, '|', '/' or "
+               "'\\', no leading '.')";
     if (!cfg_bool(c, "new-label") && !label_known(v, label))
         return "is no class of the dataset (--new-label makes a new one)";
     return NULL;
@@ -212,9 +212,10 @@ static int send_edits(const cfg *c, rstore *r, const char *ds, const char *cmd, 
     }
     if (cfg_bool(c, "dry-run")) {
         printf("op\timage\tfrom\tto\n");
-        for (size_t i = 0; i < l->n; i++)
-            printf("%s\t%s\t%s\t%s\n", ed_op_name(l->e[i].op), l->e[i].image, l->e[i].from,
-                   l->e[i].to);
+        for (size_t i = 0; i < l->n; i++) {
+            const char *row[] = {ed_op_name(l->e[i].op), l->e[i].image, l->e[i].from, l->e[i].to};
+            util_tsv_row(stdout, row, 4);
+        }
         printf("dry run: %zu edits not sent\n", l->n);
         return 0;
     }
@@ -291,7 +292,8 @@ int edit_cmd(const cfg *c, int argc, char **argv) {
     }
     const char *why = op == ED_RELABEL ? label_problem(c, &v, argv[2]) : NULL;
     if (why) {
-        fprintf(stderr, "ursa edit: \"%s\" %s\n", argv[2], why);
+        char sh[300];
+        fprintf(stderr, "ursa edit: \"%s\" %s\n", util_shown(argv[2], sh, sizeof sh), why);
         rc = 2;
         goto out;
     }
@@ -332,9 +334,11 @@ int edits_cmd(const cfg *c, int argc, char **argv) {
         time_t s = (time_t)(e[i].ts_ms / 1000);
         struct tm tm;
         if (e[i].ts_ms && localtime_r(&s, &tm)) strftime(t, sizeof t, "%Y-%m-%d %H:%M:%S", &tm);
-        printf("%lld\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e[i].seq, t, ed_op_name(e[i].op),
-               e[i].image, e[i].from, e[i].op == ED_RELABEL ? e[i].to : "-", e[i].author,
-               e[i].reason);
+        char sq[24];
+        snprintf(sq, sizeof sq, "%lld", e[i].seq);
+        const char *row[] = {sq, t, ed_op_name(e[i].op), e[i].image, e[i].from,
+                             e[i].op == ED_RELABEL ? e[i].to : "-", e[i].author, e[i].reason};
+        util_tsv_row(stdout, row, 8);
     }
     rc = 0;
 out:
@@ -433,8 +437,11 @@ static int list_suspects(const cfg *c, rstore *r, const char *ds) {
     printf("url\tblob\tgiven\tsuggestion\tscore\tkind\timage\tpartner\n");
     for (size_t i = 0; i < k; i++) {
         const li_row *w = &rows[i];
-        printf("%s\t%s\t%s\t%s\t%.4f\t%s\t%s\t%s\n", urls[i] ? urls[i] : "-", w->jpeg, w->given,
-               w->suggested, w->score, w->kind, w->image, w->partner[0] ? w->partner : "-");
+        char sc[24];
+        snprintf(sc, sizeof sc, "%.4f", w->score);
+        const char *row[] = {urls[i] ? urls[i] : "-", w->jpeg, w->given, w->suggested, sc,
+                             w->kind, w->image, w->partner[0] ? w->partner : "-"};
+        util_tsv_row(stdout, row, 8);
     }
     rc = 0;
 out:
@@ -570,6 +577,7 @@ static int apply_file(const cfg *c, rstore *r, const char *ds) {
         int nf = 0;
         while (nf < 8) {
             int last = csv_field(&q, f[nf], sizeof f[nf]);
+            util_cell_unescape(f[nf]); /* export-dataset's '=... */
             nf++;
             if (last) break;
         }
@@ -595,14 +603,17 @@ static int apply_file(const cfg *c, rstore *r, const char *ds) {
         }
         ds_image *d = resolve(r, ds, &v, f[name_col]);
         if (!d) {
-            fprintf(stderr, "ursa clean: %s:%d: no image \"%.200s\" in dataset %s\n", path, line,
-                    f[name_col], ds);
+            char sh[256];
+            fprintf(stderr, "ursa clean: %s:%d: no image \"%s\" in dataset %s\n", path, line,
+                    util_shown(f[name_col], sh, sizeof sh), ds);
             errors++;
             continue;
         }
         const char *why = strcmp(f[label_col], d->label) ? label_problem(c, &v, f[label_col]) : NULL;
         if (why) {
-            fprintf(stderr, "ursa clean: %s:%d: \"%.200s\" %s\n", path, line, f[label_col], why);
+            char sh[256];
+            fprintf(stderr, "ursa clean: %s:%d: \"%s\" %s\n", path, line,
+                    util_shown(f[label_col], sh, sizeof sh), why);
             errors++;
             continue;
         }

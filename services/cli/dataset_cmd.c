@@ -281,7 +281,10 @@ static int read_list(const char *path, const char *force_label, entries *es) {
             continue;
         }
         if (!ds_label_valid(label)) {
-            fprintf(stderr, "%s:%d: invalid label \"%s\"; skipped\n", path, lineno, label);
+            char sh[300]; /* the list's bytes, not a terminal's commands */
+            fprintf(stderr, "%s:%d: invalid label \"%s\" (1..64 bytes of UTF-8, no control "
+                            "character, '|', '/' or '\\', no leading '.'); skipped\n",
+                    path, lineno, util_shown(label, sh, sizeof sh));
             es->invalid++;
             continue;
         }
@@ -325,7 +328,8 @@ int ingest_cmd(const cfg *c, int argc, char **argv) {
     }
     const char *force = cfg_str(c, "label");
     if (*force && !ds_label_valid(force)) {
-        fprintf(stderr, "ursa ingest: invalid --label \"%s\"\n", force);
+        char sh[300];
+        fprintf(stderr, "ursa ingest: invalid --label \"%s\"\n", util_shown(force, sh, sizeof sh));
         return 2;
     }
     entries es = {0};
@@ -488,8 +492,9 @@ static int list_failed(rstore *r, blob_store *bs, const char *ds) {
     printf("url\tlabel\tstate\treason\ttransient\tdetail\n");
     for (size_t i = 0; i < pk.n; i++) {
         const ds_record *x = &pk.rec[i];
-        printf("%s\t%s\t%s\t%s\t%s\t%s\n", urls[i] ? urls[i] : x->key, x->label,
-               ds_state_name(x->state), x->reason, x->transient ? "yes" : "no", x->detail);
+        const char *row[] = {urls[i] ? urls[i] : x->key, x->label, ds_state_name(x->state),
+                             x->reason, x->transient ? "yes" : "no", x->detail};
+        util_tsv_row(stdout, row, 6);
     }
     picked_free(&pk, urls);
     return 0;
@@ -654,22 +659,15 @@ out:
 
 /* ---- export ------------------------------------------------------------------------- */
 
-/* One labels.csv line; labels come from the web and may hold commas and
- * quotes: fields are quoted as RFC 4180 says. */
-static void csv_put(FILE *f, const char *label, const char *jpeg, const char *label2) {
-    const char *v[2] = {label, label2};
-    for (int k = 0; k < 2; k++) {
-        if (k) fputc(',', f);
-        const char *s = v[k];
-        int quote = strpbrk(s, ",\"\r\n") != NULL;
-        if (quote) fputc('"', f);
-        for (; *s; s++) {
-            if (*s == '"') fputc('"', f);
-            fputc(*s, f);
-        }
-        if (!k) fprintf(f, "/%s.jpg", jpeg);
-        if (quote) fputc('"', f);
-    }
+/* One labels.csv line (name, label); labels come from the web and may hold
+ * commas and quotes, or start like a spreadsheet formula: util_cell quotes
+ * and escapes them. */
+static void csv_put(FILE *f, const char *label, const char *jpeg) {
+    char name[4200];
+    snprintf(name, sizeof name, "%s/%s.jpg", label, jpeg);
+    util_cell(f, name, ',');
+    fputc(',', f);
+    util_cell(f, label, ',');
     fputc('\n', f);
 }
 
@@ -723,19 +721,25 @@ int export_cmd(const cfg *c, int argc, char **argv) {
             fprintf(stderr, "ursa export-dataset: cannot write %s: %s\n", path, strerror(errno));
             goto out;
         }
-        csv_put(csv, label, jpeg, label);
+        csv_put(csv, label, jpeg);
         n++;
     }
     fclose(csv);
     csv = NULL;
-    char csvp[4200];
-    snprintf(csvp, sizeof csvp, "%s/labels.csv", dir);
+    /* labels.csv, unless a class has that name (its folder is there) */
+    char csvn[64] = "labels.csv", csvp[4200];
+    for (int k = 1, taken = 1; taken && k < 1000; k++) {
+        taken = 0;
+        for (size_t i = 0; i < nim && !taken; i++) taken = !strcmp(im[i].label, csvn);
+        if (taken) snprintf(csvn, sizeof csvn, "labels-%d.csv", k);
+    }
+    snprintf(csvp, sizeof csvp, "%s/%s", dir, csvn);
     if (util_write_file_atomic(csvp, csvbuf, csvlen)) {
         fprintf(stderr, "ursa export-dataset: cannot write %s\n", csvp);
         goto out;
     }
-    printf("dataset %s: %ld images written to %s (<label>/<sha256>.jpg and labels.csv)\n", ds, n,
-           dir);
+    printf("dataset %s: %ld images written to %s (<label>/<sha256>.jpg and %s)\n", ds, n, dir,
+           csvn);
     rc = 0;
 out:
     if (csv) fclose(csv);

@@ -53,9 +53,9 @@ static double now_s(void) {
 }
 
 /* a label in tab-separated output: tabs and line breaks become spaces */
-static void tsv_str(FILE *f, const char *s) {
-    for (; *s; s++) fputc(*s == '\t' || *s == '\n' || *s == '\r' ? ' ' : *s, f);
-}
+/* labels come from the model file: util_cell keeps the line one line and
+ * a terminal's escapes out */
+static void tsv_str(FILE *f, const char *s) { util_cell(f, s, '\t'); }
 
 #define json_str util_json_str
 

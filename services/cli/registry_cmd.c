@@ -188,8 +188,12 @@ int interp_cmd(const cfg *c, int argc, char **argv) {
     /* most confused: fast.ai's most_confused(min_val=1) */
     printf("\nmost confused (actual, predicted, count)\n");
     long mc = (long)cfg_int(c, "most-confused");
-    for (int k = 0; k < it.npairs && (!mc || k < mc); k++)
-        printf("%s\t%s\t%ld\n", cls[it.pairs[k].a], cls[it.pairs[k].p], it.pairs[k].n);
+    for (int k = 0; k < it.npairs && (!mc || k < mc); k++) {
+        char nb[24];
+        snprintf(nb, sizeof nb, "%ld", it.pairs[k].n);
+        const char *row[] = {cls[it.pairs[k].a], cls[it.pairs[k].p], nb};
+        util_tsv_row(stdout, row, 3);
+    }
     if (!it.npairs) printf("(none: every validation image is right)\n");
     long top = (long)cfg_int(c, "top-losses");
     if (top > nrows) top = nrows;
@@ -212,8 +216,11 @@ int interp_cmd(const cfg *c, int argc, char **argv) {
             char path[4300];
             const interp_row *x = &it.rows[k];
             blob_path(bs, x->jpeg, path, sizeof path);
-            printf("%s\t%s\t%s\t%.4f\t%.4f\t%s\n", urls && urls[k] ? urls[k] : "-", x->actual,
-                   x->pred, x->loss, x->p, path);
+            char lb[24], pb[24];
+            snprintf(lb, sizeof lb, "%.4f", x->loss);
+            snprintf(pb, sizeof pb, "%.4f", x->p);
+            const char *row[] = {urls && urls[k] ? urls[k] : "-", x->actual, x->pred, lb, pb, path};
+            util_tsv_row(stdout, row, 6);
         }
         for (long k = 0; urls && k < top; k++) free(urls[k]);
         free(urls);

@@ -36,13 +36,19 @@ URLS
 printf '%s\n' "$FS/img/good.webp" "$FS/img/progressive.jpg" "$FS/img/tiny.png" \
     "$FS/img/anim.gif" "$FS/img/exif6.jpg" >"$T/teddys.txt"
 printf 'url,label\n%s,grizzly\n%s,grizzly\n' "$FS/img/big.jpg" "$FS/img/gray.jpg" >"$T/more.csv"
+# labels that would talk to a terminal, or are not UTF-8: refused, shown escaped
+printf '%s,\033]0;pwned\007\n%s,caf\351\n' "$FS/img/big.jpg?esc" "$FS/img/big.jpg?latin1" >>"$T/more.csv"
 
 "$URSA" ingest --dataset bears --wait-timeout-s 120 "$T/urls_black.txt" "$T/teddys.txt" \
     "$T/more.csv" >"$T/ingest.out" 2>"$T/ingest.err" || fail "ingest exit code: $(cat "$T/ingest.err")"
 grep -q "urls_black.txt:6: invalid URL (not an http:// or https:// URL); skipped" "$T/ingest.err" \
     || fail "invalid line not reported with file and line: $(cat "$T/ingest.err")"
 grep -q "urls_black.txt:7: invalid URL" "$T/ingest.err" || fail "ftp URL not refused"
-grep -q "25 queued, 0 already in the dataset, 1 listed twice, 0 over --max-per-label, 2 invalid" \
+grep -qF 'more.csv:4: invalid label "\x1b]0;pwned\x07"' "$T/ingest.err" ||
+    fail "a label with escapes: $(cat -v "$T/ingest.err")"
+grep -qF 'more.csv:5: invalid label "caf\xe9"' "$T/ingest.err" || fail "a Latin-1 label: $(cat -v "$T/ingest.err")"
+grep -q $'\033' "$T/ingest.err" && fail "an escape reached the terminal: $(cat -v "$T/ingest.err")"
+grep -q "25 queued, 0 already in the dataset, 1 listed twice, 0 over --max-per-label, 4 invalid" \
     "$T/ingest.out" || fail "ingest summary: $(cat "$T/ingest.out")"
 
 # Same bytes under another URL: once all above is final (so which one came
@@ -120,6 +126,18 @@ check_eq "labels.csv rows" "$(($(wc -l <"$T/export/labels.csv") - 1))" 11
 check_eq "black files" "$(ls "$T/export/black" | wc -l)" 5
 head -1 "$T/export/labels.csv" | grep -qx "name,label" || fail "labels.csv header"
 "$URSA" verify "$T"/export/*/*.jpg >"$T/reverify.out" || fail "exported images do not verify"
+# classes named like the index file or like a spreadsheet formula
+printf '%s\n' "$FS/img/good.webp?h1" >"$T/h1.txt"
+printf '%s\n' "$FS/img/progressive.jpg?h2" >"$T/h2.txt"
+"$URSA" ingest --dataset hostile --label labels.csv "$T/h1.txt" >/dev/null 2>&1 || fail "ingest labels.csv"
+"$URSA" ingest --dataset hostile --label '=SUM(1,2)+"x"' "$T/h2.txt" >/dev/null 2>&1 ||
+    fail "ingest a formula"
+wait_for 60 "the hostile classes" all_final hostile
+"$URSA" export-dataset --dataset hostile "$T/hx" >"$T/hx.out" || fail "export of hostile classes: $(cat "$T/hx.out")"
+grep -q "and labels-1.csv" "$T/hx.out" || fail "the index's name: $(cat "$T/hx.out")"
+check_eq "images in the labels.csv class" "$(ls "$T/hx/labels.csv" | wc -l)" 1
+grep -qF "\"'=SUM(1,2)+\"\"x\"\"/" "$T/hx/labels-1.csv" || fail "formula not escaped: $(cat "$T/hx/labels-1.csv")"
+grep -qF ",\"'=SUM(1,2)+\"\"x\"\"\"" "$T/hx/labels-1.csv" || fail "label not escaped: $(cat "$T/hx/labels-1.csv")"
 awk -F'\t' '{split($3, s, "x"); if (s[1] > 500 || s[2] > 500) exit 1}' "$T/reverify.out" \
     || fail "an exported image is larger than 500 px"
 grep -q "exif6.jpg" "$T/failed.tsv" && fail "exif6 not verified"

@@ -53,11 +53,60 @@ static void hex_and_free_port(void **state) {
     assert_true(util_mono_ms() > 0 && util_now_ms() > 1700000000000LL);
 }
 
+/* text from outside: UTF-8 checked strictly, shown without a terminal's
+ * escapes, cells of CSV and TSV files without spreadsheet formulas */
+static void hostile_text(void **state) {
+    (void)state;
+    assert_int_equal(util_utf8_len("a"), 1);
+    assert_int_equal(util_utf8_len("\xc3\xa9"), 2);            /* é */
+    assert_int_equal(util_utf8_len("\xe2\x82\xac"), 3);        /* € */
+    assert_int_equal(util_utf8_len("\xf0\x9f\x90\xbb"), 4);    /* the bear */
+    assert_int_equal(util_utf8_len("\xc0\xaf"), 0);            /* overlong '/' */
+    assert_int_equal(util_utf8_len("\xe0\x80\xaf"), 0);        /* overlong, 3 bytes */
+    assert_int_equal(util_utf8_len("\xed\xa0\x80"), 0);        /* a surrogate */
+    assert_int_equal(util_utf8_len("\xf4\x90\x80\x80"), 0);    /* past U+10FFFF */
+    assert_int_equal(util_utf8_len("\xe2\x82"), 0);            /* cut short */
+    assert_int_equal(util_utf8_len("\xff"), 0);
+    assert_true(util_text_clean("grizzly b\xc3\xa4r \xf0\x9f\x90\xbb"));
+    assert_false(util_text_clean("a\x1b[2Jb"));               /* ESC */
+    assert_false(util_text_clean("a\xc2\x9b" "2Jb"));          /* C1 CSI */
+    assert_false(util_text_clean("a\x7f"));
+    assert_false(util_text_clean("caf\xe9"));                 /* Latin-1 */
+    char b[64];
+    assert_string_equal(util_shown("ok \x1b[31mred\xff", b, sizeof b), "ok \\x1b[31mred\\xff");
+    assert_string_equal(util_shown("\xc2\x9b" "x", b, sizeof b), "\\xc2\\x9bx");
+    assert_string_equal(util_shown("abcdef", b, 4), "abc");  /* cut at the buffer */
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    util_cell(f, "=HYPERLINK(\"x\")", ',');
+    fputc('|', f);
+    util_cell(f, "-", ',');
+    fputc('|', f);
+    util_cell(f, "@SUM(1)", '\t');
+    fputc('|', f);
+    util_cell(f, "a\tb\x1b", '\t');
+    fputc('|', f);
+    util_cell(f, "plain, \"quoted\"", ',');
+    fputc('|', f);
+    util_json_str(f, "bad \xff\xc0 \xc3\xa9");
+    fclose(f);
+    assert_string_equal(out, "\"'=HYPERLINK(\"\"x\"\")\"|-|'@SUM(1)|a\\x09b\\x1b|"
+                             "\"plain, \"\"quoted\"\"\"|\"bad \\ufffd\\ufffd \xc3\xa9\"");
+    free(out);
+    char u[] = "'=cmd", v[] = "'-", w[] = "'plain";
+    util_cell_unescape(u), util_cell_unescape(v), util_cell_unescape(w);
+    assert_string_equal(u, "=cmd");
+    assert_string_equal(v, "'-");
+    assert_string_equal(w, "'plain");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(backoff_doubles_is_capped_and_jittered),
         cmocka_unit_test(mkdirs_and_atomic_write_and_read),
         cmocka_unit_test(hex_and_free_port),
+        cmocka_unit_test(hostile_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
