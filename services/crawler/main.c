@@ -82,6 +82,8 @@ struct crawl {
     ursa_err degraded; /* OK, or why writes fail */
     int sync_degraded; /* the group commit's blob sync fails */
     int64_t degraded_since, write_retry_at, degraded_logged;
+    char known[64][DS_NAME_MAX + 1]; /* datasets seen to exist (a ring) */
+    int nknown, known_next;
 };
 
 /* the crawler's own metrics (metrics.h), beside kq's */
@@ -402,6 +404,37 @@ static int tick(void *opaque, int timeout_ms) {
     return active + cr->batch.n + (cr->degraded ? 0 : cr->nwaiting);
 }
 
+/* A request is checked against state before anything is fetched: its
+ * url_hash must be its URL's, and its dataset one that exists (kept in a
+ * small ring once seen: a round trip per message is not harmless, a
+ * dataset is rarely removed). URSA_ERR_PERMANENT with the reason (a dead
+ * letter), UNAVAILABLE while Redis cannot say. */
+static ursa_err request_check(crawl *cr, const Ursa__CrawlRequest *q, char *reason, size_t rn) {
+    char h[65];
+    ds_url_hash(q->url, h);
+    if (strcmp(h, q->url_hash)) {
+        snprintf(reason, rn, "url_hash %.16s... is not the sha256 of the URL (%.16s...)",
+                 q->url_hash, h);
+        return URSA_ERR_PERMANENT;
+    }
+    const char *ds = q->header->dataset;
+    for (int i = 0; i < cr->nknown; i++)
+        if (!strcmp(cr->known[i], ds)) return URSA_OK;
+    int exists = 0;
+    if (ds_exists(cr->r, ds, &exists)) {
+        snprintf(reason, rn, "cannot check dataset %s: %s", ds, rstore_last_error(cr->r));
+        return URSA_ERR_UNAVAILABLE;
+    }
+    if (!exists) {
+        snprintf(reason, rn, "unknown dataset %s", ds);
+        return URSA_ERR_PERMANENT;
+    }
+    snprintf(cr->known[cr->known_next], sizeof cr->known[0], "%s", ds);
+    cr->known_next = (cr->known_next + 1) % 64;
+    if (cr->nknown < 64) cr->nknown++;
+    return URSA_OK;
+}
+
 static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason, size_t rn) {
     crawl *cr = opaque;
     Ursa__CrawlRequest *q = ursa__crawl_request__unpack(NULL, m->len, m->value);
@@ -414,6 +447,13 @@ static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason,
         if (!*reason) snprintf(reason, rn, "CrawlRequest without dataset, url or url_hash");
         ursa__crawl_request__free_unpacked(q, NULL);
         return URSA_ERR_PERMANENT;
+    }
+    ursa_err ce = request_check(cr, q, reason, rn);
+    if (ce) {
+        ULOG_WARN("event=request_refused url_hash=%.12s dataset=%s reason=\"%s\"", q->url_hash,
+                  q->header->dataset, reason);
+        ursa__crawl_request__free_unpacked(q, NULL);
+        return ce;
     }
     /* No look-up of the URL's state first: a replayed request is rare (only
      * after a crash) and harmless, since states only move forward; a round

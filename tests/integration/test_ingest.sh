@@ -141,4 +141,37 @@ grep -qF ",\"'=SUM(1,2)+\"\"x\"\"\"" "$T/hx/labels-1.csv" || fail "label not esc
 awk -F'\t' '{split($3, s, "x"); if (s[1] > 500 || s[2] > 500) exit 1}' "$T/reverify.out" \
     || fail "an exported image is larger than 500 px"
 grep -q "exif6.jpg" "$T/failed.tsv" && fail "exif6 not verified"
+# CrawlRequests are checked against state before anything is fetched: a
+# url_hash that is not the URL's, or an unknown dataset, is a dead letter
+# with its reason, and nothing is fetched or written for it
+python3 - "$T" "$FS/img/big.jpg?forged" <<'EOF'
+import hashlib, sys
+def varint(n):
+    b = b""
+    while True:
+        b += bytes([(n & 0x7f) | (0x80 if n > 0x7f else 0)])
+        n >>= 7
+        if not n:
+            return b
+def s(f, v):
+    v = v.encode() if isinstance(v, str) else v
+    return varint(f << 3 | 2) + varint(len(v)) + v
+def req(ds, url, h):
+    head = b"\x08\x01" + s(2, "f" * 32) + s(3, ds)
+    return s(1, head) + s(2, url) + s(3, h) + s(4, "grizzly") + b"\x28\x01"
+T, url = sys.argv[1], sys.argv[2]
+good = hashlib.sha256(url.encode()).hexdigest()
+open(T + "/forged-hash.bin", "wb").write(req("bears", url, "0" * 64))
+open(T + "/forged-ds.bin", "wb").write(req("nosuchds", url, good))
+EOF
+kcat -b "$BOOTSTRAP" -P -t ursa.crawl.requests -k forged1 "$T/forged-hash.bin"
+kcat -b "$BOOTSTRAP" -P -t ursa.crawl.requests -k forged2 "$T/forged-ds.bin"
+wait_for 30 "two dead letters" bash -c \
+    "[ \$(kcat -b $BOOTSTRAP -C -t ursa.dlq.crawler -e -q -f '%k\n' | grep -c forged) -eq 2 ]"
+kcat -b "$BOOTSTRAP" -C -t ursa.dlq.crawler -e -q -J >"$T/dlq.json"
+grep -q '"ursa.dlq.reason","url_hash 0000000000000000... is not the sha256 of the URL' "$T/dlq.json" ||
+    fail "forged hash: $(cat "$T/dlq.json")"
+grep -q '"ursa.dlq.reason","unknown dataset nosuchds"' "$T/dlq.json" || fail "unknown dataset: $(cat "$T/dlq.json")"
+check_eq "the unknown dataset's keys" "$(rcli --scan --pattern '*nosuchds*' | wc -l)" 0
+check_eq "bears' URLs after the forged one" "$(count_of bears total)" 27
 echo "test_ingest: ok"
