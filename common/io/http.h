@@ -69,6 +69,7 @@ typedef struct {
     int idle_timeout_s;        /* libmicrohttpd's inactivity timeout */
     size_t memory_limit;       /* a connection's buffer (its headers) */
     size_t max_body;           /* largest request body */
+    size_t max_body_total;     /* the bodies in memory at once, in bytes (0: no cap) */
     const http_route *routes;  /* borrowed; must outlive the server */
     void *ctx;                 /* passed to the handlers */
     const char *csp;           /* Content-Security-Policy for text/html (NULL: a strict default) */
@@ -76,7 +77,7 @@ typedef struct {
 
 /* Defaults: 127.0.0.1, port 8080, threads 0, 4096 connections, 64 an
  * address, headers within 10 s, the request within 60 s, 10 s idle, 64 KiB
- * a connection, 20 MB bodies. */
+ * a connection, 20 MB bodies, 256 MB of bodies in all. */
 http_opts http_opts_default(void);
 
 /* Starts serving. NULL with the reason in err. */

@@ -82,6 +82,9 @@ static const cfg_def inference_defs[] = {
     {"inference.drain-ms", CFG_INT, "10000", 0, 3.6e6,
      "on SIGTERM, how long requests in progress have to be answered (then 503)"},
     {"inference.max-body", CFG_INT, "20000000", 1024, 1e9, "largest image accepted (bytes)"},
+    {"inference.max-body-total-mb", CFG_INT, "256", 0, 1e6,
+     "request bodies in memory at once, in MB, however many connections send them (0: no cap); "
+     "past it a request gets 503 and Retry-After"},
     {"inference.decode-threads", CFG_INT, "0", 0, 256, "threads decoding images (0: one a core)"},
     {"inference.decode-budget-mb", CFG_INT, "512", 1, 1e6,
      "bytes of pixels decoded at once at most, reserved from each image's header before a "
@@ -161,6 +164,7 @@ static http_server *listen_http(server *s, char *err, size_t n) {
     o.header_timeout_ms = (int)cfg_int(c, "inference.header-timeout-ms");
     o.request_timeout_ms = (int)cfg_int(c, "inference.request-timeout-ms");
     o.max_body = s->max_body;
+    o.max_body_total = (size_t)cfg_int(s->c, "inference.max-body-total-mb") << 20;
     o.routes = inference_routes;
     o.ctx = s;
     o.csp = inference_csp;
