@@ -31,7 +31,7 @@ void util_sleep_ms(int64_t ms) {
     nanosleep(&ts, NULL);
 }
 
-ursa_err util_mkdirs(const char *dir) {
+ursa_err util_mkdirs_mode(const char *dir, unsigned mode) {
     char path[4096];
     if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
         return URSA_ERR_INVALID;
@@ -41,9 +41,11 @@ ursa_err util_mkdirs(const char *dir) {
         if (mkdir(path, 0755) != 0 && errno != EEXIST) return URSA_ERR_IO;
         *p = '/';
     }
-    if (mkdir(path, 0755) != 0 && errno != EEXIST) return URSA_ERR_IO;
+    if (mkdir(path, (mode_t)mode) != 0 && errno != EEXIST) return URSA_ERR_IO;
     return URSA_OK;
 }
+
+ursa_err util_mkdirs(const char *dir) { return util_mkdirs_mode(dir, 0755); }
 
 ursa_err util_read_file(const char *path, size_t max, char **data, size_t *len) {
     *data = NULL;

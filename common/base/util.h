@@ -13,6 +13,10 @@ void util_sleep_ms(int64_t ms); /* sleeps; returns early on a signal */
 
 /* Creates dir and its parents (mode 0755); existing dirs are fine. */
 ursa_err util_mkdirs(const char *dir);
+/* The same, the last directory made with mode (0700: the state dir, blob
+ * stores and checkpoints hold data others on the host must not read); an
+ * existing one is left as it is. */
+ursa_err util_mkdirs_mode(const char *dir, unsigned mode);
 
 /* Reads a whole file into a new NUL-terminated buffer the caller frees.
  * Refuses files above max bytes with URSA_ERR_TOO_LARGE. */

@@ -90,7 +90,7 @@ static const blob_backend local_backend = {put,    get,        exists, sync_all,
                                            locate, free_bytes, ping,   destroy};
 
 ursa_err blob_local_open(blob_store *bs, const char *dir, char *errstr, size_t n) {
-    if (util_mkdirs(dir) != URSA_OK) {
+    if (util_mkdirs_mode(dir, 0700) != URSA_OK) {
         if (errstr) snprintf(errstr, n, "cannot create blob store %s", dir);
         return URSA_ERR_IO;
     }

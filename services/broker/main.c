@@ -279,7 +279,7 @@ int main(int argc, char **argv) {
     }
     char line[512];
     snprintf(line, sizeof line, "%s\n", bootstrap);
-    if (!rc && (util_mkdirs(statedir_root(c)) ||
+    if (!rc && (util_mkdirs_mode(statedir_root(c), 0700) ||
                 statedir_path(c, "broker.bootstrap", path, sizeof path) ||
                 util_write_file_atomic(path, line, strlen(line)))) {
         ULOG_ERROR("event=start_failed err=\"cannot write %s/broker.bootstrap\"",

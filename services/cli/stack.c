@@ -68,7 +68,7 @@ typedef struct {
  * (up, down), else only find it (status). */
 static int stack_locate(const cfg *c, stack *s, int create) {
     const char *root = statedir_root(c);
-    if (create && util_mkdirs(root) != URSA_OK) {
+    if (create && util_mkdirs_mode(root, 0700) != URSA_OK) {
         fprintf(stderr, "ursa: cannot create state dir %s: %s\n", root, strerror(errno));
         return -1;
     }

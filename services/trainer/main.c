@@ -357,7 +357,7 @@ int main(int argc, char **argv) {
         snprintf(b, sizeof b, "%s", t.sc.a.blobs);
         snprintf(t.ckpt_dir, sizeof t.ckpt_dir, "%s/checkpoints", dirname(b));
     }
-    if (t.ckpt_dir[0] && util_mkdirs(t.ckpt_dir) != URSA_OK) {
+    if (t.ckpt_dir[0] && util_mkdirs_mode(t.ckpt_dir, 0700) != URSA_OK) {
         fprintf(stderr, "ursa-trainer: cannot create %s\n", t.ckpt_dir);
         goto out;
     }

@@ -7,6 +7,9 @@ stack_up
 grep -q "started redis" "$T/up.log" || fail "first up did not start redis"
 grep -q "started broker" "$T/up.log" || fail "first up did not start the broker"
 redis_pid=$(cat "$URSA_STATE_DIR/run/redis.pid")
+# the state dir and the blob store are their owner's alone
+check_eq "state dir mode" "$(stat -c %a "$URSA_STATE_DIR")" 700
+check_eq "blob store mode" "$(stat -c %a "$URSA_STATE_DIR/blobs")" 700
 broker_pid=$(cat "$URSA_STATE_DIR/run/broker.pid")
 
 out=$("$URSA" up)

@@ -105,12 +105,29 @@ static void delete_and_describe(void **state) {
     test_rmdir(dir);
 }
 
+/* a store the CLI or a daemon creates is its owner's alone (0700): its
+ * images and models are not for every user of the host */
+static void a_new_store_is_private(void **state) {
+    (void)state;
+    char *dir = test_mkdtemp(), sub[4200], err[256];
+    snprintf(sub, sizeof sub, "%s/new/blobs", dir);
+    mode_t old = umask(022);
+    blob_store *bs = blob_store_new(sub, err, sizeof err);
+    umask(old);
+    assert_non_null(bs);
+    struct stat st;
+    assert_int_equal(stat(sub, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    blob_store_destroy(bs);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(put_get_roundtrip_under_its_hash),
         cmocka_unit_test(missing_corrupt_oversized_and_bad_keys),
         cmocka_unit_test(no_temp_files_left_behind),
         cmocka_unit_test(delete_and_describe),
+        cmocka_unit_test(a_new_store_is_private),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
