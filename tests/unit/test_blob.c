@@ -119,6 +119,7 @@ static void a_new_store_is_private(void **state) {
     assert_int_equal(stat(sub, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0700);
     blob_store_destroy(bs);
+    test_rmdir(dir);
 }
 
 int main(void) {
