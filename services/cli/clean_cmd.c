@@ -222,10 +222,15 @@ static int send_edits(const cfg *c, rstore *r, const char *ds, const char *cmd, 
     if (!p) return 1;
     int rc = 1;
     for (size_t i = 0; i < l->n; i++) {
-        ursa_err err = ds_edit_send(p, ds, &l->e[i]);
+        ursa_err err = ds_edit_send(r, p, ds, &l->e[i]);
         if (err == URSA_ERR_INVALID) {
             fprintf(stderr, "ursa %s: edit of %s: %s\n", cmd, l->e[i].image,
                     ds_edit_problem(ds, &l->e[i]));
+            goto out;
+        }
+        if (err == URSA_ERR_UNAVAILABLE) {
+            fprintf(stderr, "ursa %s: Redis: %s (%zu of %zu edits sent)\n", cmd,
+                    rstore_last_error(r), i, l->n);
             goto out;
         }
         if (err) {
@@ -259,7 +264,8 @@ static int send_edits(const cfg *c, rstore *r, const char *ds, const char *cmd, 
         rc = 0;
     } else {
         printf("%zu of %zu applied so far; ursa-verifier applies the rest when it runs "
-               "(ursa status)\n", done, l->n);
+               "(they are kept in Redis until then, and sent again if Kafka loses them; ursa "
+               "status)\n", done, l->n);
     }
 out:
     kq_producer_destroy(p);
