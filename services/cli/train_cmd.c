@@ -769,8 +769,14 @@ static int job_show(rstore *r, const char *id) {
     fmt_time(j.ended, en, sizeof en);
     printf("job %s: %s %s on %s\nstate: %s%s", id, j.kind, j.arch, j.dataset, j.state,
            j.cancel && !strcmp(j.state, "running") ? " (cancel requested)" : "");
-    if (!strcmp(j.state, "running")) printf(" on %s, epoch %d, step %d/%d, loss %.4f", j.worker,
-                                            j.epoch, j.step, j.steps, j.loss);
+    char holder[160] = "";
+    int running = !strcmp(j.state, "running");
+    if (running && job_lease_holder(r, id, holder, sizeof holder) == URSA_OK && !holder[0])
+        printf(", but no worker holds it (%s stopped at epoch %d); a trainer sends it again "
+               "within seconds", j.worker, j.epoch); /* jobs.h: job_sweep */
+    else if (running)
+        printf(" on %s, epoch %d, step %d/%d, loss %.4f", j.worker, j.epoch, j.step, j.steps,
+               j.loss);
     printf("\ncreated %s, started %s, ended %s", cr, st, en);
     if (j.starts > 1 || j.resumes) printf(" (started %d times, resumed from a checkpoint %d)",
                                           j.starts, j.resumes);
@@ -822,7 +828,8 @@ int job_cmd(const cfg *c, int argc, char **argv) {
     int rc = 0;
     if (cancel) {
         job_state st;
-        ursa_err e = job_cancel(r, id, &st);
+        int ended = 0;
+        ursa_err e = job_cancel(r, id, &st, &ended);
         if (e == URSA_ERR_NOT_FOUND) {
             fprintf(stderr, "ursa job cancel: no job %s\n", id);
             rc = 1;
@@ -831,6 +838,8 @@ int job_cmd(const cfg *c, int argc, char **argv) {
             rc = 1;
         } else if (st == JOB_QUEUED) {
             printf("job %s cancelled before it started\n", id);
+        } else if (st == JOB_RUNNING && ended) {
+            printf("job %s cancelled: no worker was running it\n", id);
         } else if (st == JOB_RUNNING) {
             printf("job %s: cancel requested; its worker stops it within a few seconds\n", id);
         } else {

@@ -39,10 +39,12 @@ static tjob_outcome run_job(run *R) {
     }
     char now[24];
     snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
-    const char *kv[] = {"worker", tj->worker, "beat_ms", now, NULL};
-    if (job_set_state(R->r, tj->id, JOB_RUNNING, kv, NULL) ||
-        job_set_once(R->r, tj->id, "started_ms", now) ||
-        job_incr(R->r, tj->id, "starts"))
+    const char *kv[] = {"worker", tj->worker, "beat_ms", now, "requeues", "0", NULL};
+    int moved = 0;
+    if (job_set_state(R->r, tj->id, JOB_RUNNING, kv, &moved))
+        return run_redis_down(R, "starting the job");
+    if (!moved) return TJ_DONE; /* ended meanwhile (a cancel): nothing to run */
+    if (job_set_once(R->r, tj->id, "started_ms", now) || job_incr(R->r, tj->id, "starts"))
         return run_redis_down(R, "starting the job");
     ULOG_INFO("event=job_started job=%s kind=%s dataset=%s arch=%s", tj->id, R->spec->kind,
               R->spec->dataset, R->spec->arch);
