@@ -7,8 +7,9 @@
  *                            (queued, running): what the sweep walks
  *   ursa:job:<id>            HASH the job: spec (the TrainJob protobuf), kind,
  *                            dataset, arch, state, error, created_ms,
- *                            started_ms, ended_ms, worker, starts, resumes,
- *                            requeued (ms), requeues,
+ *                            started_ms, ended_ms, worker, starts, stops
+ *                            (starts its worker ended in order: the others
+ *                            died), resumes, requeued (ms), requeues,
  *                            cancel, stage, stages, epoch, epochs, step,
  *                            steps, loss, beat_ms, n_train, n_valid,
  *                            manifest, model, lr_suggestion, lr_curve

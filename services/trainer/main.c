@@ -15,7 +15,9 @@
  *    that are not final for those nobody holds a lease on, and sends them
  *    again or ends them (jobs.h, job_sweep). So a message for a job that
  *    has ended, or that another worker holds, may be dropped: should that
- *    worker die, the sweep sends the job again.
+ *    worker die, the sweep sends the job again;
+ *  - a job whose workers keep dying while they run it (out of memory)
+ *    fails after trainer.max-starts such deaths, with the reason.
  * The consumer keeps polling while a job runs (its partitions paused), so a
  * job of hours never costs the worker its group membership. */
 #include <limits.h>
@@ -65,7 +67,7 @@ typedef struct pend {
 typedef struct {
     service_conns sc;
     char worker[160], ckpt_dir[PATH_MAX];
-    int lease_ms, min_per_class, sweep_ms, requeue_ms;
+    int lease_ms, min_per_class, max_starts, sweep_ms, requeue_ms;
     int swept_all; /* the first sweep walks every job */
     int64_t next_sweep;
     size_t image_cache_bytes;
@@ -200,6 +202,7 @@ static void start(trainer *t, pend *p) {
     t->tj.worker = t->worker;
     t->tj.min_per_class = t->min_per_class;
     t->tj.image_cache_bytes = t->image_cache_bytes;
+    t->tj.max_starts = t->max_starts;
     if (pthread_create(&t->th, NULL, tjob_run, &t->tj) != 0) {
         ULOG_ERROR("event=thread_failed job=%s", p->id);
         job_lease_release(t->sc.r, p->id, t->worker);
@@ -219,6 +222,8 @@ static void finish(trainer *t) {
     pend *p = t->cur;
     t->cur = NULL;
     metrics_set(met.running, 0);
+    /* a start that ends without ending the job, in order: not a death */
+    if (t->tj.started && t->tj.outcome != TJ_DONE) job_incr(t->sc.r, p->id, "stops");
     job_lease_release(t->sc.r, p->id, t->worker);
     char q[600];
     ULOG_INFO("event=job_ended job=%s outcome=%s detail=%s", p->id,
@@ -353,6 +358,10 @@ int main(int argc, char **argv) {
         {"trainer.lease-ms", CFG_INT, "15000", 1000, 3600000,
          "a job's lease: another worker may take over a job this long after its worker "
          "stopped renewing it"},
+        {"trainer.max-starts", CFG_INT, "5", 1, 1e6,
+         "a job whose worker died this many times while running it (started it and never "
+         "ended or stopped it: out of memory, SIGKILL) fails with the reason instead of "
+         "starting again"},
         {"trainer.min-images-per-class", CFG_INT, "5", 2, 1e9,
          "a class with fewer images fails the job"},
         {"trainer.requeue-ms", CFG_INT, "20000", 1000, 3600000,
@@ -382,6 +391,7 @@ int main(int argc, char **argv) {
     t.min_per_class = (int)cfg_int(c, "trainer.min-images-per-class");
     t.image_cache_bytes = (size_t)cfg_int(c, "trainer.image-cache-mb") << 20;
     t.retry_ms = cfg_int(c, "trainer.retry-ms");
+    t.max_starts = (int)cfg_int(c, "trainer.max-starts");
     t.sweep_ms = (int)cfg_int(c, "trainer.sweep-ms");
     t.requeue_ms = (int)cfg_int(c, "trainer.requeue-ms");
     char host[64] = "host";
