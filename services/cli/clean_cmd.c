@@ -324,14 +324,17 @@ int edits_cmd(const cfg *c, int argc, char **argv) {
     if (!r) return 1;
     ds_edit *e = NULL;
     size_t n = 0;
-    long long seq = 0;
+    long long seq = 0, pending = 0;
     int rc = 1;
-    if (ds_edits_seq(r, ds, &seq) ||
+    if (ds_edits_seq(r, ds, &seq) || ds_edits_pending(r, ds, &pending) ||
         ds_edits_log(r, ds, cfg_int(c, "from"), (size_t)cfg_int(c, "limit"), &e, &n)) {
         fprintf(stderr, "ursa edits: %s\n", rstore_last_error(r));
         goto out;
     }
     printf("dataset %s: %lld edits\n", ds, seq);
+    if (pending) /* dataset_edits.h: the verifier sends them again if Kafka lost them */
+        printf("%lld more sent and not applied yet (ursa-verifier applies them when it runs)\n",
+               pending);
     if (n) printf("#\ttime\top\timage\tfrom\tto\tauthor\treason\n");
     for (size_t i = 0; i < n; i++) {
         char t[32] = "-";

@@ -18,6 +18,8 @@ printf 'name,label\n' >"$T/none.csv" # keep nothing: every image is deleted
     fail "clean said every edit was applied: $(cat "$T/clean.out")"
 grep -q "^$N edits sent: 0 relabel, $N delete" "$T/clean.out" || fail "clean: $(cat "$T/clean.out")"
 grep -q "^0 of $N applied so far" "$T/clean.out" || fail "clean: $(cat "$T/clean.out")"
+"$URSA" edits --dataset fm >"$T/edits1.out"
+grep -q "^$N more sent and not applied yet" "$T/edits1.out" || fail "edits: $(cat "$T/edits1.out")"
 broker=$(cat "$URSA_STATE_DIR/run/broker.pid")
 kill -9 "$broker"
 wait_for 10 "the broker to die" dead "$broker"
@@ -31,4 +33,7 @@ sleep 7 # a later sweep finds nothing pending, and nothing applies twice
 check_eq "edits in the log" "$(rcli LLEN 'ursa:ds:{fm:ed}:log' | tr -d '\n')" "$N"
 check_eq "message ids applied" "$(rcli SCARD 'ursa:ds:{fm:ed}:seen' | tr -d '\n')" "$N"
 check_eq "pending" "$(rcli ZCARD 'ursa:ds:{fm:ed}:pendt' | tr -d '\n')" 0
+"$URSA" edits --dataset fm --limit 1 >"$T/edits2.out"
+grep -q "^dataset fm: $N edits" "$T/edits2.out" || fail "edits: $(cat "$T/edits2.out")"
+grep -q "not applied yet" "$T/edits2.out" && fail "edits: $(cat "$T/edits2.out")"
 echo "test_edits_recover: ok"
