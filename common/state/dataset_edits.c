@@ -1,6 +1,7 @@
 /* dataset_edits.c: cleaning decisions in Redis; see dataset_edits.h. */
 #include "dataset_edits.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "kq.h"
 #include "msg.h"
 #include "topics.h"
+#include "util.h"
 
 static const char *const op_names[] = {"", "delete", "relabel", "restore"};
 
@@ -41,7 +43,10 @@ const char *ds_edit_problem(const char *ds, const ds_edit *e) {
     return NULL;
 }
 
-ursa_err ds_edit_send(struct kq_producer *p, const char *ds, ds_edit *e) {
+/* orders the pending edits sent in one millisecond */
+static atomic_uint send_counter;
+
+ursa_err ds_edit_send(rstore *r, struct kq_producer *p, const char *ds, ds_edit *e) {
     Ursa__Header h;
     msg_header_init(&h, e->msg_id, ds, NULL);
     e->ts_ms = h.ts_ms;
@@ -60,8 +65,93 @@ ursa_err ds_edit_send(struct kq_producer *p, const char *ds, ds_edit *e) {
     snprintf(key, sizeof key, "%s/%s", ds, e->image);
     ursa_err err = msg_pack(&m.base, &buf, &len);
     if (err) return err;
+    /* pending first: Kafka may lose it, Redis keeps it until it is applied */
+    static const char lua[] = "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
+                              "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) return 1";
+    char pend[128], pendt[128], score[40];
+    snprintf(pend, sizeof pend, "ursa:ds:{%s:ed}:pending", ds);
+    snprintf(pendt, sizeof pendt, "ursa:ds:{%s:ed}:pendt", ds);
+    snprintf(score, sizeof score, "%lld", (long long)e->ts_ms * 1000 +
+                                              (long long)(atomic_fetch_add(&send_counter, 1) % 1000));
+    const char *argv[] = {"EVAL", lua, "2", pend, pendt, e->msg_id, (const char *)buf, score};
+    size_t lens[8];
+    for (int i = 0; i < 8; i++) lens[i] = i == 6 ? len : strlen(argv[i]);
+    redisReply *rep = NULL;
+    err = rstore_cmdargv(r, &rep, 8, argv, lens);
+    if (rep) freeReplyObject(rep);
+    if (err) {
+        free(buf);
+        return URSA_ERR_UNAVAILABLE;
+    }
     err = kq_produce(p, TOPIC_DATASET_EDITS, key, strlen(key), buf, len, NULL, 0, NULL, NULL);
     free(buf);
+    return err;
+}
+
+#define RESEND_CHUNK 512
+
+ursa_err ds_edits_resend(rstore *r, struct kq_producer *p, const char *ds, long long older_ms,
+                         size_t *n) {
+    char pend[128], pendt[128], lock[128], cutoff[40], ttl[24];
+    snprintf(pend, sizeof pend, "ursa:ds:{%s:ed}:pending", ds);
+    snprintf(pendt, sizeof pendt, "ursa:ds:{%s:ed}:pendt", ds);
+    snprintf(lock, sizeof lock, "ursa:ds:{%s:ed}:resend", ds);
+    snprintf(cutoff, sizeof cutoff, "%lld", ((long long)util_now_ms() - older_ms) * 1000);
+    snprintf(ttl, sizeof ttl, "%lld", older_ms > 0 ? older_ms : 1);
+    *n = 0;
+    redisReply *rep = NULL;
+    ursa_err err = rstore_cmd(r, &rep, "ZRANGEBYSCORE %s -inf %s LIMIT 0 1", pendt, cutoff);
+    if (err) return err;
+    int overdue = rep->type == REDIS_REPLY_ARRAY && rep->elements > 0;
+    freeReplyObject(rep);
+    if (!overdue) return URSA_OK;
+    if ((err = rstore_cmd(r, &rep, "SET %s 1 PX %s NX", lock, ttl))) return err;
+    int mine = rep->type == REDIS_REPLY_STATUS;
+    freeReplyObject(rep);
+    if (!mine) return URSA_OK; /* another sweep sent them lately */
+    for (long off = 0;; off += RESEND_CHUNK) {
+        redisReply *ids = NULL;
+        if ((err = rstore_cmd(r, &ids, "ZRANGEBYSCORE %s -inf %s LIMIT %ld %d", pendt, cutoff, off,
+                              RESEND_CHUNK)))
+            return err;
+        size_t k = ids->type == REDIS_REPLY_ARRAY ? ids->elements : 0;
+        for (size_t i = 0; i < k && !err; i++) {
+            redisReply *v = NULL;
+            if ((err = rstore_cmd(r, &v, "HGET %s %s", pend, ids->element[i]->str))) break;
+            Ursa__DatasetEdit *d = v->type == REDIS_REPLY_STRING
+                                       ? ursa__dataset_edit__unpack(NULL, v->len,
+                                                                    (const uint8_t *)v->str)
+                                       : NULL;
+            if (d) {
+                char key[128];
+                snprintf(key, sizeof key, "%s/%s", ds, d->image);
+                err = kq_produce(p, TOPIC_DATASET_EDITS, key, strlen(key), v->str, v->len, NULL,
+                                 0, NULL, NULL);
+                if (!err) (*n)++;
+                ursa__dataset_edit__free_unpacked(d, NULL);
+            } else { /* applied meanwhile, or not a DatasetEdit: nothing to send */
+                ds_edit_forget(r, ds, ids->element[i]->str);
+            }
+            freeReplyObject(v);
+        }
+        freeReplyObject(ids);
+        if (err || k < RESEND_CHUNK) break;
+    }
+    return err;
+}
+
+ursa_err ds_edits_pending(rstore *r, const char *ds, long long *n) {
+    redisReply *rep = NULL;
+    ursa_err err = rstore_cmd(r, &rep, "ZCARD ursa:ds:{%s:ed}:pendt", ds);
+    if (err) return err;
+    *n = rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0;
+    freeReplyObject(rep);
+    return URSA_OK;
+}
+
+ursa_err ds_edit_forget(rstore *r, const char *ds, const char *msg_id) {
+    ursa_err err = rstore_cmd(r, NULL, "HDEL ursa:ds:{%s:ed}:pending %s", ds, msg_id);
+    if (!err) err = rstore_cmd(r, NULL, "ZREM ursa:ds:{%s:ed}:pendt %s", ds, msg_id);
     return err;
 }
 
@@ -78,9 +168,11 @@ static void keys(const char *ds, char cur[128], char log[128], char seen[128]) {
     snprintf(seen, 128, "ursa:ds:{%s:ed}:seen", ds);
 }
 
-/* KEYS cur, log, seen; ARGV msg id, image, op, from, to, author, reason, ts.
- * Returns {applied, seq}. */
+/* KEYS cur, log, seen, pending, pendt; ARGV msg id, image, op, from, to,
+ * author, reason, ts. Returns {applied, seq}. */
 static const char apply_lua[] =
+    "redis.call('HDEL', KEYS[4], ARGV[1])\n"
+    "redis.call('ZREM', KEYS[5], ARGV[1])\n"
     "if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then\n"
     "  return {0, redis.call('LLEN', KEYS[2])}\n"
     "end\n"
@@ -95,16 +187,18 @@ static const char apply_lua[] =
 ursa_err ds_edit_apply(rstore *r, const char *ds, const ds_edit *e, int *applied,
                        long long *seq) {
     if (ds_edit_problem(ds, e)) return URSA_ERR_INVALID;
-    char cur[128], log[128], seen[128], author[72], reason[208], ts[24];
+    char cur[128], log[128], seen[128], author[72], reason[208], ts[24], pend[128], pendt[128];
     keys(ds, cur, log, seen);
+    snprintf(pend, sizeof pend, "ursa:ds:{%s:ed}:pending", ds);
+    snprintf(pendt, sizeof pendt, "ursa:ds:{%s:ed}:pendt", ds);
     clean_text(author, sizeof author, e->author);
     clean_text(reason, sizeof reason, e->reason);
     snprintf(ts, sizeof ts, "%lld", e->ts_ms);
-    const char *argv[] = {"EVAL", apply_lua, "3", cur, log, seen, e->msg_id, e->image,
-                          ed_op_name(e->op), e->from, e->op == ED_RELABEL ? e->to : "",
-                          author, reason, ts};
+    const char *argv[] = {"EVAL", apply_lua, "5", cur, log, seen, pend, pendt, e->msg_id,
+                          e->image, ed_op_name(e->op), e->from,
+                          e->op == ED_RELABEL ? e->to : "", author, reason, ts};
     redisReply *rep = NULL;
-    ursa_err err = rstore_cmdargv(r, &rep, 14, argv, NULL);
+    ursa_err err = rstore_cmdargv(r, &rep, 16, argv, NULL);
     if (err) return err;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
         freeReplyObject(rep);

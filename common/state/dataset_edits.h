@@ -13,13 +13,24 @@
  *                            edit #n): "ts_ms\timage\top\tfrom\tto\tauthor\t
  *                            reason\tmessage id"
  *   ursa:ds:{<ds>:ed}:seen   SET the message ids applied
+ *   ursa:ds:{<ds>:ed}:pending HASH message id -> the DatasetEdit as sent,
+ *                            until it is applied
+ *   ursa:ds:{<ds>:ed}:pendt  ZSET message id -> when it was sent (ms x 1000
+ *                            + a counter: the order to send them again in)
+ *   ursa:ds:{<ds>:ed}:resend STRING, expiring: a sweep sent the overdue
+ *                            edits again lately; the next waits for it
  *   ursa:ds:{<ds>:ed}:audit  HASH "latest" -> the last audit job done,
  *                            "m:<manifest blob>" -> the audit of that
  *                            version of the dataset (its results are the
  *                            job's "audit" blob, label_issues.h's rows)
  *
  * The log's length is the dataset's edit sequence: a training job records
- * the one it saw. */
+ * the one it saw.
+ *
+ * Kafka may lose an edit before it is applied (an embedded broker keeps
+ * nothing over a restart), so the sender records it as pending first and
+ * the verifier's sweep sends it again while it is not applied; the
+ * message id stays, so it is still applied once. */
 #ifndef URSA_DATASET_EDITS_H
 #define URSA_DATASET_EDITS_H
 
@@ -52,10 +63,23 @@ const char *ds_edit_problem(const char *ds, const ds_edit *e);
 
 /* Sends an edit to ursa.dataset.edits (keyed by dataset and image, so one
  * image's edits stay in order), with a new message id written into
- * e->msg_id and e->ts_ms set to now. Checked first: URSA_ERR_INVALID with
- * the reason from ds_edit_problem. Flushing is the caller's. */
+ * e->msg_id and e->ts_ms set to now, after recording it in Redis as
+ * pending (so Redis failing, URSA_ERR_UNAVAILABLE, sends nothing). Checked
+ * first: URSA_ERR_INVALID with the reason from ds_edit_problem. Flushing
+ * is the caller's. */
 struct kq_producer;
-ursa_err ds_edit_send(struct kq_producer *p, const char *ds, ds_edit *e);
+ursa_err ds_edit_send(rstore *r, struct kq_producer *p, const char *ds, ds_edit *e);
+
+/* Sends again, in the order they were first sent, the edits of a dataset
+ * still pending older_ms after they were sent, unless a sweep did so in
+ * the last older_ms (any process's). *n gets how many went. Flushing is
+ * the caller's. */
+ursa_err ds_edits_resend(rstore *r, struct kq_producer *p, const char *ds, long long older_ms,
+                         size_t *n);
+/* Edits sent and not applied yet. */
+ursa_err ds_edits_pending(rstore *r, const char *ds, long long *n);
+/* Forgets a pending edit that will never apply (refused by the verifier). */
+ursa_err ds_edit_forget(rstore *r, const char *ds, const char *msg_id);
 
 /* Applies one edit (checked) unless its msg_id was applied before.
  * *applied is 1 when it changed something now, *seq gets its number (or

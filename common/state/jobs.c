@@ -11,6 +11,9 @@
 #include "topics.h"
 #include "util.h"
 
+/* the jobs not final: what the trainers' sweep walks instead of every job */
+#define JOBS_ACTIVE "ursa:jobs:active"
+
 static const char *const state_names[JOB__COUNT] = {"queued", "running", "done", "failed",
                                                      "cancelled"};
 
@@ -87,6 +90,7 @@ ursa_err job_create(rstore *r, const char *id, const char *kind, const char *dat
      * keys, which share one cluster slot; a listed job whose hash is not
      * written yet is skipped by readers (ursa jobs) */
     ursa_err le = rstore_cmd(r, NULL, "ZADD ursa:jobs NX %s %s", now, id);
+    if (!le) le = rstore_cmd(r, NULL, "ZADD " JOBS_ACTIVE " NX %s %s", now, id);
     if (le) return le;
     const char *argv[] = {"EVAL", script, "1", key, kind, dataset, arch, (const char *)spec, now, id};
     size_t lens[10];
@@ -137,6 +141,9 @@ static ursa_err set_fields(rstore *r, const char *id, const char *state, int fin
     freeReplyObject(rep);
     if (v < 0) return URSA_ERR_NOT_FOUND;
     if (moved) *moved = v == 1;
+    /* an ended job leaves the sweep's set; a lost ZREM is the sweep's to
+     * make good (it drops ended jobs it meets) */
+    if (final || v == 0) rstore_cmd(r, NULL, "ZREM " JOBS_ACTIVE " %s", id);
     return URSA_OK;
 }
 
@@ -148,7 +155,23 @@ ursa_err job_update(rstore *r, const char *id, const char *const *kv) {
     return set_fields(r, id, "", 0, kv, NULL);
 }
 
-ursa_err job_cancel(rstore *r, const char *id, job_state *state) {
+/* Takes the lease of a job that has none for holder, moves the job (not
+ * final) to cancelled, and lets the lease go: with the lease held, no
+ * worker can start the job between the check and the move, and a worker
+ * that took it first keeps it (then *ended is 0). */
+static ursa_err cancel_unowned(rstore *r, const char *id, const char *holder, const char *why,
+                               int *ended) {
+    int got = 0;
+    *ended = 0;
+    ursa_err e = job_lease(r, id, holder, 10000, &got);
+    if (e || !got) return e;
+    const char *kv[] = {"cancel", "1", "error", why, NULL};
+    e = job_set_state(r, id, JOB_CANCELLED, kv, ended);
+    job_lease_release(r, id, holder);
+    return e;
+}
+
+ursa_err job_cancel(rstore *r, const char *id, job_state *state, int *ended) {
     static const char script[] =
         "local s = redis.call('HGET', KEYS[1], 'state') "
         "if not s then return '' end "
@@ -160,13 +183,24 @@ ursa_err job_cancel(rstore *r, const char *id, job_state *state) {
     key_now(id, key, now);
     const char *args[] = {now};
     redisReply *rep = NULL;
+    int dummy;
+    if (!ended) ended = &dummy;
+    *ended = 0;
     ursa_err e = eval(r, &rep, script, key, args, 1);
     if (e) return e;
     int st = rep->type == REDIS_REPLY_STRING ? job_state_parse(rep->str) : -1;
     freeReplyObject(rep);
     if (st < 0) return URSA_ERR_NOT_FOUND;
     *state = (job_state)st;
-    return URSA_OK;
+    if (st == JOB_QUEUED) {
+        *ended = 1;
+        rstore_cmd(r, NULL, "ZREM " JOBS_ACTIVE " %s", id);
+    } else if (st == JOB_RUNNING) { /* nobody to stop it (its worker died): now */
+        char holder[64];
+        snprintf(holder, sizeof holder, "cancel:%s", now);
+        e = cancel_unowned(r, id, holder, "cancelled by the user (no worker held it)", ended);
+    }
+    return e;
 }
 
 ursa_err job_lease(rstore *r, const char *id, const char *worker, int ttl_ms, int *got) {
@@ -200,6 +234,133 @@ ursa_err job_lease_release(rstore *r, const char *id, const char *worker) {
     return e;
 }
 
+ursa_err job_lease_holder(rstore *r, const char *id, char *out, size_t n) {
+    redisReply *rep = NULL;
+    out[0] = '\0';
+    ursa_err e = rstore_cmd(r, &rep, "GET ursa:job:%s:lease", id);
+    if (e) return e;
+    if (rep->type == REDIS_REPLY_STRING) snprintf(out, n, "%s", rep->str);
+    freeReplyObject(rep);
+    return URSA_OK;
+}
+
+/* ---- the sweep: jobs nobody holds ------------------------------------------------ */
+
+#define SWEEP_CHUNK 256
+#define REQUEUE_GAP_MAX_MS 300000 /* a job waiting its turn is sent again at most this often */
+
+/* Compare-and-set on the job's requeued time (ARGV[2] is what the sweep
+ * read): of two trainers sweeping at once, one sends the job again. The
+ * spec comes back, or nil when the job ended or another sweep was first. */
+static const char requeue_lua[] =
+    "local s = redis.call('HGET', KEYS[1], 'state') "
+    "if s ~= 'queued' and s ~= 'running' then return false end "
+    "if (redis.call('HGET', KEYS[1], 'requeued') or '0') ~= ARGV[2] then return false end "
+    "redis.call('HSET', KEYS[1], 'requeued', ARGV[1]) "
+    "redis.call('HINCRBY', KEYS[1], 'requeues', 1) "
+    "return redis.call('HGET', KEYS[1], 'spec')";
+
+static ursa_err requeue(rstore *r, struct kq_producer *p, const char *id, const char *seen,
+                        int *sent) {
+    char key[80], now[24];
+    key_now(id, key, now);
+    const char *args[] = {now, seen};
+    redisReply *rep = NULL;
+    *sent = 0;
+    ursa_err e = eval(r, &rep, requeue_lua, key, args, 2);
+    if (e) return e;
+    if (rep->type == REDIS_REPLY_STRING && rep->len) {
+        e = kq_produce(p, TOPIC_TRAIN_JOBS, id, strlen(id), rep->str, rep->len, NULL, 0, NULL,
+                       NULL);
+        *sent = e == URSA_OK;
+    }
+    freeReplyObject(rep);
+    return e;
+}
+
+static long long reply_ll(const redisReply *a, size_t i) {
+    return a->element[i]->type == REDIS_REPLY_STRING ? atoll(a->element[i]->str) : 0;
+}
+
+ursa_err job_sweep(rstore *r, struct kq_producer *p, int all, int ttl_ms, int gap_ms,
+                   job_sweep_cb *cb, void *opaque) {
+    const char *set = all ? "ursa:jobs" : JOBS_ACTIVE;
+    long long now = util_now_ms();
+    ursa_err err = URSA_OK;
+    for (long start = 0; !err;) {
+        redisReply *ids = NULL;
+        err = rstore_cmd(r, &ids, "ZRANGE %s %ld %ld WITHSCORES", set, start,
+                         start + SWEEP_CHUNK - 1);
+        if (err) break;
+        size_t n = ids->type == REDIS_REPLY_ARRAY ? ids->elements / 2 : 0;
+        rstore_batch *b = n ? rstore_batch_new() : NULL;
+        redisReply **rep = NULL;
+        for (size_t i = 0; b && i < n; i++) {
+            const char *id = ids->element[2 * i]->str;
+            rstore_batch_add(b, "HMGET ursa:job:%s state cancel created_ms beat_ms requeued "
+                                "requeues", id);
+            rstore_batch_add(b, "EXISTS ursa:job:%s:lease", id);
+        }
+        if (n && (!b || (err = rstore_batch_exec(r, b, &rep)))) {
+            if (!err) err = URSA_ERR_NOMEM;
+            rstore_batch_destroy(b);
+            freeReplyObject(ids);
+            break;
+        }
+        rstore_batch_destroy(b);
+        long removed = 0;
+        for (size_t i = 0; i < n && !err; i++) {
+            const char *id = ids->element[2 * i]->str;
+            long long listed = atoll(ids->element[2 * i + 1]->str);
+            const redisReply *f = rep[2 * i], *l = rep[2 * i + 1];
+            if (!job_id_valid(id) || f->type != REDIS_REPLY_ARRAY || f->elements != 6) continue;
+            int st = f->element[0]->type == REDIS_REPLY_STRING ? job_state_parse(f->element[0]->str)
+                                                               : -1;
+            if (st < 0 || job_state_final((job_state)st)) {
+                /* ended, or listed by a job_create that died before the hash */
+                if (!all && (st >= 0 || now - listed > 60000) &&
+                    rstore_cmd(r, NULL, "ZREM " JOBS_ACTIVE " %s", id) == URSA_OK)
+                    removed++;
+                continue;
+            }
+            if (all) rstore_cmd(r, NULL, "ZADD " JOBS_ACTIVE " NX %lld %s", listed, id);
+            if (l->type == REDIS_REPLY_INTEGER && l->integer) continue; /* a live owner */
+            if (f->element[1]->type == REDIS_REPLY_STRING && !strcmp(f->element[1]->str, "1")) {
+                job_state was;
+                int ended = 0;
+                err = job_cancel(r, id, &was, &ended);
+                if (err == URSA_ERR_NOT_FOUND) err = URSA_OK;
+                if (ended && cb) cb(opaque, id, "cancelled", "cancel requested; no worker held it");
+                continue;
+            }
+            long long created = reply_ll(f, 2), beat = reply_ll(f, 3), req = reply_ll(f, 4);
+            long long gap = gap_ms;
+            for (long long k = reply_ll(f, 5); k > 0 && gap < REQUEUE_GAP_MAX_MS; k--) gap *= 2;
+            if (gap > REQUEUE_GAP_MAX_MS) gap = REQUEUE_GAP_MAX_MS;
+            long long idle = now - (created > beat ? created : beat);
+            if (idle < ttl_ms || now - req < gap) continue;
+            char seen[24];
+            if (f->element[4]->type == REDIS_REPLY_STRING)
+                snprintf(seen, sizeof seen, "%s", f->element[4]->str);
+            else
+                snprintf(seen, sizeof seen, "0");
+            int sent = 0;
+            err = requeue(r, p, id, seen, &sent);
+            if (sent && cb) {
+                char why[96];
+                snprintf(why, sizeof why, "%s; no worker for %lld s", job_state_name((job_state)st),
+                         idle / 1000);
+                cb(opaque, id, "requeued", why);
+            }
+        }
+        if (rep) rstore_replies_free(rep, 2 * n);
+        freeReplyObject(ids);
+        if (n < SWEEP_CHUNK) break;
+        start += SWEEP_CHUNK - removed; /* ZREM moved the later ones up */
+    }
+    return err;
+}
+
 /* ---- reads and small writes ------------------------------------------------- */
 
 ursa_err job_get_all(rstore *r, const char *id, redisReply **rep) {
@@ -226,6 +387,10 @@ ursa_err job_set_once(rstore *r, const char *id, const char *field, const char *
 
 ursa_err job_list(rstore *r, redisReply **ids) {
     return rstore_cmd(r, ids, "ZRANGE ursa:jobs 0 -1");
+}
+
+ursa_err job_list_active(rstore *r, redisReply **ids) {
+    return rstore_cmd(r, ids, "ZRANGE " JOBS_ACTIVE " 0 -1");
 }
 
 /* The row format: "stage\tepoch\ttrain_loss\tvalid_loss\terror_rate\tseconds". */

@@ -3,9 +3,13 @@
  * The models they publish are registry.h's.
  *
  *   ursa:jobs                ZSET created_ms -> job id (newest last)
+ *   ursa:jobs:active         ZSET created_ms -> job id of the jobs not final
+ *                            (queued, running): what the sweep walks
  *   ursa:job:<id>            HASH the job: spec (the TrainJob protobuf), kind,
  *                            dataset, arch, state, error, created_ms,
- *                            started_ms, ended_ms, worker, starts, resumes,
+ *                            started_ms, ended_ms, worker, starts, stops
+ *                            (starts its worker ended in order: the others
+ *                            died), resumes, requeued (ms), requeues,
  *                            cancel, stage, stages, epoch, epochs, step,
  *                            steps, loss, beat_ms, n_train, n_valid,
  *                            manifest, model, lr_suggestion, lr_curve
@@ -17,6 +21,10 @@
  * A job moves queued -> running -> done | failed | cancelled, and a final
  * state never changes again (each move is one Lua script), so a replayed
  * job message or a late worker cannot undo an end.
+ *
+ * Kafka may lose a job's message (an embedded broker's restart loses all):
+ * a job that is not final and whose lease is gone has no live owner, and
+ * job_sweep() sends its spec again or, when a cancel was asked for, ends it.
  *
  * The interpretation blob is TSV, one validation image a line, worst loss
  * first: jpeg_blob, actual, predicted, loss, p_actual, source_blob. */
@@ -79,13 +87,34 @@ ursa_err job_set_state(rstore *r, const char *id, job_state s, const char *const
 ursa_err job_update(rstore *r, const char *id, const char *const *kv);
 
 /* Asks for a job to stop: a queued job is cancelled at once, a running one
- * by its worker within a few seconds. *state gets the state it was in. */
-ursa_err job_cancel(rstore *r, const char *id, job_state *state);
+ * by its worker within a few seconds, or at once when no worker holds its
+ * lease (its worker died): the cancel takes the lease for that moment, so
+ * no worker starts the job meanwhile. *state gets the state it was in;
+ * *ended (may be NULL) is 1 when the job is cancelled now. */
+ursa_err job_cancel(rstore *r, const char *id, job_state *state, int *ended);
 
 /* The lease: one worker runs a job. Acquire takes a free lease or renews
  * our own; *got is 0 when another worker holds it. */
 ursa_err job_lease(rstore *r, const char *id, const char *worker, int ttl_ms, int *got);
 ursa_err job_lease_release(rstore *r, const char *id, const char *worker);
+/* Who holds the lease into out ("" when nobody: no live owner). */
+ursa_err job_lease_holder(rstore *r, const char *id, char *out, size_t n);
+
+/* The sweep over the jobs that are not final, for the trainers (all: over
+ * every job ever listed, as at a trainer's start, which also lists again
+ * in the active set what it lacks). A job whose lease is gone and which
+ * saw no worker (created, beat_ms) for ttl_ms has no live owner: with a
+ * cancel asked for it is cancelled; else its spec goes again to
+ * ursa.train.jobs, at most every gap_ms for a job, doubling with every
+ * time it is sent again up to 5 minutes (a job waiting behind a long one
+ * is sent again a few times, not every gap_ms). Sending twice is
+ * harmless: a worker drops a job's message once the job is final, and
+ * waits while another holds the lease. cb (may be NULL) hears of each job
+ * sent again ("requeued") or cancelled, with why. Not flushed: the
+ * caller's producer delivers it. */
+typedef void job_sweep_cb(void *opaque, const char *id, const char *what, const char *why);
+ursa_err job_sweep(rstore *r, struct kq_producer *p, int all, int ttl_ms, int gap_ms,
+                   job_sweep_cb *cb, void *opaque);
 
 /* Every field of a job; URSA_ERR_NOT_FOUND for an unknown job. */
 ursa_err job_get_all(rstore *r, const char *id, redisReply **rep);
@@ -100,6 +129,9 @@ ursa_err job_incr(rstore *r, const char *id, const char *field);
 ursa_err job_set_once(rstore *r, const char *id, const char *field, const char *value);
 /* Every job id, oldest first (an array reply). */
 ursa_err job_list(rstore *r, redisReply **ids);
+/* The ids of the jobs not final (queued, running), oldest first; a job
+ * from before the active set is listed once a trainer swept. */
+ursa_err job_list_active(rstore *r, redisReply **ids);
 
 /* One row of a job's epoch table: row n of the whole job (from 0). */
 typedef struct {

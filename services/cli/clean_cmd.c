@@ -223,10 +223,15 @@ static int send_edits(const cfg *c, rstore *r, const char *ds, const char *cmd, 
     if (!p) return 1;
     int rc = 1;
     for (size_t i = 0; i < l->n; i++) {
-        ursa_err err = ds_edit_send(p, ds, &l->e[i]);
+        ursa_err err = ds_edit_send(r, p, ds, &l->e[i]);
         if (err == URSA_ERR_INVALID) {
             fprintf(stderr, "ursa %s: edit of %s: %s\n", cmd, l->e[i].image,
                     ds_edit_problem(ds, &l->e[i]));
+            goto out;
+        }
+        if (err == URSA_ERR_UNAVAILABLE) {
+            fprintf(stderr, "ursa %s: Redis: %s (%zu of %zu edits sent)\n", cmd,
+                    rstore_last_error(r), i, l->n);
             goto out;
         }
         if (err) {
@@ -260,7 +265,8 @@ static int send_edits(const cfg *c, rstore *r, const char *ds, const char *cmd, 
         rc = 0;
     } else {
         printf("%zu of %zu applied so far; ursa-verifier applies the rest when it runs "
-               "(ursa status)\n", done, l->n);
+               "(they are kept in Redis until then, and sent again if Kafka loses them; ursa "
+               "status)\n", done, l->n);
     }
 out:
     kq_producer_destroy(p);
@@ -320,14 +326,17 @@ int edits_cmd(const cfg *c, int argc, char **argv) {
     if (!r) return 1;
     ds_edit *e = NULL;
     size_t n = 0;
-    long long seq = 0;
+    long long seq = 0, pending = 0;
     int rc = 1;
-    if (ds_edits_seq(r, ds, &seq) ||
+    if (ds_edits_seq(r, ds, &seq) || ds_edits_pending(r, ds, &pending) ||
         ds_edits_log(r, ds, cfg_int(c, "from"), (size_t)cfg_int(c, "limit"), &e, &n)) {
         fprintf(stderr, "ursa edits: %s\n", rstore_last_error(r));
         goto out;
     }
     printf("dataset %s: %lld edits\n", ds, seq);
+    if (pending) /* dataset_edits.h: the verifier sends them again if Kafka lost them */
+        printf("%lld more sent and not applied yet (ursa-verifier applies them when it runs)\n",
+               pending);
     if (n) printf("#\ttime\top\timage\tfrom\tto\tauthor\treason\n");
     for (size_t i = 0; i < n; i++) {
         char t[32] = "-";

@@ -64,7 +64,8 @@ static const command commands[] = {
     {"down", stack_down,
      "usage: ursa down [--state-dir DIR]\n"
      "Stops the stack cleanly: daemons, then the broker, then Redis (SIGTERM, then\n"
-     "SIGKILL after stack.timeout-ms).\n\n", NULL, 0, 0},
+     "SIGKILL after stack.timeout-ms). Names the training jobs not over: the trainers\n"
+     "send them again once the stack is up.\n\n", NULL, 0, 0},
     {"status", status_cmd,
      "usage: ursa status [--state-dir DIR] [-o text|json]\n"
      "       ursa status --redis.url URL --kafka.bootstrap HOSTS [-o text|json]\n"

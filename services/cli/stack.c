@@ -33,6 +33,7 @@
 
 #include "blob.h"
 #include "heartbeats.h"
+#include "jobs.h"
 #include "rstore.h"
 #include "service.h"
 #include "spawn.h"
@@ -620,6 +621,30 @@ out:
     return rc;
 }
 
+/* Says which jobs are not over, while Redis still answers: their messages
+ * go with the broker, and the trainers' sweep sends them again once the
+ * stack is up (jobs.h, job_sweep). */
+static void tell_jobs(const cfg *c) {
+    char url[600], err[512];
+    rstore *r = NULL;
+    redisReply *ids = NULL;
+    if (statedir_redis_url(c, url, sizeof url, err, sizeof err) != URSA_OK ||
+        !(r = rstore_new(url, 1000, err, sizeof err)))
+        return;
+    rstore_set_retry_ms(r, 500);
+    if (job_list_active(r, &ids) == URSA_OK && ids->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < ids->elements; i++) {
+            job_state st;
+            if (job_get_state(r, ids->element[i]->str, &st) != URSA_OK || job_state_final(st))
+                continue;
+            printf("job %s is %s; it %s when the stack is up again\n", ids->element[i]->str,
+                   job_state_name(st), st == JOB_RUNNING ? "resumes" : "starts");
+        }
+    }
+    if (ids) freeReplyObject(ids);
+    rstore_destroy(r);
+}
+
 int stack_down(const cfg *c, int argc, char **argv) {
     (void)argc; /* no positional arguments */
     (void)argv;
@@ -637,6 +662,7 @@ int stack_down(const cfg *c, int argc, char **argv) {
         exep[n] = exes[n];
     }
     stop_all(&s, names, exep, n, SIGTERM, s.timeout_ms);
+    tell_jobs(c);
     for (int i = 0; i < n; i++) { /* up wrote them; `ursa env` must not show dead ports */
         char pf[PATH_MAX + 64];
         path_of(&s, pf, sizeof pf, "run/%s.metrics-port", names[i]);

@@ -200,7 +200,7 @@ typedef struct {
     char state[16], kind[16], dataset[72], arch[16], worker[160], model[160], manifest[65];
     char error[1024], suggestion[32], audit[65], edit_seq[24];
     char *lr_curve;
-    int stage, epoch, step, steps, n_train, n_valid, n_classes, starts, resumes, cancel;
+    int stage, epoch, step, steps, n_train, n_valid, n_classes, starts, stops, resumes, cancel;
     int fold, folds, n_label, n_duplicate, n_outlier, fold_epochs, fold_steps, fdim;
     double loss, error_rate, valid_loss;
     long long created, started, ended, beat;
@@ -237,7 +237,8 @@ static ursa_err job_read(rstore *r, const char *id, jobinfo *j) {
         I("fold_epochs", j->fold_epochs); I("fold_steps", j->fold_steps); I("fdim", j->fdim);
         I("stage", j->stage); I("epoch", j->epoch); I("step", j->step); I("steps", j->steps);
         I("n_train", j->n_train); I("n_valid", j->n_valid); I("n_classes", j->n_classes);
-        I("starts", j->starts); I("resumes", j->resumes); I("cancel", j->cancel);
+        I("starts", j->starts); I("stops", j->stops); I("resumes", j->resumes);
+        I("cancel", j->cancel);
         D("loss", j->loss); D("error_rate", j->error_rate); D("valid_loss", j->valid_loss);
         L("created_ms", j->created); L("started_ms", j->started); L("ended_ms", j->ended);
         L("beat_ms", j->beat);
@@ -769,11 +770,20 @@ static int job_show(rstore *r, const char *id) {
     fmt_time(j.ended, en, sizeof en);
     printf("job %s: %s %s on %s\nstate: %s%s", id, j.kind, j.arch, j.dataset, j.state,
            j.cancel && !strcmp(j.state, "running") ? " (cancel requested)" : "");
-    if (!strcmp(j.state, "running")) printf(" on %s, epoch %d, step %d/%d, loss %.4f", j.worker,
-                                            j.epoch, j.step, j.steps, j.loss);
+    char holder[160] = "";
+    int running = !strcmp(j.state, "running");
+    if (running && job_lease_holder(r, id, holder, sizeof holder) == URSA_OK && !holder[0])
+        printf(", but no worker holds it (%s stopped at epoch %d); a trainer sends it again "
+               "within seconds", j.worker, j.epoch); /* jobs.h: job_sweep */
+    else if (running)
+        printf(" on %s, epoch %d, step %d/%d, loss %.4f", j.worker, j.epoch, j.step, j.steps,
+               j.loss);
     printf("\ncreated %s, started %s, ended %s", cr, st, en);
+    int deaths = j.starts - j.stops - (running && holder[0]);
     if (j.starts > 1 || j.resumes) printf(" (started %d times, resumed from a checkpoint %d)",
                                           j.starts, j.resumes);
+    if (deaths > 0) printf("\nits worker died %d time%s while running it", deaths,
+                           deaths > 1 ? "s" : "");
     printf("\n");
     if (j.spec)
         printf("settings: %u px, batch %u, valid_pct %g, seed %llu, wd %g, label smoothing %g, "
@@ -822,7 +832,8 @@ int job_cmd(const cfg *c, int argc, char **argv) {
     int rc = 0;
     if (cancel) {
         job_state st;
-        ursa_err e = job_cancel(r, id, &st);
+        int ended = 0;
+        ursa_err e = job_cancel(r, id, &st, &ended);
         if (e == URSA_ERR_NOT_FOUND) {
             fprintf(stderr, "ursa job cancel: no job %s\n", id);
             rc = 1;
@@ -831,6 +842,8 @@ int job_cmd(const cfg *c, int argc, char **argv) {
             rc = 1;
         } else if (st == JOB_QUEUED) {
             printf("job %s cancelled before it started\n", id);
+        } else if (st == JOB_RUNNING && ended) {
+            printf("job %s cancelled: no worker was running it\n", id);
         } else if (st == JOB_RUNNING) {
             printf("job %s: cancel requested; its worker stops it within a few seconds\n", id);
         } else {

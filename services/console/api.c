@@ -696,11 +696,12 @@ void api_edit(console *s, http_req *r, rstore *redis) {
         http_error(r, 400, NULL, "%s", why);
         return;
     }
-    ursa_err err = ds_edit_send(s->sc.p, ds, &e);
+    ursa_err err = ds_edit_send(redis, s->sc.p, ds, &e);
     if (err == URSA_ERR_INVALID) {
         http_error(r, 400, NULL, "%s", ds_edit_problem(ds, &e));
         return;
     }
+    if (err == URSA_ERR_UNAVAILABLE) return redis_error(r, redis);
     if (err || kq_producer_flush(s->sc.p, 5000)) {
         http_error(r, 503, "Retry-After: 1\r\n", "Kafka did not take the edit");
         return;

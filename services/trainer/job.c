@@ -37,13 +37,28 @@ static tjob_outcome run_job(run *R) {
         R->cancelled = 1;
         return run_cancelled(R);
     }
+    /* starts its workers did not end or stop in order are deaths: a worker
+     * killed by the kernel for memory at every start would start it forever */
+    char starts[24], stops[24];
+    if (run_field(R, "starts", starts, sizeof starts) || run_field(R, "stops", stops, sizeof stops))
+        return run_redis_down(R, "reading the job");
+    int deaths = atoi(starts) - atoi(stops);
+    if (deaths >= tj->max_starts) {
+        snprintf(R->why, sizeof R->why,
+                 "the trainer died %d times while running it: out of memory? (started %d "
+                 "times; trainer.max-starts is %d)", deaths, atoi(starts), tj->max_starts);
+        return run_fail(R);
+    }
     char now[24];
     snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
-    const char *kv[] = {"worker", tj->worker, "beat_ms", now, NULL};
-    if (job_set_state(R->r, tj->id, JOB_RUNNING, kv, NULL) ||
-        job_set_once(R->r, tj->id, "started_ms", now) ||
-        job_incr(R->r, tj->id, "starts"))
+    const char *kv[] = {"worker", tj->worker, "beat_ms", now, "requeues", "0", NULL};
+    int moved = 0;
+    if (job_set_state(R->r, tj->id, JOB_RUNNING, kv, &moved))
         return run_redis_down(R, "starting the job");
+    if (!moved) return TJ_DONE; /* ended meanwhile (a cancel): nothing to run */
+    if (job_set_once(R->r, tj->id, "started_ms", now) || job_incr(R->r, tj->id, "starts"))
+        return run_redis_down(R, "starting the job");
+    tj->started = 1;
     ULOG_INFO("event=job_started job=%s kind=%s dataset=%s arch=%s", tj->id, R->spec->kind,
               R->spec->dataset, R->spec->arch);
     tjob_outcome o = run_snapshot(R);

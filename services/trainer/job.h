@@ -34,6 +34,7 @@ typedef struct {
     const char *ckpt_dir;
     const char *worker;
     int min_per_class;
+    int max_starts; /* deaths of its workers a job survives (trainer.max-starts) */
     size_t image_cache_bytes; /* decoded images kept in memory (0: none) */
     /* control: 1 stops the job after the current batch (set by the daemon
      * for a shutdown, or by the job itself when it sees a cancel) */
@@ -41,6 +42,7 @@ typedef struct {
     /* results, valid once finished is 1 */
     atomic_int finished;
     tjob_outcome outcome;
+    int started; /* this run counted a start (job_incr "starts") */
     char reason[512];
 } tjob;
 

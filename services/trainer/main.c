@@ -7,9 +7,17 @@
  *    delivered again, to itself after a restart or to another worker;
  *  - a job runs only under its lease in Redis (ursa:job:<id>:lease), which
  *    the worker renews while it runs: when a rebalance hands the message to
- *    another worker while the first still trains, the second waits for the
- *    lease or the end instead of starting it again;
- *  - the job itself resumes from its last epoch's checkpoint (job.c).
+ *    another worker while the first still trains, the second drops its
+ *    copy instead of starting it again;
+ *  - the job itself resumes from its last epoch's checkpoint (job.c);
+ *  - Kafka may lose the message (an embedded broker's restart loses every
+ *    one): every few seconds, and at start, the worker sweeps the jobs
+ *    that are not final for those nobody holds a lease on, and sends them
+ *    again or ends them (jobs.h, job_sweep). So a message for a job that
+ *    has ended, or that another worker holds, may be dropped: should that
+ *    worker die, the sweep sends the job again;
+ *  - a job whose workers keep dying while they run it (out of memory)
+ *    fails after trainer.max-starts such deaths, with the reason.
  * The consumer keeps polling while a job runs (its partitions paused), so a
  * job of hours never costs the worker its group membership. */
 #include <limits.h>
@@ -59,21 +67,23 @@ typedef struct pend {
 typedef struct {
     service_conns sc;
     char worker[160], ckpt_dir[PATH_MAX];
-    int lease_ms, min_per_class;
+    int lease_ms, min_per_class, max_starts, sweep_ms, requeue_ms;
+    int swept_all; /* the first sweep walks every job */
+    int64_t next_sweep;
     size_t image_cache_bytes;
     pend *waiting;
     pend *cur; /* running on the thread */
     tjob tj;
     pthread_t th;
     int64_t renewed, retry_ms;
-    uint64_t ended, retries;
+    uint64_t ended, retries, requeued;
 } trainer;
 
 static atomic_int run = 1;
 
 /* the trainer's own metrics (metrics.h); job.c shows the running job's progress */
 static struct {
-    metrics_series *ended, *retries, *waiting, *running;
+    metrics_series *ended, *retries, *waiting, *running, *requeued;
 } met;
 
 static void register_metrics(void) {
@@ -84,6 +94,9 @@ static void register_metrics(void) {
     met.waiting =
         metrics_plain_gauge("jobs_waiting", "Jobs held by this worker, waiting for their turn.");
     met.running = metrics_plain_gauge("job_running", "1 while a job runs.");
+    met.requeued = metrics_plain_counter(
+        "jobs_requeued_total",
+        "Jobs nobody held that this worker's sweep sent again to ursa.train.jobs, or cancelled.");
     tjob_register_metrics();
 }
 
@@ -189,6 +202,7 @@ static void start(trainer *t, pend *p) {
     t->tj.worker = t->worker;
     t->tj.min_per_class = t->min_per_class;
     t->tj.image_cache_bytes = t->image_cache_bytes;
+    t->tj.max_starts = t->max_starts;
     if (pthread_create(&t->th, NULL, tjob_run, &t->tj) != 0) {
         ULOG_ERROR("event=thread_failed job=%s", p->id);
         job_lease_release(t->sc.r, p->id, t->worker);
@@ -208,6 +222,8 @@ static void finish(trainer *t) {
     pend *p = t->cur;
     t->cur = NULL;
     metrics_set(met.running, 0);
+    /* a start that ends without ending the job, in order: not a death */
+    if (t->tj.started && t->tj.outcome != TJ_DONE) job_incr(t->sc.r, p->id, "stops");
     job_lease_release(t->sc.r, p->id, t->worker);
     char q[600];
     ULOG_INFO("event=job_ended job=%s outcome=%s detail=%s", p->id,
@@ -230,9 +246,22 @@ static void finish(trainer *t) {
     }
 }
 
+static void swept(void *opaque, const char *id, const char *what, const char *why) {
+    trainer *t = opaque;
+    t->requeued++;
+    metrics_add(met.requeued, 1);
+    ULOG_WARN("event=job_%s job=%s why=\"%s\"", what, id, why);
+}
+
 static int tick(void *opaque, int timeout_ms) {
     trainer *t = opaque;
     int64_t now = util_mono_ms();
+    if (run && now >= t->next_sweep) { /* jobs whose message Kafka lost */
+        t->next_sweep = now + t->sweep_ms;
+        if (job_sweep(t->sc.r, t->sc.p, !t->swept_all, t->lease_ms, t->requeue_ms, swept, t) ==
+            URSA_OK)
+            t->swept_all = 1;
+    }
     if (service_beat_due()) {
         char ended[24], waiting[24];
         int nw = 0;
@@ -287,9 +316,16 @@ static int tick(void *opaque, int timeout_ms) {
                 pend_free(p);
                 continue;
             }
-            if (e || job_lease(t->sc.r, p->id, t->worker, t->lease_ms, &got) != URSA_OK || !got) {
-                p->next_try = now + 1000; /* Redis down, or another worker runs it */
+            if (e || job_lease(t->sc.r, p->id, t->worker, t->lease_ms, &got) != URSA_OK) {
+                p->next_try = now + 1000; /* Redis down */
                 pp = &p->next;
+                continue;
+            }
+            if (!got) { /* another worker runs it: if it dies, the sweep sends it again */
+                ULOG_INFO("event=job_held_elsewhere job=%s note=\"message dropped\"", p->id);
+                *pp = p->next;
+                kq_job_done(p->job);
+                pend_free(p);
                 continue;
             }
             *pp = p->next;
@@ -322,10 +358,20 @@ int main(int argc, char **argv) {
         {"trainer.lease-ms", CFG_INT, "15000", 1000, 3600000,
          "a job's lease: another worker may take over a job this long after its worker "
          "stopped renewing it"},
+        {"trainer.max-starts", CFG_INT, "5", 1, 1e6,
+         "a job whose worker died this many times while running it (started it and never "
+         "ended or stopped it: out of memory, SIGKILL) fails with the reason instead of "
+         "starting again"},
         {"trainer.min-images-per-class", CFG_INT, "5", 2, 1e9,
          "a class with fewer images fails the job"},
+        {"trainer.requeue-ms", CFG_INT, "20000", 1000, 3600000,
+         "a job nobody holds is sent again to ursa.train.jobs at most this often (doubling "
+         "each time, up to 5 minutes)"},
         {"trainer.retry-ms", CFG_INT, "5000", 100, 3600000,
          "wait before trying again a job that failed for want of Redis, Kafka or the disk"},
+        {"trainer.sweep-ms", CFG_INT, "3000", 100, 3600000,
+         "how often the worker looks for jobs that are not final and that no worker holds "
+         "(their message lost with a broker), to send them again"},
         {NULL, 0, NULL, 0, 0, NULL}};
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis, cfg_defs_blob,
                                      nn_cfg_defs, trainer_defs, NULL};
@@ -345,6 +391,9 @@ int main(int argc, char **argv) {
     t.min_per_class = (int)cfg_int(c, "trainer.min-images-per-class");
     t.image_cache_bytes = (size_t)cfg_int(c, "trainer.image-cache-mb") << 20;
     t.retry_ms = cfg_int(c, "trainer.retry-ms");
+    t.max_starts = (int)cfg_int(c, "trainer.max-starts");
+    t.sweep_ms = (int)cfg_int(c, "trainer.sweep-ms");
+    t.requeue_ms = (int)cfg_int(c, "trainer.requeue-ms");
     char host[64] = "host";
     gethostname(host, sizeof host - 1);
     snprintf(t.worker, sizeof t.worker, "%s:%d", host, (int)getpid());
@@ -383,8 +432,9 @@ int main(int argc, char **argv) {
         kq_job_abandon(p->job);
         pend_free(p);
     }
-    ULOG_INFO("event=stopped jobs_ended=%llu retries=%llu", (unsigned long long)t.ended,
-              (unsigned long long)t.retries);
+    ULOG_INFO("event=stopped jobs_ended=%llu retries=%llu requeued=%llu",
+              (unsigned long long)t.ended, (unsigned long long)t.retries,
+              (unsigned long long)t.requeued);
 out:
     kq_consumer_destroy(kc);
     service_disconnect(&t.sc);

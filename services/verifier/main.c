@@ -2,7 +2,9 @@
  * blob store and a manifest entry, or a rejection with its reason. The
  * checks are common/img's (the same as `ursa verify`). Handling is
  * idempotent: blobs are content-addressed and dataset states only move
- * forward, so a redelivered message changes nothing. */
+ * forward, so a redelivered message changes nothing. Cleaning decisions
+ * that Kafka lost before they were applied (a broker restart) are sent
+ * again from Redis by a sweep, at start and every few seconds. */
 #include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -43,6 +45,9 @@ typedef struct {
 typedef struct {
     rstore *r;
     blob_store *bs;
+    kq_producer *p;
+    long long edit_resend_ms; /* pending edits this old are sent again */
+    int64_t next_edit_sweep;
     img_opts o;
     size_t max_bytes;
     uint64_t verified, rejected, duplicates;
@@ -254,8 +259,30 @@ static void flush(verifier *v) {
         announce(v, &v->batch[i], kq_job_orphaned(v->batch[i].job) ? NULL : &ops[k++]);
 }
 
+/* Sends again the edits of every dataset that are still pending
+ * edit_resend_ms after they were sent: their message was lost. */
+static void sweep_edits(verifier *v) {
+    redisReply *names = NULL;
+    if (ds_list(v->r, &names)) return;
+    for (size_t i = 0; names->type == REDIS_REPLY_ARRAY && i < names->elements; i++) {
+        const char *ds = names->element[i]->str;
+        size_t n = 0;
+        if (!ds_name_valid(ds)) continue;
+        if (ds_edits_resend(v->r, v->p, ds, v->edit_resend_ms, &n) == URSA_OK && n)
+            ULOG_WARN("event=edits_sent_again dataset=%s edits=%zu note=\"not applied %lld s "
+                      "after they were sent: their messages were lost\"",
+                      ds, n, v->edit_resend_ms / 1000);
+    }
+    freeReplyObject(names);
+}
+
 static int tick(void *opaque, int timeout_ms) {
     verifier *v = opaque;
+    int64_t now = util_mono_ms();
+    if (now >= v->next_edit_sweep) {
+        v->next_edit_sweep = now + 5000;
+        sweep_edits(v);
+    }
     if (service_beat_due()) {
         char ok[24], rej[24], dup[24];
         snprintf(ok, sizeof ok, "%llu", (unsigned long long)v->verified);
@@ -298,6 +325,8 @@ static ursa_err apply_edit(verifier *v, const kq_msg *m, char *reason, size_t rn
         if (why) {
             snprintf(reason, rn, "bad edit: %s", why);
             err = URSA_ERR_PERMANENT;
+            if (ds_name_valid(d->header->dataset)) /* it will never apply: not pending */
+                ds_edit_forget(v->r, d->header->dataset, e.msg_id);
         } else {
             int applied = 0;
             long long seq = 0;
@@ -356,6 +385,9 @@ static atomic_int run = 1;
 int main(int argc, char **argv) {
     static const cfg_def verifier_defs[] = {
         {"verifier.max-bytes", CFG_INT, "50000000", 1024, 4e9, "largest source blob read"},
+        {"verifier.edit-resend-ms", CFG_INT, "30000", 1000, 86400000,
+         "cleaning decisions sent this long ago and still not applied are sent again "
+         "(Kafka lost them: an embedded broker's restart), at most this often"},
         {NULL, 0, NULL, 0, 0, NULL}};
     const cfg_def *const tables[] = {cfg_defs_base, cfg_defs_kafka, cfg_defs_redis, cfg_defs_blob,
                                      img_cfg_defs, verifier_defs, NULL};
@@ -373,6 +405,8 @@ int main(int argc, char **argv) {
     v.bs = sc.bs;
     v.o = img_opts_from_cfg(c);
     v.max_bytes = (size_t)cfg_int(c, "verifier.max-bytes");
+    v.p = sc.p;
+    v.edit_resend_ms = cfg_int(c, "verifier.edit-resend-ms");
     rc = 1;
     const char *topics[] = {TOPIC_IMAGES_DOWNLOADED, TOPIC_DATASET_EDITS, NULL};
     if (!(kc = kq_consumer_new(c, sc.a.kafka, "ursa-verifier", topics, sc.p, handle, &v, err,

@@ -118,15 +118,20 @@ static void cancel(void **state) {
     (void)state;
     rstore *r = conn();
     job_state was, s;
+    int ended = -1, got = 0;
     assert_int_equal(job_create(r, "q", "train", "d", "small", "s", 1, NULL), URSA_OK);
-    assert_int_equal(job_cancel(r, "q", &was), URSA_OK);
+    assert_int_equal(job_cancel(r, "q", &was, &ended), URSA_OK);
     assert_int_equal(was, JOB_QUEUED);
+    assert_int_equal(ended, 1);
     assert_int_equal(job_get_state(r, "q", &s), URSA_OK);
     assert_int_equal(s, JOB_CANCELLED); /* at once: no worker had it */
     assert_int_equal(job_create(r, "run", "train", "d", "small", "s", 1, NULL), URSA_OK);
     assert_int_equal(job_set_state(r, "run", JOB_RUNNING, NULL, NULL), URSA_OK);
-    assert_int_equal(job_cancel(r, "run", &was), URSA_OK);
+    assert_int_equal(job_lease(r, "run", "w1", 5000, &got), URSA_OK);
+    assert_int_equal(got, 1);
+    assert_int_equal(job_cancel(r, "run", &was, &ended), URSA_OK);
     assert_int_equal(was, JOB_RUNNING);
+    assert_int_equal(ended, 0);
     assert_int_equal(job_get_state(r, "run", &s), URSA_OK);
     assert_int_equal(s, JOB_RUNNING); /* its worker ends it */
     redisReply *rep;
@@ -134,9 +139,19 @@ static void cancel(void **state) {
     assert_string_equal(rep->str, "1");
     freeReplyObject(rep);
     assert_int_equal(job_set_state(r, "run", JOB_DONE, NULL, NULL), URSA_OK);
-    assert_int_equal(job_cancel(r, "run", &was), URSA_OK);
+    assert_int_equal(job_cancel(r, "run", &was, NULL), URSA_OK);
     assert_int_equal(was, JOB_DONE);
-    assert_int_equal(job_cancel(r, "none", &was), URSA_ERR_NOT_FOUND);
+    assert_int_equal(job_cancel(r, "none", &was, NULL), URSA_ERR_NOT_FOUND);
+    /* running, and nobody holds its lease (its worker died): at once */
+    assert_int_equal(job_create(r, "orphan", "train", "d", "small", "s", 1, NULL), URSA_OK);
+    assert_int_equal(job_set_state(r, "orphan", JOB_RUNNING, NULL, NULL), URSA_OK);
+    assert_int_equal(job_cancel(r, "orphan", &was, &ended), URSA_OK);
+    assert_int_equal(was, JOB_RUNNING);
+    assert_int_equal(ended, 1);
+    assert_int_equal(job_get_state(r, "orphan", &s), URSA_OK);
+    assert_int_equal(s, JOB_CANCELLED);
+    assert_int_equal(job_lease(r, "orphan", "w2", 5000, &got), URSA_OK);
+    assert_int_equal(got, 1); /* the cancel let its lease go */
     rstore_destroy(r);
 }
 
