@@ -2,8 +2,8 @@
 # test.sh: the README's test command. Installs what is missing, builds with
 # -Wall -Wextra -Werror, runs every test (unit and integration, real
 # redis-server and ursa-broker), then all of them but the multi-host drill
-# again built with AddressSanitizer + UndefinedBehaviorSanitizer (daemons
-# included), then
+# and two job drills again built with AddressSanitizer +
+# UndefinedBehaviorSanitizer (daemons included), then
 # the HTTP layer's, inference and trainer tests under ThreadSanitizer, then the
 # image-decoder fuzz target over its seed corpus (ops/fuzz.sh), then the
 # NN engine's tests cross-built for arm64 under qemu-user (ops/test-arm64.sh).
@@ -29,16 +29,19 @@ if [ $# -eq 0 ]; then
         -DCMAKE_C_FLAGS_DEBUG="-O1 -g" >/dev/null
     cmake --build build-asan -j"$jobs"
     # not the multi-host drill (214 s under ASan): every code path it takes
-    # runs under ASan in s3_pipeline, redis_cluster and trainer_crash
+    # runs under ASan in s3_pipeline, redis_cluster and trainer_crash; nor
+    # the job drills jobs_recover and trainer_deaths (167 and 40 s): the
+    # sweep that re-sends jobs runs in every trainer, and re-sends the job
+    # of the trainer trainer_crash kills, under ASan too
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-        ctest --output-on-failure -E '^integration\.multihost$') | tee -a "$LOG"
+        ctest --output-on-failure -E '^integration\.(multihost|jobs_recover|trainer_deaths)$') | tee -a "$LOG"
     echo "== the HTTP layer, inference, trainer and console tests again under ThreadSanitizer"
     # the daemons with the most threads; the engine's arithmetic is not
     # instrumented and runs on one OpenMP thread (CMakeLists.txt, URSA_TSAN)
     cmake -S . -B build-tsan -DURSA_TSAN=ON -DCMAKE_BUILD_TYPE=Debug \
         -DCMAKE_C_FLAGS_DEBUG="-O1 -g" >/dev/null
     cmake --build build-tsan -j"$jobs" --target ursa ursa-broker ursa-crawler ursa-verifier \
-        ursa-trainer ursa-inference ursa-console nn-export-demo fault-server kq-probe idx2jpeg test_http \
+        ursa-trainer ursa-inference ursa-console nn-export-demo onnx-hostile fault-server kq-probe idx2jpeg test_http \
         test_blob_s3 test_metrics
     tsan_dir="$PWD/build-tsan/tsan" tsan_supp="$PWD/tests/tsan/suppressions.txt"
     rm -rf "$tsan_dir" && mkdir -p "$tsan_dir"
