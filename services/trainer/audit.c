@@ -649,10 +649,15 @@ tjob_outcome audit_run(run *R) {
     }
     for (int f = 0; f < A.K; f++)
         if (audit_fold(R, &A, f, &o)) goto out;
+    /* the last fold's loaders stop: their threads read R->feat, which the
+     * duplicates' pass centres in place and the end frees (ThreadSanitizer
+     * saw both); its model stays for that pass */
+    run_learner_down(R);
     if (audit_duplicates(R, &A, &o)) goto out;
     audit_rows(R, &A);
     o = audit_store(R, &A);
 out:
+    run_learner_down(R); /* a fold that ended the job early: its loaders too */
     audit_free(&A);
     free(R->feat);
     R->feat = NULL;
