@@ -47,6 +47,14 @@ ursa_err util_mkdirs_mode(const char *dir, unsigned mode) {
 
 ursa_err util_mkdirs(const char *dir) { return util_mkdirs_mode(dir, 0755); }
 
+int util_read_int(const char *path) {
+    char *d = NULL;
+    if (util_read_file(path, 64, &d, NULL) != URSA_OK) return -1;
+    int v = atoi(d);
+    free(d);
+    return v;
+}
+
 ursa_err util_read_file(const char *path, size_t max, char **data, size_t *len) {
     *data = NULL;
     if (len) *len = 0;

@@ -13,6 +13,9 @@ void util_sleep_ms(int64_t ms); /* sleeps; returns early on a signal */
 
 /* Creates dir and its parents (mode 0755); existing dirs are fine. */
 ursa_err util_mkdirs(const char *dir);
+/* The number a small file holds (a port, a pid, a count), or -1 when it
+ * cannot be read. */
+int util_read_int(const char *path);
 /* The same, the last directory made with mode (0700: the state dir, blob
  * stores and checkpoints hold data others on the host must not read); an
  * existing one is left as it is. */

@@ -318,7 +318,7 @@ static int step_data(demo *d) {
     server = spawn_exec(prog, (char *const[]){"fault-server", d->www, portf, NULL},
                         &(spawn_opts){.log = logf}, NULL);
     int port = -1;
-    for (int i = 0; server > 0 && i < 100 && (port = demo_read_int(portf)) <= 0; i++) usleep(50000);
+    for (int i = 0; server > 0 && i < 100 && (port = util_read_int(portf)) <= 0; i++) usleep(50000);
     if (port <= 0) {
         fprintf(stderr, "ursa demo: the image server did not start (see %s)\n", logf);
         return -1;
@@ -599,7 +599,7 @@ static int step_arms(demo *d) {
 static int step_serve(demo *d) {
     char pf[4300];
     int iport = statedir_path(d->c, "run/inference.port", pf, sizeof pf) == URSA_OK
-                    ? demo_read_int(pf) : -1;
+                    ? util_read_int(pf) : -1;
     if (iport <= 0) {
         fprintf(stderr, "ursa demo: ursa-inference is not running (ursa status)\n");
         return -1;
@@ -691,10 +691,10 @@ static void summary_arms(demo *d, FILE *m) {
 
 static int summary(demo *d, double times[], int ntimes) {
     char con[300] = "(not running)", pf[4300];
-    if (statedir_path(d->c, "run/console.port", pf, sizeof pf) == URSA_OK && demo_read_int(pf) > 0) {
+    if (statedir_path(d->c, "run/console.port", pf, sizeof pf) == URSA_OK && util_read_int(pf) > 0) {
         char tok[4300];
         statedir_path(d->c, "run/console.token", tok, sizeof tok);
-        snprintf(con, sizeof con, "http://127.0.0.1:%d/ (the token: %.120s)", demo_read_int(pf),
+        snprintf(con, sizeof con, "http://127.0.0.1:%d/ (the token: %.120s)", util_read_int(pf),
                  tok);
     }
     char *sum = NULL;

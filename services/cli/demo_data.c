@@ -43,20 +43,12 @@ static uint64_t rnd(void) { /* splitmix64 */
 }
 static double unif(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
 
-int demo_read_int(const char *path) {
-    char *d = NULL;
-    size_t n = 0;
-    if (util_read_file(path, 64, &d, &n) != URSA_OK) return -1;
-    int v = atoi(d);
-    free(d);
-    return v;
-}
 
 int demo_images(const char *bindir, const char *data, const char *set, const char *dir, int n,
                 int *reused) {
     char marker[4200], img[4200], lab[4200], lim[24], prog[4200];
     snprintf(marker, sizeof marker, "%s/.images", dir);
-    *reused = demo_read_int(marker) == n;
+    *reused = util_read_int(marker) == n;
     if (*reused) return 0;
     snprintf(img, sizeof img, "%s/%s-images-idx3-ubyte.gz", data, set);
     snprintf(lab, sizeof lab, "%s/%s-labels-idx1-ubyte.gz", data, set);

@@ -85,9 +85,6 @@ int demo_score(rstore *r, const char *ds, demo_rows *v, demo_outcome *o);
 int demo_review(rstore *r, const char *ds, demo_rows *v, const char *suspects, const char *path,
                 long *fixed, long *deleted);
 
-/* The number a file holds (a port, a count), or -1. */
-int demo_read_int(const char *path);
-
 /* The row of an image id, or NULL (the index is built on first use). */
 const demo_row *demo_find(demo_rows *v, const char *id);
 void demo_rows_free(demo_rows *v);

@@ -162,11 +162,9 @@ static pid_t spawn(const stack *s, const char *name, char *const argv[]) {
 
 
 static int read_port(const stack *s) {
-    char path[PATH_MAX + 64], *data = NULL;
+    char path[PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/redis.port", s->root);
-    if (util_read_file(path, 64, &data, NULL) != URSA_OK) return 0;
-    int port = atoi(data);
-    free(data);
+    int port = util_read_int(path);
     return port > 0 && port < 65536 ? port : 0;
 }
 
