@@ -87,7 +87,10 @@ stop_daemon() {
         if alive "$pid"; then
             say "$1 (pid $pid) still running after $3 s; SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
-            while alive "$pid"; do sleep 0.05; done
+            for ((n = 600; n > 0; n--)); do alive "$pid" || break; sleep 0.05; done
+            if alive "$pid"; then
+                say "$1 (pid $pid) outlived SIGKILL by 30 s (state $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)); going on"
+            fi
         fi
     fi
     rm -f "$DIR/$1.pid"

@@ -23,6 +23,7 @@ fail() {
 
 cleanup() {
     local rc=$?
+    [ -z "${WATCHDOG:-}" ] || kill "$WATCHDOG" 2>/dev/null || true
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
     "$URSA" down >/dev/null 2>&1 || true
     for c in "${CLEANUP[@]:-}"; do [ -n "$c" ] && eval "$c" || true; done
@@ -31,6 +32,40 @@ cleanup() {
 }
 trap cleanup EXIT
 trap "exit 143" TERM INT # run the EXIT trap (ursa down) when ctest or a person stops us
+
+# The watchdog: ctest SIGKILLs a test at its TIMEOUT (900 s) and prints
+# nothing of where it stood. Before that, say what the test was running
+# (its process tree, each with its age) and the logs' tails, then stop the
+# command it waits on, so the EXIT trap still takes the stack down.
+# URSA_TEST_DEADLINE_S: when (default 870 s; 0: no watchdog).
+descendants() { # descendants PID: every process below PID, parents first
+    ps -e -o pid=,ppid= | awk -v root="$1" '{kids[$2] = kids[$2] " " $1}
+        END {n = split(kids[root], q, " "); for (i = 1; i <= n; i++) {print q[i];
+             m = split(kids[q[i]], c, " "); for (j = 1; j <= m; j++) q[++n] = c[j]}}'
+}
+watchdog() {
+    local main=$1 limit=$2 me p
+    set +e +o pipefail # a process may end while it is being listed
+    # a wait with no child process left behind when cleanup kills us: a read
+    # that times out on a FIFO nobody writes
+    mkfifo "$T/.watchdog" && read -r -t "$limit" <>"$T/.watchdog"
+    me=$BASHPID
+    {
+        echo "WATCHDOG: the test has run ${limit} s; it was running:"
+        for p in $(descendants "$main"); do
+            [ "$p" = "$me" ] || ps -o pid=,etimes=,args= -p "$p" 2>/dev/null | cut -c1-200
+        done
+        for f in "$URSA_STATE_DIR"/log/*.log "$T"/*.log; do
+            [ -f "$f" ] && { echo "--- $f (tail)"; tail -n 12 "$f"; }
+        done
+    } >&2
+    kill -TERM "$main" 2>/dev/null
+    for p in $(descendants "$main"); do [ "$p" = "$me" ] || kill -TERM "$p" 2>/dev/null; done
+}
+if [ "${URSA_TEST_DEADLINE_S:-870}" -gt 0 ]; then
+    watchdog $$ "${URSA_TEST_DEADLINE_S:-870}" </dev/null >/dev/null &
+    WATCHDOG=$!
+fi
 
 stack_up() {
     "$URSA" up >"$T/up.log" 2>&1 || { cat "$T/up.log" >&2; fail "ursa up failed"; }

@@ -11,7 +11,7 @@ export URSA_TRAINER_LEASE_MS=3000 # a killed worker's lease lapses in 3 s
 s3get() { # s3get OBJECT [curl args]: a signed GET of s3://bucket/OBJECT
     local o=$1
     shift
-    curl -sf --aws-sigv4 aws:amz:us-east-1:s3 --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+    curl -sf --max-time 30 --aws-sigv4 aws:amz:us-east-1:s3 --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
         -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "$@" "$S3_ENDPOINT/$S3_BUCKET/$o"
 }
 
@@ -74,7 +74,7 @@ n_exported=$(find "$T/export" -name '*.jpg' | wc -l)
 check_eq "images exported from the bucket" "$n_exported" 600
 VICTIM=$(find "$T/export" -name '*.jpg' -print -quit)
 VKEY=$(sha256sum <"$VICTIM" | cut -c1-64)
-printf 'not the image' | curl -sf -X PUT --data-binary @- --aws-sigv4 aws:amz:us-east-1:s3 \
+printf 'not the image' | curl -sf --max-time 30 -X PUT --data-binary @- --aws-sigv4 aws:amz:us-east-1:s3 \
     --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
     "$S3_ENDPOINT/$S3_BUCKET/it/${VKEY:0:2}/$VKEY" >/dev/null || fail "overwriting an object"
 
