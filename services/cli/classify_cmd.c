@@ -23,6 +23,8 @@ const cfg_def classify_defs[] = {
     {"out", CFG_STR, "", 1, 0, "write the results here as JSON lines (required)"},
     {"top", CFG_INT, "5", 0, 1e6, "predictions per image (0: every class)"},
     {"wait-timeout-s", CFG_INT, "0", 0, 1e7, "give up waiting after this long (0: never)"},
+    {"outage-timeout-s", CFG_INT, "300", 1, 1e7,
+     "while waiting, give up when Redis has not answered for this long"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 typedef struct {
@@ -111,6 +113,7 @@ int classify_cmd(const cfg *c, int argc, char **argv) {
     size_t done = 0;
     int64_t t0 = util_mono_ms(), last = 0;
     long long timeout = cfg_int(c, "wait-timeout-s");
+    cli_outage o = {.cmd = "ursa classify", .limit_s = cfg_int(c, "outage-timeout-s")};
     while (done < n) {
         /* the answers still missing, in one pipelined round trip */
         rstore_batch *bt = rstore_batch_new();
@@ -120,11 +123,29 @@ int classify_cmd(const cfg *c, int argc, char **argv) {
         for (size_t i = 0; bt && which && i < n; i++)
             if (!it[i].done && cresult_batch_exists(bt, it[i].id) == URSA_OK)
                 which[nq++] = i;
-        if (!bt || !which || rstore_batch_exec(r, bt, &reps)) {
-            fprintf(stderr, "\nursa classify: lost Redis: %s\n", rstore_last_error(r));
+        if (!bt || !which) {
+            fprintf(stderr, "\nursa classify: out of memory\n");
             rstore_batch_destroy(bt);
             free(which);
             goto out;
+        }
+        int64_t asked = util_mono_ms();
+        ursa_err err = rstore_batch_exec(r, bt, &reps);
+        if (cli_outage_note(&o, err, r, asked)) {
+            rstore_batch_destroy(bt);
+            free(which);
+            goto out;
+        }
+        if (err) {
+            rstore_batch_destroy(bt);
+            free(which);
+            if (timeout && util_mono_ms() - t0 > timeout * 1000) {
+                fprintf(stderr, "ursa classify: gave up after %lld s with %zu of %zu answered\n",
+                        timeout, done, n);
+                goto out;
+            }
+            util_sleep_ms(1000);
+            continue;
         }
         for (size_t k = 0; k < nq; k++)
             if (reps[k]->type == REDIS_REPLY_INTEGER && reps[k]->integer == 1)

@@ -5,6 +5,7 @@
 
 #include "dataset.h"
 #include "statedir.h"
+#include "util.h"
 
 rstore *cli_redis(const cfg *c) {
     char url[600], err[512];
@@ -34,6 +35,36 @@ blob_store *cli_blobs(const cfg *c) {
     blob_store *bs = statedir_blob_store(c, err, sizeof err);
     if (!bs) fprintf(stderr, "ursa: %s\n", err);
     return bs;
+}
+
+int cli_outage_note(cli_outage *o, ursa_err err, rstore *r, int64_t asked_at) {
+    int64_t now = util_mono_ms();
+    if (!err) {
+        if (o->since)
+            fprintf(stderr, "\n%s: Redis answers again after %.0f s; still waiting\n", o->cmd,
+                    (double)(now - o->since) / 1000);
+        o->since = 0;
+        return 0;
+    }
+    if (!o->since) {
+        o->since = asked_at;
+        o->said = now;
+        fprintf(stderr, "\n%s: Redis does not answer (%s); the work goes on without us. "
+                        "Waiting up to %lld s for it (--outage-timeout-s)\n",
+                o->cmd, rstore_last_error(r), o->limit_s);
+    }
+    if (now - o->since >= o->limit_s * 1000) {
+        fprintf(stderr, "%s: Redis has not answered for %.0f s (%s); gave up waiting. Nothing "
+                        "is lost: see `ursa status` once it is back\n",
+                o->cmd, (double)(now - o->since) / 1000, rstore_last_error(r));
+        return 1;
+    }
+    if (now - o->said >= 10000) {
+        fprintf(stderr, "%s: Redis has not answered for %.0f s; waiting (up to %lld s)\n", o->cmd,
+                (double)(now - o->since) / 1000, o->limit_s);
+        o->said = now;
+    }
+    return 0;
 }
 
 const char *cli_dataset(const cfg *c, const char *cmd) {

@@ -33,6 +33,8 @@ const cfg_def ingest_defs[] = {
     {"max-per-label", CFG_INT, "0", 0, 1e9, "take at most N URLs per label (0: all)"},
     {"no-wait", CFG_BOOL, "false", 1, 0, "return once the URLs are queued"},
     {"wait-timeout-s", CFG_INT, "0", 0, 1e7, "give up waiting after this long (0: never)"},
+    {"outage-timeout-s", CFG_INT, "300", 1, 1e7,
+     "while waiting, give up when Redis has not answered for this long"},
     {NULL, 0, NULL, 0, 0, NULL}};
 const cfg_def retry_defs[] = {
     {"dataset", CFG_STR, "", 1, 0, "dataset name (required)"},
@@ -144,17 +146,27 @@ static void progress_line(const ds_counts *k, int tty, double secs) {
     fflush(stderr);
 }
 
-/* Waits until every URL of the dataset has a final state. */
-static int wait_final(rstore *r, const char *ds, long long timeout_s) {
+/* Waits until every URL of the dataset has a final state, through Redis
+ * outages of up to outage_s. */
+static int wait_final(rstore *r, const char *ds, long long timeout_s, long long outage_s) {
     int tty = isatty(2);
     int64_t t0 = util_mono_ms(), last = 0;
+    cli_outage o = {.cmd = "ursa ingest", .limit_s = outage_s};
     for (;;) {
         ds_counts k;
-        if (read_counts(r, ds, &k)) {
-            fprintf(stderr, "\nursa: lost Redis while waiting: %s\n", rstore_last_error(r));
-            return 1;
-        }
+        int64_t asked = util_mono_ms();
+        ursa_err err = read_counts(r, ds, &k);
+        if (cli_outage_note(&o, err, r, asked)) return 1;
         int64_t now = util_mono_ms();
+        if (err) {
+            if (timeout_s && now - t0 > timeout_s * 1000) {
+                fprintf(stderr, "ursa: gave up waiting after %lld s; the work goes on (see ursa "
+                                "status --dataset %s)\n", timeout_s, ds);
+                return 1;
+            }
+            util_sleep_ms(1000);
+            continue;
+        }
         int done = finals(&k) >= k.total;
         if (tty || done || now - last >= 5000) {
             progress_line(&k, tty, (double)(now - t0) / 1000);
@@ -415,7 +427,8 @@ int ingest_cmd(const cfg *c, int argc, char **argv) {
            ds, es.n + (size_t)es.invalid, argc, argc == 1 ? "" : "s", nper, nper == 1 ? "" : "s",
            queued, known, repeats, over, es.invalid);
     fflush(stdout);
-    rc = cfg_bool(c, "no-wait") ? 0 : wait_final(r, ds, cfg_int(c, "wait-timeout-s"));
+    rc = cfg_bool(c, "no-wait") ? 0 : wait_final(r, ds, cfg_int(c, "wait-timeout-s"),
+                                                   cfg_int(c, "outage-timeout-s"));
     if (rc == 0 && !cfg_bool(c, "no-wait")) rc = dataset_status(c);
 out:
     free(added);

@@ -45,12 +45,16 @@ static const char usage[] =
 
 typedef struct crawl crawl;
 
+/* A gap this long between two runs of the network is a stall of the loop. */
+enum { STALL_MS = 1000 };
+
 typedef struct task {
     crawl *cr;
     kq_job *job;
     Ursa__CrawlRequest *req; /* unpacked, owned */
     int attempt;
     int64_t due;  /* >0: waiting to start again at this time */
+    int64_t started; /* when its download began (util_mono_ms) */
     struct task *next;
     int ok, transient; /* the download's outcome */
     int inlined;       /* body goes in the message, not to the blob store */
@@ -84,6 +88,9 @@ struct crawl {
     int64_t degraded_since, write_retry_at, degraded_logged;
     char known[64][DS_NAME_MAX + 1]; /* datasets seen to exist (a ring) */
     int nknown, known_next;
+    /* the loop itself stalled (a slow Redis or store held it): downloads
+     * under way then may have timed out through no fault of their URL */
+    int64_t ran_at, stall_end;
 };
 
 /* the crawler's own metrics (metrics.h), beside kq's */
@@ -234,6 +241,7 @@ static void start(crawl *cr, task *t) {
         return;
     }
     t->attempt++;
+    t->started = util_mono_ms();
     if (fetch_start(cr->f, t->req->url, on_fetched, t) != URSA_OK) {
         t->attempt--;
         wait_later(cr, t, 100);
@@ -244,6 +252,13 @@ static void on_fetched(void *opaque, const fetch_result *r) {
     task *t = opaque;
     crawl *cr = t->cr;
     if (cr->stopping) { /* cancelled at exit: its message comes again later */
+        wait_later(cr, t, 0);
+        return;
+    }
+    if (!r->ok && r->transient && t->started < cr->stall_end) {
+        /* our loop stalled while it ran: its timers are ours, not the URL's */
+        t->attempt--;
+        metrics_add(met.retries, 1);
         wait_later(cr, t, 0);
         return;
     }
@@ -383,7 +398,14 @@ static int tick(void *opaque, int timeout_ms) {
     }
     if (cr->batch.n && timeout_ms > DS_BATCH_MS) timeout_ms = DS_BATCH_MS;
     if (cr->nwaiting && timeout_ms > 50) timeout_ms = 50;
+    now = util_mono_ms();
+    if (cr->ran_at && now - cr->ran_at > STALL_MS) { /* since the network last ran */
+        cr->stall_end = now;
+        ULOG_WARN("event=loop_stalled ms=%lld note=\"downloads under way then that fail "
+                  "transiently are tried again, not counted\"", (long long)(now - cr->ran_at));
+    }
     int active = fetch_run(cr->f, timeout_ms);
+    cr->ran_at = util_mono_ms();
     if (ds_batch_due(&cr->batch)) flush(cr);
     metrics_set(met.active, active);
     metrics_set(met.waiting, cr->nwaiting);
