@@ -189,7 +189,7 @@ fi
 if [ "$CLUSTER" = 1 ]; then
     ports=()
     for i in 1 2 3; do
-        p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        p=$(python3 "$(dirname "$0")/tools/free_port.py" --cluster)
         ports+=("$p")
         mkdir -p "$W/rc/$p"
         (cd "$W/rc/$p" && exec redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
@@ -200,7 +200,15 @@ if [ "$CLUSTER" = 1 ]; then
     sleep 1
     redis-cli --cluster create "127.0.0.1:${ports[0]}" "127.0.0.1:${ports[1]}" "127.0.0.1:${ports[2]}" \
         --cluster-replicas 0 --cluster-yes >"$W/rc/create.log" 2>&1
-    until redis-cli -p "${ports[0]}" CLUSTER INFO | grep -q cluster_state:ok; do sleep 0.2; done
+    for ((n = 150; n > 0; n--)); do
+        redis-cli -p "${ports[0]}" CLUSTER INFO 2>/dev/null | grep -q cluster_state:ok && break
+        sleep 0.2
+    done
+    if [ "$n" = 0 ]; then
+        echo "bench-ingest: the Redis Cluster on ports ${ports[*]} was not ok within 30 s:" >&2
+        tail -n 5 "$W/rc/create.log" "$W"/rc/*/redis.log >&2
+        exit 1
+    fi
     export URSA_REDIS_URL="redis://127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
     run small-1-cluster small 1
     run small-2-cluster small 2

@@ -8,7 +8,7 @@
 . "$(dirname "$0")/lib.sh"
 N=1500
 ports=()
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { python3 "$(dirname "$0")/../../ops/tools/free_port.py" --cluster; }
 for i in 1 2 3; do
     for try in 1 2 3; do # a port taken between the pick and the bind: pick again
         p=$(free_port)
