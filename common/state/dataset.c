@@ -153,7 +153,7 @@ static const char *lua =
     "if op == 'image' then\n"
     "  local jpeg, src, owner, me, orec = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]\n"
     "  if rank[now] == 2 then\n"
-    "    if now == 2 and string.sub(v, 36, 51) == src then return 2 end\n"
+    "    if now == 2 and string.sub(v, 36, 51) == src then return 12 end\n"
     "    return -2\n"
     "  end\n"
     "  if owner == me then return move(v, 2, '', '', false, false, jpeg..src) * 0 + 2 end\n"
@@ -289,7 +289,7 @@ ursa_err ds_apply(rstore *r, ds_op *ops, size_t n) {
     for (size_t i = 0; i < n; i++) {
         unsigned bk;
         ops[i].err = URSA_OK;
-        ops[i].changed = ops[i].already_final = 0;
+        ops[i].changed = ops[i].already_final = ops[i].replayed = 0;
         a.bad[i] = url_slot(ops[i].url_hash, &bk, a.key[i]) != 0;
         if (ops[i].kind == DS_OP_IMAGE) {
             images = 1;
@@ -337,6 +337,9 @@ ursa_err ds_apply(rstore *r, ds_op *ops, size_t n) {
             o->already_final = x->integer == 2;
         } else if (x->integer == -2) {
             o->already_final = 1;
+        } else if (x->integer == 12) { /* verified before, from these bytes */
+            o->outcome = DS_VERIFIED;
+            o->replayed = 1;
         } else {
             o->outcome = (ds_state)x->integer;
         }

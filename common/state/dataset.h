@@ -89,6 +89,8 @@ typedef struct {
     int already_final; /* the URL had a final state before: nothing was done
                           (an IMAGE replayed for a verified URL is not this) */
     ds_state outcome;  /* IMAGE: verified, duplicate or rejected */
+    int replayed;      /* IMAGE: verified before, from the same bytes (a
+                          message handled again): announce it, count it once */
     ursa_err err;      /* OK, or NOT_FOUND when the dataset lacks the URL */
 } ds_op;
 

@@ -195,8 +195,10 @@ static void announce(verifier *v, pending *p, const ds_op *o) {
         metrics_add(metrics_with(met.rejected, why), 1);
         send_rejected(p->job, d, why, "same bytes as another URL of the dataset");
     } else {
-        v->verified++;
-        metrics_add(met.verified, 1);
+        if (!o->replayed) { /* a message handled again is announced again, counted once */
+            v->verified++;
+            metrics_add(met.verified, 1);
+        }
         Ursa__Header hd;
         char id[33];
         msg_header_init(&hd, id, d->header->dataset, NULL);
