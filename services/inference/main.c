@@ -197,6 +197,7 @@ int main(int argc, char **argv) {
     s.dop.max_pixels = io.max_pixels;
     s.dop.max_scans = io.max_scans;
     pthread_mutex_init(&s.load_mu, NULL);
+    pthread_mutex_init(&s.pub_mu, NULL);
     register_metrics(&s);
     const char *file = cfg_str(c, "inference.model");
     char err[512];
@@ -294,6 +295,7 @@ out:
     pool_free(s.decode);
     batcher_free(s.b);
     http_stop(s.http);
+    free(s.pub);
     service_disconnect(&sc);
     cfg_destroy(c);
     return rc;

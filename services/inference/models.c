@@ -130,21 +130,25 @@ out:
 
 /* ---- GET /v1/models ------------------------------------------------------------ */
 
-/* The dataset's newest published models, from Redis. */
-static void write_published(server *s, FILE *f) {
+/* The dataset's newest published models, read from Redis into f (the
+ * array's inside). A stalled Redis must not hold the answer: one try, with
+ * a short deadline (PUB_TIMEOUT_MS); the caller serves the last list read
+ * instead. */
+enum { PUB_TIMEOUT_MS = 500 };
+static ursa_err read_published(server *s, FILE *f) {
     char e[256];
-    rstore *r = rstore_new(s->a.redis, 2000, e, sizeof e);
+    rstore *r = rstore_new(s->a.redis, PUB_TIMEOUT_MS, e, sizeof e);
+    if (!r) return URSA_ERR_UNAVAILABLE;
+    rstore_set_retry_ms(r, 0);
     redisReply *rep = NULL;
-    ursa_err re = URSA_ERR_UNAVAILABLE;
-    if (r)
-        re = registry_list(r, s->dataset, 1, 50, &rep);
+    ursa_err re = registry_list(r, s->dataset, 1, 50, &rep);
     for (size_t i = 0; re == URSA_OK && i < rep->elements; i++) {
         redisReply *h = NULL;
         if (i) fprintf(f, ", ");
         fprintf(f, "{\"id\": ");
         util_json_str(f, rep->element[i]->str);
         static const char *const want[] = {"arch", "error_rate", "created_ms", NULL};
-        if (registry_fields(r, rep->element[i]->str, want, &h) == URSA_OK &&
+        if ((re = registry_fields(r, rep->element[i]->str, want, &h)) == URSA_OK &&
             h->elements == 3 && h->element[0]->type == REDIS_REPLY_STRING) {
             char *end;
             fprintf(f, ", \"arch\": ");
@@ -163,6 +167,35 @@ static void write_published(server *s, FILE *f) {
     }
     if (rep) freeReplyObject(rep);
     rstore_destroy(r);
+    return re;
+}
+
+/* "published": [...] from Redis ("published_age_s": 0), or when Redis does
+ * not answer the last list read, with its age (null: none was read) and
+ * "published_error". */
+static void write_published(server *s, FILE *out) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    ursa_err err = f ? read_published(s, f) : URSA_ERR_NOMEM;
+    if (f && fclose(f)) err = URSA_ERR_NOMEM;
+    int64_t now = util_mono_ms();
+    pthread_mutex_lock(&s->pub_mu);
+    if (!err) {
+        free(s->pub);
+        s->pub = buf, buf = NULL;
+        s->pub_at = now;
+    }
+    fprintf(out, ", \"published\": [%s]", s->pub ? s->pub : "");
+    if (!err)
+        fprintf(out, ", \"published_age_s\": 0");
+    else if (s->pub)
+        fprintf(out, ", \"published_age_s\": %.0f, \"published_error\": \"Redis does not answer\"",
+                (double)(now - s->pub_at) / 1000);
+    else
+        fprintf(out, ", \"published_age_s\": null, \"published_error\": \"Redis does not answer\"");
+    pthread_mutex_unlock(&s->pub_mu);
+    free(buf);
 }
 
 static void models_job(server *s, http_req *r) {
@@ -197,9 +230,9 @@ static void models_job(server *s, http_req *r) {
     if (s->pin[0]) util_json_str(f, s->pin);
     else fprintf(f, "null");
     pthread_mutex_unlock(&s->load_mu);
-    fprintf(f, ", \"published\": [");
     if (s->have_stack) write_published(s, f);
-    fprintf(f, "]}\n");
+    else fprintf(f, ", \"published\": []");
+    fprintf(f, "}\n");
     if (fclose(f)) http_error(r, 503, "Retry-After: 1\r\n", "out of memory");
     else http_reply(r, 200, "application/json", NULL, buf, len);
     free(buf);

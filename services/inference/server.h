@@ -53,6 +53,11 @@ typedef struct server {
     char pin[160];        /* pinned model id, or "" */
     long long cur_created; /* created_ms of the served model (registry) */
     pthread_mutex_t load_mu; /* one load at a time; guards pin and cur_created */
+    /* GET /v1/models' list of published models as last read from Redis,
+     * served (with its age) while Redis does not answer */
+    pthread_mutex_t pub_mu;
+    char *pub;            /* the JSON array's inside, or NULL */
+    int64_t pub_at;       /* when it was read (util_mono_ms) */
     blob_store *bs;
     fetch_opts fo;
     img_decode_opts dop;  /* img.max-pixels, img.max-scans */

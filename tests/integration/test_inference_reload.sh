@@ -69,6 +69,17 @@ serving_is "$M1" || fail "a failed pin changed the model"
 check_eq "unpin" "$(code -X POST -H 'Authorization: Bearer tok' "$B/v1/admin/pin?model=")" 200
 serving_is "$M2" || fail "unpinned server not back on the newest: $(serving)"
 curl -sf "$B/v1/models" | grep -q "\"$M1\"" || fail "published list lacks $M1"
+# Redis stalled: /v1/models answers at once, with the list it read last
+# and its age
+kill -STOP "$(cat "$URSA_STATE_DIR/run/redis.pid")"
+on_cleanup "kill -CONT $(cat "$URSA_STATE_DIR/run/redis.pid")"
+ms=$(curl -s -m 20 -o "$T/models-stalled.json" -w '%{time_total}' "$B/v1/models" | awk '{printf "%d", $1 * 1000}')
+kill -CONT "$(cat "$URSA_STATE_DIR/run/redis.pid")"
+log "GET /v1/models with Redis stalled: $ms ms"
+[ "$ms" -lt 5000 ] || fail "GET /v1/models took $ms ms with Redis stalled"
+grep -q "\"$M1\"" "$T/models-stalled.json" || fail "no list with Redis stalled: $(cat "$T/models-stalled.json")"
+grep -q '"published_error": "Redis does not answer"' "$T/models-stalled.json" ||
+    fail "no word of the stall: $(cat "$T/models-stalled.json")"
 
 # bulk: every URL answered once, a repeated list answered from Redis
 head -15 "$FM/urls_bag.txt" >"$T/bulk.txt"
