@@ -268,6 +268,11 @@ typedef struct part {
     int32_t partition;
     kq_job *head, *tail;
     int revoked;
+    int64_t seen_to; /* 1 + the highest offset handed to the handler; 0: none */
+    /* what we know is done: every message below done_to had all its effects
+     * (the offset stored for the next commit), as of its revoke at
+     * revoked_at (0: owned now, or never) */
+    int64_t done_to, revoked_at;
     metrics_series *handled, *dead; /* its topic's counters */
 } part;
 
@@ -582,6 +587,7 @@ static void store_done(kq_consumer *kc) {
             kc->inflight--;
         }
         if (next < 0 || pt->revoked) continue;
+        pt->done_to = next;
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(l, pt->topic, pt->partition)->offset = next;
         rd_kafka_resp_err_t err = rd_kafka_offsets_store(kc->rk, l);
@@ -651,6 +657,40 @@ static void forget(kq_consumer *kc, const rd_kafka_topic_partition_list_t *l) {
     }
 }
 
+/* A partition given back soon after we gave it up (a rebalance forced by a
+ * failed commit, say) starts where our own work ended, not at the group's
+ * committed offset, when that is behind: a commit that failed, and fails
+ * again in each rebalance it forces, would otherwise hand out the whole
+ * backlog again each time. Ours is only trusted this long after the
+ * revoke; another owner's commit since then wins when it is ahead. */
+enum { RESUME_WINDOW_MS = 120000, LOST_DRAIN_MS = 3000 };
+
+static void resume_from_done(kq_consumer *kc, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l) {
+    int64_t now = util_mono_ms();
+    rd_kafka_topic_partition_list_t *ours = rd_kafka_topic_partition_list_new(l->cnt);
+    for (int i = 0; i < l->cnt; i++) {
+        part *pt = part_get(kc, l->elems[i].topic, l->elems[i].partition);
+        if (pt && pt->revoked_at && now - pt->revoked_at < RESUME_WINDOW_MS && pt->done_to > 0)
+            rd_kafka_topic_partition_list_add(ours, pt->topic, pt->partition);
+    }
+    /* the group's committed offsets, to keep another owner's progress */
+    rd_kafka_resp_err_t cerr = ours->cnt ? rd_kafka_committed(rk, ours, 2000)
+                                         : RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int k = 0; k < ours->cnt; k++) {
+        part *pt = part_get(kc, ours->elems[k].topic, ours->elems[k].partition);
+        int64_t committed = cerr || ours->elems[k].err ? -1 : ours->elems[k].offset;
+        if (!pt || committed >= pt->done_to) continue;
+        for (int i = 0; i < l->cnt; i++)
+            if (l->elems[i].partition == pt->partition && !strcmp(l->elems[i].topic, pt->topic))
+                l->elems[i].offset = pt->done_to;
+        ULOG_INFO("event=resume_from_done group=%s topic=%s partition=%d offset=%lld "
+                  "committed=%lld note=\"the last commit failed; not handing out again what "
+                  "is done\"", kc->group, pt->topic, pt->partition, (long long)pt->done_to,
+                  (long long)committed);
+    }
+    rd_kafka_topic_partition_list_destroy(ours);
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *l, void *opaque) {
     kq_consumer *kc = opaque;
@@ -667,6 +707,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             part *pt = part_get(kc, l->elems[i].topic, l->elems[i].partition);
             if (pt) pt->revoked = 0;
         }
+        resume_from_done(kc, rk, l);
+        for (int i = 0; i < l->cnt; i++) {
+            part *pt = part_get(kc, l->elems[i].topic, l->elems[i].partition);
+            if (pt) pt->revoked_at = 0;
+        }
         if (coop) rd_kafka_incremental_assign(rk, l);
         else rd_kafka_assign(rk, l);
         /* librdkafka remembers a pause on a partition across assignments:
@@ -677,20 +722,24 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         return;
     }
     ULOG_INFO("event=partitions_revoked group=%s partitions=%s", kc->group, parts);
-    if (!rd_kafka_assignment_lost(rk)) {
-        /* stopping: the loop's own drain already waited kq.drain-ms */
-        int left = drain(kc, l, kc->stopping ? 0 : kc->revoke_wait_ms);
-        if (left)
-            ULOG_WARN("event=revoke_with_pending jobs=%d "
-                      "note=\"they will be handled again by the new owner\"", left);
+    int lost = rd_kafka_assignment_lost(rk);
+    /* what is under way finishes first, so that its effects are there and
+     * nobody (the next owner may be us) does it again; a lost assignment
+     * may have a new owner already, whose work would be done twice (and is
+     * idempotent): a short wait only */
+    int left = drain(kc, l, kc->stopping ? 0 : lost ? LOST_DRAIN_MS : kc->revoke_wait_ms);
+    if (left)
+        ULOG_WARN("event=revoke_with_pending jobs=%d lost=%d "
+                  "note=\"they will be handled again by the new owner\"", left, lost);
+    if (!lost) {
         /* a stop must not wait on a dead coordinator: commit asynchronously */
         rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, kc->stopping);
         if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
             ULOG_WARN("event=commit_failed err=%s", rd_kafka_err2name(cerr));
     }
-    for (int i = 0; i < l->cnt; i++) {
+    for (int i = 0; i < l->cnt; i++) { /* lost or not: what is done stays done */
         part *pt = part_get(kc, l->elems[i].topic, l->elems[i].partition);
-        if (pt) pt->revoked = 1;
+        if (pt) pt->revoked = 1, pt->revoked_at = util_mono_ms();
     }
     forget(kc, l);
     if (coop) rd_kafka_incremental_unassign(rk, l);
@@ -903,7 +952,8 @@ static void handle(kq_consumer *kc, const rd_kafka_message_t *m,
         return;
     }
     kq_msg km = {topic, m->partition, m->offset, m->key, m->key_len,
-                 m->payload, m->len, 0};
+                 m->payload, m->len, 0, m->offset < pt->seen_to};
+    if (m->offset >= pt->seen_to) pt->seen_to = m->offset + 1;
     char reason[512];
     int failures = 0; /* failures that count towards dead-lettering */
     for (int attempt = 1;; attempt++) {

@@ -103,6 +103,10 @@ typedef struct {
     const void *value;
     size_t len;
     int attempt; /* 1 on the first try */
+    int replay;  /* this consumer handed out this offset or a later one of the
+                    partition before: a message seen again after a rebalance
+                    whose commit failed, or a retry (a handler whose work is
+                    costly may look up whether it was done) */
 } kq_msg;
 
 typedef struct kq_job kq_job; /* the pending effects of one consumed message */

@@ -467,6 +467,22 @@ ursa_err ds_set_state(rstore *r, const char *ds, const char *h, ds_state s,
     return err;
 }
 
+ursa_err ds_url_state(rstore *r, const char *ds, const char *h, ds_state *s) {
+    uint8_t key[KEY_BYTES];
+    unsigned bk;
+    char k[160];
+    if (url_slot(h, &bk, key)) return URSA_ERR_INVALID;
+    bucket_key(k, sizeof k, ds, 'u', bk);
+    redisReply *rep;
+    ursa_err err = rstore_cmd(r, &rep, "HGET %s %b", k, key + FIELD_OFF,
+                              (size_t)(KEY_BYTES - FIELD_OFF));
+    if (err) return err;
+    if (rep->type == REDIS_REPLY_STRING && rep->len > 0) *s = (ds_state)((uint8_t)rep->str[0] % 16);
+    else err = rep->type == REDIS_REPLY_NIL ? URSA_ERR_NOT_FOUND : URSA_ERR_REDIS;
+    freeReplyObject(rep);
+    return err;
+}
+
 ursa_err ds_add_image(rstore *r, const char *ds, const char *h, const char *src,
                       const char *jpeg, ds_state *outcome) {
     ds_op o = {.kind = DS_OP_IMAGE, .ds = ds, .url_hash = h, .src_blob = src,

@@ -112,6 +112,9 @@ ursa_err ds_set_state(rstore *r, const char *ds, const char *url_hash, ds_state 
                       const char *reason, const char *detail, int transient,
                       int force, int *changed);
 
+/* A URL's state: URSA_ERR_NOT_FOUND when the dataset lacks it. */
+ursa_err ds_url_state(rstore *r, const char *ds, const char *url_hash, ds_state *s);
+
 /* Records a verified image: the URL becomes verified, or duplicate (same
  * source bytes already under its label), or rejected with reason
  * label_conflict (same bytes under another label). *outcome gets that

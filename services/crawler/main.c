@@ -79,7 +79,7 @@ struct crawl {
     int nwaiting;
     task *done, *done_tail; /* finished downloads waiting for the group commit */
     ds_batch batch; /* the group commit of the done list */
-    uint64_t ok, failed, retried;
+    uint64_t ok, failed, retried, replays_skipped;
     /* the blob store cannot be written: downloads held until it can */
     task *unwritten;
     int nunwritten;
@@ -477,9 +477,18 @@ static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason,
         ursa__crawl_request__free_unpacked(q, NULL);
         return ce;
     }
-    /* No look-up of the URL's state first: a replayed request is rare (only
-     * after a crash) and harmless, since states only move forward; a round
-     * trip per message is not. */
+    /* A request seen again (a rebalance after a failed commit hands out the
+     * backlog again, as many times as the commit fails) is looked up first:
+     * a URL with a final state is not downloaded again. A first delivery is
+     * not: a round trip per message is not free, and states only move
+     * forward, so a replay from elsewhere (a crashed crawler's) is harmless. */
+    ds_state st;
+    if (m->replay && ds_url_state(cr->r, q->header->dataset, q->url_hash, &st) == URSA_OK &&
+        ds_state_final(st)) {
+        cr->replays_skipped++;
+        ursa__crawl_request__free_unpacked(q, NULL);
+        return URSA_OK;
+    }
     task *t = calloc(1, sizeof *t);
     if (!t) {
         ursa__crawl_request__free_unpacked(q, NULL);
@@ -533,9 +542,9 @@ int main(int argc, char **argv) {
               "allow=\"%s\"", sc.a.kafka, sc.a.redis, blob_store_where(sc.bs), cr.inline_max,
               fo.max_total, fo.allow);
     rc = kq_consumer_run(kc, &run) == URSA_OK ? 0 : 1;
-    ULOG_INFO("event=stopped downloaded=%llu failed=%llu retried=%llu",
+    ULOG_INFO("event=stopped downloaded=%llu failed=%llu retried=%llu replays_skipped=%llu",
               (unsigned long long)cr.ok, (unsigned long long)cr.failed,
-              (unsigned long long)cr.retried);
+              (unsigned long long)cr.retried, (unsigned long long)cr.replays_skipped);
 out:
     /* Whatever is still unfinished was not stored: its messages come again. */
     kq_consumer_destroy(kc);

@@ -2,7 +2,8 @@
 # broker is taken down mid-ingest (`ursa broker down 2`, which moves its
 # partition leaders and group coordinators to the live brokers) and the
 # ingest keeps going, with the longest stall printed; it comes back up;
-# injected produce errors are retried; every count ends exact.
+# injected produce errors are retried; injected commit errors (a rebalance
+# each) do not hand out done work again; every count ends exact.
 . "$(dirname "$0")/lib.sh"
 export URSA_BROKER_BROKERS=3
 N=1500
@@ -49,4 +50,20 @@ seq $N $((N + 99)) | sed "s|^|$FS/gen/|; s|\$|.jpg|" >"$T/urls_more.txt"
 "$URSA" ingest --dataset gen --label gen --wait-timeout-s 120 "$T/urls_more.txt" \
     >"$T/ingest2.log" 2>&1 || fail "ingest with produce errors injected"
 check_eq "verified after the injected errors" "$(state_sum gen verified)" $((N + 100))
+
+# injected offset-commit errors: ILLEGAL_GENERATION (22) makes each failed
+# commit cost the group a rebalance, and the next commit fails again. What
+# a consumer had done is not handed out again: a URL is downloaded again
+# only if its download was under way at a rebalance.
+M=1000
+"$URSA" broker error 8 22 8 >/dev/null || fail "broker error 8"
+seq 5000 $((5000 + M - 1)) | sed "s|^|$FS/delay/20/gen/|; s|\$|.jpg|" >"$T/urls_commit.txt"
+"$URSA" ingest --dataset gen --label gen --wait-timeout-s 240 "$T/urls_commit.txt" \
+    >"$T/ingest3.log" 2>&1 || fail "ingest with commit errors injected: $(tail -3 "$T/ingest3.log")"
+check_eq "verified after the commit errors" "$(state_sum gen verified)" $((N + 100 + M))
+gets=$(grep -c 'GET /delay/20/gen/' "$T/fs.log")
+rebalances=$(grep -c 'event=partitions_revoked' "$URSA_STATE_DIR/log/crawler.log")
+log "commit errors: $gets downloads for $M URLs, $rebalances crawler rebalances in all"
+grep -q 'COMMITFAIL' "$URSA_STATE_DIR/log/crawler.log" || fail "no commit failed: the drill did nothing"
+[ "$gets" -le $((M + 300)) ] || fail "$gets downloads for $M URLs: the backlog was handed out again"
 echo "test_broker_faults: ok stall_ms=$stall"
