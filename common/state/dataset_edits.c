@@ -388,17 +388,6 @@ ursa_err ds_edits_seq(rstore *r, const char *ds, long long *seq) {
     return URSA_OK;
 }
 
-ursa_err ds_edit_seen(rstore *r, const char *ds, const char *msg_id, int *seen_out) {
-    char cur[128], log[128], seen[128];
-    keys(ds, cur, log, seen);
-    redisReply *rep = NULL;
-    ursa_err err = rstore_cmd(r, &rep, "SISMEMBER %s %s", seen, msg_id);
-    if (err) return err;
-    *seen_out = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
-    freeReplyObject(rep);
-    return URSA_OK;
-}
-
 static int by_image(const void *a, const void *b) {
     return strcmp(((const ds_edit_cur *)a)->image, ((const ds_edit_cur *)b)->image);
 }

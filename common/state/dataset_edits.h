@@ -152,9 +152,6 @@ ursa_err ds_edit_outcome(rstore *r, const char *ds, const char *msg_id, ed_outco
 /* The number of edits applied to the dataset so far (its edit sequence). */
 ursa_err ds_edits_seq(rstore *r, const char *ds, long long *seq);
 
-/* 1 if the message id was applied. */
-ursa_err ds_edit_seen(rstore *r, const char *ds, const char *msg_id, int *seen);
-
 /* The decisions in force, sorted by image id; the caller frees *out. */
 typedef struct {
     char image[33];
