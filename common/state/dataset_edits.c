@@ -260,7 +260,7 @@ int ds_edit_refusal_parse(const char *value, ds_edit_refusal *out) {
 
 /* "as given (\"cat\")", "deleted", "relabelled to \"dog\"" */
 static void state_text(ed_op op, const char *to, const char *given, char *buf, size_t n) {
-    if (op == ED_NONE) snprintf(buf, n, "with no decision (label \"%s\")", given);
+    if (op == ED_NONE) snprintf(buf, n, "as given (\"%s\")", given);
     else if (op == ED_DELETE) snprintf(buf, n, "deleted");
     else if (op == ED_RELABEL) snprintf(buf, n, "relabelled to \"%s\"", to);
     else snprintf(buf, n, "in an unreadable state");
@@ -274,8 +274,8 @@ char *ds_edit_refusal_text(const ds_edit *e, const ds_edit_refusal *f, char *buf
     char was[120], now[120], by[40] = "";
     state_text(e->base_op, e->base_to, e->from, was, sizeof was);
     state_text(f->now_op, f->now_to, e->from, now, sizeof now);
-    if (f->now_seq > 0) snprintf(by, sizeof by, " by edit #%lld", f->now_seq);
-    snprintf(buf, n, "conflict: decided on the image %s, it is %s%s now", was, now, by);
+    if (f->now_seq > 0) snprintf(by, sizeof by, " (edit #%lld)", f->now_seq);
+    snprintf(buf, n, "conflict: decided on the image %s, now it is %s%s", was, now, by);
     return buf;
 }
 
