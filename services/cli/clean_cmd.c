@@ -277,9 +277,10 @@ static int send_edits(const cfg *c, rstore *r, const char *ds, const char *cmd, 
         printf("applied: the dataset is at edit #%lld (ursa edits --dataset %s)\n", seq, ds);
         rc = 0;
     } else if (done == l->n) {
-        printf("%zu of %zu applied, %zu refused (%zu conflicts: another edit of the image came "
-               "first; read the dataset again and decide on what is in force now): the dataset "
-               "is at edit #%lld\n", applied, l->n, refused, conflicts, seq);
+        printf("%zu of %zu applied, %zu refused (%zu conflict%s: another edit of the image "
+               "came first; read the dataset again and decide on what is in force now): the "
+               "dataset is at edit #%lld\n", applied, l->n, refused, conflicts,
+               conflicts == 1 ? "" : "s", seq);
         rc = 3;
     } else {
         printf("%zu of %zu applied so far%s; ursa-verifier applies the rest when it runs "

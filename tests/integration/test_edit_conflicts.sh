@@ -3,7 +3,9 @@
 # image, B relabels half and deletes the rest): on each image the first
 # edit applied wins, the other is refused as a conflict and reported per
 # image, with exit status 3; nothing applied is overwritten and no deleted
-# image comes back. Then edits sent straight to Kafka, past the CLI's
+# image comes back. Then three cleaners in a set order (the verifier
+# stopped while they send) show the same image by image with mixed
+# winners. Then edits sent straight to Kafka, past the CLI's
 # checks (an unknown image, a false label before, an unknown dataset, a
 # new label that is no class, no base): ursa-verifier dead-letters each
 # with its reason, records the refusal, and changes nothing; the unknown
@@ -93,7 +95,7 @@ for x in "A $RA $NA a" "B $RB $NB b"; do
     set -- $x
     if [ "$3" -gt 0 ]; then
         check_eq "$1's exit status (conflicts)" "$2" 3
-        grep -q "^$((N - $3)) of $N applied, $3 refused ($3 conflicts" "$T/$4.out" ||
+        grep -q "^$((N - $3)) of $N applied, $3 refused ($3 conflict" "$T/$4.out" ||
             fail "$1: $(cat "$T/$4.out")"
     else
         check_eq "$1's exit status (no conflict)" "$2" 0
@@ -125,6 +127,81 @@ X=$(awk 'NR % 2 == 1 {i = $0} NR % 2 == 0 && /^delete/ {print i; exit}' "$T/cur.
 "$URSA" edit --dataset fm restore "$X" >"$T/restore2.out" 2>&1 && fail "a second restore was accepted"
 grep -q "nothing to restore" "$T/restore2.out" || fail "restore twice: $(cat "$T/restore2.out")"
 rcli HGETALL 'ursa:ds:{fm:ed}:cur' >"$T/cur.txt"
+
+# ---- three cleaners in a set order: on each image the first applied wins ----
+# All decided on the same state while the verifier is stopped: A1 relabels
+# the first half, B deletes every image not deleted, A2 relabels the second
+# half; each is in Kafka before the next starts, so in every partition A1's
+# edits come first, then B's, then A2's: A1 wins all, B loses the first
+# half, A2 loses the images B deleted (they stay deleted)
+LOG1=$(rcli LLEN 'ursa:ds:{fm:ed}:log' | tr -d '\n')
+python3 - "$T/exp/labels.csv" "$T/a1.csv" "$T/a2.csv" $CLASSES <<'EOF'
+import csv, sys
+src, a1, a2, *classes = sys.argv[1:]
+rows = list(csv.reader(open(src)))[1:]
+nxt = lambda c, k: classes[(classes.index(c) + k) % len(classes)]
+with open(a1, "w") as f1, open(a2, "w") as f2:
+    f1.write("name,label\n")
+    f2.write("name,label\n")
+    for i, (name, label) in enumerate(rows):  # a label no edit gave yet
+        (f1 if i < len(rows) // 2 else f2).write(f"{name},{nxt(label, 3)}\n")
+EOF
+printf 'name,label\n' >"$T/none.csv"
+VP=$(cat "$URSA_STATE_DIR/run/verifier.pid")
+kill -TERM "$VP"
+wait_for 20 "the verifier to stop" dead "$VP"
+sent() { grep -q "edits sent" "$1"; }
+"$URSA" clean --dataset fm --apply "$T/a1.csv" --author A1 --wait-s 50 >"$T/a1.out" 2>"$T/a1.err" &
+P1=$!
+wait_for 20 "A1's edits sent" sent "$T/a1.out"
+"$URSA" clean --dataset fm --apply "$T/none.csv" --delete-missing --author B2 --wait-s 50 \
+    >"$T/b2.out" 2>"$T/b2.err" &
+P2=$!
+wait_for 20 "B2's edits sent" sent "$T/b2.out"
+"$URSA" clean --dataset fm --apply "$T/a2.csv" --author A2 --wait-s 50 >"$T/a2.out" 2>"$T/a2.err" &
+P3=$!
+wait_for 20 "A2's edits sent" sent "$T/a2.out"
+"$URSA" up >"$T/up2.log" 2>&1 || fail "ursa up: $(cat "$T/up2.log")"
+R1=0; wait "$P1" || R1=$?
+R2=0; wait "$P2" || R2=$?
+R3=0; wait "$P3" || R3=$?
+log "A1: rc=$R1 $(tail -1 "$T/a1.out"); B2: rc=$R2 $(tail -1 "$T/b2.out"); A2: rc=$R3 $(tail -1 "$T/a2.out")"
+check_eq "A1's exit status" "$R1" 0
+check_eq "B2's exit status" "$R2" 3
+check_eq "A2's exit status" "$R3" 3
+"$URSA" edits --dataset fm --from $((LOG1 + 1)) --limit 100000 >"$T/edits2.out" || fail "ursa edits"
+rcli HGETALL 'ursa:ds:{fm:ed}:cur' >"$T/cur.txt"
+python3 - "$T/edits2.out" "$T/cur.txt" "$T" <<'EOF' || fail "three cleaners: see above"
+import re, sys
+edits, cur, t = sys.argv[1:]
+won = {}
+for line in open(edits):
+    f = line.rstrip("\n").split("\t")
+    if len(f) == 8 and f[0].isdigit():
+        won.setdefault(f[6], set()).add(f[3])
+        assert all(f[3] not in v for k, v in won.items() if k != f[6]), f"{f[3]} applied twice"
+c = open(cur).read().split("\n")
+cur = {c[i]: c[i + 1].split("\t")[0] for i in range(0, len(c) - 1, 2)}
+lost = {}
+for who in ("A1", "B2", "A2"):
+    lost[who] = set()
+    for line in open(f"{t}/{who.lower()}.err"):
+        m = re.match(r"ursa clean: image ([0-9a-f]{32}) \(.*?\): conflict: decided on the image .*, "
+                     r"now it is (deleted|relabelled to \"[^\"]*\") \(edit #\d+\)$", line)
+        assert m, f"{who}: unexpected line {line!r}"
+        lost[who].add(m.group(1))
+    n = int(re.search(r"^(\d+) edits sent", open(f"{t}/{who.lower()}.out").read(), re.M).group(1))
+    assert len(won.get(who, ())) + len(lost[who]) == n, f"{who}: {n} sent, {len(won.get(who, ()))} applied, {len(lost[who])} refused"
+a1, b2, a2 = won.get("A1", set()), won.get("B2", set()), won.get("A2", set())
+assert not lost["A1"] and a1, "A1 came first: nothing of it may be refused"
+assert lost["B2"] and lost["B2"] <= a1 and not (b2 & a1), "B2 loses exactly the images A1 decided"
+assert lost["A2"] and lost["A2"] <= b2 and not (a2 & b2), "A2 loses exactly the images B2 deleted"
+assert all(cur[i] == "delete" for i in b2), "an image B2 deleted came back"
+assert all(cur[i] == "relabel" for i in a1 | a2), "a relabel is not in force"
+print(f"A1 {len(a1)} applied; B2 {len(b2)} applied, {len(lost['B2'])} conflicts; "
+      f"A2 {len(a2)} applied, {len(lost['A2'])} conflicts")
+EOF
+check_eq "pending after the three" "$(rcli ZCARD 'ursa:ds:{fm:ed}:pendt' | tr -d '\n')" 0
 
 # ---- hostile edits straight to Kafka ----
 LOG0=$(rcli LLEN 'ursa:ds:{fm:ed}:log' | tr -d '\n')
