@@ -1,17 +1,18 @@
-# Conflicting cleaning decisions, and edits that do not hold (issue 27, defect 6).
-# Two `ursa clean --apply` at once on the same images (A relabels every
-# image, B relabels half and deletes the rest): on each image the first
-# edit applied wins, the other is refused as a conflict and reported per
-# image, with exit status 3; nothing applied is overwritten and no deleted
-# image comes back. Then three cleaners in a set order (the verifier
-# stopped while they send) show the same image by image with mixed
-# winners. Then edits sent straight to Kafka, past the CLI's
-# checks (an unknown image, a false label before, an unknown dataset, a
-# new label that is no class, no base): ursa-verifier dead-letters each
-# with its reason, records the refusal, and changes nothing; the unknown
-# dataset gets no key. Before the fix both cleaners said "applied", A's
-# relabels brought B's deleted images back, and every hostile edit was
-# applied.
+# Conflicting cleaning decisions, and edits that do not hold (issue 27,
+# defect 6). Two `ursa clean --apply` at once on the same images (A
+# relabels every image, B relabels half and deletes the rest): on each
+# image the first edit applied wins, the other is refused as a conflict
+# and reported per image, with exit status 3; nothing applied is
+# overwritten and no deleted image comes back. Three cleaners in a set
+# order (sent while the verifier is stopped) show the same with mixed
+# winners. Edits sent straight to Kafka, past the CLI's checks (an
+# unknown image, a false label before, an unknown dataset, a new label
+# that is no class, no base) are dead-lettered with their reason and
+# recorded as refused, and change nothing; the unknown dataset gets no
+# key. The console answers 409 to a page showing a stale decision.
+# Before the fix both cleaners said "applied" and the later one's edits
+# overwrote the earlier's (a relabel bringing a deleted image back), and
+# every hostile edit was applied.
 . "$(dirname "$0")/lib.sh"
 start_fmnist_server 60
 stack_up
@@ -242,4 +243,19 @@ rcli HGETALL 'ursa:ds:{fm:ed}:cur' | cmp -s - "$T/cur.txt" || fail "a hostile ed
 check_eq "the unknown dataset's keys" "$(rcli --scan --pattern '*nosuchds*' | wc -l)" 0
 "$URSA" status --dataset fm --counts | grep -q zebra && fail "the class zebra was created"
 check_eq "verified after the hostile edits" "$(state_sum fm verified)" "$N"
+
+# ---- the console: a page showing a stale decision gets 409, per image ----
+U="http://127.0.0.1:$(cat "$URSA_STATE_DIR/run/console.port")"
+curl -s -c "$T/cj" -X POST -H 'X-Ursa: 1' --data "token=$(cat "$URSA_STATE_DIR/run/console.token")" \
+    "$U/api/login" >"$T/login.json"
+CSRF=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["csrf"])' "$T/login.json")
+post() { curl -s -o "$T/body" -w '%{http_code}' -b "$T/cj" -X POST -H 'X-Ursa: 1' \
+    -H "X-CSRF-Token: $CSRF" --data "$1" "$U/api/edit"; }
+check_eq "a delete on a stale page" "$(post "dataset=fm&image=$Y&op=delete&base=none")" 409
+grep -q "image $Y: conflict: decided on the image as given (\\\\\"$YFROM\\\\\"), now it is relabelled to \\\\\"$YTO\\\\\"" "$T/body" ||
+    fail "the console's conflict: $(cat "$T/body")"
+check_eq "edits after the stale page" "$(rcli LLEN 'ursa:ds:{fm:ed}:log' | tr -d '\n')" "$LOG0"
+check_eq "a delete on the page as it is" "$(post "dataset=fm&image=$Y&op=delete&base=relabel&base_label=$YTO")" 200
+grep -q '"applied":true' "$T/body" || fail "the console's delete: $(cat "$T/body")"
+check_eq "Y's decision" "$(rcli HGET 'ursa:ds:{fm:ed}:cur' "$Y" | cut -f1)" delete
 echo "test_edit_conflicts: ok"
