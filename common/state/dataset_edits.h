@@ -78,7 +78,8 @@ typedef struct {
     long long ts_ms; /* when it was decided */
     char image[33];
     ed_op op;
-    char from[72], to[72]; /* the label before; the new one for a relabel */
+    char from[72], to[72]; /* its given label (its URL's, whatever was decided
+                              since); the new one for a relabel */
     char author[72], reason[208];
     char msg_id[33];
     ed_op base_op;     /* the decision in force when it was decided: ED_NONE,
