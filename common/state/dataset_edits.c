@@ -33,6 +33,18 @@ static int hex_lower(const char *s, size_t n) {
 
 int ed_image_valid(const char *id) { return hex_lower(id, 32); }
 
+const char *ed_base_name(ed_op op) {
+    return op == ED_NONE ? "none" : op == ED_DELETE || op == ED_RELABEL ? op_names[op] : "?";
+}
+
+int ed_base_parse(const char *s, ed_op *op) {
+    if (s && !strcmp(s, "none")) *op = ED_NONE;
+    else if (s && !strcmp(s, "delete")) *op = ED_DELETE;
+    else if (s && !strcmp(s, "relabel")) *op = ED_RELABEL;
+    else return -1;
+    return 0;
+}
+
 const char *ds_edit_problem(const char *ds, const ds_edit *e) {
     if (!ds_name_valid(ds)) return "bad dataset name";
     if (!ed_image_valid(e->image)) return "the image id is not 32 lowercase hex digits";
@@ -40,6 +52,13 @@ const char *ds_edit_problem(const char *ds, const ds_edit *e) {
     if (!hex_lower(e->msg_id, 32)) return "no message id";
     if (e->from[0] && !ds_label_valid(e->from)) return "the label it had is not a valid label";
     if (e->op == ED_RELABEL && !ds_label_valid(e->to)) return "the new label is not a valid label";
+    if (e->base_op != ED_NONE && e->base_op != ED_DELETE && e->base_op != ED_RELABEL)
+        return "the decision it was made against is not none, delete or relabel";
+    if (e->base_op == ED_RELABEL && !ds_label_valid(e->base_to))
+        return "the label it was made against is not a valid label";
+    if (e->op == ED_RESTORE && e->base_op == ED_NONE)
+        return "a restore of an image with no decision in force: nothing to undo";
+    if (e->op == ED_DELETE && e->base_op == ED_DELETE) return "the image was deleted already";
     return NULL;
 }
 
@@ -59,6 +78,8 @@ ursa_err ds_edit_send(rstore *r, struct kq_producer *p, const char *ds, ds_edit 
     m.new_label = e->to;
     m.author = e->author;
     m.reason = e->reason;
+    m.base_op = (char *)ed_base_name(e->base_op);
+    m.base_label = e->base_op == ED_RELABEL ? e->base_to : "";
     void *buf;
     size_t len;
     char key[128];
@@ -168,44 +189,190 @@ static void keys(const char *ds, char cur[128], char log[128], char seen[128]) {
     snprintf(seen, 128, "ursa:ds:{%s:ed}:seen", ds);
 }
 
-/* KEYS cur, log, seen, pending, pendt; ARGV msg id, image, op, from, to,
- * author, reason, ts. Returns {applied, seq}. */
+/* Splits s at tabs into at most n fields (in place); returns how many. */
+static int split_tabs(char *s, char **f, int n) {
+    int k = 0;
+    while (k < n) {
+        f[k++] = s;
+        char *t = strchr(s, '\t');
+        if (!t) break;
+        *t = '\0';
+        s = t + 1;
+    }
+    return k;
+}
+
+static void refused_key(const char *ds, char out[128]) {
+    snprintf(out, 128, "ursa:ds:{%s:ed}:refused", ds);
+}
+
+/* KEYS cur, log, seen, pending, pendt, refused; ARGV msg id, image, op,
+ * from, to, author, reason, ts, base op, base label. Returns {applied,
+ * seq} or {-1, 0, the refused record}. The decision in force is compared
+ * with the edit's base in the same script that changes it: nothing runs
+ * between the two. */
 static const char apply_lua[] =
     "redis.call('HDEL', KEYS[4], ARGV[1])\n"
     "redis.call('ZREM', KEYS[5], ARGV[1])\n"
     "if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then\n"
     "  return {0, redis.call('LLEN', KEYS[2])}\n"
     "end\n"
-    "local seq = redis.call('RPUSH', KEYS[2], table.concat({ARGV[8], ARGV[2], ARGV[3],\n"
-    "  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[1]}, '\\t'))\n"
+    "local was = redis.call('HGET', KEYS[6], ARGV[1])\n"
+    "if was then return {-1, 0, was} end\n"
+    "local op, to, seq = 'none', '', '0'\n"
+    "local c = redis.call('HGET', KEYS[1], ARGV[2])\n"
+    "if c then\n"
+    "  local o, f, t, s = string.match(c, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)$')\n"
+    "  if o then op, to, seq = o, t, s else op = '?' end\n"
+    "end\n"
+    "if op ~= ARGV[9] or (op == 'relabel' and to ~= ARGV[10]) then\n"
+    "  local r = table.concat({'conflict', op, to, seq}, '\t')\n"
+    "  redis.call('HSET', KEYS[6], ARGV[1], r)\n"
+    "  return {-1, 0, r}\n"
+    "end\n"
+    "local n = redis.call('RPUSH', KEYS[2], table.concat({ARGV[8], ARGV[2], ARGV[3],\n"
+    "  ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[1]}, '\t'))\n"
     "redis.call('SADD', KEYS[3], ARGV[1])\n"
     "if ARGV[3] == 'restore' then redis.call('HDEL', KEYS[1], ARGV[2])\n"
-    "else redis.call('HSET', KEYS[1], ARGV[2], ARGV[3] .. '\\t' .. ARGV[4] .. '\\t' ..\n"
-    "  ARGV[5] .. '\\t' .. seq) end\n"
-    "return {1, seq}\n";
+    "else redis.call('HSET', KEYS[1], ARGV[2], ARGV[3] .. '\t' .. ARGV[4] .. '\t' ..\n"
+    "  ARGV[5] .. '\t' .. n) end\n"
+    "return {1, n}\n";
+
+int ds_edit_refusal_parse(const char *value, ds_edit_refusal *out) {
+    char buf[320], *f[4];
+    memset(out, 0, sizeof *out);
+    snprintf(buf, sizeof buf, "%s", value ? value : "");
+    int k = split_tabs(buf, f, 4);
+    if (k == 4 && !strcmp(f[0], "conflict")) {
+        out->conflict = 1;
+        if (ed_base_parse(f[1], &out->now_op)) out->now_op = ED_RESTORE; /* unreadable */
+        snprintf(out->now_to, sizeof out->now_to, "%s", f[2]);
+        out->now_seq = atoll(f[3]);
+        return 0;
+    }
+    if (k >= 2 && !strcmp(f[0], "refused")) {
+        /* the reason may hold no tab, but keep what follows one */
+        snprintf(out->why, sizeof out->why, "%s", value + strlen("refused\t"));
+        return 0;
+    }
+    return -1;
+}
+
+/* "as given (\"cat\")", "deleted", "relabelled to \"dog\"" */
+static void state_text(ed_op op, const char *to, const char *given, char *buf, size_t n) {
+    if (op == ED_NONE) snprintf(buf, n, "as given (\"%s\")", given);
+    else if (op == ED_DELETE) snprintf(buf, n, "deleted");
+    else if (op == ED_RELABEL) snprintf(buf, n, "relabelled to \"%s\"", to);
+    else snprintf(buf, n, "in an unreadable state");
+}
+
+char *ds_edit_refusal_text(const ds_edit *e, const ds_edit_refusal *f, char *buf, size_t n) {
+    if (!f->conflict) {
+        snprintf(buf, n, "refused: %s", f->why);
+        return buf;
+    }
+    char was[120], now[120], by[40] = "";
+    state_text(e->base_op, e->base_to, e->from, was, sizeof was);
+    state_text(f->now_op, f->now_to, e->from, now, sizeof now);
+    if (f->now_seq > 0) snprintf(by, sizeof by, " (edit #%lld)", f->now_seq);
+    snprintf(buf, n, "conflict: decided on the image %s, now it is %s%s", was, now, by);
+    return buf;
+}
 
 ursa_err ds_edit_apply(rstore *r, const char *ds, const ds_edit *e, int *applied,
-                       long long *seq) {
+                       long long *seq, ds_edit_refusal *ref) {
     if (ds_edit_problem(ds, e)) return URSA_ERR_INVALID;
-    char cur[128], log[128], seen[128], author[72], reason[208], ts[24], pend[128], pendt[128];
+    char cur[128], log[128], seen[128], author[72], reason[208], ts[24], pend[128], pendt[128],
+        refused[128];
     keys(ds, cur, log, seen);
+    refused_key(ds, refused);
     snprintf(pend, sizeof pend, "ursa:ds:{%s:ed}:pending", ds);
     snprintf(pendt, sizeof pendt, "ursa:ds:{%s:ed}:pendt", ds);
     clean_text(author, sizeof author, e->author);
     clean_text(reason, sizeof reason, e->reason);
     snprintf(ts, sizeof ts, "%lld", e->ts_ms);
-    const char *argv[] = {"EVAL", apply_lua, "5", cur, log, seen, pend, pendt, e->msg_id,
-                          e->image, ed_op_name(e->op), e->from,
-                          e->op == ED_RELABEL ? e->to : "", author, reason, ts};
+    const char *argv[] = {"EVAL", apply_lua, "6", cur, log, seen, pend, pendt, refused,
+                          e->msg_id, e->image, ed_op_name(e->op), e->from,
+                          e->op == ED_RELABEL ? e->to : "", author, reason, ts,
+                          ed_base_name(e->base_op), e->base_op == ED_RELABEL ? e->base_to : ""};
     redisReply *rep = NULL;
-    ursa_err err = rstore_cmdargv(r, &rep, 16, argv, NULL);
+    ursa_err err = rstore_cmdargv(r, &rep, 19, argv, NULL);
     if (err) return err;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
+        (rep->element[0]->integer < 0 &&
+         (rep->elements != 3 || rep->element[2]->type != REDIS_REPLY_STRING))) {
         freeReplyObject(rep);
         return URSA_ERR_REDIS;
     }
     if (applied) *applied = (int)rep->element[0]->integer;
     if (seq) *seq = rep->element[1]->integer;
+    if (ref) {
+        memset(ref, 0, sizeof *ref);
+        if (rep->element[0]->integer < 0 && ds_edit_refusal_parse(rep->element[2]->str, ref))
+            snprintf(ref->why, sizeof ref->why, "refused (unreadable record)");
+    }
+    freeReplyObject(rep);
+    return URSA_OK;
+}
+
+/* KEYS seen, refused, pending, pendt; ARGV msg id, record. */
+static const char refuse_lua[] =
+    "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end\n"
+    "redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])\n"
+    "redis.call('HDEL', KEYS[3], ARGV[1])\n"
+    "redis.call('ZREM', KEYS[4], ARGV[1])\n"
+    "return 1\n";
+
+ursa_err ds_edit_refuse(rstore *r, const char *ds, const char *msg_id, const char *why,
+                        int *recorded) {
+    char cur[128], log[128], seen[128], refused[128], pend[128], pendt[128], rec[240], text[208];
+    keys(ds, cur, log, seen);
+    refused_key(ds, refused);
+    snprintf(pend, sizeof pend, "ursa:ds:{%s:ed}:pending", ds);
+    snprintf(pendt, sizeof pendt, "ursa:ds:{%s:ed}:pendt", ds);
+    clean_text(text, sizeof text, why);
+    snprintf(rec, sizeof rec, "refused\t%s", text);
+    const char *argv[] = {"EVAL", refuse_lua, "4", seen, refused, pend, pendt, msg_id, rec};
+    redisReply *rep = NULL;
+    ursa_err err = rstore_cmdargv(r, &rep, 9, argv, NULL);
+    if (err) return err;
+    if (recorded) *recorded = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+    freeReplyObject(rep);
+    return URSA_OK;
+}
+
+/* KEYS seen, refused, pending; ARGV msg id. Returns {outcome[, record]}. */
+static const char outcome_lua[] =
+    "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return {1} end\n"
+    "local r = redis.call('HGET', KEYS[2], ARGV[1])\n"
+    "if r then return {2, r} end\n"
+    "if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return {0} end\n"
+    "return {3}\n";
+
+ursa_err ds_edit_outcome(rstore *r, const char *ds, const char *msg_id, ed_outcome *out,
+                         ds_edit_refusal *ref) {
+    char cur[128], log[128], seen[128], refused[128], pend[128];
+    keys(ds, cur, log, seen);
+    refused_key(ds, refused);
+    snprintf(pend, sizeof pend, "ursa:ds:{%s:ed}:pending", ds);
+    const char *argv[] = {"EVAL", outcome_lua, "3", seen, refused, pend, msg_id};
+    redisReply *rep = NULL;
+    ursa_err err = rstore_cmdargv(r, &rep, 7, argv, NULL);
+    if (err) return err;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(rep);
+        return URSA_ERR_REDIS;
+    }
+    long long k = rep->element[0]->integer;
+    *out = k == 1 ? ED_APPLIED : k == 2 ? ED_REFUSED : k == 0 ? ED_PENDING : ED_LOST;
+    if (ref && k == 2) {
+        if (rep->elements != 2 || rep->element[1]->type != REDIS_REPLY_STRING ||
+            ds_edit_refusal_parse(rep->element[1]->str, ref)) {
+            memset(ref, 0, sizeof *ref);
+            snprintf(ref->why, sizeof ref->why, "refused (unreadable record)");
+        }
+    }
     freeReplyObject(rep);
     return URSA_OK;
 }
@@ -219,30 +386,6 @@ ursa_err ds_edits_seq(rstore *r, const char *ds, long long *seq) {
     *seq = rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0;
     freeReplyObject(rep);
     return URSA_OK;
-}
-
-ursa_err ds_edit_seen(rstore *r, const char *ds, const char *msg_id, int *seen_out) {
-    char cur[128], log[128], seen[128];
-    keys(ds, cur, log, seen);
-    redisReply *rep = NULL;
-    ursa_err err = rstore_cmd(r, &rep, "SISMEMBER %s %s", seen, msg_id);
-    if (err) return err;
-    *seen_out = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
-    freeReplyObject(rep);
-    return URSA_OK;
-}
-
-/* Splits s at tabs into at most n fields (in place); returns how many. */
-static int split_tabs(char *s, char **f, int n) {
-    int k = 0;
-    while (k < n) {
-        f[k++] = s;
-        char *t = strchr(s, '\t');
-        if (!t) break;
-        *t = '\0';
-        s = t + 1;
-    }
-    return k;
 }
 
 static int by_image(const void *a, const void *b) {

@@ -2,17 +2,36 @@
  * of their keys. A decision (delete, relabel, restore) travels as a
  * DatasetEdit on ursa.dataset.edits and ursa-verifier applies it here, once
  * per message id: a redelivered message, or one sent again after a SIGKILL,
- * changes nothing twice. Nothing is removed from the blob store or from the
+ * changes nothing twice.
+ *
+ * Each edit says the decision in force on its image when it was made (its
+ * base: none, delete, or relabel to a label), and is refused as a conflict
+ * when that is no longer the one in force: of two cleaners deciding on
+ * the same image at once, the first applied wins and the other is told,
+ * per image; nothing applied is overwritten unseen. The verifier checks
+ * the rest against state before applying (the dataset exists, the image
+ * is a verified one of it, the label before is its given label, a new
+ * label is a class of the dataset) and refuses, with a reason, what does
+ * not hold. A refusal is recorded per message id, so the sender waiting
+ * for its edits can say which were refused and why, and is final: the
+ * same message sent again stays refused. Nothing is removed from the blob store or from the
  * URL records; an edit only changes how the dataset is seen (ds_manifest_read
  * and everything built on it: training, export, status), so every edit can
  * be undone by a restore.
  *
  *   ursa:ds:{<ds>:ed}:cur    HASH image id (32 hex) -> "op\tfrom\tto\tseq":
- *                            the decision in force for that image
+ *                            the decision in force for that image (from:
+ *                            its given label; seq: the edit that made it)
  *   ursa:ds:{<ds>:ed}:log    LIST every edit applied, in order (the n-th is
  *                            edit #n): "ts_ms\timage\top\tfrom\tto\tauthor\t
  *                            reason\tmessage id"
  *   ursa:ds:{<ds>:ed}:seen   SET the message ids applied
+ *   ursa:ds:{<ds>:ed}:refused HASH message id -> why it was refused, for
+ *                            good: "conflict\top\tto\tseq" (the decision
+ *                            in force instead of the edit's base: op none,
+ *                            delete or relabel, seq the edit that made it,
+ *                            0 for none) or "refused\t<reason>". Written
+ *                            only for a dataset that exists
  *   ursa:ds:{<ds>:ed}:pending HASH message id -> the DatasetEdit as sent,
  *                            until it is applied
  *   ursa:ds:{<ds>:ed}:pendt  ZSET message id -> when it was sent (ms x 1000
@@ -44,6 +63,12 @@ typedef enum { ED_NONE = 0, ED_DELETE, ED_RELABEL, ED_RESTORE } ed_op;
 const char *ed_op_name(ed_op op);
 /* ED_NONE for an unknown name. */
 ed_op ed_op_parse(const char *s);
+/* A base (the decision in force an edit was made against) by name: "none"
+ * for ED_NONE, "delete", "relabel". */
+const char *ed_base_name(ed_op op);
+/* 0 and *op for "none", "delete" or "relabel"; -1 for anything else
+ * (empty: an edit from a sender that did not say). */
+int ed_base_parse(const char *s, ed_op *op);
 /* 1 if id is an image id: 32 lowercase hex digits. */
 int ed_image_valid(const char *id);
 
@@ -53,12 +78,18 @@ typedef struct {
     long long ts_ms; /* when it was decided */
     char image[33];
     ed_op op;
-    char from[72], to[72]; /* the label before; the new one for a relabel */
+    char from[72], to[72]; /* its given label (its URL's, whatever was decided
+                              since); the new one for a relabel */
     char author[72], reason[208];
     char msg_id[33];
+    ed_op base_op;     /* the decision in force when it was decided: ED_NONE,
+                          ED_DELETE or ED_RELABEL */
+    char base_to[72];  /* base_op ED_RELABEL: the label it had been given */
 } ds_edit;
 
-/* Checks an edit before it is sent or applied: NULL, or why it is refused. */
+/* Checks an edit before it is sent or applied, on its own (not against
+ * state): NULL, or why it is refused. A restore needs a base to undo, a
+ * delete a base that is not one. */
 const char *ds_edit_problem(const char *ds, const ds_edit *e);
 
 /* Sends an edit to ursa.dataset.edits (keyed by dataset and image, so one
@@ -81,17 +112,46 @@ ursa_err ds_edits_pending(rstore *r, const char *ds, long long *n);
 /* Forgets a pending edit that will never apply (refused by the verifier). */
 ursa_err ds_edit_forget(rstore *r, const char *ds, const char *msg_id);
 
-/* Applies one edit (checked) unless its msg_id was applied before.
- * *applied is 1 when it changed something now, *seq gets its number (or
- * the log's length for a replay). */
+/* Why an edit was refused (the refused key's record, parsed). */
+typedef struct {
+    int conflict;      /* 1: its base is no longer the decision in force */
+    ed_op now_op;      /* conflict: the one in force (ED_NONE: none) */
+    char now_to[72];   /* now_op ED_RELABEL: the label it gives */
+    long long now_seq; /* the edit that made it (0: none) */
+    char why[208];     /* not a conflict: the verifier's reason */
+} ds_edit_refusal;
+
+/* Parses a record of the refused key; -1 if it is none. */
+int ds_edit_refusal_parse(const char *value, ds_edit_refusal *out);
+/* One line on why e was refused ("conflict: decided on ..., now ..."),
+ * into buf; returns buf. */
+char *ds_edit_refusal_text(const ds_edit *e, const ds_edit_refusal *f, char *buf, size_t n);
+
+/* Applies one edit (checked alone with ds_edit_problem; the caller checked
+ * it against the dataset) unless its msg_id was applied or refused before,
+ * and refuses it as a conflict when its base is not the decision in force:
+ * one script, so a concurrent edit of the same image cannot slip between
+ * the check and the change. *applied is 1 when it changed something now, 0
+ * for a replay, -1 when refused (now or before: *ref, may be NULL, says
+ * why); *seq gets its number (or the log's length). Pending no more after. */
 ursa_err ds_edit_apply(rstore *r, const char *ds, const ds_edit *e, int *applied,
-                       long long *seq);
+                       long long *seq, ds_edit_refusal *ref);
+
+/* Records that an edit is refused for good, with why, and forgets it as
+ * pending; *recorded is 0 (nothing written) when its message id was
+ * applied before. Only for a dataset that exists: it writes its keys. */
+ursa_err ds_edit_refuse(rstore *r, const char *ds, const char *msg_id, const char *why,
+                        int *recorded);
+
+/* What became of a sent edit. ED_LOST: neither applied, refused nor
+ * pending (refused without a record: its dataset does not exist). */
+typedef enum { ED_PENDING = 0, ED_APPLIED, ED_REFUSED, ED_LOST } ed_outcome;
+/* One round trip; *ref (may be NULL) is filled for ED_REFUSED. */
+ursa_err ds_edit_outcome(rstore *r, const char *ds, const char *msg_id, ed_outcome *out,
+                         ds_edit_refusal *ref);
 
 /* The number of edits applied to the dataset so far (its edit sequence). */
 ursa_err ds_edits_seq(rstore *r, const char *ds, long long *seq);
-
-/* 1 if the message id was applied. */
-ursa_err ds_edit_seen(rstore *r, const char *ds, const char *msg_id, int *seen);
 
 /* The decisions in force, sorted by image id; the caller frees *out. */
 typedef struct {

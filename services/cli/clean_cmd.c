@@ -28,18 +28,15 @@
     {"author", CFG_STR, "", 1, 0, "who decides, kept with each edit (default: $USER)"},        \
     {"reason", CFG_STR, "", 1, 0, "why, kept with each edit"},                                 \
     {"wait-s", CFG_INT, "30", 0, 3600,                                                         \
-     "wait this long for ursa-verifier to apply the edits (0: do not wait)"},                   \
-    {"new-label", CFG_BOOL, "false", 1, 0,                                                     \
-     "allow relabelling to a label no image has yet (a new class); without it such a label "   \
-     "is taken for a typo"}
+     "wait this long for ursa-verifier to apply the edits (0: do not wait)"}
 
 const cfg_def clean_defs[] = {
     EDIT_DEFS,
     {"apply", CFG_STR, "", 1, 0,
      "a decisions file in fast.ai's cleaned.csv form: a header with name and label "
      "columns, one kept image a line (name: the image id, its blob, <label>/<blob>.jpg as "
-     "export-dataset writes, or its source URL); a label that differs relabels the image, "
-     "a deleted image listed is restored"},
+     "export-dataset writes, or its source URL); a label that differs relabels the image "
+     "(to a class of the dataset), a deleted image listed is restored"},
     {"delete-missing", CFG_BOOL, "false", 1, 0,
      "with --apply: delete the images the file does not list (cleaned.csv's meaning of a "
      "missing line)"},
@@ -152,23 +149,17 @@ static const char *given_label(const dsview *v, const ds_image *d) {
     return c && c->from[0] ? c->from : d->label;
 }
 
-/* 1 if some image of the dataset has (or had) the label. */
-static int label_known(const dsview *v, const char *label) {
-    for (size_t i = 0; i < v->n; i++)
-        if (!strcmp(v->im[i].label, label)) return 1;
-    for (size_t i = 0; i < v->ncur; i++)
-        if (!strcmp(v->cur[i].from, label)) return 1;
-    return 0;
-}
-
-/* A label a relabel may go to: valid, and a class of the dataset unless
- * --new-label. NULL, or why not. */
-static const char *label_problem(const cfg *c, const dsview *v, const char *label) {
+/* A label a relabel may go to: valid, and a class of the dataset (a label
+ * some URL was ingested under), the rule ursa-verifier applies: a class of
+ * a few relabelled images would break training. NULL, or why not. */
+static const char *label_problem(rstore *r, const char *ds, const char *label) {
+    int known = 0;
     if (!ds_label_valid(label))
         return "is not a valid label (1..64 bytes of UTF-8, no control character, '|', '/' or "
                "'\\', no leading '.')";
-    if (!cfg_bool(c, "new-label") && !label_known(v, label))
-        return "is no class of the dataset (--new-label makes a new one)";
+    if (ds_label_exists(r, ds, label, &known)) return "could not be checked: Redis failed";
+    if (!known)
+        return "is no class of the dataset (a new class comes with its images: ursa ingest)";
     return NULL;
 }
 
@@ -179,7 +170,8 @@ typedef struct {
     size_t n, cap;
 } edit_list;
 
-static int edit_add(edit_list *l, const char *image, ed_op op, const char *from, const char *to,
+/* Adds the edit of image d, made on its decision in force as read into v. */
+static int edit_add(edit_list *l, const dsview *v, const ds_image *d, ed_op op, const char *to,
                     const cfg *c) {
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 64;
@@ -190,10 +182,12 @@ static int edit_add(edit_list *l, const char *image, ed_op op, const char *from,
     }
     ds_edit *e = &l->e[l->n++];
     memset(e, 0, sizeof *e);
-    snprintf(e->image, sizeof e->image, "%.32s", image);
+    snprintf(e->image, sizeof e->image, "%.32s", d->src);
     e->op = op;
-    snprintf(e->from, sizeof e->from, "%s", from);
+    snprintf(e->from, sizeof e->from, "%s", given_label(v, d));
     snprintf(e->to, sizeof e->to, "%s", to ? to : "");
+    e->base_op = d->edit == ED_DELETE || d->edit == ED_RELABEL ? (ed_op)d->edit : ED_NONE;
+    snprintf(e->base_to, sizeof e->base_to, "%s", d->edit == ED_RELABEL ? d->label : "");
     const char *who = cfg_str(c, "author");
     if (!*who) who = getenv("USER") ? getenv("USER") : "cli";
     snprintf(e->author, sizeof e->author, "%s", who);
@@ -201,8 +195,10 @@ static int edit_add(edit_list *l, const char *image, ed_op op, const char *from,
     return 0;
 }
 
-/* Sends the edits and waits until ursa-verifier applied them (or wait-s
- * passed). 0 when all were applied, 1 else (after saying why). */
+/* Sends the edits and waits until ursa-verifier applied or refused them
+ * (or wait-s passed). 0 when all were applied, 3 when all were handled
+ * and some refused (each said on stderr, with the image), 1 else (after
+ * saying why). */
 static int send_edits(const cfg *c, rstore *r, const char *ds, const char *cmd, edit_list *l) {
     long counts[4] = {0};
     for (size_t i = 0; i < l->n; i++) counts[l->e[i].op]++;
@@ -247,26 +243,49 @@ static int send_edits(const cfg *c, rstore *r, const char *ds, const char *cmd, 
            counts[ED_DELETE], counts[ED_RESTORE]);
     fflush(stdout);
     int64_t deadline = util_mono_ms() + cfg_int(c, "wait-s") * 1000;
-    size_t done = 0;
+    size_t done = 0, applied = 0, refused = 0, conflicts = 0;
     for (;;) { /* the edits of one image are applied in order: watch them all */
         while (done < l->n) {
-            int seen = 0;
-            if (ds_edit_seen(r, ds, l->e[done].msg_id, &seen)) break;
-            if (!seen) break;
+            ed_outcome o = ED_PENDING;
+            ds_edit_refusal f;
+            const ds_edit *e = &l->e[done];
+            if (ds_edit_outcome(r, ds, e->msg_id, &o, &f) || o == ED_PENDING) break;
             done++;
+            if (o == ED_APPLIED) {
+                applied++;
+                continue;
+            }
+            char why[400], what[120];
+            refused++;
+            if (o == ED_REFUSED) {
+                conflicts += f.conflict;
+                ds_edit_refusal_text(e, &f, why, sizeof why);
+            } else {
+                snprintf(why, sizeof why, "refused by ursa-verifier without a record (its "
+                                          "dead letters, ursa.dlq.verifier, say why)");
+            }
+            if (e->op == ED_RELABEL) snprintf(what, sizeof what, "relabel to \"%s\"", e->to);
+            else snprintf(what, sizeof what, "%s", ed_op_name(e->op));
+            fprintf(stderr, "ursa %s: image %s (%s): %s\n", cmd, e->image, what, why);
         }
         if (done == l->n || util_mono_ms() >= deadline) break;
         util_sleep_ms(100);
     }
     long long seq = 0;
     ds_edits_seq(r, ds, &seq);
-    if (done == l->n) {
+    if (done == l->n && !refused) {
         printf("applied: the dataset is at edit #%lld (ursa edits --dataset %s)\n", seq, ds);
         rc = 0;
+    } else if (done == l->n) {
+        printf("%zu of %zu applied, %zu refused (%zu conflict%s: another edit of the image "
+               "came first; read the dataset again and decide on what is in force now): the "
+               "dataset is at edit #%lld\n", applied, l->n, refused, conflicts,
+               conflicts == 1 ? "" : "s", seq);
+        rc = 3;
     } else {
-        printf("%zu of %zu applied so far; ursa-verifier applies the rest when it runs "
+        printf("%zu of %zu applied so far%s; ursa-verifier applies the rest when it runs "
                "(they are kept in Redis until then, and sent again if Kafka loses them; ursa "
-               "status)\n", done, l->n);
+               "status)\n", applied, l->n, refused ? " (some refused, above)" : "");
     }
 out:
     kq_producer_destroy(p);
@@ -296,14 +315,25 @@ int edit_cmd(const cfg *c, int argc, char **argv) {
         rc = 2;
         goto out;
     }
-    const char *why = op == ED_RELABEL ? label_problem(c, &v, argv[2]) : NULL;
+    const char *why = op == ED_RELABEL ? label_problem(r, ds, argv[2]) : NULL;
     if (why) {
         char sh[300];
         fprintf(stderr, "ursa edit: \"%s\" %s\n", util_shown(argv[2], sh, sizeof sh), why);
         rc = 2;
         goto out;
     }
-    if (edit_add(&l, d->src, op, given_label(&v, d), op == ED_RELABEL ? argv[2] : "", c) == 0)
+    if (op == ED_RESTORE && !d->edit) {
+        fprintf(stderr, "ursa edit: image %s has no decision in force: nothing to restore\n",
+                d->src);
+        rc = 2;
+        goto out;
+    }
+    if (op == ED_DELETE && d->edit == ED_DELETE) {
+        fprintf(stderr, "ursa edit: image %s is deleted already\n", d->src);
+        rc = 2;
+        goto out;
+    }
+    if (edit_add(&l, &v, d, op, op == ED_RELABEL ? argv[2] : "", c) == 0)
         rc = send_edits(c, r, ds, "edit", &l);
 out:
     free(l.e);
@@ -511,8 +541,8 @@ static int accept_suggestions(const cfg *c, rstore *r, const char *ds) {
     }
     for (size_t i = 0; i < v.n; i++) {
         ds_image *d = &v.im[i];
-        if (want[i] && edit_add(&l, d->src, want[i] == 2 ? ED_DELETE : ED_RELABEL,
-                                given_label(&v, d), want[i] == 1 ? to[i] : NULL, c)) {
+        if (want[i] && edit_add(&l, &v, d, want[i] == 2 ? ED_DELETE : ED_RELABEL,
+                                want[i] == 1 ? to[i] : NULL, c)) {
             free(want);
             free(to);
             fprintf(stderr, "ursa clean: out of memory\n");
@@ -618,7 +648,7 @@ static int apply_file(const cfg *c, rstore *r, const char *ds) {
             errors++;
             continue;
         }
-        const char *why = strcmp(f[label_col], d->label) ? label_problem(c, &v, f[label_col]) : NULL;
+        const char *why = strcmp(f[label_col], d->label) ? label_problem(r, ds, f[label_col]) : NULL;
         if (why) {
             char sh[256];
             fprintf(stderr, "ursa clean: %s:%d: \"%s\" %s\n", path, line,
@@ -631,9 +661,9 @@ static int apply_file(const cfg *c, rstore *r, const char *ds) {
         listed[at] = 1;
         int bad = 0;
         if (strcmp(f[label_col], d->label) != 0)
-            bad = edit_add(&l, d->src, ED_RELABEL, given_label(&v, d), f[label_col], c);
+            bad = edit_add(&l, &v, d, ED_RELABEL, f[label_col], c);
         else if (d->edit == ED_DELETE)
-            bad = edit_add(&l, d->src, ED_RESTORE, given_label(&v, d), NULL, c);
+            bad = edit_add(&l, &v, d, ED_RESTORE, NULL, c);
         if (bad) goto out;
     }
     if (name_col < 0) {
@@ -649,7 +679,7 @@ static int apply_file(const cfg *c, rstore *r, const char *ds) {
     if (cfg_bool(c, "delete-missing"))
         for (size_t i = 0; i < v.n; i++)
             if (!listed[i] && v.im[i].edit != ED_DELETE &&
-                edit_add(&l, v.im[i].src, ED_DELETE, given_label(&v, &v.im[i]), NULL, c))
+                edit_add(&l, &v, &v.im[i], ED_DELETE, NULL, c))
                 goto out;
     rc = send_edits(c, r, ds, "clean", &l);
 out:

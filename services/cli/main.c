@@ -201,12 +201,23 @@ static const command commands[] = {
      "images decided since. --apply takes decisions in fast.ai's cleaned.csv form;\n"
      "--accept-suggestions acts on the suspects in bulk. Every decision is an edit\n"
      "(ursa edits) that can be undone (ursa edit restore); no image leaves the blob\n"
-     "store. Exits 2 on a bad decisions file, and then changes nothing.\n\n",
+     "store. Each edit carries the decision in force it was made on; ursa-verifier\n"
+     "refuses it as a conflict when another edit of the image (a concurrent cleaner)\n"
+     "changed that meanwhile, and refuses one that does not hold (an unknown image,\n"
+     "a label that is no class of the dataset). Refused edits are listed per image\n"
+     "on stderr; the others are applied.\n"
+     "Exits 0 when every edit was applied, 3 when some were refused (the rest\n"
+     "applied), 2 on a bad decisions file (then nothing is sent), 1 on an error or\n"
+     "when edits were not applied within --wait-s.\n\n",
      clean_defs, 0, 0},
     {"edit", edit_cmd,
      "usage: ursa edit --dataset NAME (delete IMAGE | restore IMAGE | relabel IMAGE LABEL)\n"
      "One cleaning decision. IMAGE is an image id, its blob, <label>/<blob>.jpg as\n"
-     "export-dataset names it, or the URL it came from.\n\n",
+     "export-dataset names it, or the URL it came from. LABEL is a class of the\n"
+     "dataset (a label some URL was ingested under). Refused as a conflict when the\n"
+     "image's decision in force changed between reading it and applying the edit.\n"
+     "Exits 0 when applied, 3 when refused (why on stderr), 2 on a bad argument, 1\n"
+     "on an error or when it was not applied within --wait-s.\n\n",
      edit_defs, 1, 0},
     {"edits", edits_cmd,
      "usage: ursa edits --dataset NAME [--from N] [--limit N]\n"

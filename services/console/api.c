@@ -661,15 +661,19 @@ void api_thumb(console *s, http_req *r, rstore *redis) {
 void api_edit(console *s, http_req *r, rstore *redis) {
     size_t len = 0;
     const char *body = http_body(r, &len);
-    char ds[80], image[40], op[16], label[80] = "", from[80] = "", reason[208] = "";
+    char ds[80], image[40], op[16], label[80] = "", from[80] = "", reason[208] = "",
+         base[16] = "", base_label[80] = "";
     if (form_get(body, len, "dataset", ds, sizeof ds) <= 0 || !ds_name_valid(ds) ||
         form_get(body, len, "image", image, sizeof image) != 32 ||
         form_get(body, len, "op", op, sizeof op) <= 0 || ed_op_parse(op) == ED_NONE ||
         form_get(body, len, "label", label, sizeof label) < -1 ||
         form_get(body, len, "from", from, sizeof from) < -1 ||
-        form_get(body, len, "reason", reason, sizeof reason) < -1) {
+        form_get(body, len, "reason", reason, sizeof reason) < -1 ||
+        form_get(body, len, "base", base, sizeof base) < -1 ||
+        form_get(body, len, "base_label", base_label, sizeof base_label) < -1) {
         http_error(r, 400, NULL, "give dataset, image (32 hex), op (delete, relabel, restore), "
-                                 "and label for a relabel");
+                                 "label for a relabel, and base (none, delete, relabel: the "
+                                 "decision shown) with base_label for relabel");
         return;
     }
     ds_edit e = {0};
@@ -689,6 +693,19 @@ void api_edit(console *s, http_req *r, rstore *redis) {
         ds_edit_current(redis, ds, image, &c, &decided))
         return redis_error(r, redis);
     snprintf(e.from, sizeof e.from, "%s", decided && c.from[0] ? c.from : ge ? "" : rec.label);
+    /* the decision the page showed, so an edit made meanwhile elsewhere (a
+     * cleaner on the command line, another tab) is a conflict, not
+     * overwritten; without one, the decision in force now */
+    if (base[0]) {
+        if (ed_base_parse(base, &e.base_op)) {
+            http_error(r, 400, NULL, "base is none, delete or relabel");
+            return;
+        }
+        snprintf(e.base_to, sizeof e.base_to, "%s", e.base_op == ED_RELABEL ? base_label : "");
+    } else if (decided) {
+        e.base_op = c.op;
+        snprintf(e.base_to, sizeof e.base_to, "%s", c.op == ED_RELABEL ? c.to : "");
+    }
     const char *why = ge ? "no such image in the dataset"
                       : !known ? "the new label is no class of the dataset"
                                : NULL;
@@ -706,11 +723,20 @@ void api_edit(console *s, http_req *r, rstore *redis) {
         http_error(r, 503, "Retry-After: 1\r\n", "Kafka did not take the edit");
         return;
     }
-    int seen = 0;
-    for (int i = 0; i < 40 && !seen; i++) { /* ursa-verifier applies it within milliseconds */
-        if (ds_edit_seen(redis, ds, e.msg_id, &seen)) break;
-        if (!seen) util_sleep_ms(50);
+    ed_outcome o = ED_PENDING;
+    ds_edit_refusal f;
+    for (int i = 0; i < 40; i++) { /* ursa-verifier applies it within milliseconds */
+        if (ds_edit_outcome(redis, ds, e.msg_id, &o, &f) || o != ED_PENDING) break;
+        util_sleep_ms(50);
     }
+    if (o == ED_REFUSED || o == ED_LOST) {
+        char text[400];
+        if (o == ED_REFUSED) ds_edit_refusal_text(&e, &f, text, sizeof text);
+        else snprintf(text, sizeof text, "refused by ursa-verifier (see ursa.dlq.verifier)");
+        http_error(r, 409, NULL, "image %s: %s; reload to see what is in force", image, text);
+        return;
+    }
+    int seen = o == ED_APPLIED;
     long long seq = 0;
     ds_edits_seq(redis, ds, &seq);
     char json[200];

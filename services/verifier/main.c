@@ -300,8 +300,65 @@ static int tick(void *opaque, int timeout_ms) {
     return v->g.n;
 }
 
-/* A cleaning decision of ursa.dataset.edits: applied once per message id
- * (dataset_edits.h), so a redelivery changes nothing twice. */
+/* Checks an edit against the dataset (the keys of other hash tags than
+ * the edits', read before the script: a verified image, its given label
+ * and the dataset's classes never change once there). NULL, or why the
+ * edit is refused; URSA_ERR_UNAVAILABLE in *err when Redis failed. */
+static const char *edit_against_state(verifier *v, const char *ds, const ds_edit *e, char *why,
+                                      size_t wn, ursa_err *err) {
+    ds_record rec;
+    *err = ds_image_get(v->r, ds, e->image, &rec);
+    if (*err == URSA_ERR_NOT_FOUND) {
+        *err = URSA_OK;
+        snprintf(why, wn, "image %s is no verified image of dataset %s", e->image, ds);
+        return why;
+    }
+    if (*err) return NULL;
+    if (strcmp(e->from, rec.label)) {
+        snprintf(why, wn, "the label before, \"%s\", is not the image's given label \"%s\"",
+                 e->from, rec.label);
+        return why;
+    }
+    int known = 1;
+    if (e->op == ED_RELABEL && (*err = ds_label_exists(v->r, ds, e->to, &known))) return NULL;
+    if (!known) {
+        /* a class no URL was ingested under would be a class of one or a
+         * few images, which training cannot split: new classes come with
+         * their images (ursa ingest) */
+        snprintf(why, wn, "the new label \"%s\" is no class of dataset %s", e->to, ds);
+        return why;
+    }
+    return NULL;
+}
+
+/* Dead-letters an edit that will never apply: recorded as refused (for
+ * the sender waiting on it) and no more pending, when its dataset exists;
+ * an unknown dataset gets no key. */
+static ursa_err refuse_edit(verifier *v, const char *ds, int ds_known, const ds_edit *e,
+                            const char *why, char *reason, size_t rn) {
+    int recorded = 0;
+    if (ds_known) {
+        if (ds_edit_refuse(v->r, ds, e->msg_id, why, &recorded)) {
+            snprintf(reason, rn, "refusing an edit: Redis: %s", rstore_last_error(v->r));
+            return URSA_ERR_UNAVAILABLE;
+        }
+        if (!recorded) return URSA_OK; /* applied before: a replay, nothing to refuse */
+    } else if (ds_name_valid(ds)) {
+        ds_edit_forget(v->r, ds, e->msg_id); /* deletes, never creates, a key */
+    }
+    char q[400];
+    ULOG_WARN("event=edit_refused dataset=%s image=%.32s op=%s msg=%s why=%s",
+              ds_name_valid(ds) ? ds : "-", e->image,
+              ed_op_name(e->op), e->msg_id, ulog_quote(q, sizeof q, why));
+    snprintf(reason, rn, "edit refused: %s", why);
+    return URSA_ERR_PERMANENT;
+}
+
+/* A cleaning decision of ursa.dataset.edits: checked against state, then
+ * applied once per message id (dataset_edits.h), so a redelivery changes
+ * nothing twice, or refused: dead-lettered with the reason when it is
+ * wrong, recorded (not dead-lettered) when it lost a race to a concurrent
+ * edit of the same image. */
 static ursa_err apply_edit(verifier *v, const kq_msg *m, char *reason, size_t rn) {
     Ursa__DatasetEdit *d = ursa__dataset_edit__unpack(NULL, m->len, m->value);
     if (!d) {
@@ -309,43 +366,66 @@ static ursa_err apply_edit(verifier *v, const kq_msg *m, char *reason, size_t rn
         return URSA_ERR_PERMANENT;
     }
     ursa_err err = msg_check_header(d->header, reason, rn);
-    if (!err) {
-        ds_edit e = {0};
-        e.ts_ms = d->header->ts_ms;
-        e.op = ed_op_parse(d->op);
-        snprintf(e.msg_id, sizeof e.msg_id, "%s", d->header->id);
-        const char *why = strlen(d->image) > 32 || strlen(d->label) > 64 ||
-                                  strlen(d->new_label) > 64
+    if (err) {
+        ursa__dataset_edit__free_unpacked(d, NULL);
+        return URSA_ERR_PERMANENT;
+    }
+    const char *ds = d->header->dataset;
+    ds_edit e = {0};
+    e.ts_ms = d->header->ts_ms;
+    e.op = ed_op_parse(d->op);
+    snprintf(e.msg_id, sizeof e.msg_id, "%s", d->header->id);
+    char why[300];
+    const char *problem = strlen(d->image) > 32 || strlen(d->label) > 64 ||
+                                  strlen(d->new_label) > 64 || strlen(d->base_label) > 64
                               ? "a field is too long"
                               : NULL;
-        snprintf(e.image, sizeof e.image, "%s", d->image);
-        snprintf(e.from, sizeof e.from, "%s", d->label);
-        snprintf(e.to, sizeof e.to, "%s", d->new_label);
-        snprintf(e.author, sizeof e.author, "%s", d->author);
-        snprintf(e.reason, sizeof e.reason, "%s", d->reason);
-        if (!why) why = ds_edit_problem(d->header->dataset, &e);
-        if (why) {
-            snprintf(reason, rn, "bad edit: %s", why);
-            err = URSA_ERR_PERMANENT;
-            if (ds_name_valid(d->header->dataset)) /* it will never apply: not pending */
-                ds_edit_forget(v->r, d->header->dataset, e.msg_id);
-        } else {
-            int applied = 0;
-            long long seq = 0;
-            err = ds_edit_apply(v->r, d->header->dataset, &e, &applied, &seq);
-            if (err) {
-                snprintf(reason, rn, "applying an edit: Redis: %s", rstore_last_error(v->r));
-                err = URSA_ERR_UNAVAILABLE;
-            } else {
-                char q[300];
-                metrics_add(met.edits, 1);
-                ULOG_INFO("event=edit dataset=%s seq=%lld image=%s op=%s to=%s applied=%d",
-                          d->header->dataset, seq, e.image, ed_op_name(e.op),
-                          ulog_quote(q, sizeof q, e.to), applied);
-            }
-        }
+    snprintf(e.image, sizeof e.image, "%s", d->image);
+    snprintf(e.from, sizeof e.from, "%s", d->label);
+    snprintf(e.to, sizeof e.to, "%s", d->new_label);
+    snprintf(e.author, sizeof e.author, "%s", d->author);
+    snprintf(e.reason, sizeof e.reason, "%s", d->reason);
+    snprintf(e.base_to, sizeof e.base_to, "%s", d->base_label);
+    if (!problem && ed_base_parse(d->base_op, &e.base_op))
+        problem = "it does not say the decision in force it was made against (base_op none, "
+                  "delete or relabel; a sender older than the check?)";
+    if (!problem) problem = ds_edit_problem(ds, &e);
+    int known = 0;
+    if (ds_name_valid(ds) && ds_exists(v->r, ds, &known)) {
+        snprintf(reason, rn, "checking an edit: Redis: %s", rstore_last_error(v->r));
+        err = URSA_ERR_UNAVAILABLE;
+    } else if (problem) {
+        snprintf(why, sizeof why, "bad edit: %s", problem);
+        err = refuse_edit(v, ds, known, &e, why, reason, rn);
+    } else if (!known) {
+        snprintf(why, sizeof why, "dataset %s does not exist", ds);
+        err = refuse_edit(v, ds, 0, &e, why, reason, rn);
+    } else if ((problem = edit_against_state(v, ds, &e, why, sizeof why, &err))) {
+        err = refuse_edit(v, ds, 1, &e, problem, reason, rn);
+    } else if (err) {
+        snprintf(reason, rn, "checking an edit: Redis: %s", rstore_last_error(v->r));
+        err = URSA_ERR_UNAVAILABLE;
     } else {
-        err = URSA_ERR_PERMANENT;
+        int applied = 0;
+        long long seq = 0;
+        ds_edit_refusal ref;
+        err = ds_edit_apply(v->r, ds, &e, &applied, &seq, &ref);
+        if (err) {
+            snprintf(reason, rn, "applying an edit: Redis: %s", rstore_last_error(v->r));
+            err = URSA_ERR_UNAVAILABLE;
+        } else if (applied < 0) {
+            /* lost a race, or refused before: the sender reads why per
+             * image; a conflict is no broken message, so no dead letter */
+            char q[400];
+            ds_edit_refusal_text(&e, &ref, why, sizeof why);
+            ULOG_WARN("event=edit_refused dataset=%s image=%s op=%s msg=%s why=%s", ds, e.image,
+                      ed_op_name(e.op), e.msg_id, ulog_quote(q, sizeof q, why));
+        } else {
+            char q[300];
+            metrics_add(met.edits, 1);
+            ULOG_INFO("event=edit dataset=%s seq=%lld image=%s op=%s to=%s applied=%d", ds, seq,
+                      e.image, ed_op_name(e.op), ulog_quote(q, sizeof q, e.to), applied);
+        }
     }
     ursa__dataset_edit__free_unpacked(d, NULL);
     return err;

@@ -263,14 +263,16 @@ function saveUndo(st) { localStorage.setItem('ursa-undo', JSON.stringify(st.slic
 
 async function decide(ds, item, op, label) {
   const prev = {decision: item.decision, label: item.label};
-  const params = {dataset: ds, image: item.image, op, from: item.given};
+  // base: the decision shown, so one made meanwhile elsewhere is a conflict (409)
+  const params = {dataset: ds, image: item.image, op, from: item.given, base: item.decision};
+  if (item.decision === 'relabel') params.base_label = item.label;
   if (op === 'relabel') params.label = label;
   const r = await post('/api/edit', params);
-  const st = undoStack();
-  st.push({ds, image: item.image, given: item.given, prev});
-  saveUndo(st);
   item.decision = op === 'restore' ? 'none' : op;
   item.label = op === 'relabel' ? label : item.given;
+  const st = undoStack();
+  st.push({ds, image: item.image, given: item.given, prev, now: {decision: item.decision, label: item.label}});
+  saveUndo(st);
   toast(op + (op === 'relabel' ? ' to ' + label : '') + (r.applied ? ' (edit #' + r.seq + ')' : ' (queued)'));
 }
 
@@ -278,9 +280,10 @@ async function undo() {
   const st = undoStack();
   const u = st.pop();
   if (!u) { toast('nothing to undo'); return; }
-  const {ds, image, given, prev} = u;
+  const {ds, image, given, prev, now} = u;
   const op = prev.decision === 'none' ? 'restore' : prev.decision;
   const params = {dataset: ds, image, op, from: given, reason: 'undo'};
+  if (now) { params.base = now.decision; if (now.decision === 'relabel') params.base_label = now.label; }
   if (op === 'relabel') params.label = prev.label;
   await post('/api/edit', params);
   saveUndo(st);
