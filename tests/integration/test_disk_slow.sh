@@ -41,9 +41,10 @@ export URSA_FETCH_MAX_PER_HOST=1000
 start_fault_server
 stack_up
 
-# downloads spread over 2 s (the fault server answers each late), so some
+# downloads spread over 1.5 s (the fault server answers each late, within
+# the 2 s fetch.low-speed-secs of lib.sh), so some
 # are always in flight while finished ones wait for the disk
-for i in $(seq 0 $((N - 1))); do echo "$FS/delay/$((i * 37 % 2000))/gen/$i.jpg"; done >"$T/urls.txt"
+for i in $(seq 0 $((N - 1))); do echo "$FS/delay/$((i * 37 % 1500))/gen/$i.jpg"; done >"$T/urls.txt"
 t0=$(date +%s%N)
 "$URSA" ingest --dataset slow --no-wait "$T/urls.txt" >"$T/ingest.log" 2>&1 || fail "ingest"
 downloaded_all() { [ "$(($(state_sum slow verified) + $(state_sum slow failed) + \
