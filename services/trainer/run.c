@@ -365,7 +365,18 @@ tjob_outcome run_snapshot(run *R) {
         }
         size_t len;
         char *tsv = ds_manifest_tsv(R->im, R->nim, &len);
-        if (!tsv || blob_put(R->tj->bs, tsv, len, key) != URSA_OK) {
+        char serr[512];
+        run_blob rb = {tsv, len, key};
+        ursa_err se = tsv ? run_store(R, "the dataset's snapshot", run_store_blob, &rb, serr,
+                                      sizeof serr)
+                          : URSA_ERR_NOMEM;
+        if (se == URSA_ERR_SHUTDOWN) {
+            free(tsv);
+            if (R->cancelled) return run_cancelled(R);
+            snprintf(R->tj->reason, sizeof R->tj->reason, "stopped while waiting for space");
+            return TJ_STOPPED;
+        }
+        if (se) {
             free(tsv);
             snprintf(R->tj->reason, sizeof R->tj->reason, "cannot store the manifest snapshot");
             return TJ_RETRY;
