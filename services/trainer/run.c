@@ -152,16 +152,16 @@ ursa_err run_store(run *R, const char *what, run_store_fn store, void *ctx, char
     if (e != URSA_ERR_NO_SPACE) return e;
     /* Redoing the work later costs CPU and finds the disk as full: the job
      * keeps what it has and waits, as a crawler keeps its downloads */
-    char why[700], beat[24];
-    snprintf(why, sizeof why, "job %s waiting for space to store %s: %s", R->tj->id, what, err);
+    char waiting[600], why[700], beat[24];
+    snprintf(waiting, sizeof waiting, "waiting for space to store %s: %s", what, err);
+    snprintf(why, sizeof why, "job %s %s", R->tj->id, waiting);
     int64_t t0 = util_mono_ms(), logged = t0;
     ULOG_ERROR("event=job_paused job=%s waiting_for=\"%s\" err=\"%s\" retry_ms=%d "
                "note=\"the job waits in memory; it goes on when space comes back\"",
                R->tj->id, what, err, R->tj->space_retry_ms);
     set_waiting(why);
     snprintf(beat, sizeof beat, "%lld", (long long)util_now_ms());
-    const char *kv[] = {"waiting", why + strlen("job ") + strlen(R->tj->id) + 1, "beat_ms", beat,
-                        NULL};
+    const char *kv[] = {"waiting", waiting, "beat_ms", beat, NULL};
     job_update(R->r, R->tj->id, kv); /* best effort: the log and the health say it too */
     int tries = 1;
     while (e == URSA_ERR_NO_SPACE) {
