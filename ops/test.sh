@@ -42,7 +42,7 @@ if [ $# -eq 0 ]; then
         -DCMAKE_C_FLAGS_DEBUG="-O1 -g" >/dev/null
     cmake --build build-tsan -j"$jobs" --target ursa ursa-broker ursa-crawler ursa-verifier \
         ursa-trainer ursa-inference ursa-console nn-export-demo onnx-hostile fault-server kq-probe idx2jpeg test_http \
-        test_blob_s3 test_metrics
+        test_blob_s3 test_metrics test_blob_syncer
     tsan_dir="$PWD/build-tsan/tsan" tsan_supp="$PWD/tests/tsan/suppressions.txt"
     rm -rf "$tsan_dir" && mkdir -p "$tsan_dir"
     (cd build-tsan && TSAN_OPTIONS="log_path=$tsan_dir/report second_deadlock_stack=1 suppressions=$tsan_supp" \

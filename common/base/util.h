@@ -31,8 +31,8 @@ ursa_err util_write_file_atomic(const char *path, const void *data, size_t len);
 
 /* The same rename-into-place without the fsyncs: readers still see the old
  * file or the new one, and a killed process loses nothing (the page cache
- * keeps it), but a machine crash may, until something syncs the file
- * system (syncfs, see blob_store_sync()). */
+ * keeps it), but a machine crash may, until the file is fsynced
+ * (blob_store_sync() does it for the blobs a store wrote so). */
 ursa_err util_write_file_renamed(const char *path, const void *data, size_t len);
 
 /* Exponential backoff: base * 2^(attempt-1), capped, with +-25% jitter. */

@@ -116,19 +116,18 @@ void blob_store_set_reserve(blob_store *bs, uint64_t reserve) {
     if (!bs->remote) bs->reserve = reserve;
 }
 
-uint64_t blob_store_free_bytes(blob_store *bs) {
-    uint64_t f = bs->be->free_bytes(bs->self);
-    bs->free_seen = f;
-    bs->free_seen_ms = util_mono_ms();
-    return f;
-}
+/* no cache: a daemon may ask while its blob_syncer's thread writes */
+uint64_t blob_store_free_bytes(blob_store *bs) { return bs->be->free_bytes(bs->self); }
 
-/* 1 when writing len more bytes would eat into the reserve. */
+/* 1 when writing len more bytes would eat into the reserve (free space
+ * looked at every 200 ms at most). */
 static int under_reserve(blob_store *bs, size_t len) {
     if (!bs->reserve) return 0;
     if (!bs->free_seen_ms || util_mono_ms() - bs->free_seen_ms >= 200 ||
-        bs->free_seen < bs->reserve + len)
-        blob_store_free_bytes(bs);
+        bs->free_seen < bs->reserve + len) {
+        bs->free_seen = blob_store_free_bytes(bs);
+        bs->free_seen_ms = util_mono_ms();
+    }
     if (bs->free_seen < bs->reserve + len) return 1;
     bs->free_seen -= len; /* until the next look */
     return 0;

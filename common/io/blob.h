@@ -84,10 +84,15 @@ ursa_err blob_put(blob_store *bs, const void *data, size_t len, char key[65]);
  * the object store is failing and max_inflight uploads already wait. */
 ursa_err blob_put_lazy(blob_store *bs, const void *data, size_t len, char key[65]);
 
-/* Makes every blob written so far durable: one syncfs of a local store's
- * file system, or waits for the object store's uploads. An upload that
- * fails is not dropped: it is tried again in the background, and this
- * returns URSA_ERR_UNAVAILABLE until a later call finds all stored. */
+/* Makes every blob written so far durable: a local store fsyncs the files
+ * its lazy puts wrote since the last sync and their directories (not the
+ * whole file system: other processes' dirty data is not waited for); an
+ * object store waits for its uploads. Blocks for as long as the disk takes:
+ * a daemon calls it where nothing is timed (blob_syncer.h runs it on a
+ * thread of its own). A blob that fails is not dropped: a local one is
+ * synced again by the next call, an upload is tried again in the
+ * background, and this returns URSA_ERR_UNAVAILABLE (remote) or
+ * URSA_ERR_IO (local) until a later call finds all stored. */
 ursa_err blob_store_sync(blob_store *bs);
 
 /* Reads a blob into a new buffer the caller frees, checking its hash:

@@ -91,19 +91,35 @@ ursa_err nn_checkpoint_save(const nn_model *m, const void *user, uint32_t ulen, 
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int e = fd < 0 ? errno : 0; /* the first failure's, kept past close and unlink */
     size_t off = 0;
     while (fd >= 0 && off < b.n) {
         ssize_t w = write(fd, b.p + off, b.n - off);
-        if (w <= 0) break;
+        if (w <= 0) {
+            e = w < 0 ? errno : ENOSPC; /* a short write: the disk is full */
+            break;
+        }
         off += (size_t)w;
     }
-    int ok = fd >= 0 && off == b.n && fsync(fd) == 0;
-    if (fd >= 0 && close(fd)) ok = 0;
+    int ok = fd >= 0 && off == b.n;
+    if (ok && fsync(fd) != 0) {
+        ok = 0;
+        e = errno;
+    }
+    if (fd >= 0 && close(fd) && ok) { /* tmpfs and NFS may say ENOSPC here */
+        ok = 0;
+        e = errno;
+    }
     free(b.p);
-    if (!ok || rename(tmp, path)) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    if (ok && rename(tmp, path)) {
+        ok = 0;
+        e = errno;
+    }
+    if (!ok) {
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
         unlink(tmp);
-        return URSA_ERR_IO;
+        /* a full disk is named as such: the trainer waits for space */
+        return e == ENOSPC || e == EDQUOT ? URSA_ERR_NO_SPACE : URSA_ERR_IO;
     }
     return URSA_OK;
 }

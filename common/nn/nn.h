@@ -299,7 +299,8 @@ float nn_lr_find_suggest(const float *lrs, const float *smoothed, int n);
 
 /* ---- checkpoints (checkpoint.c) ---------------------------------------- */
 /* Weights, AdamW moments and step counts, plus ulen bytes of the caller's
- * (epoch, step, RNG), written atomically (temporary file, fsync, rename). */
+ * (epoch, step, RNG), written atomically (temporary file, fsync, rename).
+ * URSA_ERR_NO_SPACE when the disk is full, URSA_ERR_IO for other failures. */
 ursa_err nn_checkpoint_save(const nn_model *m, const void *user, uint32_t ulen, const char *path,
                             char *err, size_t errlen);
 /* Into a model of the same architecture; a file of another model, or a

@@ -125,7 +125,7 @@ ursa_err ds_add_image(rstore *r, const char *ds, const char *url_hash,
 /* ---- group commit ----------------------------------------------------------------- */
 
 /* How the crawler and the verifier record finished work: items gather for
- * up to DS_BATCH_MS or DS_BATCH_ITEMS, then one syncfs makes their blobs
+ * up to DS_BATCH_MS or DS_BATCH_ITEMS, then one blob sync makes their blobs
  * durable and one pipelined round trip records their states; their
  * messages go out only after that. When either step fails the batch waits a
  * second and goes again, which is safe (ds_apply is idempotent). */

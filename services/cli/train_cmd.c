@@ -198,7 +198,7 @@ static int parse_stages(const char *text, Ursa__TrainStage **out, size_t *n, int
 
 typedef struct {
     char state[16], kind[16], dataset[72], arch[16], worker[160], model[160], manifest[65];
-    char error[1024], suggestion[32], audit[65], edit_seq[24];
+    char error[1024], suggestion[32], audit[65], edit_seq[24], waiting[700];
     char *lr_curve;
     int stage, epoch, step, steps, n_train, n_valid, n_classes, starts, stops, resumes, cancel;
     int fold, folds, n_label, n_duplicate, n_outlier, fold_epochs, fold_steps, fdim;
@@ -231,7 +231,7 @@ static ursa_err job_read(rstore *r, const char *id, jobinfo *j) {
         S("state", j->state); S("kind", j->kind); S("dataset", j->dataset); S("arch", j->arch);
         S("worker", j->worker); S("model", j->model); S("error", j->error);
         S("manifest", j->manifest); S("lr_suggestion", j->suggestion); S("audit", j->audit);
-        S("edit_seq", j->edit_seq);
+        S("edit_seq", j->edit_seq); S("waiting", j->waiting);
         I("fold", j->fold); I("folds", j->folds); I("n_label", j->n_label);
         I("n_duplicate", j->n_duplicate); I("n_outlier", j->n_outlier);
         I("fold_epochs", j->fold_epochs); I("fold_steps", j->fold_steps); I("fdim", j->fdim);
@@ -778,6 +778,8 @@ static int job_show(rstore *r, const char *id) {
     else if (running)
         printf(" on %s, epoch %d, step %d/%d, loss %.4f", j.worker, j.epoch, j.step, j.steps,
                j.loss);
+    if (running && j.waiting[0]) /* paused by its trainer: a full disk (run.c, run_store) */
+        printf("\npaused: %s", j.waiting);
     printf("\ncreated %s, started %s, ended %s", cr, st, en);
     int deaths = j.starts - j.stops - (running && holder[0]);
     if (j.starts > 1 || j.resumes) printf(" (started %d times, resumed from a checkpoint %d)",

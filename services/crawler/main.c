@@ -3,16 +3,21 @@
  * a reason. When the blob store cannot be written (a full disk), the bytes
  * already downloaded are held in memory, fetching stops (the partitions are
  * paused, nothing is downloaded twice), the heartbeat says "degraded", and
- * the crawler goes on by itself once a write succeeds again. Downloads run concurrently through common/io/fetch (libcurl
- * multi); each consumed message is held until its URL has its state in
- * Redis and its output is acknowledged, so a kill at any point loses
- * nothing and, since states only move forward, counts nothing twice. */
+ * the crawler goes on by itself once a write succeeds again. Downloads run
+ * concurrently through common/io/fetch (libcurl multi) on the loop's
+ * thread, on timers; blobs are written and made durable on another
+ * (blob_syncer.h), since a slow disk must never hold the loop, and too many
+ * downloads waiting for the disk pause intake, as a full disk does. Each
+ * consumed message is held until its blob is durable, its URL has its
+ * state in Redis and its output is acknowledged, so a kill at any point
+ * loses nothing and, since states only move forward, counts nothing twice. */
 #include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "blob.h"
+#include "blob_syncer.h"
 #include "dataset.h"
 #include "fetch.h"
 #include "kq.h"
@@ -34,6 +39,9 @@ static const cfg_def crawler_defs[] = {
     {"crawler.inline-max-bytes", CFG_INT, "-1", -1, 900000,
      "downloads up to this size go to the verifier inside their Kafka message instead of "
      "through the blob store; -1: 524288 when the blob store is an object store, else 0"},
+    {"crawler.max-unsynced", CFG_INT, "512", 1, 100000,
+     "downloads held in memory while the blob store writes them and makes them durable "
+     "before intake pauses (a slow disk is backpressure); it resumes below half"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 static const char usage[] =
@@ -58,7 +66,7 @@ typedef struct task {
     struct task *next;
     int ok, transient; /* the download's outcome */
     int inlined;       /* body goes in the message, not to the blob store */
-    char *body;        /* downloaded bytes not yet written (disk full), or inlined */
+    char *body;        /* downloaded bytes not yet stored (syncer, disk full), or inlined */
     size_t body_len;
     char blob[65], reason[32], detail[256], content_type[128], final_url[1024];
     long status;
@@ -78,13 +86,19 @@ struct crawl {
     task *waiting; /* downloads waiting to be tried again */
     int nwaiting;
     task *done, *done_tail; /* finished downloads waiting for the group commit */
-    ds_batch batch; /* the group commit of the done list */
+    ds_batch batch; /* the group commit of the done list (blobs already durable) */
+    /* downloads whose blobs the syncer writes and makes durable */
+    blob_syncer *sy;
+    int nsyncing;
+    int max_unsynced; /* crawler.max-unsynced */
+    int backlogged;   /* intake paused: too many wait for the disk */
+    int intake_paused;
     uint64_t ok, failed, retried, replays_skipped;
     /* the blob store cannot be written: downloads held until it can */
     task *unwritten;
     int nunwritten;
     ursa_err degraded; /* OK, or why writes fail */
-    int sync_degraded; /* the group commit's blob sync fails */
+    int sync_degraded; /* the syncer's blob sync fails */
     int64_t degraded_since, write_retry_at, degraded_logged;
     char known[64][DS_NAME_MAX + 1]; /* datasets seen to exist (a ring) */
     int nknown, known_next;
@@ -95,7 +109,7 @@ struct crawl {
 
 /* the crawler's own metrics (metrics.h), beside kq's */
 static struct {
-    metrics_series *downloaded, *retries, *active, *waiting, *held;
+    metrics_series *downloaded, *retries, *active, *waiting, *held, *syncing;
     metrics_family *failed;
 } met;
 
@@ -114,6 +128,9 @@ static void register_metrics(void) {
     met.held = metrics_plain_gauge(
         "downloads_held_for_disk",
         "Downloaded bytes held in memory while the blob store cannot be written.");
+    met.syncing = metrics_plain_gauge(
+        "downloads_syncing",
+        "Downloads whose blobs are being written and made durable (not yet recorded).");
 }
 
 static void task_free(task *t) {
@@ -177,7 +194,7 @@ static void announce(crawl *cr, task *t, const ds_op *o) {
     task_free(t);
 }
 
-/* Group commit of finished downloads: one syncfs makes their blobs durable,
+/* Group commit of finished downloads, whose blobs the syncer made durable:
  * one pipelined round trip records their states, then their messages go
  * out. If Redis is down the batch waits and is sent again (idempotent). */
 static void flush(crawl *cr) {
@@ -197,21 +214,9 @@ static void flush(crawl *cr) {
         o->transient = !t->ok && t->transient;
     }
     ursa_err err = ds_batch_commit(&cr->batch, cr->r, cr->bs, ops, i);
-    if (err == URSA_ERR_IO && !cr->degraded) { /* blobs not stored yet: say so */
-        char why[400];
-        blob_unwritable_why(cr->bs, URSA_ERR_UNAVAILABLE, why, sizeof why);
-        if (!cr->sync_degraded) ULOG_ERROR("event=degraded why=\"%s\"", why);
-        cr->sync_degraded = 1;
-        service_degraded(why);
-    }
     if (err) {
         free(ops);
         return;
-    }
-    if (cr->sync_degraded) {
-        ULOG_INFO("event=degraded_over");
-        cr->sync_degraded = 0;
-        if (!cr->degraded) service_degraded(NULL);
     }
     task *t = cr->done;
     cr->done = cr->done_tail = NULL;
@@ -234,6 +239,57 @@ static void done_push(crawl *cr, task *t, int wrote_blob) {
 
 static void on_fetched(void *opaque, const fetch_result *r);
 static void degrade(crawl *cr, ursa_err err);
+
+/* Pauses intake while the blob store cannot be written or too many
+ * downloads wait for it; restarts it when neither holds. */
+static void intake_update(crawl *cr) {
+    int pause = cr->degraded || cr->backlogged;
+    if (pause == cr->intake_paused) return;
+    cr->intake_paused = pause;
+    kq_consumer_pause_intake(cr->kc, pause);
+}
+
+/* Keeps a download whose blob could not be written (newest first). */
+static void hold(crawl *cr, task *t) {
+    t->next = cr->unwritten;
+    cr->unwritten = t;
+    cr->nunwritten++;
+}
+
+/* Hands a download's bytes (t->body) to the syncer; they come back in
+ * on_stored. */
+static void store(crawl *cr, task *t) {
+    if (blob_syncer_put(cr->sy, t->body, t->body_len, t) != URSA_OK) {
+        hold(cr, t);
+        degrade(cr, URSA_ERR_NOMEM);
+        return;
+    }
+    t->body = NULL; /* now the syncer's */
+    cr->nsyncing++;
+}
+
+/* The syncer is done with a download: durable (err OK), it joins the group
+ * commit; not written (a full disk), its bytes are held. */
+static void on_stored(void *ctx, void *opaque, ursa_err err, void *data, size_t len) {
+    crawl *cr = ctx;
+    task *t = opaque;
+    cr->nsyncing--;
+    if (cr->stopping) { /* not recorded: its message comes again */
+        free(data);
+        kq_job_done(t->job);
+        task_free(t);
+        return;
+    }
+    if (!err) {
+        free(data);
+        done_push(cr, t, 0);
+        return;
+    }
+    t->body = data;
+    t->body_len = len;
+    hold(cr, t);
+    degrade(cr, err);
+}
 
 static void start(crawl *cr, task *t) {
     if (cr->degraded) { /* nothing is fetched that could not be stored */
@@ -265,6 +321,8 @@ static void on_fetched(void *opaque, const fetch_result *r) {
     if (!r->ok && r->transient && t->attempt < cr->max_attempts) {
         cr->retried++;
         metrics_add(met.retries, 1);
+        ULOG_DEBUG("event=download_retry url_hash=%.12s attempt=%d reason=%s detail=\"%s\"",
+                   t->req->url_hash, t->attempt, r->reason, r->detail);
         wait_later(cr, t, util_backoff_ms(t->attempt, cr->retry_ms, cr->retry_ms * 60));
         return;
     }
@@ -290,25 +348,24 @@ static void on_fetched(void *opaque, const fetch_result *r) {
         done_push(cr, t, 0);
         return;
     }
-    if (r->ok) {
+    if (r->ok) { /* the bytes are kept until stored: never downloaded twice */
         t->size = r->len;
-        ursa_err err = cr->degraded ? cr->degraded
-                                    : blob_put_lazy(cr->bs, r->body, r->len, t->blob);
-        if (err) { /* keep the bytes: never download them twice */
-            if (!(t->body = malloc(r->len ? r->len : 1))) {
-                wait_later(cr, t, 1000); /* out of memory: download again later */
-                return;
-            }
-            memcpy(t->body, r->body, r->len);
-            t->body_len = r->len;
-            t->next = cr->unwritten;
-            cr->unwritten = t;
-            cr->nunwritten++;
-            degrade(cr, err);
+        if (!(t->body = malloc(r->len ? r->len : 1))) {
+            wait_later(cr, t, 1000); /* out of memory: download again later */
             return;
         }
+        memcpy(t->body, r->body, r->len);
+        t->body_len = r->len;
+        sha256_hex(r->body, r->len, t->blob);
+        if (cr->degraded) {
+            hold(cr, t);
+            degrade(cr, cr->degraded);
+        } else {
+            store(cr, t);
+        }
+        return;
     }
-    done_push(cr, t, r->ok);
+    done_push(cr, t, 0);
 }
 
 /* The blob store cannot be written: stop taking work, say so, and try
@@ -326,7 +383,7 @@ static void degrade(crawl *cr, ursa_err err) {
         cr->degraded = err;
         cr->degraded_since = now;
         cr->write_retry_at = now + 1000;
-        kq_consumer_pause_intake(cr->kc, 1);
+        intake_update(cr);
         service_degraded(why);
         ULOG_ERROR("event=degraded why=\"%s\" err=\"%s\" note=\"fetching paused; held "
                    "downloads are written when space comes back\"",
@@ -340,11 +397,12 @@ static void degrade(crawl *cr, ursa_err err) {
     }
 }
 
-/* Writes the held downloads, oldest first; once all are written the
- * crawler takes work again. */
+/* Hands the held downloads to the syncer again, oldest first, every second
+ * while none are out (they fail fast on a full disk); once all come back
+ * stored, the crawler takes work again (held_stored). */
 static void write_held(crawl *cr) {
     int64_t now = util_mono_ms();
-    if (!cr->degraded || now < cr->write_retry_at) return;
+    if (!cr->degraded || cr->nsyncing || now < cr->write_retry_at) return;
     cr->write_retry_at = now + 1000;
     task *rev = NULL; /* the list is newest first */
     while (cr->unwritten) {
@@ -353,37 +411,60 @@ static void write_held(crawl *cr) {
         t->next = rev;
         rev = t;
     }
-    ursa_err err = URSA_OK;
-    while (rev && !err) {
-        task *t = rev;
-        if ((err = blob_put_lazy(cr->bs, t->body, t->body_len, t->blob))) break;
-        rev = t->next;
-        free(t->body);
-        t->body = NULL;
-        cr->nunwritten--;
-        done_push(cr, t, 1);
-    }
-    while (rev) { /* what is left goes back, newest first */
+    cr->nunwritten = 0;
+    while (rev) {
         task *t = rev;
         rev = t->next;
-        t->next = cr->unwritten;
-        cr->unwritten = t;
+        store(cr, t);
     }
-    if (err) {
-        degrade(cr, err);
-        return;
-    }
+}
+
+/* Every held download is stored again: the degraded state is over. */
+static void held_stored(crawl *cr) {
+    if (!cr->degraded || cr->nunwritten || cr->nsyncing) return;
     ULOG_INFO("event=degraded_over held_written=yes for_ms=%lld",
-              (long long)(now - cr->degraded_since));
+              (long long)(util_mono_ms() - cr->degraded_since));
     cr->degraded = URSA_OK;
-    service_degraded(NULL);
-    kq_consumer_pause_intake(cr->kc, 0);
+    if (!cr->sync_degraded) service_degraded(NULL);
+    intake_update(cr);
+}
+
+/* The syncer's failing syncs: degraded while they last (the downloads wait
+ * for them, held in memory); too many waiting pause intake. */
+static void sync_health(crawl *cr) {
+    int64_t since;
+    ursa_err err = blob_syncer_failing(cr->sy, &since);
+    if (err && !cr->sync_degraded) {
+        char why[400];
+        blob_unwritable_why(cr->bs, err, why, sizeof why);
+        ULOG_ERROR("event=degraded why=\"%s\" note=\"blob sync fails; downloads wait for it\"",
+                   why);
+        cr->sync_degraded = 1;
+        if (!cr->degraded) service_degraded(why);
+    } else if (!err && cr->sync_degraded) {
+        ULOG_INFO("event=degraded_over");
+        cr->sync_degraded = 0;
+        if (!cr->degraded) service_degraded(NULL);
+    }
+    int waiting = cr->nsyncing + cr->batch.n;
+    if (!cr->backlogged && waiting >= cr->max_unsynced) {
+        cr->backlogged = 1;
+        ULOG_WARN("event=intake_paused waiting=%d max_unsynced=%d note=\"the blob store is "
+                  "slower than the downloads\"", waiting, cr->max_unsynced);
+    } else if (cr->backlogged && waiting <= cr->max_unsynced / 2) {
+        cr->backlogged = 0;
+        ULOG_INFO("event=intake_resumed waiting=%d", waiting);
+    }
+    intake_update(cr);
 }
 
 /* The loop's background work: due retries, the network, the group commit. */
 static int tick(void *opaque, int timeout_ms) {
     crawl *cr = opaque;
+    blob_syncer_collect(cr->sy, on_stored, cr);
+    held_stored(cr);
     write_held(cr);
+    sync_health(cr);
     int64_t now = util_mono_ms();
     task **pp = &cr->waiting;
     while (*pp && !cr->degraded) {
@@ -398,6 +479,7 @@ static int tick(void *opaque, int timeout_ms) {
     }
     if (cr->batch.n && timeout_ms > DS_BATCH_MS) timeout_ms = DS_BATCH_MS;
     if (cr->nwaiting && timeout_ms > 50) timeout_ms = 50;
+    if (cr->nsyncing && timeout_ms > DS_BATCH_MS) timeout_ms = DS_BATCH_MS;
     now = util_mono_ms();
     if (cr->ran_at && now - cr->ran_at > STALL_MS) { /* since the network last ran */
         cr->stall_end = now;
@@ -410,20 +492,22 @@ static int tick(void *opaque, int timeout_ms) {
     metrics_set(met.active, active);
     metrics_set(met.waiting, cr->nwaiting);
     metrics_set(met.held, cr->nunwritten);
+    metrics_set(met.syncing, cr->nsyncing);
     if (service_beat_due()) {
         char ok[24], failed[24], inflight[16];
         snprintf(ok, sizeof ok, "%llu", (unsigned long long)cr->ok);
         snprintf(failed, sizeof failed, "%llu", (unsigned long long)cr->failed);
         snprintf(inflight, sizeof inflight, "%d", active);
-        char held[16];
+        char held[16], syncing[16];
         snprintf(held, sizeof held, "%d", cr->nunwritten);
+        snprintf(syncing, sizeof syncing, "%d", cr->nsyncing);
         const char *kv[] = {"downloaded", ok, "failed", failed, "in_flight", inflight,
-                            "held_for_disk", held, NULL};
+                            "held_for_disk", held, "syncing", syncing, NULL};
         service_beat(cr->r, kv);
     }
-    if (cr->degraded && timeout_ms > 0 && !active && !cr->batch.n)
+    if (cr->degraded && timeout_ms > 0 && !active && !cr->batch.n && !cr->nsyncing)
         util_sleep_ms(timeout_ms > 100 ? 100 : timeout_ms); /* nothing to do but wait */
-    return active + cr->batch.n + (cr->degraded ? 0 : cr->nwaiting);
+    return active + cr->batch.n + cr->nsyncing + (cr->degraded ? 0 : cr->nwaiting);
 }
 
 /* A request is checked against state before anything is fetched: its
@@ -525,7 +609,12 @@ int main(int argc, char **argv) {
     cr.retry_ms = cfg_int(c, "crawler.retry-ms");
     long long im = cfg_int(c, "crawler.inline-max-bytes");
     cr.inline_max = im >= 0 ? (size_t)im : blob_store_remote(sc.bs) ? 524288 : 0;
+    cr.max_unsynced = (int)cfg_int(c, "crawler.max-unsynced");
     rc = 1;
+    if (!(cr.sy = blob_syncer_new(sc.bs, err, sizeof err))) {
+        fprintf(stderr, "ursa-crawler: %s\n", err);
+        goto out;
+    }
     if (!(cr.f = fetch_new(&fo, err, sizeof err))) {
         fprintf(stderr, "ursa-crawler: %s\n", err);
         goto out;
@@ -542,14 +631,22 @@ int main(int argc, char **argv) {
               "allow=\"%s\"", sc.a.kafka, sc.a.redis, blob_store_where(sc.bs), cr.inline_max,
               fo.max_total, fo.allow);
     rc = kq_consumer_run(kc, &run) == URSA_OK ? 0 : 1;
-    ULOG_INFO("event=stopped downloaded=%llu failed=%llu retried=%llu replays_skipped=%llu",
+    blob_syncer_stats ss;
+    blob_syncer_get_stats(cr.sy, &ss);
+    ULOG_INFO("event=stopped downloaded=%llu failed=%llu retried=%llu replays_skipped=%llu "
+              "blob_puts=%llu blob_write_ms=%llu blob_syncs=%llu blob_sync_ms=%llu "
+              "blob_sync_max_ms=%llu",
               (unsigned long long)cr.ok, (unsigned long long)cr.failed,
-              (unsigned long long)cr.retried, (unsigned long long)cr.replays_skipped);
+              (unsigned long long)cr.retried, (unsigned long long)cr.replays_skipped,
+              (unsigned long long)ss.puts, (unsigned long long)ss.write_ms,
+              (unsigned long long)ss.syncs, (unsigned long long)ss.sync_ms,
+              (unsigned long long)ss.max_sync_ms);
 out:
     /* Whatever is still unfinished was not stored: its messages come again. */
     kq_consumer_destroy(kc);
     cr.stopping = 1;
     fetch_destroy(cr.f);
+    blob_syncer_destroy(cr.sy, on_stored, &cr);
     while (cr.waiting) {
         task *t = cr.waiting;
         cr.waiting = t->next;

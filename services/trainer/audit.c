@@ -170,8 +170,14 @@ static tjob_outcome body_features(run *R, int *idx) {
     }
     snprintf(fd, sizeof fd, "%d", fdim);
     const char *kv[] = {"features", key, "fdim", fd, NULL};
-    if (blob_put(R->tj->bs, feat, sizeof(float) * n * (size_t)fdim, key) != URSA_OK ||
-        job_update(R->r, R->tj->id, kv) != URSA_OK) {
+    char serr[512];
+    run_blob rb = {feat, sizeof(float) * n * (size_t)fdim, key};
+    ursa_err se = run_store(R, "the body's features", run_store_blob, &rb, serr, sizeof serr);
+    if (se == URSA_ERR_SHUTDOWN) {
+        free(feat);
+        return R->cancelled ? run_cancelled(R) : TJ_STOPPED;
+    }
+    if (se || job_update(R->r, R->tj->id, kv) != URSA_OK) {
         free(feat);
         snprintf(R->tj->reason, sizeof R->tj->reason, "cannot store the body's features");
         return TJ_RETRY;
@@ -251,10 +257,13 @@ static int fold_load(run *R, int f, const int *idx, int n, float *probs) {
     return 1;
 }
 
+/* 0, -1 on a failure, -2 when stopped or cancelled while waiting for space */
 static int fold_store(run *R, int f, const float *fp, int n) {
-    char key[65], field[16];
-    if (blob_put(R->tj->bs, fp, sizeof(float) * (size_t)n * (size_t)R->nclass, key) != URSA_OK)
-        return -1;
+    char key[65], field[16], what[48], err[512];
+    run_blob rb = {fp, sizeof(float) * (size_t)n * (size_t)R->nclass, key};
+    snprintf(what, sizeof what, "fold %d's results", f + 1);
+    ursa_err e = run_store(R, what, run_store_blob, &rb, err, sizeof err);
+    if (e) return e == URSA_ERR_SHUTDOWN ? -2 : -1;
     snprintf(field, sizeof field, "fold%d", f);
     const char *kv[] = {field, key, NULL};
     return job_update(R->r, R->tj->id, kv) == URSA_OK ? 0 : -1;
@@ -491,7 +500,12 @@ static int audit_fold(run *R, audit *A, int f, tjob_outcome *o) {
     }
     for (int i = 0; i < nf; i++)
         memcpy(A->probs + (size_t)A->idx[i] * C, A->fp + (size_t)i * C, sizeof(float) * (size_t)C);
-    if (fold_store(R, f, A->fp, nf)) {
+    int fs = fold_store(R, f, A->fp, nf);
+    if (fs == -2) {
+        *o = R->cancelled ? run_cancelled(R) : TJ_STOPPED;
+        return 1;
+    }
+    if (fs) {
         snprintf(R->tj->reason, sizeof R->tj->reason, "cannot store fold %d's results", f + 1);
         *o = TJ_RETRY;
         return 1;
@@ -601,7 +615,15 @@ static tjob_outcome audit_store(run *R, audit *A) {
              oe);
     size_t len = 0;
     char *tsv = li_rows_tsv(A->rows, A->nrows, head, &len);
-    if (!tsv || blob_put(R->tj->bs, tsv, len, key) != URSA_OK) {
+    char serr[512];
+    run_blob rb = {tsv, len, key};
+    ursa_err se = tsv ? run_store(R, "the audit's result", run_store_blob, &rb, serr, sizeof serr)
+                      : URSA_ERR_NOMEM;
+    if (se == URSA_ERR_SHUTDOWN) {
+        free(tsv);
+        return R->cancelled ? run_cancelled(R) : TJ_STOPPED;
+    }
+    if (se) {
         free(tsv);
         snprintf(R->tj->reason, sizeof R->tj->reason, "cannot store the audit's result");
         return TJ_RETRY;

@@ -59,6 +59,7 @@ static tjob_outcome run_job(run *R) {
     if (job_set_once(R->r, tj->id, "started_ms", now) || job_incr(R->r, tj->id, "starts"))
         return run_redis_down(R, "starting the job");
     tj->started = 1;
+    job_del_field(R->r, tj->id, "waiting"); /* a dead worker's pause is not this run's */
     ULOG_INFO("event=job_started job=%s kind=%s dataset=%s arch=%s", tj->id, R->spec->kind,
               R->spec->dataset, R->spec->arch);
     tjob_outcome o = run_snapshot(R);

@@ -36,6 +36,7 @@ typedef struct {
     int min_per_class;
     int max_starts; /* deaths of its workers a job survives (trainer.max-starts) */
     size_t image_cache_bytes; /* decoded images kept in memory (0: none) */
+    int space_retry_ms; /* a store that failed for a full disk: tried again this often */
     /* control: 1 stops the job after the current batch (set by the daemon
      * for a shutdown, or by the job itself when it sees a cancel) */
     atomic_int stop;
@@ -48,6 +49,11 @@ typedef struct {
 
 /* The thread's body; arg is a tjob. */
 void *tjob_run(void *arg);
+
+/* 1 while the running job waits for space to store a checkpoint or its
+ * results (a full disk), with why ("waiting for space to store ...") in
+ * why; 0 otherwise. Thread-safe: the daemon shows it as DEGRADED. */
+int tjob_waiting(char *why, size_t n);
 
 /* Registers the running job's progress gauges (metrics.h): job_epoch,
  * job_epochs, job_step, job_steps, job_progress_ratio. Once, at start. */

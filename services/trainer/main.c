@@ -67,7 +67,8 @@ typedef struct pend {
 typedef struct {
     service_conns sc;
     char worker[160], ckpt_dir[PATH_MAX];
-    int lease_ms, min_per_class, max_starts, sweep_ms, requeue_ms;
+    int lease_ms, min_per_class, max_starts, sweep_ms, requeue_ms, space_retry_ms;
+    int degraded; /* the running job waits for space: the health says so */
     int swept_all; /* the first sweep walks every job */
     int64_t next_sweep;
     size_t image_cache_bytes;
@@ -203,6 +204,7 @@ static void start(trainer *t, pend *p) {
     t->tj.min_per_class = t->min_per_class;
     t->tj.image_cache_bytes = t->image_cache_bytes;
     t->tj.max_starts = t->max_starts;
+    t->tj.space_retry_ms = t->space_retry_ms;
     if (pthread_create(&t->th, NULL, tjob_run, &t->tj) != 0) {
         ULOG_ERROR("event=thread_failed job=%s", p->id);
         job_lease_release(t->sc.r, p->id, t->worker);
@@ -261,6 +263,12 @@ static int tick(void *opaque, int timeout_ms) {
         if (job_sweep(t->sc.r, t->sc.p, !t->swept_all, t->lease_ms, t->requeue_ms, swept, t) ==
             URSA_OK)
             t->swept_all = 1;
+    }
+    char why[700]; /* the running job waiting for space is the daemon's health */
+    int w = tjob_waiting(why, sizeof why);
+    if (w != t->degraded) {
+        service_degraded(w ? why : NULL);
+        t->degraded = w;
     }
     if (service_beat_due()) {
         char ended[24], waiting[24];
@@ -369,6 +377,9 @@ int main(int argc, char **argv) {
          "each time, up to 5 minutes)"},
         {"trainer.retry-ms", CFG_INT, "5000", 100, 3600000,
          "wait before trying again a job that failed for want of Redis, Kafka or the disk"},
+        {"trainer.space-retry-ms", CFG_INT, "2000", 100, 3600000,
+         "a job that cannot store a checkpoint or its results on a full disk waits, paused, "
+         "and tries again this often"},
         {"trainer.sweep-ms", CFG_INT, "3000", 100, 3600000,
          "how often the worker looks for jobs that are not final and that no worker holds "
          "(their message lost with a broker), to send them again"},
@@ -392,6 +403,7 @@ int main(int argc, char **argv) {
     t.image_cache_bytes = (size_t)cfg_int(c, "trainer.image-cache-mb") << 20;
     t.retry_ms = cfg_int(c, "trainer.retry-ms");
     t.max_starts = (int)cfg_int(c, "trainer.max-starts");
+    t.space_retry_ms = (int)cfg_int(c, "trainer.space-retry-ms");
     t.sweep_ms = (int)cfg_int(c, "trainer.sweep-ms");
     t.requeue_ms = (int)cfg_int(c, "trainer.requeue-ms");
     char host[64] = "host";

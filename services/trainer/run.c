@@ -4,6 +4,7 @@
  * stages of a fit; see run.h. */
 #include "run.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,99 @@ ursa_err run_ckpt_save(run *R, char *err, size_t n) {
     }
     if (old[0] && strcmp(old, key) != 0) blob_delete(R->tj->bs, old);
     return URSA_OK;
+}
+
+/* ---- a full disk: the job waits for space ---------------------------------------------- */
+
+/* what the running job waits for, for the daemon's health (one job a
+ * worker runs at a time) */
+static pthread_mutex_t waiting_mu = PTHREAD_MUTEX_INITIALIZER;
+static char waiting_why[700];
+
+int tjob_waiting(char *why, size_t n) {
+    pthread_mutex_lock(&waiting_mu);
+    int w = waiting_why[0] != '\0';
+    snprintf(why, n, "%s", waiting_why);
+    pthread_mutex_unlock(&waiting_mu);
+    return w;
+}
+
+static void set_waiting(const char *why) {
+    pthread_mutex_lock(&waiting_mu);
+    snprintf(waiting_why, sizeof waiting_why, "%s", why);
+    pthread_mutex_unlock(&waiting_mu);
+}
+
+/* 1 if the job was asked to stop (a shutdown) or cancelled while it waits. */
+static int wait_stopped(run *R) {
+    if (atomic_load(&R->tj->stop)) return 1;
+    redisReply *rep = NULL;
+    if (job_get_field(R->r, R->tj->id, "cancel", &rep) == URSA_OK) {
+        if (rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, "1")) {
+            R->cancelled = 1;
+            R->tj->stop = 1;
+        }
+        freeReplyObject(rep);
+    }
+    return R->cancelled;
+}
+
+ursa_err run_store(run *R, const char *what, run_store_fn store, void *ctx, char *err,
+                   size_t n) {
+    ursa_err e = store(R, ctx, err, n);
+    if (e != URSA_ERR_NO_SPACE) return e;
+    /* Redoing the work later costs CPU and finds the disk as full: the job
+     * keeps what it has and waits, as a crawler keeps its downloads */
+    char waiting[600], why[700], beat[24];
+    snprintf(waiting, sizeof waiting, "waiting for space to store %s: %s", what, err);
+    snprintf(why, sizeof why, "job %s %s", R->tj->id, waiting);
+    int64_t t0 = util_mono_ms(), logged = t0;
+    ULOG_ERROR("event=job_paused job=%s waiting_for=\"%s\" err=\"%s\" retry_ms=%d "
+               "note=\"the job waits in memory; it goes on when space comes back\"",
+               R->tj->id, what, err, R->tj->space_retry_ms);
+    set_waiting(why);
+    snprintf(beat, sizeof beat, "%lld", (long long)util_now_ms());
+    const char *kv[] = {"waiting", waiting, "beat_ms", beat, NULL};
+    job_update(R->r, R->tj->id, kv); /* best effort: the log and the health say it too */
+    int tries = 1;
+    while (e == URSA_ERR_NO_SPACE) {
+        for (int slept = 0; slept < R->tj->space_retry_ms && !atomic_load(&R->tj->stop);
+             slept += 100)
+            util_sleep_ms(100);
+        if (wait_stopped(R)) {
+            e = URSA_ERR_SHUTDOWN;
+            break;
+        }
+        snprintf(beat, sizeof beat, "%lld", (long long)util_now_ms());
+        const char *bk[] = {"beat_ms", beat, NULL};
+        job_update(R->r, R->tj->id, bk);
+        e = store(R, ctx, err, n);
+        tries++;
+        int64_t now = util_mono_ms();
+        if (e == URSA_ERR_NO_SPACE && now - logged >= 30000) {
+            ULOG_WARN("event=job_still_paused job=%s waiting_for=\"%s\" for_ms=%lld tries=%d",
+                      R->tj->id, what, (long long)(now - t0), tries);
+            logged = now;
+        }
+    }
+    set_waiting("");
+    job_del_field(R->r, R->tj->id, "waiting");
+    ULOG_INFO("event=job_resumed job=%s stored=\"%s\" waited_ms=%lld tries=%d err=\"%s\"",
+              R->tj->id, what, (long long)(util_mono_ms() - t0), tries, ursa_err2str(e));
+    return e;
+}
+
+ursa_err run_store_blob(run *R, void *ctx, char *err, size_t n) {
+    run_blob *b = ctx;
+    ursa_err e = blob_put(R->tj->bs, b->data, b->len, b->key);
+    if (e) {
+        if (e == URSA_ERR_NO_SPACE)
+            snprintf(err, n, "blob store full (%llu bytes free)",
+                     (unsigned long long)blob_store_free_bytes(R->tj->bs));
+        else
+            blob_unwritable_why(R->tj->bs, e, err, n);
+    }
+    return e;
 }
 
 ursa_err run_ckpt_load(run *R, void *pos, uint32_t poslen, char *err, size_t n) {
@@ -271,7 +365,18 @@ tjob_outcome run_snapshot(run *R) {
         }
         size_t len;
         char *tsv = ds_manifest_tsv(R->im, R->nim, &len);
-        if (!tsv || blob_put(R->tj->bs, tsv, len, key) != URSA_OK) {
+        char serr[512];
+        run_blob rb = {tsv, len, key};
+        ursa_err se = tsv ? run_store(R, "the dataset's snapshot", run_store_blob, &rb, serr,
+                                      sizeof serr)
+                          : URSA_ERR_NOMEM;
+        if (se == URSA_ERR_SHUTDOWN) {
+            free(tsv);
+            if (R->cancelled) return run_cancelled(R);
+            snprintf(R->tj->reason, sizeof R->tj->reason, "stopped while waiting for space");
+            return TJ_STOPPED;
+        }
+        if (se) {
             free(tsv);
             snprintf(R->tj->reason, sizeof R->tj->reason, "cannot store the manifest snapshot");
             return TJ_RETRY;
@@ -478,6 +583,11 @@ static void on_batch(void *ctx, int epoch, int it, int n_it, float smooth, float
     }
 }
 
+static ursa_err ckpt_store(run *R, void *ctx, char *err, size_t n) {
+    (void)ctx;
+    return run_ckpt_save(R, err, n);
+}
+
 static void on_epoch(void *ctx, const nn_epoch_row *row) {
     run *R = ctx;
     job_row w = {(int)(R->epoch_base + R->pos.done),
@@ -492,10 +602,12 @@ static void on_epoch(void *ctx, const nn_epoch_row *row) {
         R->pos.stage++;
         R->pos.epoch = 0;
     }
-    char err[512];
+    char err[512], what[64];
     R->pos.magic = POS_MAGIC;
-    if (run_ckpt_save(R, err, sizeof err))
-        ULOG_ERROR("event=checkpoint_failed job=%s err=\"%s\"", R->tj->id, err);
+    snprintf(what, sizeof what, "the checkpoint of epoch %u", R->epoch_base + R->pos.done);
+    ursa_err ce = run_store(R, what, ckpt_store, NULL, err, sizeof err);
+    if (ce == URSA_ERR_SHUTDOWN) return; /* the learner stops at its next batch */
+    if (ce) ULOG_ERROR("event=checkpoint_failed job=%s err=\"%s\"", R->tj->id, err);
     char ep[16], beat[24];
     snprintf(ep, sizeof ep, "%u", R->epoch_base + R->pos.done);
     snprintf(beat, sizeof beat, "%lld", (long long)util_now_ms());

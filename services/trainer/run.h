@@ -103,6 +103,25 @@ void run_learner_down(run *R);
  * model and R->pos; load reads them into R->m and *pos (NOT_FOUND when
  * there is none; CORRUPT when unusable); drop removes it. */
 ursa_err run_ckpt_save(run *R, char *err, size_t n);
+
+/* A store the job cannot go on without (a checkpoint, its results): store
+ * is called until it returns anything but URSA_ERR_NO_SPACE. Meanwhile the
+ * job is paused, its state in memory and no CPU spent: "waiting for space
+ * to store <what>" is in the job's record (field "waiting", which `ursa
+ * job` shows) and in tjob_waiting() (the trainer's health: DEGRADED), and
+ * the store is tried again every tj->space_retry_ms. Returns store's last
+ * error, or URSA_ERR_SHUTDOWN when the job was stopped or cancelled
+ * (R->cancelled) while it waited. err gets store's reason. */
+typedef ursa_err (*run_store_fn)(run *R, void *ctx, char *err, size_t n);
+ursa_err run_store(run *R, const char *what, run_store_fn store, void *ctx, char *err,
+                   size_t n);
+/* A run_store_fn: blob_put of a run_blob. */
+typedef struct {
+    const void *data;
+    size_t len;
+    char *key; /* [65]: where the key goes */
+} run_blob;
+ursa_err run_store_blob(run *R, void *ctx, char *err, size_t n);
 ursa_err run_ckpt_load(run *R, void *pos, uint32_t poslen, char *err, size_t n);
 void run_ckpt_drop(run *R);
 

@@ -134,7 +134,8 @@ static int by_loss(const void *a, const void *b) {
 }
 
 /* The validation set through the model as served (BN folded), worst loss
- * first; sets *err and *loss. */
+ * first; sets *err and *loss. 0, -1 on a failure, -2 when the job was
+ * stopped or cancelled while it waited for space to store them. */
 static int interpret(run *R, char *key, double *err_rate, double *vloss) {
     nn_model f;
     nn_exec *e = NULL;
@@ -189,7 +190,11 @@ static int interpret(run *R, char *key, double *err_rate, double *vloss) {
                 R->classes[rows[k].pred], rows[k].loss, rows[k].p, d->src);
     }
     fclose(m);
-    rc = blob_put(R->tj->bs, buf, len, key) == URSA_OK ? 0 : -1;
+    run_blob rb = {buf, len, key};
+    char serr[512];
+    ursa_err se = run_store(R, "the results (validation losses)", run_store_blob, &rb, serr,
+                            sizeof serr);
+    rc = se == URSA_OK ? 0 : se == URSA_ERR_SHUTDOWN ? -2 : -1;
     free(buf);
     *err_rate = (double)wrong / nrows;
     *vloss = tl / nrows;
@@ -202,13 +207,22 @@ out:
     return rc;
 }
 
+/* Stopped or cancelled while it waited for space (run_store). */
+static tjob_outcome stopped_waiting(run *R) {
+    if (R->cancelled) return run_cancelled(R);
+    snprintf(R->tj->reason, sizeof R->tj->reason, "stopped while waiting for space");
+    return TJ_STOPPED;
+}
+
 /* Exports, registers and announces the model, then ends the job. */
 static tjob_outcome publish(run *R) {
     const Ursa__TrainJob *s = R->spec;
     char model_id[160], interp[65], blob[65];
     double err_rate = 0, vloss = 0;
     job_model_id(s->dataset, R->tj->id, model_id, sizeof model_id);
-    if (interpret(R, interp, &err_rate, &vloss)) {
+    int ir = interpret(R, interp, &err_rate, &vloss);
+    if (ir == -2) return stopped_waiting(R);
+    if (ir) {
         snprintf(R->tj->reason, sizeof R->tj->reason, "cannot interpret or store the results");
         return TJ_RETRY;
     }
@@ -222,10 +236,16 @@ static tjob_outcome publish(run *R) {
     uint8_t *onnx = NULL;
     size_t olen = 0;
     char err[512] = "";
-    ursa_err pe = URSA_OK;
-    if (nn_onnx_save_mem(&R->m, &onnx, &olen, err, sizeof err) != URSA_OK ||
-        (pe = blob_put(R->tj->bs, onnx, olen, blob)) != URSA_OK) {
-        if (pe != URSA_OK) snprintf(err, sizeof err, "blob store: %s", ursa_err2str(pe));
+    ursa_err pe = nn_onnx_save_mem(&R->m, &onnx, &olen, err, sizeof err);
+    if (pe == URSA_OK) {
+        run_blob rb = {onnx, olen, blob};
+        pe = run_store(R, "the model", run_store_blob, &rb, err, sizeof err);
+    }
+    if (pe == URSA_ERR_SHUTDOWN) {
+        free(onnx);
+        return stopped_waiting(R);
+    }
+    if (pe != URSA_OK) {
         free(onnx);
         snprintf(R->tj->reason, sizeof R->tj->reason, "cannot export the model: %s", err);
         return TJ_RETRY;
