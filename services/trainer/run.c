@@ -132,9 +132,9 @@ static void set_waiting(const char *why) {
     pthread_mutex_unlock(&waiting_mu);
 }
 
-/* 1 if the job was asked to stop (a shutdown) or cancelled while it waits. */
-static int wait_stopped(run *R) {
-    if (atomic_load(&R->tj->stop)) return 1;
+/* Reads the job's cancel flag: a cancelled job stops (best effort: the next
+ * check reads it again). */
+static void read_cancel(run *R) {
     redisReply *rep = NULL;
     if (job_get_field(R->r, R->tj->id, "cancel", &rep) == URSA_OK) {
         if (rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, "1")) {
@@ -143,6 +143,12 @@ static int wait_stopped(run *R) {
         }
         freeReplyObject(rep);
     }
+}
+
+/* 1 if the job was asked to stop (a shutdown) or cancelled while it waits. */
+static int wait_stopped(run *R) {
+    if (atomic_load(&R->tj->stop)) return 1;
+    read_cancel(R);
     return R->cancelled;
 }
 
@@ -573,14 +579,7 @@ static void on_batch(void *ctx, int epoch, int it, int n_it, float smooth, float
     const char *kv[] = {"step", step, "steps", steps, "loss", loss, "beat_ms", beat,
                         "stage", stage, "epoch", ep, NULL};
     job_update(R->r, R->tj->id, kv); /* best effort: the next beat tries again */
-    redisReply *rep = NULL;
-    if (job_get_field(R->r, R->tj->id, "cancel", &rep) == URSA_OK) {
-        if (rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, "1")) {
-            R->cancelled = 1;
-            R->tj->stop = 1;
-        }
-        freeReplyObject(rep);
-    }
+    read_cancel(R);
 }
 
 static ursa_err ckpt_store(run *R, void *ctx, char *err, size_t n) {
