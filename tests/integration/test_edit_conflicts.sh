@@ -209,7 +209,11 @@ LOG0=$(rcli LLEN 'ursa:ds:{fm:ed}:log' | tr -d '\n')
 Y=$(awk 'NR % 2 == 1 {i = $0} NR % 2 == 0 && /^relabel/ {print i; exit}' "$T/cur.txt")
 [ -n "$Y" ] || fail "no relabelled image left"
 IFS=$'\t' read -r YOP YFROM YTO YSEQ < <(rcli HGET 'ursa:ds:{fm:ed}:cur' "$Y")
-OTHER=$(for c in $CLASSES; do [ "$c" != "$YFROM" ] && echo "$c"; done | head -1)
+# (a loop, not `| head -1`: under pipefail a last class equal to YFROM, or
+# a SIGPIPE, ended the test without a word)
+OTHER=""
+for c in $CLASSES; do if [ "$c" != "$YFROM" ]; then OTHER=$c; break; fi; done
+[ -n "$OTHER" ] || fail "no class other than $YFROM"
 P="$URSA_BIN/edit-probe"
 M1=$("$P" --dataset fm --image 0123456789abcdef0123456789abcdef --op delete --label "$YFROM" --base none)
 M2=$("$P" --dataset fm --image "$Y" --op relabel --label "$OTHER" --new-label "$YFROM" --base relabel --base-label "$YTO")
