@@ -90,9 +90,11 @@ static const cfg_def inference_defs[] = {
      "bytes of pixels decoded at once at most, reserved from each image's header before a "
      "pixel is decoded; past it: 503 with Retry-After"},
     {"inference.decode-queue", CFG_INT, "256", 1, 1e6, "images waiting to be decoded at most"},
-    {"inference.slow-threads", CFG_INT, "8", 1, 1024,
-     "threads for classify-url downloads, /v1/models lookups and admin loads"},
-    {"inference.slow-queue", CFG_INT, "64", 1, 1e6, "such work waiting at most; beyond: 503"},
+    {"inference.slow-threads", CFG_INT, "8", 1, 1024, "threads for classify-url downloads"},
+    {"inference.slow-queue", CFG_INT, "64", 1, 1e6, "downloads waiting at most; beyond: 503"},
+    {"inference.admin-threads", CFG_INT, "2", 1, 64,
+     "threads for /v1/models lookups and admin loads, apart from the downloads"},
+    {"inference.admin-queue", CFG_INT, "16", 1, 1e6, "such calls waiting at most; beyond: 503"},
     {"inference.admin-token-file", CFG_STR, "", 1, 0,
      "file holding the token for /v1/admin/* (Authorization: Bearer TOKEN); unset: "
      "$URSA_INFERENCE_ADMIN_TOKEN; neither: admin calls refused. Never a flag: a flag shows in ps"},
@@ -227,7 +229,9 @@ int main(int argc, char **argv) {
         !(s.decode = pool_new(dthreads, (size_t)cfg_int(c, "inference.decode-budget-mb") << 20,
                               (int)cfg_int(c, "inference.decode-queue"))) ||
         !(s.slow = pool_new((int)cfg_int(c, "inference.slow-threads"), 0,
-                            (int)cfg_int(c, "inference.slow-queue")))) {
+                            (int)cfg_int(c, "inference.slow-queue"))) ||
+        !(s.admin = pool_new((int)cfg_int(c, "inference.admin-threads"), 0,
+                             (int)cfg_int(c, "inference.admin-queue")))) {
         fprintf(stderr, "ursa-inference: cannot start the batching and decoding threads\n");
         goto out;
     }
@@ -291,6 +295,7 @@ int main(int argc, char **argv) {
 out:
     follow_stop(&fl);
     kq_consumer_destroy(kc);
+    pool_free(s.admin);
     pool_free(s.slow);
     pool_free(s.decode);
     batcher_free(s.b);

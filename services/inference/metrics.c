@@ -67,7 +67,8 @@ static void write_metrics(server *s, http_server *hs, FILE *f) {
                          "Queued images not run: their clients had gone.", NULL,
                          (double)bst.dropped);
     write_pool(f, "decode", "Images to decode", s->decode);
-    write_pool(f, "slow", "Downloads, registry lookups and admin calls", s->slow);
+    write_pool(f, "slow", "Classify-url downloads", s->slow);
+    write_pool(f, "admin", "Model lookups and admin calls", s->admin);
     served *m = batcher_current(s->b);
     fprintf(f, "# HELP ursa_inference_model The model served (value 1).\n"
                "# TYPE ursa_inference_model gauge\n");

@@ -240,7 +240,7 @@ static void models_job(server *s, http_req *r) {
 
 int h_models(void *ctx, http_req *r) {
     server *s = ctx;
-    return s->have_stack ? defer_slow(s, r, models_job) : (models_job(s, r), 200);
+    return s->have_stack ? defer_admin(s, r, models_job) : (models_job(s, r), 200);
 }
 
 /* ---- admin ---------------------------------------------------------------------- */
@@ -289,14 +289,14 @@ int h_admin(void *ctx, http_req *r) {
                                        : "admin calls are off (no inference.admin-token-file, "
                                          "no URSA_INFERENCE_ADMIN_TOKEN)");
     const char *p = http_path(r);
-    if (!strcmp(p, "/v1/admin/reload")) return defer_slow(s, r, reload_job);
+    if (!strcmp(p, "/v1/admin/reload")) return defer_admin(s, r, reload_job);
     if (!strcmp(p, "/v1/admin/pin")) {
         if (*cfg_str(s->c, "inference.model"))
             return http_error(r, 400, NULL, "this server serves a local file; nothing to pin");
         char id[160];
         if (http_query(r, "model", id, sizeof id) == -2)
             return http_error(r, 400, NULL, "the model id is longer than %zu bytes", sizeof id - 1);
-        return defer_slow(s, r, pin_job);
+        return defer_admin(s, r, pin_job);
     }
     return http_error(r, 404, NULL, "admin calls: /v1/admin/reload, /v1/admin/pin?model=ID");
 }

@@ -61,14 +61,14 @@ static void run_slow(void *arg) {
     free(j);
 }
 
-int defer_slow(server *s, http_req *r, void (*fn)(server *s, http_req *r)) {
+int defer_admin(server *s, http_req *r, void (*fn)(server *s, http_req *r)) {
     slow_job *j = malloc(sizeof *j);
-    if (!j || pool_reserve(s->slow, 0)) {
+    if (!j || pool_reserve(s->admin, 0)) {
         free(j);
-        return http_error(r, 503, "Retry-After: 1\r\n", "busy: too much slow work at once");
+        return http_error(r, 503, "Retry-After: 1\r\n", "busy: too many model and admin calls at once");
     }
     j->s = s, j->r = r, j->fn = fn;
     http_defer(r);
-    pool_push(s->slow, run_slow, j);
+    pool_push(s->admin, run_slow, j);
     return HTTP_DEFERRED;
 }

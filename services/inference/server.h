@@ -44,8 +44,10 @@ typedef struct server {
     const cfg *c;
     batcher *b;
     pool *decode;  /* decoding, with the pixel budget */
-    pool *slow;    /* what waits on the network: classify-url downloads, Redis
-                      lookups of /v1/models, admin loads */
+    pool *slow;    /* what waits on the network for the public: classify-url
+                      downloads */
+    pool *admin;   /* /v1/models' Redis lookups and the admin calls: never
+                      behind the public's downloads */
     http_server *http;
     service_addrs a;
     int have_stack;       /* Redis, Kafka and blobs are configured */
@@ -127,7 +129,7 @@ extern const http_route inference_routes[];
 extern const char inference_csp[]; /* the page's Content-Security-Policy */
 /* From a handler: defers r and runs fn(s, r) on the slow pool, which
  * answers it; 503 at once when the pool is full. */
-int defer_slow(server *s, http_req *r, void (*fn)(server *s, http_req *r));
+int defer_admin(server *s, http_req *r, void (*fn)(server *s, http_req *r));
 
 double now_s(void);
 

@@ -81,6 +81,22 @@ grep -q "\"$M1\"" "$T/models-stalled.json" || fail "no list with Redis stalled: 
 grep -q '"published_error": "Redis does not answer"' "$T/models-stalled.json" ||
     fail "no word of the stall: $(cat "$T/models-stalled.json")"
 
+# 80 classify-url requests to a URL that sends a byte a second fill the
+# download threads and their queue: the model list and the admin calls,
+# on threads of their own, still answer at once
+start_fault_server
+for i in $(seq 80); do
+    curl -s -o /dev/null -m 30 "$B/v1/classify-url?url=$FS/slow?$i" &
+    PIDS+=("$!")
+done
+wait_for 10 "the downloads to fill their threads" bash -c \
+    "curl -s $B/metrics | grep -q '^ursa_inference_slow_running 8'"
+check_eq "GET /v1/models behind 80 hanging downloads" \
+    "$(curl -s -o "$T/models-busy.json" -w '%{http_code}' -m 5 "$B/v1/models")" 200
+grep -q "\"$M1\"" "$T/models-busy.json" || fail "models: $(cat "$T/models-busy.json")"
+check_eq "admin reload behind them" \
+    "$(curl -s -o /dev/null -w '%{http_code}' -m 10 -X POST -H 'Authorization: Bearer tok' "$B/v1/admin/reload")" 200
+
 # bulk: every URL answered once, a repeated list answered from Redis
 head -15 "$FM/urls_bag.txt" >"$T/bulk.txt"
 head -15 "$FM/urls_boot.txt" >>"$T/bulk.txt"
