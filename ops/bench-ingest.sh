@@ -153,7 +153,9 @@ run() {
         j=$(sed -n 's/^job \(j[0-9a-f]*\) queued.*/\1/p' "$S/train.out")
         rport=$(cat "$S/redis.port")
         # seconds of each epoch (rows: stage epoch train valid error seconds)
-        EPOCHS[$name]=$(redis-cli -p "$rport" --raw HGETALL "ursa:job:$j:rows" | paste - - |
+        # (the stack's own Redis wants its password; a cluster's has none)
+        EPOCHS[$name]=$(REDISCLI_AUTH=$(cat "$S/redis.password" 2>/dev/null) \
+            redis-cli -p "$rport" --no-auth-warning --raw HGETALL "ursa:job:$j:rows" | paste - - |
             sort -n | awk -F'\t' '{printf "%s%s", (NR > 1 ? " " : ""), $7}')
     fi
     "$BIN/ursa" down --state-dir "$S" >/dev/null

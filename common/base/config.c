@@ -36,7 +36,10 @@ const cfg_def cfg_defs_kafka[] = {
 
 const cfg_def cfg_defs_redis[] = {
     {"redis.url", CFG_STR, "", 1, 0,
-     "redis://host:port[/db]; empty: read <state-dir>/redis.port"},
+     "redis://[[user]:password@]host:port[,host:port...][/db]; empty: the stack's own "
+     "(<state-dir>/redis.port and redis.password)"},
+    {"redis.password-file", CFG_STR, "", 1, 0,
+     "a file holding the password (AUTH) for a redis.url without one; never on a command line"},
     {"redis.timeout-ms", CFG_INT, "2000", 10, 600000,
      "connect and command timeout"},
     {NULL, 0, NULL, 0, 0, NULL}};

@@ -128,12 +128,13 @@ static ursa_err io_err(int e) {
     return e == ENOSPC || e == EDQUOT ? URSA_ERR_NO_SPACE : URSA_ERR_IO;
 }
 
-static ursa_err write_file(const char *path, const void *data, size_t len, int durable) {
+static ursa_err write_file(const char *path, const void *data, size_t len, int durable,
+                           mode_t mode) {
     char tmp[4200], dir[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%d.%lld", path, (int)getpid(),
                  (long long)util_mono_ms()) >= (int)sizeof tmp)
         return URSA_ERR_INVALID;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     if (fd < 0) return io_err(errno);
     int bad = put_all(fd, data, len, 0) != 0 || (durable && fsync(fd) != 0);
     int e = errno;
@@ -164,11 +165,42 @@ static ursa_err write_file(const char *path, const void *data, size_t len, int d
 }
 
 ursa_err util_write_file_atomic(const char *path, const void *data, size_t len) {
-    return write_file(path, data, len, 1);
+    return write_file(path, data, len, 1, 0644);
+}
+
+ursa_err util_write_file_private(const char *path, const void *data, size_t len) {
+    return write_file(path, data, len, 1, 0600);
 }
 
 ursa_err util_write_file_renamed(const char *path, const void *data, size_t len) {
-    return write_file(path, data, len, 0);
+    return write_file(path, data, len, 0, 0644);
+}
+
+ursa_err util_random_hex(char *out, size_t bytes) {
+    uint8_t b[64];
+    if (bytes > sizeof b) return URSA_ERR_INVALID;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? read(fd, b, bytes) : -1;
+    if (fd >= 0) close(fd);
+    if (got != (ssize_t)bytes) return URSA_ERR_IO;
+    util_hex(b, bytes, out);
+    return URSA_OK;
+}
+
+const char *util_url_redact(const char *url, char *out, size_t n) {
+    const char *auth = strstr(url, "://");
+    const char *at = auth ? strchr(auth + 3, '@') : NULL;
+    const char *slash = auth ? strchr(auth + 3, '/') : NULL;
+    if (!at || (slash && slash < at)) { /* no user info */
+        snprintf(out, n, "%s", url);
+        return out;
+    }
+    auth += 3;
+    const char *colon = memchr(auth, ':', (size_t)(at - auth));
+    int user = (int)((colon ? colon : at) - auth);
+    if (!colon) user = 0; /* "password@": all of it is the secret */
+    snprintf(out, n, "%.*s%.*s:***%s", (int)(auth - url), url, user, auth, at);
+    return out;
 }
 
 int64_t util_backoff_ms(int attempt, int64_t base_ms, int64_t max_ms) {

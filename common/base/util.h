@@ -35,6 +35,16 @@ ursa_err util_write_file_atomic(const char *path, const void *data, size_t len);
  * (blob_store_sync() does it for the blobs a store wrote so). */
 ursa_err util_write_file_renamed(const char *path, const void *data, size_t len);
 
+/* The same, for a secret (a password): mode 0600 from its creation. */
+ursa_err util_write_file_private(const char *path, const void *data, size_t len);
+
+/* bytes random bytes from the kernel as 2*bytes hex digits and a NUL. */
+ursa_err util_random_hex(char *out, size_t bytes);
+
+/* A URL as it may be shown or logged: a password in it (scheme://user:
+ * password@host) becomes "***". Returns out. */
+const char *util_url_redact(const char *url, char *out, size_t n);
+
 /* Exponential backoff: base * 2^(attempt-1), capped, with +-25% jitter. */
 int64_t util_backoff_ms(int attempt, int64_t base_ms, int64_t max_ms);
 

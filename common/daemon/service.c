@@ -107,6 +107,10 @@ int service_addrs_resolve(const cfg *c, const char *prog, service_addrs *a) {
         fprintf(stderr, "%s: %s\n", prog, err);
         return -1;
     }
+    /* the address is in the config now; a password in it must not stay
+     * readable in /proc/PID/environ for the daemon's whole life */
+    util_env_scrub("URSA_REDIS_URL");
+    util_url_redact(a->redis, a->redis_shown, sizeof a->redis_shown);
     if (statedir_blob_dir(c, a->blobs, sizeof a->blobs)) {
         fprintf(stderr, "%s: blob.dir is too long\n", prog);
         return -1;

@@ -59,6 +59,7 @@ void service_degraded(const char *why);
 typedef struct {
     char kafka[512];
     char redis[600];
+    char redis_shown[600]; /* redis as logged: its password "***" */
     char blobs[4096];
 } service_addrs;
 

@@ -1,6 +1,7 @@
 /* statedir.c: resolving the stack's addresses; see statedir.h. */
 #include "statedir.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,9 +74,44 @@ ursa_err statedir_kafka_bootstrap(const cfg *c, char *out, size_t size,
     return read_line(c, "broker.bootstrap", out, size, errstr, n);
 }
 
+/* A password for a URL (percent-encoded: the URL's user info). */
+static void url_encode(const char *s, char *out, size_t n) {
+    size_t o = 0;
+    for (; *s && o + 4 < n; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (isalnum(ch) || strchr("-._~", ch)) out[o++] = (char)ch;
+        else o += (size_t)snprintf(out + o, n - o, "%%%02X", ch);
+    }
+    out[o] = '\0';
+}
+
 ursa_err statedir_redis_url(const cfg *c, char *out, size_t size, char *errstr,
                             size_t n) {
-    const char *u = cfg_str(c, "redis.url");
+    const char *u = cfg_str(c, "redis.url"), *pwf = cfg_str(c, "redis.password-file");
+    char pw[256] = "", enc[800];
+    if (*u && *pwf) { /* the password from a file, into a URL that has none */
+        char *data = NULL;
+        ursa_err err = util_read_file(pwf, 1024, &data, NULL);
+        if (err) {
+            snprintf(errstr, n, "cannot read redis.password-file %s (%s)", pwf,
+                     ursa_err2str(err));
+            return err;
+        }
+        data[strcspn(data, "\r\n")] = '\0';
+        snprintf(pw, sizeof pw, "%s", data);
+        explicit_bzero(data, strlen(data));
+        free(data);
+        const char *rest = strstr(u, "://");
+        if (strncmp(u, "redis://", 8) || strchr(rest + 3, '@')) {
+            snprintf(errstr, n, "redis.password-file needs a redis:// URL without a password");
+            return URSA_ERR_INVALID;
+        }
+        url_encode(pw, enc, sizeof enc);
+        explicit_bzero(pw, sizeof pw);
+        int w = snprintf(out, size, "redis://:%s@%s", enc, u + 8);
+        explicit_bzero(enc, sizeof enc);
+        return w < (int)size ? URSA_OK : URSA_ERR_INVALID;
+    }
     if (*u) {
         snprintf(out, size, "%s", u);
         return URSA_OK;
@@ -83,7 +119,19 @@ ursa_err statedir_redis_url(const cfg *c, char *out, size_t size, char *errstr,
     char port[32];
     ursa_err err = read_line(c, "redis.port", port, sizeof port, errstr, n);
     if (err) return err;
-    snprintf(out, size, "redis://127.0.0.1:%s", port);
+    /* the stack's own Redis wants the password `ursa up` made (a stack
+     * from before there was one has none) */
+    char path[4096], *data = NULL;
+    if (statedir_path(c, "redis.password", path, sizeof path) == URSA_OK &&
+        util_read_file(path, 1024, &data, NULL) == URSA_OK) {
+        data[strcspn(data, "\r\n")] = '\0';
+        url_encode(data, enc, sizeof enc);
+        free(data);
+    } else {
+        enc[0] = '\0';
+    }
+    if (enc[0]) snprintf(out, size, "redis://:%s@127.0.0.1:%s", enc, port);
+    else snprintf(out, size, "redis://127.0.0.1:%s", port);
     return URSA_OK;
 }
 

@@ -12,6 +12,7 @@
  * one twice is safe (rstore.h). */
 #include "rstore.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <strings.h>
@@ -33,7 +34,7 @@ typedef struct {
 struct rstore {
     char host[256];
     int port, db;
-    char password[256];
+    char user[128], password[256]; /* AUTH [user] password, when given */
     int timeout_ms, retry_ms;
     redisContext *ctx;
     char last_error[256];
@@ -74,6 +75,28 @@ static const char *parse_hostport(const char *p, char *host, size_t hsize, int *
     return p;
 }
 
+/* Decodes n bytes of a URL's user or password (%XX escapes) into out; 0
+ * when it does not fit or an escape is bad. */
+static int url_decode(const char *s, size_t n, char *out, size_t size) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        if (s[i] == '%') {
+            if (i + 2 >= n || !isxdigit((unsigned char)s[i + 1]) ||
+                !isxdigit((unsigned char)s[i + 2]))
+                return 0;
+            sscanf(s + i + 1, "%2x", &v);
+            i += 2;
+        } else {
+            v = (unsigned char)s[i];
+        }
+        if (o + 1 >= size || v == 0) return 0;
+        out[o++] = (char)v;
+    }
+    out[o] = '\0';
+    return 1;
+}
+
 rstore *rstore_new(const char *url, int timeout_ms, char *errstr, size_t n) {
     rstore *r = calloc(1, sizeof *r);
     if (!r) return NULL;
@@ -85,12 +108,11 @@ rstore *rstore_new(const char *url, int timeout_ms, char *errstr, size_t n) {
     if (strncmp(p, "redis://", 8) != 0) goto bad;
     p += 8;
     const char *at = strchr(p, '@');
-    if (at) { /* [user]:password@ ; only the password matters to AUTH */
+    if (at) { /* [user]:password@ (percent-encoded), or password@ */
         const char *colon = memchr(p, ':', (size_t)(at - p));
         const char *pw = colon ? colon + 1 : p;
-        size_t pl = (size_t)(at - pw);
-        if (pl >= sizeof r->password) goto bad;
-        memcpy(r->password, pw, pl);
+        if (colon && !url_decode(p, (size_t)(colon - p), r->user, sizeof r->user)) goto bad;
+        if (!url_decode(pw, (size_t)(at - pw), r->password, sizeof r->password)) goto bad;
         p = at + 1;
     }
     for (;;) { /* one or more seeds: h1:p1,h2:p2 */
@@ -112,9 +134,13 @@ rstore *rstore_new(const char *url, int timeout_ms, char *errstr, size_t n) {
     }
     return r;
 bad:
-    if (errstr)
-        snprintf(errstr, n, "bad Redis URL \"%s\" (want redis://host:port[,host:port...][/db])",
-                 url);
+    if (errstr) {
+        char shown[600];
+        snprintf(errstr, n,
+                 "bad Redis URL \"%s\" (want redis://[[user]:password@]host:port[,host:port...]"
+                 "[/db])",
+                 util_url_redact(url, shown, sizeof shown));
+    }
     free(r);
     return NULL;
 }
@@ -155,7 +181,8 @@ static redisContext *dial(rstore *r, const char *host, int port, int select_db) 
     redisEnableKeepAlive(c);
     redisReply *rep = NULL;
     if (r->password[0]) {
-        rep = redisCommand(c, "AUTH %s", r->password);
+        rep = r->user[0] ? redisCommand(c, "AUTH %s %s", r->user, r->password)
+                         : redisCommand(c, "AUTH %s", r->password);
         if (!rep || rep->type == REDIS_REPLY_ERROR) goto fail;
         freeReplyObject(rep);
     }

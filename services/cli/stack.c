@@ -150,7 +150,13 @@ static pid_t spawn(const stack *s, const char *name, char *const argv[]) {
      * dir; addresses exported from `ursa env` would be stale after a
      * broker restart. */
     static const char *const unset[] = {"URSA_KAFKA_BOOTSTRAP", "URSA_REDIS_URL", NULL};
-    pid_t pid = spawn_exec(argv[0], argv, &(spawn_opts){.detach = 1, .log = logp, .unset = unset},
+    /* ... but a Redis of the user's (redis.url) is passed on in the
+     * environment, never on a command line (ps shows those), as
+     * URSA_REDIS_URL (see start_daemons), password and all */
+    static const char *const unset_kafka[] = {"URSA_KAFKA_BOOTSTRAP", NULL};
+    pid_t pid = spawn_exec(argv[0], argv,
+                           &(spawn_opts){.detach = 1, .log = logp,
+                                         .unset = *s->redis_url ? unset_kafka : unset},
                            NULL);
     if (pid < 0) return -1;
     char buf[32];
@@ -168,22 +174,58 @@ static int read_port(const stack *s) {
     return port > 0 && port < 65536 ? port : 0;
 }
 
-/* PING with a short timeout: 1 if Redis answers PONG. */
-static int redis_ping(int port, double *ms) {
+/* The password of the Redis ursa up runs, in <state-dir>/redis.password
+ * (mode 0600): made once (128 random bits) when create, then kept, so that
+ * clients and the restarted server agree. 0 on success; without create, a
+ * missing file leaves pw "" (a stack from before there was one). */
+static int redis_password(const stack *s, char *pw, size_t n, int create) {
+    char path[PATH_MAX + 64], *data = NULL;
+    snprintf(path, sizeof path, "%s/redis.password", s->root);
+    pw[0] = '\0';
+    if (util_read_file(path, 256, &data, NULL) == URSA_OK) {
+        data[strcspn(data, "\r\n")] = '\0';
+        snprintf(pw, n, "%s", data);
+        free(data);
+        if (pw[0]) return 0;
+    }
+    if (!create) return 0;
+    char fresh[33];
+    if (n < sizeof fresh || util_random_hex(fresh, 16) ||
+        util_write_file_private(path, fresh, strlen(fresh)) != URSA_OK) {
+        fprintf(stderr, "ursa: cannot make %s for redis\n", path);
+        return -1;
+    }
+    snprintf(pw, n, "%s", fresh);
+    return 0;
+}
+
+/* PING with a short timeout, with the stack's password: 1 if Redis answers
+ * PONG; with any, 1 if anything answers at all (the port is taken). */
+static int redis_ping_as(const stack *s, int port, double *ms, int any) {
     struct timeval tv = {1, 0};
     int64_t t0 = util_mono_ms();
     redisContext *r = redisConnectWithTimeout("127.0.0.1", port, tv);
     int ok = 0;
+    char pw[80];
+    redis_password(s, pw, sizeof pw, 0);
     if (r && !r->err) {
         redisSetTimeout(r, tv);
-        redisReply *rep = redisCommand(r, "PING");
-        ok = rep && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0;
+        redisReply *rep = NULL;
+        int authed = 1;
+        if (pw[0] && !any) {
+            rep = redisCommand(r, "AUTH %s", pw);
+            authed = rep && rep->type == REDIS_REPLY_STATUS;
+            if (rep) freeReplyObject(rep);
+        }
+        rep = authed ? redisCommand(r, "PING") : NULL;
+        ok = rep && (any || (rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0));
         if (rep) freeReplyObject(rep);
     }
     if (r) redisFree(r);
     if (ms) *ms = (double)(util_mono_ms() - t0);
     return ok;
 }
+static int redis_ping(const stack *s, int port, double *ms) { return redis_ping_as(s, port, ms, 0); }
 
 static int read_bootstrap(const stack *s, char *out, size_t n) {
     char path[PATH_MAX + 64], *data = NULL;
@@ -225,12 +267,13 @@ int stack_broker_topics(const char *bootstrap, int timeout_ms) {
 
 static int start_redis(const stack *s, const cfg *c) {
     int port = read_port(s); /* keep the address stable across restarts */
-    if (!port || redis_ping(port, NULL)) port = util_free_port();
+    if (!port || redis_ping_as(s, port, NULL, 1)) port = util_free_port();
     if (port <= 0) {
         fprintf(stderr, "ursa: no free port for redis\n");
         return -1;
     }
-    char conf[PATH_MAX + 64], body[PATH_MAX * 4], pf[PATH_MAX + 64];
+    char conf[PATH_MAX + 64], body[PATH_MAX * 4], pf[PATH_MAX + 64], pw[80];
+    if (redis_password(s, pw, sizeof pw, 1)) return -1;
     snprintf(conf, sizeof conf, "%s/redis/redis.conf", s->root);
     /* appendfsync everysec: a write is in the kernel before Redis replies, so
      * killing Redis loses nothing acknowledged; only a machine crash could. */
@@ -238,9 +281,11 @@ static int start_redis(const stack *s, const cfg *c) {
              "# written by `ursa up`\n"
              "port %d\nbind 127.0.0.1\nprotected-mode yes\n"
              "dir %s/redis\nappendonly yes\nappendfsync everysec\n"
-             "save \"\"\ndaemonize no\nlogfile \"\"\n",
-             port, s->root);
-    if (util_write_file_atomic(conf, body, strlen(body)) != URSA_OK) {
+             "save \"\"\ndaemonize no\nlogfile \"\"\n"
+             "# clients give it: redis.url's password, or <state-dir>/redis.password\n"
+             "requirepass %s\n",
+             port, s->root, pw);
+    if (util_write_file_private(conf, body, strlen(body)) != URSA_OK) {
         fprintf(stderr, "ursa: cannot write %s\n", conf);
         return -1;
     }
@@ -253,7 +298,7 @@ static int start_redis(const stack *s, const cfg *c) {
     if (pid < 0) return -1;
     int64_t deadline = util_mono_ms() + s->timeout_ms;
     while (util_mono_ms() < deadline) {
-        if (redis_ping(port, NULL)) {
+        if (redis_ping(s, port, NULL)) {
             printf("started redis    pid=%d port=%d (AOF under %s/redis)\n", (int)pid,
                    port, s->root);
             return 0;
@@ -388,14 +433,19 @@ static int start_daemons(const stack *s, const cfg *c, plan *ps, int n, int *nst
         snprintf(ps[i].exe, sizeof ps[i].exe, "%s/ursa-%s", s->bindir, ps[i].name);
         if (plan_port(c, &ps[i], why, wn)) return -1;
     }
+    if (*s->redis_url) { /* the user's Redis, with its password (spawn() keeps it) */
+        char url[1200], err[512];
+        if (statedir_redis_url(c, url, sizeof url, err, sizeof err)) {
+            snprintf(why, wn, "%s", err);
+            return -1;
+        }
+        setenv("URSA_REDIS_URL", url, 1);
+        explicit_bzero(url, sizeof url);
+    }
     for (int i = 0; i < n; i++) {
         plan *p = &ps[i];
         char *argv[10] = {p->exe, "--state-dir", (char *)s->root}, logp[PATH_MAX + 64];
         int k = 3;
-        if (*s->redis_url) { /* spawn() clears the environment's address */
-            argv[k++] = "--redis.url";
-            argv[k++] = (char *)s->redis_url;
-        }
         if (p->flag[0]) {
             argv[k++] = p->flag;
             argv[k++] = p->port;
@@ -558,9 +608,11 @@ int stack_up(const cfg *c, int argc, char **argv) {
     const char *ext = cfg_str(c, "redis.url");
 
     if (*ext) { /* a Redis (or Redis Cluster) of the user's: not ours to start */
-        printf("using redis      %s (redis.url; not started by ursa)\n", ext);
+        char shown[600];
+        printf("using redis      %s (redis.url; not started by ursa)\n",
+               util_url_redact(ext, shown, sizeof shown));
     } else if (!(alive_pid(&s, "redis", cfg_str(c, "redis.server")) && port &&
-                 redis_ping(port, NULL))) {
+                 redis_ping(&s, port, NULL))) {
         if (start_redis(&s, c)) {
             rc = 1;
             goto out;
@@ -727,7 +779,7 @@ int stack_inspect(const cfg *c, stack_view *v) {
         double ms = 0;
         p->pid = alive_pid(&s, "redis", cfg_str(c, "redis.server"));
         p->state = p->pid ? "running" : "down";
-        p->ok = p->pid && port && redis_ping(port, &ms);
+        p->ok = p->pid && port && redis_ping(&s, port, &ms);
         if (p->ok)
             snprintf(p->health, sizeof p->health, "ok: PING %.0f ms, redis://127.0.0.1:%d, AOF on",
                      ms, port);

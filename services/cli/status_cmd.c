@@ -80,18 +80,6 @@ static void problem(report *r, const char *fmt, ...) {
     va_end(ap);
 }
 
-/* A URL as it may be shown: a password in it becomes "***". */
-static void redact(const char *url, char *out, size_t n) {
-    const char *at = strrchr(url, '@'), *scheme = strstr(url, "://");
-    if (!at || !scheme || at < scheme) {
-        snprintf(out, n, "%s", url);
-        return;
-    }
-    const char *colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
-    if (!colon) snprintf(out, n, "%s", url);
-    else snprintf(out, n, "%.*s:***%s", (int)(colon - url), url, at);
-}
-
 /* ---- Kafka: sizes and lag --------------------------------------------------------- */
 
 /* Each topic's size and, for the topics a group works off, the group's lag:
@@ -186,7 +174,7 @@ static void gather_redis(const cfg *c, report *r) {
     r->redis_ms = (double)(util_mono_ms() - t0);
     r->cluster = rstore_is_cluster(rs);
     char shown[600];
-    redact(r->redis_url, shown, sizeof shown);
+    util_url_redact(r->redis_url, shown, sizeof shown);
     if (!r->redis_ok) problem(r, "redis at %s does not answer: %s", shown, rstore_last_error(rs));
     else if (hb_list(rs, r->now, &r->in, &r->nin) != URSA_OK)
         problem(r, "redis: cannot read the heartbeats: %s", rstore_last_error(rs));
@@ -294,7 +282,7 @@ static void print_instance(const report *r, const hb_instance *h, void *arg) {
 
 static void print_text(const report *r) {
     char shown[600];
-    redact(r->redis_url, shown, sizeof shown);
+    util_url_redact(r->redis_url, shown, sizeof shown);
     if (r->embedded) {
         printf("state dir %s\n%-10s %8s  %-8s %s\n", r->v.root, "process", "pid", "state",
                "health");
@@ -396,7 +384,7 @@ static void json_instance(const report *r, const hb_instance *h, void *arg) {
 
 static void print_json(const report *r) {
     char shown[600];
-    redact(r->redis_url, shown, sizeof shown);
+    util_url_redact(r->redis_url, shown, sizeof shown);
     printf("{\n  \"healthy\": %s,\n  \"problems\": [", r->nproblems ? "false" : "true");
     for (int i = 0; i < r->nproblems; i++) {
         printf("%s", i ? ", " : "");

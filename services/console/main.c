@@ -70,13 +70,7 @@ static atomic_int run = 1;
 /* ---- sessions -------------------------------------------------------------------------- */
 
 static void random_hex(char *out, size_t bytes) {
-    unsigned char b[64];
-    if (bytes > sizeof b) bytes = sizeof b;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    ssize_t got = fd >= 0 ? read(fd, b, bytes) : -1;
-    if (fd >= 0) close(fd);
-    if (got != (ssize_t)bytes) abort(); /* no randomness: no safe session */
-    for (size_t i = 0; i < bytes; i++) sprintf(out + 2 * i, "%02x", b[i]);
+    if (util_random_hex(out, bytes)) abort(); /* no randomness: no safe session */
 }
 
 /* Constant time: a wrong token takes as long however much of it is right. */
@@ -442,7 +436,7 @@ int main(int argc, char **argv) {
     const char *pf = cfg_str(c, "console.port-file");
     if (!*pf && statedir_path(c, "run/console.port", pfb, sizeof pfb) == URSA_OK) pf = pfb;
     if (*pf) util_write_file_atomic(pf, ps, (size_t)snprintf(ps, sizeof ps, "%d\n", port));
-    ULOG_INFO("event=started addr=%s:%d redis=%s blobs=%s", o.bind, port, s.sc.a.redis,
+    ULOG_INFO("event=started addr=%s:%d redis=%s blobs=%s", o.bind, port, s.sc.a.redis_shown,
               s.sc.a.blobs);
     char addr[80];
     snprintf(addr, sizeof addr, "http://%s:%d/", o.bind, port);

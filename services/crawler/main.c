@@ -628,7 +628,7 @@ int main(int argc, char **argv) {
     cr.kc = kc;
     kq_consumer_set_tick(kc, tick, &cr);
     ULOG_INFO("event=started kafka=%s redis=%s blobs=\"%s\" inline_max=%zu max_inflight=%d "
-              "allow=\"%s\"", sc.a.kafka, sc.a.redis, blob_store_where(sc.bs), cr.inline_max,
+              "allow=\"%s\"", sc.a.kafka, sc.a.redis_shown, blob_store_where(sc.bs), cr.inline_max,
               fo.max_total, fo.allow);
     rc = kq_consumer_run(kc, &run) == URSA_OK ? 0 : 1;
     blob_syncer_stats ss;

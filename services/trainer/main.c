@@ -431,7 +431,7 @@ int main(int argc, char **argv) {
     kq_consumer_set_tick(kc, tick, &t);
     kq_consumer_set_revoke_wait_ms(kc, 2000); /* the lease guards a job that moves */
     ULOG_INFO("event=started worker=%s kafka=%s redis=%s blobs=\"%s\" checkpoints=%s blas=%s",
-              t.worker, t.sc.a.kafka, t.sc.a.redis, blob_store_where(t.sc.bs),
+              t.worker, t.sc.a.kafka, t.sc.a.redis_shown, blob_store_where(t.sc.bs),
               t.ckpt_dir[0] ? t.ckpt_dir : "blobs", nn_blas_core());
     rc = kq_consumer_run(kc, &run) == URSA_OK ? 0 : 1;
     if (t.cur) { /* the drain gave up waiting: stop it now */

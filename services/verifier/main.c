@@ -498,7 +498,7 @@ int main(int argc, char **argv) {
     }
     kq_consumer_set_tick(kc, tick, &v);
     ULOG_INFO("event=started kafka=%s redis=%s blobs=%s max_size=%d min_side=%d", sc.a.kafka,
-              sc.a.redis, sc.a.blobs, v.o.max_size, v.o.min_side);
+              sc.a.redis_shown, sc.a.blobs, v.o.max_size, v.o.min_side);
     rc = kq_consumer_run(kc, &run) == URSA_OK ? 0 : 1;
     ULOG_INFO("event=stopped verified=%llu rejected=%llu duplicates=%llu",
               (unsigned long long)v.verified, (unsigned long long)v.rejected,

@@ -77,6 +77,12 @@ stack_up() {
     BOOTSTRAP=$(echo "$env_out" | sed -n 's/^URSA_KAFKA_BOOTSTRAP=//p')
     REDIS_URL=$(echo "$env_out" | sed -n 's/^URSA_REDIS_URL=//p')
     REDIS_PORT=${REDIS_URL##*:}
+    # the stack's own Redis wants the password ursa up made (redis-cli
+    # reads it from the environment, never from a flag)
+    if [ -s "$URSA_STATE_DIR/redis.password" ]; then
+        REDISCLI_AUTH=$(cat "$URSA_STATE_DIR/redis.password")
+        export REDISCLI_AUTH
+    fi
 }
 
 rcli() { redis-cli -p "$REDIS_PORT" --raw "$@"; }

@@ -73,17 +73,20 @@ named() { anywhere >"$T/st.txt" 2>&1; grep -q ' crawler-a ' "$T/st.txt" && grep 
 wait_for 15 "both named crawlers in ursa status" named
 anywhere >"$T/st.txt" 2>&1 || fail "status from anywhere, healthy: exit $?: $(cat "$T/st.txt")"
 H=$(hostname)
-for want in "^redis +ok: $REDIS_URL, PING" "^kafka +ok: $BOOTSTRAP, 14 topics$" \
+# (the URL with its password shown as ***)
+for want in "^redis +ok: redis://:\*\*\*@127\.0\.0\.1:$REDIS_PORT, PING" "^kafka +ok: $BOOTSTRAP, 14 topics$" \
     "^  crawler +$H +crawler-a +$CA +[0-9]+[smhd]" "^  crawler +$H +crawler-b +$CB " \
     "^  verifier +$H +$H:[0-9]+ " "^  trainer +$H " "^  inference +$H " \
     '^ursa.crawl.requests +4 +5 +ursa-crawler +0$' '^healthy$'; do
     grep -Eq "$want" "$T/st.txt" || fail "status from anywhere lacks /$want/: $(cat "$T/st.txt")"
 done
 [ ! -e "$E/run" ] || fail "status created files in the empty state dir"
+grep -qF "$(cat "$URSA_STATE_DIR/redis.password")" "$T/st.txt" && fail "status shows the Redis password"
 # the addresses win over a stack's state dir (a local stack never uses kafka.bootstrap)
 "$URSA" status --redis.url "$REDIS_URL" --kafka.bootstrap "$BOOTSTRAP" 2>&1 | head -1 | grep -q '^redis  *ok' ||
     fail "status with addresses and the stack's state dir: $("$URSA" status --redis.url "$REDIS_URL" --kafka.bootstrap "$BOOTSTRAP" 2>&1)"
 anywhere -o json >"$T/st.json" || fail "status -o json exit code"
+grep -qF "$(cat "$URSA_STATE_DIR/redis.password")" "$T/st.json" && fail "status -o json shows the Redis password"
 python3 - "$T/st.json" "$CA" "$CB" <<'PY' || fail "status -o json: $(cat "$T/st.json")"
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -110,7 +113,8 @@ wait_for 10 "crawler /readyz to say 503" not_ready
 grep -q '^redis: ' "$T/ready.txt" || fail "/readyz without Redis: $(cat "$T/ready.txt")"
 check_eq "crawler /healthz without Redis" "$(curl -s "$base/healthz")" ok
 if anywhere >"$T/st.txt" 2>&1; then fail "status exit 0 without Redis"; fi
-grep -q "^NOT HEALTHY: redis at $REDIS_URL does not answer" "$T/st.txt" || fail "status: $(cat "$T/st.txt")"
+grep -q "^NOT HEALTHY: redis at redis://:\*\*\*@127\.0\.0\.1:$REDIS_PORT does not answer" "$T/st.txt" ||
+    fail "status: $(cat "$T/st.txt")"
 "$URSA" up >"$T/up2.log" 2>&1 || fail "up after redis died: $(cat "$T/up2.log")"
 ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 200 ]; }
 wait_for 10 "crawler /readyz back to 200" ready

@@ -1,6 +1,7 @@
 # ursa up / env / status / down on a real stack: up twice changes nothing,
 # env is eval-able, status shows health and backlog, a dead Redis is restarted
-# by up with its data kept, down stops everything.
+# by up with its data kept, down stops everything. Its Redis asks for the
+# password ursa up made, which no log, command line or environment shows.
 . "$(dirname "$0")/lib.sh"
 
 stack_up
@@ -25,7 +26,31 @@ done
 echo "$env_out" | grep -Eq '^URSA_INFERENCE_URL=http://127\.0\.0\.1:[0-9]+/$' || fail "env: $env_out"
 echo "$env_out" | grep -Eq '^URSA_CONSOLE_URL=http://127\.0\.0\.1:[0-9]+/$' || fail "env: $env_out"
 echo "$env_out" | grep -Eq '^URSA_KAFKA_BOOTSTRAP=127\.0\.0\.1:[0-9]+$' || fail "env: $env_out"
-echo "$env_out" | grep -Eq '^URSA_REDIS_URL=redis://127\.0\.0\.1:[0-9]+$' || fail "env: $env_out"
+echo "$env_out" | grep -Eq '^URSA_REDIS_URL=redis://:[0-9a-f]{32}@127\.0\.0\.1:[0-9]+$' || fail "env: $env_out"
+
+# Redis asks for the password; the files that hold it are the owner's; no
+# log, command line or daemon environment shows it
+PW=$(cat "$URSA_STATE_DIR/redis.password")
+check_eq "password file mode" "$(stat -c %a "$URSA_STATE_DIR/redis.password")" 600
+check_eq "redis.conf mode" "$(stat -c %a "$URSA_STATE_DIR/redis/redis.conf")" 600
+noauth=$(env -u REDISCLI_AUTH redis-cli -p "$REDIS_PORT" GET x 2>&1 || true)
+echo "$noauth" | grep -q NOAUTH || fail "redis answers without the password: $noauth"
+check_eq "PING with it" "$(rcli PING)" PONG
+grep -rlF "$PW" "$URSA_STATE_DIR/log" && fail "the password is in a log"
+for n in crawler verifier trainer inference console; do
+    p=$(cat "$URSA_STATE_DIR/run/$n.pid")
+    tr '\0' '\n' <"/proc/$p/cmdline" | grep -qF "$PW" && fail "the password is on $n's command line"
+    tr '\0' '\n' <"/proc/$p/environ" | grep -qF "$PW" && fail "the password is in $n's environment"
+done
+# a Redis URL without it, the password from a file; a wrong one said plainly
+"$URSA" status --redis.url "redis://127.0.0.1:$REDIS_PORT" \
+    --redis.password-file "$URSA_STATE_DIR/redis.password" >"$T/st-pwf.txt" 2>&1 ||
+    fail "status with redis.password-file: $(cat "$T/st-pwf.txt")"
+echo wr0ng-pw-7f3a >"$T/wrong.pw"
+"$URSA" status --redis.url "redis://127.0.0.1:$REDIS_PORT" --redis.password-file "$T/wrong.pw" \
+    >"$T/st-wrong.txt" 2>&1 && fail "status with a wrong password"
+grep -q 'WRONGPASS\|invalid' "$T/st-wrong.txt" || fail "wrong password: $(cat "$T/st-wrong.txt")"
+grep -qF wr0ng-pw-7f3a "$T/st-wrong.txt" && fail "a wrong password shown: $(cat "$T/st-wrong.txt")"
 
 # the broker really is Kafka: kcat lists ursa's topics with 4 partitions
 kcat -b "$BOOTSTRAP" -L -t ursa.crawl.requests -m 5 | grep -q 'topic "ursa.crawl.requests" with 4 partitions' \
@@ -69,6 +94,7 @@ out=$("$URSA" up)
 echo "$out" | grep -q "started redis" || fail "up did not restart redis: $out"
 echo "$out" | grep -q "started broker" && fail "up restarted a healthy broker: $out"
 check_eq "key kept across redis restart (AOF)" "$(rcli GET ursa:test:kept)" yes
+check_eq "password kept across redis restart" "$(cat "$URSA_STATE_DIR/redis.password")" "$PW"
 
 "$URSA" down >"$T/down.log"
 check_eq "env lines after down (no metrics ports)" "$("$URSA" env | grep -c METRICS_URL)" 0

@@ -12,7 +12,8 @@ static void urls(void **state) {
     const char *good[] = {"redis://127.0.0.1:6379", "redis://localhost",
                           "redis://h:1/3", "redis://:secret@h:7000/0",
                           "redis://user:pw@h:7000", "redis://h:6379/",
-                          "redis://a:7001,b:7002,c", "redis://:pw@a:1,b:2/0"};
+                          "redis://a:7001,b:7002,c", "redis://:pw@a:1,b:2/0",
+                          "redis://:p%40ss%3Aw@h:1", "redis://ml%20user:pw@h:1"};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         rstore *r = rstore_new(good[i], 100, err, sizeof err);
         assert_non_null(r);
@@ -20,11 +21,14 @@ static void urls(void **state) {
     }
     const char *bad[] = {"http://h:1", "redis://", "redis://h:0", "redis://h:70000",
                          "redis://h:12x", "redis://h:1/db", "redis://h:1/-1", "",
-                         "redis://a:1,", "redis://a:1,,b:2", "redis://a:1,b:0"};
+                         "redis://a:1,", "redis://a:1,,b:2", "redis://a:1,b:0",
+                         "redis://:s3cret%@h:1", "redis://:s3cret%4@h:1", "redis://:s3cret%zz@h:1",
+                         "redis://:s3cret%00@h:1", "redis://:s3cret@h:1/x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
         assert_null(rstore_new(bad[i], 100, err, sizeof err));
         assert_non_null(strstr(err, "bad Redis URL"));
+        assert_null(strstr(err, "s3cret")); /* a password is never in an error */
     }
 }
 

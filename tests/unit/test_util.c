@@ -101,12 +101,28 @@ static void hostile_text(void **state) {
     assert_string_equal(w, "'plain");
 }
 
+static void url_redact(void **state) {
+    (void)state;
+    char out[256];
+    static const char *const cases[][2] = {
+        {"redis://127.0.0.1:6379", "redis://127.0.0.1:6379"},
+        {"redis://:s3cret@h:1/0", "redis://:***@h:1/0"},
+        {"redis://alice:s3cret@h:1,b:2", "redis://alice:***@h:1,b:2"},
+        {"redis://s3cret@h:1", "redis://:***@h:1"},
+        {"http://h/a@b", "http://h/a@b"}, /* an @ in the path is no user info */
+        {"no scheme:s3cret@h", "no scheme:s3cret@h"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_string_equal(util_url_redact(cases[i][0], out, sizeof out), cases[i][1]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(backoff_doubles_is_capped_and_jittered),
         cmocka_unit_test(mkdirs_and_atomic_write_and_read),
         cmocka_unit_test(hex_and_free_port),
         cmocka_unit_test(hostile_text),
+        cmocka_unit_test(url_redact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
