@@ -34,8 +34,10 @@ ursa_err blob_syncer_put(blob_syncer *sy, void *data, size_t len, void *opaque);
  * for a put never tried); data is the caller's again either way. */
 typedef void (*blob_syncer_done_cb)(void *ctx, void *opaque, ursa_err err, void *data,
                                     size_t len);
-/* Calls cb for each put finished since the last call, in the order they
- * were put; returns how many. Call it from one thread. */
+/* Calls cb for each put finished since the last call; returns how many.
+ * Durable puts come back in the order they were put; a failed one may
+ * come back before the durable ones of its batch (their sync is still to
+ * come). Call it from one thread. */
 int blob_syncer_collect(blob_syncer *sy, blob_syncer_done_cb cb, void *ctx);
 
 /* Stops the thread, after the write or sync it may be in (as long as the
