@@ -59,6 +59,7 @@ typedef struct xfer {
     size_t len, cap;
     char content_type[128];
     int blocked, too_large, noai;
+    int busy;               /* added to the multi handle, not yet ended */
     struct xfer *next_free; /* in fetch_ctx.free_list while idle */
     struct xfer *next_all;  /* every transfer ever made, for fetch_destroy */
 } xfer;
@@ -282,23 +283,41 @@ static void xfer_free(xfer *x) {
     free(x);
 }
 
+/* Ends a transfer in flight as cancelled: its callback runs, its handle
+ * goes back to the free list. */
+static void end_cancelled(xfer *x, const char *why) {
+    fetch_ctx *f = x->f;
+    curl_multi_remove_handle(f->multi, x->easy);
+    x->busy = 0;
+    f->active--;
+    fetch_result r;
+    memset(&r, 0, sizeof r);
+    r.url = r.final_url = x->url;
+    r.content_type = "";
+    r.transient = 1;
+    r.reason = "cancelled";
+    r.detail = why;
+    x->cb(x->opaque, &r);
+    x->next_free = f->free_list;
+    f->free_list = x;
+}
+
+int fetch_cancel(fetch_ctx *f, void *opaque) {
+    for (xfer *x = f->all; x; x = x->next_all)
+        if (x->busy && x->opaque == opaque) {
+            end_cancelled(x, "cancelled by its owner");
+            return 0;
+        }
+    return -1;
+}
+
+void fetch_wakeup(fetch_ctx *f) { curl_multi_wakeup(f->multi); }
+
 void fetch_destroy(fetch_ctx *f) {
     if (!f) return;
     /* transfers still running end as cancelled, so their owners can let go */
-    for (xfer *x = f->all; x; x = x->next_all) {
-        int idle = 0;
-        for (xfer *i = f->free_list; i && !idle; i = i->next_free) idle = i == x;
-        if (idle || !x->cb) continue;
-        curl_multi_remove_handle(f->multi, x->easy);
-        fetch_result r;
-        memset(&r, 0, sizeof r);
-        r.url = r.final_url = x->url;
-        r.content_type = "";
-        r.transient = 1;
-        r.reason = "cancelled";
-        r.detail = "the downloader stopped";
-        x->cb(x->opaque, &r);
-    }
+    for (xfer *x = f->all; x; x = x->next_all)
+        if (x->busy) end_cancelled(x, "the downloader stopped");
     while (f->all) {
         xfer *x = f->all;
         f->all = x->next_all;
@@ -369,6 +388,7 @@ ursa_err fetch_start(fetch_ctx *f, const char *url, fetch_done_cb *cb, void *opa
         return URSA_ERR_NOMEM;
     }
     f->active++;
+    x->busy = 1;
     return URSA_OK;
 }
 
@@ -457,6 +477,7 @@ int fetch_run(fetch_ctx *f, int timeout_ms) {
         r.len = x->len;
         curl_multi_remove_handle(f->multi, e);
         f->active--;
+        x->busy = 0;
         x->cb(x->opaque, &r);
         x->next_free = f->free_list; /* reuse the easy handle */
         f->free_list = x;

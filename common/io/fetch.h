@@ -67,6 +67,14 @@ ursa_err fetch_start(fetch_ctx *f, const char *url, fetch_done_cb *cb, void *opa
  * runs the callbacks of those that ended. Returns the transfers in flight. */
 int fetch_run(fetch_ctx *f, int timeout_ms);
 
+/* Ends the transfer in flight whose opaque is opaque: its callback runs
+ * now with reason "cancelled". 0, or -1 when there is none. */
+int fetch_cancel(fetch_ctx *f, void *opaque);
+
+/* Makes a fetch_run() waiting on another thread return at once (the one
+ * call here that is safe from any thread: curl_multi_wakeup). */
+void fetch_wakeup(fetch_ctx *f);
+
 /* 1 if addr (a sockaddr_in or sockaddr_in6) may be connected to under the
  * guard and allow-list of f. Exposed for tests. */
 int fetch_address_allowed(const fetch_ctx *f, const void *sockaddr);

@@ -7,7 +7,15 @@
  * defers the answer and queues the decode. A pool thread decodes (stopping
  * if the client has gone), preprocesses for the current model, gives the
  * bytes back and submits to the batcher. The batching thread that runs the
- * batch answers. classify-url first downloads on a fetch pool thread.
+ * batch answers. classify-url first downloads on the download thread
+ * (downloads.c), which holds a socket per download, never a thread.
+ *
+ * Fair shares (shares.c): one client address may hold at most
+ * inference.url-per-client downloads in flight (past it: 429 with
+ * Retry-After) and inference.decode-client-share percent of the decode
+ * budget (past it: 429; an image larger than the share still goes alone),
+ * so a client that floods with slow URLs or pixel-heavy images waits for
+ * itself while the others are answered.
  *
  * A small image (INLINE_BYTES of file, INLINE_COST of pixels at the model's
  * size: a thumbnail, tens of microseconds) is decoded right on the event
@@ -145,12 +153,15 @@ typedef struct {
     size_t len;
     uint8_t *owned;
     char url[4096];
-    size_t reserved; /* bytes held in the decode budget */
+    char client[48];  /* the client's address, for its shares */
+    int url_share;    /* 1 while it holds a download of the client's share */
+    size_t reserved; /* bytes held in the decode budget (and the client's share of it) */
     verdict v;
     float *x;
 } cjob;
 
 static void cjob_free(cjob *j) {
+    if (j->url_share) shares_give(j->s->url_shares, j->client, 1);
     verdict_free(&j->v);
     free(j->x);
     free(j->owned);
@@ -165,7 +176,8 @@ static void answer(cjob *j, int status, const char *why) {
         else http_error(j->r, status = 503, "Retry-After: 1\r\n", "out of memory");
         free(json);
     } else {
-        http_error(j->r, status, status == 503 ? "Retry-After: 1\r\n" : NULL, "%s", why);
+        http_error(j->r, status,
+                   status == 503 || status == 429 ? "Retry-After: 1\r\n" : NULL, "%s", why);
     }
     if (status == 200 || status == 415 || status == 422)
         metrics_observe(j->s->latency, now_s() - j->t0);
@@ -206,6 +218,7 @@ static void decode_job(void *arg) {
     else if (!(j->v.m = batcher_current(s->b))) st = 503, snprintf(why, sizeof why, "no model loaded yet");
     if (st == 200) st = decode_for(s, j->v.m, j->data, j->len, &o, &j->x, why, sizeof why);
     pool_release(s->decode, j->reserved); /* the pixels are gone */
+    if (j->reserved) shares_give(s->decode_shares, j->client, j->reserved);
     j->reserved = 0;
     if (st == 200) {
         int c = served_nclass(j->v.m);
@@ -229,17 +242,40 @@ static size_t decode_bytes(server *s, const served *m, const uint8_t *d, size_t 
     return img_decode_cost(d, len, &o);
 }
 
-/* Queues j's decode; from a handler (deferring first) or a fetch thread
- * (the request deferred already): 0, or -1 when the pool refused (the
- * caller answers 503). */
-static int start_decode(cjob *j) {
+/* Reserves j->reserved bytes in the client's share and then in the decode
+ * budget: 0; 429 past the client's share or 503 past the budget, with why. */
+static int reserve_decode(cjob *j, char *why, size_t wn) {
+    server *s = j->s;
+    uint64_t held = 0;
+    if (shares_take(s->decode_shares, j->client, j->reserved, s->decode_share, &held)) {
+        snprintf(why, wn,
+                 "busy for you: your address is decoding %llu bytes of pixels, its share of "
+                 "the budget is %llu; this image needs %zu",
+                 (unsigned long long)held, (unsigned long long)s->decode_share, j->reserved);
+        j->reserved = 0;
+        atomic_fetch_add(&s->refused_decode, 1);
+        return 429;
+    }
+    if (pool_reserve(s->decode, j->reserved)) {
+        shares_give(s->decode_shares, j->client, j->reserved);
+        j->reserved = 0;
+        pool_stats ps;
+        pool_get_stats(s->decode, &ps);
+        snprintf(why, wn, "busy: decoding %zu of %zu bytes of pixels, %d images queued",
+                 ps.in_use, ps.budget, ps.queued);
+        return 503;
+    }
+    return 0;
+}
+
+/* Queues j's decode, the request deferred already (the download thread):
+ * 0, or the status reserve_decode refused with. */
+static int start_decode(cjob *j, char *why, size_t wn) {
     served *m = batcher_current(j->s->b);
     j->reserved = decode_bytes(j->s, m, j->data, j->len);
     served_release(m);
-    if (pool_reserve(j->s->decode, j->reserved)) {
-        j->reserved = 0;
-        return -1;
-    }
+    int st = reserve_decode(j, why, wn);
+    if (st) return st;
     batcher_arriving(j->s->b, 1);
     pool_push(j->s->decode, decode_job, j);
     return 0;
@@ -253,14 +289,6 @@ static int top_param(http_req *r) {
     char *end;
     long n = strtol(v, &end, 10);
     return *end || !v[0] || n < 0 || n > 100000 ? -1 : (int)n;
-}
-
-static int busy(server *s, http_req *r) {
-    pool_stats ps;
-    pool_get_stats(s->decode, &ps);
-    return http_error(r, 503, "Retry-After: 1\r\n",
-                      "busy: decoding %zu of %zu bytes of pixels, %d images queued", ps.in_use,
-                      ps.budget, ps.queued);
 }
 
 int h_classify(void *ctx, http_req *r) {
@@ -295,9 +323,12 @@ int h_classify(void *ctx, http_req *r) {
         return HTTP_DEFERRED;
     }
     j->reserved = cost;
-    if (pool_reserve(s->decode, j->reserved)) {
+    http_client_addr(r, j->client, sizeof j->client);
+    char why[300];
+    int st = reserve_decode(j, why, sizeof why);
+    if (st) {
         free(j);
-        return busy(s, r);
+        return http_error(r, st, "Retry-After: 1\r\n", "%s", why);
     }
     http_defer(r); /* before the work can answer */
     batcher_arriving(s->b, 1);
@@ -307,72 +338,22 @@ int h_classify(void *ctx, http_req *r) {
 
 /* ---- classify-url ------------------------------------------------------------------ */
 
-typedef struct {
-    int done, status;
-    char why[512];
-    uint8_t *data;
-    size_t len;
-} fetched;
-
-static void fetch_done(void *opaque, const fetch_result *r) {
-    fetched *f = opaque;
-    f->done = 1;
-    if (!r->ok) {
-        f->status = !strcmp(r->reason, "too_large") ? 413 : 422;
-        snprintf(f->why, sizeof f->why, "cannot fetch the URL: %s (%s)", r->reason,
-                 r->detail ? r->detail : "");
-        return;
-    }
-    f->data = malloc(r->len ? r->len : 1);
-    if (f->data) memcpy(f->data, r->body, r->len), f->len = r->len;
-    f->status = f->data ? 200 : 503;
-}
-
-int fetch_url(server *s, const char *url, int (*gone)(void *), void *arg, uint8_t **data,
-              size_t *len, char *why, size_t wn) {
-    char err[256];
-    fetch_opts fo = s->fo;
-    fo.max_bytes = s->max_body;
-    fetched f;
-    memset(&f, 0, sizeof f);
-    fetch_ctx *fc = fetch_new(&fo, err, sizeof err);
-    if (!fc || fetch_start(fc, url, fetch_done, &f) != URSA_OK) {
-        f.status = 503;
-        snprintf(f.why, sizeof f.why, "cannot start the download");
-    } else {
-        while (!f.done && !(gone && gone(arg))) fetch_run(fc, 100);
-        if (!f.done) { /* the client left: fetch_destroy cancels the download */
-            fetch_destroy(fc);
-            fc = NULL;
-            free(f.data);
-            f.data = NULL;
-            f.status = 503;
-            snprintf(f.why, sizeof f.why, "the client went away");
-        }
-    }
-    fetch_destroy(fc);
-    *data = f.data;
-    *len = f.len;
-    snprintf(why, wn, "%s", f.why);
-    return f.status;
-}
-
-/* on a fetch pool thread */
-static void fetch_job(void *arg) {
+/* on the download thread */
+static void url_fetched(void *arg, int status, uint8_t *data, size_t len, const char *why) {
     cjob *j = arg;
-    char why[512];
-    int st = fetch_url(j->s, j->url, client_gone, j->r, &j->owned, &j->len, why, sizeof why);
-    if (st != 200) {
-        answer(j, st, why);
+    shares_give(j->s->url_shares, j->client, 1); /* the download is over */
+    j->url_share = 0;
+    if (status != 200) {
+        free(data);
+        answer(j, status, why);
         return;
     }
-    j->data = j->owned;
-    if (start_decode(j)) {
-        pool_stats ps;
-        pool_get_stats(j->s->decode, &ps);
-        snprintf(why, sizeof why, "busy: decoding %zu of %zu bytes of pixels", ps.in_use, ps.budget);
-        answer(j, 503, why);
-    }
+    j->owned = data;
+    j->data = data;
+    j->len = len;
+    char w[300];
+    int st = start_decode(j, w, sizeof w);
+    if (st) answer(j, st, w);
 }
 
 int h_classify_url(void *ctx, http_req *r) {
@@ -392,11 +373,22 @@ int h_classify_url(void *ctx, http_req *r) {
     j->r = r;
     j->t0 = now_s();
     j->top = top;
-    if (pool_reserve(s->slow, 0)) {
+    http_client_addr(r, j->client, sizeof j->client);
+    uint64_t held = 0;
+    if (shares_take(s->url_shares, j->client, 1, (uint64_t)s->url_per_client, &held)) {
         free(j);
-        return http_error(r, 503, "Retry-After: 1\r\n", "busy: too many downloads at once");
+        atomic_fetch_add(&s->refused_url, 1);
+        return http_error(r, 429, "Retry-After: 2\r\n",
+                          "busy for you: your address has %llu downloads in flight, at most %d",
+                          (unsigned long long)held, s->url_per_client);
     }
-    http_defer(r);
-    pool_push(s->slow, fetch_job, j);
+    j->url_share = 1;
+    http_defer(r); /* before the download can answer */
+    if (downloads_start(s->dl, j->url, job_gone, j, url_fetched, j)) {
+        char why[160];
+        snprintf(why, sizeof why, "busy: %d downloads in flight, at most %d",
+                 downloads_count(s->dl), s->url_max);
+        answer(j, 503, why);
+    }
     return HTTP_DEFERRED;
 }

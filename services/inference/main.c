@@ -90,8 +90,18 @@ static const cfg_def inference_defs[] = {
      "bytes of pixels decoded at once at most, reserved from each image's header before a "
      "pixel is decoded; past it: 503 with Retry-After"},
     {"inference.decode-queue", CFG_INT, "256", 1, 1e6, "images waiting to be decoded at most"},
-    {"inference.slow-threads", CFG_INT, "8", 1, 1024, "threads for classify-url downloads"},
-    {"inference.slow-queue", CFG_INT, "64", 1, 1e6, "downloads waiting at most; beyond: 503"},
+    {"inference.url-max", CFG_INT, "256", 1, 100000,
+     "classify-url downloads in flight at once (on one thread, libcurl's multi "
+     "interface); beyond: 503 with Retry-After"},
+    {"inference.url-per-client", CFG_INT, "8", 1, 100000,
+     "classify-url downloads in flight from one client address; beyond: 429 with "
+     "Retry-After"},
+    {"inference.decode-client-share", CFG_INT, "25", 1, 100,
+     "percent of the decode budget one client address may hold (an image larger than "
+     "that still goes alone; 100: no share, the budget alone); beyond: 429 with "
+     "Retry-After"},
+    {"inference.bulk-downloads", CFG_INT, "64", 1, 100000,
+     "URLs of ursa.classify.requests downloading at once"},
     {"inference.admin-threads", CFG_INT, "2", 1, 64,
      "threads for /v1/models lookups and admin loads, apart from the downloads"},
     {"inference.admin-queue", CFG_INT, "16", 1, 1e6, "such calls waiting at most; beyond: 503"},
@@ -207,6 +217,8 @@ int main(int argc, char **argv) {
     memset(&sc, 0, sizeof sc);
     follower fl;
     memset(&fl, 0, sizeof fl);
+    bulk bk;
+    memset(&bk, 0, sizeof bk);
     kq_consumer *kc = NULL;
     rc = 2;
     if (*s.dataset && !ds_name_valid(s.dataset)) {
@@ -228,20 +240,33 @@ int main(int argc, char **argv) {
     if (!(s.b = batcher_new(&bo)) ||
         !(s.decode = pool_new(dthreads, (size_t)cfg_int(c, "inference.decode-budget-mb") << 20,
                               (int)cfg_int(c, "inference.decode-queue"))) ||
-        !(s.slow = pool_new((int)cfg_int(c, "inference.slow-threads"), 0,
-                            (int)cfg_int(c, "inference.slow-queue"))) ||
         !(s.admin = pool_new((int)cfg_int(c, "inference.admin-threads"), 0,
                              (int)cfg_int(c, "inference.admin-queue")))) {
         fprintf(stderr, "ursa-inference: cannot start the batching and decoding threads\n");
         goto out;
     }
-    bulk bk = {&s, NULL};
+    s.url_max = (int)cfg_int(c, "inference.url-max");
+    s.url_per_client = (int)cfg_int(c, "inference.url-per-client");
+    long long share_pct = cfg_int(c, "inference.decode-client-share");
+    s.decode_share = share_pct >= 100 ? UINT64_MAX /* the budget alone bounds a client */
+                                      : ((uint64_t)cfg_int(c, "inference.decode-budget-mb") << 20) *
+                                            (uint64_t)share_pct / 100;
+    if (!(s.url_shares = shares_new()) || !(s.decode_shares = shares_new()) ||
+        !(s.dl = downloads_new(&s.fo, s.max_body, s.url_max, err, sizeof err))) {
+        fprintf(stderr, "ursa-inference: cannot start the download thread: %s\n", err);
+        goto out;
+    }
+
     if (!*file) {
         if (service_connect(c, "ursa-inference", &sc, &rc)) goto out;
         s.a = sc.a;
         s.bs = sc.bs;
         s.have_stack = 1;
-        bk.r = sc.r;
+        if (bulk_init(&bk, &s, sc.r, (int)cfg_int(c, "inference.bulk-downloads"), err,
+                      sizeof err)) {
+            fprintf(stderr, "ursa-inference: %s\n", err);
+            goto out;
+        }
     }
     if (models_reload(&s, 0, err, sizeof err)) {
         if (*file) {
@@ -285,6 +310,7 @@ int main(int argc, char **argv) {
             }
         }
         while (run) bulk_tick(&bk, 200);
+        bulk_stop(&bk);
     } else {
         while (run) util_sleep_ms(200);
     }
@@ -295,12 +321,15 @@ int main(int argc, char **argv) {
 out:
     follow_stop(&fl);
     kq_consumer_destroy(kc);
+    if (bk.dl) bulk_stop(&bk);
     pool_free(s.admin);
-    pool_free(s.slow);
+    downloads_free(s.dl); /* its callbacks answer and queue decodes */
     pool_free(s.decode);
     batcher_free(s.b);
     http_stop(s.http);
     free(s.pub);
+    shares_free(s.url_shares);
+    shares_free(s.decode_shares);
     service_disconnect(&sc);
     cfg_destroy(c);
     return rc;

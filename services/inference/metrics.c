@@ -3,6 +3,7 @@
  * batching, the decode budget and the pools, and the model served, read
  * from their owners at each scrape; then the registry (metrics.h): the
  * classification latency, reloads, the Kafka consumers and readiness. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -67,7 +68,13 @@ static void write_metrics(server *s, http_server *hs, FILE *f) {
                          "Queued images not run: their clients had gone.", NULL,
                          (double)bst.dropped);
     write_pool(f, "decode", "Images to decode", s->decode);
-    write_pool(f, "slow", "Classify-url downloads", s->slow);
+    metrics_write_sample(f, "ursa_inference_downloads", "gauge",
+                         "Classify-url downloads in flight.", NULL, downloads_count(s->dl));
+    metrics_write_sample(f, "ursa_inference_fair_share_refused_total", "counter",
+                         "Requests refused 429: their address held its share (of downloads, of the decode budget).",
+                         "{of=\"downloads\"}", (double)atomic_load(&s->refused_url));
+    metrics_write_sample(f, "ursa_inference_fair_share_refused_total", "counter", NULL,
+                         "{of=\"decode\"}", (double)atomic_load(&s->refused_decode));
     write_pool(f, "admin", "Model lookups and admin calls", s->admin);
     served *m = batcher_current(s->b);
     fprintf(f, "# HELP ursa_inference_model The model served (value 1).\n"

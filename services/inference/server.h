@@ -8,6 +8,8 @@
  *   models.c    loading, pinning and following models
  *   metrics.c   GET /metrics
  *   bulk.c      ursa.classify.requests -> ursa.classify.results
+ *   downloads.c classify-url's and bulk's downloads, on one thread
+ *   shares.c    what each client address holds (downloads, decode bytes)
  *   multipart.c the "file" part of a multipart/form-data body
  *   page.h      the web page and its script
  *
@@ -15,18 +17,24 @@
  *   - HTTP event threads (libmicrohttpd's): the handlers; they never block:
  *     decoding and downloads go to the pools, the model to the batcher;
  *   - decode pool threads: decode, preprocess, submit to the batcher;
- *   - slow pool threads: classify-url downloads (then a decode job), the
- *     Redis lookups of /v1/models, admin reloads and pins;
+ *   - the download threads (downloads.c; one for classify-url, one for
+ *     bulk): every download in flight at once on libcurl's multi
+ *     interface; a finished classify-url download queues its decode;
+ *   - admin pool threads: the Redis lookups of /v1/models, admin reloads
+ *     and pins, never behind the public's work;
  *   - batching threads: run the model, answer the deferred request;
  *   - the follower thread: polls ursa.models.published with its own
  *     producer, loads new models (models_reload, under load_mu);
- *   - the main thread: the bulk consumer loop, with the stack's producer.
+ *   - the main thread: the bulk consumer loop, with the stack's producer;
+ *     it classifies what bulk's download thread brought (bulk_tick).
  *   Each Kafka producer is polled by one thread only (the consumer loop it
  *   was given to). */
 #ifndef URSA_INFERENCE_SERVER_H
 #define URSA_INFERENCE_SERVER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 
 #include "batcher.h"
 #include "blob.h"
@@ -40,12 +48,45 @@
 #include "rstore.h"
 #include "service.h"
 
+/* ---- shares.c ---- */
+/* What each client address holds of a resource; thread-safe. */
+typedef struct shares shares;
+shares *shares_new(void);
+void shares_free(shares *sh);
+/* Takes amount for client if what it then holds is at most limit, or if
+ * it holds nothing (alone, one item may be larger than its share): 0, or
+ * -1. *held (may be NULL) gets what it held before. */
+int shares_take(shares *sh, const char *client, uint64_t amount, uint64_t limit,
+                uint64_t *held);
+void shares_give(shares *sh, const char *client, uint64_t amount);
+
+/* ---- downloads.c ---- */
+/* Downloads under the SSRF guard, the timeouts and a body cap, all at once
+ * on one thread. cb runs on that thread when a download ends: status 200
+ * with the bytes (the callee owns them), else 413, 422 or 503 and why. A
+ * download whose gone(garg) turns nonzero (asked every 100 ms) is
+ * cancelled: 503. */
+typedef struct downloads downloads;
+typedef void dl_done_fn(void *arg, int status, uint8_t *data, size_t len, const char *why);
+downloads *downloads_new(const fetch_opts *fo, size_t max_body, int max, char *err, size_t n);
+/* Stops the thread; what is in flight or queued ends 503 ("the server is
+ * stopping"), its callbacks run here. */
+void downloads_free(downloads *d);
+/* Queues a download: 0, or -1 with max downloads queued or in flight. */
+int downloads_start(downloads *d, const char *url, int (*gone)(void *), void *garg,
+                    dl_done_fn *cb, void *arg);
+int downloads_count(downloads *d);
+
 typedef struct server {
     const cfg *c;
     batcher *b;
     pool *decode;  /* decoding, with the pixel budget */
-    pool *slow;    /* what waits on the network for the public: classify-url
-                      downloads */
+    downloads *dl; /* classify-url's downloads */
+    int url_max, url_per_client;
+    shares *url_shares;    /* downloads in flight per client address */
+    shares *decode_shares; /* bytes of the decode budget per client address */
+    uint64_t decode_share; /* what one address may hold of it */
+    atomic_ullong refused_url, refused_decode; /* 429s for a full share */
     pool *admin;   /* /v1/models' Redis lookups and the admin calls: never
                       behind the public's downloads */
     http_server *http;
@@ -86,11 +127,6 @@ void verdict_free(verdict *v);
 /* Decodes and classifies image bytes, waiting (the bulk consumer): the
  * HTTP status it would be (200; 415/422 for the image; 503 for us). */
 int classify_wait(server *s, const uint8_t *d, size_t len, int top, verdict *v);
-/* Downloads url under the SSRF guard, the timeouts and max_body: 200 with
- * *data (the caller frees), or the status and why. gone(arg) (may be NULL)
- * is asked every 100 ms; nonzero cancels (503). */
-int fetch_url(server *s, const char *url, int (*gone)(void *), void *arg, uint8_t **data,
-              size_t *len, char *why, size_t wn);
 
 /* ---- models.c ---- */
 /* Loads what should be served now (the file, the pin, or the dataset's
@@ -111,10 +147,21 @@ void register_metrics(server *s);
 int h_metrics(void *ctx, http_req *r);
 
 /* ---- bulk.c ---- */
+typedef struct bulk_item bulk_item;
 typedef struct {
     server *s;
     rstore *r;
+    downloads *dl;       /* bulk's own download thread */
+    pthread_mutex_t mu;  /* ready, with cv: a download ended */
+    pthread_cond_t cv;
+    bulk_item *ready;    /* downloads ended (from the download thread) */
+    bulk_item *waiting;  /* to classify (the consumer's thread) */
+    int held;            /* jobs held: downloading or waiting */
 } bulk;
+/* 0, or -1 with why in err (the download thread could not start). */
+int bulk_init(bulk *bk, server *s, rstore *r, int max_downloads, char *err, size_t n);
+/* After the consumer loop returned: stops the downloads, frees the rest. */
+void bulk_stop(bulk *bk);
 kq_handler bulk_on_request;
 kq_tick bulk_tick;
 

@@ -22,12 +22,15 @@ ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 python3 -c "print('t' * 248, end='')" >"$T/token"
 chmod 600 "$T/token"
 
-# no allow list here: 127.0.0.1 in any form is refused by the SSRF guard
+# no allow list here: 127.0.0.1 in any form is refused by the SSRF guard;
+# one client may hold the whole decode budget: the budget itself is under
+# test here (the clients' shares of it: test_inference_fair)
 env -u URSA_FETCH_ALLOW "$URSA_BIN/ursa-inference" --inference.model "$T/demo.onnx" \
     --inference.port 0 --inference.port-file "$T/inf.port" \
     --inference.admin-token-file "$T/token" --inference.header-timeout-ms 3000 \
     --inference.request-timeout-ms 6000 --inference.max-queue 2048 \
-    --inference.decode-queue 2048 --inference.decode-budget-mb 512 >"$T/inference.log" 2>&1 &
+    --inference.decode-queue 2048 --inference.decode-budget-mb 512 \
+    --inference.decode-client-share 100 >"$T/inference.log" 2>&1 &
 INF=$!
 PIDS+=("$INF")
 wait_for 10 "the server" test -s "$T/inf.port"

@@ -6,6 +6,8 @@
 . "$(dirname "$0")/lib.sh"
 start_fmnist_server 300
 export URSA_INFERENCE_PORT=0 URSA_INFERENCE_ADMIN_TOKEN=tok
+# downloads may hang 15 s (the slow and late URLs below)
+export URSA_FETCH_TIMEOUT_MS=15000 URSA_FETCH_LOW_SPEED_SECS=15
 stack_up
 grep -q "started inference" "$T/up.log" || fail "ursa up did not start ursa-inference"
 wait_for 10 "the port file" test -s "$URSA_STATE_DIR/run/inference.port"
@@ -81,16 +83,16 @@ grep -q "\"$M1\"" "$T/models-stalled.json" || fail "no list with Redis stalled: 
 grep -q '"published_error": "Redis does not answer"' "$T/models-stalled.json" ||
     fail "no word of the stall: $(cat "$T/models-stalled.json")"
 
-# 80 classify-url requests to a URL that sends a byte a second fill the
-# download threads and their queue: the model list and the admin calls,
-# on threads of their own, still answer at once
+# 80 classify-url requests to a URL that sends a byte a second: this
+# address's 8 downloads in flight, the rest refused 429; the model list
+# and the admin calls, on threads of their own, still answer at once
 start_fault_server
 for i in $(seq 80); do
     curl -s -o /dev/null -m 30 "$B/v1/classify-url?url=$FS/slow?$i" &
     PIDS+=("$!")
 done
-wait_for 10 "the downloads to fill their threads" bash -c \
-    "curl -s $B/metrics | grep -q '^ursa_inference_slow_running 8'"
+at_server() { [ "$(grep -c '^GET /slow' "$T/fs.log")" -ge 8 ]; }
+wait_for 10 "the slow downloads at the fault server" at_server
 check_eq "GET /v1/models behind 80 hanging downloads" \
     "$(curl -s -o "$T/models-busy.json" -w '%{http_code}' -m 5 "$B/v1/models")" 200
 grep -q "\"$M1\"" "$T/models-busy.json" || fail "models: $(cat "$T/models-busy.json")"
@@ -113,6 +115,20 @@ cmp -s "$T/res1.jsonl" "$T/res2.jsonl" || fail "the repeated list got other answ
 check_eq "stored results" "$(rcli KEYS 'ursa:classify:*' | wc -l)" 31
 wait_for 20 "results on the topic" bash -c \
     "[ \$(kcat -b $BOOTSTRAP -C -t ursa.classify.results -e -q -f '%k\n' | sort -u | wc -l) -eq 31 ]"
+# ten URLs answered 9 s late, then a good one: the good one's answer does
+# not wait for theirs (bulk downloads them all at once)
+for i in $(seq 10); do echo "$FS/delay/9000/img/good.jpg?late$i"; done >"$T/late.txt"
+sed -n 20p "$FM/urls_bag.txt" >>"$T/late.txt"
+"$URSA" classify --dataset fm --out "$T/res3.jsonl" --wait-timeout-s 60 "$T/late.txt" \
+    >"$T/classify3.out" 2>&1 &
+CL=$!
+t0=$SECONDS
+answers() { [ "$(rcli KEYS 'ursa:classify:*' | wc -l)" -ge "$1" ]; }
+wait_for 8 "the good URL's answer behind ten late ones" answers 32
+log "the good URL answered after $((SECONDS - t0)) s; stored: $(rcli KEYS 'ursa:classify:*' | wc -l)"
+check_eq "answers before the late ones" "$(rcli KEYS 'ursa:classify:*' | wc -l)" 32
+wait "$CL" || fail "classify the late list: $(cat "$T/classify3.out")"
+check_eq "late list answered" "$(grep -c '"predictions"' "$T/res3.jsonl")" 11
 "$URSA" status >"$T/status.out" || true
 grep -Eq '^inference +[0-9]+ +running +ok' "$T/status.out" || fail "status: $(cat "$T/status.out")"
 echo "test_inference_reload: ok"
