@@ -19,7 +19,8 @@ cd "$(dirname "$0")/.."
 
 PKGS=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libopenblas-dev:arm64
       libcmocka-dev:arm64 libprotobuf-c-dev:arm64 librdkafka-dev:arm64 libhiredis-dev:arm64
-      libpng-dev:arm64 libwebp-dev:arm64 libcurl4-openssl-dev:arm64 libjpeg62-turbo-dev:arm64
+      libpng-dev:arm64 libwebp-dev:arm64 libcurl4-openssl-dev:arm64 libssl-dev:arm64
+      libjpeg62-turbo-dev:arm64
       libgif-dev:arm64 zlib1g-dev:arm64 libgomp1:arm64 libmicrohttpd-dev:arm64)
 missing=()
 for p in "${PKGS[@]}"; do

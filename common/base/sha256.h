@@ -1,15 +1,15 @@
-/* sha256.h: SHA-256 (FIPS 180-4), the content address of every blob. */
+/* sha256.h: SHA-256 (FIPS 180-4), the content address of every blob:
+ * OpenSSL's, behind ursa's own small interface. Every sha256_init must be
+ * matched by a sha256_final, which frees the context. */
 #ifndef URSA_SHA256_H
 #define URSA_SHA256_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+typedef struct evp_md_ctx_st EVP_MD_CTX;
 typedef struct {
-    uint32_t h[8];
-    uint64_t len; /* bytes hashed so far */
-    uint8_t buf[64];
-    size_t nbuf;
+    EVP_MD_CTX *md;
 } sha256_ctx;
 
 void sha256_init(sha256_ctx *c);
