@@ -315,6 +315,33 @@ void util_cell(void *file, const char *s, char sep) {
     if (quote) fputc('"', f);
 }
 
+int util_csv_field(const char **p, char *out, size_t n) {
+    const char *s = *p;
+    size_t k = 0;
+    int bad = 0;
+    if (*s == '"') {
+        int closed = 0;
+        for (s++; *s; s++) {
+            if (*s == '"' && s[1] == '"') s++;
+            else if (*s == '"') {
+                s++;
+                closed = 1;
+                break;
+            }
+            if (k + 1 < n) out[k++] = *s;
+        }
+        bad = !closed || (*s && *s != ',' && *s != '\n' && *s != '\r');
+    }
+    for (; *s && *s != ',' && *s != '\n' && *s != '\r'; s++) {
+        if (*s == '"') bad = 1; /* a quote inside an unquoted field */
+        if (k + 1 < n) out[k++] = *s;
+    }
+    if (n) out[k] = '\0';
+    int end = *s != ',';
+    *p = *s == ',' ? s + 1 : s;
+    return bad ? -1 : end;
+}
+
 void util_cell_unescape(char *s) {
     if (s[0] == '\'' && s[1] && s[2] && strchr("=+-@\t\r", s[1])) memmove(s, s + 1, strlen(s));
 }

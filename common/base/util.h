@@ -88,5 +88,11 @@ void util_cell(void *f, const char *s, char sep);
 /* util_cell's TSV cells of a row, tab-separated, and a newline. */
 void util_tsv_row(void *f, const char *const *cells, int n);
 void util_cell_unescape(char *s);
+/* Reads one CSV field (RFC 4180: a quoted field may hold commas, and ""
+ * is a quote) from *p into out (cut at n - 1 bytes), and moves *p past it
+ * and its comma. Returns 0 when more fields follow on the line, 1 at the
+ * line's end, -1 for a field the RFC does not allow (a quote left open,
+ * or text after a closing quote). util_cell writes what this reads. */
+int util_csv_field(const char **p, char *out, size_t n);
 
 #endif

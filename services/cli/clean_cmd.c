@@ -565,29 +565,6 @@ out:
     return rc;
 }
 
-/* One CSV field (RFC 4180 quoting) from *p into out; moves *p past it and
- * its comma. Returns 1 at the end of the line. */
-static int csv_field(const char **p, char *out, size_t n) {
-    const char *s = *p;
-    size_t k = 0;
-    if (*s == '"') {
-        for (s++; *s; s++) {
-            if (*s == '"' && s[1] == '"') s++;
-            else if (*s == '"') {
-                s++;
-                break;
-            }
-            if (k + 1 < n) out[k++] = *s;
-        }
-    }
-    for (; *s && *s != ',' && *s != '\n' && *s != '\r'; s++)
-        if (k + 1 < n) out[k++] = *s;
-    out[k] = '\0';
-    int end = *s != ',';
-    *p = *s == ',' ? s + 1 : s;
-    return end;
-}
-
 static int apply_file(const cfg *c, rstore *r, const char *ds) {
     const char *path = cfg_str(c, "apply");
     char *text = NULL;
@@ -614,11 +591,21 @@ static int apply_file(const cfg *c, rstore *r, const char *ds) {
         if (!*q || *q == '\r') continue;
         char f[8][1024];
         int nf = 0;
+        int malformed = 0;
         while (nf < 8) {
-            int last = csv_field(&q, f[nf], sizeof f[nf]);
+            int last = util_csv_field(&q, f[nf], sizeof f[nf]);
             util_cell_unescape(f[nf]); /* export-dataset's '=... */
             nf++;
-            if (last) break;
+            if (last) {
+                malformed = last < 0;
+                break;
+            }
+        }
+        if (malformed && name_col >= 0) {
+            fprintf(stderr, "ursa clean: %s:%d: not a CSV line (a quote left open, or text "
+                            "after a closing quote)\n", path, line);
+            errors++;
+            continue;
         }
         if (name_col < 0) { /* the header */
             for (int i = 0; i < nf; i++) {

@@ -25,6 +25,7 @@
 #include "rstore.h"
 #include "statedir.h"
 #include "topics.h"
+#include "url.h"
 #include "util.h"
 
 const cfg_def ingest_defs[] = {
@@ -35,6 +36,8 @@ const cfg_def ingest_defs[] = {
     {"wait-timeout-s", CFG_INT, "0", 0, 1e7, "give up waiting after this long (0: never)"},
     {"outage-timeout-s", CFG_INT, "300", 1, 1e7,
      "while waiting, give up when Redis has not answered for this long"},
+    {"allow-empty", CFG_BOOL, "false", 1, 0,
+     "exit 0 even when the lists hold no valid URL (by default that is an error)"},
     {NULL, 0, NULL, 0, 0, NULL}};
 const cfg_def retry_defs[] = {
     {"dataset", CFG_STR, "", 1, 0, "dataset name (required)"},
@@ -199,19 +202,6 @@ typedef struct {
     long invalid;
 } entries;
 
-/* NULL if url is acceptable, else why not. */
-static const char *url_problem(const char *u) {
-    size_t n = strlen(u);
-    if (n > 2048) return "longer than 2048 characters";
-    if (strncasecmp(u, "http://", 7) && strncasecmp(u, "https://", 8))
-        return "not an http:// or https:// URL";
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)u[i] <= 0x20 || u[i] == 0x7f) return "contains a space or control character";
-    const char *host = strstr(u, "://") + 3;
-    if (!*host || *host == '/' || *host == ':' || *host == '?' || *host == '#') return "has no host";
-    return NULL;
-}
-
 static char *trim(char *s) {
     while (isspace((unsigned char)*s)) s++;
     size_t l = strlen(s);
@@ -264,12 +254,23 @@ static int read_list(const char *path, const char *force_label, entries *es) {
         char *s = trim(line);
         if (!*s || *s == '#') continue;
         const char *url = s, *label = force_label && *force_label ? force_label : file_label;
-        char *fields[16];
+        char fields[16][2100];
         int nf = 0;
-        if (csv) {
-            for (char *save = NULL, *t = strtok_r(s, ",", &save); t && nf < 16;
-                 t = strtok_r(NULL, ",", &save))
-                fields[nf++] = trim(t);
+        if (csv) { /* RFC 4180: a quoted field may hold commas */
+            const char *q = s;
+            int last = 0;
+            while (nf < 16 && !last) {
+                last = util_csv_field(&q, fields[nf], sizeof fields[nf]);
+                char *t = trim(fields[nf]);
+                memmove(fields[nf], t, strlen(t) + 1);
+                nf++;
+            }
+            if (last < 0) {
+                fprintf(stderr, "%s:%d: not a CSV line (a quote left open, or text after a "
+                                "closing quote); skipped\n", path, lineno);
+                es->invalid++;
+                continue;
+            }
             if (lineno == 1 || (url_col == 0 && label_col == 1 && nf && !strcasecmp(fields[0], "url"))) {
                 int hdr = 0;
                 for (int i = 0; i < nf; i++) {
@@ -286,12 +287,13 @@ static int read_list(const char *path, const char *force_label, entries *es) {
             url = fields[url_col];
             if (!(force_label && *force_label)) label = fields[label_col];
         }
-        const char *why = url_problem(url);
-        if (why) {
+        char norm[2100], why[160];
+        if (url_normalize(url, norm, sizeof norm, why, sizeof why)) {
             fprintf(stderr, "%s:%d: invalid URL (%s); skipped\n", path, lineno, why);
             es->invalid++;
             continue;
         }
+        url = norm;
         if (!ds_label_valid(label)) {
             char sh[300]; /* the list's bytes, not a terminal's commands */
             fprintf(stderr, "%s:%d: invalid label \"%s\" (1..64 bytes of UTF-8, no control "
@@ -350,7 +352,15 @@ int ingest_cmd(const cfg *c, int argc, char **argv) {
             entries_free(&es);
             return 2;
         }
-    /* A URL listed twice is taken once, with the label it had first. */
+    if (es.n == 0 && !cfg_bool(c, "allow-empty")) {
+        fprintf(stderr, "ursa ingest: no valid URL in %d file%s (%ld invalid line%s); nothing "
+                        "queued (--allow-empty makes that a success)\n",
+                argc, argc == 1 ? "" : "s", es.invalid, es.invalid == 1 ? "" : "s");
+        entries_free(&es);
+        return 1;
+    }
+    /* A URL listed twice (in any of the ways url_normalize makes one) is
+     * taken once, with the label it had first. */
     hash_ix *ix = malloc(sizeof *ix * (es.n ? es.n : 1));
     char *skip = calloc(es.n ? es.n : 1, 1);
     if (!ix || !skip) {

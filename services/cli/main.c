@@ -83,9 +83,12 @@ static const command commands[] = {
      "usage: ursa ingest --dataset NAME [--label L] [--max-per-label N] [--no-wait] FILE...\n"
      "Queues the URLs of each FILE for download and verification. One URL a line\n"
      "(blank lines and # comments skipped), the label taken from the file name\n"
-     "(urls_black.txt and black.txt give black) unless --label; a .csv file has url\n"
-     "and label columns. Invalid lines are reported and skipped; a URL listed twice\n"
-     "is taken once. Shows progress until every URL has a final state.\n\n",
+     "(urls_black.txt and black.txt give black) unless --label; a .csv file (RFC 4180:\n"
+     "quoted fields may hold commas) has url and label columns. URLs are normalised\n"
+     "(host case, default port, fragment, dot segments, escapes: one URL written five\n"
+     "ways is one URL). Invalid lines are reported and skipped; a URL listed twice is\n"
+     "taken once; lists with no valid URL are an error unless --allow-empty. Shows\n"
+     "progress until every URL has a final state.\n\n",
      ingest_defs, 1, 0},
     {"retry", retry_cmd,
      "usage: ursa retry --dataset NAME [--pending]\n"

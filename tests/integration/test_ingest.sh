@@ -174,4 +174,33 @@ grep -q '"ursa.dlq.reason","url_hash 0000000000000000... is not the sha256 of th
 grep -q '"ursa.dlq.reason","unknown dataset nosuchds"' "$T/dlq.json" || fail "unknown dataset: $(cat "$T/dlq.json")"
 check_eq "the unknown dataset's keys" "$(rcli --scan --pattern '*nosuchds*' | wc -l)" 0
 check_eq "bears' URLs after the forged one" "$(count_of bears total)" 27
+
+# one URL written five ways is one URL; RFC 4180 quoting keeps a URL's
+# comma in the URL; lists with no valid URL are an error
+P=${FS#http://}
+cat >"$T/five.csv" <<CSV
+url,label
+$FS/img/palette.png?five,polar
+HTTP://$P/img/palette.png?five#frag,polar
+$FS/img/./x/../palette.png?five,polar
+$FS/img/p%61lette.png?five,polar
+http://$P/img/palette.png?five,polar
+"$FS/img/alpha.png?w=200,h=100",polar
+"$FS/img/never closed,polar
+http://[::1/a.jpg,polar
+CSV
+"$URSA" ingest --dataset polar --wait-timeout-s 60 "$T/five.csv" >"$T/five.out" 2>"$T/five.err" ||
+    fail "ingest five ways: $(cat "$T/five.err")"
+grep -q "2 queued, 0 already in the dataset, 4 listed twice, 0 over --max-per-label, 2 invalid" \
+    "$T/five.out" || fail "five ways: $(cat "$T/five.out")"
+grep -q "five.csv:8: not a CSV line" "$T/five.err" || fail "open quote: $(cat "$T/five.err")"
+grep -q "five.csv:9: invalid URL (not a URL libcurl can parse" "$T/five.err" ||
+    fail "bad IPv6: $(cat "$T/five.err")"
+check_eq "polar's URLs" "$(count_of polar total)" 2
+printf 'not a url\n# nothing\n' >"$T/none.txt"
+"$URSA" ingest --dataset polar "$T/none.txt" >"$T/none.out" 2>&1 && fail "an ingest of nothing exited 0"
+grep -q "no valid URL in 1 file (1 invalid line); nothing queued" "$T/none.out" ||
+    fail "nothing to ingest: $(cat "$T/none.out")"
+"$URSA" ingest --dataset polar --allow-empty --no-wait "$T/none.txt" >"$T/none2.out" 2>&1 ||
+    fail "--allow-empty: $(cat "$T/none2.out")"
 echo "test_ingest: ok"

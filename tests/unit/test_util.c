@@ -116,6 +116,39 @@ static void url_redact(void **state) {
         assert_string_equal(util_url_redact(cases[i][0], out, sizeof out), cases[i][1]);
 }
 
+/* RFC 4180 fields: quoted commas and quotes, and what the RFC refuses */
+static void csv_fields(void **state) {
+    (void)state;
+    const char *p = "\"http://example.invalid/2.jpg\",teddy,\"a,b\",\"say \"\"hi\"\"\",\r\n";
+    char f[64];
+    assert_int_equal(util_csv_field(&p, f, sizeof f), 0);
+    assert_string_equal(f, "http://example.invalid/2.jpg");
+    assert_int_equal(util_csv_field(&p, f, sizeof f), 0);
+    assert_string_equal(f, "teddy");
+    assert_int_equal(util_csv_field(&p, f, sizeof f), 0);
+    assert_string_equal(f, "a,b");
+    assert_int_equal(util_csv_field(&p, f, sizeof f), 0);
+    assert_string_equal(f, "say \"hi\"");
+    assert_int_equal(util_csv_field(&p, f, sizeof f), 1); /* the empty last field */
+    assert_string_equal(f, "");
+    const char *open = "\"never closed,x";
+    assert_int_equal(util_csv_field(&open, f, sizeof f), -1);
+    const char *after = "\"a\"b,c";
+    assert_int_equal(util_csv_field(&after, f, sizeof f), -1);
+    const char *inner = "a\"b,c";
+    assert_int_equal(util_csv_field(&inner, f, sizeof f), -1);
+    /* what util_cell writes, util_csv_field reads back */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    util_cell(m, "w_200,h_100 \"x\"", ',');
+    fclose(m);
+    const char *q = buf;
+    assert_int_equal(util_csv_field(&q, f, sizeof f), 1);
+    assert_string_equal(f, "w_200,h_100 \"x\"");
+    free(buf);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(backoff_doubles_is_capped_and_jittered),
@@ -123,6 +156,7 @@ int main(void) {
         cmocka_unit_test(hex_and_free_port),
         cmocka_unit_test(hostile_text),
         cmocka_unit_test(url_redact),
+        cmocka_unit_test(csv_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
