@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
+
 extern char **environ;
 
 const cfg_def cfg_defs_base[] = {
@@ -205,6 +207,50 @@ static char *trim(char *s) {
     return s;
 }
 
+/* 1 when some setting of c starts with name's section ("inference." of
+ * "inference.port"): a name there that c does not know is a typo, not
+ * another program's setting. */
+static int own_section(const cfg *c, const char *name) {
+    const char *dot = strchr(name, '.');
+    if (!dot) return 1;
+    size_t l = (size_t)(dot - name) + 1;
+    for (size_t i = 0; i < c->n; i++)
+        if (!strncmp(c->e[i].def->name, name, l)) return 1;
+    return c->prefix && !strncmp(name, c->prefix, strlen(c->prefix));
+}
+
+/* The value part of a file line, in place: a '#' at the start or after a
+ * space begins a comment unless it is inside quotes; a value wholly in
+ * double quotes (with \" and \\ inside) or single quotes is taken without
+ * them. NULL for a quote left open. */
+static char *file_value(char *s) {
+    s = trim(s);
+    char q = 0;
+    for (char *p = s; *p; p++) {
+        if (q) {
+            if (q == '"' && *p == '\\' && p[1]) p++;
+            else if (*p == q) q = 0;
+        } else if (*p == '"' || *p == '\'') {
+            if (p == s) q = *p;
+        } else if (*p == '#' && (p == s || isspace((unsigned char)p[-1]))) {
+            *p = '\0';
+            break;
+        }
+    }
+    if (q) return NULL;
+    s = trim(s);
+    size_t l = strlen(s);
+    if (l >= 2 && (s[0] == '"' || s[0] == '\'') && s[l - 1] == s[0]) {
+        char quote = s[0], *w = s;
+        for (char *r = s + 1; r < s + l - 1; r++) {
+            if (quote == '"' && *r == '\\' && r + 1 < s + l - 1) r++;
+            *w++ = *r;
+        }
+        *w = '\0';
+    }
+    return s;
+}
+
 ursa_err cfg_load_file(cfg *c, const char *path, char *errstr, size_t n) {
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -216,22 +262,26 @@ ursa_err cfg_load_file(cfg *c, const char *path, char *errstr, size_t n) {
     ursa_err err = URSA_OK;
     while (!err && fgets(line, sizeof line, f)) {
         lineno++;
-        char *hash = strchr(line, '#');
-        if (hash) *hash = '\0';
         char *s = trim(line);
-        if (!*s) continue;
+        if (!*s || *s == '#') continue;
         char *eq = strchr(s, '=');
-        if (!eq) {
-            char where[64];
-            snprintf(where, sizeof where, "%d", lineno);
-            set_err(errstr, n, "config file %s:%s: expected name = value", path,
-                    where);
+        char *value = eq ? (*eq = '\0', file_value(eq + 1)) : NULL;
+        if (!eq || !value) {
+            if (errstr && n)
+                snprintf(errstr, n, "config file %s:%d: %s", path, lineno,
+                         eq ? "a quote left open" : "expected name = value");
             err = URSA_ERR_CONFIG;
             break;
         }
-        *eq = '\0';
+        char *name = trim(s);
+        if (!find(c, name) && !own_section(c, name)) {
+            /* another program's setting: one file serves every daemon */
+            ULOG_DEBUG("event=config_ignored file=%s line=%d name=%s note=\"not a setting of "
+                       "this program\"", path, lineno, name);
+            continue;
+        }
         char msg[512];
-        err = cfg_set(c, trim(s), trim(eq + 1), msg, sizeof msg);
+        err = cfg_set(c, name, value, msg, sizeof msg);
         if (err && errstr && n)
             snprintf(errstr, n, "config file %s:%d: %s", path, lineno, msg);
     }

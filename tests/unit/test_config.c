@@ -176,6 +176,41 @@ static void bad_config_file_line_names_file_and_line(void **state) {
     test_rmdir(dir);
 }
 
+/* One file for every program: quoted values, a '#' inside a value, other
+ * programs' settings ignored, a typo in this program's own section refused */
+static void shared_file_with_quotes_and_foreign_keys(void **state) {
+    (void)state;
+    clear_env();
+    char *dir = test_mkdtemp();
+    char path[4200];
+    snprintf(path, sizeof path, "%s/shared.conf", dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "redis.url = \"redis://:pa#ss\\\"w@host:1\"  # the password has a # in it\n"
+               "inference.port = 8080\ncrawler.max-inflight = 9\nkq.max-attempts = '6'\n");
+    fclose(f);
+    cfg *c = cfg_new(tables, "kafka.");
+    char err[512] = "";
+    assert_int_equal(cfg_load_file(c, path, err, sizeof err), URSA_OK);
+    assert_string_equal(cfg_str(c, "redis.url"), "redis://:pa#ss\"w@host:1");
+    assert_int_equal(cfg_int(c, "kq.max-attempts"), 6);
+    cfg_destroy(c);
+    f = fopen(path, "w");
+    fprintf(f, "kq.max-attempt = 3\n"); /* kq. is this program's: a typo */
+    fclose(f);
+    c = cfg_new(tables, "kafka.");
+    assert_int_equal(cfg_load_file(c, path, err, sizeof err), URSA_ERR_CONFIG);
+    assert_non_null(strstr(err, "unknown setting \"kq.max-attempt\""));
+    cfg_destroy(c);
+    f = fopen(path, "w");
+    fprintf(f, "redis.url = \"redis://open\n");
+    fclose(f);
+    c = cfg_new(tables, "kafka.");
+    assert_int_equal(cfg_load_file(c, path, err, sizeof err), URSA_ERR_CONFIG);
+    assert_non_null(strstr(err, ":1: a quote left open"));
+    cfg_destroy(c);
+    test_rmdir(dir);
+}
+
 static void help_lists_every_setting_with_env_name(void **state) {
     (void)state;
     clear_env();
@@ -206,6 +241,7 @@ int main(void) {
         cmocka_unit_test(bad_values_are_refused_with_the_setting_named),
         cmocka_unit_test(own_prefix_may_be_dropped_on_the_command_line),
         cmocka_unit_test(bad_config_file_line_names_file_and_line),
+        cmocka_unit_test(shared_file_with_quotes_and_foreign_keys),
         cmocka_unit_test(help_lists_every_setting_with_env_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
