@@ -336,6 +336,41 @@ static ursa_err load_env(cfg *c, char *errstr, size_t n) {
     return URSA_OK;
 }
 
+/* Edit distance of a and b, capped at 99 (names are short). */
+static int distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64) return 99;
+    int d[65][65];
+    for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= la; i++)
+        for (size_t j = 1; j <= lb; j++) {
+            int sub = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            int del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
+            d[i][j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+    return d[la][lb];
+}
+
+/* "unknown flag --bogus", with the nearest setting if one is near. */
+static void unknown_flag(const cfg *c, const char *name, char *errstr, size_t n) {
+    const char *best = NULL;
+    int bd = 99;
+    for (size_t i = 0; i < c->n; i++) {
+        const char *dn = c->e[i].def->name;
+        size_t ol = c->own ? strlen(c->own) : 0;
+        const char *shortn = ol && !strncmp(dn, c->own, ol) ? dn + ol : dn;
+        int d1 = distance(name, dn), d2 = distance(name, shortn);
+        int d = d1 < d2 ? d1 : d2;
+        if (d < bd) bd = d, best = d2 < d1 ? shortn : dn;
+    }
+    size_t l = strlen(name);
+    if (best && bd <= (l > 9 ? (int)l / 3 : 2))
+        snprintf(errstr, n, "unknown flag --%s (did you mean --%s?)", name, best);
+    else
+        snprintf(errstr, n, "unknown flag --%s (see --help)", name);
+}
+
 ursa_err cfg_load(cfg *c, int argc, char **argv, int *argi, int *want_help,
                   char *errstr, size_t n) {
     ursa_err err;
@@ -379,6 +414,11 @@ ursa_err cfg_load(cfg *c, int argc, char **argv, int *argi, int *want_help,
         if (!e && c->own && snprintf(full, sizeof full, "%s%s", c->own, name) < (int)sizeof full &&
             (e = find(c, full)))
             snprintf(name, sizeof name, "%s", e->def->name); /* --port: --<own>port */
+        if (!e && !(c->prefix && !strncmp(name, c->prefix, strlen(c->prefix)) &&
+                    name[strlen(c->prefix)])) {
+            if (errstr && n) unknown_flag(c, name, errstr, n);
+            return URSA_ERR_CONFIG;
+        }
         if (!val) {
             if (e && e->def->type == CFG_BOOL) val = "true";
             else if (i + 1 < argc) val = argv[++i];

@@ -22,6 +22,8 @@
 #define URSA_VERSION "unknown"
 #endif
 
+const char *service_version(void) { return URSA_VERSION; }
+
 /* This process's daemon: one a process. */
 static struct {
     char name[32], instance[HB_INSTANCE_MAX + 1], host[256];
@@ -278,6 +280,12 @@ int service_setup(const char *name, int flags, const char *usage,
         fprintf(stderr, "%s: out of memory\n", name);
         return 2;
     }
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "--version")) {
+            printf("ursa-%s %s\n", name, URSA_VERSION);
+            cfg_destroy(c);
+            return 0;
+        }
     char errstr[512];
     int help = 0;
     if (cfg_load(c, argc, argv, argi, &help, errstr, sizeof errstr)) {

@@ -30,6 +30,10 @@
  * and returns 0 with *out NULL; on a bad setting prints the reason to
  * stderr and returns 2; else returns -1 and *out holds the config (caller
  * destroys it) and *argi the first positional argument. */
+/* The build's version: the project's and the commit it was configured at
+ * ("0.1.0+a374875"), as heartbeats, /metrics and --version show it. */
+const char *service_version(void);
+
 int service_setup(const char *name, int flags, const char *usage,
                   const cfg_def *const *tables, int argc, char **argv,
                   cfg **out, int *argi);

@@ -17,6 +17,7 @@
 #include "clean_cmd.h"
 #include "model_cmd.h"
 #include "registry_cmd.h"
+#include "service.h"
 #include "train_cmd.h"
 #include "topics_cmd.h"
 #include "verify_cmd.h"
@@ -286,8 +287,8 @@ static void usage(FILE *out) {
             "  classify classify URL lists in bulk on ursa-inference (JSON lines out)\n"
             "  predict  classify local images with a model file\n"
             "  bench-model  time a model's forward pass or training step on this CPU\n\n"
-            "`ursa COMMAND --help` lists a command's settings. Settings come from\n"
-            "defaults < --config FILE < URSA_* environment < --flags.\n");
+            "`ursa COMMAND --help` lists a command's settings; `ursa --version` the build.\n"
+            "Settings come from defaults < --config FILE < URSA_* environment < --flags.\n");
 }
 
 /* Short flags, spelled out before the settings are read (a flag table,
@@ -355,6 +356,10 @@ int main(int argc, char **argv) {
         !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("ursa %s\n", service_version());
+        return 0;
     }
     static char *owned, **targv; /* static: still reachable on every return */
     if (!strcmp(argv[1], "train") || !strcmp(argv[1], "audit")) { /* ordered --stage flags */

@@ -3,6 +3,14 @@
 # looks like its source (CMYK, palette, 16-bit, alpha, progressive, WebP and
 # EXIF rotation all end as the same upright RGB picture).
 . "$(dirname "$0")/lib.sh"
+# the CLI as scripts drive it: --version; an unknown flag named as one
+# (never "needs a value"), with the nearest if one is near
+"$URSA" --version | grep -Eq '^ursa [0-9]+\.[0-9]+\.[0-9]+' || fail "ursa --version: $("$URSA" --version 2>&1)"
+"$URSA_BIN/ursa-crawler" --version | grep -Eq '^ursa-crawler [0-9]' || fail "ursa-crawler --version"
+"$URSA" ingest --dataset x --bogus a.txt >"$T/bogus.out" 2>&1 && fail "an unknown flag was accepted"
+grep -q '^ursa ingest: unknown flag --bogus (see --help)' "$T/bogus.out" || fail "unknown flag: $(cat "$T/bogus.out")"
+"$URSA" ingest --dataset x --no-wiat a.txt >"$T/typo.out" 2>&1 && fail "a misspelt flag was accepted"
+grep -q 'unknown flag --no-wiat (did you mean --no-wait?)' "$T/typo.out" || fail "typo: $(cat "$T/typo.out")"
 IMG="$T/img"
 bash "$(dirname "$0")/../fixtures/make_images.sh" "$IMG" >/dev/null
 cd "$IMG"

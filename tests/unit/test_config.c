@@ -109,7 +109,10 @@ static void bad_values_are_refused_with_the_setting_named(void **state) {
                  {"--kq.max-attempts=abc", "kq.max-attempts: expected a number"},
                  {"--verbose=maybe", "verbose: expected true or false"},
                  {"--ratio=1.5", "ratio: 1.5 is outside 0..1"},
-                 {"--nonsense=1", "unknown setting \"nonsense\""}};
+                 {"--nonsense=1", "unknown flag --nonsense (see --help)"},
+                 /* unknown: never "needs a value", and the nearest name */
+                 {"--verbos", "unknown flag --verbos (did you mean --verbose?)"},
+                 {"--kq.max-atempts", "(did you mean --kq.max-attempts?)"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cfg *c = cfg_new(tables, "kafka.");
         char *argv[] = {"x", cases[i].arg, NULL};
