@@ -20,7 +20,7 @@
 
 const cfg_def classify_defs[] = {
     {"dataset", CFG_STR, "", 1, 0, "the dataset whose model classifies (required)"},
-    {"out", CFG_STR, "", 1, 0, "write the results here as JSON lines (required)"},
+    {"out", CFG_STR, "", 1, 0, "write the results here as JSON lines (required; - for stdout)"},
     {"top", CFG_INT, "5", 0, 1e6, "predictions per image (0: every class)"},
     {"wait-timeout-s", CFG_INT, "0", 0, 1e7, "give up waiting after this long (0: never)"},
     {"outage-timeout-s", CFG_INT, "300", 1, 1e7,
@@ -173,7 +173,8 @@ int classify_cmd(const cfg *c, int argc, char **argv) {
         util_sleep_ms(200);
     }
     if (tty) fputc('\n', stderr);
-    if (!(of = fopen(out, "w"))) {
+    int to_stdout = !strcmp(out, "-");
+    if (!(of = to_stdout ? stdout : fopen(out, "w"))) {
         fprintf(stderr, "ursa classify: cannot write %s\n", out);
         goto out;
     }
@@ -214,16 +215,18 @@ int classify_cmd(const cfg *c, int argc, char **argv) {
         fprintf(of, "}\n");
         ursa__classify_result__free_unpacked(res, NULL);
     }
-    if (fclose(of)) {
+    if (to_stdout ? fflush(of) || ferror(of) : fclose(of)) {
         of = NULL;
-        fprintf(stderr, "ursa classify: cannot write %s\n", out);
+        fprintf(stderr, "ursa classify: cannot write %s\n", to_stdout ? "to stdout" : out);
         goto out;
     }
     of = NULL;
-    printf("%zu results written to %s (%ld with an error)\n", n, out, errors);
+    /* the summary on stderr when the results are on stdout */
+    fprintf(to_stdout ? stderr : stdout, "%zu results written to %s (%ld with an error)\n", n,
+            to_stdout ? "stdout" : out, errors);
     rc = 0;
 out:
-    if (of) fclose(of);
+    if (of && of != stdout) fclose(of);
     for (size_t i = 0; i < n; i++) free(it[i].url);
     free(it);
     kq_producer_destroy(p);

@@ -109,8 +109,11 @@ grep -q "31 results written" "$T/classify.out" || fail "classify: $(cat "$T/clas
 check_eq "errors" "$(grep -c '"error"' "$T/res1.jsonl")" 1
 grep '"error"' "$T/res1.jsonl" | grep -q "http_404" || fail "404 reason: $(grep error "$T/res1.jsonl")"
 check_eq "answers with the served model" "$(grep -c "\"model\": \"$M2\", \"predictions\"" "$T/res1.jsonl")" 30
-"$URSA" classify --dataset fm --out "$T/res2.jsonl" --wait-timeout-s 60 "$T/bulk.txt" >/dev/null 2>&1 ||
-    fail "classify again"
+# again, to stdout (--out -), the summary on stderr
+"$URSA" classify --dataset fm --out - --wait-timeout-s 60 "$T/bulk.txt" >"$T/res2.jsonl" \
+    2>"$T/classify2.err" || fail "classify again: $(cat "$T/classify2.err")"
+grep -q "31 results written to stdout" "$T/classify2.err" || fail "summary: $(cat "$T/classify2.err")"
+[ -e ./- ] && fail "--out - wrote a file named -"
 cmp -s "$T/res1.jsonl" "$T/res2.jsonl" || fail "the repeated list got other answers"
 check_eq "stored results" "$(rcli KEYS 'ursa:classify:*' | wc -l)" 31
 wait_for 20 "results on the topic" bash -c \
