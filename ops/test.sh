@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # test.sh: the README's test command. Installs what is missing, builds with
 # -Wall -Wextra -Werror, runs every test (unit and integration, real
-# redis-server and ursa-broker), then all of them but the multi-host drill,
-# two job drills and the slow-disk one again built with AddressSanitizer +
-# UndefinedBehaviorSanitizer (daemons included), then
+# redis-server and ursa-broker), then those that exercise memory and
+# threads again (all but eight drills of waiting or scale, the demo among
+# them) built with AddressSanitizer + UndefinedBehaviorSanitizer (daemons
+# included), then
 # the HTTP layer's, inference and trainer tests under ThreadSanitizer, then the
 # image-decoder fuzz target over its seed corpus (ops/fuzz.sh), then the
 # NN engine's tests cross-built for arm64 under qemu-user (ops/test-arm64.sh).
@@ -22,21 +23,30 @@ trap 'rm -f "$LOG"' EXIT
 (cd build && ctest --output-on-failure "$@") | tee -a "$LOG"
 
 if [ $# -eq 0 ]; then
-    echo "== every test again under AddressSanitizer + UndefinedBehaviorSanitizer"
+    echo "== the tests of memory and threads again under AddressSanitizer + UndefinedBehaviorSanitizer"
     # -O1, as the sanitizers' own docs advise: -O0 made the training tests
     # 3-7x slower than the plain build and the whole run near CI's limit
     cmake -S . -B build-asan -DURSA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
         -DCMAKE_C_FLAGS_DEBUG="-O1 -g" >/dev/null
     cmake --build build-asan -j"$jobs"
-    # not the multi-host drill (214 s under ASan): every code path it takes
-    # runs under ASan in s3_pipeline, redis_cluster and trainer_crash; nor
-    # the job drills jobs_recover and trainer_deaths (167 and 40 s): the
-    # sweep that re-sends jobs runs in every trainer, and re-sends the job
-    # of the trainer trainer_crash kills, under ASan too; nor the slow-disk
-    # drill (30 s of waiting on a throttled disk): the crawler's blob syncer
-    # runs under ASan in every ingest test, and alone in unit.blob_syncer
+    # the tests that exercise memory and threads, not the drills whose time
+    # is waiting or scale: not the multi-host drill (214 s under ASan):
+    # every code path it takes runs under ASan in s3_pipeline,
+    # redis_cluster and trainer_crash; nor the job drills jobs_recover and
+    # trainer_deaths (167 and 40 s): the sweep that re-sends jobs runs in
+    # every trainer, and re-sends the job of the trainer trainer_crash
+    # kills, under ASan too; nor the slow-disk drill (30 s of waiting on a
+    # throttled disk): the crawler's blob syncer runs under ASan in every
+    # ingest test, and alone in unit.blob_syncer; nor the demo (150 s plain,
+    # the longest): ingest, lr-find, training, interp, the audit, clean and
+    # serving each run under ASan in their own tests; nor instances and
+    # trainer_scale (more instances of daemons every other test runs) and
+    # kq_hold (a 12 s hold; inference's bulk holds jobs under ASan in
+    # inference_reload)
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-        ctest --output-on-failure -E '^integration\.(multihost|jobs_recover|trainer_deaths|disk_slow)$') | tee -a "$LOG"
+        ctest --output-on-failure \
+        -E '^integration\.(multihost|jobs_recover|trainer_deaths|disk_slow|demo|instances|trainer_scale|kq_hold)$') |
+        tee -a "$LOG"
     echo "== the HTTP layer, inference, trainer and console tests again under ThreadSanitizer"
     # the daemons with the most threads; the engine's arithmetic is not
     # instrumented and runs on one OpenMP thread (CMakeLists.txt, URSA_TSAN)
