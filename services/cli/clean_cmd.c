@@ -59,6 +59,7 @@ const cfg_def edits_defs[] = {
     {"dataset", CFG_STR, "", 1, 0, "the dataset (required)"},
     {"from", CFG_INT, "1", 1, 1e15, "the first edit to list"},
     {"limit", CFG_INT, "1000", 1, 1e9, "list at most N edits"},
+    CLI_OUTPUT_DEF,
     {NULL, 0, NULL, 0, 0, NULL}};
 
 /* ---- the dataset as the CLI resolves names ------------------------------------------ */
@@ -352,6 +353,8 @@ int edits_cmd(const cfg *c, int argc, char **argv) {
     }
     const char *ds = cli_dataset(c, "edits");
     if (!ds) return 2;
+    int json = cli_json(c, "edits");
+    if (json < 0) return 2;
     rstore *r = cli_redis(c);
     if (!r) return 1;
     ds_edit *e = NULL;
@@ -361,6 +364,26 @@ int edits_cmd(const cfg *c, int argc, char **argv) {
     if (ds_edits_seq(r, ds, &seq) || ds_edits_pending(r, ds, &pending) ||
         ds_edits_log(r, ds, cfg_int(c, "from"), (size_t)cfg_int(c, "limit"), &e, &n)) {
         fprintf(stderr, "ursa edits: %s\n", rstore_last_error(r));
+        goto out;
+    }
+    if (json) {
+        printf("{\"dataset\": ");
+        util_json_str(stdout, ds);
+        printf(", \"edits\": %lld, \"pending\": %lld, \"list\": [", seq, pending);
+        for (size_t i = 0; i < n; i++) {
+            const char *kv[] = {"op", ed_op_name(e[i].op), "image", e[i].image,
+                                "from", e[i].from, "to", e[i].op == ED_RELABEL ? e[i].to : "",
+                                "author", e[i].author, "reason", e[i].reason};
+            printf("%s{\"seq\": %lld, \"ts_ms\": %lld", i ? ", " : "", e[i].seq,
+                   (long long)e[i].ts_ms);
+            for (int k = 0; k < 12; k += 2) {
+                printf(", \"%s\": ", kv[k]);
+                util_json_str(stdout, kv[k + 1]);
+            }
+            printf("}");
+        }
+        printf("]}\n");
+        rc = 0;
         goto out;
     }
     printf("dataset %s: %lld edits\n", ds, seq);

@@ -2,6 +2,7 @@
 #include "conn.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "dataset.h"
 #include "statedir.h"
@@ -79,4 +80,12 @@ const char *cli_dataset(const cfg *c, const char *cmd) {
         return NULL;
     }
     return ds;
+}
+
+int cli_json(const cfg *c, const char *cmd) {
+    const char *out = cfg_str(c, "output");
+    if (!strcmp(out, "json")) return 1;
+    if (!strcmp(out, "text")) return 0;
+    fprintf(stderr, "ursa %s: --output: expected text or json, got \"%s\"\n", cmd, out);
+    return -1;
 }

@@ -31,5 +31,9 @@ int cli_outage_note(cli_outage *o, ursa_err err, rstore *r, int64_t asked_at);
 
 /* --dataset NAME, checked; NULL (after printing why) when missing or bad. */
 const char *cli_dataset(const cfg *c, const char *cmd);
+/* The --output (-o) setting of cmd: 1 for json, 0 for text, -1 (said on
+ * stderr) for anything else. */
+int cli_json(const cfg *c, const char *cmd);
+#define CLI_OUTPUT_DEF {"output", CFG_STR, "text", 1, 0, "text or json (-o json), for scripts"}
 
 #endif

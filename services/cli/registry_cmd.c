@@ -16,6 +16,7 @@
 #include "util.h"
 
 const cfg_def models_defs[] = {{"dataset", CFG_STR, "", 1, 0, "only this dataset's models"},
+                               CLI_OUTPUT_DEF,
                                {NULL, 0, NULL, 0, 0, NULL}};
 const cfg_def export_model_defs[] = {{NULL, 0, NULL, 0, 0, NULL}};
 const cfg_def interp_defs[] = {
@@ -78,6 +79,8 @@ int models_cmd(const cfg *c, int argc, char **argv) {
     (void)argc;
     (void)argv;
     const char *ds = cfg_str(c, "dataset");
+    int json = cli_json(c, "models");
+    if (json < 0) return 2;
     rstore *r = cli_redis(c);
     if (!r) return 1;
     redisReply *rep = NULL;
@@ -87,8 +90,11 @@ int models_cmd(const cfg *c, int argc, char **argv) {
         rstore_destroy(r);
         return 1;
     }
-    printf("%-32s %-14s %-9s %-5s %-8s %-10s %-10s %-13s %s\n", "MODEL", "DATASET", "ARCH", "SIZE",
-           "CLASSES", "ERROR_RATE", "VALID_LOSS", "TRAIN/VALID", "CREATED");
+    if (json) printf("{\"models\": [");
+    else
+        printf("%-32s %-14s %-9s %-5s %-8s %-10s %-10s %-13s %s\n", "MODEL", "DATASET", "ARCH",
+               "SIZE", "CLASSES", "ERROR_RATE", "VALID_LOSS", "TRAIN/VALID", "CREATED");
+    int shown = 0;
     for (size_t i = rep->elements; i-- > 0;) {
         model_info m;
         if (model_read(r, rep->element[i]->str, &m)) continue;
@@ -99,11 +105,27 @@ int models_cmd(const cfg *c, int argc, char **argv) {
         time_t t = (time_t)(m.created / 1000);
         struct tm tm;
         if (m.created && localtime_r(&t, &tm)) strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tm);
-        printf("%-32s %-14s %-9s %-5d %-8d %-10.4f %-10.4f %-13s %s\n", rep->element[i]->str,
-               m.dataset, m.arch, m.size, nc, m.error_rate, m.valid_loss, tv, when);
+        if (json) {
+            printf("%s{\"model\": ", shown ? ", " : "");
+            util_json_str(stdout, rep->element[i]->str);
+            printf(", \"dataset\": ");
+            util_json_str(stdout, m.dataset);
+            printf(", \"arch\": ");
+            util_json_str(stdout, m.arch);
+            printf(", \"size\": %d, \"classes\": %d, \"error_rate\": %.6g, \"valid_loss\": "
+                   "%.6g, \"n_train\": %d, \"n_valid\": %d, \"created_ms\": %lld}",
+                   m.size, nc, m.error_rate, m.valid_loss, m.n_train, m.n_valid,
+                   (long long)m.created);
+        } else {
+            printf("%-32s %-14s %-9s %-5d %-8d %-10.4f %-10.4f %-13s %s\n",
+                   rep->element[i]->str, m.dataset, m.arch, m.size, nc, m.error_rate,
+                   m.valid_loss, tv, when);
+        }
+        shown++;
         free(m.classes);
     }
-    if (!rep->elements) printf("(no models yet%s%s: ursa train publishes them)\n",
+    if (json) printf("]}\n");
+    else if (!rep->elements) printf("(no models yet%s%s: ursa train publishes them)\n",
                                *ds ? " for dataset " : "", ds);
     freeReplyObject(rep);
     rstore_destroy(r);

@@ -49,7 +49,10 @@
     {"label-smoothing", CFG_DOUBLE, "0", 0, 0.5,                                               \
      "eps of label-smoothing cross-entropy (fast.ai's LabelSmoothingCrossEntropy; 0: plain)"}, \
     {"no-augment", CFG_BOOL, "false", 1, 0, "train without get_transforms() augmentation"},     \
-    {"no-wait", CFG_BOOL, "false", 1, 0, "print the job id and return at once"}
+    {"no-wait", CFG_BOOL, "false", 1, 0, "print the job id and return at once"},              \
+    {"output", CFG_STR, "text", 1, 0,                                                          \
+     "text or json (-o json, with --no-wait: the queued job as JSON; then ursa job JOB -o "    \
+     "json)"}
 
 const cfg_def train_defs[] = {
     COMMON_DEFS,
@@ -86,8 +89,9 @@ const cfg_def audit_defs[] = {
 const cfg_def jobs_defs[] = {
     {"dataset", CFG_STR, "", 1, 0, "only this dataset's jobs"},
     {"limit", CFG_INT, "20", 1, 1e6, "show the newest N"},
+    CLI_OUTPUT_DEF,
     {NULL, 0, NULL, 0, 0, NULL}};
-const cfg_def job_defs[] = {{NULL, 0, NULL, 0, 0, NULL}};
+const cfg_def job_defs[] = {CLI_OUTPUT_DEF, {NULL, 0, NULL, 0, 0, NULL}};
 
 /* ---- argv: ordered stage flags ------------------------------------------------------ */
 
@@ -462,6 +466,12 @@ static int submit(const cfg *c, const char *cmd, const char *kind, const start_f
                   char id[JOB_ID_MAX + 1], rstore **rout) {
     const char *ds = cli_dataset(c, cmd);
     if (!ds) return 2;
+    int json = cli_json(c, cmd);
+    if (json < 0) return 2;
+    if (json && !cfg_bool(c, "no-wait")) {
+        fprintf(stderr, "ursa %s: -o json goes with --no-wait (then ursa job JOB -o json)\n", cmd);
+        return 2;
+    }
     const Ursa__TrainJob *base = from ? from->job : NULL;
 /* a setting: the flag when given, else the base recipe's, else the default */
 #define FROM_BASE(name) (base && !cfg_given(c, name))
@@ -562,7 +572,14 @@ static int submit(const cfg *c, const char *cmd, const char *kind, const start_f
     }
     int epochs = 0;
     for (size_t i = 0; i < nst; i++) epochs += (int)stages[i]->epochs;
-    if (!strcmp(kind, "train"))
+    if (json) {
+        printf("{\"job\": \"%s\", \"kind\": \"%s\", \"dataset\": ", id, kind);
+        util_json_str(stdout, ds);
+        printf(", \"arch\": ");
+        util_json_str(stdout, arch);
+        printf(", \"state\": \"queued\", \"epochs\": %d, \"size\": %u, \"batch\": %u}\n",
+               epochs, j.size, j.batch_size);
+    } else if (!strcmp(kind, "train"))
         printf("job %s queued: train %s on %s, %zu stage%s, %d epoch%s, %u px, batch %u\n", id,
                arch, ds, nst, nst == 1 ? "" : "s", epochs, epochs == 1 ? "" : "s", j.size,
                j.batch_size);
@@ -716,11 +733,43 @@ static void progress_text(const jobinfo *j, char *out, size_t n) {
         snprintf(out, n, "-");
 }
 
+/* One job as a JSON object's members (no braces). */
+static void job_json(FILE *f, const char *id, const jobinfo *j) {
+    fprintf(f, "\"job\": ");
+    util_json_str(f, id);
+    fprintf(f, ", \"kind\": ");
+    util_json_str(f, j->kind);
+    fprintf(f, ", \"dataset\": ");
+    util_json_str(f, j->dataset);
+    fprintf(f, ", \"arch\": ");
+    util_json_str(f, j->arch);
+    fprintf(f, ", \"state\": ");
+    util_json_str(f, j->state);
+    fprintf(f, ", \"epoch\": %d, \"epochs\": %d, \"step\": %d, \"steps\": %d", j->epoch,
+            total_epochs(j), j->step, j->steps);
+    fprintf(f, ", \"error_rate\": ");
+    if (!strcmp(j->state, "done") && strcmp(j->kind, "lr_find")) fprintf(f, "%.6g", j->error_rate);
+    else fprintf(f, "null");
+    fprintf(f, ", \"model\": ");
+    util_json_str(f, j->model);
+    fprintf(f, ", \"error\": ");
+    util_json_str(f, j->error);
+    fprintf(f, ", \"waiting\": ");
+    util_json_str(f, j->waiting);
+    fprintf(f, ", \"worker\": ");
+    util_json_str(f, j->worker);
+    fprintf(f, ", \"created_ms\": %lld, \"started_ms\": %lld, \"ended_ms\": %lld, "
+               "\"starts\": %d, \"resumes\": %d, \"cancel\": %s",
+            j->created, j->started, j->ended, j->starts, j->resumes, j->cancel ? "true" : "false");
+}
+
 int jobs_cmd(const cfg *c, int argc, char **argv) {
     (void)argc;
     (void)argv;
     const char *want = cfg_str(c, "dataset");
     long limit = (long)cfg_int(c, "limit");
+    int json = cli_json(c, "jobs");
+    if (json < 0) return 2;
     rstore *r = cli_redis(c);
     if (!r) return 1;
     redisReply *rep = NULL;
@@ -729,8 +778,10 @@ int jobs_cmd(const cfg *c, int argc, char **argv) {
         rstore_destroy(r);
         return 1;
     }
-    printf("%-17s %-8s %-16s %-9s %-10s %-14s %s\n", "JOB", "KIND", "DATASET", "ARCH", "STATE",
-           "PROGRESS", "CREATED");
+    if (json) printf("{\"jobs\": [");
+    else
+        printf("%-17s %-8s %-16s %-9s %-10s %-14s %s\n", "JOB", "KIND", "DATASET", "ARCH",
+               "STATE", "PROGRESS", "CREATED");
     long shown = 0;
     for (size_t i = rep->elements; i-- > 0 && shown < limit;) {
         jobinfo j;
@@ -742,18 +793,25 @@ int jobs_cmd(const cfg *c, int argc, char **argv) {
         char prog[48], created[32];
         progress_text(&j, prog, sizeof prog);
         fmt_time(j.created, created, sizeof created);
-        printf("%-17s %-8s %-16s %-9s %-10s %-14s %s\n", rep->element[i]->str, j.kind, j.dataset,
-               j.arch, j.state, prog, created);
+        if (json) {
+            printf("%s{", shown ? ", " : "");
+            job_json(stdout, rep->element[i]->str, &j);
+            printf("}");
+        } else {
+            printf("%-17s %-8s %-16s %-9s %-10s %-14s %s\n", rep->element[i]->str, j.kind,
+                   j.dataset, j.arch, j.state, prog, created);
+        }
         shown++;
         jobinfo_free(&j);
     }
-    if (!shown) printf("(no jobs%s%s)\n", *want ? " for dataset " : "", want);
+    if (json) printf("]}\n");
+    else if (!shown) printf("(no jobs%s%s)\n", *want ? " for dataset " : "", want);
     freeReplyObject(rep);
     rstore_destroy(r);
     return 0;
 }
 
-static int job_show(rstore *r, const char *id) {
+static int job_show(rstore *r, const char *id, int json) {
     jobinfo j;
     ursa_err e = job_read(r, id, &j);
     if (e == URSA_ERR_NOT_FOUND) {
@@ -763,6 +821,23 @@ static int job_show(rstore *r, const char *id) {
     if (e) {
         fprintf(stderr, "ursa job: %s\n", rstore_last_error(r));
         return 1;
+    }
+    if (json) {
+        printf("{");
+        job_json(stdout, id, &j);
+        job_row *rows = NULL;
+        int n = 0;
+        printf(", \"rows\": [");
+        if (job_rows_read(r, id, &rows, &n) == URSA_OK)
+            for (int i = 0; i < n; i++)
+                printf("%s{\"n\": %d, \"stage\": %d, \"epoch\": %d, \"train_loss\": %.6g, "
+                       "\"valid_loss\": %.6g, \"error_rate\": %.6g, \"seconds\": %.3f}",
+                       i ? ", " : "", rows[i].n, rows[i].stage, rows[i].epoch, rows[i].train_loss,
+                       rows[i].valid_loss, rows[i].error_rate, rows[i].seconds);
+        printf("]}\n");
+        free(rows);
+        jobinfo_free(&j);
+        return 0;
     }
     char cr[32], st[32], en[32];
     fmt_time(j.created, cr, sizeof cr);
@@ -829,6 +904,8 @@ int job_cmd(const cfg *c, int argc, char **argv) {
         fprintf(stderr, "ursa job: \"%s\" is not a job id (see ursa jobs)\n", id);
         return 2;
     }
+    int json = cli_json(c, "job");
+    if (json < 0) return 2;
     rstore *r = cli_redis(c);
     if (!r) return 1;
     int rc = 0;
@@ -852,7 +929,7 @@ int job_cmd(const cfg *c, int argc, char **argv) {
             printf("job %s has already ended (%s)\n", id, job_state_name(st));
         }
     } else {
-        rc = job_show(r, id);
+        rc = job_show(r, id, json);
     }
     rstore_destroy(r);
     return rc;

@@ -146,6 +146,15 @@ grep -q "applied: the dataset is at edit #2" "$T/apply.out" || fail "apply: $(ca
 "$URSA" edits --dataset fm >"$T/edits.out" # edits of different images: any order
 grep -qP "^[12]\t.*\trelabel\t[0-9a-f]{32}\t${L2##*,}\t$NEW\ttester\tby hand$" "$T/edits.out" || fail "edits: $(cat "$T/edits.out")"
 grep -qP "^[12]\t.*\tdelete\t[0-9a-f]{32}\t${L3##*,}\t-\ttester\tby hand$" "$T/edits.out" || fail "edits: $(cat "$T/edits.out")"
+"$URSA" edits --dataset fm -o json >"$T/edits.json" || fail "edits -o json"
+python3 -c '
+import json, sys
+e = json.load(open(sys.argv[1]))
+assert e["edits"] == 2 and e["pending"] == 0, e
+ops = sorted((x["op"], x["from"], x["to"], x["author"], x["reason"]) for x in e["list"])
+assert ops == sorted([("relabel", sys.argv[2], sys.argv[3], "tester", "by hand"),
+                      ("delete", sys.argv[4], "", "tester", "by hand")]), ops
+' "$T/edits.json" "${L2##*,}" "$NEW" "${L3##*,}" || fail "edits -o json: $(cat "$T/edits.json")"
 "$URSA" export-dataset --dataset fm "$T/exp2" >/dev/null || fail "export-dataset after edits"
 check_eq "images exported after a delete" "$(($(wc -l <"$T/exp2/labels.csv") - 1))" 402
 J3=$(basename "${L3%%,*}" .jpg)

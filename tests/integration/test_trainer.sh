@@ -36,6 +36,20 @@ grep -Eq "^$M +fm +small +28 +10 " "$T/models.out" || fail "models: $(cat "$T/mo
 check_eq "ursa:models" "$(rcli ZRANGE ursa:models 0 -1 | tr -d '\n')" "$M"
 wait_for 20 "models.published" bash -c \
     "kcat -b $BOOTSTRAP -C -t ursa.models.published -e -q -f '%k\n' | grep -qx '$M'"
+# the same for scripts: -o json
+"$URSA" models --dataset fm -o json >"$T/models.json" || fail "models -o json"
+"$URSA" job "$J" -o json >"$T/job.json" || fail "job -o json"
+"$URSA" jobs -o json >"$T/jobs.json" || fail "jobs -o json"
+python3 - "$T" "$M" "$J" <<'EOF' || fail "-o json: $(cat "$T/models.json" "$T/job.json" "$T/jobs.json")"
+import json, sys
+t, m, j = sys.argv[1:]
+models = json.load(open(t + "/models.json"))["models"]
+assert [x["model"] for x in models] == [m] and models[0]["classes"] == 10, models
+job = json.load(open(t + "/job.json"))
+assert job["job"] == j and job["state"] == "done" and job["model"] == m, job
+assert len(job["rows"]) == 5 and abs(job["rows"][4]["error_rate"] - job["error_rate"]) < 1e-5, job
+assert j in [x["job"] for x in json.load(open(t + "/jobs.json"))["jobs"]]
+EOF
 "$URSA" export "$M" "$T/m.onnx" >"$T/export.out" || fail "export"
 [ "$(sha256sum <"$T/m.onnx" | cut -c1-64)" = "$(rcli HGET "ursa:model:$M" blob | tr -d '\n')" ] ||
     fail "exported file is not the model's blob"
@@ -75,8 +89,10 @@ grep -q "stage 1 of 2: 1 epoch, frozen (head only)" "$T/ft.out" || fail "frozen 
 grep -q "stage 2 of 2: 1 epoch, unfrozen, max_lr slice(0.0001, 0.001)" "$T/ft.out" || fail "unfrozen stage"
 
 # cancel: a long job stops within seconds
-"$URSA" train --dataset fm --arch small --size 28 --bs 16 --stage 500 --no-wait >"$T/long.out" || fail "submit"
-L=$(job_id_of "$T/long.out")
+"$URSA" train --dataset fm --arch small --size 28 --bs 16 --stage 500 --no-wait -o json >"$T/long.json" ||
+    fail "submit"
+L=$(python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); assert j["state"] == "queued"; print(j["job"])' "$T/long.json") ||
+    fail "train --no-wait -o json: $(cat "$T/long.json")"
 wait_for 120 "the long job to run" bash -c "[ \"\$(redis-cli -p $REDIS_PORT HGET ursa:job:$L state)\" = running ]"
 "$URSA" job cancel "$L" >"$T/cancel.out" || fail "cancel"
 grep -q "cancel requested" "$T/cancel.out" || fail "cancel: $(cat "$T/cancel.out")"
