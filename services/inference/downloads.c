@@ -147,9 +147,13 @@ void downloads_free(downloads *d) {
     /* what is in flight ends as cancelled ("the server is stopping") */
     if (d->fc) fetch_destroy(d->fc);
     d->fc = NULL;
-    while (d->inbox) {
-        dl_item *it = d->inbox;
-        d->inbox = it->next;
+    pthread_mutex_lock(&d->mu);
+    dl_item *left = d->inbox;
+    d->inbox = NULL;
+    pthread_mutex_unlock(&d->mu);
+    while (left) { /* queued after the thread's last look */
+        dl_item *it = left;
+        left = it->next;
         item_end(it, 503, NULL, 0, "the server is stopping");
     }
     pthread_mutex_destroy(&d->mu);
