@@ -735,29 +735,18 @@ static void progress_text(const jobinfo *j, char *out, size_t n) {
 
 /* One job as a JSON object's members (no braces). */
 static void job_json(FILE *f, const char *id, const jobinfo *j) {
-    fprintf(f, "\"job\": ");
-    util_json_str(f, id);
-    fprintf(f, ", \"kind\": ");
-    util_json_str(f, j->kind);
-    fprintf(f, ", \"dataset\": ");
-    util_json_str(f, j->dataset);
-    fprintf(f, ", \"arch\": ");
-    util_json_str(f, j->arch);
-    fprintf(f, ", \"state\": ");
-    util_json_str(f, j->state);
+    const char *kv[] = {"job", id, "kind", j->kind, "dataset", j->dataset, "arch", j->arch,
+                        "state", j->state, "model", j->model, "error", j->error,
+                        "waiting", j->waiting, "worker", j->worker};
+    for (size_t k = 0; k < sizeof kv / sizeof *kv; k += 2) {
+        fprintf(f, "%s\"%s\": ", k ? ", " : "", kv[k]);
+        util_json_str(f, kv[k + 1]);
+    }
     fprintf(f, ", \"epoch\": %d, \"epochs\": %d, \"step\": %d, \"steps\": %d", j->epoch,
             total_epochs(j), j->step, j->steps);
     fprintf(f, ", \"error_rate\": ");
     if (!strcmp(j->state, "done") && strcmp(j->kind, "lr_find")) fprintf(f, "%.6g", j->error_rate);
     else fprintf(f, "null");
-    fprintf(f, ", \"model\": ");
-    util_json_str(f, j->model);
-    fprintf(f, ", \"error\": ");
-    util_json_str(f, j->error);
-    fprintf(f, ", \"waiting\": ");
-    util_json_str(f, j->waiting);
-    fprintf(f, ", \"worker\": ");
-    util_json_str(f, j->worker);
     fprintf(f, ", \"created_ms\": %lld, \"started_ms\": %lld, \"ended_ms\": %lld, "
                "\"starts\": %d, \"resumes\": %d, \"cancel\": %s",
             j->created, j->started, j->ended, j->starts, j->resumes, j->cancel ? "true" : "false");
