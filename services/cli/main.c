@@ -295,7 +295,7 @@ static void usage(FILE *out) {
  * not a setting: settings are --name). */
 static const struct {
     const char *flag, *setting;
-} short_flags[] = {{"-o", "--output"}, {NULL, NULL}};
+} short_flags[] = {{"-o", "--output"}, {"-v", "--log.level=info"}, {NULL, NULL}};
 
 static void spell_out(int argc, char **argv) {
     for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
@@ -378,13 +378,20 @@ int main(int argc, char **argv) {
         if (strcmp(cmd->name, argv[1]) != 0) continue;
         char nerr[200];
         /* the engine starts before the settings are read (its BLAS check
-         * may restart the program): its lines follow URSA_LOG_LEVEL alone */
+         * may restart the program): what it found (event=blas, nn_isa) is
+         * said with -v, --log.level or URSA_LOG_LEVEL, not before a
+         * command's own output by default */
         const char *envl = getenv("URSA_LOG_LEVEL");
         if (envl && ulog_level_parse(envl) >= 0) ulog_level = ulog_level_parse(envl);
+        int engine_level = ulog_level, verbose = envl != NULL;
+        for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
+            if (!strncmp(argv[i], "--log.level", 11)) verbose = 1;
+        if (!verbose && engine_level > ULOG_WARN) ulog_level = ULOG_WARN;
         if (cmd->nn && nn_engine_init(argv, nerr, sizeof nerr) != URSA_OK) {
             fprintf(stderr, "ursa %s: %s\n", cmd->name, nerr);
             return 2;
         }
+        ulog_level = engine_level;
         /* the commands running the engine take nn.* (what a model file may ask for) */
         const cfg_def *tables[9];
         int nt = 0;

@@ -11,6 +11,16 @@
 grep -q '^ursa ingest: unknown flag --bogus (see --help)' "$T/bogus.out" || fail "unknown flag: $(cat "$T/bogus.out")"
 "$URSA" ingest --dataset x --no-wiat a.txt >"$T/typo.out" 2>&1 && fail "a misspelt flag was accepted"
 grep -q 'unknown flag --no-wiat (did you mean --no-wait?)' "$T/typo.out" || fail "typo: $(cat "$T/typo.out")"
+# the engine's start-up lines (event=blas, nn_isa) only with -v
+"$URSA_BIN/nn-export-demo" "$T/demo.onnx" 2>/dev/null || fail "export"
+/usr/bin/convert -size 64x64 xc:red "$T/red.jpg"
+env -u URSA_LOG_LEVEL "$URSA" predict --model "$T/demo.onnx" "$T/red.jpg" >"$T/pred.out" 2>"$T/pred.err" ||
+    fail "predict: $(cat "$T/pred.err")"
+grep -q 'event=' "$T/pred.err" && fail "predict logs by default: $(cat "$T/pred.err")"
+check_eq "predict's lines" "$(wc -l <"$T/pred.out")" 1
+env -u URSA_LOG_LEVEL "$URSA" predict -v --model "$T/demo.onnx" "$T/red.jpg" >/dev/null 2>"$T/pred-v.err" ||
+    fail "predict -v"
+grep -q 'event=nn_isa isa=' "$T/pred-v.err" || fail "predict -v: $(cat "$T/pred-v.err")"
 IMG="$T/img"
 bash "$(dirname "$0")/../fixtures/make_images.sh" "$IMG" >/dev/null
 cd "$IMG"
