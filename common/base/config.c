@@ -50,6 +50,7 @@ typedef struct {
     const cfg_def *def;
     char *value; /* NULL when unset */
     int given;   /* set by a file, the environment or a flag: not the default */
+    int table;   /* the index of the table it came from */
 } cfg_entry;
 
 typedef struct {
@@ -81,6 +82,7 @@ cfg *cfg_new(const cfg_def *const *tables, const char *prefix) {
     for (size_t t = 0; tables[t]; t++)
         for (const cfg_def *d = tables[t]; d->name; d++) {
             c->e[c->n].def = d;
+            c->e[c->n].table = (int)t;
             if (d->def && !(c->e[c->n].value = strdup(d->def))) goto fail;
             c->n++;
         }
@@ -469,16 +471,51 @@ void cfg_passthrough_get(const cfg *c, size_t i, const char **name,
     *value = c->pt[i].value;
 }
 
-void cfg_print_help(const cfg *c, FILE *out) {
+/* 1 for a setting of the program itself: under its own prefix
+ * (inference.*), or, with none set, from the last table (a command's). */
+static int own_entry(const cfg *c, size_t i) {
+    if (c->own) return !strncmp(c->e[i].def->name, c->own, strlen(c->own));
+    return c->n && c->e[i].table == c->e[c->n - 1].table;
+}
+
+static void print_entry(const cfg_def *d, FILE *out) {
     static const char *types[] = {"STR", "INT", "BOOL", "NUM"};
     char envn[256];
-    fprintf(out, "Settings (default < --config FILE < environment < flag):\n");
+    env_name(d->name, envn, sizeof envn);
+    fprintf(out, "  --%s %s\n      %s", d->name, types[d->type], d->help);
+    if (d->def && *d->def) fprintf(out, " [default: %s]", d->def);
+    fprintf(out, " [env: %s]\n", envn);
+}
+
+void cfg_print_help(const cfg *c, FILE *out) {
+    char envn[256];
+    fprintf(out, "Settings (default < --config FILE < environment < flag).\n");
+    int any = 0;
+    for (size_t i = 0; i < c->n; i++)
+        if (own_entry(c, i)) {
+            if (!any++) fprintf(out, "Its own:\n");
+            print_entry(c->e[i].def, out);
+        }
+    /* the shared ones by section (redis.*, kafka.*, ...), in table order */
+    const char *printed_sec[64];
+    size_t nsec = 0;
     for (size_t i = 0; i < c->n; i++) {
-        const cfg_def *d = c->e[i].def;
-        env_name(d->name, envn, sizeof envn);
-        fprintf(out, "  --%s %s\n      %s", d->name, types[d->type], d->help);
-        if (d->def && *d->def) fprintf(out, " [default: %s]", d->def);
-        fprintf(out, " [env: %s]\n", envn);
+        if (own_entry(c, i)) continue;
+        const char *name = c->e[i].def->name, *dot = strchr(name, '.');
+        size_t l = dot ? (size_t)(dot - name) : 0;
+        int seen = 0;
+        for (size_t k = 0; k < nsec && !seen; k++)
+            seen = l ? !strncmp(printed_sec[k], name, l + 1) : !strchr(printed_sec[k], '.');
+        if (seen) continue;
+        if (nsec < 64) printed_sec[nsec++] = name;
+        if (l) fprintf(out, "Shared, %.*s.*:\n", (int)l, name);
+        else fprintf(out, "Shared:\n");
+        for (size_t k = i; k < c->n; k++) {
+            const char *n2 = c->e[k].def->name, *d2 = strchr(n2, '.');
+            if (own_entry(c, k)) continue;
+            if (l ? (d2 && (size_t)(d2 - n2) == l && !strncmp(n2, name, l)) : !d2)
+                print_entry(c->e[k].def, out);
+        }
     }
     if (c->prefix) {
         env_name(c->prefix, envn, sizeof envn);

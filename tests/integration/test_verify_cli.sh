@@ -11,6 +11,12 @@
 grep -q '^ursa ingest: unknown flag --bogus (see --help)' "$T/bogus.out" || fail "unknown flag: $(cat "$T/bogus.out")"
 "$URSA" ingest --dataset x --no-wiat a.txt >"$T/typo.out" 2>&1 && fail "a misspelt flag was accepted"
 grep -q 'unknown flag --no-wiat (did you mean --no-wait?)' "$T/typo.out" || fail "typo: $(cat "$T/typo.out")"
+# a command's own flags first in --help, then the shared ones by section
+"$URSA" ingest --help >"$T/help.out"
+check_eq "the first flag of ingest --help" "$(grep -m1 '^  --' "$T/help.out")" "  --dataset STR"
+grep -q '^Shared, redis\.\*:$' "$T/help.out" || fail "no redis section: $(cat "$T/help.out")"
+[ "$(grep -n '^  --allow-empty' "$T/help.out" | cut -d: -f1)" -lt "$(grep -n '^  --redis.url' "$T/help.out" | cut -d: -f1)" ] ||
+    fail "ingest's own flags are not first"
 # the engine's start-up lines (event=blas, nn_isa) only with -v
 "$URSA_BIN/nn-export-demo" "$T/demo.onnx" 2>/dev/null || fail "export"
 /usr/bin/convert -size 64x64 xc:red "$T/red.jpg"
