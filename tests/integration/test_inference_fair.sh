@@ -62,8 +62,10 @@ st=$(curl -s -D "$T/h429" -o "$T/b429" -w '%{http_code}' -m 5 --interface 127.0.
 check_eq "the ninth download from one address" "$st" 429
 grep -qi '^Retry-After: [0-9]' "$T/h429" || fail "429 without Retry-After: $(cat "$T/h429")"
 grep -q 'your address has 8 downloads in flight' "$T/b429" || fail "429's body: $(cat "$T/b429")"
-curl -s "$B/metrics" | grep -q '^ursa_inference_fair_share_refused_total{of="downloads"} 1$' ||
-    fail "the refusal is not counted: $(curl -s "$B/metrics" | grep fair_share)"
+# (the page in a file first: grep -q quitting early would SIGPIPE curl under pipefail)
+metrics_to "$B/metrics" "$T/m1" || fail "no /metrics"
+grep -q '^ursa_inference_fair_share_refused_total{of="downloads"} 1$' "$T/m1" ||
+    fail "the refusal is not counted: $(grep fair_share "$T/m1")"
 
 # ---- the decode budget: a flood of zero PNGs, another client's photos ----
 python3 - "$PORT" "$T/zeros.png" "$T/photo.png" >"$T/fair.json" <<'EOF' || fail "decode flood: $(cat "$T/fair.json")"
@@ -107,6 +109,7 @@ r = json.load(open(sys.argv[1]))
 assert r["flood"].get("429", 0) > 0 and r["flood"].get("200", 0) > 0, r
 assert r["photo"].get("200", 0) >= 19, r
 EOF
-curl -s "$B/metrics" | grep -Eq '^ursa_inference_fair_share_refused_total\{of="decode"\} [1-9]' ||
-    fail "decode refusals not counted: $(curl -s "$B/metrics" | grep fair_share)"
+metrics_to "$B/metrics" "$T/m2" || fail "no /metrics"
+grep -Eq '^ursa_inference_fair_share_refused_total\{of="decode"\} [1-9]' "$T/m2" ||
+    fail "decode refusals not counted: $(grep fair_share "$T/m2")"
 echo "test_inference_fair: ok"

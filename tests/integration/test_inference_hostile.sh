@@ -116,7 +116,8 @@ grep -q "Socket errors" "$T/wrk.txt" && fail "wrk saw socket errors: $(cat "$T/w
 grep -q "Non-2xx" "$T/wrk.txt" && fail "wrk saw non-2xx answers: $(cat "$T/wrk.txt")"
 # wrk's clients are gone: what they left queued is dropped, not run
 wait_for 30 "the queue to empty after wrk" sh -c "curl -sf '$B/metrics' | grep -q '^ursa_inference_queue_depth 0'"
-curl -sf "$B/metrics" | grep -q '^ursa_inference_dropped_total ' || fail "no dropped_total metric"
+metrics_to "$B/metrics" "$T/metrics-wrk" || fail "no /metrics after wrk"
+grep -q '^ursa_inference_dropped_total ' "$T/metrics-wrk" || fail "no dropped_total metric"
 # every one of 512 connections answered, whatever the model's speed (the
 # sanitizer builds classify at a few dozen images a second)
 wrk -t 2 -c 512 -d 3s --timeout 5s "$B/healthz" >"$T/wrk2.txt" 2>&1 || fail "wrk: $(cat "$T/wrk2.txt")"
@@ -148,7 +149,8 @@ EOF
 metrics_to "$B/metrics" "$T/metrics3" || fail "no /metrics after the WebP bombs"
 grep -Eq '^ursa_inference_decode_refused_total\{reason="budget"\} [1-9]' "$T/metrics3" ||
     fail "budget refusals not counted: $(grep -E 'refused|requests_total' "$T/metrics3")"
-curl -sf "$B/metrics" | grep -q '^ursa_inference_decode_bytes 0$' || fail "decode budget not given back"
+metrics_to "$B/metrics" "$T/metrics4" || fail "no /metrics"
+grep -q '^ursa_inference_decode_bytes 0$' "$T/metrics4" || fail "decode budget not given back"
 
 /usr/bin/convert -size 2000x2000 xc:gray50 -interlace Plane -quality 90 "$T/prog.jpg"
 python3 "$PROBE_PY" many-scans "$T/prog.jpg" "$T/scans.jpg" 1000

@@ -59,7 +59,8 @@ ON2=$(grep -c "\"model\": \"$M2\"" "$T/load.all")
 [ "$ON1" -gt 0 ] && [ "$ON2" -gt 0 ] || fail "the load did not span the reload: $ON1 on $M1, $ON2 on $M2"
 check_eq "answers by a model" "$((ON1 + ON2))" "$TOTAL"
 log "reload under load: $TOTAL requests, $ON1 on the first model then $ON2 on the second, none failed"
-curl -sf "$B/metrics" | grep -q '^ursa_inference_reloads_total 2$' || fail "reloads: $(curl -s "$B/metrics" | grep reload)"
+metrics_to "$B/metrics" "$T/metrics" || fail "no /metrics"
+grep -q '^ursa_inference_reloads_total 2$' "$T/metrics" || fail "reloads: $(grep reload "$T/metrics")"
 
 # pin the older model, then follow the newest again
 code() { curl -s -o "$T/body" -w '%{http_code}' "$@"; }

@@ -73,7 +73,8 @@ reload_refused deep.onnx "nested more than 16 deep"
 reload_refused deep-type.onnx "nested more than 16 deep"
 reload_refused wide.onnx "more than 20000"
 reload_refused big-value.onnx "node wide (conv).*over nn.max-exec-mb (1024)"
-curl -sf "$B/metrics" | grep -q '^ursa_inference_reload_failures_total 5$' ||
+metrics_to "$B/metrics" "$T/metrics" || fail "no /metrics"
+grep -q '^ursa_inference_reload_failures_total 5$' "$T/metrics" ||
     fail "reload failures: $(curl -s "$B/metrics" | grep reload)"
 cp "$T/demo.onnx" "$T/model.onnx"
 check_eq "reload the demo again" "$(code -X POST -H 'Authorization: Bearer tok' "$B/v1/admin/reload")" 200
