@@ -2,9 +2,13 @@
 """export_resnet.py: export a randomly initialised torchvision ResNet to ONNX.
 
     ops/peers/export_resnet.py ARCH OUT.onnx [--keep-bn] [--random-bn] [--size 224] [--classes 1000]
+                               [--weights imagenet|FILE.pth]
 
 ARCH is resnet18 or resnet34. Weights come from torch.manual_seed(0) (no
-pretrained weights are downloadable here), the model is in eval mode, and the
+pretrained weights are downloadable here), or with --weights from
+torchvision's ImageNet weights (imagenet: downloaded by torchvision, which
+needs the internet) or a state_dict file saved from the same architecture
+(FILE.pth): the body `ursa train --pretrained` fine-tunes; the model is in eval mode, and the
 export uses opset 13, input "input" [B,3,S,S], output "output" [B,classes],
 with a dynamic batch axis.
 
@@ -98,13 +102,20 @@ def main():
                     help="randomise BatchNorm weight/bias/running stats (non-trivial BN, no Identity nodes)")
     ap.add_argument("--size", type=int, default=224, help="input height=width of the example input (default 224)")
     ap.add_argument("--classes", type=int, default=1000, help="number of output classes (default 1000)")
+    ap.add_argument("--weights", default="",
+                    help="imagenet (torchvision's IMAGENET1K_V1, downloaded) or a state_dict .pth file")
     args = ap.parse_args()
 
     import torch
     import torchvision
 
     torch.manual_seed(0)
-    model = getattr(torchvision.models, args.arch)(weights=None, num_classes=args.classes)
+    if args.weights == "imagenet":
+        model = getattr(torchvision.models, args.arch)(weights="IMAGENET1K_V1")
+    else:
+        model = getattr(torchvision.models, args.arch)(weights=None, num_classes=args.classes)
+        if args.weights:
+            model.load_state_dict(torch.load(args.weights, map_location="cpu"))
     if args.random_bn:
         g = torch.Generator().manual_seed(1)
         with torch.no_grad():
