@@ -3,7 +3,8 @@
 # with, when any is missing. Needs root (or sudo) on Debian 12.
 #   ops/install-deps.sh          build + test dependencies (the Ceph packages are
 #                                the real S3 server of the tests, ops/s3-server.sh;
-#                                prometheus: the tests check /metrics with promtool)
+#                                prometheus: the tests check /metrics with promtool;
+#                                systemd: systemd-analyze verifies the units)
 set -euo pipefail
 
 PKGS=(
@@ -12,7 +13,7 @@ PKGS=(
   libcmocka-dev clang libclang-rt-14-dev libomp-dev libopenblas-dev zlib1g-dev
   libjpeg62-turbo-dev libpng-dev libgif-dev libwebp-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev
   redis-server redis-tools kcat curl bc imagemagick webp python3 dataset-fashion-mnist chromium wrk
-  radosgw ceph-mon ceph-osd ceph-common prometheus
+  radosgw ceph-mon ceph-osd ceph-common prometheus systemd
 )
 
 missing=()
