@@ -53,6 +53,7 @@ const overflow = (page) => page.evaluate(() => document.documentElement.scrollWi
     step = 'login';
     await page.goto(base + '#/datasets', {waitUntil: 'load'});
     await page.waitForSelector('#token', {timeout: 10000});
+    out.loginLabel = await page.$eval('label[for="token"]', e => e.textContent);
     await page.type('#token', 'not-the-token');
     await page.click('#login button');
     await page.waitForFunction(() => document.getElementById('loginerr').textContent.length > 0);
@@ -110,6 +111,7 @@ const overflow = (page) => page.evaluate(() => document.documentElement.scrollWi
     await page.goto(base + '#/dataset/' + encodeURIComponent(ds), {waitUntil: 'load'});
     await page.waitForSelector('main table', {timeout: 10000});
     out.datasetHasHostile = await page.$$eval('main td', (ts, h) => ts.some(t => t.textContent === h), hostile);
+    out.failures = await page.$$eval('#failures tbody tr', rs => rs.map(r => [...r.children].map(c => c.textContent)));
     out.overflow.dataset = await overflow(page);
     await page.goto(base + '#/models', {waitUntil: 'load'});
     await page.waitForSelector('main table a', {timeout: 10000});
@@ -125,6 +127,7 @@ const overflow = (page) => page.evaluate(() => document.documentElement.scrollWi
     await page.goto(base + train.href, {waitUntil: 'load'});
     await page.waitForSelector('#losscurve svg path', {timeout: 10000});
     out.lossPaths = await page.$$eval('#losscurve svg path', ps => ps.length);
+    out.jobText = await page.$eval('main', e => e.textContent);
     out.overflow.job = await overflow(page);
 
     // retrain with the cleaned data and watch it end

@@ -12,6 +12,8 @@ HOSTILE='<img src=x onerror="window.__xss=1">'
 BASE=$(head -1 "$FM/urls_bag.txt" | sed 's|/ds/.*|/ds|')
 # the bags under the hostile name, with a script in their URLs
 sed "s|\$|?\"<script>window.__xss=1</script>'|" "$FM/urls_bag.txt" >"$T/hostile.txt"
+# and three that fail, for the page's failures: two 404s and HTML sent as a JPEG
+printf '%s\n' "${BASE%/ds}/404?a" "${BASE%/ds}/404?b" "${BASE%/ds}/html/page.jpg" >>"$T/hostile.txt"
 rm "$FM/urls_bag.txt"
 stack_up
 grep -q "^console  *http://127.0.0.1:[0-9]*/ (log in with the token in $URSA_STATE_DIR/run/console.token)" "$T/up.log" ||
@@ -127,6 +129,13 @@ assert not p["xss"], "a hostile label or URL ran as HTML"
 assert not any(p["overflow"].values()), p["overflow"]
 assert p["unreliable"] and "suggestions are unreliable" in p["unreliable"], p["unreliable"]
 assert "after: 0." in p["beforeAfter"] or "after: 1." in p["beforeAfter"], p["beforeAfter"]
+# failures by reason: no duplicates, most first, and their total
+rows = [r[2:] for r in p["failures"]]
+assert rows[-1][0] == "total" and rows[:-1] and all(r[1] != "duplicate" for r in p["failures"]), p["failures"]
+ns = [int(r[1].replace(",", "")) for r in rows[:-1]]
+assert ns == sorted(ns, reverse=True) and sum(ns) == int(rows[-1][1].replace(",", "")) and sum(ns) >= 3, rows
+assert "console.token" in p["loginLabel"], p["loginLabel"]
+assert "null" not in p["jobText"], p["jobText"][:300]
 EOF
 # the page's decisions, in Redis: two relabels, a delete, and its undo
 "$URSA" edits --dataset fm >"$T/edits.out"

@@ -61,6 +61,8 @@ function table(head, rows) {
 }
 
 function link(href, text) { return el('a', {href}, text); }
+// a count with thousands separators (12,345), as every table shows them
+function num(x) { return x === '' || x === null || x === undefined ? '-' : Number(x).toLocaleString('en-US'); }
 function pct(x) { return x === '' || x === undefined ? '-' : (100 * Number(x)).toFixed(2) + '%'; }
 function fx(x, d) { return x === null || x === undefined ? '-' : Number(x).toFixed(d); }
 function when(ms) { return ms ? new Date(Number(ms)).toLocaleString() : '-'; }
@@ -84,7 +86,8 @@ function loginView(next) {
       location.hash = next && next !== '#/login' ? next : '#/datasets';
       route();
     } catch (x) { err.textContent = String(x); }
-  }}, el('label', {for: 'token'}, 'Token (console.token, or the file ursa up names)'), input,
+  }}, el('label', {for: 'token'}, 'Token: the one line of run/console.token in the state ' +
+         'directory (./.ursa/run/console.token by default; ursa up prints its path)'), input,
       el('button', {type: 'submit'}, 'Log in'), err);
   show(el('h1', {}, 'Log in'), form);
   input.focus();
@@ -98,8 +101,8 @@ async function datasetsView() {
     const done = d.verified + d.duplicate + d.rejected + d.failed;
     const bar = el('div', {class: 'bar', title: done + ' of ' + d.total + ' final'}, el('div', {}));
     bar.firstChild.style.width = (d.total ? 100 * done / d.total : 0) + '%';
-    return [link('#/dataset/' + encodeURIComponent(d.name), d.name), d.total, d.verified,
-            d.duplicate, d.rejected, d.failed, d.pending, d.edits, bar];
+    return [link('#/dataset/' + encodeURIComponent(d.name), d.name), num(d.total), num(d.verified),
+            num(d.duplicate), num(d.rejected), num(d.failed), num(d.pending), num(d.edits), bar];
   });
   show(el('h1', {}, 'Datasets'),
        rows.length ? table(['dataset', 'URLs', 'verified', 'duplicate', 'rejected', 'failed',
@@ -110,19 +113,25 @@ async function datasetsView() {
 
 async function datasetView(name) {
   const d = await api('/api/dataset?name=' + encodeURIComponent(name));
-  const labels = d.labels.map(l => [l.label, l.verified, l.edited, l.duplicate, l.rejected,
-                                    l.failed, l.pending]);
-  const reasons = d.reasons.map(r => [r.label, r.state, r.reason, r.n]);
+  const labels = d.labels.map(l => [l.label, num(l.verified), num(l.edited), num(l.duplicate),
+                                    num(l.rejected), num(l.failed), num(l.pending)]);
+  // failures only (a duplicate is a copy kept once, not a failure), most first, with a total
+  const failed = d.reasons.filter(r => r.state !== 'duplicate')
+    .sort((a, b) => Number(b.n) - Number(a.n) || String(a.reason).localeCompare(String(b.reason)));
+  const total = failed.reduce((t, r) => t + Number(r.n), 0);
+  const reasons = failed.map(r => [r.label, r.state, r.reason, num(r.n)]);
+  if (reasons.length) reasons.push(['', '', 'total', num(total)]);
   show(el('h1', {}, 'Dataset ', name),
-       el('p', {}, d.total + ' URLs; ' + d.edits + ' edits (' + d.deleted + ' deleted, ' +
-          d.relabelled + ' relabelled in force). ',
+       el('p', {}, num(d.total) + ' URLs; ' + num(d.edits) + ' edits (' + num(d.deleted) + ' deleted, ' +
+          num(d.relabelled) + ' relabelled in force). ',
           link('#/clean/' + encodeURIComponent(name), 'Open the cleaner'), ' · ',
           link('#/jobs?dataset=' + encodeURIComponent(name), 'Jobs'), ' · ',
           link('#/models?dataset=' + encodeURIComponent(name), 'Models')),
        el('h2', {}, 'By label and state'),
        table(['label', 'verified', 'as edited', 'duplicate', 'rejected', 'failed', 'pending'], labels),
        el('h2', {}, 'Failures by reason'),
-       reasons.length ? table(['label', 'state', 'reason', 'URLs'], reasons) : el('p', {}, 'None.'));
+       reasons.length ? el('div', {id: 'failures'}, table(['label', 'state', 'reason', 'URLs'], reasons))
+                      : el('p', {}, 'None.'));
   return 2000;
 }
 
