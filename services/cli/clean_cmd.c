@@ -475,12 +475,23 @@ static int list_suspects(const cfg *c, rstore *r, const char *ds) {
                 job, seen, v.seq);
     long limit = (long)cfg_int(c, "limit");
     const char *kinds = cfg_given(c, "kinds") ? cfg_str(c, "kinds") : "label,duplicate,outlier";
-    for (size_t i = 0; i < n; i++) { /* keep the ones to show, in order */
+    size_t of = 0, decided = 0, shown_max = 0;
+    for (size_t i = 0; i < n; i++) { /* keep the ones to show, in the audit's order */
         ds_image *d;
-        if (!kind_wanted(kinds, rows[i].kind) || !still_open(&v, &rows[i], seen, &d)) continue;
-        if (limit && (long)k >= limit) break;
+        if (!kind_wanted(kinds, rows[i].kind)) continue;
+        of++;
+        if (!still_open(&v, &rows[i], seen, &d)) {
+            decided++;
+            continue;
+        }
+        shown_max++;
+        if (limit && (long)k >= limit) continue;
         rows[k++] = rows[i];
     }
+    /* the console's cleaner counts the same suspects, in the same order */
+    fprintf(stderr, "ursa clean: audit %s: %zu suspects (%s), %zu decided since the audit and "
+                    "left out, %zu open%s\n", job, of, kinds, decided, shown_max,
+            k < shown_max ? " (--limit shows the first)" : "");
     if (!(bs = cli_blobs(c))) goto out;
     urls = calloc(k + 1, sizeof *urls);
     keys = calloc(k + 1, sizeof *keys);

@@ -552,6 +552,8 @@ void api_suspects(console *s, http_req *r, rstore *redis) {
         if (label[0] && strcmp(rows[i].given, label)) continue;
         rows[m++] = rows[i];
     }
+    size_t decided = 0; /* since the audit: what ursa clean leaves out of its list */
+    for (size_t i = 0; i < m; i++) decided += !audit_row_open(cur, ncur, &rows[i], a.edit_seq);
     size_t from = m, to = m; /* a page past the end (however far) is empty */
     if ((size_t)page <= m / (size_t)per) {
         from = (size_t)page * (size_t)per;
@@ -584,7 +586,8 @@ void api_suspects(console *s, http_req *r, rstore *redis) {
         char warn[320];
         fprintf(f, ",\"audit_unreliable\":%s,\"audit_warning\":", a.unreliable ? "true" : "false");
         J(f, audit_warning(&a, warn, sizeof warn));
-        fprintf(f, ",\"total\":%zu,\"page\":%ld,\"per\":%ld,\"classes\":[", m, page, per);
+        fprintf(f, ",\"total\":%zu,\"decided\":%zu,\"page\":%ld,\"per\":%ld,\"classes\":[", m,
+                decided, page, per);
         int first = 1;
         for (size_t i = 0; i < nk; i++) {
             if (!k[i].label[0] || k[i].reason[0]) continue;

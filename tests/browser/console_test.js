@@ -70,6 +70,7 @@ const overflow = (page) => page.evaluate(() => document.documentElement.scrollWi
     await page.goto(base + '#/clean/' + encodeURIComponent(ds) + '?kind=label', {waitUntil: 'load'});
     let cs = await cards(page);
     out.cardsShown = cs.length;
+    out.pageinfo = await page.$eval('#pageinfo', e => e.textContent);
     out.overflow.cleaner = await overflow(page);
     // an unreliable audit says so above its suggestions (the test marks it so)
     out.unreliable = await page.$eval('#unreliable', e => e.textContent).catch(() => null);

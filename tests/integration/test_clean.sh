@@ -60,6 +60,10 @@ grep -q "^audit of fm: [0-9]* label issues, [0-9]* near-duplicates" "$T/audit.ou
 
 "$URSA" clean --dataset fm >"$T/clean.tsv" 2>"$T/clean.err" || fail "clean: $(cat "$T/clean.err")"
 check_eq "TSV header" "$(head -1 "$T/clean.tsv")" "$(printf 'url\tblob\tgiven\tsuggestion\tscore\tkind\timage\tpartner')"
+# it says how many it lists, of how many, and how many were decided since
+OPEN=$(($(wc -l <"$T/clean.tsv") - 1))
+grep -q "^ursa clean: audit $A: $OPEN suspects (label,duplicate,outlier), 0 decided since the audit and left out, $OPEN open$" \
+    "$T/clean.err" || fail "clean's count: $(cat "$T/clean.err")"
 awk -F'\t' 'NR > 1 && (NF != 8 || $1 !~ /^http:/ || length($2) != 64 || length($7) != 32) {bad++} END {exit bad > 0}' "$T/clean.tsv" ||
     fail "malformed suspects: $(head -5 "$T/clean.tsv")"
 tail -n +2 "$T/clean.tsv" | cut -f5 | sort -s -gr -c || fail "suspects not sorted by score"
@@ -195,6 +199,15 @@ log "replays after the restart that changed nothing: $(grep -c 'event=edit .*app
 "$URSA" clean --dataset fm --accept-suggestions --min-score 0 --kinds label,duplicate,outlier \
     >"$T/accept2.out" 2>&1 || fail "accept again: $(cat "$T/accept2.out")"
 grep -q "no edit to make" "$T/accept2.out" || fail "accept again: $(cat "$T/accept2.out")"
+# the listing now leaves out what was decided, and says how many: the
+# console's cleaner counts the same (its total and "decided"); what stays
+# open is what accepting leaves alone (the kept copy of a duplicate pair)
+"$URSA" clean --dataset fm >"$T/after.tsv" 2>"$T/after.err" || fail "clean after: $(cat "$T/after.err")"
+OPEN2=$(($(wc -l <"$T/after.tsv") - 1))
+read -r TOTAL DEC < <(sed -n 's/^ursa clean: audit [0-9a-z]*: \([0-9]*\) suspects ([a-z,]*), \([0-9]*\) decided.*/\1 \2/p' "$T/after.err")
+grep -q "left out, $OPEN2 open$" "$T/after.err" || fail "clean's count after: $(cat "$T/after.err")"
+check_eq "decided plus open" "$((DEC + OPEN2))" "$TOTAL"
+[ "$DEC" -ge "$NA" ] || fail "only $DEC suspects decided after $NA edits: $(cat "$T/after.err")"
 
 # ---- status and the retrain see the dataset as edited ----
 "$URSA" status --dataset fm >"$T/status.out" || true

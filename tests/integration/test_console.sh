@@ -135,6 +135,8 @@ assert rows[-1][0] == "total" and rows[:-1] and all(r[1] != "duplicate" for r in
 ns = [int(r[1].replace(",", "")) for r in rows[:-1]]
 assert ns == sorted(ns, reverse=True) and sum(ns) == int(rows[-1][1].replace(",", "")) and sum(ns) >= 3, rows
 assert "console.token" in p["loginLabel"], p["loginLabel"]
+import re
+assert re.search(r"[0-9,]+ images, 0 decided since the audit$", p["pageinfo"]), p["pageinfo"]
 assert "null" not in p["jobText"], p["jobText"][:300]
 EOF
 # the page's decisions, in Redis: two relabels, a delete, and its undo

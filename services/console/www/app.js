@@ -380,7 +380,8 @@ async function cleanView(ds, q) {
     gallery,
     el('div', {class: 'pager'},
       el('button', {id: 'prev', disabled: page <= 0, onclick: () => go({page: page - 1})}, '‹ Previous'),
-      el('span', {id: 'pageinfo'}, 'page ' + (page + 1) + ' of ' + pages + ', ' + r.total + ' images'),
+      el('span', {id: 'pageinfo'}, 'page ' + (page + 1) + ' of ' + pages + ', ' + num(r.total) +
+         ' images, ' + num(r.decided || 0) + ' decided since the audit'),
       el('button', {id: 'next', disabled: page + 1 >= pages, onclick: () => go({page: page + 1})}, 'Next ›')));
   clean.focus = 0;
   render();
