@@ -7,6 +7,7 @@
  * what it reports is what the dataset now is. */
 #include "clean_cmd.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,7 @@ const cfg_def clean_defs[] = {
      "(label, duplicate, outlier)"},
     {"limit", CFG_INT, "0", 0, 1e9, "list at most N suspects (0: all)"},
     {"dry-run", CFG_BOOL, "false", 1, 0, "print the edits instead of sending them"},
+    {"output", CFG_STR, "text", 1, 0, "the listing as text (TSV) or json (-o json)"},
     {NULL, 0, NULL, 0, 0, NULL}};
 const cfg_def edit_defs[] = {EDIT_DEFS, {NULL, 0, NULL, 0, 0, NULL}};
 const cfg_def edits_defs[] = {
@@ -467,6 +469,8 @@ static int list_suspects(const cfg *c, rstore *r, const char *ds) {
     const char **keys = NULL;
     blob_store *bs = NULL;
     size_t k = 0;
+    int json = cli_json(c, "clean");
+    if (json < 0) return 2;
     if (audit_read(c, r, ds, &rows, &n, &seen, job, sizeof job) || view_read(r, ds, "clean", &v))
         goto out;
     if (v.seq > seen)
@@ -507,14 +511,32 @@ static int list_suspects(const cfg *c, rstore *r, const char *ds) {
         fprintf(stderr, "ursa clean: cannot read the URL lists\n");
         goto out;
     }
-    printf("url\tblob\tgiven\tsuggestion\tscore\tkind\timage\tpartner\n");
-    for (size_t i = 0; i < k; i++) {
-        const li_row *w = &rows[i];
-        char sc[24];
-        snprintf(sc, sizeof sc, "%.4f", w->score);
-        const char *row[] = {urls[i] ? urls[i] : "-", w->jpeg, w->given, w->suggested, sc,
-                             w->kind, w->image, w->partner[0] ? w->partner : "-"};
-        util_tsv_row(stdout, row, 8);
+    if (json) {
+        printf("{\"audit\": \"%s\", \"suspects\": %zu, \"decided\": %zu, \"open\": %zu, "
+               "\"items\": [", job, of, decided, shown_max);
+        for (size_t i = 0; i < k; i++) {
+            const li_row *w = &rows[i];
+            const char *kv[] = {"url", urls[i] ? urls[i] : "", "blob", w->jpeg, "given", w->given,
+                                "suggestion", w->suggested, "kind", w->kind, "image", w->image,
+                                "partner", w->partner};
+            printf("%s{", i ? ", " : "");
+            for (size_t j = 0; j < sizeof kv / sizeof *kv; j += 2) {
+                printf("%s\"%s\": ", j ? ", " : "", kv[j]);
+                util_json_str(stdout, kv[j + 1]);
+            }
+            printf(", \"score\": %.4f}", isfinite(w->score) ? w->score : 0.0);
+        }
+        printf("]}\n");
+    } else {
+        printf("url\tblob\tgiven\tsuggestion\tscore\tkind\timage\tpartner\n");
+        for (size_t i = 0; i < k; i++) {
+            const li_row *w = &rows[i];
+            char sc[24];
+            snprintf(sc, sizeof sc, "%.4f", w->score);
+            const char *row[] = {urls[i] ? urls[i] : "-", w->jpeg, w->given, w->suggested, sc,
+                                 w->kind, w->image, w->partner[0] ? w->partner : "-"};
+            util_tsv_row(stdout, row, 8);
+        }
     }
     rc = 0;
 out:
@@ -536,6 +558,8 @@ static int accept_suggestions(const cfg *c, rstore *r, const char *ds) {
     memset(&v, 0, sizeof v);
     edit_list l = {0};
     int rc = 1;
+    int json = cli_json(c, "clean");
+    if (json < 0) return 2;
     if (audit_read(c, r, ds, &rows, &n, &seen, job, sizeof job) || view_read(r, ds, "clean", &v))
         goto out;
     double min = cfg_double(c, "min-score"), del = cfg_double(c, "delete-score");

@@ -64,6 +64,14 @@ check_eq "TSV header" "$(head -1 "$T/clean.tsv")" "$(printf 'url\tblob\tgiven\ts
 OPEN=$(($(wc -l <"$T/clean.tsv") - 1))
 grep -q "^ursa clean: audit $A: $OPEN suspects (label,duplicate,outlier), 0 decided since the audit and left out, $OPEN open$" \
     "$T/clean.err" || fail "clean's count: $(cat "$T/clean.err")"
+"$URSA" clean --dataset fm -o json >"$T/clean.json" 2>/dev/null || fail "clean -o json"
+python3 - "$T/clean.json" "$T/clean.tsv" <<'EOF' || fail "clean -o json: $(head -c 400 "$T/clean.json")"
+import json, sys
+j = json.load(open(sys.argv[1]))
+tsv = [l.rstrip("\n").split("\t") for l in open(sys.argv[2])][1:]
+assert j["open"] == len(tsv) == len(j["items"]) and j["decided"] == 0, (j["open"], len(tsv))
+assert [i["image"] for i in j["items"]] == [r[6] for r in tsv]  # the same, in the same order
+EOF
 awk -F'\t' 'NR > 1 && (NF != 8 || $1 !~ /^http:/ || length($2) != 64 || length($7) != 32) {bad++} END {exit bad > 0}' "$T/clean.tsv" ||
     fail "malformed suspects: $(head -5 "$T/clean.tsv")"
 tail -n +2 "$T/clean.tsv" | cut -f5 | sort -s -gr -c || fail "suspects not sorted by score"
