@@ -171,6 +171,48 @@ static ursa_err cancel_unowned(rstore *r, const char *id, const char *holder, co
     return e;
 }
 
+ursa_err job_delete(rstore *r, const char *id, job_state *state) {
+    static const char script[] =
+        "local s = redis.call('HGET', KEYS[1], 'state') "
+        "if not s then return '' end "
+        "if s == 'queued' or s == 'running' then return s end "
+        "redis.call('DEL', KEYS[1]) return 'deleted'";
+    redisReply *rep = NULL;
+    ursa_err e = rstore_cmd(r, &rep, "EXISTS ursa:job:%s", id);
+    if (e) return e;
+    int exists = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+    freeReplyObject(rep);
+    if (!exists) return URSA_ERR_NOT_FOUND;
+    /* the tombstone first: a replay between the two cannot make it again */
+    if ((e = rstore_cmd(r, NULL, "SET ursa:job:%s:deleted 1 EX 604800", id))) return e;
+    char key[80], now[24];
+    key_now(id, key, now);
+    if ((e = eval(r, &rep, script, key, NULL, 0))) return e;
+    const char *got = rep->type == REDIS_REPLY_STRING ? rep->str : "";
+    int st = strcmp(got, "deleted") ? job_state_parse(got) : -2;
+    freeReplyObject(rep);
+    if (st >= 0) { /* queued or running: kept, and so is it in the lists */
+        *state = (job_state)st;
+        rstore_cmd(r, NULL, "DEL ursa:job:%s:deleted", id);
+        return URSA_ERR_INVALID;
+    }
+    if (st == -1) return URSA_ERR_NOT_FOUND; /* gone meanwhile */
+    /* the rest lives under other keys (other slots of a cluster): each is
+     * idempotent, and readers skip an id whose fields are gone */
+    rstore_cmd(r, NULL, "DEL ursa:job:%s:rows", id);
+    rstore_cmd(r, NULL, "DEL ursa:job:%s:lease", id);
+    rstore_cmd(r, NULL, "ZREM " JOBS_ACTIVE " %s", id);
+    return rstore_cmd(r, NULL, "ZREM ursa:jobs %s", id);
+}
+
+int job_is_deleted(rstore *r, const char *id) {
+    redisReply *rep = NULL;
+    if (rstore_cmd(r, &rep, "EXISTS ursa:job:%s:deleted", id)) return 0;
+    int d = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+    freeReplyObject(rep);
+    return d;
+}
+
 ursa_err job_cancel(rstore *r, const char *id, job_state *state, int *ended) {
     static const char script[] =
         "local s = redis.call('HGET', KEYS[1], 'state') "

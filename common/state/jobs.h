@@ -127,6 +127,15 @@ ursa_err job_del_field(rstore *r, const char *id, const char *field);
 ursa_err job_incr(rstore *r, const char *id, const char *field);
 /* HSETNX: sets field unless it is set (started_ms). */
 ursa_err job_set_once(rstore *r, const char *id, const char *field, const char *value);
+/* Deletes an ended job: its fields, epoch rows and lease, and its place
+ * in the lists. A job queued or running is refused (URSA_ERR_INVALID,
+ * *state says which: cancel it first); an unknown one is
+ * URSA_ERR_NOT_FOUND. A tombstone (ursa:job:<id>:deleted, a week: Kafka's
+ * retention) keeps a replay of its message from making it again
+ * (job_is_deleted). Its blobs stay until they are collected. */
+ursa_err job_delete(rstore *r, const char *id, job_state *state);
+/* 1 if the job was deleted within the week, else 0 (and on an error). */
+int job_is_deleted(rstore *r, const char *id);
 /* Every job id, oldest first (an array reply). */
 ursa_err job_list(rstore *r, redisReply **ids);
 /* The ids of the jobs not final (queued, running), oldest first; a job

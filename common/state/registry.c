@@ -66,3 +66,22 @@ ursa_err registry_onnx(rstore *r, const char *id, redisReply **rep) {
     }
     return URSA_OK;
 }
+
+ursa_err registry_delete(rstore *r, const char *id) {
+    char key[200];
+    model_key(key, sizeof key, id);
+    redisReply *rep = NULL;
+    ursa_err e = rstore_cmd(r, &rep, "HGET %s dataset", key);
+    if (e) return e;
+    char ds[160] = "";
+    if (rep->type == REDIS_REPLY_STRING) snprintf(ds, sizeof ds, "%s", rep->str);
+    int known = rep->type == REDIS_REPLY_STRING;
+    freeReplyObject(rep);
+    /* the lists first: a reader never meets a listed model without fields
+     * for long, and each step can be done again */
+    if (*ds && (e = rstore_cmd(r, NULL, "ZREM ursa:ds:%s:models %s", ds, id))) return e;
+    if ((e = rstore_cmd(r, NULL, "ZREM ursa:models %s", id))) return e;
+    if ((e = rstore_cmd(r, NULL, "DEL %s:onnx", key))) return e;
+    if ((e = rstore_cmd(r, NULL, "DEL %s", key))) return e;
+    return known ? URSA_OK : URSA_ERR_NOT_FOUND;
+}

@@ -42,5 +42,10 @@ ursa_err registry_get(rstore *r, const char *id, redisReply **rep);
 
 /* The cached ONNX copy (a string reply), URSA_ERR_NOT_FOUND without one. */
 ursa_err registry_onnx(rstore *r, const char *id, redisReply **rep);
+/* Deletes a model from the registry: its fields, its cached ONNX and its
+ * place in the lists (ursa:models, its dataset's). URSA_ERR_NOT_FOUND for
+ * an unknown model. Its blob stays until it is collected; a server
+ * already serving it goes on until it loads another. */
+ursa_err registry_delete(rstore *r, const char *id);
 
 #endif

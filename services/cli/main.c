@@ -231,18 +231,25 @@ static const command commands[] = {
      edits_defs, 0, 0},
     {"jobs", jobs_cmd,
      "usage: ursa jobs [--dataset NAME] [--limit N]\n"
-     "Lists the newest training and lr_find jobs with their state and progress.\n\n",
-     jobs_defs, 0, 0},
+     "       ursa jobs delete JOB\n"
+     "Lists the newest training and lr_find jobs with their state and progress;\n"
+     "delete forgets an ended job (as ursa job delete).\n\n",
+     jobs_defs, 1, 0},
     {"job", job_cmd,
      "usage: ursa job JOB\n"
      "       ursa job cancel JOB\n"
+     "       ursa job delete JOB\n"
      "Shows a job: its state, settings, data, the epoch table so far and its result or\n"
-     "error. cancel stops it: at once when queued, within seconds when running.\n\n",
+     "error. cancel stops it: at once when queued, within seconds when running. delete\n"
+     "forgets an ended job (a queued or running one must be cancelled first); a replay\n"
+     "of its message does not make it again. Its model stays (ursa models delete).\n\n",
      job_defs, 1, 0},
     {"models", models_cmd,
      "usage: ursa models [--dataset NAME]\n"
-     "Lists the published models, newest first, with their validation metrics.\n\n",
-     models_defs, 0, 0},
+     "       ursa models delete MODEL\n"
+     "Lists the published models, newest first, with their validation metrics; delete\n"
+     "takes one out of the registry (a server serving it goes on until it loads another).\n\n",
+     models_defs, 1, 0},
     {"export", export_model_cmd,
      "usage: ursa export MODEL OUT.onnx\n"
      "Writes a published model's ONNX file (class names, input size and normalisation\n"

@@ -76,8 +76,33 @@ static rstore *open_model(const cfg *c, const char *cmd, const char *id, model_i
 }
 
 int models_cmd(const cfg *c, int argc, char **argv) {
-    (void)argc;
-    (void)argv;
+    if (argc == 2 && !strcmp(argv[0], "delete")) {
+        const char *id = argv[1];
+        if (!*id || strlen(id) > 120 || strchr(id, ' ')) {
+            fprintf(stderr, "ursa models delete: \"%s\" is not a model id (see ursa models)\n", id);
+            return 2;
+        }
+        rstore *r = cli_redis(c);
+        if (!r) return 1;
+        ursa_err e = registry_delete(r, id);
+        int rc = 0;
+        if (e == URSA_ERR_NOT_FOUND) {
+            fprintf(stderr, "ursa models delete: no model %s (see ursa models)\n", id);
+            rc = 1;
+        } else if (e) {
+            fprintf(stderr, "ursa models delete: %s\n", rstore_last_error(r));
+            rc = 1;
+        } else {
+            printf("model %s deleted from the registry (a server serving it goes on until it "
+                   "loads another)\n", id);
+        }
+        rstore_destroy(r);
+        return rc;
+    }
+    if (argc) {
+        fprintf(stderr, "usage: ursa models [--dataset NAME] | ursa models delete MODEL\n");
+        return 2;
+    }
     const char *ds = cfg_str(c, "dataset");
     int json = cli_json(c, "models");
     if (json < 0) return 2;

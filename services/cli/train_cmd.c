@@ -733,6 +733,8 @@ static void progress_text(const jobinfo *j, char *out, size_t n) {
         snprintf(out, n, "-");
 }
 
+static int job_delete_cmd(const cfg *c, const char *id);
+
 /* One job as a JSON object's members (no braces). */
 static void job_json(FILE *f, const char *id, const jobinfo *j) {
     const char *kv[] = {"job", id, "kind", j->kind, "dataset", j->dataset, "arch", j->arch,
@@ -753,8 +755,11 @@ static void job_json(FILE *f, const char *id, const jobinfo *j) {
 }
 
 int jobs_cmd(const cfg *c, int argc, char **argv) {
-    (void)argc;
-    (void)argv;
+    if (argc == 2 && !strcmp(argv[0], "delete")) return job_delete_cmd(c, argv[1]);
+    if (argc) {
+        fprintf(stderr, "usage: ursa jobs [--dataset NAME] | ursa jobs delete JOB\n");
+        return 2;
+    }
     const char *want = cfg_str(c, "dataset");
     long limit = (long)cfg_int(c, "limit");
     int json = cli_json(c, "jobs");
@@ -882,10 +887,39 @@ static int job_show(rstore *r, const char *id, int json) {
     return 0;
 }
 
+/* ursa job delete JOB, ursa jobs delete JOB */
+static int job_delete_cmd(const cfg *c, const char *id) {
+    if (!job_id_valid(id)) {
+        fprintf(stderr, "ursa job delete: \"%s\" is not a job id (see ursa jobs)\n", id);
+        return 2;
+    }
+    rstore *r = cli_redis(c);
+    if (!r) return 1;
+    job_state st;
+    ursa_err e = job_delete(r, id, &st);
+    int rc = 0;
+    if (e == URSA_ERR_NOT_FOUND) {
+        fprintf(stderr, "ursa job delete: no job %s (see ursa jobs)\n", id);
+        rc = 1;
+    } else if (e == URSA_ERR_INVALID) {
+        fprintf(stderr, "ursa job delete: job %s is %s: cancel it first (ursa job cancel %s)\n",
+                id, job_state_name(st), id);
+        rc = 1;
+    } else if (e) {
+        fprintf(stderr, "ursa job delete: %s\n", rstore_last_error(r));
+        rc = 1;
+    } else {
+        printf("job %s deleted (its model, if it published one, stays: ursa models delete)\n", id);
+    }
+    rstore_destroy(r);
+    return rc;
+}
+
 int job_cmd(const cfg *c, int argc, char **argv) {
+    if (argc == 2 && !strcmp(argv[0], "delete")) return job_delete_cmd(c, argv[1]);
     int cancel = argc == 2 && !strcmp(argv[0], "cancel");
     if (!(argc == 1 || cancel)) {
-        fprintf(stderr, "usage: ursa job JOB | ursa job cancel JOB\n");
+        fprintf(stderr, "usage: ursa job JOB | ursa job cancel JOB | ursa job delete JOB\n");
         return 2;
     }
     const char *id = argv[argc - 1];

@@ -162,6 +162,11 @@ static ursa_err handle(void *opaque, const kq_msg *m, kq_job *job, char *reason,
     const char *id = j->header->job_id;
     job_state st;
     err = job_get_state(t->sc.r, id, &st);
+    if (err == URSA_ERR_NOT_FOUND && job_is_deleted(t->sc.r, id)) { /* a replay of a deleted job */
+        ULOG_INFO("event=job_deleted_replay job=%s note=\"deleted by its user; not made again\"", id);
+        ursa__train_job__free_unpacked(j, NULL);
+        return URSA_OK;
+    }
     if (err == URSA_ERR_NOT_FOUND) { /* produced by something else than the CLI */
         err = job_create(t->sc.r, id, j->kind, j->dataset, j->arch, m->value, m->len, NULL);
         st = JOB_QUEUED;

@@ -94,6 +94,8 @@ grep -q "stage 2 of 2: 1 epoch, unfrozen, max_lr slice(0.0001, 0.001)" "$T/ft.ou
 L=$(python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); assert j["state"] == "queued"; print(j["job"])' "$T/long.json") ||
     fail "train --no-wait -o json: $(cat "$T/long.json")"
 wait_for 120 "the long job to run" bash -c "[ \"\$(redis-cli -p $REDIS_PORT HGET ursa:job:$L state)\" = running ]"
+"$URSA" job delete "$L" >"$T/del-running.out" 2>&1 && fail "a running job was deleted"
+grep -q "job $L is running: cancel it first" "$T/del-running.out" || fail "delete running: $(cat "$T/del-running.out")"
 "$URSA" job cancel "$L" >"$T/cancel.out" || fail "cancel"
 grep -q "cancel requested" "$T/cancel.out" || fail "cancel: $(cat "$T/cancel.out")"
 wait_for 60 "the job to be cancelled" bash -c "[ \"\$(redis-cli -p $REDIS_PORT HGET ursa:job:$L state)\" = cancelled ]"
@@ -101,6 +103,19 @@ wait_for 60 "the job to be cancelled" bash -c "[ \"\$(redis-cli -p $REDIS_PORT H
 grep -q "state: cancelled" "$T/job.out" || fail "ursa job: $(cat "$T/job.out")"
 "$URSA" jobs >"$T/jobs.out"
 grep -Eq "^$L +train +fm +small +cancelled" "$T/jobs.out" || fail "jobs: $(cat "$T/jobs.out")"
+
+# delete: the ended job is gone from every list, and a replay of its
+# message (a trainer restarted before committing it) does not make it again
+"$URSA" jobs delete "$L" >"$T/del.out" 2>&1 || fail "jobs delete: $(cat "$T/del.out")"
+"$URSA" job "$L" >"$T/gone.out" 2>&1 && fail "a deleted job is still shown"
+grep -q "no job $L" "$T/gone.out" || fail "deleted job: $(cat "$T/gone.out")"
+"$URSA" jobs --limit 1000 | grep -q "^$L " && fail "a deleted job is still listed"
+check_eq "the deleted job's keys" "$(rcli --scan --pattern "ursa:job:$L*" | sort | tr '\n' ' ')" "ursa:job:$L:deleted "
+read -r JP JO < <(kcat -b "$BOOTSTRAP" -C -t ursa.train.jobs -e -q -f '%k %p %o\n' | awk -v k="$L" '$1 == k {print $2, $3; exit}')
+kcat -b "$BOOTSTRAP" -C -t ursa.train.jobs -p "$JP" -o "$JO" -c 1 -e -q -f '%s' >"$T/job-msg.bin"
+kcat -b "$BOOTSTRAP" -P -t ursa.train.jobs -p "$JP" -k "$L" "$T/job-msg.bin"
+wait_for 30 "the replay to be dropped" grep -q "event=job_deleted_replay job=$L" "$URSA_STATE_DIR/log/trainer.log"
+check_eq "the deleted job after the replay" "$(rcli EXISTS "ursa:job:$L" | tr -d '\n')" 0
 
 # bad jobs fail at once, with their reason in the job's state
 bad() { # EXPECTED-REASON ARGS...
@@ -132,4 +147,11 @@ head -6 "$FM/urls_bag.txt" >"$T/bag.txt"
 bad 'has no validation image' --dataset tiny2 --arch small --size 28 --valid-pct 0.01
 "$URSA" train --dataset fm --arch small --stage 2:0 >"$T/usage.out" 2>&1 && fail "a zero LR was accepted"
 grep -q 'bad stage "2:0"' "$T/usage.out" || fail "bad stage: $(cat "$T/usage.out")"
+# models delete: out of the registry and its lists
+"$URSA" models delete "$M" >"$T/mdel.out" 2>&1 || fail "models delete: $(cat "$T/mdel.out")"
+"$URSA" models --dataset fm -o json | python3 -c 'import json, sys; m = [x["model"] for x in json.load(sys.stdin)["models"]]; sys.exit(sys.argv[1] in m)' "$M" ||
+    fail "a deleted model is still listed"
+"$URSA" export "$M" "$T/gone.onnx" >/dev/null 2>&1 && fail "a deleted model was exported"
+"$URSA" models delete "$M" >"$T/mdel2.out" 2>&1 && fail "a model deleted twice"
+grep -q "no model $M" "$T/mdel2.out" || fail "models delete again: $(cat "$T/mdel2.out")"
 echo "test_trainer: ok"
