@@ -3,7 +3,7 @@
  * ursa.models.published, GET /v1/models and the admin calls; see server.h.
  *
  * One load at a time (load_mu). The handlers that touch Redis or load a
- * model run on the slow pool, never on an HTTP event thread. */
+ * model run on the admin pool, never on an HTTP event thread. */
 #include <errno.h>
 #include <libgen.h>
 #include <stdio.h>

@@ -46,7 +46,7 @@ const http_route inference_routes[] = {
     {"/app.css", "GET,HEAD", h_page, "page", 0},
     {NULL, NULL, NULL, NULL, 0}};
 
-/* ---- the slow pool ------------------------------------------------------------- */
+/* ---- the admin pool ------------------------------------------------------------ */
 
 typedef struct {
     server *s;

@@ -174,7 +174,7 @@ int multipart_file(const char *ctype, const char *body, size_t len, const char *
 /* ---- routes.c ---- */
 extern const http_route inference_routes[];
 extern const char inference_csp[]; /* the page's Content-Security-Policy */
-/* From a handler: defers r and runs fn(s, r) on the slow pool, which
+/* From a handler: defers r and runs fn(s, r) on the admin pool, which
  * answers it; 503 at once when the pool is full. */
 int defer_admin(server *s, http_req *r, void (*fn)(server *s, http_req *r));
 
