@@ -6,7 +6,7 @@
 #
 # Fills one dataset of N URLs through common/state/dataset (bench-state: 88%
 # verified, 3% duplicates, 1% label conflicts, 5% failed, 3% queued), then
-# times `ursa status`, `ursa status --failed` and `ursa retry --pending`
+# times `ursa status` (text and -o json), `ursa status --failed` and `ursa retry --pending`
 # over it on the embedded stack (its daemons stopped, so nothing competes).
 # Targets (issue 17): 150 bytes of Redis a URL or less; 100,000 URLs/s for
 # status --failed and retry --pending. The layout before it: 761 bytes a URL.
@@ -49,6 +49,7 @@ timed() { # NAME COMMAND...: runs it, prints NAME seconds URLs/s
 }
 echo "== whole-dataset commands over $N URLs"
 timed status "$BIN/ursa" status --dataset bench
+timed status-json "$BIN/ursa" status --dataset bench -o json
 timed status-failed "$BIN/ursa" status --dataset bench --failed
 timed retry-pending "$BIN/ursa" retry --dataset bench --pending
 echo "status --failed listed $(($(wc -l <"$W/status-failed.out") - 1)) URLs; $(cat "$W/retry-pending.out")"

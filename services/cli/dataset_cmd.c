@@ -554,9 +554,43 @@ static void edited_counts(rstore *r, const char *ds, const ds_counts *k) {
     free(cur);
 }
 
+/* ursa status --dataset NAME -o json: the counts by label and the reasons */
+static void status_json(const char *ds, const ds_counts *k) {
+    printf("{\"dataset\": ");
+    util_json_str(stdout, ds);
+    printf(", \"total\": %lld, \"final\": %lld, \"pending\": %lld, \"labels\": [", k->total,
+           finals(k), k->n[DS_QUEUED] + k->n[DS_DOWNLOADED]);
+    for (size_t i = 0; i < k->nlabels; i++) {
+        const label_count *l = &k->labels[i];
+        printf("%s{\"label\": ", i ? ", " : "");
+        util_json_str(stdout, l->label);
+        printf(", \"verified\": %lld, \"duplicate\": %lld, \"rejected\": %lld, \"failed\": %lld, "
+               "\"pending\": %lld}", l->n[DS_VERIFIED], l->n[DS_DUPLICATE], l->n[DS_REJECTED],
+               l->n[DS_FAILED], l->n[DS_QUEUED] + l->n[DS_DOWNLOADED]);
+    }
+    printf("], \"reasons\": [");
+    for (size_t i = 0; i < k->nreasons; i++) {
+        const char *kv[] = {"label", k->reasons[i].label, "state", k->reasons[i].state,
+                            "reason", k->reasons[i].reason};
+        printf("%s{", i ? ", " : "");
+        for (int j = 0; j < 6; j += 2) {
+            printf("%s\"%s\": ", j ? ", " : "", kv[j]);
+            util_json_str(stdout, kv[j + 1]);
+        }
+        printf(", \"n\": %lld}", k->reasons[i].n);
+    }
+    printf("]}\n");
+}
+
 int dataset_status(const cfg *c) {
     const char *ds = cli_dataset(c, "status");
     if (!ds) return 2;
+    int json = !strcmp(cfg_str(c, "output"), "json");
+    if (json && (cfg_bool(c, "failed") || cfg_bool(c, "counts"))) {
+        fprintf(stderr, "ursa status: -o json gives the counts and reasons; --failed and "
+                        "--counts are text\n");
+        return 2;
+    }
     rstore *r = cli_redis(c);
     if (!r) return 1;
     ds_counts k;
@@ -569,6 +603,8 @@ int dataset_status(const cfg *c) {
     if (!k.total) {
         fprintf(stderr, "ursa status: no dataset \"%s\"\n", ds);
         rc = 1;
+    } else if (json) {
+        status_json(ds, &k);
     } else if (cfg_bool(c, "failed")) {
         blob_store *bs = cli_blobs(c);
         rc = bs ? list_failed(r, bs, ds) : 1;

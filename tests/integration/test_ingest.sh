@@ -103,6 +103,15 @@ check_eq "grizzly verified" "$(count_of bears 'grizzly|verified')" 2
 "$URSA" status --dataset bears >"$T/status.out"
 grep -Eq '^black +5 +1 +3 +10 +0$' "$T/status.out" || fail "status table: $(cat "$T/status.out")"
 grep -Eq 'black +failed +http_404 +1' "$T/status.out" || fail "status reasons: $(cat "$T/status.out")"
+"$URSA" status --dataset bears -o json >"$T/status.json" || fail "status -o json"
+python3 - "$T/status.json" <<'EOF' || fail "status -o json: $(cat "$T/status.json")"
+import json, sys
+s = json.load(open(sys.argv[1]))
+black = [l for l in s["labels"] if l["label"] == "black"][0]
+assert (black["verified"], black["duplicate"], black["rejected"], black["failed"], black["pending"]) == (5, 1, 3, 10, 0), black
+assert {"label": "black", "state": "failed", "reason": "http_404", "n": 1} in s["reasons"], s["reasons"]
+assert s["total"] == s["final"] + s["pending"], s
+EOF
 check_eq "manifest size" "$(state_sum bears verified)" 11
 
 # the verified images on the topic, readable by a standard client
