@@ -29,6 +29,8 @@ for d in crawler verifier trainer inference; do
 done
 REDIS_URL=$("$BIN/ursa" env | sed -n 's/^URSA_REDIS_URL=//p')
 PORT=${REDIS_URL##*:}
+# ursa up sets a password on its Redis; redis-cli takes it from here
+[ -f "$W/state/redis.password" ] && export REDISCLI_AUTH="$(cat "$W/state/redis.password")"
 
 echo "== CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, avx512f: $(grep -c avx512f /proc/cpuinfo || true)"
 echo "== filling dataset 'bench' with $N URLs"
