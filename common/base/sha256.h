@@ -1,15 +1,16 @@
 /* sha256.h: SHA-256 (FIPS 180-4), the content address of every blob:
- * OpenSSL's, behind ursa's own small interface. Every sha256_init must be
- * matched by a sha256_final, which frees the context. */
+ * OpenSSL's, behind ursa's own small interface. Nothing here fails or
+ * allocates. */
 #ifndef URSA_SHA256_H
 #define URSA_SHA256_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct evp_md_ctx_st EVP_MD_CTX;
+#include <openssl/sha.h>
+
 typedef struct {
-    EVP_MD_CTX *md;
+    SHA256_CTX s;
 } sha256_ctx;
 
 void sha256_init(sha256_ctx *c);
