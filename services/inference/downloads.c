@@ -24,7 +24,6 @@ typedef struct dl_item {
 
 struct downloads {
     fetch_ctx *fc;
-    size_t max_body;
     int max;
     pthread_t th;
     int started;
@@ -122,7 +121,6 @@ downloads *downloads_new(const fetch_opts *fo, size_t max_body, int max, char *e
     o.max_bytes = max_body;
     if (o.max_total > max) o.max_total = max;
     d->max = max;
-    d->max_body = max_body;
     pthread_mutex_init(&d->mu, NULL);
     if (!(d->fc = fetch_new(&o, err, n))) {
         downloads_free(d);
