@@ -138,14 +138,16 @@ static void tta_view(const float *x, int c, int h, int w, int dx, int dy, int mi
         }
 }
 
-void nn_tta_expand(const float *x, int c, int h, int w, unsigned mode, float *out) {
-    int d = h / 28 > 1 ? h / 28 : 1;
+void nn_tta_view(const float *x, int c, int h, int w, unsigned mode, int v, float *out) {
+    int d = h / 28 > 1 ? h / 28 : 1, ns = mode & NN_TTA_SHIFT ? 5 : 1;
     const int sh[5][2] = {{0, 0}, {d, 0}, {-d, 0}, {0, d}, {0, -d}};
-    int ns = mode & NN_TTA_SHIFT ? 5 : 1, nm = mode & NN_TTA_FLIP ? 2 : 1, v = 0;
+    tta_view(x, c, h, w, sh[v % ns][0], sh[v % ns][1], v >= ns, out);
+}
+
+void nn_tta_expand(const float *x, int c, int h, int w, unsigned mode, float *out) {
     size_t per = (size_t)c * h * w;
-    for (int m = 0; m < nm; m++)
-        for (int s = 0; s < ns; s++, v++)
-            tta_view(x, c, h, w, sh[s][0], sh[s][1], m, out + per * (size_t)v);
+    for (int v = 0, k = nn_tta_views(mode); v < k; v++)
+        nn_tta_view(x, c, h, w, mode, v, out + per * (size_t)v);
 }
 
 void nn_tta_mean(float *p, int n, int k, int c) {

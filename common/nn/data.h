@@ -58,6 +58,8 @@ int nn_tta_views(unsigned mode);
 /* The views of one preprocessed image x (c x h x w) into out, one after
  * the other (the first is x itself). */
 void nn_tta_expand(const float *x, int c, int h, int w, unsigned mode, float *out);
+/* View v (0 .. nn_tta_views(mode) - 1, in nn_tta_expand's order) of x. */
+void nn_tta_view(const float *x, int c, int h, int w, unsigned mode, int v, float *out);
 /* p holds n x k rows of c probabilities (k views an image, in order): their
  * means, n rows, are written to the start of p. */
 void nn_tta_mean(float *p, int n, int k, int c);

@@ -30,10 +30,81 @@ ursa_err nn_learner_init(nn_learner *L, nn_model *m, nn_loader *train, nn_loader
     return e;
 }
 
+static void ema_free(nn_learner *L) {
+    for (int i = 0; L->ema_w && i < L->m->nparam; i++) free(L->ema_w[i]);
+    free(L->ema_w);
+    L->ema_w = NULL;
+    L->ema_n = 0;
+}
+
+/* The average moves towards the weights after each step, at a decay that
+ * grows to L->ema over the first steps (TensorFlow's num_updates), so the
+ * random start is soon forgotten. */
+static ursa_err ema_update(nn_learner *L) {
+    nn_model *m = L->m;
+    if (!L->ema_w) {
+        L->ema_w = calloc((size_t)m->nparam, sizeof(float *));
+        if (!L->ema_w) return URSA_ERR_NOMEM;
+        for (int i = 0; i < m->nparam; i++) {
+            L->ema_w[i] = malloc(sizeof(float) * m->param[i].n);
+            if (!L->ema_w[i]) {
+                ema_free(L);
+                return URSA_ERR_NOMEM;
+            }
+            memcpy(L->ema_w[i], m->param[i].w, sizeof(float) * m->param[i].n);
+        }
+    }
+    L->ema_n++;
+    float d = (1.0f + L->ema_n) / (10.0f + L->ema_n);
+    if (d > L->ema) d = L->ema;
+    for (int i = 0; i < m->nparam; i++) {
+        float *a = L->ema_w[i];
+        const float *w = m->param[i].w;
+        for (size_t j = 0; j < m->param[i].n; j++) a[j] = d * a[j] + (1 - d) * w[j];
+    }
+    return URSA_OK;
+}
+
+/* Exchanges the model's weights with their average. */
+static void ema_swap(nn_learner *L) {
+    nn_model *m = L->m;
+    if (!L->ema_w) return;
+    for (int i = 0; i < m->nparam; i++) {
+        float *a = L->ema_w[i], *w = m->param[i].w;
+        for (size_t j = 0; j < m->param[i].n; j++) {
+            float t = a[j];
+            a[j] = w[j];
+            w[j] = t;
+        }
+    }
+    m->wver++;
+}
+
 void nn_learner_free(nn_learner *L) {
+    if (L->m) ema_free(L);
+    free(L->tta_x);
+    L->tta_x = NULL;
     nn_exec_free(L->tr);
     nn_exec_free(L->ev);
     L->tr = L->ev = NULL;
+}
+
+/* The views' mean probabilities of a batch x of n images into p (n x c):
+ * each view of every image goes through the model as a batch of n. */
+static ursa_err tta_probs(nn_learner *L, const float *x, int n, int c, float *p) {
+    int k = nn_tta_views(L->tta), in_c = L->m->in_c;
+    size_t per = (size_t)in_c * L->h * L->w;
+    if (!L->tta_x && !(L->tta_x = malloc(sizeof(float) * per * (size_t)L->bs)))
+        return URSA_ERR_NOMEM;
+    memset(p, 0, sizeof(float) * (size_t)n * c);
+    for (int v = 0; v < k; v++) {
+        for (int i = 0; i < n; i++)
+            nn_tta_view(x + per * i, in_c, L->h, L->w, L->tta, v, L->tta_x + per * i);
+        float *o = (float *)nn_forward(L->ev, L->tta_x, n); /* the exec's own, ours to change */
+        nn_softmax(o, n, c);
+        for (size_t j = 0; j < (size_t)n * c; j++) p[j] += o[j] / (float)k;
+    }
+    return URSA_OK;
 }
 
 ursa_err nn_validate(nn_learner *L, float *loss, float *err) {
@@ -42,9 +113,23 @@ ursa_err nn_validate(nn_learner *L, float *loss, float *err) {
     int n, c = nn_out_size(L->m);
     double tl = 0;
     long wrong = 0, total = 0;
+    float *p = NULL;
+    if (L->tta && !(p = malloc(sizeof(float) * (size_t)L->bs * c))) return URSA_ERR_NOMEM;
     while ((n = nn_loader_next(L->valid, &x, &y)) > 0) {
-        const float *o = nn_forward(L->ev, x, n);
-        tl += (double)nn_softmax_ce(o, y, n, c, NULL) * n;
+        const float *o;
+        if (p) { /* the loss of the mean probabilities; argmax of them */
+            ursa_err e = tta_probs(L, x, n, c, p);
+            if (e != URSA_OK) {
+                while (nn_loader_next(L->valid, &x, &y) > 0) {} /* keep the loader in step */
+                free(p);
+                return e;
+            }
+            for (int i = 0; i < n; i++) tl -= log(fmax(p[(size_t)i * c + y[i]], 1e-30));
+            o = p;
+        } else {
+            o = nn_forward(L->ev, x, n);
+            tl += (double)nn_softmax_ce(o, y, n, c, NULL) * n;
+        }
         for (int i = 0; i < n; i++) {
             int best = 0;
             for (int j = 1; j < c; j++)
@@ -53,6 +138,7 @@ ursa_err nn_validate(nn_learner *L, float *loss, float *err) {
         }
         total += n;
     }
+    free(p);
     if (!total) return URSA_ERR_INVALID;
     *loss = (float)(tl / total);
     *err = (float)wrong / total;
@@ -99,13 +185,16 @@ ursa_err nn_fit_one_cycle_from(nn_learner *L, int epochs, int from, float lr_lo,
             float loss = nn_backward_ce_ls(L->tr, y, L->label_smoothing);
             if (!isfinite(loss)) return URSA_ERR_INVALID;
             ursa_err e = nn_adamw_step(&L->opt, m, lrs, mom);
+            if (e == URSA_OK && L->ema > 0) e = ema_update(L);
             if (e != URSA_OK) return e;
             smooth = nn_smooth_add(&sm, loss);
             if (L->on_batch) L->on_batch(L->ctx, L->epochs_done, it % nb, nb, smooth, lr1);
             it++;
         }
         nn_epoch_row row = {L->epochs_done, smooth, 0, 0, 0};
+        ema_swap(L);
         ursa_err e = nn_validate(L, &row.valid_loss, &row.error_rate);
+        if (ep + 1 < epochs) ema_swap(L); /* the last epoch leaves the average in */
         if (e != URSA_OK) return e;
         row.seconds = now_s() - t0;
         if (L->table) {
@@ -117,6 +206,7 @@ ursa_err nn_fit_one_cycle_from(nn_learner *L, int epochs, int from, float lr_lo,
         if (L->on_epoch) L->on_epoch(L->ctx, &row);
         L->epochs_done++;
     }
+    ema_free(L);
     return URSA_OK;
 }
 

@@ -23,6 +23,11 @@ typedef struct {
     FILE *table;            /* where the epoch table goes (NULL: nowhere) */
     float label_smoothing;  /* eps of the training loss (0: plain cross-entropy);
                              * valid_loss is always plain cross-entropy */
+    unsigned tta;           /* validation's test-time augmentation (NN_TTA_*): the loss
+                             * and error of each image's views' mean probabilities */
+    float ema;              /* decay of a moving average of the weights (and batch norm's
+                             * statistics) that validation uses and a fit leaves in the
+                             * model at its end; 0: none */
     atomic_int *stop;     /* set to stop after the current batch */
     void *ctx;
     /* progress: called every batch (may be NULL) */
@@ -31,6 +36,8 @@ typedef struct {
     /* internal */
     nn_exec *tr, *ev;
     int epochs_done;
+    float **ema_w, *tta_x;
+    long ema_n;
 } nn_learner;
 
 ursa_err nn_learner_init(nn_learner *L, nn_model *m, nn_loader *train, nn_loader *valid, int bs);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "data.h"
 #include "dataset.h"
 #include "dataset_edits.h"
 #include "jobs.h"
@@ -56,6 +57,10 @@
 
 const cfg_def train_defs[] = {
     COMMON_DEFS,
+    {"tta", CFG_STR, "off", 1, 0,
+     "test-time augmentation of the validation (each epoch's row, the interpretation and the "
+     "model's metrics): off, flip, shift or flip+shift; a served model uses it with "
+     "inference.tta model"},
     {"stages", CFG_STR, "4", 1, 0,
      "the recipe, in order (also given as repeated --stage E[:LR[:LR_HI]], --unfreeze and "
      "--freeze): EPOCHS[:MAX_LR[:MAX_LR_HI]] runs fit_one_cycle (max_lr 1e-3 by default; "
@@ -475,6 +480,14 @@ static int submit(const cfg *c, const char *cmd, const char *kind, const start_f
     const Ursa__TrainJob *base = from ? from->job : NULL;
 /* a setting: the flag when given, else the base recipe's, else the default */
 #define FROM_BASE(name) (base && !cfg_given(c, name))
+    unsigned tta = NN_TTA_OFF;
+    if (!strcmp(kind, "train")) {
+        const char *t = FROM_BASE("tta") ? (base->tta ? base->tta : "") : cfg_str(c, "tta");
+        if (nn_tta_parse(t, &tta)) {
+            fprintf(stderr, "ursa %s: --tta %s: off, flip, shift or flip+shift\n", cmd, t);
+            return 2;
+        }
+    }
     const char *arch = FROM_BASE("arch") ? base->arch : cfg_str(c, "arch");
     const char *pre = FROM_BASE("pretrained") ? "" : cfg_str(c, "pretrained");
     if (strcmp(arch, "resnet18") && strcmp(arch, "resnet34") && strcmp(arch, "small")) {
@@ -552,6 +565,7 @@ static int submit(const cfg *c, const char *cmd, const char *kind, const start_f
     j.label_smoothing = FROM_BASE("label-smoothing") ? base->label_smoothing
                                                      : cfg_double(c, "label-smoothing");
     j.augment = FROM_BASE("no-augment") ? base->augment : !cfg_bool(c, "no-augment");
+    j.tta = tta ? (char *)nn_tta_name(tta) : "";
     j.n_stages = nst;
     j.stages = stages;
     if (!strcmp(kind, "audit")) {
@@ -858,11 +872,12 @@ static int job_show(rstore *r, const char *id, int json) {
     printf("\n");
     if (j.spec)
         printf("settings: %u px, batch %u, valid_pct %g, seed %llu, wd %g, label smoothing %g, "
-               "augment %s%s%.12s\n",
+               "augment %s%s%s%s%.12s\n",
                j.spec->size, j.spec->batch_size, j.spec->valid_pct,
                (unsigned long long)j.spec->seed, j.spec->weight_decay, j.spec->label_smoothing,
-               j.spec->augment ? "on" : "off", j.spec->pretrained_blob[0] ? ", pretrained " : "",
-               j.spec->pretrained_blob);
+               j.spec->augment ? "on" : "off", j.spec->tta && j.spec->tta[0] ? ", tta " : "",
+               j.spec->tta && j.spec->tta[0] ? j.spec->tta : "",
+               j.spec->pretrained_blob[0] ? ", pretrained " : "", j.spec->pretrained_blob);
     if (j.n_train)
         printf("data: %d classes, %d training and %d validation images\n", j.n_classes,
                j.n_train, j.n_valid);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "data.h"
 #include "log.h"
 
 struct served {
@@ -16,11 +17,35 @@ struct served {
     nn_exec **e; /* one per instance: only that batching thread runs it */
     int ninst;
     int nclass;
+    unsigned tta; /* NN_TTA_*: each image's probabilities the mean of its views' */
 };
 
+/* The test-time augmentation a model was trained and validated with: its
+ * metadata's "tta=" line (ursa train --tta), else none. */
+static unsigned model_tta(const nn_meta *mt) {
+    unsigned t = NN_TTA_OFF;
+    for (const char *l = mt->extra; l && *l;) {
+        const char *e = strchr(l, '\n');
+        size_t n = e ? (size_t)(e - l) : strlen(l);
+        char v[24];
+        if (n > 4 && n - 4 < sizeof v && !strncmp(l, "tta=", 4)) {
+            memcpy(v, l + 4, n - 4);
+            v[n - 4] = '\0';
+            if (nn_tta_parse(v, &t)) t = NN_TTA_OFF; /* unknown: none */
+        }
+        l = e ? e + 1 : l + n;
+    }
+    return t;
+}
+
 served *served_load(const uint8_t *onnx, size_t len, const char *id, int max_batch, int instances,
-                    char *err, size_t errlen) {
+                    const char *tta, char *err, size_t errlen) {
     nn_model raw;
+    unsigned mode = NN_TTA_OFF;
+    if (tta && strcmp(tta, "model") && nn_tta_parse(tta, &mode)) {
+        snprintf(err, errlen, "inference.tta %s: model, off, flip, shift or flip+shift", tta);
+        return NULL;
+    }
     if (nn_onnx_load_mem(onnx, len, &raw, err, errlen) != URSA_OK) return NULL;
     served *s = calloc(1, sizeof *s);
     if (!s || nn_fuse_for_inference(&raw, &s->m) != URSA_OK) {
@@ -57,6 +82,7 @@ served *served_load(const uint8_t *onnx, size_t len, const char *id, int max_bat
         return NULL;
     }
     s->nclass = nn_out_size(&s->m);
+    s->tta = tta && !strcmp(tta, "model") ? model_tta(&s->m.meta) : mode;
     snprintf(s->id, sizeof s->id, "%s", id);
     return s;
 }
@@ -78,6 +104,7 @@ const char *served_id(const served *s) { return s->id; }
 const nn_meta *served_meta(const served *s) { return &s->m.meta; }
 int served_in_c(const served *s) { return s->m.in_c; }
 int served_nclass(const served *s) { return s->nclass; }
+unsigned served_tta(const served *s) { return s->tta; }
 
 /* ---- the queue ------------------------------------------------------------------- */
 
@@ -202,12 +229,26 @@ static void *loop(void *arg) {
          * than run here (a caller's mistake) is refused, not shared */
         if (!err && in->idx >= m->ninst) err = URSA_ERR_INVALID;
         if (!err) {
-            for (int i = 0; i < n; i++) memcpy(in->x + per * i, batch[i]->x, sizeof(float) * per);
-            float *o = (float *)nn_forward(m->e[in->idx], in->x, n);
-            if (!o) err = URSA_ERR_NOMEM;
-            else nn_softmax(o, n, m->nclass);
-            for (int i = 0; i < n && o; i++)
-                memcpy(batch[i]->probs, o + (size_t)i * m->nclass, sizeof(float) * m->nclass);
+            int nv = nn_tta_views(m->tta), c = m->nclass;
+            for (int v = 0; v < nv && !err; v++) { /* a batch a view: the executor's size */
+                for (int i = 0; i < n; i++)
+                    if (m->tta) nn_tta_view(batch[i]->x, m->m.in_c, mt->size, mt->size, m->tta, v,
+                                            in->x + per * i);
+                    else memcpy(in->x + per * i, batch[i]->x, sizeof(float) * per);
+                float *o = (float *)nn_forward(m->e[in->idx], in->x, n);
+                if (!o) {
+                    err = URSA_ERR_NOMEM;
+                    break;
+                }
+                nn_softmax(o, n, c);
+                for (int i = 0; i < n; i++) {
+                    float *p = batch[i]->probs;
+                    const float *q = o + (size_t)i * c;
+                    if (nv == 1) memcpy(p, q, sizeof(float) * c);
+                    else
+                        for (int j = 0; j < c; j++) p[j] = (v ? p[j] : 0) + q[j] / (float)nv;
+                }
+            }
         }
         for (int i = 0; i < n; i++) { /* each request's answer, on this thread */
             served *rm = batch[i]->m;

@@ -27,14 +27,19 @@
 typedef struct served served; /* a loaded model, reference-counted */
 
 /* Loads ONNX bytes into a model ready to serve (BN folded, an executor for
- * max_batch images for each of instances). NULL with the reason in err. */
+ * max_batch images for each of instances). tta is the test-time
+ * augmentation it answers with: "off", "flip", "shift", "flip+shift", or
+ * "model" (what the model was trained with, its metadata's tta=; NULL is
+ * "off"); a mode of k views costs k passes a batch. NULL with the reason
+ * in err. */
 served *served_load(const uint8_t *onnx, size_t len, const char *id, int max_batch, int instances,
-                    char *err, size_t errlen);
+                    const char *tta, char *err, size_t errlen);
 void served_release(served *s);
 const char *served_id(const served *s);
 const nn_meta *served_meta(const served *s);
 int served_in_c(const served *s);
 int served_nclass(const served *s);
+unsigned served_tta(const served *s); /* NN_TTA_* */
 
 typedef struct batcher batcher;
 

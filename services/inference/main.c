@@ -31,6 +31,7 @@
 #include "blas.h"
 #include "nn.h"
 #include "kern.h"
+#include "data.h"
 #include "dataset.h"
 #include "log.h"
 #include "server.h"
@@ -61,6 +62,10 @@ static const cfg_def inference_defs[] = {
      "serve this dataset's newest published model (default: the newest of any dataset)"},
     {"inference.pin", CFG_STR, "", 1, 0, "serve this published model id, not the newest"},
     {"inference.max-batch", CFG_INT, "16", 1, 1024, "largest batch run at once"},
+    {"inference.tta", CFG_STR, "off", 1, 0,
+     "test-time augmentation of every answer: off, flip, shift, flip+shift (each image's "
+     "probabilities averaged over 2, 5 or 10 views of it: that many passes a batch), or model "
+     "(what the served model was trained with: ursa train --tta)"},
     {"inference.max-delay-us", CFG_INT, "2000", 0, 1e6,
      "how long the first request of a batch waits for more"},
     {"inference.max-queue", CFG_INT, "256", 1, 1e6,
@@ -223,6 +228,13 @@ int main(int argc, char **argv) {
     rc = 2;
     if (*s.dataset && !ds_name_valid(s.dataset)) {
         fprintf(stderr, "ursa-inference: bad dataset name \"%s\"\n", s.dataset);
+        goto out;
+    }
+    unsigned tta_mode;
+    const char *tta = cfg_str(c, "inference.tta");
+    if (strcmp(tta, "model") && nn_tta_parse(tta, &tta_mode)) {
+        fprintf(stderr, "ursa-inference: inference.tta %s: off, flip, shift, flip+shift or model\n",
+                tta);
         goto out;
     }
     if (models_read_token(&s, err, sizeof err)) {

@@ -20,7 +20,7 @@
 static served *load_bytes(server *s, const uint8_t *d, size_t len, const char *id, char *err,
                           size_t n) {
     return served_load(d, len, id, (int)cfg_int(s->c, "inference.max-batch"),
-                       batcher_instances(s->b), err, n);
+                       batcher_instances(s->b), cfg_str(s->c, "inference.tta"), err, n);
 }
 
 /* A registered model from the blob store, or Redis's cached copy. */
@@ -112,8 +112,9 @@ int models_reload(server *s, int force, char *err, size_t n) {
     }
     if (m) {
         char q[200];
-        ULOG_INFO("event=model_loaded model=%s classes=%d size=%d previous=%s", served_id(m),
-                  served_nclass(m), served_meta(m)->size,
+        ULOG_INFO("event=model_loaded model=%s classes=%d size=%d tta=%s previous=%s",
+                  served_id(m), served_nclass(m), served_meta(m)->size,
+                  nn_tta_name(served_tta(m)),
                   ulog_quote(q, sizeof q, cur ? served_id(cur) : "none"));
         s->cur_created = created;
         batcher_swap(s->b, m);
@@ -212,7 +213,8 @@ static void models_job(server *s, http_req *r) {
         const nn_meta *mt = served_meta(m);
         fprintf(f, "{\"id\": ");
         util_json_str(f, served_id(m));
-        fprintf(f, ", \"size\": %d, \"classes\": [", mt->size);
+        fprintf(f, ", \"size\": %d, \"tta\": \"%s\", \"classes\": [", mt->size,
+                nn_tta_name(served_tta(m)));
         char cn[32];
         for (int i = 0; i < served_nclass(m); i++) {
             if (i) fprintf(f, ", ");

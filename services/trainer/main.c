@@ -33,6 +33,7 @@
 #include "nn.h"
 #include "blob.h"
 #include "dataset.h"
+#include "data.h"
 #include "job.h"
 #include "jobs.h"
 #include "kq.h"
@@ -123,6 +124,8 @@ static const char *job_problem(const Ursa__TrainJob *j) {
     if (!(j->label_smoothing >= 0 && j->label_smoothing < 1))
         return "label smoothing is not within [0, 1)";
     if (j->pretrained_blob[0] && !blob_key_valid(j->pretrained_blob)) return "bad pretrained blob key";
+    unsigned tta;
+    if (nn_tta_parse(j->tta ? j->tta : "", &tta)) return "tta is not off, flip, shift or flip+shift";
     if (strcmp(j->kind, "lr_find") && (j->n_stages < 1 || j->n_stages > 16))
         return "a training or audit job needs 1 to 16 stages";
     if (!strcmp(j->kind, "audit") && (j->folds == 1 || j->folds > 20))

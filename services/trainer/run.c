@@ -665,6 +665,7 @@ int run_learner_up(run *R, uint64_t seed) {
     R->have_learner = 1;
     R->L.opt.wd = (float)s->weight_decay;
     R->L.label_smoothing = (float)s->label_smoothing;
+    if (nn_tta_parse(s->tta ? s->tta : "", &R->L.tta)) R->L.tta = NN_TTA_OFF; /* job_problem checked */
     R->L.stop = &R->tj->stop; /* a shutdown, or a cancel seen by on_batch */
     R->L.ctx = R;
     R->L.on_batch = on_batch;

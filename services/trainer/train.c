@@ -134,16 +134,20 @@ static int by_loss(const void *a, const void *b) {
 }
 
 /* The validation set through the model as served (BN folded), worst loss
- * first; sets *err and *loss. 0, -1 on a failure, -2 when the job was
- * stopped or cancelled while it waited for space to store them. */
+ * first, each image's probabilities the mean of its views under the job's
+ * test-time augmentation (R->L.tta); sets *err and *loss. 0, -1 on a
+ * failure, -2 when the job was stopped or cancelled while it waited for
+ * space to store them. */
 static int interpret(run *R, char *key, double *err_rate, double *vloss) {
     nn_model f;
     nn_exec *e = NULL;
-    int bs = R->L.bs, size = R->m.meta.size, c = R->nclass;
+    int nv = nn_tta_views(R->L.tta), bs = R->L.bs, size = R->m.meta.size, c = R->nclass;
+    int per_batch = bs / nv > 0 ? bs / nv : 1; /* images a batch, each its nv views */
     if (nn_fuse_for_inference(&R->m, &f) != URSA_OK) return -1;
     size_t per = (size_t)3 * size * size;
-    float *x = malloc(sizeof(float) * per * (size_t)bs);
-    int *which = malloc(sizeof(int) * (size_t)bs);
+    float *x = malloc(sizeof(float) * per * (size_t)per_batch * nv);
+    float *one = malloc(sizeof(float) * per); /* an image before its views */
+    int *which = malloc(sizeof(int) * (size_t)per_batch);
     struct row {
         double loss;
         int i, pred;
@@ -151,24 +155,28 @@ static int interpret(run *R, char *key, double *err_rate, double *vloss) {
     } *rows = calloc((size_t)R->nva, sizeof *rows);
     int nrows = 0, wrong = 0, rc = -1;
     double tl = 0;
-    if (!x || !which || !rows || nn_exec_new(&f, bs, size, size, 0, &e) != URSA_OK) goto out;
+    if (!x || !one || !which || !rows ||
+        nn_exec_new(&f, per_batch * nv, size, size, 0, &e) != URSA_OK)
+        goto out;
     for (int v = 0; v < R->nva;) {
         int n = 0;
-        for (; v < R->nva && n < bs; v++) {
+        for (; v < R->nva && n < per_batch; v++) {
             img_rgb im;
             if (run_load_image(R, R->va_idx[v], &im)) continue;
-            nn_preprocess(&im, &f.meta, 3, x + per * n);
+            nn_preprocess(&im, &f.meta, 3, one);
             img_free(&im);
+            nn_tta_expand(one, 3, size, size, R->L.tta, x + per * nv * n);
             which[n++] = v;
         }
         if (!n) continue;
-        float *o = (float *)nn_forward(e, x, n);
-        nn_softmax(o, n, c);
+        float *o = (float *)nn_forward(e, x, n * nv);
+        nn_softmax(o, n * nv, c);
+        nn_tta_mean(o, n, nv, c);
         for (int j = 0; j < n; j++) {
             const float *p = o + (size_t)j * c;
             int best = 0, y = R->va_lab[which[j]];
-            for (int k = 1; k < c; k++)
-                if (p[k] > p[best]) best = k;
+            for (int q = 1; q < c; q++)
+                if (p[q] > p[best]) best = q;
             struct row *r = &rows[nrows++];
             r->i = which[j];
             r->pred = best;
@@ -202,6 +210,7 @@ out:
     nn_exec_free(e);
     nn_model_free(&f);
     free(x);
+    free(one);
     free(which);
     free(rows);
     return rc;
@@ -230,8 +239,9 @@ static tjob_outcome publish(run *R) {
     char extra[1024];
     snprintf(extra, sizeof extra,
              "model=%s\ndataset=%s\njob=%s\narch=%s\nerror_rate=%.6f\nvalid_loss=%.6f\n"
-             "n_train=%d\nn_valid=%d\n",
-             model_id, s->dataset, R->tj->id, s->arch, err_rate, vloss, R->ntr, R->nva);
+             "n_train=%d\nn_valid=%d\n%s%s%s",
+             model_id, s->dataset, R->tj->id, s->arch, err_rate, vloss, R->ntr, R->nva,
+             R->L.tta ? "tta=" : "", R->L.tta ? nn_tta_name(R->L.tta) : "", R->L.tta ? "\n" : "");
     R->m.meta.extra = strdup(extra);
     uint8_t *onnx = NULL;
     size_t olen = 0;

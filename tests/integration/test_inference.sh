@@ -57,6 +57,37 @@ rc=0
 "$URSA" predict --model "$T/demo.onnx" --tta sideways "$T/img4.png" >/dev/null 2>"$T/tta.err" || rc=$?
 check_eq "--tta sideways" "$rc" 2
 grep -q "off, flip, shift or flip+shift" "$T/tta.err" || fail "--tta sideways: $(cat "$T/tta.err")"
+# the server with inference.tta flip answers as predict --tta flip does,
+# batched with other images (two in flight at once), and says so
+"$URSA_BIN/ursa-inference" --inference.model "$T/demo.onnx" --inference.port 0 \
+    --inference.port-file "$T/tta.port" --inference.tta flip --inference.max-delay-us 50000 \
+    >"$T/inference-tta.log" 2>&1 &
+TTA_INF=$!
+PIDS+=("$TTA_INF")
+wait_for 10 "the flip server" test -s "$T/tta.port"
+TB="http://127.0.0.1:$(cat "$T/tta.port")"
+wait_for 10 "the flip server's readyz" curl -sf "$TB/readyz"
+curl -sf -X POST --data-binary @"$T/img1m.png" "$TB/v1/classify?top=0" >"$T/tta-srv-m.json" &
+curl -sf -X POST --data-binary @"$T/img1.png" "$TB/v1/classify?top=0" >"$T/tta-srv.json" ||
+    fail "classify on the flip server"
+wait $! || fail "classify the mirror on the flip server"
+curl -sf "$TB/v1/models" >"$T/tta-models.json" || fail "/v1/models on the flip server"
+kill "$TTA_INF"
+python3 - "$T" <<'EOF2' || fail "the flip server does not answer as predict --tta flip"
+import json, sys
+T = sys.argv[1]
+want = {p[0]: p[1] for p in json.loads(open(T + "/tta.json").read())["predictions"]}
+for f in ("/tta-srv.json", "/tta-srv-m.json"):  # an image and its mirror: the same mean
+    got = dict(json.load(open(T + f))["predictions"])
+    assert max(abs(got[k] - want[k]) for k in want) < 1e-4, (f, got, want)
+assert json.load(open(T + "/tta-models.json"))["serving"]["tta"] == "flip"
+EOF2
+rc=0
+"$URSA_BIN/ursa-inference" --inference.model "$T/demo.onnx" --inference.port 0 \
+    --inference.tta sideways >/dev/null 2>"$T/tta-inf.err" || rc=$?
+check_eq "inference.tta sideways" "$rc" 2
+grep -q "off, flip, shift, flip+shift or model" "$T/tta-inf.err" ||
+    fail "inference.tta sideways: $(cat "$T/tta-inf.err")"
 (cd "$PEERS" && node ort_run.js --model "$T/demo.onnx" --input "$T/in.f32" --shape 4,3,64,64) \
     >"$T/ort.json" 2>"$T/ort.err" || fail "onnxruntime: $(cat "$T/ort.err")"
 python3 - "$T" <<'EOF' || fail "server, predict and onnxruntime disagree"

@@ -83,10 +83,31 @@ grep -Eq "^suggested lr: [0-9.e+-]+ " "$T/lr.out" || fail "no suggestion: $(cat 
 grep -q "<polyline" "$T/lr.svg" || fail "no lr plot"
 
 # the lesson's recipe on a pretrained body: frozen head first, then all
+# (validated with flip TTA: the interpretation is predict --tta flip's)
 "$URSA" train --dataset fm --arch small --size 28 --bs 32 --pretrained "$T/m.onnx" --stage 1 \
-    --unfreeze --stage 1:1e-4:1e-3 >"$T/ft.out" 2>&1 || fail "fine-tune: $(cat "$T/ft.out")"
+    --unfreeze --stage 1:1e-4:1e-3 --tta flip >"$T/ft.out" 2>&1 || fail "fine-tune: $(cat "$T/ft.out")"
 grep -q "stage 1 of 2: 1 epoch, frozen (head only)" "$T/ft.out" || fail "frozen stage: $(cat "$T/ft.out")"
 grep -q "stage 2 of 2: 1 epoch, unfrozen, max_lr slice(0.0001, 0.001)" "$T/ft.out" || fail "unfrozen stage"
+J2=$(job_id_of "$T/ft.out")
+M2=$(job_field "$J2" model)
+"$URSA" job "$J2" | grep -q "^settings: .*, tta flip" || fail "tta in ursa job: $("$URSA" job "$J2")"
+"$URSA" export "$M2" "$T/ft.onnx" >/dev/null || fail "export $M2"
+"$URSA" interp "$M2" --top-losses 1000 | awk -F'\t' 'NF == 6 && $6 ~ /^\//' >"$T/ft-top.tsv"
+check_eq "flip TTA: top losses listed" "$(wc -l <"$T/ft-top.tsv")" "$NV"
+cut -f6 "$T/ft-top.tsv" | xargs "$URSA" predict --model "$T/ft.onnx" --tta flip >"$T/ft-pred.tsv" 2>/dev/null ||
+    fail "predict --tta flip"
+paste <(cut -f2,3 "$T/ft-pred.tsv") <(cut -f3 "$T/ft-top.tsv") | awk -F'\t' '$1 != $3' >"$T/ft-disagree"
+check_eq "flip TTA: predictions that differ from the trainer's" "$(wc -l <"$T/ft-disagree")" 0
+# a server told to use the model's own TTA serves it with flip
+"$URSA_BIN/ursa-inference" --inference.model "$T/ft.onnx" --inference.port 0 \
+    --inference.port-file "$T/ft.port" --inference.tta model >"$T/ft-inf.log" 2>&1 &
+FTI=$!
+PIDS+=("$FTI")
+wait_for 10 "the server of $M2" test -s "$T/ft.port"
+wait_for 10 "its readyz" curl -sf "http://127.0.0.1:$(cat "$T/ft.port")/readyz"
+curl -sf "http://127.0.0.1:$(cat "$T/ft.port")/v1/models" | grep -q '"tta": "flip"' ||
+    fail "inference.tta model: $(curl -s "http://127.0.0.1:$(cat "$T/ft.port")/v1/models")"
+kill "$FTI"
 
 # cancel: a long job stops within seconds
 "$URSA" train --dataset fm --arch small --size 28 --bs 16 --stage 500 --no-wait -o json >"$T/long.json" ||

@@ -702,6 +702,30 @@ static void learner_finds_lr_and_fits(void **state) {
     assert_int_equal(nn_validate(&L, &vl, &err), URSA_OK);
     if (err > 0.1f) fail_msg("error rate %g after 3 epochs on stripes:\n%s", err, buf);
     free(buf);
+    /* with flip TTA, validation's loss is that of each image's and its
+     * mirror's mean probabilities, worked out here by hand */
+    const float *x;
+    const int *y;
+    int nb;
+    size_t per = 3 * 12 * 12;
+    float xm[16 * 3 * 12 * 12], p[16 * 2], q[16 * 2];
+    double want = 0;
+    long seen = 0;
+    while ((nb = nn_loader_next(va, &x, &y)) > 0) {
+        memcpy(p, nn_forward(L.ev, x, nb), sizeof(float) * 2 * nb);
+        for (int i = 0; i < nb; i++) nn_tta_view(x + per * i, 3, 12, 12, NN_TTA_FLIP, 1, xm + per * i);
+        memcpy(q, nn_forward(L.ev, xm, nb), sizeof(float) * 2 * nb);
+        nn_softmax(p, nb, 2);
+        nn_softmax(q, nb, 2);
+        for (int i = 0; i < nb; i++) want -= log((p[2 * i + y[i]] + q[2 * i + y[i]]) / 2);
+        seen += nb;
+    }
+    want /= seen;
+    float tl, terr;
+    L.tta = NN_TTA_FLIP;
+    assert_int_equal(nn_validate(&L, &tl, &terr), URSA_OK);
+    if (fabs(want - vl) < 1e-4) fail_msg("the mirror changes nothing (%g): no test", want);
+    if (fabs(tl - want) > 1e-4) fail_msg("flip TTA's loss %g, by hand %g (plain %g)", tl, want, vl);
     nn_learner_free(&L);
     nn_loader_free(tr);
     nn_loader_free(va);
@@ -1068,6 +1092,11 @@ static void tta_views_and_mean(void **state) {
     for (int i = 0; i < 30; i++) assert_float_equal(v[i], shift[i], 0);
     nn_tta_expand(x, 1, 2, 3, NN_TTA_FLIP | NN_TTA_SHIFT, v);
     for (int i = 0; i < 30; i++) assert_float_equal(v[i], shift[i], 0);
+    for (int k = 0; k < 10; k++) { /* view by view, as the expansion has them */
+        float one[6];
+        nn_tta_view(x, 1, 2, 3, NN_TTA_FLIP | NN_TTA_SHIFT, k, one);
+        assert_memory_equal(one, v + 6 * k, sizeof one);
+    }
     for (int i = 0; i < 6; i++) assert_float_equal(v[30 + i], flip[6 + i], 0); /* then mirrored */
     /* 2 images, 2 views, 3 classes */
     float p[12] = {0.1f, 0.2f, 0.7f, 0.3f, 0.4f, 0.3f, 1, 0, 0, 0, 0, 1};
