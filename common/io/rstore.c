@@ -697,23 +697,38 @@ void rstore_batch_destroy(rstore_batch *b) {
 
 size_t rstore_batch_len(const rstore_batch *b) { return b->n; }
 
+/* Room for one more command. */
+static ursa_err batch_grow(rstore_batch *b) {
+    if (b->n < b->cap) return URSA_OK;
+    size_t cap = b->cap ? b->cap * 2 : 16;
+    char **c = realloc(b->cmds, cap * sizeof *c);
+    if (!c) return URSA_ERR_NOMEM;
+    b->cmds = c;
+    size_t *l = realloc(b->lens, cap * sizeof *l);
+    if (!l) return URSA_ERR_NOMEM;
+    b->lens = l;
+    b->cap = cap;
+    return URSA_OK;
+}
+
 ursa_err rstore_batch_add(rstore_batch *b, const char *fmt, ...) {
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 16;
-        char **c = realloc(b->cmds, cap * sizeof *c);
-        if (!c) return URSA_ERR_NOMEM;
-        b->cmds = c;
-        size_t *l = realloc(b->lens, cap * sizeof *l);
-        if (!l) return URSA_ERR_NOMEM;
-        b->lens = l;
-        b->cap = cap;
-    }
+    if (batch_grow(b)) return URSA_ERR_NOMEM;
     char *cmd = NULL;
     va_list ap;
     va_start(ap, fmt);
     int len = redisvFormatCommand(&cmd, fmt, ap);
     va_end(ap);
     if (len < 0) return len == -2 ? URSA_ERR_INVALID : URSA_ERR_NOMEM;
+    b->cmds[b->n] = cmd;
+    b->lens[b->n++] = (size_t)len;
+    return URSA_OK;
+}
+
+ursa_err rstore_batch_add_argv(rstore_batch *b, int argc, const char **argv) {
+    if (batch_grow(b)) return URSA_ERR_NOMEM;
+    char *cmd = NULL;
+    long long len = redisFormatCommandArgv(&cmd, argc, argv, NULL);
+    if (len < 0) return URSA_ERR_NOMEM;
     b->cmds[b->n] = cmd;
     b->lens[b->n++] = (size_t)len;
     return URSA_OK;

@@ -55,6 +55,9 @@ typedef struct rstore_batch rstore_batch;
 rstore_batch *rstore_batch_new(void);
 void rstore_batch_destroy(rstore_batch *b);
 ursa_err rstore_batch_add(rstore_batch *b, const char *fmt, ...);
+/* The same for a command given as argc strings (keys, for one, need no
+ * format): UNLINK of many keys. */
+ursa_err rstore_batch_add_argv(rstore_batch *b, int argc, const char **argv);
 size_t rstore_batch_len(const rstore_batch *b);
 /* Sends the batch. On OK, if replies is not NULL, *replies is a new array of
  * rstore_batch_len() replies the caller frees with rstore_replies_free(). An

@@ -769,6 +769,54 @@ ursa_err ds_exists(rstore *r, const char *ds, int *exists) {
     return URSA_OK;
 }
 
+enum { DEL_TAGS_A_ROUND = 16 };
+
+ursa_err ds_delete(rstore *r, const char *ds, long long *removed) {
+    *removed = 0;
+    if (!ds_name_valid(ds)) return URSA_ERR_INVALID;
+    /* out of the list first: a delete cut short leaves keys no one lists,
+     * and the next delete of the name removes them */
+    ursa_err err = rstore_cmd(r, NULL, "SREM ursa:datasets %s", ds);
+    /* a tag's keys share its slot: one UNLINK of its counts and its 512
+     * buckets, whether they exist or not */
+    for (unsigned t0 = 0; t0 < 256 && !err; t0 += DEL_TAGS_A_ROUND) {
+        rstore_batch *b = rstore_batch_new();
+        if (!b) return URSA_ERR_NOMEM;
+        for (unsigned t = t0; t < t0 + DEL_TAGS_A_ROUND && !err; t++) {
+            const char *argv[2 + 2 * 256];
+            char keys[1 + 2 * 256][64];
+            int n = 0;
+            argv[n++] = "UNLINK";
+            count_key(keys[0], sizeof keys[0], ds, t);
+            argv[n++] = keys[0];
+            for (unsigned k = 0; k < 256; k++) {
+                bucket_key(keys[1 + 2 * k], sizeof keys[0], ds, 'u', t << 8 | k);
+                bucket_key(keys[2 + 2 * k], sizeof keys[0], ds, 's', t << 8 | k);
+                argv[n++] = keys[1 + 2 * k];
+                argv[n++] = keys[2 + 2 * k];
+            }
+            err = rstore_batch_add_argv(b, n, argv);
+        }
+        redisReply **rep = NULL;
+        if (!err) err = rstore_batch_exec(r, b, &rep);
+        size_t nr = rstore_batch_len(b);
+        rstore_batch_destroy(b);
+        for (size_t i = 0; !err && i < nr; i++) {
+            if (rep[i]->type == REDIS_REPLY_INTEGER) *removed += rep[i]->integer;
+            else err = URSA_ERR_REDIS;
+        }
+        if (rep) rstore_replies_free(rep, nr);
+    }
+    static const char *const own[] = {"labels", "lists"};
+    for (size_t i = 0; i < sizeof own / sizeof *own && !err; i++) {
+        redisReply *rep = NULL;
+        err = rstore_cmd(r, &rep, "UNLINK ursa:ds:%s:%s", ds, own[i]);
+        if (!err && rep->type == REDIS_REPLY_INTEGER) *removed += rep->integer;
+        if (rep) freeReplyObject(rep);
+    }
+    return err;
+}
+
 static int by_src(const void *a, const void *b) {
     return strcmp(((const ds_image *)a)->src, ((const ds_image *)b)->src);
 }

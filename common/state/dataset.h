@@ -217,6 +217,14 @@ ursa_err ds_label_exists(rstore *r, const char *ds, const char *label, int *exis
 /* Every dataset's name (a set reply: an array of strings). */
 ursa_err ds_list(rstore *r, redisReply **names);
 
+/* Deletes the dataset's keys of this module (its URLs, counts, labels and
+ * lists) and takes it out of ursa:datasets; *removed gets the keys
+ * removed (0: nothing was there). Its edits and audits (ds_edits_delete),
+ * models (registry_delete) and blobs are their owners' to delete. A URL
+ * message still in flight for it finds no URL and changes nothing. Safe
+ * to repeat after a failure. */
+ursa_err ds_delete(rstore *r, const char *ds, long long *removed);
+
 /* 1 if the dataset was ever ingested into. */
 ursa_err ds_exists(rstore *r, const char *ds, int *exists);
 

@@ -161,6 +161,26 @@ ursa_err ds_edits_resend(rstore *r, struct kq_producer *p, const char *ds, long 
     return err;
 }
 
+ursa_err ds_edits_delete(rstore *r, const char *ds, long long *removed) {
+    static const char *const fam[] = {"cur", "log", "seen", "refused", "pending", "pendt",
+                                      "resend", "audit"};
+    enum { NFAM = sizeof fam / sizeof *fam };
+    char keys[NFAM][128];
+    const char *argv[1 + NFAM];
+    *removed = 0;
+    if (!ds_name_valid(ds)) return URSA_ERR_INVALID;
+    argv[0] = "UNLINK";
+    for (int i = 0; i < NFAM; i++) {
+        snprintf(keys[i], sizeof keys[i], "ursa:ds:{%s:ed}:%s", ds, fam[i]);
+        argv[1 + i] = keys[i];
+    }
+    redisReply *rep = NULL;
+    ursa_err err = rstore_cmdargv(r, &rep, 1 + NFAM, argv, NULL);
+    if (!err && rep->type == REDIS_REPLY_INTEGER) *removed = rep->integer;
+    if (rep) freeReplyObject(rep);
+    return err;
+}
+
 ursa_err ds_edits_pending(rstore *r, const char *ds, long long *n) {
     redisReply *rep = NULL;
     ursa_err err = rstore_cmd(r, &rep, "ZCARD ursa:ds:{%s:ed}:pendt", ds);

@@ -109,6 +109,11 @@ ursa_err ds_edits_resend(rstore *r, struct kq_producer *p, const char *ds, long 
                          size_t *n);
 /* Edits sent and not applied yet. */
 ursa_err ds_edits_pending(rstore *r, const char *ds, long long *n);
+/* Deletes every key above of the dataset: its edits, refusals, pending
+ * edits and latest audit (ds_delete removes the rest); *removed gets the
+ * keys removed. An edit still in flight for it is then refused: the
+ * dataset is gone. */
+ursa_err ds_edits_delete(rstore *r, const char *ds, long long *removed);
 /* Forgets a pending edit that will never apply (refused by the verifier). */
 ursa_err ds_edit_forget(rstore *r, const char *ds, const char *msg_id);
 

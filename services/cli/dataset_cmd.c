@@ -19,9 +19,11 @@
 #include "conn.h"
 #include "dataset.h"
 #include "dataset_edits.h"
+#include "jobs.h"
 #include "kq.h"
 #include "log.h"
 #include "msg.h"
+#include "registry.h"
 #include "rstore.h"
 #include "statedir.h"
 #include "topics.h"
@@ -806,5 +808,194 @@ out:
     free(im);
     rstore_destroy(r);
     blob_store_destroy(bs);
+    return rc;
+}
+
+const cfg_def datasets_defs[] = {
+    {"yes", CFG_BOOL, "false", 1, 0, "delete: do it (without: say what would go, delete nothing)"},
+    {"force", CFG_BOOL, "false", 1, 0,
+     "delete even while URLs are still being downloaded or verified (they then change nothing)"},
+    {"output", CFG_STR, "text", 1, 0, "text or json (-o json)"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
+/* What a dataset holds, for the listing and before a delete. */
+typedef struct {
+    ds_counts k;
+    long long edits;
+    size_t models;
+} ds_summary;
+
+static ursa_err summarise(rstore *r, const char *ds, ds_summary *s) {
+    memset(s, 0, sizeof *s);
+    ursa_err e = read_counts(r, ds, &s->k);
+    if (!e) e = ds_edits_seq(r, ds, &s->edits);
+    redisReply *ids = NULL;
+    if (!e) e = registry_list(r, ds, 0, 0, &ids);
+    if (!e) s->models = ids->type == REDIS_REPLY_ARRAY ? ids->elements : 0;
+    if (ids) freeReplyObject(ids);
+    return e;
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int datasets_list(const cfg *c, rstore *r, int json) {
+    redisReply *names = NULL;
+    if (ds_list(r, &names)) {
+        fprintf(stderr, "ursa datasets: %s\n", rstore_last_error(r));
+        return 1;
+    }
+    size_t n = names->type == REDIS_REPLY_ARRAY ? names->elements : 0;
+    const char **sorted = malloc(sizeof(char *) * (n ? n : 1));
+    if (!sorted) {
+        freeReplyObject(names);
+        return 1;
+    }
+    for (size_t i = 0; i < n; i++) sorted[i] = names->element[i]->str;
+    qsort(sorted, n, sizeof *sorted, by_name);
+    int rc = 0;
+    if (json) printf("{\"datasets\": [");
+    else printf("%-24s %10s %10s %8s %8s %6s\n", "DATASET", "URLS", "VERIFIED", "FAILED", "EDITS",
+                "MODELS");
+    for (size_t i = 0; i < n && !rc; i++) {
+        ds_summary s;
+        if (summarise(r, sorted[i], &s)) {
+            fprintf(stderr, "ursa datasets: %s\n", rstore_last_error(r));
+            rc = 1;
+            break;
+        }
+        if (json) {
+            printf("%s{\"dataset\": ", i ? ", " : "");
+            util_json_str(stdout, sorted[i]);
+            printf(", \"urls\": %lld, \"verified\": %lld, \"failed\": %lld, \"in_flight\": %lld, "
+                   "\"edits\": %lld, \"models\": %zu}", s.k.total, s.k.n[DS_VERIFIED],
+                   s.k.n[DS_FAILED], s.k.total - finals(&s.k), s.edits, s.models);
+        } else {
+            printf("%-24s %10lld %10lld %8lld %8lld %6zu\n", sorted[i], s.k.total,
+                   s.k.n[DS_VERIFIED], s.k.n[DS_FAILED], s.edits, s.models);
+        }
+        counts_free(&s.k);
+    }
+    if (json && !rc) printf("]}\n");
+    free(sorted);
+    freeReplyObject(names);
+    (void)c;
+    return rc;
+}
+
+/* Jobs queued or running on ds: printed; how many. -1 on an error. */
+static int active_jobs_on(rstore *r, const char *ds) {
+    redisReply *ids = NULL;
+    if (job_list_active(r, &ids)) return -1;
+    int n = 0;
+    for (size_t i = 0; ids->type == REDIS_REPLY_ARRAY && i < ids->elements; i++) {
+        const char *id = ids->element[i]->str;
+        redisReply *f = NULL;
+        if (job_get_field(r, id, "dataset", &f)) {
+            freeReplyObject(ids);
+            return -1;
+        }
+        if (f->type == REDIS_REPLY_STRING && !strcmp(f->str, ds)) {
+            job_state st = JOB_QUEUED;
+            job_get_state(r, id, &st);
+            fprintf(stderr, "ursa datasets delete: job %s is %s on dataset %s: cancel it first "
+                            "(ursa job cancel %s)\n", id, job_state_name(st), ds, id);
+            n++;
+        }
+        freeReplyObject(f);
+    }
+    freeReplyObject(ids);
+    return n;
+}
+
+static int datasets_delete(const cfg *c, rstore *r, const char *ds, int json) {
+    if (!ds_name_valid(ds)) {
+        fprintf(stderr, "ursa datasets delete: \"%s\" is not a dataset name (see ursa datasets)\n",
+                ds);
+        return 2;
+    }
+    int exists = 0;
+    ds_summary s;
+    if (ds_exists(r, ds, &exists) || summarise(r, ds, &s)) {
+        fprintf(stderr, "ursa datasets delete: %s\n", rstore_last_error(r));
+        return 1;
+    }
+    long long total = s.k.total, verified = s.k.n[DS_VERIFIED], in_flight = total - finals(&s.k);
+    counts_free(&s.k);
+    if (!exists && !total && !s.edits && !s.models) {
+        /* nothing listed; a delete cut short may have left keys all the same */
+        long long gone = 0, egone = 0;
+        if (cfg_bool(c, "yes") && (ds_delete(r, ds, &gone) || ds_edits_delete(r, ds, &egone))) {
+            fprintf(stderr, "ursa datasets delete: %s\n", rstore_last_error(r));
+            return 1;
+        }
+        if (!gone && !egone) {
+            fprintf(stderr, "ursa datasets delete: no dataset %s (see ursa datasets)\n", ds);
+            return 1;
+        }
+    }
+    int jobs = active_jobs_on(r, ds);
+    if (jobs < 0) {
+        fprintf(stderr, "ursa datasets delete: %s\n", rstore_last_error(r));
+        return 1;
+    }
+    if (jobs) return 1;
+    if (in_flight > 0 && !cfg_bool(c, "force")) {
+        fprintf(stderr, "ursa datasets delete: %lld URLs of %s are still being downloaded or "
+                        "verified; wait for them (ursa status --dataset %s) or give --force\n",
+                in_flight, ds, ds);
+        return 1;
+    }
+    if (!cfg_bool(c, "yes")) {
+        fprintf(stderr, "ursa datasets delete: dataset %s holds %lld URLs (%lld verified), %lld "
+                        "edits and %zu models; nothing deleted: give --yes to delete them\n",
+                ds, total, verified, s.edits, s.models);
+        return 1;
+    }
+    /* the models first: a dataset half deleted still lists what is left */
+    redisReply *ids = NULL;
+    size_t nmodels = 0;
+    if (registry_list(r, ds, 0, 0, &ids)) goto redis_failed;
+    for (size_t i = 0; ids->type == REDIS_REPLY_ARRAY && i < ids->elements; i++) {
+        ursa_err e = registry_delete(r, ids->element[i]->str);
+        if (e && e != URSA_ERR_NOT_FOUND) {
+            freeReplyObject(ids);
+            goto redis_failed;
+        }
+        nmodels += !e;
+    }
+    freeReplyObject(ids);
+    long long keys = 0, ekeys = 0;
+    if (ds_edits_delete(r, ds, &ekeys) || ds_delete(r, ds, &keys)) goto redis_failed;
+    if (json)
+        printf("{\"dataset\": \"%s\", \"deleted\": true, \"urls\": %lld, \"edits\": %lld, "
+               "\"models\": %zu, \"keys\": %lld}\n", ds, total, s.edits, nmodels,
+               keys + ekeys);
+    else
+        printf("dataset %s deleted: %lld URLs, %lld edits, %zu models (%lld Redis keys); its "
+               "blobs stay in the blob store\n", ds, total, s.edits, nmodels, keys + ekeys);
+    return 0;
+redis_failed:
+    fprintf(stderr, "ursa datasets delete: %s (run it again to finish)\n", rstore_last_error(r));
+    return 1;
+}
+
+int datasets_cmd(const cfg *c, int argc, char **argv) {
+    int json = cli_json(c, "datasets");
+    if (json < 0) return 2;
+    if (!(argc == 0 || (argc == 2 && !strcmp(argv[0], "delete")))) {
+        fprintf(stderr, "usage: ursa datasets | ursa datasets delete NAME [--yes] [--force]\n");
+        return 2;
+    }
+    if (argc == 2 && !ds_name_valid(argv[1])) {
+        fprintf(stderr, "ursa datasets delete: \"%s\" is not a dataset name (see ursa datasets)\n",
+                argv[1]);
+        return 2;
+    }
+    rstore *r = cli_redis(c);
+    if (!r) return 1;
+    int rc = argc ? datasets_delete(c, r, argv[1], json) : datasets_list(c, r, json);
+    rstore_destroy(r);
     return rc;
 }

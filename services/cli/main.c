@@ -229,6 +229,16 @@ static const command commands[] = {
      "label before and after, author and reason. Training jobs record the last one they\n"
      "saw (ursa job JOB).\n\n",
      edits_defs, 0, 0},
+    {"datasets", datasets_cmd,
+     "usage: ursa datasets\n"
+     "       ursa datasets delete NAME [--yes] [--force]\n"
+     "Lists the datasets with their URLs, verified and failed images, edits and models.\n"
+     "delete removes a dataset: its URLs and their states, its labels, edits and audits,\n"
+     "and its models from the registry. Without --yes it says what would go and deletes\n"
+     "nothing. Refused while a job on the dataset is queued or running, and while URLs\n"
+     "are still being downloaded or verified (unless --force). The blobs (images, models)\n"
+     "stay in the blob store; the name can be ingested into again.\n\n",
+     datasets_defs, 1, 0},
     {"jobs", jobs_cmd,
      "usage: ursa jobs [--dataset NAME] [--limit N]\n"
      "       ursa jobs delete JOB\n"
@@ -284,6 +294,7 @@ static void usage(FILE *out) {
             "  ingest   queue URL lists for download and verification into a dataset\n"
             "  retry    queue again a dataset's transient failures (--pending: unfinished)\n"
             "  export-dataset  write a dataset's verified images as <label>/<hash>.jpg\n"
+            "  datasets list the datasets;  datasets delete NAME --yes\n"
             "  train    train a classifier on a dataset (a job on ursa-trainer)\n"
             "  lr-find  the learning-rate finder as a job; --plot draws it\n"
             "  audit    find mislabeled images, near-duplicates and outliers (a job)\n"

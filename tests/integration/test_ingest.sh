@@ -212,4 +212,44 @@ grep -q "no valid URL in 1 file (1 invalid line); nothing queued" "$T/none.out" 
     fail "nothing to ingest: $(cat "$T/none.out")"
 "$URSA" ingest --dataset polar --allow-empty --no-wait "$T/none.txt" >"$T/none2.out" 2>&1 ||
     fail "--allow-empty: $(cat "$T/none2.out")"
+
+# ursa datasets lists them; delete says what would go, then removes every
+# key of the dataset (edits included) and nothing of another; it is
+# refused while URLs are in flight, and the name can be ingested again
+"$URSA" edit --dataset polar delete "$FS/img/palette.png?five" >"$T/edit.out" 2>&1 ||
+    fail "edit: $(cat "$T/edit.out")"
+"$URSA" datasets -o json >"$T/datasets.json" || fail "datasets -o json"
+python3 - "$T/datasets.json" <<'EOF2' || fail "datasets -o json: $(cat "$T/datasets.json")"
+import json, sys
+d = {x["dataset"]: x for x in json.load(open(sys.argv[1]))["datasets"]}
+assert d["polar"]["urls"] == 2 and d["polar"]["edits"] == 1 and d["polar"]["models"] == 0, d
+EOF2
+"$URSA" datasets | grep -Eq '^polar +2 ' || fail "datasets: $("$URSA" datasets)"
+polar_keys() { rcli --scan --pattern 'ursa:ds:*polar*' | wc -l; }
+before=$(polar_keys)
+[ "$before" -gt 3 ] || fail "polar has $before keys: no test"
+others=$(rcli --scan --pattern 'ursa:ds:*' | grep -vc polar)
+rc=0
+"$URSA" datasets delete polar >"$T/del.out" 2>&1 || rc=$?
+check_eq "delete without --yes" "$rc" 1
+grep -q "holds 2 URLs (.* verified), 1 edits and 0 models; nothing deleted: give --yes" "$T/del.out" ||
+    fail "delete without --yes: $(cat "$T/del.out")"
+check_eq "polar's keys after a delete without --yes" "$(polar_keys)" "$before"
+"$URSA" datasets delete polar --yes >"$T/del.out" 2>&1 || fail "delete: $(cat "$T/del.out")"
+grep -q "dataset polar deleted: 2 URLs, 1 edits, 0 models" "$T/del.out" || fail "delete: $(cat "$T/del.out")"
+check_eq "polar's keys after the delete" "$(polar_keys)" 0
+check_eq "other datasets' keys" "$(rcli --scan --pattern 'ursa:ds:*' | grep -vc polar)" "$others"
+"$URSA" datasets | grep -q '^polar ' && fail "polar still listed"
+rc=0
+"$URSA" datasets delete polar --yes >"$T/del2.out" 2>&1 || rc=$?
+check_eq "a second delete" "$rc" 1
+grep -q "no dataset polar" "$T/del2.out" || fail "second delete: $(cat "$T/del2.out")"
+echo "$FS/delay/8000/img/palette.png?slow" >"$T/slow.txt"
+"$URSA" ingest --dataset polar --label polar --no-wait "$T/slow.txt" >/dev/null 2>&1 || fail "ingest again"
+rc=0
+"$URSA" datasets delete polar --yes >"$T/del3.out" 2>&1 || rc=$?
+check_eq "a delete with a URL in flight" "$rc" 1
+grep -q "1 URLs of polar are still being downloaded or verified" "$T/del3.out" ||
+    fail "in flight: $(cat "$T/del3.out")"
+"$URSA" datasets delete polar --yes --force >"$T/del4.out" 2>&1 || fail "--force: $(cat "$T/del4.out")"
 echo "test_ingest: ok"

@@ -117,6 +117,9 @@ L=$(python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); assert j["st
 wait_for 120 "the long job to run" bash -c "[ \"\$(redis-cli -p $REDIS_PORT HGET ursa:job:$L state)\" = running ]"
 "$URSA" job delete "$L" >"$T/del-running.out" 2>&1 && fail "a running job was deleted"
 grep -q "job $L is running: cancel it first" "$T/del-running.out" || fail "delete running: $(cat "$T/del-running.out")"
+"$URSA" datasets delete fm --yes >"$T/ds-del.out" 2>&1 && fail "a dataset was deleted under a running job"
+grep -q "job $L is running on dataset fm: cancel it first" "$T/ds-del.out" ||
+    fail "datasets delete under a job: $(cat "$T/ds-del.out")"
 "$URSA" job cancel "$L" >"$T/cancel.out" || fail "cancel"
 grep -q "cancel requested" "$T/cancel.out" || fail "cancel: $(cat "$T/cancel.out")"
 wait_for 60 "the job to be cancelled" bash -c "[ \"\$(redis-cli -p $REDIS_PORT HGET ursa:job:$L state)\" = cancelled ]"
