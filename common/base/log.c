@@ -2,14 +2,86 @@
  * threads and processes sharing a log file never interleave. */
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 int ulog_level = ULOG_INFO;
+static int ulog_fd = STDERR_FILENO;
+
+/* The log file, when there is one (ulog_open_file). */
+static struct {
+    char path[PATH_MAX];
+    long long max_bytes;
+    int keep;
+    atomic_llong size; /* about: what this process wrote, from the size at open */
+    pthread_mutex_t mu;
+} lf = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+void ulog_set_fd(int fd) { ulog_fd = fd; }
+
+/* path opened for appending onto stdout and stderr both, so whatever the
+ * process writes there (a sanitizer's report, a crash) goes with the lines. */
+static int open_onto_std(const char *path, long long *size) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) return -1;
+    struct stat st;
+    *size = fstat(fd, &st) == 0 ? (long long)st.st_size : 0;
+    if (dup2(fd, STDOUT_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+int ulog_open_file(const char *path, long long max_bytes, int keep) {
+    if (!path || !*path || strlen(path) + 8 >= sizeof lf.path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    long long size = 0;
+    if (open_onto_std(path, &size)) return -1;
+    snprintf(lf.path, sizeof lf.path, "%s", path);
+    lf.max_bytes = max_bytes;
+    lf.keep = keep < 1 ? 1 : keep;
+    atomic_store(&lf.size, size);
+    ulog_fd = STDERR_FILENO;
+    return 0;
+}
+
+/* The file past its size: path.keep is dropped, path.N becomes path.N+1,
+ * path becomes path.1, and a new path takes stdout and stderr. One thread
+ * at a time; a line written meanwhile lands in one file or the other. */
+static void rotate(void) {
+    pthread_mutex_lock(&lf.mu);
+    if (atomic_load(&lf.size) >= lf.max_bytes) {
+        char from[PATH_MAX + 16], to[PATH_MAX + 16];
+        for (int i = lf.keep - 1; i >= 1; i--) {
+            snprintf(from, sizeof from, "%s.%d", lf.path, i);
+            snprintf(to, sizeof to, "%s.%d", lf.path, i + 1);
+            rename(from, to); /* missing ones are fine */
+        }
+        snprintf(to, sizeof to, "%s.1", lf.path);
+        long long size = 0;
+        if (rename(lf.path, to) == 0 && open_onto_std(lf.path, &size) == 0)
+            atomic_store(&lf.size, size);
+        else
+            atomic_store(&lf.size, 0); /* try again after another max_bytes */
+    }
+    pthread_mutex_unlock(&lf.mu);
+}
 static const char *ulog_svc = "ursa";
 static const char *level_names[] = {"error", "warn", "info", "debug"};
 
@@ -41,8 +113,8 @@ void ulog_write(ulog_level_t lvl, const char *fmt, ...) {
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof line - 2) len = sizeof line - 2;
     line[len++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, len);
-    (void)w; /* nothing sensible to do if stderr is gone */
+    ssize_t w = write(ulog_fd, line, len);
+    if (w > 0 && lf.max_bytes > 0 && atomic_fetch_add(&lf.size, w) + w >= lf.max_bytes) rotate();
 }
 
 const char *ulog_quote(char *buf, size_t size, const char *s) {

@@ -1,4 +1,5 @@
-/* log.h: one line per event, key=value, to stderr.
+/* log.h: one line per event, key=value, to stderr (a daemon's to stdout, or
+ * to its log file).
  *
  *   ULOG_INFO("event=started port=%d", port);
  *   -> ts=2026-11-27T00:00:00.123Z level=info svc=broker pid=42 event=started port=4242
@@ -18,6 +19,16 @@ extern int ulog_level; /* events above this level are skipped */
 void ulog_init(const char *svc);
 /* Parses "error", "warn", "info" or "debug"; returns -1 if unknown. */
 int ulog_level_parse(const char *s);
+
+/* Lines go to fd from now on (STDERR_FILENO by default; the daemons use
+ * STDOUT_FILENO, as containers and journald expect). */
+void ulog_set_fd(int fd);
+/* Lines go to path, appended (made 0600), and stdout and stderr with them
+ * (a crash's or a sanitizer's last words land there too). Once the file
+ * reaches max_bytes (0: never) it is rotated: path.N becomes path.N+1 up
+ * to path.keep, path becomes path.1, and a new path starts. 0, or -1 with
+ * errno. */
+int ulog_open_file(const char *path, long long max_bytes, int keep);
 
 void ulog_write(ulog_level_t lvl, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -1,6 +1,7 @@
 /* service.c: daemon set-up; see service.h. */
 #include "service.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -261,6 +262,15 @@ static int identify(const cfg *c, int flags) {
     return 0;
 }
 
+static const cfg_def log_defs[] = {
+    {"log.file", CFG_STR, "", 1, 0,
+     "write the log (and stdout and stderr) to this file, rotated by size (ursa up sets "
+     "<state-dir>/log/<daemon>.log); empty: the log goes to stdout, for containers and journald"},
+    {"log.max-mb", CFG_INT, "64", 0, 1e6,
+     "rotate log.file when it reaches this many MB (0: never)"},
+    {"log.keep", CFG_INT, "3", 1, 100, "rotated files kept: log.file.1 (the newest) to .N"},
+    {NULL, 0, NULL, 0, 0, NULL}};
+
 int service_setup(const char *name, int flags, const char *usage,
                   const cfg_def *const *tables, int argc, char **argv,
                   cfg **out, int *argi) {
@@ -269,7 +279,8 @@ int service_setup(const char *name, int flags, const char *usage,
     snprintf(me.name, sizeof me.name, "%s", name);
     const cfg_def *all[16];
     size_t nt = 0;
-    while (tables[nt] && nt < sizeof all / sizeof all[0] - 2) all[nt] = tables[nt], nt++;
+    while (tables[nt] && nt < sizeof all / sizeof all[0] - 3) all[nt] = tables[nt], nt++;
+    all[nt++] = log_defs;
     all[nt++] = own_defs(name, flags);
     all[nt] = NULL;
     cfg *c = cfg_new(all, "kafka.");
@@ -306,6 +317,13 @@ int service_setup(const char *name, int flags, const char *usage,
         return 2;
     }
     ulog_level = lvl;
+    const char *lf = cfg_str(c, "log.file");
+    if (*lf && ulog_open_file(lf, cfg_int(c, "log.max-mb") << 20, (int)cfg_int(c, "log.keep"))) {
+        fprintf(stderr, "%s: log.file %s: %s\n", name, lf, strerror(errno));
+        cfg_destroy(c);
+        return 2;
+    }
+    if (!*lf) ulog_set_fd(STDOUT_FILENO);
     if (identify(c, flags)) {
         cfg_destroy(c);
         return 2;

@@ -318,7 +318,9 @@ static int start_broker(const stack *s) {
     char bsp[PATH_MAX + 64];
     snprintf(bsp, sizeof bsp, "%s/broker.bootstrap", s->root);
     unlink(bsp); /* a stale address must not look healthy */
-    char *argv[] = {exe, "--state-dir", (char *)s->root, NULL};
+    char logp[PATH_MAX + 64];
+    path_of(s, logp, sizeof logp, "log/%s.log", "broker");
+    char *argv[] = {exe, "--state-dir", (char *)s->root, "--log.file", logp, NULL};
     pid_t pid = spawn(s, "broker", argv);
     if (pid < 0) return -1;
     int64_t deadline = util_mono_ms() + s->timeout_ms;
@@ -454,6 +456,8 @@ static int start_daemons(const stack *s, const cfg *c, plan *ps, int n, int *nst
         path_of(s, stale, sizeof stale, "run/%s.port", p->name);
         unlink(stale);
         path_of(s, logp, sizeof logp, "log/%s.log", p->name);
+        argv[k++] = "--log.file"; /* rotated by the daemon (log.max-mb, log.keep) */
+        argv[k++] = logp;
         struct stat st;
         p->log_at = stat(logp, &st) == 0 ? st.st_size : 0;
         if ((p->pid = spawn(s, p->name, argv)) < 0) {

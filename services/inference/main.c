@@ -190,6 +190,7 @@ static http_server *listen_http(server *s, char *err, size_t n) {
 
 int main(int argc, char **argv) {
     char nerr[200];
+    ulog_set_fd(STDOUT_FILENO); /* a daemon logs to stdout, the engine's first lines too */
     if (nn_engine_init(argv, nerr, sizeof nerr) != URSA_OK) {
         fprintf(stderr, "ursa-inference: %s\n", nerr);
         return 2;

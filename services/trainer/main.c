@@ -359,6 +359,7 @@ static int tick(void *opaque, int timeout_ms) {
 
 int main(int argc, char **argv) {
     char nerr[200];
+    ulog_set_fd(STDOUT_FILENO); /* a daemon logs to stdout, the engine's first lines too */
     if (nn_engine_init(argv, nerr, sizeof nerr) != URSA_OK) {
         fprintf(stderr, "ursa-trainer: %s\n", nerr);
         return 2;

@@ -61,7 +61,7 @@ grep -q "off, flip, shift or flip+shift" "$T/tta.err" || fail "--tta sideways: $
 # batched with other images (two in flight at once), and says so
 "$URSA_BIN/ursa-inference" --inference.model "$T/demo.onnx" --inference.port 0 \
     --inference.port-file "$T/tta.port" --inference.tta flip --inference.max-delay-us 50000 \
-    >"$T/inference-tta.log" 2>&1 &
+    >"$T/inference-tta.log" 2>"$T/inference-tta.err" &
 TTA_INF=$!
 PIDS+=("$TTA_INF")
 wait_for 10 "the flip server" test -s "$T/tta.port"
@@ -82,6 +82,10 @@ for f in ("/tta-srv.json", "/tta-srv-m.json"):  # an image and its mirror: the s
     assert max(abs(got[k] - want[k]) for k in want) < 1e-4, (f, got, want)
 assert json.load(open(T + "/tta-models.json"))["serving"]["tta"] == "flip"
 EOF2
+# outside ursa up a daemon logs to stdout (containers, journald), not stderr
+grep -q "event=model_loaded .*tta=flip" "$T/inference-tta.log" ||
+    fail "no model_loaded line on stdout: $(cat "$T/inference-tta.log")"
+check_eq "log lines on stderr" "$(grep -c 'event=' "$T/inference-tta.err" || true)" 0
 rc=0
 "$URSA_BIN/ursa-inference" --inference.model "$T/demo.onnx" --inference.port 0 \
     --inference.tta sideways >/dev/null 2>"$T/tta-inf.err" || rc=$?
