@@ -146,14 +146,24 @@ ursa_err blob_path(blob_store *bs, const char *key, char *out, size_t size) {
     return bs->be->locate(bs->self, key, out, size);
 }
 
+ursa_err blob_list(blob_store *bs, blob_list_fn *fn, void *ctx) {
+    return bs->be->list(bs->self, fn, ctx);
+}
+
+ursa_err blob_mtime(blob_store *bs, const char *key, int64_t *mtime_ms) {
+    if (!blob_key_valid(key)) return URSA_ERR_INVALID;
+    return bs->be->mtime(bs->self, key, mtime_ms);
+}
+
 int blob_exists(blob_store *bs, const char *key) {
     return blob_key_valid(key) && bs->be->exists(bs->self, key);
 }
 
 static ursa_err put(blob_store *bs, const void *data, size_t len, char key[65], int durable) {
     sha256_hex(data, len, key);
-    /* a blob already there is no write: it succeeds on a full disk too */
-    if (bs->reserve && bs->be->exists(bs->self, key)) return URSA_OK;
+    /* a blob already there is no write (its time is touched): it succeeds
+     * on a full disk too */
+    if (bs->reserve && bs->be->exists(bs->self, key)) return bs->be->put(bs->self, key, data, len, durable);
     if (under_reserve(bs, len)) return URSA_ERR_NO_SPACE;
     return bs->be->put(bs->self, key, data, len, durable);
 }

@@ -108,6 +108,18 @@ ursa_err blob_get(blob_store *bs, const char *key, size_t max, char **data,
  * bytes are unique to one writer. */
 ursa_err blob_delete(blob_store *bs, const char *key);
 
+/* Every blob in the store, in no set order: fn gets its key, size and when
+ * it was last written (ms since the epoch; a put of a blob that exists
+ * counts as a write: the directory store touches the file, the object
+ * store writes the object again) and returns nonzero to stop. Files or
+ * objects that are not blobs are left out. For `ursa gc`. */
+typedef int blob_list_fn(void *ctx, const char *key, uint64_t size, int64_t mtime_ms);
+ursa_err blob_list(blob_store *bs, blob_list_fn *fn, void *ctx);
+
+/* When the blob was last written (ms since the epoch): URSA_ERR_NOT_FOUND
+ * when it is not there. */
+ursa_err blob_mtime(blob_store *bs, const char *key, int64_t *mtime_ms);
+
 /* 1 if a blob with this key is stored, 0 if not (or the store is down). */
 int blob_exists(blob_store *bs, const char *key);
 

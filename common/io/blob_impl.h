@@ -10,7 +10,8 @@
 typedef struct {
     /* Stores data under key (its SHA-256, already computed); durable: wait
      * for the medium, else visible at once (local) or after the next sync
-     * (remote). Putting a key that exists changes nothing. */
+     * (remote). Putting a key that exists changes no byte, but counts as a
+     * write for its time (see blob_list). */
     ursa_err (*put)(void *self, const char *key, const void *data, size_t len, int durable);
     ursa_err (*get)(void *self, const char *key, size_t max, char **data, size_t *len);
     int (*exists)(void *self, const char *key);
@@ -21,6 +22,8 @@ typedef struct {
     uint64_t (*free_bytes)(void *self);
     ursa_err (*ping)(void *self, char *why, size_t n);
     void (*destroy)(void *self);
+    ursa_err (*list)(void *self, blob_list_fn *fn, void *ctx);
+    ursa_err (*mtime)(void *self, const char *key, int64_t *mtime_ms);
 } blob_backend;
 
 struct blob_store {

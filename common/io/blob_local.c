@@ -4,6 +4,7 @@
  * would also wait for every other process's dirty data on the disk). */
 #include "blob_impl.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -83,9 +85,13 @@ static ursa_err put(void *self, const char *key, const void *data, size_t len, i
     char path[4096], dir[4096];
     ursa_err err = locate(self, key, path, sizeof path);
     if (err) return err;
-    /* immutable: already there; a lazy put syncs it still, since its writer
-     * (a crashed process, say) may not have */
-    if (access(path, F_OK) == 0) return durable ? URSA_OK : pending_add(l, key, 0);
+    /* immutable: already there, but written again for its time (ursa gc
+     * keeps what was written lately); a lazy put syncs it still, since its
+     * writer (a crashed process, say) may not have */
+    if (access(path, F_OK) == 0) {
+        utimensat(AT_FDCWD, path, NULL, 0);
+        return durable ? URSA_OK : pending_add(l, key, 0);
+    }
     int made_dir = 0;
     err = durable ? util_write_file_atomic(path, data, len)
                   : util_write_file_renamed(path, data, len);
@@ -182,8 +188,45 @@ static void destroy(void *self) {
     free(l);
 }
 
-static const blob_backend local_backend = {put,    get,        exists, sync_all, del,
-                                           locate, free_bytes, ping,   destroy};
+/* Walks the 256 shard directories; names that are not keys are left out. */
+static ursa_err list(void *self, blob_list_fn *fn, void *ctx) {
+    local *l = self;
+    char sub[4096], path[4200];
+    for (int sh = 0; sh < 256; sh++) {
+        snprintf(sub, sizeof sub, "%s/%02x", l->dir, sh);
+        DIR *d = opendir(sub);
+        if (!d) {
+            if (errno == ENOENT) continue;
+            return URSA_ERR_IO;
+        }
+        struct dirent *e;
+        int stop = 0;
+        while (!stop && (e = readdir(d))) {
+            struct stat st;
+            if (!blob_key_valid(e->d_name) || strncmp(e->d_name, sub + strlen(sub) - 2, 2)) continue;
+            snprintf(path, sizeof path, "%s/%s", sub, e->d_name);
+            if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue; /* deleted since */
+            stop = fn(ctx, e->d_name, (uint64_t)st.st_size,
+                      (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000);
+        }
+        closedir(d);
+        if (stop) break;
+    }
+    return URSA_OK;
+}
+
+static ursa_err mtime(void *self, const char *key, int64_t *ms) {
+    char path[4096];
+    struct stat st;
+    ursa_err err = locate(self, key, path, sizeof path);
+    if (err) return err;
+    if (stat(path, &st) != 0) return errno == ENOENT ? URSA_ERR_NOT_FOUND : URSA_ERR_IO;
+    *ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+    return URSA_OK;
+}
+
+static const blob_backend local_backend = {put,    get,        exists,  sync_all, del,  locate,
+                                           free_bytes, ping, destroy, list,     mtime};
 
 ursa_err blob_local_open(blob_store *bs, const char *dir, char *errstr, size_t n) {
     if (util_mkdirs_mode(dir, 0700) != URSA_OK) {

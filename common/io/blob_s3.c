@@ -4,9 +4,11 @@
  * (<endpoint>/<bucket>/<object>), so Ceph RGW, MinIO and AWS all take them.
  * libcurl signs every request (CURLOPT_AWS_SIGV4); libcurl 7.88 does not hash
  * the payload itself, so each request carries x-amz-content-sha256, which for
- * a PUT is the blob's own key. A PUT says If-None-Match: *, so an object
- * that exists is not written again (412, taken as success; a store that
- * ignores the header rewrites the same bytes, which changes nothing).
+ * a PUT is the blob's own key. A PUT of an object that exists writes the
+ * same bytes again, which changes nothing but its LastModified: that is
+ * the time `ursa gc` keeps what was written lately by (a conditional PUT,
+ * If-None-Match: *, would leave an old object looking unused while a new
+ * message refers to it). A listing (ListObjectsV2) is read with expat.
  *
  * Reads, deletes and durable writes are synchronous, on easy handles kept in a pool so
  * their connections are reused. blob_put_lazy() hands the bytes to one
@@ -20,6 +22,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <expat.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,7 +173,6 @@ static struct curl_slist *headers(const s3 *s, const char *payload_sha, int put)
      * 1 MB: libcurl 7.88 signs the empty header it then does not send, and
      * the store refuses the signature */
     if (l && put && (t = curl_slist_append(l, "Content-Type: application/octet-stream"))) l = t;
-    if (l && put && (t = curl_slist_append(l, "If-None-Match: *"))) l = t;
     if (l && s->token_hdr[0] && (t = curl_slist_append(l, s->token_hdr))) l = t;
     return l;
 }
@@ -583,8 +585,170 @@ static ursa_err ping(void *self, char *why, size_t n) {
     return check_bucket(s, 0, why, n) ? URSA_ERR_UNAVAILABLE : URSA_OK;
 }
 
-static const blob_backend s3_backend = {put,    get,        exists, sync_all, del,
-                                        locate, free_bytes, ping,   destroy};
+/* ---- listing: ListObjectsV2, its XML read by expat ------------------------------------ */
+
+/* What a page of a listing says. */
+typedef struct {
+    blob_list_fn *fn;
+    void *ctx;
+    const char *only; /* a key: the others are left out (blob mtime's listing) */
+    int stop, truncated, in_contents, field; /* field: F_* being read */
+    int64_t found_ms;                        /* the only key's time, -1 until seen */
+    char key[1100], modified[48], size[32], token[1100];
+    size_t key_len, modified_len, size_len, token_len;
+} lister;
+
+enum { F_NONE, F_KEY, F_MODIFIED, F_SIZE, F_TRUNCATED, F_TOKEN };
+
+static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **attrs) {
+    lister *L = ud;
+    (void)attrs;
+    if (!strcmp(name, "Contents")) {
+        L->in_contents = 1;
+        L->key_len = L->modified_len = L->size_len = 0;
+    } else if (L->in_contents && !strcmp(name, "Key")) {
+        L->field = F_KEY;
+    } else if (L->in_contents && !strcmp(name, "LastModified")) {
+        L->field = F_MODIFIED;
+    } else if (L->in_contents && !strcmp(name, "Size")) {
+        L->field = F_SIZE;
+    } else if (!L->in_contents && !strcmp(name, "IsTruncated")) {
+        L->field = F_TRUNCATED;
+    } else if (!L->in_contents && !strcmp(name, "NextContinuationToken")) {
+        L->field = F_TOKEN;
+        L->token_len = 0;
+    }
+}
+
+/* text into buf (cap bytes with its NUL), cut where it does not fit */
+static void add_text(char *buf, size_t cap, size_t *len, const XML_Char *s, int n) {
+    size_t room = cap - 1 - *len, m = (size_t)n < room ? (size_t)n : room;
+    memcpy(buf + *len, s, m);
+    *len += m;
+    buf[*len] = '\0';
+}
+
+static void XMLCALL on_text(void *ud, const XML_Char *s, int n) {
+    lister *L = ud;
+    switch (L->field) {
+    case F_KEY: add_text(L->key, sizeof L->key, &L->key_len, s, n); break;
+    case F_MODIFIED: add_text(L->modified, sizeof L->modified, &L->modified_len, s, n); break;
+    case F_SIZE: add_text(L->size, sizeof L->size, &L->size_len, s, n); break;
+    case F_TOKEN: add_text(L->token, sizeof L->token, &L->token_len, s, n); break;
+    case F_TRUNCATED: L->truncated = n >= 4 && !strncmp(s, "true", 4); break;
+    default: break;
+    }
+}
+
+/* "2026-12-07T22:00:00.123Z" as ms since the epoch; -1 when it is not that */
+static int64_t iso_ms(const char *t) {
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *rest = strptime(t, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest) return -1;
+    int64_t ms = (int64_t)timegm(&tm) * 1000;
+    if (rest[0] == '.' && rest[1] >= '0' && rest[1] <= '9') ms += atoi(rest + 1) % 1000;
+    return ms;
+}
+
+static void XMLCALL on_end(void *ud, const XML_Char *name) {
+    lister *L = ud;
+    L->field = F_NONE;
+    if (strcmp(name, "Contents") || !L->in_contents) return;
+    L->in_contents = 0;
+    /* <prefix>ab/<key>: the blob's key, in its own shard */
+    const char *k = L->key_len >= 64 ? L->key + L->key_len - 64 : "";
+    int64_t ms = iso_ms(L->modified);
+    if (!blob_key_valid(k) || L->key_len < 67 || strncmp(L->key + L->key_len - 67, k, 2) ||
+        L->key[L->key_len - 65] != '/' || ms < 0 || L->stop)
+        return;
+    if (L->only) {
+        if (!strcmp(k, L->only)) L->found_ms = ms;
+        return;
+    }
+    L->stop = L->fn(L->ctx, k, strtoull(L->size, NULL, 10), ms);
+}
+
+/* v percent-encoded as SigV4's canonical query wants: all but A-Z a-z 0-9 - _ . ~ */
+static void query_escape(const char *v, char *out, size_t n) {
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; *v && o + 4 < n; v++) {
+        unsigned char c = (unsigned char)*v;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~') {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+/* Lists the objects under the store's prefix and then `within`, page by
+ * page, into L. */
+static ursa_err list_into(s3 *s, const char *within, int max_keys, lister *L) {
+    char prefix[600], eprefix[1800], etoken[3400], query[5400];
+    snprintf(prefix, sizeof prefix, "%s%s", s->prefix, within);
+    query_escape(prefix, eprefix, sizeof eprefix);
+    L->token[0] = '\0';
+    L->token_len = 0;
+    ursa_err err = URSA_OK;
+    do {
+        query_escape(L->token, etoken, sizeof etoken);
+        /* the names in canonical (sorted) order: libcurl signs the query as given */
+        snprintf(query, sizeof query, "%s%s%slist-type=2&max-keys=%d%s%s",
+                 etoken[0] ? "continuation-token=" : "", etoken, etoken[0] ? "&" : "",
+                 max_keys, eprefix[0] ? "&prefix=" : "", eprefix);
+        sink k = {.max = 16 << 20};
+        long st = 0;
+        err = request(s, "GET", NULL, query, NULL, 0, &k, &st, s->retries);
+        if (!err && st != 200) err = status_err(s, "LIST", "", st, &k);
+        if (err) {
+            free(k.buf);
+            return err;
+        }
+        XML_Parser xp = XML_ParserCreate(NULL);
+        if (!xp) {
+            free(k.buf);
+            return URSA_ERR_NOMEM;
+        }
+        L->truncated = 0;
+        XML_SetUserData(xp, L);
+        XML_SetElementHandler(xp, on_start, on_end);
+        XML_SetCharacterDataHandler(xp, on_text);
+        int ok = XML_Parse(xp, k.buf ? k.buf : "", (int)k.len, 1) == XML_STATUS_OK;
+        if (!ok)
+            blob_note_error(s->bs, "s3://%s/%s: a listing that is not XML: %s", s->bucket,
+                            prefix, XML_ErrorString(XML_GetErrorCode(xp)));
+        XML_ParserFree(xp);
+        free(k.buf);
+        if (!ok) return URSA_ERR_CORRUPT;
+    } while (L->truncated && L->token_len && !L->stop);
+    return URSA_OK;
+}
+
+static ursa_err list(void *self, blob_list_fn *fn, void *ctx) {
+    lister L = {.fn = fn, .ctx = ctx, .found_ms = -1};
+    return list_into(self, "", 1000, &L);
+}
+
+/* One listing of the object's own name: its LastModified. */
+static ursa_err mtime(void *self, const char *key, int64_t *ms) {
+    char within[80];
+    snprintf(within, sizeof within, "%.2s/%s", key, key);
+    lister L = {.only = key, .found_ms = -1};
+    ursa_err err = list_into(self, within, 1, &L);
+    if (err) return err;
+    if (L.found_ms < 0) return URSA_ERR_NOT_FOUND;
+    *ms = L.found_ms;
+    return URSA_OK;
+}
+
+static const blob_backend s3_backend = {put,    get,        exists,  sync_all, del,  locate,
+                                        free_bytes, ping, destroy, list,     mtime};
 
 /* ---- opening ---------------------------------------------------------------------- */
 

@@ -707,6 +707,10 @@ static int cmp_key_ix(const void *a, const void *b) {
     return strcmp(((const key_ix *)a)->key, ((const key_ix *)b)->key);
 }
 
+ursa_err ds_list_blobs(rstore *r, const char *ds, redisReply **keys) {
+    return rstore_cmd(r, keys, "SMEMBERS ursa:ds:%s:lists", ds);
+}
+
 ursa_err ds_urls_find(rstore *r, blob_store *bs, const char *ds, size_t n,
                       const char *const *keys, char **urls) {
     for (size_t i = 0; i < n; i++) urls[i] = NULL;

@@ -217,6 +217,9 @@ ursa_err ds_label_exists(rstore *r, const char *ds, const char *label, int *exis
 /* Every dataset's name (a set reply: an array of strings). */
 ursa_err ds_list(rstore *r, redisReply **names);
 
+/* The blob keys of the URL lists ingested into the dataset (a set reply). */
+ursa_err ds_list_blobs(rstore *r, const char *ds, redisReply **keys);
+
 /* Deletes the dataset's keys of this module (its URLs, counts, labels and
  * lists) and takes it out of ursa:datasets; *removed gets the keys
  * removed (0: nothing was there). Its edits and audits (ds_edits_delete),

@@ -974,7 +974,8 @@ static int datasets_delete(const cfg *c, rstore *r, const char *ds, int json) {
                keys + ekeys);
     else
         printf("dataset %s deleted: %lld URLs, %lld edits, %zu models (%lld Redis keys); its "
-               "blobs stay in the blob store\n", ds, total, s.edits, nmodels, keys + ekeys);
+               "blobs stay in the blob store until ursa gc\n",
+               ds, total, s.edits, nmodels, keys + ekeys);
     return 0;
 redis_failed:
     fprintf(stderr, "ursa datasets delete: %s (run it again to finish)\n", rstore_last_error(r));

@@ -12,6 +12,7 @@
 #include "blas.h"
 #include "nn.h"
 #include "dataset_cmd.h"
+#include "gc_cmd.h"
 #include "classify_cmd.h"
 #include "demo_cmd.h"
 #include "clean_cmd.h"
@@ -237,8 +238,17 @@ static const command commands[] = {
      "and its models from the registry. Without --yes it says what would go and deletes\n"
      "nothing. Refused while a job on the dataset is queued or running, and while URLs\n"
      "are still being downloaded or verified (unless --force). The blobs (images, models)\n"
-     "stay in the blob store; the name can be ingested into again.\n\n",
+     "stay in the blob store until ursa gc; the name can be ingested into again.\n\n",
      datasets_defs, 1, 0},
+    {"gc", gc_cmd,
+     "usage: ursa gc [--dry-run] [--older-than-hours H] [--force]\n"
+     "Removes the blobs nothing refers to: no verified image or URL list of a dataset,\n"
+     "no job (snapshots, checkpoints, results) and no model. Blobs are shared, so deleting\n"
+     "a dataset, job or model leaves its blobs behind; this collects them. Only blobs last\n"
+     "written at least H hours ago go (168: a week, Kafka's retention). Says what it\n"
+     "keeps and what it removes; --dry-run removes nothing and lists them. Refused while\n"
+     "URLs are being downloaded or verified or jobs are queued or running (--force).\n\n",
+     gc_defs, 0, 0},
     {"jobs", jobs_cmd,
      "usage: ursa jobs [--dataset NAME] [--limit N]\n"
      "       ursa jobs delete JOB\n"
@@ -295,6 +305,7 @@ static void usage(FILE *out) {
             "  retry    queue again a dataset's transient failures (--pending: unfinished)\n"
             "  export-dataset  write a dataset's verified images as <label>/<hash>.jpg\n"
             "  datasets list the datasets;  datasets delete NAME --yes\n"
+            "  gc       remove the blobs nothing refers to any more\n"
             "  train    train a classifier on a dataset (a job on ursa-trainer)\n"
             "  lr-find  the learning-rate finder as a job; --plot draws it\n"
             "  audit    find mislabeled images, near-duplicates and outliers (a job)\n"

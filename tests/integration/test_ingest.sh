@@ -252,4 +252,28 @@ check_eq "a delete with a URL in flight" "$rc" 1
 grep -q "1 URLs of polar are still being downloaded or verified" "$T/del3.out" ||
     fail "in flight: $(cat "$T/del3.out")"
 "$URSA" datasets delete polar --yes --force >"$T/del4.out" 2>&1 || fail "--force: $(cat "$T/del4.out")"
+
+# ursa gc: the deleted dataset's blobs are garbage; what bears and hostile
+# refer to stays, and nothing written within the grace period goes
+blobs_in_store() { find "$URSA_STATE_DIR/blobs" -type f -name '????????????????????????????????????????????????????????????????' | wc -l; }
+"$URSA" gc --dry-run -o json >"$T/gc0.json" || fail "gc --dry-run"
+python3 -c 'import json, sys; g = json.load(open(sys.argv[1])); assert g["unreferenced"] == 0 and g["recent"] > 0, g' \
+    "$T/gc0.json" || fail "the grace period: $(cat "$T/gc0.json")"
+n0=$(blobs_in_store)
+"$URSA" gc --dry-run --older-than-hours 0 -o json >"$T/gc1.json" || fail "gc --dry-run --older-than-hours 0"
+garbage=$(python3 -c 'import json, sys; g = json.load(open(sys.argv[1])); assert g["removed"] == 0 and len(g["blobs"]) == g["unreferenced"]; print(g["unreferenced"])' "$T/gc1.json") ||
+    fail "gc --dry-run: $(cat "$T/gc1.json")"
+[ "$garbage" -gt 0 ] || fail "no garbage after deleting polar: $(cat "$T/gc1.json")"
+check_eq "blobs after a dry run" "$(blobs_in_store)" "$n0"
+"$URSA" gc --older-than-hours 0 >"$T/gc2.out" 2>&1 || fail "gc: $(cat "$T/gc2.out")"
+grep -q "unreferenced: $garbage blobs (.* MB), $garbage removed" "$T/gc2.out" || fail "gc: $(cat "$T/gc2.out")"
+check_eq "blobs after gc" "$(blobs_in_store)" "$((n0 - garbage))"
+for d in bears hostile; do
+    rm -rf "$T/exp-$d"
+    "$URSA" export-dataset --dataset $d "$T/exp-$d" >/dev/null 2>"$T/exp.err" ||
+        fail "export-dataset $d after gc: $(cat "$T/exp.err")"
+done
+"$URSA" gc --dry-run --older-than-hours 0 -o json >"$T/gc3.json" || fail "gc again"
+python3 -c 'import json, sys; g = json.load(open(sys.argv[1])); assert g["unreferenced"] == 0, g' "$T/gc3.json" ||
+    fail "garbage left: $(cat "$T/gc3.json")"
 echo "test_ingest: ok"

@@ -178,4 +178,18 @@ grep -q 'bad stage "2:0"' "$T/usage.out" || fail "bad stage: $(cat "$T/usage.out
 "$URSA" export "$M" "$T/gone.onnx" >/dev/null 2>&1 && fail "a deleted model was exported"
 "$URSA" models delete "$M" >"$T/mdel2.out" 2>&1 && fail "a model deleted twice"
 grep -q "no model $M" "$T/mdel2.out" || fail "models delete again: $(cat "$T/mdel2.out")"
+# ursa gc after the deletes: the deleted model's file stays while a job's
+# spec names it as its pretrained body; the other model and its
+# interpretation stay; nothing is left unreferenced after one pass
+MKEY=$(sha256sum <"$T/m.onnx" | cut -c1-64)
+"$URSA" gc --older-than-hours 0 -o json >"$T/gc.json" 2>"$T/gc.err" || fail "gc: $(cat "$T/gc.err")"
+python3 -c 'import json, sys; g = json.load(open(sys.argv[1])); assert g["removed"] == g["unreferenced"] and g["jobs"] > 5 and g["models"] >= 1, g' \
+    "$T/gc.json" || fail "gc: $(cat "$T/gc.json")"
+[ -f "$URSA_STATE_DIR/blobs/${MKEY:0:2}/$MKEY" ] || fail "gc removed a pretrained body a job names"
+"$URSA" export "$M2" "$T/ft2.onnx" >/dev/null || fail "export $M2 after gc"
+cmp -s "$T/ft.onnx" "$T/ft2.onnx" || fail "$M2 changed"
+"$URSA" interp "$M2" >/dev/null || fail "interp $M2 after gc"
+"$URSA" gc --older-than-hours 0 --dry-run -o json >"$T/gc2.json" || fail "gc --dry-run"
+python3 -c 'import json, sys; g = json.load(open(sys.argv[1])); assert g["unreferenced"] == 0, g' "$T/gc2.json" ||
+    fail "garbage left: $(cat "$T/gc2.json")"
 echo "test_trainer: ok"

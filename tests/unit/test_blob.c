@@ -4,6 +4,56 @@
 
 #include "test.h"
 #include "blob.h"
+#include "util.h"
+
+/* blob_list finds the store's blobs with size and time, and nothing else;
+ * a put of a blob that exists makes it newer (ursa gc's grace) */
+typedef struct {
+    char keys[8][65];
+    uint64_t sizes[8];
+    int64_t ms[8];
+    int n, others;
+} seen_list;
+
+static int on_listed(void *ctx, const char *key, uint64_t size, int64_t ms) {
+    seen_list *s = ctx;
+    if (s->n < 8 && (!strcmp(key, s->keys[0]) || !strcmp(key, s->keys[1]))) {
+        int i = !strcmp(key, s->keys[0]) ? 0 : 1;
+        s->sizes[i] = size, s->ms[i] = ms;
+        s->n++;
+    } else {
+        s->others++;
+    }
+    return 0;
+}
+
+/* Returns how many other blobs the listing had. */
+static int list_and_times(blob_store *bs, int64_t clock_slack_ms) {
+    seen_list s = {.n = 0};
+    assert_int_equal(blob_put(bs, "listed one", 10, s.keys[0]), URSA_OK);
+    assert_int_equal(blob_put(bs, "listed two!", 11, s.keys[1]), URSA_OK);
+    int64_t t0 = 0;
+    assert_int_equal(blob_mtime(bs, s.keys[0], &t0), URSA_OK);
+    int64_t now = util_now_ms();
+    assert_true(t0 > now - 60000 - clock_slack_ms && t0 < now + clock_slack_ms);
+    assert_int_equal(blob_list(bs, on_listed, &s), URSA_OK);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.sizes[0], 10);
+    assert_int_equal(s.sizes[1], 11);
+    assert_true(s.ms[0] == t0);
+    const char *absent = "0000000000000000000000000000000000000000000000000000000000000000";
+    int64_t t = 0;
+    assert_int_equal(blob_mtime(bs, absent, &t), URSA_ERR_NOT_FOUND);
+    util_sleep_ms(1100); /* S3's LastModified has seconds */
+    char again[65];
+    assert_int_equal(blob_put(bs, "listed one", 10, again), URSA_OK);
+    assert_int_equal(blob_mtime(bs, s.keys[0], &t), URSA_OK);
+    if (t <= t0) fail_msg("a put of a blob that exists left its time at %lld (was %lld)",
+                          (long long)t, (long long)t0);
+    assert_int_equal(blob_delete(bs, s.keys[0]), URSA_OK);
+    assert_int_equal(blob_delete(bs, s.keys[1]), URSA_OK);
+    return s.others;
+}
 
 static void put_get_roundtrip_under_its_hash(void **state) {
     (void)state;
@@ -31,7 +81,7 @@ static void put_get_roundtrip_under_its_hash(void **state) {
     assert_int_equal(blob_put(bs, "abc", 3, key2), URSA_OK);
     assert_string_equal(key, key2);
     stat(path, &st2);
-    assert_int_equal(st1.st_ino, st2.st_ino);
+    assert_int_equal(st1.st_ino, st2.st_ino); /* not written again, only touched */
     /* empty blobs are blobs too */
     assert_int_equal(blob_put(bs, "", 0, key2), URSA_OK);
     assert_int_equal(blob_get(bs, key2, 10, &data, &len), URSA_OK);
@@ -107,6 +157,25 @@ static void delete_and_describe(void **state) {
 
 /* a store the CLI or a daemon creates is its owner's alone (0700): its
  * images and models are not for every user of the host */
+static void lists_with_times(void **state) {
+    (void)state;
+    char *dir = test_mkdtemp();
+    char err[256];
+    blob_store *bs = blob_store_new(dir, err, sizeof err);
+    assert_non_null(bs);
+    /* a file that is no blob is left out of the listing */
+    char junk[4200];
+    snprintf(junk, sizeof junk, "%s/ab", dir);
+    mkdir(junk, 0700);
+    snprintf(junk, sizeof junk, "%s/ab/notes.txt", dir);
+    FILE *f = fopen(junk, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(list_and_times(bs, 0), 0); /* notes.txt is no blob */
+    blob_store_destroy(bs);
+    test_rmdir(dir);
+}
+
 static void a_new_store_is_private(void **state) {
     (void)state;
     char *dir = test_mkdtemp(), sub[4200], err[256];
@@ -129,6 +198,7 @@ int main(void) {
         cmocka_unit_test(no_temp_files_left_behind),
         cmocka_unit_test(delete_and_describe),
         cmocka_unit_test(a_new_store_is_private),
+        cmocka_unit_test(lists_with_times),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
