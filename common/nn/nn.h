@@ -272,9 +272,10 @@ void nn_col2im(const float *col, int ldc, int cin, int h, int w, int k, int s, i
 /* ---- optimiser and schedules (optim.c) -------------------------------- */
 typedef struct {
     float beta1, beta2, eps, wd;
+    int bn_wd;  /* fast.ai's bn_wd: decay batch norm's parameters and biases too */
     long step;
 } nn_adamw;
-void nn_adamw_init(nn_adamw *o);           /* 0.9, 0.99, 1e-8, 1e-2 */
+void nn_adamw_init(nn_adamw *o);           /* 0.9, 0.99, 1e-8, 1e-2, bn_wd 1 */
 /* One step; lr per layer group (lrs[group]), beta1 as momentum now. */
 ursa_err nn_adamw_step(nn_adamw *o, nn_model *m, const float *lrs, float beta1);
 

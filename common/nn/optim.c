@@ -11,6 +11,7 @@ void nn_adamw_init(nn_adamw *o) {
     o->beta2 = 0.99f;
     o->eps = 1e-8f;
     o->wd = 1e-2f;
+    o->bn_wd = 1;
     o->step = 0;
 }
 
@@ -35,7 +36,10 @@ ursa_err nn_adamw_step(nn_adamw *o, nn_model *m, const float *lrs, float beta1) 
         }
         p->t++;
         float lr = lrs[p->group < m->ngroups ? p->group : m->ngroups - 1];
-        float b2 = o->beta2, decay = 1.0f - lr * o->wd;
+        float b2 = o->beta2, decay =
+            !o->bn_wd && (p->kind == NN_P_BIAS || p->kind == NN_P_BN_W || p->kind == NN_P_BN_B)
+                ? 1.0f
+                : 1.0f - lr * o->wd;
         double bc1 = 1.0 - pow(beta1, (double)p->t), bc2 = 1.0 - pow(b2, (double)p->t);
         float step = (float)(lr / bc1), bc2s = (float)sqrt(bc2), eps = o->eps;
         float *w = p->w, *g = p->g, *mm = p->m, *vv = p->v;
