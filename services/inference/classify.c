@@ -291,6 +291,17 @@ static int top_param(http_req *r) {
     return *end || !v[0] || n < 0 || n > 100000 ? -1 : (int)n;
 }
 
+/* ?model=NAME that is not the served model: 404 naming the one served
+ * (1: answered). A model named as it is served, or none, is fine. */
+static int model_refused(http_req *r, served *m) {
+    char want[200];
+    int n = http_query(r, "model", want, sizeof want);
+    if (n <= 0 || (m && !strcmp(want, served_id(m)))) return 0;
+    http_error(r, 404, NULL, "no model %s is served; this server serves %s", want,
+               m ? served_id(m) : "none yet");
+    return 1;
+}
+
 int h_classify(void *ctx, http_req *r) {
     server *s = ctx;
     int top = top_param(r);
@@ -300,12 +311,19 @@ int h_classify(void *ctx, http_req *r) {
     const char *ctype = http_header(r, "Content-Type");
     const char *d = body;
     size_t dl = len;
-    if (ctype && !strncasecmp(ctype, "multipart/form-data", 19) &&
-        multipart_file(ctype, body, len, &d, &dl))
-        return http_error(r, 400, NULL, "multipart body without a \"file\" part");
+    int mp = ctype && !strncasecmp(ctype, "multipart/form-data", 19)
+                 ? multipart_file(ctype, body, len, &d, &dl)
+                 : 0;
+    if (mp == -2)
+        return http_error(r, 400, NULL, "several parts named \"file\": send one image a request");
+    if (mp) return http_error(r, 400, NULL, "multipart body without a \"file\" part");
     if (!dl) return http_error(r, 400, NULL, "empty body: send the image");
     served *m = batcher_current(s->b);
     if (!m) return http_error(r, 503, "Retry-After: 1\r\n", "no model loaded yet");
+    if (model_refused(r, m)) {
+        served_release(m);
+        return 404;
+    }
     size_t cost = decode_bytes(s, m, (const uint8_t *)d, dl);
     served_release(m);
     cjob *j = calloc(1, sizeof *j);
@@ -368,6 +386,13 @@ int h_classify_url(void *ctx, http_req *r) {
     if (strncmp(j->url, "http://", 7) && strncmp(j->url, "https://", 8)) {
         free(j);
         return http_error(r, 400, NULL, "not an http:// or https:// URL");
+    }
+    served *cur = batcher_current(s->b);
+    int refused = cur && model_refused(r, cur);
+    served_release(cur);
+    if (refused) {
+        free(j);
+        return 404;
     }
     j->s = s;
     j->r = r;

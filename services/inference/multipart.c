@@ -1,5 +1,6 @@
 /* multipart.c: the part named "file" of a multipart/form-data body (what a
- * browser's form or FormData sends), found in place. */
+ * browser's form or FormData sends), found in place; a body with two is
+ * refused rather than half answered. */
 #include <ctype.h>
 #include <string.h>
 #include <strings.h>
@@ -47,6 +48,7 @@ int multipart_file(const char *ctype, const char *body, size_t len, const char *
     boundary[bl] = '\0';
     if (bl == 2) return -1;
     const char *p = body, *end = body + len;
+    int found = 0;
     while ((p = memmem(p, (size_t)(end - p), boundary, bl))) {
         p += bl;
         if (end - p >= 2 && p[0] == '-' && p[1] == '-') break; /* the closing boundary */
@@ -56,12 +58,13 @@ int multipart_file(const char *ctype, const char *body, size_t len, const char *
         const char *start = hend + 4;
         const char *next = memmem(start, (size_t)(end - start), boundary, bl);
         if (!next) break;
+        if (is_file && found) return -2; /* a second image would go unanswered */
         if (is_file) {
             *data = start;
             *dlen = (size_t)(next - start) >= 2 ? (size_t)(next - start) - 2 : 0; /* CRLF */
-            return 0;
+            found = 1;
         }
         p = next;
     }
-    return -1;
+    return found ? 0 : -1;
 }

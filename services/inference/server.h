@@ -165,9 +165,15 @@ void bulk_stop(bulk *bk);
 kq_handler bulk_on_request;
 kq_tick bulk_tick;
 
+/* ---- v2.c: the Open Inference Protocol's health and metadata, /ping ---- */
+int h_v2_server(void *ctx, http_req *r);
+int h_v2_health(void *ctx, http_req *r);
+int h_v2_model(void *ctx, http_req *r);
+int h_ping(void *ctx, http_req *r);
+
 /* ---- multipart.c ---- */
-/* The part named "file" of a multipart/form-data body, in place: 0, or -1
- * when there is none. */
+/* The part named "file" of a multipart/form-data body, in place: 0, -1
+ * when there is none, -2 when there are several (one image a request). */
 int multipart_file(const char *ctype, const char *body, size_t len, const char **data,
                    size_t *dlen);
 

@@ -118,6 +118,41 @@ print("max |server - predict| =", worst_p, " max |server - onnxruntime| =", wors
 assert worst_p < 1e-5 and worst_o < 1e-5
 EOF
 
+# the Open Inference Protocol's (KServe v2) health and metadata, and
+# TorchServe's /ping, as their probes and clients ask
+for u in /v2 /v2/health/live /v2/health/ready /v2/models/demo.onnx /v2/models/demo.onnx/ready \
+    /v2/models/demo.onnx/versions/1 /ping; do
+    curl -sf "$B$u" >"$T/v2$(echo "${u#/v2}" | tr / _).json" || fail "GET $u"
+done
+python3 - "$T" <<'EOF2' || fail "v2 answers"
+import json, sys
+t = sys.argv[1] + "/v2"
+j = lambda u: json.load(open(t + u.replace("/", "_") + ".json"))
+assert j("")["name"] == "ursa" and j("")["version"], j("")
+assert j("/health/live") == {"live": True} and j("/health/ready") == {"ready": True}
+m = j("/models/demo.onnx")
+assert m["name"] == "demo.onnx" and m["versions"] == ["1"], m
+assert m["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 64, 64]}], m
+assert m["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, 3]}], m
+assert m["parameters"]["classes"] == ["black bear", 'grizzly "brown"', "teddy\\bear"], m
+assert j("/models/demo.onnx/versions/1") == m
+assert j("/models/demo.onnx/ready") == {"name": "demo.onnx", "ready": True}
+assert json.load(open(sys.argv[1] + "/v2_ping.json")) == {"status": "Healthy"}
+EOF2
+code404() { curl -s -o "$T/body" -w '%{http_code}' "$@"; }
+check_eq "v2: an unknown model" "$(code404 "$B/v2/models/nope")" 404
+grep -q '"error": "no model nope is served' "$T/body" || fail "v2 404 body: $(cat "$T/body")"
+check_eq "v2: an unknown version" "$(code404 "$B/v2/models/demo.onnx/versions/2")" 404
+check_eq "v2: an unknown route" "$(code404 "$B/v2/models/demo.onnx/stats")" 404
+# ?model= names the served model or gets 404 naming it; two images in one
+# multipart body are refused, not half answered
+check_eq "?model= the served one" "$(code404 -X POST --data-binary @"$T/img1.jpg" "$B/v1/classify?model=demo.onnx")" 200
+check_eq "?model= another" "$(code404 -X POST --data-binary @"$T/img1.jpg" "$B/v1/classify?model=bears-v9")" 404
+grep -q "no model bears-v9 is served; this server serves demo.onnx" "$T/body" || fail "?model= 404: $(cat "$T/body")"
+check_eq "classify-url ?model= another" "$(code404 "$B/v1/classify-url?url=http://127.0.0.1:1/a.jpg&model=x")" 404
+check_eq "two files in one body" "$(code404 -F "file=@$T/img1.jpg" -F "file=@$T/img2.jpg" "$B/v1/classify")" 400
+grep -q "several parts named" "$T/body" || fail "two files: $(cat "$T/body")"
+
 # errors: status and reason; the server survives all of them
 code() { curl -s -o "$T/body" -w '%{http_code}' "$@"; }
 check_eq "empty body" "$(code -X POST "$B/v1/classify")" 400
