@@ -135,6 +135,10 @@ static const char *lua =
     "  redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3])\n"
     "  return redis.call('HGET', KEYS[1], ARGV[2])\n"
     "end\n"
+    "if op == 'unclaim' then\n"
+    "  if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[3] then redis.call('HDEL', KEYS[1], ARGV[2]) end\n"
+    "  return 0\n"
+    "end\n"
     "if op == 'add' then\n"
     "  if redis.call('HSETNX', KEYS[1], ARGV[2], string.char(0)..ARGV[3]) == 0 then return 0 end\n"
     "  local l = tostring(string.byte(ARGV[3], 1) * 256 + string.byte(ARGV[3], 2))\n"
@@ -221,6 +225,33 @@ typedef struct {
     redisReply **orec;          /* IMAGE: the owner's record when not us */
     int *bad;                   /* malformed op: not sent */
 } apply_ctx;
+
+/* A claim made for a URL the dataset does not have (deleted, or never
+ * ingested) is taken back, or it would stand for bytes no URL brought. */
+static int claimed_for_nothing(const apply_ctx *a, size_t i, const redisReply *change) {
+    const redisReply *ow = a->owner ? a->owner[i] : NULL;
+    return a->ops[i].kind == DS_OP_IMAGE && !a->bad[i] && change &&
+           change->type == REDIS_REPLY_INTEGER && change->integer == -1 && ow &&
+           ow->type == REDIS_REPLY_STRING && ow->len == KEY_BYTES &&
+           memcmp(ow->str, a->key[i], KEY_BYTES) == 0;
+}
+
+typedef struct {
+    apply_ctx *a;
+    redisReply **change;
+} unclaim_ctx;
+
+static ursa_err fill_unclaim(void *opaque, rstore_batch *b, size_t i) {
+    unclaim_ctx *u = opaque;
+    apply_ctx *a = u->a;
+    if (!claimed_for_nothing(a, i, u->change[i])) return rstore_batch_add(b, "PING");
+    char k[160];
+    unsigned sb = (unsigned)a->src[i][0] << 8 | a->src[i][1];
+    bucket_key(k, sizeof k, a->ops[i].ds, 's', sb);
+    return rstore_batch_add(b, "EVALSHA %s 1 %s unclaim %b %b", lua_sha, k,
+                            a->src[i] + FIELD_OFF, (size_t)(KEY_BYTES - FIELD_OFF), a->key[i],
+                            (size_t)KEY_BYTES);
+}
 
 static ursa_err fill_claim(void *opaque, rstore_batch *b, size_t i) {
     apply_ctx *a = opaque;
@@ -323,6 +354,14 @@ ursa_err ds_apply(rstore *r, ds_op *ops, size_t n) {
         if (err) goto out;
     }
     if ((err = eval_batch(r, n, fill_change, &a, &rep))) goto out;
+    int unclaim = 0;
+    for (size_t i = 0; i < n && images; i++) unclaim |= claimed_for_nothing(&a, i, rep[i]);
+    if (unclaim) {
+        unclaim_ctx u = {&a, rep};
+        redisReply **urep = NULL;
+        if ((err = eval_batch(r, n, fill_unclaim, &u, &urep))) goto out;
+        rstore_replies_free(urep, n);
+    }
     for (size_t i = 0; i < n; i++) {
         redisReply *x = rep[i];
         ds_op *o = &ops[i];
@@ -788,7 +827,8 @@ ursa_err ds_delete(rstore *r, const char *ds, long long *removed) {
         if (!b) return URSA_ERR_NOMEM;
         for (unsigned t = t0; t < t0 + DEL_TAGS_A_ROUND && !err; t++) {
             const char *argv[2 + 2 * 256];
-            char keys[1 + 2 * 256][64];
+            /* "ursa:ds:{" + a name of up to 64 + ":TT}:u:TTBB": 86 bytes */
+            char keys[1 + 2 * 256][32 + DS_NAME_MAX];
             int n = 0;
             argv[n++] = "UNLINK";
             count_key(keys[0], sizeof keys[0], ds, t);

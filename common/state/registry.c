@@ -85,3 +85,20 @@ ursa_err registry_delete(rstore *r, const char *id) {
     if ((e = rstore_cmd(r, NULL, "DEL %s", key))) return e;
     return known ? URSA_OK : URSA_ERR_NOT_FOUND;
 }
+
+ursa_err registry_delete_dataset(rstore *r, const char *dataset, size_t *deleted) {
+    *deleted = 0;
+    redisReply *ids = NULL;
+    ursa_err e = registry_list(r, dataset, 0, 0, &ids);
+    for (size_t i = 0; !e && ids->type == REDIS_REPLY_ARRAY && i < ids->elements; i++) {
+        ursa_err d = registry_delete(r, ids->element[i]->str);
+        if (d && d != URSA_ERR_NOT_FOUND) e = d;
+        else *deleted += !d;
+        /* a model whose fields are gone is not in its dataset's list for it */
+        if (d == URSA_ERR_NOT_FOUND)
+            e = rstore_cmd(r, NULL, "ZREM ursa:models %s", ids->element[i]->str);
+    }
+    if (ids) freeReplyObject(ids);
+    if (!e) e = rstore_cmd(r, NULL, "UNLINK ursa:ds:%s:models", dataset);
+    return e;
+}

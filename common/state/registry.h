@@ -47,5 +47,9 @@ ursa_err registry_onnx(rstore *r, const char *id, redisReply **rep);
  * an unknown model. Its blob stays until it is collected; a server
  * already serving it goes on until it loads another. */
 ursa_err registry_delete(rstore *r, const char *id);
+/* Deletes every model of a dataset and the dataset's list of them (a
+ * model listed whose fields are gone included); *deleted counts those
+ * that were registered. */
+ursa_err registry_delete_dataset(rstore *r, const char *dataset, size_t *deleted);
 
 #endif

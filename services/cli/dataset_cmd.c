@@ -825,6 +825,7 @@ typedef struct {
     size_t models;
 } ds_summary;
 
+/* What ds holds; on an error nothing is left to free. */
 static ursa_err summarise(rstore *r, const char *ds, ds_summary *s) {
     memset(s, 0, sizeof *s);
     ursa_err e = read_counts(r, ds, &s->k);
@@ -833,6 +834,7 @@ static ursa_err summarise(rstore *r, const char *ds, ds_summary *s) {
     if (!e) e = registry_list(r, ds, 0, 0, &ids);
     if (!e) s->models = ids->type == REDIS_REPLY_ARRAY ? ids->elements : 0;
     if (ids) freeReplyObject(ids);
+    if (e) counts_free(&s->k);
     return e;
 }
 
@@ -954,18 +956,8 @@ static int datasets_delete(const cfg *c, rstore *r, const char *ds, int json) {
         return 1;
     }
     /* the models first: a dataset half deleted still lists what is left */
-    redisReply *ids = NULL;
     size_t nmodels = 0;
-    if (registry_list(r, ds, 0, 0, &ids)) goto redis_failed;
-    for (size_t i = 0; ids->type == REDIS_REPLY_ARRAY && i < ids->elements; i++) {
-        ursa_err e = registry_delete(r, ids->element[i]->str);
-        if (e && e != URSA_ERR_NOT_FOUND) {
-            freeReplyObject(ids);
-            goto redis_failed;
-        }
-        nmodels += !e;
-    }
-    freeReplyObject(ids);
+    if (registry_delete_dataset(r, ds, &nmodels)) goto redis_failed;
     long long keys = 0, ekeys = 0;
     if (ds_edits_delete(r, ds, &ekeys) || ds_delete(r, ds, &keys)) goto redis_failed;
     if (json)

@@ -1,10 +1,12 @@
 /* Unit tests of jobs.c (against a real redis-server this test starts) and
- * of the dataset manifest and split of dataset.c. */
+ * of dataset.c: the manifest, the split, images for URLs it lacks, and
+ * deletion. */
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "test.h"
+#include "blob.h"
 #include "dataset.h"
 #include "jobs.h"
 #include "sha256.h"
@@ -229,12 +231,94 @@ static void manifest_text(void **state) {
     free(tsv);
 }
 
+/* Keys of a dataset in Redis (SCAN, pattern-escaped name not needed:
+ * the names here are plain). */
+static long dataset_keys(rstore *r, const char *ds) {
+    long n = 0;
+    char cursor[32] = "0";
+    do {
+        redisReply *rep = NULL;
+        assert_int_equal(rstore_cmd(r, &rep, "SCAN %s MATCH ursa:ds:*%s* COUNT 1000", cursor, ds),
+                         URSA_OK);
+        snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
+        n += (long)rep->element[1]->elements;
+        freeReplyObject(rep);
+    } while (strcmp(cursor, "0"));
+    return n;
+}
+
+/* One URL in ds; its hash into hash. */
+static void one_url(rstore *r, blob_store *bs, const char *ds, const char *u, char hash[65]) {
+    const char *urls[] = {u}, *labels[] = {"cat"};
+    int added = 0;
+    assert_int_equal(ds_add_urls(r, bs, ds, 1, urls, labels, &added), URSA_OK);
+    assert_int_equal(added, 1);
+    ds_url_hash(u, hash);
+}
+
+/* An image for a URL the dataset lacks (deleted meanwhile) changes nothing:
+ * its claim on the bytes is taken back, so no key is left behind. */
+static void image_for_no_url_leaves_nothing(void **state) {
+    (void)state;
+    rstore *r = conn();
+    char *dir = test_mkdtemp(), err[256], h[65], other[65];
+    blob_store *bs = blob_store_new(dir, err, sizeof err);
+    assert_non_null(bs);
+    one_url(r, bs, "gone", "http://x.invalid/a.jpg", h);
+    long before = dataset_keys(r, "gone");
+    ds_url_hash("http://x.invalid/never-ingested.jpg", other);
+    char src[65], jpeg[65];
+    sha256_hex("source bytes", 12, src);
+    sha256_hex("jpeg bytes", 10, jpeg);
+    ds_op op = {.kind = DS_OP_IMAGE, .ds = "gone", .url_hash = other, .src_blob = src,
+                .jpeg_blob = jpeg};
+    assert_int_equal(ds_apply(r, &op, 1), URSA_OK);
+    assert_int_equal(op.err, URSA_ERR_NOT_FOUND);
+    assert_int_equal(dataset_keys(r, "gone"), before); /* no source bucket made */
+    blob_store_destroy(bs);
+    test_rmdir(dir);
+    rstore_destroy(r);
+}
+
+/* ds_delete takes every key of a dataset whose name has the longest
+ * length allowed, and no key of another. */
+static void delete_a_long_name(void **state) {
+    (void)state;
+    rstore *r = conn();
+    char *dir = test_mkdtemp(), err[256], h[65], name[DS_NAME_MAX + 1];
+    blob_store *bs = blob_store_new(dir, err, sizeof err);
+    assert_non_null(bs);
+    memset(name, 'n', DS_NAME_MAX);
+    name[DS_NAME_MAX] = '\0';
+    assert_true(ds_name_valid(name));
+    one_url(r, bs, name, "http://x.invalid/a.jpg", h);
+    one_url(r, bs, "kept", "http://x.invalid/a.jpg", h);
+    ds_op op = {.kind = DS_OP_STATE, .ds = name, .url_hash = h, .state = DS_FAILED,
+                .reason = "http_404", .detail = ""};
+    assert_int_equal(ds_apply(r, &op, 1), URSA_OK);
+    assert_true(dataset_keys(r, name) >= 3);
+    long kept = dataset_keys(r, "kept");
+    long long removed = 0;
+    assert_int_equal(ds_delete(r, name, &removed), URSA_OK);
+    assert_true(removed >= 3);
+    assert_int_equal(dataset_keys(r, name), 0);
+    assert_int_equal(dataset_keys(r, "kept"), kept);
+    int exists = 1;
+    assert_int_equal(ds_exists(r, name, &exists), URSA_OK);
+    assert_false(exists);
+    blob_store_destroy(bs);
+    test_rmdir(dir);
+    rstore_destroy(r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(create_once), cmocka_unit_test(final_states_stay),
         cmocka_unit_test(cancel),      cmocka_unit_test(lease),
         cmocka_unit_test(model_id),    cmocka_unit_test(split_stable),
         cmocka_unit_test(manifest_text),
+        cmocka_unit_test(image_for_no_url_leaves_nothing),
+        cmocka_unit_test(delete_a_long_name),
     };
     return cmocka_run_group_tests(tests, start_redis, stop_redis);
 }
