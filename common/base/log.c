@@ -75,10 +75,13 @@ static void rotate(void) {
         }
         snprintf(to, sizeof to, "%s.1", lf.path);
         long long size = 0;
-        if (rename(lf.path, to) == 0 && open_onto_std(lf.path, &size) == 0)
+        /* a file moved or removed by someone else is no reason to go on
+         * writing to it: a new one is opened either way */
+        int moved = rename(lf.path, to) == 0 || errno == ENOENT;
+        if (moved && open_onto_std(lf.path, &size) == 0)
             atomic_store(&lf.size, size);
-        else
-            atomic_store(&lf.size, 0); /* try again after another max_bytes */
+        else /* try again after half the size more: not at every line */
+            atomic_store(&lf.size, lf.max_bytes / 2);
     }
     pthread_mutex_unlock(&lf.mu);
 }

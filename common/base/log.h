@@ -26,8 +26,9 @@ void ulog_set_fd(int fd);
 /* Lines go to path, appended (made 0600), and stdout and stderr with them
  * (a crash's or a sanitizer's last words land there too). Once the file
  * reaches max_bytes (0: never) it is rotated: path.N becomes path.N+1 up
- * to path.keep, path becomes path.1, and a new path starts. 0, or -1 with
- * errno. */
+ * to path.keep, path becomes path.1, and a new path starts (also when
+ * someone else moved or removed it). One process a file: two would rotate
+ * each other's. 0, or -1 with errno. */
 int ulog_open_file(const char *path, long long max_bytes, int keep);
 
 void ulog_write(ulog_level_t lvl, const char *fmt, ...)

@@ -155,6 +155,21 @@ ursa_err blob_mtime(blob_store *bs, const char *key, int64_t *mtime_ms) {
     return bs->be->mtime(bs->self, key, mtime_ms);
 }
 
+ursa_err blob_delete_if_old(blob_store *bs, const char *key, int64_t cutoff_ms, int *kept) {
+    *kept = 0;
+    if (!blob_key_valid(key)) return URSA_ERR_INVALID;
+    if (bs->be->del_if_old) return bs->be->del_if_old(bs->self, key, cutoff_ms, kept);
+    int64_t t = 0;
+    ursa_err e = bs->be->mtime(bs->self, key, &t);
+    if (e == URSA_ERR_NOT_FOUND) return URSA_OK;
+    if (e) return e;
+    if (t > cutoff_ms) {
+        *kept = 1;
+        return URSA_OK;
+    }
+    return bs->be->del(bs->self, key);
+}
+
 int blob_exists(blob_store *bs, const char *key) {
     return blob_key_valid(key) && bs->be->exists(bs->self, key);
 }

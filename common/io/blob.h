@@ -120,6 +120,14 @@ ursa_err blob_list(blob_store *bs, blob_list_fn *fn, void *ctx);
  * when it is not there. */
 ursa_err blob_mtime(blob_store *bs, const char *key, int64_t *mtime_ms);
 
+/* Deletes a blob unless it was written after cutoff_ms (then *kept is 1):
+ * for `ursa gc`. The directory store decides and deletes in one step a
+ * put cannot come between (the file is renamed aside, its time read, then
+ * it is removed or put back); on an object store a put in the
+ * milliseconds between the look and the DELETE is not seen. A blob not
+ * there is no error. */
+ursa_err blob_delete_if_old(blob_store *bs, const char *key, int64_t cutoff_ms, int *kept);
+
 /* 1 if a blob with this key is stored, 0 if not (or the store is down). */
 int blob_exists(blob_store *bs, const char *key);
 

@@ -24,6 +24,10 @@ typedef struct {
     void (*destroy)(void *self);
     ursa_err (*list)(void *self, blob_list_fn *fn, void *ctx);
     ursa_err (*mtime)(void *self, const char *key, int64_t *mtime_ms);
+    /* Deletes key unless written after cutoff_ms, in one step a put cannot
+     * come between (*kept 1 when it was newer); NULL: blob.c looks at the
+     * time, then deletes. */
+    ursa_err (*del_if_old)(void *self, const char *key, int64_t cutoff_ms, int *kept);
 } blob_backend;
 
 struct blob_store {

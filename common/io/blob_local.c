@@ -88,10 +88,7 @@ static ursa_err put(void *self, const char *key, const void *data, size_t len, i
     /* immutable: already there, but written again for its time (ursa gc
      * keeps what was written lately); a lazy put syncs it still, since its
      * writer (a crashed process, say) may not have */
-    if (access(path, F_OK) == 0) {
-        utimensat(AT_FDCWD, path, NULL, 0);
-        return durable ? URSA_OK : pending_add(l, key, 0);
-    }
+    if (utimensat(AT_FDCWD, path, NULL, 0) == 0) return durable ? URSA_OK : pending_add(l, key, 0);
     int made_dir = 0;
     err = durable ? util_write_file_atomic(path, data, len)
                   : util_write_file_renamed(path, data, len);
@@ -203,10 +200,23 @@ static ursa_err list(void *self, blob_list_fn *fn, void *ctx) {
         int stop = 0;
         while (!stop && (e = readdir(d))) {
             struct stat st;
-            if (!blob_key_valid(e->d_name) || strncmp(e->d_name, sub + strlen(sub) - 2, 2)) continue;
-            snprintf(path, sizeof path, "%s/%s", sub, e->d_name);
+            char key[65];
+            if (strlen(e->d_name) == 67 && !strcmp(e->d_name + 64, ".gc")) {
+                /* set aside by a gc that was cut short: put back, and listed */
+                memcpy(key, e->d_name, 64);
+                key[64] = '\0';
+                char from[4300];
+                snprintf(from, sizeof from, "%s/%s", sub, e->d_name);
+                snprintf(path, sizeof path, "%s/%s", sub, key);
+                if (!blob_key_valid(key) || rename(from, path) != 0) continue;
+            } else {
+                snprintf(key, sizeof key, "%.64s", e->d_name);
+                if (strlen(e->d_name) != 64) continue;
+            }
+            if (!blob_key_valid(key) || strncmp(key, sub + strlen(sub) - 2, 2)) continue;
+            snprintf(path, sizeof path, "%s/%s", sub, key);
             if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue; /* deleted since */
-            stop = fn(ctx, e->d_name, (uint64_t)st.st_size,
+            stop = fn(ctx, key, (uint64_t)st.st_size,
                       (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000);
         }
         closedir(d);
@@ -225,8 +235,26 @@ static ursa_err mtime(void *self, const char *key, int64_t *ms) {
     return URSA_OK;
 }
 
-static const blob_backend local_backend = {put,    get,        exists,  sync_all, del,  locate,
-                                           free_bytes, ping, destroy, list,     mtime};
+/* Renamed aside first (a put then finds no file and writes a new one), its
+ * time read there, then removed, or put back when it was written lately. */
+static ursa_err del_if_old(void *self, const char *key, int64_t cutoff_ms, int *kept) {
+    char path[4096], aside[4200];
+    struct stat st;
+    ursa_err err = locate(self, key, path, sizeof path);
+    if (err) return err;
+    snprintf(aside, sizeof aside, "%s.gc", path);
+    if (rename(path, aside) != 0) return errno == ENOENT ? URSA_OK : URSA_ERR_IO;
+    if (stat(aside, &st) != 0) return URSA_ERR_IO;
+    if ((int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000 > cutoff_ms) {
+        *kept = 1;
+        /* a put meanwhile wrote the same bytes at path: either copy will do */
+        return rename(aside, path) == 0 ? URSA_OK : URSA_ERR_IO;
+    }
+    return unlink(aside) == 0 || errno == ENOENT ? URSA_OK : URSA_ERR_IO;
+}
+
+static const blob_backend local_backend = {put,    get,  exists,  sync_all, del,   locate,
+                                           free_bytes, ping, destroy, list, mtime, del_if_old};
 
 ursa_err blob_local_open(blob_store *bs, const char *dir, char *errstr, size_t n) {
     if (util_mkdirs_mode(dir, 0700) != URSA_OK) {

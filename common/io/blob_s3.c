@@ -222,9 +222,11 @@ static void give_back(s3 *s, CURL *h) {
  * the tries, with the failure noted; TOO_LARGE when the reply passed max. */
 static ursa_err request(s3 *s, const char *method, const char *key, const char *query,
                         const void *body, size_t len, sink *k, long *status, int tries) {
-    char url[1200];
+    char url[8192];
     object_url(s, key, url, sizeof url);
-    if (query) snprintf(url + strlen(url), sizeof url - strlen(url), "?%s", query);
+    if (query && (size_t)snprintf(url + strlen(url), sizeof url - strlen(url), "?%s", query) >=
+                     sizeof url - strlen(url))
+        return URSA_ERR_INVALID; /* never a shorter query than asked */
     int put = !strcmp(method, "PUT");
     struct curl_slist *hdrs = headers(s, put ? key : EMPTY_SHA256, put);
     CURL *h = take(s);
@@ -592,6 +594,10 @@ typedef struct {
     blob_list_fn *fn;
     void *ctx;
     const char *only; /* a key: the others are left out (blob mtime's listing) */
+    const char *prefix; /* the store's ("" or "p/") */
+    size_t plen;
+    int token_cut;      /* a continuation token too long to hold */
+    XML_Parser xp;      /* the page's parser */
     int stop, truncated, in_contents, field; /* field: F_* being read */
     int64_t found_ms;                        /* the only key's time, -1 until seen */
     char key[1100], modified[48], size[32], token[1100];
@@ -628,13 +634,24 @@ static void add_text(char *buf, size_t cap, size_t *len, const XML_Char *s, int 
     buf[*len] = '\0';
 }
 
+/* A listing has no DOCTYPE: one is refused before any entity in it is
+ * expanded (a hostile server's billion laughs). */
+static void XMLCALL on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
+                               const XML_Char *pubid, int internal) {
+    (void)name, (void)sysid, (void)pubid, (void)internal;
+    XML_StopParser(((lister *)ud)->xp, XML_FALSE);
+}
+
 static void XMLCALL on_text(void *ud, const XML_Char *s, int n) {
     lister *L = ud;
     switch (L->field) {
     case F_KEY: add_text(L->key, sizeof L->key, &L->key_len, s, n); break;
     case F_MODIFIED: add_text(L->modified, sizeof L->modified, &L->modified_len, s, n); break;
     case F_SIZE: add_text(L->size, sizeof L->size, &L->size_len, s, n); break;
-    case F_TOKEN: add_text(L->token, sizeof L->token, &L->token_len, s, n); break;
+    case F_TOKEN:
+        L->token_cut |= L->token_len + (size_t)n >= sizeof L->token;
+        add_text(L->token, sizeof L->token, &L->token_len, s, n);
+        break;
     case F_TRUNCATED: L->truncated = n >= 4 && !strncmp(s, "true", 4); break;
     default: break;
     }
@@ -656,11 +673,12 @@ static void XMLCALL on_end(void *ud, const XML_Char *name) {
     L->field = F_NONE;
     if (strcmp(name, "Contents") || !L->in_contents) return;
     L->in_contents = 0;
-    /* <prefix>ab/<key>: the blob's key, in its own shard */
+    /* <prefix>ab/<key> exactly: the blob's key, in its own shard, under
+     * this store's prefix (another prefix's objects are another store's) */
     const char *k = L->key_len >= 64 ? L->key + L->key_len - 64 : "";
     int64_t ms = iso_ms(L->modified);
-    if (!blob_key_valid(k) || L->key_len < 67 || strncmp(L->key + L->key_len - 67, k, 2) ||
-        L->key[L->key_len - 65] != '/' || ms < 0 || L->stop)
+    if (!blob_key_valid(k) || L->key_len != L->plen + 67 || strncmp(L->key, L->prefix, L->plen) ||
+        strncmp(L->key + L->plen, k, 2) || L->key[L->plen + 2] != '/' || ms < 0 || L->stop)
         return;
     if (L->only) {
         if (!strcmp(k, L->only)) L->found_ms = ms;
@@ -693,10 +711,25 @@ static ursa_err list_into(s3 *s, const char *within, int max_keys, lister *L) {
     char prefix[600], eprefix[1800], etoken[3400], query[5400];
     snprintf(prefix, sizeof prefix, "%s%s", s->prefix, within);
     query_escape(prefix, eprefix, sizeof eprefix);
+    L->prefix = s->prefix;
+    L->plen = strlen(s->prefix);
     L->token[0] = '\0';
     L->token_len = 0;
     ursa_err err = URSA_OK;
+    char last[sizeof L->token] = "";
+    int pages = 0;
     do {
+        /* a page that says there is more must say where it goes on, and go
+         * on somewhere new: a server that does not is refused, not followed
+         * forever */
+        if (pages && (!L->token_len || L->token_cut || !strcmp(L->token, last) ||
+                      pages >= 1000000)) {
+            blob_note_error(s->bs, "s3://%s/%s: a listing that does not go on (page %d)",
+                            s->bucket, prefix, pages + 1);
+            return URSA_ERR_CORRUPT;
+        }
+        snprintf(last, sizeof last, "%s", L->token);
+        pages++;
         query_escape(L->token, etoken, sizeof etoken);
         /* the names in canonical (sorted) order: libcurl signs the query as given */
         snprintf(query, sizeof query, "%s%s%slist-type=2&max-keys=%d%s%s",
@@ -716,9 +749,14 @@ static ursa_err list_into(s3 *s, const char *within, int max_keys, lister *L) {
             return URSA_ERR_NOMEM;
         }
         L->truncated = 0;
+        L->token_len = 0;
+        L->token[0] = '\0';
+        L->token_cut = 0;
         XML_SetUserData(xp, L);
         XML_SetElementHandler(xp, on_start, on_end);
         XML_SetCharacterDataHandler(xp, on_text);
+        XML_SetStartDoctypeDeclHandler(xp, on_doctype);
+        L->xp = xp;
         int ok = XML_Parse(xp, k.buf ? k.buf : "", (int)k.len, 1) == XML_STATUS_OK;
         if (!ok)
             blob_note_error(s->bs, "s3://%s/%s: a listing that is not XML: %s", s->bucket,
@@ -726,7 +764,7 @@ static ursa_err list_into(s3 *s, const char *within, int max_keys, lister *L) {
         XML_ParserFree(xp);
         free(k.buf);
         if (!ok) return URSA_ERR_CORRUPT;
-    } while (L->truncated && L->token_len && !L->stop);
+    } while (L->truncated && !L->stop);
     return URSA_OK;
 }
 
@@ -747,8 +785,8 @@ static ursa_err mtime(void *self, const char *key, int64_t *ms) {
     return URSA_OK;
 }
 
-static const blob_backend s3_backend = {put,    get,        exists,  sync_all, del,  locate,
-                                        free_bytes, ping, destroy, list,     mtime};
+static const blob_backend s3_backend = {put,    get,  exists,  sync_all, del,   locate,
+                                        free_bytes, ping, destroy, list, mtime, NULL};
 
 /* ---- opening ---------------------------------------------------------------------- */
 

@@ -163,6 +163,7 @@ ursa_err nn_fit_one_cycle_from(nn_learner *L, int epochs, int from, float lr_lo,
     nn_group_lrs(lr_lo, lr_hi, g, maxl);
     nn_smooth sm = {0};
     float smooth = 0;
+    ema_free(L); /* an average is of one fit: none left from one cut short */
     table_head(L->table);
     for (int ep = from; ep < epochs; ep++) {
         double t0 = now_s();

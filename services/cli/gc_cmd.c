@@ -6,8 +6,9 @@
  * the store's listing: a blob nothing refers to and last written at least
  * --older-than-hours ago (a week by default: Kafka's retention, so no
  * message still on its way can refer to it) is removed, its time looked at
- * again just before. A put of a blob that exists counts as a write (the
- * stores touch it), so bytes downloaded again after the mark are kept.
+ * again as it goes (blob_delete_if_old). A put of a blob that exists
+ * counts as a write (the stores touch it), so bytes downloaded again after
+ * the mark are kept.
  *
  * What refers to blobs, by owner:
  *   datasets (dataset.h)   each verified URL's JPEG and its download (by the
@@ -270,15 +271,13 @@ int gc_cmd(const cfg *c, int argc, char **argv) {
     uint64_t removed = 0, failed = 0, rewritten = 0;
     if (!dry) {
         for (size_t i = 0; i < w.garbage.n; i++) {
-            int64_t t = 0;
-            ursa_err e = blob_mtime(bs, w.garbage.k[i], &t);
-            if (e == URSA_ERR_NOT_FOUND) continue; /* gone already */
-            if (!e && t > w.cutoff_ms) {           /* written again since the listing */
-                rewritten++;
+            int kept = 0;
+            if (blob_delete_if_old(bs, w.garbage.k[i], w.cutoff_ms, &kept)) {
+                failed++;
                 continue;
             }
-            if (e || blob_delete(bs, w.garbage.k[i])) {
-                failed++;
+            if (kept) { /* written again since the listing */
+                rewritten++;
                 continue;
             }
             removed++;

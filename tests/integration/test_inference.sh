@@ -57,8 +57,8 @@ rc=0
 "$URSA" predict --model "$T/demo.onnx" --tta sideways "$T/img4.png" >/dev/null 2>"$T/tta.err" || rc=$?
 check_eq "--tta sideways" "$rc" 2
 grep -q "off, flip, shift or flip+shift" "$T/tta.err" || fail "--tta sideways: $(cat "$T/tta.err")"
-# the server with inference.tta flip answers as predict --tta flip does,
-# batched with other images (two in flight at once), and says so
+# the server with inference.tta flip answers as predict --tta flip does
+# (two requests in flight at once, so they may share a batch), and says so
 "$URSA_BIN/ursa-inference" --inference.model "$T/demo.onnx" --inference.port 0 \
     --inference.port-file "$T/tta.port" --inference.tta flip --inference.max-delay-us 50000 \
     >"$T/inference-tta.log" 2>"$T/inference-tta.err" &

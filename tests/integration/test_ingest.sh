@@ -244,15 +244,6 @@ rc=0
 "$URSA" datasets delete polar --yes >"$T/del2.out" 2>&1 || rc=$?
 check_eq "a second delete" "$rc" 1
 grep -q "no dataset polar" "$T/del2.out" || fail "second delete: $(cat "$T/del2.out")"
-echo "$FS/delay/8000/img/palette.png?slow" >"$T/slow.txt"
-"$URSA" ingest --dataset polar --label polar --no-wait "$T/slow.txt" >/dev/null 2>&1 || fail "ingest again"
-rc=0
-"$URSA" datasets delete polar --yes >"$T/del3.out" 2>&1 || rc=$?
-check_eq "a delete with a URL in flight" "$rc" 1
-grep -q "1 URLs of polar are still being downloaded or verified" "$T/del3.out" ||
-    fail "in flight: $(cat "$T/del3.out")"
-"$URSA" datasets delete polar --yes --force >"$T/del4.out" 2>&1 || fail "--force: $(cat "$T/del4.out")"
-
 # ursa gc: the deleted dataset's blobs are garbage; what bears and hostile
 # refer to stays, and nothing written within the grace period goes
 blobs_in_store() { find "$URSA_STATE_DIR/blobs" -type f -name '????????????????????????????????????????????????????????????????' | wc -l; }
@@ -276,4 +267,13 @@ done
 "$URSA" gc --dry-run --older-than-hours 0 -o json >"$T/gc3.json" || fail "gc again"
 python3 -c 'import json, sys; g = json.load(open(sys.argv[1])); assert g["unreferenced"] == 0, g' "$T/gc3.json" ||
     fail "garbage left: $(cat "$T/gc3.json")"
+echo "$FS/delay/8000/img/palette.png?slow" >"$T/slow.txt"
+"$URSA" ingest --dataset polar --label polar --no-wait "$T/slow.txt" >/dev/null 2>&1 || fail "ingest again"
+rc=0
+"$URSA" datasets delete polar --yes >"$T/del3.out" 2>&1 || rc=$?
+check_eq "a delete with a URL in flight" "$rc" 1
+grep -q "1 URLs of polar are still being downloaded or verified" "$T/del3.out" ||
+    fail "in flight: $(cat "$T/del3.out")"
+"$URSA" datasets delete polar --yes --force >"$T/del4.out" 2>&1 || fail "--force: $(cat "$T/del4.out")"
+
 echo "test_ingest: ok"

@@ -118,12 +118,42 @@ static void file_takes_std_and_rotates(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* A log file moved away by someone else (an outside logrotate): the next
+ * rotation opens a new one at the path instead of writing on in the moved
+ * file for good. */
+static void rotation_after_the_file_moved(void **state) {
+    (void)state;
+    char dir[] = "/tmp/ursa-test-log-XXXXXX", path[64], moved[80], cmd[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/d.log", dir);
+    snprintf(moved, sizeof moved, "%s/elsewhere.log", dir);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        ulog_level = ULOG_INFO;
+        if (ulog_open_file(path, 1000, 2)) _exit(3);
+        ULOG_INFO("event=before");
+        if (rename(path, moved)) _exit(4);
+        for (int i = 0; i < 20; i++) ULOG_INFO("event=filler i=%02d pad=%s", i, "0123456789abcdef");
+        ULOG_INFO("event=after");
+        _exit(0);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(file_has(moved, "event=before"));
+    assert_true(file_has(path, "event=after"));
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(quote_escapes_and_truncates),
         cmocka_unit_test(levels_gate_argument_evaluation),
         cmocka_unit_test(line_format),
         cmocka_unit_test(file_takes_std_and_rotates),
+        cmocka_unit_test(rotation_after_the_file_moved),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
