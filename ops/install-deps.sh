@@ -11,7 +11,7 @@ PKGS=(
   build-essential cmake pkg-config
   librdkafka-dev libhiredis-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev
   libcmocka-dev clang libclang-rt-14-dev libomp-dev libopenblas-dev zlib1g-dev
-  libjpeg62-turbo-dev libpng-dev libgif-dev libwebp-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libexpat1-dev
+  libjpeg62-turbo-dev libpng-dev libgif-dev libwebp-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libexpat1-dev libjansson-dev
   redis-server redis-tools kcat curl bc imagemagick webp python3 dataset-fashion-mnist chromium wrk
   radosgw ceph-mon ceph-osd ceph-common prometheus systemd
 )

@@ -22,7 +22,7 @@ PKGS=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libopenblas-dev:arm6
       libpng-dev:arm64 libwebp-dev:arm64 libcurl4-openssl-dev:arm64 libssl-dev:arm64
       libjpeg62-turbo-dev:arm64
       libgif-dev:arm64 zlib1g-dev:arm64 libgomp1:arm64 libmicrohttpd-dev:arm64
-      libexpat1-dev:arm64)
+      libexpat1-dev:arm64 libjansson-dev:arm64)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

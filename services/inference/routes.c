@@ -40,7 +40,7 @@ const http_route inference_routes[] = {
     {"/v2", "GET,HEAD", h_v2_server, "v2_server", 0},
     {"/v2/health/live", "GET,HEAD", h_v2_health, "v2_health", 0},
     {"/v2/health/ready", "GET,HEAD", h_v2_health, "v2_health", 0},
-    {"/v2/models/*", "GET,HEAD", h_v2_model, "v2_model", 0},
+    {"/v2/models/*", "GET,HEAD,POST", h_v2_model, "v2_model", 1},
     {"/ping", "GET,HEAD", h_ping, "ping", 0},
     {"/healthz", "GET,HEAD", health_healthz, "healthz", 0},
     {"/readyz", "GET,HEAD", h_ready, "readyz", 0},

@@ -140,6 +140,56 @@ assert j("/models/demo.onnx/ready") == {"name": "demo.onnx", "ready": True}
 assert json.load(open(sys.argv[1] + "/v2_ping.json")) == {"status": "Healthy"}
 EOF2
 code404() { curl -s -o "$T/body" -w '%{http_code}' "$@"; }
+# v2 inference on FP32 tensors: the preprocessed images predict saved give
+# the probabilities predict gave; requests that lie get 400 (413 past
+# inference.max-batch), and the server lives on
+python3 - "$T" "$B" <<'EOF2' || fail "v2 infer"
+import json, struct, sys, urllib.request, urllib.error
+t, b = sys.argv[1:]
+raw = open(t + "/in.f32", "rb").read()
+x = list(struct.unpack("<%df" % (len(raw) // 4), raw))
+assert len(x) == 4 * 3 * 64 * 64
+def post(body, path="/v2/models/demo.onnx/infer"):
+    req = urllib.request.Request(b + path, data=body if isinstance(body, bytes) else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+tensor = lambda shape, data, dt="FP32", name="input": {"inputs": [{"name": name, "shape": shape, "datatype": dt, "data": data}]}
+classes = ["black bear", 'grizzly "brown"', "teddy\\bear"]
+pred = [dict(json.loads(l)["predictions"]) for l in open(t + "/pred.json")]
+worst = 0
+for i in range(4):  # one image a request: the test's max-body is 300 KB
+    st, out = post(dict(tensor([1, 3, 64, 64], x[i * 12288:(i + 1) * 12288]), id="req-%d" % i))
+    assert st == 200, (st, out)
+    assert out["model_name"] == "demo.onnx" and out["model_version"] == "1" and out["id"] == "req-%d" % i, out
+    o = out["outputs"][0]
+    assert o["name"] == "output" and o["datatype"] == "FP32" and o["shape"] == [1, 3], o
+    worst = max([worst] + [abs(o["data"][k] - pred[i][c]) for k, c in enumerate(classes)])
+print("v2 infer: max |v2 - predict| =", worst)
+assert worst < 1e-6, worst
+bad = [
+    (tensor([1, 3, 64, 64], x[:12287]), 400, "flat array of 12288 numbers"),
+    (tensor([4, 3, 32, 32], x[:4 * 3 * 32 * 32]), 400, "must be [N, 3, 64, 64]"),
+    (tensor([1, 3, 64, 64], x[:12288], dt="FP16"), 400, "FP32"),
+    (tensor([1, 3, 64, 64], x[:12287] + ["nan"]), 400, "not a finite FP32 number"),
+    (tensor([1, 3, 64, 64], x[:12287] + [1e39]), 400, "not a finite FP32 number"),
+    (tensor([1, 3, 64, 64], x[:12288], name="image"), 400, "named"),
+    (tensor([0, 3, 64, 64], []), 400, "N >= 1"),
+    (tensor([17, 3, 64, 64], []), 413, "inference.max-batch"),
+    ({"inputs": []}, 400, "array of one tensor"),
+    (b"{\"inputs\": [", 400, "not a JSON object"),
+    (b"{\"a\": 1, \"a\": 2}", 400, "not a JSON object"),
+]
+for body, want, text in bad:
+    st, out = post(body)
+    assert st == want and text in out["error"], (st, out, text)
+st, out = post(tensor([1, 3, 64, 64], x[:12288]), "/v2/models/nope/infer")
+assert st == 404 and "no model nope" in out["error"], (st, out)
+EOF2
+check_eq "GET on infer" "$(code404 "$B/v2/models/demo.onnx/infer")" 405
 check_eq "v2: an unknown model" "$(code404 "$B/v2/models/nope")" 404
 grep -q '"error": "no model nope is served' "$T/body" || fail "v2 404 body: $(cat "$T/body")"
 check_eq "v2: an unknown version" "$(code404 "$B/v2/models/demo.onnx/versions/2")" 404
