@@ -75,6 +75,7 @@ struct http_req {
     int suspended;     /* under mu: the connection is suspended */
     int close;         /* the answer closes the connection */
     int status;
+    char id[72];        /* X-Request-Id: the client's, when it is a sane one, or made */
     struct MHD_Response *resp;
     pthread_mutex_t mu; /* state changes of a deferred request; http_gone */
     struct http_req *dprev, *dnext; /* the server's deferred requests */
@@ -230,6 +231,7 @@ static void req_unref(http_req *r) {
 }
 
 const char *http_method(const http_req *r) { return r->method; }
+const char *http_request_id(const http_req *r) { return r->id; }
 const char *http_path(const http_req *r) { return r->path; }
 const char *http_route_name(const http_req *r) { return r->rt ? r->rt->name : "none"; }
 
@@ -308,6 +310,7 @@ static struct MHD_Response *make_response(http_req *r, const char *ctype, const 
         MHD_add_response_header(resp, "Content-Security-Policy",
                                 r->s->o.csp ? r->s->o.csp : DEFAULT_CSP);
     add_headers(resp, headers);
+    if (r->id[0]) MHD_add_response_header(resp, "X-Request-Id", r->id);
     if (r->close) MHD_add_response_header(resp, "Connection", "close");
     return resp;
 }
@@ -361,12 +364,19 @@ int http_reply(http_req *r, int status, const char *ctype, const char *headers, 
 }
 
 int http_error(http_req *r, int status, const char *headers, const char *fmt, ...) {
-    char msg[700], *buf = NULL;
+    char msg[700], *buf = NULL, q[760];
     size_t len = 0;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* a failure of ours is in the log, with the id the client has */
+    if (status >= 500)
+        ULOG_WARN("event=request_failed request_id=%s route=%s status=%d why=%s", r->id,
+                  r->rt ? r->rt->name : "-", status, ulog_quote(q, sizeof q, msg));
+    else
+        ULOG_DEBUG("event=request_refused request_id=%s route=%s status=%d why=%s", r->id,
+                   r->rt ? r->rt->name : "-", status, ulog_quote(q, sizeof q, msg));
     FILE *f = open_memstream(&buf, &len);
     if (!f) return http_reply(r, 500, "text/plain", NULL, "out of memory\n", 14);
     fprintf(f, "{\"error\": ");
@@ -500,6 +510,15 @@ static enum MHD_Result first_call(http_server *s, struct MHD_Connection *c, cons
     pthread_mutex_init(&r->mu, NULL);
     snprintf(r->method, sizeof r->method, "%s", method);
     r->path = strdup(url ? url : "/");
+    /* the client's request id when it is 1..64 of [A-Za-z0-9._:-] (it goes
+     * into headers and logs as it is), else one made here */
+    const char *rid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
+    size_t rl = rid ? strlen(rid) : 0;
+    if (rl && rl <= 64 && strspn(rid, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                      "0123456789._:-") == rl)
+        memcpy(r->id, rid, rl + 1);
+    else if (util_random_hex(r->id, 16) != URSA_OK)
+        snprintf(r->id, sizeof r->id, "%llx", (unsigned long long)(uintptr_t)r);
     *out = r;
     if (!r->path) return MHD_NO;
     if (cn) atomic_store(&cn->phase, PH_BODY);

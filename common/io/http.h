@@ -96,6 +96,11 @@ void http_stop(http_server *s);
 /* ---- in a handler ---------------------------------------------------------- */
 
 const char *http_method(const http_req *r);
+/* The request's id: the client's X-Request-Id when it is 1..64 of
+ * [A-Za-z0-9._:-], else 32 hex digits made for it. Every answer carries it
+ * back in X-Request-Id, and http_error logs it (5xx at warn, the rest at
+ * debug). */
+const char *http_request_id(const http_req *r);
 const char *http_path(const http_req *r);
 /* A request header (case-insensitive name), or NULL. In the handler only:
  * deferred work could race the drain's answer, after which libmicrohttpd

@@ -61,7 +61,7 @@ grep -q "off, flip, shift or flip+shift" "$T/tta.err" || fail "--tta sideways: $
 # (two requests in flight at once, so they may share a batch), and says so
 "$URSA_BIN/ursa-inference" --inference.model "$T/demo.onnx" --inference.port 0 \
     --inference.port-file "$T/tta.port" --inference.tta flip --inference.max-delay-us 50000 \
-    >"$T/inference-tta.log" 2>"$T/inference-tta.err" &
+    --log.level debug >"$T/inference-tta.log" 2>"$T/inference-tta.err" &
 TTA_INF=$!
 PIDS+=("$TTA_INF")
 wait_for 10 "the flip server" test -s "$T/tta.port"
@@ -72,6 +72,17 @@ curl -sf -X POST --data-binary @"$T/img1.png" "$TB/v1/classify?top=0" >"$T/tta-s
     fail "classify on the flip server"
 wait $! || fail "classify the mirror on the flip server"
 curl -sf "$TB/v1/models" >"$T/tta-models.json" || fail "/v1/models on the flip server"
+# X-Request-Id: the client's comes back and is in the log of a refusal;
+# a made one when there is none, or it is not a sane one
+curl -s -D "$T/rid.h" -o /dev/null -H 'X-Request-Id: rq-42.a' "$TB/v1/classify?model=other" -X POST \
+    --data-binary @"$T/img1.png"
+grep -qi '^X-Request-Id: rq-42.a' "$T/rid.h" || fail "request id not returned: $(cat "$T/rid.h")"
+grep -q 'event=request_refused request_id=rq-42.a route=classify status=404' "$T/inference-tta.log" ||
+    fail "request id not in the log"
+for hdr in "X-Request-Id: two words" "X-Request-Id: $(head -c 80 /dev/zero | tr '\0' a)" "X-No: 1"; do
+    curl -s -D "$T/rid.h" -o /dev/null -H "$hdr" "$TB/v1/models"
+    grep -Eqi '^X-Request-Id: [0-9a-f]{32}'$'\r''?$' "$T/rid.h" || fail "made request id ($hdr): $(cat "$T/rid.h")"
+done
 kill "$TTA_INF"
 python3 - "$T" <<'EOF2' || fail "the flip server does not answer as predict --tta flip"
 import json, sys
