@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "health.h"
+#include "inference_openapi.h"
 #include "page.h"
 #include "server.h"
 
@@ -30,6 +31,13 @@ static int h_page(void *ctx, http_req *r) {
     return http_reply(r, 200, "text/html; charset=utf-8", NULL, page_html, sizeof page_html - 1);
 }
 
+/* services/inference/openapi.json: every route, checked against this
+ * table and by a validator in integration.inference */
+static int h_openapi(void *ctx, http_req *r) {
+    (void)ctx;
+    return http_reply(r, 200, "application/json", NULL, www_openapi_json, www_openapi_json_len);
+}
+
 const char inference_csp[] = PAGE_CSP;
 
 const http_route inference_routes[] = {
@@ -42,6 +50,7 @@ const http_route inference_routes[] = {
     {"/v2/health/ready", "GET,HEAD", h_v2_health, "v2_health", 0},
     {"/v2/models/*", "GET,HEAD,POST", h_v2_model, "v2_model", 1},
     {"/ping", "GET,HEAD", h_ping, "ping", 0},
+    {"/openapi.json", "GET,HEAD", h_openapi, "openapi", 0},
     {"/healthz", "GET,HEAD", health_healthz, "healthz", 0},
     {"/readyz", "GET,HEAD", h_ready, "readyz", 0},
     {"/metrics", "GET,HEAD", h_metrics, "metrics", 0},

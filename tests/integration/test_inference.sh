@@ -201,6 +201,12 @@ st, out = post(tensor([1, 3, 64, 64], x[:12288]), "/v2/models/nope/infer")
 assert st == 404 and "no model nope" in out["error"], (st, out)
 EOF2
 check_eq "GET on infer" "$(code404 "$B/v2/models/demo.onnx/infer")" 405
+# /openapi.json: valid OpenAPI 3 (swagger-parser from npm), every route of
+# routes.c documented, every documented path and method answered
+(cd "$ROOT/tests/tools/openapi" && npm ci --no-audit --no-fund --ignore-scripts) >"$T/npm.log" 2>&1 ||
+    fail "npm ci for the OpenAPI validator: $(tail -5 "$T/npm.log")"
+node "$ROOT/tests/tools/openapi/check.js" "$B" "$ROOT/services/inference/routes.c" >&2 ||
+    fail "/openapi.json does not hold"
 check_eq "v2: an unknown model" "$(code404 "$B/v2/models/nope")" 404
 grep -q '"error": "no model nope is served' "$T/body" || fail "v2 404 body: $(cat "$T/body")"
 check_eq "v2: an unknown version" "$(code404 "$B/v2/models/demo.onnx/versions/2")" 404
