@@ -22,7 +22,7 @@ awk '/^test_accuracy=/ {
         100 * a[2], (a[2] >= 0.94 ? "yes" : "no"), t[2], (t[2] < 600 ? "yes" : "no")
 }
 /^tta_accuracy=/ {
-    split($1, a, "=")
-    printf "with test-time augmentation (--tta 1): accuracy %.2f%% (>= 94%%: %s)\n",
+    split($1, a, "="); split($2, m, "=")
+    printf "with test-time augmentation (--tta %s): accuracy %.2f%% (>= 94%%: %s)\n", m[2],
         100 * a[2], (a[2] >= 0.94 ? "yes" : "no")
 }' build/fashion-mnist.log
