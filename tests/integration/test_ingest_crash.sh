@@ -43,11 +43,13 @@ check_eq "states recorded" "$(count_of gen total)" $N
 check_eq "verified states" "$(state_sum gen verified)" $N
 check_eq "manifest" "$(state_sum gen verified)" $N
 check_eq "negative counters" "$(negative_counters gen)" 0
-# (a Redis SIGKILL can cost the count a message whose state was stored but
-# whose answer was lost: such a message is counted by no one)
+# (a Redis SIGKILL can cost the count the messages of the batch in flight,
+# whose states were stored but whose answers were lost: such a message is
+# counted by no one. A batch holds at most DS_BATCH_ITEMS, 256; one CI run
+# lost 161 that way)
 metrics_to "$VM" "$T/vm.txt" || fail "the verifier's metrics"
 counted=$(awk '$1 == "ursa_verifier_images_verified_total" {print $2}' "$T/vm.txt")
 log "verified by the restarted verifier: $counted counted, $((N - V0)) done"
-[ "$counted" -le $((N - V0)) ] && [ "$counted" -ge $((N - V0 - 50)) ] ||
+[ "$counted" -le $((N - V0)) ] && [ "$counted" -ge $((N - V0 - 256)) ] ||
     fail "the restarted verifier counted $counted verified; it verified $((N - V0))"
 echo "test_ingest_crash: ok"
