@@ -274,8 +274,8 @@ int h_v2_model(void *ctx, http_req *r) {
         return http_error(r, 404, NULL, "no such route: %s", http_path(r));
     int post = !strcmp(http_method(r), "POST");
     if (post != infer)
-        return http_error(r, 405, "Allow: " "GET, HEAD\r\n", "%s takes %s", http_path(r),
-                          infer ? "POST" : "GET");
+        return http_error(r, 405, infer ? "Allow: POST\r\n" : "Allow: GET, HEAD\r\n",
+                          "%s takes %s", http_path(r), infer ? "POST" : "GET");
     served *m = batcher_current(s->b);
     if (!m || strcmp(name, served_id(m))) {
         served_release(m);

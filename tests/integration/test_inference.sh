@@ -200,7 +200,8 @@ for body, want, text in bad:
 st, out = post(tensor([1, 3, 64, 64], x[:12288]), "/v2/models/nope/infer")
 assert st == 404 and "no model nope" in out["error"], (st, out)
 EOF2
-check_eq "GET on infer" "$(code404 "$B/v2/models/demo.onnx/infer")" 405
+check_eq "GET on infer" "$(code404 -D "$T/allow.h" "$B/v2/models/demo.onnx/infer")" 405
+grep -qi '^Allow: POST' "$T/allow.h" || fail "405 without Allow: POST: $(cat "$T/allow.h")"
 # /openapi.json: valid OpenAPI 3 (swagger-parser from npm), every route of
 # routes.c documented, every documented path and method answered
 (cd "$ROOT/tests/tools/openapi" && npm ci --no-audit --no-fund --ignore-scripts) >"$T/npm.log" 2>&1 ||
